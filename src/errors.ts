@@ -1,0 +1,48 @@
+/**
+ * Runtime failures carry a stable `code`; messages may change between versions,
+ * codes do not. Tests and callers branch on `code`, never on the message.
+ */
+export const ErrorCodes = {
+  /** The journal's bounded queue is full; retry later. Nothing was written. */
+  QUEUE_FULL: 'ARBOR_QUEUE_FULL',
+  /** `expectedSeq` did not match the session's last sequence number. Nothing was written. */
+  SEQ_CONFLICT: 'ARBOR_SEQ_CONFLICT',
+  /** A write or sync failed earlier; the journal refuses everything until it is reopened. */
+  JOURNAL_FAILED: 'ARBOR_JOURNAL_FAILED',
+  /** An I/O call failed while writing; the append was not acknowledged. */
+  IO_ERROR: 'ARBOR_IO_ERROR',
+  /** The store is closed (or closing). */
+  CLOSED: 'ARBOR_CLOSED',
+  /** Another live process holds the data directory's lock. */
+  LOCKED: 'ARBOR_LOCKED',
+  /** A session id that is not allowed (it would never become a path). */
+  INVALID_SESSION_ID: 'ARBOR_INVALID_SESSION_ID',
+  /** Input failed validation; `details.field` names the field. */
+  INVALID_INPUT: 'ARBOR_INVALID_INPUT',
+  /** The session's history is damaged; it is readable but refuses writes until salvaged. */
+  SESSION_QUARANTINED: 'ARBOR_SESSION_QUARANTINED',
+  /** Bytes on disk that fail their checksum or framing. `details` has file and offset. */
+  CORRUPTION: 'ARBOR_CORRUPTION',
+  /** A record or snapshot larger than the configured limit. */
+  TOO_LARGE: 'ARBOR_TOO_LARGE',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** The one error class for runtime failures. `details` names what failed (session, file, offset, seq). */
+export class ArborError extends Error {
+  override readonly name = 'ArborError';
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.details = Object.freeze({ ...details });
+  }
+}
+
+/** True when `err` is an ArborError with the given code. */
+export function isArborError(err: unknown, code?: ErrorCode): err is ArborError {
+  return err instanceof ArborError && (code === undefined || err.code === code);
+}
