@@ -1,0 +1,15 @@
+/**
+ * Arbor's public surface. Everything users, the server, the CLI and the
+ * end-to-end tests rely on is exported from here.
+ */
+export { openStore, Store, type RecoveredSession, type RecoveryReport } from './store.ts';
+export { DEFAULT_STORE_OPTIONS, resolveStoreOptions, type StoreOptions, type ResolvedStoreOptions } from './options.ts';
+export { Journal, type AppendInput, type AppendResult, type Durability, type JournalOpenReport, type DedupeEntry } from './journal/journal.ts';
+export type { JournalRecord } from './journal/format.ts';
+export type { DamagedRegion, TornTail } from './journal/segment-scanner.ts';
+export { SnapshotStore, type DamagedSnapshot } from './snapshot/snapshot-store.ts';
+export type { Reducer, RecoveryHooks, RecoveryStatus, SessionRecovery, EventUpcaster, StateUpcaster } from './recovery/recovery.ts';
+export { ArborError, ErrorCodes, isArborError, type ErrorCode } from './errors.ts';
+export { assertSessionId, isSessionId, SESSION_ID_PATTERN } from './ids.ts';
+export type { FileSystem, FileHandle, FileStat, OpenFlags } from './storage/fs-port.ts';
+export { NodeFileSystem } from './storage/node-fs.ts';

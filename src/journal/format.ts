@@ -1,0 +1,124 @@
+import { crc32 } from 'node:zlib';
+import { isSessionId } from '../ids.ts';
+
+/**
+ * The journal's on-disk format (docs/journal-format.md has the grammar and a
+ * worked example).
+ *
+ *   segment  = header record*
+ *   header   = "ARBORWAL" version:u16 reserved:u16 salt:u32 firstLsn:u64 reserved:u32 headerCrc:u32   (32 bytes)
+ *   record   = length:u32 crc:u32 payload[length]
+ *   crc      = crc32(payload, crc32(length as 4 LE bytes, headerCrc))
+ *   payload  = UTF-8 JSON {"lsn":…,"sid":…,"seq":…,"ts":…,"type":…,"v":…,"data":…[,"cid":…]}
+ *
+ * Every integer is little-endian. The record checksum is seeded with the
+ * header's checksum, which covers the segment's random salt and first LSN, so a
+ * record copied from another segment or another generation of the same file
+ * never validates here.
+ */
+export const SEGMENT_MAGIC = Buffer.from('ARBORWAL', 'latin1');
+export const SEGMENT_FORMAT_VERSION = 1;
+export const SEGMENT_HEADER_BYTES = 32;
+export const FRAME_HEADER_BYTES = 8;
+/** Smallest possible payload: `{"lsn":1,"sid":"a","seq":1,"ts":0,"type":"t","v":1,"data":0}`. */
+export const MIN_PAYLOAD_BYTES = 40;
+export const SEGMENT_FILE_PATTERN = /^(\d{20})\.wal$/;
+
+export function segmentFileName(firstLsn: number): string {
+  return `${String(firstLsn).padStart(20, '0')}.wal`;
+}
+
+export interface SegmentHeader {
+  version: number;
+  salt: number;
+  firstLsn: number;
+  /** crc32 of the first 28 header bytes: the seed of every record checksum in the segment. */
+  seed: number;
+}
+
+export function encodeSegmentHeader(firstLsn: number, salt: number): { bytes: Buffer; header: SegmentHeader } {
+  const bytes = Buffer.alloc(SEGMENT_HEADER_BYTES);
+  SEGMENT_MAGIC.copy(bytes, 0);
+  bytes.writeUInt16LE(SEGMENT_FORMAT_VERSION, 8);
+  bytes.writeUInt32LE(salt >>> 0, 12);
+  bytes.writeBigUInt64LE(BigInt(firstLsn), 16);
+  const seed = crc32(bytes.subarray(0, 28));
+  bytes.writeUInt32LE(seed, 28);
+  return { bytes, header: { version: SEGMENT_FORMAT_VERSION, salt: salt >>> 0, firstLsn, seed } };
+}
+
+/** Why a header was refused, or the header. */
+export function decodeSegmentHeader(bytes: Uint8Array): SegmentHeader | string {
+  if (bytes.length < SEGMENT_HEADER_BYTES) return `header is ${bytes.length} bytes, expected ${SEGMENT_HEADER_BYTES}`;
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, SEGMENT_HEADER_BYTES);
+  if (!b.subarray(0, 8).equals(SEGMENT_MAGIC)) return 'bad magic';
+  const seed = crc32(b.subarray(0, 28));
+  if (b.readUInt32LE(28) !== seed) return 'header checksum mismatch';
+  const version = b.readUInt16LE(8);
+  if (version !== SEGMENT_FORMAT_VERSION) return `unsupported segment format version ${version}`;
+  const firstLsn = b.readBigUInt64LE(16);
+  if (firstLsn < 1n || firstLsn > BigInt(Number.MAX_SAFE_INTEGER)) return `first LSN ${firstLsn} out of range`;
+  return { version, salt: b.readUInt32LE(12), firstLsn: Number(firstLsn), seed };
+}
+
+/** The record checksum: seeded with the segment, covering the length field and the payload. */
+export function recordCrc(seed: number, lengthField: Uint8Array, payload: Uint8Array): number {
+  return crc32(payload, crc32(lengthField, seed));
+}
+
+/** One journaled event as stored. `data` is any JSON value. */
+export interface JournalRecord {
+  lsn: number;
+  sid: string;
+  seq: number;
+  /** wall-clock milliseconds when appended */
+  ts: number;
+  type: string;
+  /** the event's schema version, for upcasters */
+  v: number;
+  data: unknown;
+  /** the client's idempotency key, when the append carried one */
+  cid?: string;
+}
+
+/**
+ * The payload without its LSN, encoded once at append time; the LSN is
+ * prepended when the record joins a batch. Key order is fixed (lsn, sid, …) so a
+ * torn record still shows which session it belonged to.
+ */
+export function encodePayloadTail(sid: string, seq: number, ts: number, type: string, v: number, data: unknown, cid: string | undefined): string {
+  const tail = `,"sid":"${sid}","seq":${seq},"ts":${ts},"type":${JSON.stringify(type)},"v":${v},"data":${JSON.stringify(data)}`;
+  return cid === undefined ? `${tail}}` : `${tail},"cid":${JSON.stringify(cid)}}`;
+}
+
+function isPositiveInt(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 1;
+}
+
+/** Parses and checks a payload whose checksum already matched. Returns the record or why it was refused. */
+export function decodePayload(payload: Uint8Array): JournalRecord | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('utf8'));
+  } catch {
+    return 'payload is not JSON';
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'payload is not an object';
+  const r = value as Record<string, unknown>;
+  if (!isPositiveInt(r.lsn)) return 'lsn is not a positive integer';
+  if (!isSessionId(r.sid)) return 'sid is not a valid session id';
+  if (!isPositiveInt(r.seq)) return 'seq is not a positive integer';
+  if (typeof r.ts !== 'number' || !Number.isFinite(r.ts)) return 'ts is not a number';
+  if (typeof r.type !== 'string' || r.type.length === 0) return 'type is not a non-empty string';
+  if (!isPositiveInt(r.v)) return 'v is not a positive integer';
+  if (!('data' in r)) return 'data is missing';
+  if (r.cid !== undefined && typeof r.cid !== 'string') return 'cid is not a string';
+  return r as unknown as JournalRecord;
+}
+
+/** The session id at the start of a torn payload, if enough of it survived (see encodePayloadTail). */
+export function sessionOfTornPayload(bytes: Uint8Array): string | undefined {
+  const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, 200)).toString('latin1');
+  const m = /^\{"lsn":\d+,"sid":"([A-Za-z0-9_-]{1,128})"/.exec(head);
+  return m?.[1];
+}

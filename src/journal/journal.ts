@@ -1,0 +1,822 @@
+import { randomInt } from 'node:crypto';
+import { posix as path } from 'node:path';
+import { ArborError, ErrorCodes } from '../errors.ts';
+import { assertSessionId } from '../ids.ts';
+import { hasCode, readFully, writeFully, type FileHandle, type FileSystem } from '../storage/fs-port.ts';
+import {
+  FRAME_HEADER_BYTES,
+  SEGMENT_FILE_PATTERN,
+  SEGMENT_HEADER_BYTES,
+  decodePayload,
+  encodePayloadTail,
+  encodeSegmentHeader,
+  recordCrc,
+  segmentFileName,
+  type JournalRecord,
+  type SegmentHeader,
+} from './format.ts';
+import { scanSegment, type DamagedRegion, type TornTail } from './segment-scanner.ts';
+
+/** When an append is acknowledged. See the README's durability contract. */
+export type Durability = 'fsync' | 'write' | 'buffered';
+
+export interface JournalOptions {
+  fs: FileSystem;
+  dir: string;
+  durability: Durability;
+  /** `buffered`: write once this many events are queued. */
+  batchSize: number;
+  /** `write`: sync at this interval. `buffered`: write and sync at this interval. */
+  flushIntervalMs: number;
+  /** Rotate to a new segment before a batch would grow the current one past this size. */
+  maxSegmentBytes: number;
+  /** Caps of one group-commit batch (one write, one sync). */
+  maxBatchRecords: number;
+  maxBatchBytes: number;
+  /** Bound of the queue waiting for the writer; a full queue rejects at once with ARBOR_QUEUE_FULL. */
+  maxQueueRecords: number;
+  maxQueueBytes: number;
+  /** Largest payload accepted (and read back). */
+  maxRecordBytes: number;
+  /** How many recent clientMessageIds per session are remembered for deduplication. */
+  dedupeWindow: number;
+  /** Called when the writer fails (the journal is then failed until reopened); in `buffered` mode acknowledged events may be lost. */
+  onError?: (err: ArborError) => void;
+  /** Called after each batch is written (and synced, when the mode syncs per batch). */
+  onFlush?: (info: { records: number; bytes: number; durationMs: number; synced: boolean }) => void;
+  /** Called for every valid record found while opening, in log order. */
+  onRecord?: (record: JournalRecord) => void;
+  /** Wall clock for `ts`; injectable for tests. */
+  now?: () => number;
+}
+
+/** What an append resolves with. `duplicate` is true when a clientMessageId was seen before and nothing was written. */
+export interface AppendResult {
+  sid: string;
+  seq: number;
+  lsn: number;
+  ts: number;
+  duplicate: boolean;
+}
+
+export interface AppendInput {
+  sid: string;
+  type: string;
+  /** the event's schema version (default 1) */
+  v?: number;
+  /** any JSON value */
+  data: unknown;
+  /** Rejects with ARBOR_SEQ_CONFLICT unless the session's last seq (including pending appends) equals this. */
+  expectedSeq?: number;
+  /** Idempotency key: an append with a key seen before (within `dedupeWindow`) resolves with the original result. */
+  clientMessageId?: string;
+}
+
+/** A clientMessageId remembered with the result of its append; carried in snapshots so dedupe survives segment deletion. */
+export type DedupeEntry = [cid: string, seq: number, lsn: number, ts: number];
+
+export interface JournalOpenReport {
+  segments: number;
+  records: number;
+  bytes: number;
+  /** Torn tails truncated at open (at most one: the newest segment's). */
+  tornTails: (TornTail & { segment: string })[];
+  /** Regions that fail validation with valid data after them, by segment and offset. */
+  damage: (DamagedRegion & { segment: string })[];
+  /** Orphaned temporary files removed at open. */
+  removedTempFiles: string[];
+  durationMs: number;
+}
+
+interface Pending {
+  sid: string;
+  seq: number;
+  lsn: number;
+  ts: number;
+  /** the JSON payload after `{"lsn":N` */
+  tail: string;
+  bytes: number;
+  cid: string | undefined;
+  resolve: ((r: AppendResult) => void) | undefined;
+  reject: ((e: unknown) => void) | undefined;
+}
+
+interface SessionIndex {
+  /** Highest seq assigned, pending appends included. */
+  lastSeq: number;
+  /** Flattened [seq, segmentId, offset, frameBytes] of every record not yet released. */
+  locs: number[];
+  cids: Map<string, AppendResult | Promise<AppendResult>> | undefined;
+  quarantined: string | undefined;
+  /** Highest seq covered by a durable snapshot: such records no longer pin segments. */
+  covered: number;
+}
+
+interface Segment {
+  /** first LSN; also the file name */
+  id: number;
+  name: string;
+  header: SegmentHeader;
+  size: number;
+  /** records in it not yet released by a snapshot */
+  live: number;
+}
+
+function newSessionIndex(): SessionIndex {
+  return { lastSeq: 0, locs: [], cids: undefined, quarantined: undefined, covered: 0 };
+}
+
+type ResolvedJournalOptions = Required<Omit<JournalOptions, 'onError' | 'onFlush' | 'onRecord'>> & Pick<JournalOptions, 'onError' | 'onFlush'>;
+
+type State = 'open' | 'closing' | 'closed' | 'failed';
+
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
+/**
+ * The warm tier: one shared, segmented, append-only log for all sessions, with
+ * a single group committer.
+ *
+ * Data flow: `append()` validates, assigns the session's next seq and the next
+ * LSN, encodes the payload and queues it — synchronously, so the order of
+ * `append()` calls is the order in the log. A single pump takes everything
+ * queued (up to the batch caps), frames it with checksums into one buffer,
+ * writes it with one write loop and, under `fsync`, one `fdatasync`, and only
+ * then settles every promise of the batch. Appends arriving meanwhile form the
+ * next batch.
+ *
+ * A failed write or sync is sticky (after leveldb's RecordBackgroundError): the
+ * batch and everything queued are rejected and every later call fails with
+ * ARBOR_JOURNAL_FAILED until the journal is reopened, because a retried fsync
+ * may report success after the kernel dropped the data.
+ */
+export class Journal {
+  readonly #o: ResolvedJournalOptions;
+  readonly #sessions = new Map<string, SessionIndex>();
+  readonly #segments: Segment[] = [];
+  #active!: Segment;
+  #handle!: FileHandle;
+  #state: State = 'open';
+  #failure: ArborError | undefined;
+  #nextLsn = 1;
+  #queue: Pending[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  #pumping = false;
+  #scheduled = false;
+  /** LSN of the last record written to the file. */
+  #writtenLsn = 0;
+  /** LSN of the last record known durable (synced). */
+  #syncedLsn = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #syncDue = false;
+  #lastFlushAt = Date.now();
+  #idle: (() => void)[] = [];
+  #closePromise: Promise<void> | undefined;
+  report!: JournalOpenReport;
+
+  private constructor(options: JournalOptions) {
+    const { onError, onFlush, onRecord: _onRecord, ...rest } = options;
+    this.#o = { now: Date.now, ...rest, onError, onFlush };
+  }
+
+  /** Opens (or creates) the journal in `options.dir`: removes temp files, scans every segment, truncates a torn tail. */
+  static async open(options: JournalOptions): Promise<Journal> {
+    const journal = new Journal(options);
+    await journal.#open(options.onRecord);
+    return journal;
+  }
+
+  get durability(): Durability {
+    return this.#o.durability;
+  }
+
+  /** 'open' | 'closing' | 'closed' | 'failed' */
+  get state(): State {
+    return this.#state;
+  }
+
+  /** The error that failed the journal, when state is 'failed'. */
+  get failure(): ArborError | undefined {
+    return this.#failure;
+  }
+
+  /** Records queued and not yet written. */
+  get queueDepth(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /** Wall-clock ms of the last completed flush. */
+  get lastFlushAt(): number {
+    return this.#lastFlushAt;
+  }
+
+  get nextLsn(): number {
+    return this.#nextLsn;
+  }
+
+  /** LSN up to which every record is durable on disk. */
+  get syncedLsn(): number {
+    return this.#syncedLsn;
+  }
+
+  /** Segment file names, oldest first. */
+  segmentNames(): string[] {
+    return this.#segments.map((s) => s.name);
+  }
+
+  /** Total bytes in all segments. */
+  sizeBytes(): number {
+    return this.#segments.reduce((sum, s) => sum + s.size, 0);
+  }
+
+  /** Every session the journal knows of, with its last seq. */
+  sessions(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [sid, idx] of this.#sessions) out.set(sid, idx.lastSeq);
+    return out;
+  }
+
+  lastSeq(sid: string): number {
+    return this.#sessions.get(sid)?.lastSeq ?? 0;
+  }
+
+  /**
+   * Appends one event. Resolves once the event is as durable as the journal's
+   * mode promises: after `fdatasync` under `fsync`, after `write(2)` under
+   * `write`, at once under `buffered`. Rejects with ARBOR_QUEUE_FULL,
+   * ARBOR_SEQ_CONFLICT, ARBOR_SESSION_QUARANTINED, ARBOR_TOO_LARGE (nothing
+   * written), ARBOR_IO_ERROR (the batch failed; not acknowledged) or
+   * ARBOR_JOURNAL_FAILED / ARBOR_CLOSED.
+   */
+  append(input: AppendInput): Promise<AppendResult> {
+    try {
+      return this.#append(input);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #append(input: AppendInput): Promise<AppendResult> {
+    this.#assertWritable();
+    const { sid, type, data, expectedSeq, clientMessageId: cid } = input;
+    const v = input.v ?? 1;
+    assertSessionId(sid);
+    if (typeof type !== 'string' || type.length === 0 || type.length > 200) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `type must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'type', sessionId: sid });
+    }
+    if (!Number.isSafeInteger(v) || v < 1) throw new ArborError(ErrorCodes.INVALID_INPUT, `v must be a positive integer (session ${sid})`, { field: 'v', sessionId: sid });
+    if (cid !== undefined && (typeof cid !== 'string' || cid.length === 0 || cid.length > 200)) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `clientMessageId must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'clientMessageId', sessionId: sid });
+    }
+    let idx = this.#sessions.get(sid);
+    if (idx === undefined) {
+      idx = newSessionIndex();
+      this.#sessions.set(sid, idx);
+    }
+    if (cid !== undefined) {
+      const seen = idx.cids?.get(cid);
+      // A retried request: answer with the original result, write nothing.
+      if (seen !== undefined) return seen instanceof Promise ? seen.then((r) => ({ ...r, duplicate: true })) : Promise.resolve({ ...seen, duplicate: true });
+    }
+    if (idx.quarantined !== undefined) {
+      throw new ArborError(ErrorCodes.SESSION_QUARANTINED, `session ${sid} is quarantined: ${idx.quarantined}`, { sessionId: sid });
+    }
+    if (expectedSeq !== undefined && expectedSeq !== idx.lastSeq) {
+      throw new ArborError(ErrorCodes.SEQ_CONFLICT, `session ${sid}: expected seq ${expectedSeq}, but the last seq is ${idx.lastSeq}`, { sessionId: sid, expectedSeq, actualSeq: idx.lastSeq });
+    }
+    const ts = this.#o.now();
+    const seq = idx.lastSeq + 1;
+    let tail: string;
+    try {
+      tail = encodePayloadTail(sid, seq, ts, type, v, data, cid);
+    } catch (err) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable`, { field: 'data', sessionId: sid }, { cause: err });
+    }
+    if (tail.length === 0 || tail.includes(',"data":undefined')) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable`, { field: 'data', sessionId: sid });
+    }
+    const lsn = this.#nextLsn;
+    // The frame is `{"lsn":<lsn>` + tail: count its UTF-8 bytes once, here.
+    const bytes = FRAME_HEADER_BYTES + 7 + String(lsn).length + Buffer.byteLength(tail);
+    if (bytes - FRAME_HEADER_BYTES > this.#o.maxRecordBytes) {
+      throw new ArborError(ErrorCodes.TOO_LARGE, `event of session ${sid} is ${bytes - FRAME_HEADER_BYTES} bytes; the limit is ${this.#o.maxRecordBytes}`, { sessionId: sid, bytes: bytes - FRAME_HEADER_BYTES, limit: this.#o.maxRecordBytes });
+    }
+    if (this.queueDepth >= this.#o.maxQueueRecords || this.#queuedBytes + bytes > this.#o.maxQueueBytes) {
+      throw new ArborError(ErrorCodes.QUEUE_FULL, `journal queue is full (${this.queueDepth} records, ${this.#queuedBytes} bytes); retry later`, { sessionId: sid, queueDepth: this.queueDepth, queuedBytes: this.#queuedBytes });
+    }
+    // Past every check: from here the append is committed to the queue.
+    this.#nextLsn = lsn + 1;
+    idx.lastSeq = seq;
+    const pending: Pending = { sid, seq, lsn, ts, tail, bytes, cid, resolve: undefined, reject: undefined };
+    let promise: Promise<AppendResult>;
+    if (this.#o.durability === 'buffered') {
+      // Acknowledged at once, by contract: the write happens later.
+      promise = Promise.resolve({ sid, seq, lsn, ts, duplicate: false });
+      if (cid !== undefined) this.#rememberCid(idx, cid, { sid, seq, lsn, ts, duplicate: false });
+    } else {
+      promise = new Promise<AppendResult>((resolve, reject) => {
+        pending.resolve = resolve;
+        pending.reject = reject;
+      });
+      if (cid !== undefined) this.#rememberCid(idx, cid, promise);
+    }
+    this.#queue.push(pending);
+    this.#queuedBytes += bytes;
+    this.#schedule();
+    return promise;
+  }
+
+  #rememberCid(idx: SessionIndex, cid: string, result: AppendResult | Promise<AppendResult>): void {
+    idx.cids ??= new Map();
+    idx.cids.set(cid, result);
+    if (result instanceof Promise) {
+      // Once settled, keep the plain result (and forget a failed one: it was never acknowledged).
+      result.then(
+        (r) => {
+          if (idx.cids?.get(cid) === result) idx.cids.set(cid, r);
+        },
+        () => {
+          if (idx.cids?.get(cid) === result) idx.cids.delete(cid);
+        },
+      );
+    }
+    if (idx.cids.size > this.#o.dedupeWindow) {
+      const oldest = idx.cids.keys().next().value as string;
+      idx.cids.delete(oldest);
+    }
+  }
+
+  #assertWritable(): void {
+    if (this.#state === 'failed') {
+      throw new ArborError(ErrorCodes.JOURNAL_FAILED, `journal failed earlier and refuses writes until reopened: ${this.#failure?.message}`, {}, { cause: this.#failure });
+    }
+    if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'journal is closed');
+  }
+
+  // ---- the group committer -------------------------------------------------
+
+  #schedule(): void {
+    if (this.#pumping || this.#scheduled) return;
+    if (this.#o.durability === 'buffered' && this.queueDepth < this.#o.batchSize && this.#state === 'open' && !this.#syncDue) return;
+    this.#scheduled = true;
+    // Fast path: an idle journal starts on a microtask, so appends made in the same tick share the batch.
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      void this.#pump();
+    });
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#pumping || this.#state === 'failed' || this.#state === 'closed') return;
+    this.#pumping = true;
+    let batch: Pending[] = [];
+    try {
+      while (this.queueDepth > 0 || this.#syncDue) {
+        if (this.queueDepth > 0) {
+          batch = this.#takeBatch();
+          await this.#writeBatch(batch);
+          batch = [];
+        } else {
+          this.#syncDue = false;
+          await this.#sync();
+        }
+        // Let the callers woken by this batch queue their next appends before the next batch is cut.
+        if (this.queueDepth > 0 && this.#o.durability !== 'buffered') await new Promise<void>((r) => setImmediate(r));
+        if (this.#o.durability === 'buffered' && this.queueDepth < this.#o.batchSize && this.#state === 'open' && !this.#syncDue) break;
+      }
+    } catch (err) {
+      this.#fail(err, batch);
+    } finally {
+      this.#pumping = false;
+      if (this.queueDepth === 0 || this.state === 'failed') {
+        const waiters = this.#idle;
+        this.#idle = [];
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  #takeBatch(): Pending[] {
+    const batch: Pending[] = [];
+    let bytes = 0;
+    while (this.#queueHead < this.#queue.length && batch.length < this.#o.maxBatchRecords) {
+      const p = this.#queue[this.#queueHead]!;
+      if (batch.length > 0 && bytes + p.bytes > this.#o.maxBatchBytes) break;
+      batch.push(p);
+      bytes += p.bytes;
+      this.#queueHead += 1;
+    }
+    this.#queuedBytes -= bytes;
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 4096 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+    return batch;
+  }
+
+  async #writeBatch(batch: Pending[]): Promise<void> {
+    const started = performance.now();
+    let total = 0;
+    for (const p of batch) total += p.bytes;
+    if (this.#active.size > SEGMENT_HEADER_BYTES && this.#active.size + total > this.#o.maxSegmentBytes) {
+      await this.#rotate(batch[0]!.lsn);
+    }
+    const segment = this.#active;
+    const buffer = Buffer.allocUnsafe(total);
+    const offsets = new Array<number>(batch.length);
+    let at = 0;
+    for (let i = 0; i < batch.length; i += 1) {
+      const p = batch[i]!;
+      const payloadStart = at + FRAME_HEADER_BYTES;
+      const written = buffer.write(`{"lsn":${p.lsn}${p.tail}`, payloadStart, 'utf8');
+      buffer.writeUInt32LE(written, at);
+      buffer.writeUInt32LE(recordCrc(segment.header.seed, buffer.subarray(at, at + 4), buffer.subarray(payloadStart, payloadStart + written)), at + 4);
+      offsets[i] = segment.size + at;
+      at = payloadStart + written;
+    }
+    // Invariant: byte counts taken at append time match the encoding.
+    if (at !== total) throw new Error(`journal invariant: batch encoded to ${at} bytes, expected ${total}`);
+    await writeFully(this.#handle, buffer, segment.size);
+    segment.size += total;
+    this.#writtenLsn = batch[batch.length - 1]!.lsn;
+    const syncs = this.#o.durability !== 'write';
+    if (syncs) {
+      await this.#handle.datasync();
+      this.#syncedLsn = this.#writtenLsn;
+    } else {
+      this.#ensureTimer();
+    }
+    // Written (and synced, if the mode says so): index and acknowledge.
+    for (let i = 0; i < batch.length; i += 1) {
+      const p = batch[i]!;
+      const idx = this.#sessions.get(p.sid)!;
+      // A snapshot may already cover a record written late (buffered mode): it pins nothing then.
+      if (p.seq <= idx.covered) continue;
+      idx.locs.push(p.seq, segment.id, offsets[i]!, p.bytes);
+      segment.live += 1;
+    }
+    this.#lastFlushAt = Date.now();
+    for (const p of batch) p.resolve?.({ sid: p.sid, seq: p.seq, lsn: p.lsn, ts: p.ts, duplicate: false });
+    this.#o.onFlush?.({ records: batch.length, bytes: total, durationMs: performance.now() - started, synced: syncs });
+  }
+
+  async #sync(): Promise<void> {
+    if (this.#syncedLsn >= this.#writtenLsn) return;
+    const target = this.#writtenLsn;
+    await this.#handle.datasync();
+    this.#syncedLsn = target;
+  }
+
+  #ensureTimer(): void {
+    if (this.#timer !== undefined || this.#o.durability === 'fsync') return;
+    this.#timer = setInterval(() => {
+      if (this.#state !== 'open') return;
+      if (this.#o.durability === 'buffered' ? this.queueDepth > 0 || this.#syncedLsn < this.#writtenLsn : this.#syncedLsn < this.#writtenLsn) {
+        this.#syncDue = true;
+        if (!this.#pumping) void this.#pump();
+      }
+    }, this.#o.flushIntervalMs);
+    this.#timer.unref();
+  }
+
+  /** Seals the active segment (synced) and starts a new one whose first LSN is `firstLsn`. */
+  async #rotate(firstLsn: number): Promise<void> {
+    await this.#handle.datasync();
+    this.#syncedLsn = this.#writtenLsn;
+    const next = await this.#createSegment(firstLsn);
+    const old = this.#handle;
+    this.#handle = next.handle;
+    this.#active = next.segment;
+    this.#segments.push(next.segment);
+    await old.close();
+  }
+
+  /** temp file → header → fdatasync → rename → directory sync: a segment never appears with a partial header. */
+  async #createSegment(firstLsn: number): Promise<{ segment: Segment; handle: FileHandle }> {
+    const { fs, dir } = this.#o;
+    const name = segmentFileName(firstLsn);
+    const temp = path.join(dir, `${name}.tmp`);
+    const { bytes, header } = encodeSegmentHeader(firstLsn, randomInt(0, 2 ** 32 - 1));
+    const handle = await fs.open(temp, 'w+', FILE_MODE);
+    try {
+      await writeFully(handle, bytes, 0);
+      await handle.datasync();
+      await fs.rename(temp, path.join(dir, name));
+      await fs.syncDir(dir);
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw err;
+    }
+    return { segment: { id: firstLsn, name, header, size: SEGMENT_HEADER_BYTES, live: 0 }, handle };
+  }
+
+  #fail(err: unknown, batch: Pending[]): void {
+    const cause = err instanceof ArborError ? err : new ArborError(ErrorCodes.IO_ERROR, `journal write failed: ${(err as Error)?.message ?? String(err)}`, { segment: this.#active?.name }, { cause: err });
+    this.#state = 'failed';
+    this.#failure = cause;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const p of batch) p.reject?.(cause);
+    const rest = this.#queue.slice(this.#queueHead);
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    const failed = new ArborError(ErrorCodes.JOURNAL_FAILED, `journal failed before this append was written: ${cause.message}`, {}, { cause });
+    for (const p of rest) p.reject?.(failed);
+    this.#o.onError?.(cause);
+  }
+
+  /**
+   * Resolves when everything queued so far is written and synced (whatever the
+   * mode). Rejects if the journal fails meanwhile.
+   */
+  async flush(): Promise<void> {
+    if (this.#state === 'closed') return;
+    this.#assertNotFailed();
+    if (this.queueDepth > 0 || this.#pumping) {
+      await new Promise<void>((resolve) => {
+        this.#idle.push(resolve);
+        this.#syncDue = true;
+        if (!this.#pumping && !this.#scheduled) void this.#pump();
+      });
+      // A pump that was already past its loop check may have missed the request.
+      if (this.queueDepth > 0) return this.flush();
+    }
+    this.#assertNotFailed();
+    if (this.#syncedLsn < this.#writtenLsn) {
+      try {
+        await this.#sync();
+      } catch (err) {
+        this.#fail(err, []);
+      }
+    }
+    this.#assertNotFailed();
+  }
+
+  #assertNotFailed(): void {
+    if (this.#state === 'failed') throw new ArborError(ErrorCodes.JOURNAL_FAILED, `journal failed: ${this.#failure?.message}`, {}, { cause: this.#failure });
+  }
+
+  /** Flushes, syncs and closes the files. Idempotent; a failed journal closes without flushing. */
+  close(): Promise<void> {
+    this.#closePromise ??= this.#close();
+    return this.#closePromise;
+  }
+
+  async #close(): Promise<void> {
+    const failedBefore = this.#state === 'failed';
+    if (!failedBefore) {
+      this.#state = 'closing';
+      this.#syncDue = true;
+      await new Promise<void>((resolve) => {
+        this.#idle.push(resolve);
+        if (!this.#pumping) void this.#pump();
+      });
+    }
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    let error: unknown = this.#failure;
+    if (this.#failure === undefined) {
+      try {
+        await this.#sync();
+      } catch (err) {
+        error = new ArborError(ErrorCodes.IO_ERROR, 'final journal sync failed', { segment: this.#active.name }, { cause: err });
+      }
+    }
+    this.#state = 'closed';
+    await this.#handle.close().catch(() => undefined);
+    // A journal that failed before close() was called reported it already; a failure while closing is news.
+    if (!failedBefore && error !== undefined) throw error;
+  }
+
+  // ---- reading, snapshots, compaction --------------------------------------
+
+  /**
+   * The session's written records with seq ≥ `fromSeq`, in order, read back from
+   * the segments. Only records not yet released by a snapshot are available.
+   */
+  async readSession(sid: string, fromSeq = 1): Promise<JournalRecord[]> {
+    const idx = this.#sessions.get(sid);
+    if (idx === undefined) return [];
+    const out: JournalRecord[] = [];
+    const handles = new Map<number, FileHandle>();
+    try {
+      for (let i = 0; i < idx.locs.length; i += 4) {
+        const seq = idx.locs[i]!;
+        if (seq < fromSeq) continue;
+        const segId = idx.locs[i + 1]!;
+        const offset = idx.locs[i + 2]!;
+        const frameBytes = idx.locs[i + 3]!;
+        let handle = segId === this.#active.id ? this.#handle : handles.get(segId);
+        if (handle === undefined) {
+          handle = await this.#o.fs.open(path.join(this.#o.dir, segmentFileName(segId)), 'r');
+          handles.set(segId, handle);
+        }
+        const frame = await readFully(handle, frameBytes, offset);
+        const segment = this.#segments.find((s) => s.id === segId);
+        const payload = frame.subarray(FRAME_HEADER_BYTES);
+        const ok = segment !== undefined && frame.length === frameBytes && recordCrc(segment.header.seed, frame.subarray(0, 4), payload) === Buffer.from(frame.buffer, frame.byteOffset).readUInt32LE(4);
+        const record = ok ? decodePayload(payload) : 'checksum mismatch on read-back';
+        if (typeof record === 'string') {
+          throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid} seq ${seq}: ${record} in ${segmentFileName(segId)} at offset ${offset}`, { sessionId: sid, seq, segment: segmentFileName(segId), offset });
+        }
+        out.push(record);
+      }
+    } finally {
+      for (const h of handles.values()) await h.close().catch(() => undefined);
+    }
+    return out;
+  }
+
+  /**
+   * Registers what a durable snapshot of `sid` covers: the session's seq is at
+   * least `floorSeq` (default `seq`) from now on, its dedupe entries are
+   * restored, and records with seq ≤ `seq` no longer pin their segments.
+   */
+  noteSnapshot(sid: string, seq: number, dedupe: readonly DedupeEntry[] = [], floorSeq = seq): void {
+    let idx = this.#sessions.get(sid);
+    if (idx === undefined) {
+      idx = newSessionIndex();
+      this.#sessions.set(sid, idx);
+    }
+    if (floorSeq > idx.lastSeq) idx.lastSeq = floorSeq;
+    if (seq > idx.covered) idx.covered = seq;
+    if (dedupe.length > 0) {
+      const merged = new Map<string, AppendResult | Promise<AppendResult>>();
+      for (const [cid, s, lsn, ts] of dedupe) merged.set(cid, { sid, seq: s, lsn, ts, duplicate: false });
+      for (const [cid, r] of idx.cids ?? []) merged.set(cid, r);
+      idx.cids = merged;
+      while (idx.cids.size > this.#o.dedupeWindow) idx.cids.delete(idx.cids.keys().next().value as string);
+    }
+    let cut = 0;
+    while (cut < idx.locs.length && idx.locs[cut]! <= seq) {
+      const seg = this.#segments.find((s) => s.id === idx!.locs[cut + 1]);
+      if (seg !== undefined) seg.live -= 1;
+      cut += 4;
+    }
+    if (cut > 0) idx.locs.splice(0, cut);
+  }
+
+  /** The settled dedupe entries of a session with seq ≤ `uptoSeq`, oldest first: what a snapshot at that seq carries. */
+  dedupeEntries(sid: string, uptoSeq: number): DedupeEntry[] {
+    const out: DedupeEntry[] = [];
+    for (const [cid, r] of this.#sessions.get(sid)?.cids ?? []) {
+      if (!(r instanceof Promise) && r.seq <= uptoSeq) out.push([cid, r.seq, r.lsn, r.ts]);
+    }
+    return out;
+  }
+
+  /** Refuse appends to `sid` (its history is damaged) until `release` is called. */
+  quarantine(sid: string, reason: string): void {
+    let idx = this.#sessions.get(sid);
+    if (idx === undefined) {
+      idx = newSessionIndex();
+      this.#sessions.set(sid, idx);
+    }
+    idx.quarantined = reason;
+  }
+
+  unquarantine(sid: string): void {
+    const idx = this.#sessions.get(sid);
+    if (idx !== undefined) idx.quarantined = undefined;
+  }
+
+  quarantineReason(sid: string): string | undefined {
+    return this.#sessions.get(sid)?.quarantined;
+  }
+
+  /** Sessions with unreleased records in the oldest segment: the ones to snapshot so it can be deleted. */
+  sessionsPinningOldest(): string[] {
+    const oldest = this.#segments[0];
+    if (oldest === undefined || oldest === this.#active) return [];
+    const out: string[] = [];
+    for (const [sid, idx] of this.#sessions) {
+      for (let i = 1; i < idx.locs.length; i += 4) {
+        if (idx.locs[i] === oldest.id) {
+          out.push(sid);
+          break;
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Deletes the oldest segments that no unreleased record pins, oldest first
+   * (the remaining segments always form a suffix of the log), syncing the
+   * directory after each unlink. Never deletes the active segment.
+   */
+  async deleteReleasedSegments(): Promise<string[]> {
+    const deleted: string[] = [];
+    while (this.#segments.length > 1 && this.#segments[0]!.live <= 0 && this.#state === 'open') {
+      const seg = this.#segments[0]!;
+      await this.#o.fs.unlink(path.join(this.#o.dir, seg.name));
+      await this.#o.fs.syncDir(this.#o.dir);
+      this.#segments.shift();
+      deleted.push(seg.name);
+    }
+    return deleted;
+  }
+
+  // ---- opening ------------------------------------------------------------
+
+  async #open(onRecord: ((r: JournalRecord) => void) | undefined): Promise<void> {
+    const started = performance.now();
+    const { fs, dir } = this.#o;
+    await fs.mkdir(dir, DIR_MODE);
+    await fs.chmod(dir, DIR_MODE);
+    const names = await fs.readdir(dir);
+    const removedTempFiles: string[] = [];
+    for (const name of names) {
+      if (name.endsWith('.tmp')) {
+        await fs.unlink(path.join(dir, name));
+        removedTempFiles.push(name);
+      }
+    }
+    if (removedTempFiles.length > 0) await fs.syncDir(dir);
+    const segmentNames = names.filter((n) => SEGMENT_FILE_PATTERN.test(n)).sort();
+    const report: JournalOpenReport = { segments: 0, records: 0, bytes: 0, tornTails: [], damage: [], removedTempFiles, durationMs: 0 };
+    let prevLastLsn: number | undefined;
+    let nextFirstLsn = 1;
+    for (let i = 0; i < segmentNames.length; i += 1) {
+      const name = segmentNames[i]!;
+      const file = path.join(dir, name);
+      const id = Number(SEGMENT_FILE_PATTERN.exec(name)![1]);
+      await fs.chmod(file, FILE_MODE);
+      const bytes = await fs.readFile(file);
+      const isLast = i === segmentNames.length - 1;
+      if (isLast && bytes.length < SEGMENT_HEADER_BYTES) {
+        // Our writer never leaves this (a segment appears by rename with a synced header), but a
+        // truncated newest segment holds no record either way: drop it and start a fresh one below.
+        report.tornTails.push({ segment: name, offset: 0, bytes: bytes.length });
+        await fs.unlink(file);
+        await fs.syncDir(dir);
+        nextFirstLsn = Math.max(nextFirstLsn, id);
+        continue;
+      }
+      let segmentLive = 0;
+      const scan = scanSegment(bytes, { isLast, maxRecordBytes: this.#o.maxRecordBytes }, (record, offset, frameBytes) => {
+        let idx = this.#sessions.get(record.sid);
+        if (idx === undefined) {
+          idx = newSessionIndex();
+          this.#sessions.set(record.sid, idx);
+        }
+        if (record.seq > idx.lastSeq) idx.lastSeq = record.seq;
+        idx.locs.push(record.seq, id, offset, frameBytes);
+        if (record.cid !== undefined) this.#rememberCid(idx, record.cid, { sid: record.sid, seq: record.seq, lsn: record.lsn, ts: record.ts, duplicate: false });
+        segmentLive += 1;
+        onRecord?.(record);
+      });
+      for (const d of scan.damage) report.damage.push({ ...d, segment: name });
+      if (scan.header !== undefined && scan.header.firstLsn !== id) {
+        report.damage.push({ segment: name, offset: 16, length: 8, reason: `header first LSN ${scan.header.firstLsn} does not match the file name` });
+      }
+      if (prevLastLsn !== undefined && scan.header !== undefined && id !== prevLastLsn + 1) {
+        report.damage.push({ segment: name, offset: 0, length: 0, reason: `segment starts at LSN ${id} but the previous one ends at ${prevLastLsn}`, lostLsns: [prevLastLsn + 1, id - 1] });
+      }
+      // A segment with a damaged header hides its LSNs: skip the continuity check after it, and
+      // make sure a new segment starts above any LSN it could hold.
+      prevLastLsn = scan.header === undefined ? undefined : scan.lastLsn;
+      nextFirstLsn = Math.max(nextFirstLsn, scan.header === undefined ? id + Math.ceil(bytes.length / (FRAME_HEADER_BYTES + 40)) + 1 : scan.lastLsn + 1);
+      report.records += scan.records;
+      report.bytes += bytes.length;
+      if (scan.header === undefined) continue;
+      const segment: Segment = { id, name, header: scan.header, size: bytes.length, live: segmentLive };
+      if (isLast) {
+        if (scan.torn !== undefined) {
+          report.tornTails.push({ ...scan.torn, segment: name });
+          const handle = await fs.open(file, 'r+', FILE_MODE);
+          await handle.truncate(scan.torn.offset);
+          await handle.datasync();
+          segment.size = scan.torn.offset;
+          this.#handle = handle;
+        } else {
+          this.#handle = await fs.open(file, 'r+', FILE_MODE);
+        }
+        this.#active = segment;
+        this.#nextLsn = scan.lastLsn + 1;
+      }
+      this.#segments.push(segment);
+    }
+    if (this.#handle === undefined) {
+      // No usable newest segment (a new journal, or its newest segment was unusable): start one after everything seen.
+      const firstLsn = nextFirstLsn;
+      const created = await this.#createSegment(firstLsn);
+      this.#handle = created.handle;
+      this.#active = created.segment;
+      this.#segments.push(created.segment);
+      this.#nextLsn = firstLsn;
+    }
+    this.#writtenLsn = this.#nextLsn - 1;
+    this.#syncedLsn = this.#writtenLsn;
+    report.segments = this.#segments.length;
+    report.durationMs = performance.now() - started;
+    this.report = report;
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return hasCode(err, 'ENOENT');
+}

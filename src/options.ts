@@ -1,0 +1,107 @@
+import { posix as path } from 'node:path';
+import type { Durability } from './journal/journal.ts';
+import type { FileSystem } from './storage/fs-port.ts';
+
+/** Options of the storage engine. Every field has a default in DEFAULT_STORE_OPTIONS. */
+export interface StoreOptions {
+  /** Root of everything on disk (default `./data`). Holds the lock file. */
+  dataDir: string;
+  /** Journal segments (default `<dataDir>/journals`). */
+  journalDir: string | undefined;
+  /** Snapshots (default `<dataDir>/snapshots`). */
+  snapshotDir: string | undefined;
+  /** When an append is acknowledged: `fsync` (default), `write` or `buffered`. See the README. */
+  durability: Durability;
+  /** `buffered` only: write as soon as this many events are queued. */
+  journalBatchSize: number;
+  /** `write`: fdatasync at this interval. `buffered`: write and fdatasync at this interval. */
+  journalFlushIntervalMs: number;
+  /** Rotate to a new segment when the current one would grow past this many MiB (fractions allowed). */
+  journalMaxSizeMb: number;
+  /** Cap on events in one group-commit batch (one write, one sync). */
+  journalMaxBatchRecords: number;
+  /** Cap on bytes in one group-commit batch. */
+  journalMaxBatchBytes: number;
+  /** Events waiting for the writer before appends are refused with ARBOR_QUEUE_FULL. */
+  journalMaxQueueRecords: number;
+  /** Bytes waiting for the writer before appends are refused with ARBOR_QUEUE_FULL. */
+  journalMaxQueueBytes: number;
+  /** Largest single event, encoded. */
+  maxEventBytes: number;
+  /** Snapshots kept per session. */
+  maxSnapshotsPerSession: number;
+  /** Recent clientMessageIds remembered per session for deduplication (also across restarts). */
+  dedupeWindow: number;
+  /** Version of the state schema written into snapshots; older snapshots go through `upcastState`. */
+  stateSchemaVersion: number;
+  /** Operator option: recover damaged sessions past their gaps and snapshot them, lifting quarantine. */
+  salvage: boolean;
+  /** Filesystem port (default: the real one). Tests pass the in-memory one. */
+  fs: FileSystem | undefined;
+}
+
+export const DEFAULT_STORE_OPTIONS: Readonly<StoreOptions> = Object.freeze({
+  dataDir: './data',
+  journalDir: undefined,
+  snapshotDir: undefined,
+  durability: 'fsync',
+  journalBatchSize: 10,
+  journalFlushIntervalMs: 1000,
+  journalMaxSizeMb: 100,
+  journalMaxBatchRecords: 10_000,
+  journalMaxBatchBytes: 8 * 1024 * 1024,
+  journalMaxQueueRecords: 100_000,
+  journalMaxQueueBytes: 64 * 1024 * 1024,
+  maxEventBytes: 1024 * 1024,
+  maxSnapshotsPerSession: 5,
+  dedupeWindow: 1000,
+  stateSchemaVersion: 1,
+  salvage: false,
+  fs: undefined,
+});
+
+export type ResolvedStoreOptions = Readonly<StoreOptions & { journalDir: string; snapshotDir: string }>;
+
+const DURABILITIES: readonly Durability[] = ['fsync', 'write', 'buffered'];
+
+function positiveInteger(name: string, value: unknown, max = Number.MAX_SAFE_INTEGER): void {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new RangeError(`option ${name} must be an integer from 1 to ${max}, got ${JSON.stringify(value)}`);
+  }
+}
+
+/** Merges `options` over the defaults, validates every field (naming it on error) and freezes the result. */
+export function resolveStoreOptions(options: Partial<StoreOptions> = {}): ResolvedStoreOptions {
+  for (const key of Object.keys(options)) {
+    if (!(key in DEFAULT_STORE_OPTIONS)) throw new TypeError(`unknown option ${key}; known options: ${Object.keys(DEFAULT_STORE_OPTIONS).join(', ')}`);
+  }
+  const merged = { ...DEFAULT_STORE_OPTIONS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as StoreOptions;
+  if (typeof merged.dataDir !== 'string' || merged.dataDir.length === 0) throw new TypeError(`option dataDir must be a non-empty path, got ${JSON.stringify(merged.dataDir)}`);
+  for (const key of ['journalDir', 'snapshotDir'] as const) {
+    const v = merged[key];
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw new TypeError(`option ${key} must be a non-empty path, got ${JSON.stringify(v)}`);
+  }
+  if (!DURABILITIES.includes(merged.durability)) {
+    throw new RangeError(`option durability must be one of ${DURABILITIES.join(', ')}, got ${JSON.stringify(merged.durability)}`);
+  }
+  positiveInteger('journalBatchSize', merged.journalBatchSize);
+  positiveInteger('journalFlushIntervalMs', merged.journalFlushIntervalMs, 3_600_000);
+  if (typeof merged.journalMaxSizeMb !== 'number' || !(merged.journalMaxSizeMb > 0) || merged.journalMaxSizeMb > 1024 * 1024) {
+    throw new RangeError(`option journalMaxSizeMb must be a number above 0 (MiB), got ${JSON.stringify(merged.journalMaxSizeMb)}`);
+  }
+  positiveInteger('journalMaxBatchRecords', merged.journalMaxBatchRecords);
+  positiveInteger('journalMaxBatchBytes', merged.journalMaxBatchBytes);
+  positiveInteger('journalMaxQueueRecords', merged.journalMaxQueueRecords);
+  positiveInteger('journalMaxQueueBytes', merged.journalMaxQueueBytes);
+  positiveInteger('maxEventBytes', merged.maxEventBytes, 256 * 1024 * 1024);
+  positiveInteger('maxSnapshotsPerSession', merged.maxSnapshotsPerSession, 1000);
+  positiveInteger('dedupeWindow', merged.dedupeWindow);
+  positiveInteger('stateSchemaVersion', merged.stateSchemaVersion, 2 ** 32 - 1);
+  if (typeof merged.salvage !== 'boolean') throw new TypeError(`option salvage must be a boolean, got ${JSON.stringify(merged.salvage)}`);
+  const dataDir = merged.dataDir;
+  return Object.freeze({
+    ...merged,
+    journalDir: merged.journalDir ?? path.join(dataDir, 'journals'),
+    snapshotDir: merged.snapshotDir ?? path.join(dataDir, 'snapshots'),
+  });
+}

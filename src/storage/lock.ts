@@ -1,0 +1,134 @@
+import { hostname } from 'node:os';
+import { posix as path } from 'node:path';
+import { ArborError, ErrorCodes } from '../errors.ts';
+import { hasCode, writeFully, type FileSystem } from './fs-port.ts';
+
+export const LOCK_FILE = 'LOCK';
+
+export interface LockOwner {
+  pid: number;
+  host: string;
+  startedAt: string;
+}
+
+export interface LockOptions {
+  fs: FileSystem;
+  dir: string;
+  /** Identity written into the lock; injectable for tests. */
+  pid?: number;
+  host?: string;
+  /** Whether a process with this pid is alive on this host; injectable for tests. */
+  isAlive?: (pid: number) => boolean;
+}
+
+/** `process.kill(pid, 0)`: ESRCH means no such process; EPERM means it exists under another user. */
+export function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return hasCode(err, 'EPERM');
+  }
+}
+
+/**
+ * One process per data directory. The lock is a file `LOCK` holding the
+ * owner's pid, host and start time, created exclusively and made durable
+ * (file and directory synced). A lock left by a dead process on this host, or
+ * an unreadable (torn) lock, is stale: it is removed and taken over. A live
+ * owner, or an owner on another host (which cannot be checked), refuses with
+ * ARBOR_LOCKED naming the owner.
+ */
+export class DirectoryLock {
+  readonly #fs: FileSystem;
+  readonly #file: string;
+  readonly #dir: string;
+  #held = false;
+  /** Set when a stale lock was taken over. */
+  staleOwner: LockOwner | 'unreadable' | undefined;
+
+  private constructor(fs: FileSystem, dir: string) {
+    this.#fs = fs;
+    this.#dir = dir;
+    this.#file = path.join(dir, LOCK_FILE);
+  }
+
+  static async acquire(options: LockOptions): Promise<DirectoryLock> {
+    const lock = new DirectoryLock(options.fs, options.dir);
+    const me: LockOwner = { pid: options.pid ?? process.pid, host: options.host ?? hostname(), startedAt: new Date().toISOString() };
+    const isAlive = options.isAlive ?? processIsAlive;
+    await options.fs.mkdir(options.dir, 0o700);
+    await options.fs.chmod(options.dir, 0o700);
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      try {
+        await lock.#create(me);
+        lock.#held = true;
+        return lock;
+      } catch (err) {
+        if (!hasCode(err, 'EEXIST')) throw err;
+      }
+      const owner = await lock.#readOwner();
+      if (owner !== 'unreadable' && owner !== 'missing') {
+        const sameHost = owner.host === me.host;
+        if (!sameHost || isAlive(owner.pid)) {
+          throw new ArborError(
+            ErrorCodes.LOCKED,
+            `data directory ${options.dir} is locked by pid ${owner.pid} on ${owner.host} (since ${owner.startedAt}); stop that process first${sameHost ? '' : ', or remove the LOCK file if that host is gone'}`,
+            { dir: options.dir, owner },
+          );
+        }
+      }
+      if (owner !== 'missing') {
+        // Stale: its owner is dead (or the lock is torn, which only a crash while taking it leaves).
+        lock.staleOwner = owner;
+        try {
+          await options.fs.unlink(lock.#file);
+        } catch (err) {
+          if (!hasCode(err, 'ENOENT')) throw err;
+        }
+        await options.fs.syncDir(options.dir);
+      }
+    }
+    throw new ArborError(ErrorCodes.LOCKED, `data directory ${options.dir}: another process took the lock while a stale one was removed`, { dir: options.dir });
+  }
+
+  async #create(me: LockOwner): Promise<void> {
+    const handle = await this.#fs.open(this.#file, 'wx+', 0o600);
+    try {
+      await writeFully(handle, Buffer.from(`${JSON.stringify(me)}\n`), 0);
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    await this.#fs.syncDir(this.#dir);
+  }
+
+  async #readOwner(): Promise<LockOwner | 'unreadable' | 'missing'> {
+    let text: string;
+    try {
+      text = Buffer.from(await this.#fs.readFile(this.#file)).toString('utf8');
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return 'missing';
+      throw err;
+    }
+    try {
+      const owner = JSON.parse(text) as LockOwner;
+      if (Number.isSafeInteger(owner.pid) && typeof owner.host === 'string') return owner;
+    } catch {
+      // fall through: torn or foreign content
+    }
+    return 'unreadable';
+  }
+
+  get held(): boolean {
+    return this.#held;
+  }
+
+  /** Removes the lock (durably). Idempotent. */
+  async release(): Promise<void> {
+    if (!this.#held) return;
+    this.#held = false;
+    await this.#fs.unlink(this.#file);
+    await this.#fs.syncDir(this.#dir);
+  }
+}
