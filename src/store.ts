@@ -29,6 +29,12 @@ export interface RecoveryReport {
 
 type StoreState = 'open' | 'closing' | 'closed';
 
+/** Knobs for tests that simulate other processes; not part of the documented surface. */
+export interface StoreInternals {
+  /** The pid written into the lock file (crash tests pose as a process that then dies). */
+  lockPid?: number;
+}
+
 /**
  * The storage engine: lock, journal (warm tier), snapshots (cold tier) and
  * recovery, composed. `openStore` locks the data directory, loads each
@@ -65,11 +71,11 @@ export class Store<S> {
   }
 
   /** Opens (creating when missing) the store in `options.dataDir` and recovers every session. */
-  static async open<S>(options: Partial<StoreOptions>, hooks: RecoveryHooks<S>): Promise<Store<S>> {
+  static async open<S>(options: Partial<StoreOptions>, hooks: RecoveryHooks<S>, internals: StoreInternals = {}): Promise<Store<S>> {
     const started = performance.now();
     const o = resolveStoreOptions(options);
     const fs: FileSystem = o.fs ?? new NodeFileSystem();
-    const lock = await DirectoryLock.acquire({ fs, dir: o.dataDir });
+    const lock = await DirectoryLock.acquire({ fs, dir: o.dataDir, ...(internals.lockPid === undefined ? {} : { pid: internals.lockPid }) });
     let journal: Journal | undefined;
     try {
       const snapshots = await SnapshotStore.open({ fs, dir: o.snapshotDir, maxSnapshotsPerSession: o.maxSnapshotsPerSession });
@@ -240,6 +246,6 @@ function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks:
 }
 
 /** Opens the storage engine; see `Store.open`. */
-export function openStore<S>(options: Partial<StoreOptions>, hooks: RecoveryHooks<S>): Promise<Store<S>> {
-  return Store.open(options, hooks);
+export function openStore<S>(options: Partial<StoreOptions>, hooks: RecoveryHooks<S>, internals?: StoreInternals): Promise<Store<S>> {
+  return Store.open(options, hooks, internals);
 }

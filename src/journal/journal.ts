@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../errors.ts';
 import { assertSessionId } from '../ids.ts';
-import { hasCode, readFully, writeFully, type FileHandle, type FileSystem } from '../storage/fs-port.ts';
+import { ensureDir, hasCode, readFully, writeFully, type FileHandle, type FileSystem } from '../storage/fs-port.ts';
 import {
   FRAME_HEADER_BYTES,
   SEGMENT_FILE_PATTERN,
@@ -725,8 +725,7 @@ export class Journal {
   async #open(onRecord: ((r: JournalRecord) => void) | undefined): Promise<void> {
     const started = performance.now();
     const { fs, dir } = this.#o;
-    await fs.mkdir(dir, DIR_MODE);
-    await fs.chmod(dir, DIR_MODE);
+    await ensureDir(fs, dir, DIR_MODE);
     const names = await fs.readdir(dir);
     const removedTempFiles: string[] = [];
     for (const name of names) {

@@ -1,7 +1,7 @@
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../errors.ts';
 import { assertSessionId } from '../ids.ts';
-import { hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
+import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
 import { decodeSnapshot, encodeSnapshot, type SnapshotContent } from './snapshot-codec.ts';
 
 const FILE_MODE = 0o600;
@@ -49,8 +49,7 @@ export class SnapshotStore {
   static async open(options: SnapshotStoreOptions): Promise<SnapshotStore> {
     const store = new SnapshotStore(options);
     const { fs, dir } = options;
-    await fs.mkdir(dir, DIR_MODE);
-    await fs.chmod(dir, DIR_MODE);
+    await ensureDir(fs, dir, DIR_MODE);
     let removed = false;
     for (const name of await fs.readdir(dir)) {
       if (name.endsWith('.tmp')) {

@@ -102,3 +102,32 @@ export async function readFully(handle: FileHandle, length: number, position: nu
   }
   return done === length ? buffer : buffer.subarray(0, done);
 }
+
+/**
+ * Creates `dir` and any missing ancestors with `mode`, making each new entry
+ * durable by syncing its parent directory (a new directory is an entry in its
+ * parent, as a new file is). Existing directories get `mode` applied.
+ */
+export async function ensureDir(fs: FileSystem, dir: string, mode: number): Promise<void> {
+  const parts = dir.split('/');
+  const missing: string[] = [];
+  for (let i = parts.length; i > 0; i -= 1) {
+    const p = parts.slice(0, i).join('/');
+    if (p === '' || p === '.') break;
+    try {
+      await fs.stat(p);
+      break;
+    } catch (err) {
+      if (!hasCode(err, 'ENOENT')) throw err;
+      missing.unshift(p);
+    }
+  }
+  if (missing.length > 0) {
+    await fs.mkdir(dir, mode);
+    for (const p of missing) {
+      const parent = p.slice(0, p.lastIndexOf('/'));
+      await fs.syncDir(parent === '' ? (p.startsWith('/') ? '/' : '.') : parent);
+    }
+  }
+  await fs.chmod(dir, mode);
+}

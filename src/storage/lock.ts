@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../errors.ts';
-import { hasCode, writeFully, type FileSystem } from './fs-port.ts';
+import { ensureDir, hasCode, writeFully, type FileSystem } from './fs-port.ts';
 
 export const LOCK_FILE = 'LOCK';
 
@@ -57,8 +57,7 @@ export class DirectoryLock {
     const lock = new DirectoryLock(options.fs, options.dir);
     const me: LockOwner = { pid: options.pid ?? process.pid, host: options.host ?? hostname(), startedAt: new Date().toISOString() };
     const isAlive = options.isAlive ?? processIsAlive;
-    await options.fs.mkdir(options.dir, 0o700);
-    await options.fs.chmod(options.dir, 0o700);
+    await ensureDir(options.fs, options.dir, 0o700);
     for (let attempt = 0; attempt < 2; attempt += 1) {
       try {
         await lock.#create(me);
