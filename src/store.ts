@@ -114,6 +114,7 @@ export class Store<S> {
         onRecord: (record) => builder.apply(record),
       });
       for (const torn of journal.report.tornTails) if (torn.sessionId !== undefined) builder.noteTornTail(torn.sessionId);
+      for (const d of journal.report.damage) for (const { sid, seq } of d.sessions ?? []) builder.noteDamage(sid, seq, `${d.segment} offset ${d.offset}`);
       for (const sid of snapshots.sessions()) {
         const snap = fromSnapshot.get(sid);
         const newestOnDisk = snapshots.seqs(sid).at(-1) ?? 0;
@@ -129,7 +130,10 @@ export class Store<S> {
           report.missing = [report.seq + 1, expectedSeq];
           report.status = o.salvage ? 'salvaged' : 'damaged';
         }
-        if (report.status === 'damaged') journal.quarantine(sid, `events ${report.missing?.[0]}..${report.missing?.[1]} are missing or damaged; reopen with salvage to accept the gap`);
+        if (report.status === 'damaged') {
+          const what = report.missing === undefined ? (report.error ?? 'its history is damaged') : `events ${report.missing[0]}..${report.missing[1]} are missing or damaged`;
+          journal.quarantine(sid, `${what}; reopen with salvage to accept the loss`);
+        }
         if (report.status === 'failed') journal.quarantine(sid, report.error ?? 'recovery failed');
         if (report.status === 'salvaged') toSalvage.push(sid);
         recovered.set(sid, { state, seq: report.seq, status: report.status });

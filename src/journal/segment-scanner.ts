@@ -17,6 +17,28 @@ export interface DamagedRegion {
   reason: string;
   /** LSNs missing between the last good record before the region and the first good one after it, inclusive. */
   lostLsns?: [number, number];
+  /** Sessions (and seqs, where legible) still readable in the damaged bytes: the ones that may have lost an event here. */
+  sessions?: { sid: string; seq?: number }[];
+}
+
+/**
+ * Sessions legible in damaged bytes; best effort, for quarantine. Payloads start
+ * `{"lsn":N,"sid":"<id>","seq":S`; the pattern tolerates one damaged byte in
+ * each key and in the punctuation around the id, so a single flipped byte
+ * outside the id itself still names the session.
+ */
+const LEGIBLE_SESSION = /(?:.id|s.d|si.).{3}([A-Za-z0-9_-]{1,128}).{3}(?:.eq|s.q|se.).{2}(\d{1,15})?/gs;
+
+function legibleSessions(bytes: Uint8Array): { sid: string; seq?: number }[] | undefined {
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
+  const found: { sid: string; seq?: number }[] = [];
+  for (const m of text.matchAll(LEGIBLE_SESSION)) found.push(m[2] === undefined ? { sid: m[1]! } : { sid: m[1]!, seq: Number(m[2]) });
+  return found.length === 0 ? undefined : found;
+}
+
+function region(view: Uint8Array, offset: number, length: number, reason: string, lostLsns?: [number, number]): DamagedRegion {
+  const sessions = legibleSessions(view.subarray(offset, offset + length));
+  return { offset, length, reason, ...(lostLsns === undefined ? {} : { lostLsns }), ...(sessions === undefined ? {} : { sessions }) };
 }
 
 /** The incomplete end of the last segment: a write the process did not finish. */
@@ -69,7 +91,7 @@ export function scanSegment(
   const size = bytes.length;
   const header = decodeSegmentHeader(bytes);
   if (typeof header === 'string') {
-    return { header: undefined, headerProblem: header, validEnd: 0, records: 0, lastLsn: 0, damage: [{ offset: 0, length: size, reason: `segment header: ${header}` }] };
+    return { header: undefined, headerProblem: header, validEnd: 0, records: 0, lastLsn: 0, damage: [region(bytes, 0, size, `segment header: ${header}`)] };
   }
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   const damage: DamagedRegion[] = [];
@@ -95,14 +117,17 @@ export function scanSegment(
     return { ok: true, record, end };
   };
 
+  let resynced = false;
   while (pos < size) {
     const first = attempt(pos);
     if (first.ok) {
-      if (first.record.lsn !== lastLsn + 1) {
+      // (after a resync the missing LSNs were already reported with the damaged region)
+      if (first.record.lsn !== lastLsn + 1 && !resynced) {
         // Intact bytes but missing LSNs: records vanished without a trace (e.g. a hole punched at a frame boundary).
         damage.push({ offset: pos, length: 0, reason: `lsn jumps from ${lastLsn} to ${first.record.lsn}`, lostLsns: [lastLsn + 1, first.record.lsn - 1] });
       }
       onRecord(first.record, pos, first.end - pos);
+      resynced = false;
       lastLsn = first.record.lsn;
       records += 1;
       pos = first.end;
@@ -120,8 +145,9 @@ export function scanSegment(
       }
     }
     if (found?.ok) {
-      damage.push({ offset: pos, length: next - pos, reason: first.reason, lostLsns: [lastLsn + 1, found.record.lsn - 1] });
+      damage.push(region(view, pos, next - pos, first.reason, [lastLsn + 1, found.record.lsn - 1]));
       pos = next;
+      resynced = true;
       continue;
     }
     // Nothing valid follows: the end of the segment.
@@ -130,7 +156,7 @@ export function scanSegment(
       const sessionId = sessionOfTornPayload(view.subarray(Math.min(size, pos + FRAME_HEADER_BYTES)));
       torn = { offset: pos, bytes: size - pos, ...(sessionId === undefined ? {} : { sessionId }) };
     } else {
-      damage.push({ offset: pos, length: size - pos, reason: options.isLast ? `${first.reason} (not a torn write)` : `${first.reason} at the end of a sealed segment` });
+      damage.push(region(view, pos, size - pos, options.isLast ? `${first.reason} (not a torn write)` : `${first.reason} at the end of a sealed segment`));
     }
     break;
   }

@@ -123,6 +123,19 @@ export class RecoveryBuilder<S> {
     }
   }
 
+  /** Marks a session named in a damaged region of the log: it may have lost an event there. */
+  noteDamage(sid: string, seq: number | undefined, where: string): void {
+    // Only sessions known from elsewhere: a legible id may itself be damaged bytes (the region's report keeps it).
+    const e = this.#entries.get(sid);
+    if (e === undefined) return;
+    // A damaged record that a snapshot already covers costs nothing.
+    if (seq !== undefined && seq <= e.report.snapshotSeq) return;
+    if (e.report.status === 'recovered' || e.report.status === 'tail-truncated') {
+      e.report.status = this.#salvage ? 'salvaged' : 'damaged';
+      e.report.error = `the journal is damaged at ${where}, in a record of this session`;
+    }
+  }
+
   /** Marks the session whose record was the torn tail, if it recovered otherwise cleanly. */
   noteTornTail(sid: string): void {
     const e = this.#entries.get(sid);
