@@ -21,6 +21,21 @@ export interface LockOptions {
   isAlive?: (pid: number) => boolean;
 }
 
+/**
+ * Locks held by stores open in this process, per filesystem. A lock file naming
+ * this process that is not in here was left by a store whose close failed: stale.
+ */
+const heldInProcess = new WeakMap<FileSystem, Set<string>>();
+
+function heldSet(fs: FileSystem): Set<string> {
+  let set = heldInProcess.get(fs);
+  if (set === undefined) {
+    set = new Set();
+    heldInProcess.set(fs, set);
+  }
+  return set;
+}
+
 /** `process.kill(pid, 0)`: ESRCH means no such process; EPERM means it exists under another user. */
 export function processIsAlive(pid: number): boolean {
   try {
@@ -62,6 +77,7 @@ export class DirectoryLock {
       try {
         await lock.#create(me);
         lock.#held = true;
+        heldSet(options.fs).add(lock.#file);
         return lock;
       } catch (err) {
         if (!hasCode(err, 'EEXIST')) throw err;
@@ -69,7 +85,8 @@ export class DirectoryLock {
       const owner = await lock.#readOwner();
       if (owner !== 'unreadable' && owner !== 'missing') {
         const sameHost = owner.host === me.host;
-        if (!sameHost || isAlive(owner.pid)) {
+        const leftByThisProcess = sameHost && owner.pid === me.pid && !heldSet(options.fs).has(lock.#file);
+        if (!leftByThisProcess && (!sameHost || isAlive(owner.pid))) {
           throw new ArborError(
             ErrorCodes.LOCKED,
             `data directory ${options.dir} is locked by pid ${owner.pid} on ${owner.host} (since ${owner.startedAt}); stop that process first${sameHost ? '' : ', or remove the LOCK file if that host is gone'}`,
@@ -127,6 +144,8 @@ export class DirectoryLock {
   async release(): Promise<void> {
     if (!this.#held) return;
     this.#held = false;
+    // Forget it first: if the unlink below fails, the file left behind is recognisably stale.
+    heldSet(this.#fs).delete(this.#file);
     await this.#fs.unlink(this.#file);
     await this.#fs.syncDir(this.#dir);
   }
