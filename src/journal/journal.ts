@@ -184,6 +184,7 @@ export class Journal {
   static async open(options: JournalOptions): Promise<Journal> {
     const journal = new Journal(options);
     await journal.#open(options.onRecord);
+    journal.#ensureTimer();
     return journal;
   }
 

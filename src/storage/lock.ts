@@ -1,7 +1,9 @@
 import { hostname } from 'node:os';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../errors.ts';
+import { resolve } from 'node:path';
 import { ensureDir, hasCode, writeFully, type FileSystem } from './fs-port.ts';
+import { NodeFileSystem } from './node-fs.ts';
 
 export const LOCK_FILE = 'LOCK';
 
@@ -25,13 +27,16 @@ export interface LockOptions {
  * Locks held by stores open in this process, per filesystem. A lock file naming
  * this process that is not in here was left by a store whose close failed: stale.
  */
-const heldInProcess = new WeakMap<FileSystem, Set<string>>();
+const heldInProcess = new WeakMap<object, Set<string>>();
+/** Every NodeFileSystem instance is the same disk. */
+const REAL_DISK = {};
 
 function heldSet(fs: FileSystem): Set<string> {
-  let set = heldInProcess.get(fs);
+  const key = fs instanceof NodeFileSystem ? REAL_DISK : fs;
+  let set = heldInProcess.get(key);
   if (set === undefined) {
     set = new Set();
-    heldInProcess.set(fs, set);
+    heldInProcess.set(key, set);
   }
   return set;
 }
@@ -65,7 +70,8 @@ export class DirectoryLock {
   private constructor(fs: FileSystem, dir: string) {
     this.#fs = fs;
     this.#dir = dir;
-    this.#file = path.join(dir, LOCK_FILE);
+    // On the real disk the same directory may be named relatively or absolutely.
+    this.#file = fs instanceof NodeFileSystem ? resolve(dir, LOCK_FILE) : path.join(dir, LOCK_FILE);
   }
 
   static async acquire(options: LockOptions): Promise<DirectoryLock> {
