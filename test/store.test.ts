@@ -378,3 +378,23 @@ test('a real-disk store survives close and reopen with every event, read back pe
     cleanup();
   }
 });
+
+test('events of an older schema version go through upcastEvent before the reducer', async () => {
+  const mem = new MemoryFileSystem();
+  let store = await openStore<ChatState>({ ...base, fs: mem }, hooks);
+  // given an event written as v1 with its number under another name
+  await store.append({ sid: 'a', type: 'user_message_sent', v: 1, data: { number: 7 } });
+  await store.append({ sid: 'a', type: 'user_message_sent', v: 2, data: { n: 8 } });
+  await store.close();
+  // when recovery runs with an upcaster from v1 to v2
+  const seen: number[] = [];
+  const upcastEvent = (e: import('../src/index.ts').JournalRecord) => {
+    seen.push(e.v);
+    return e.v === 1 ? { ...e, v: 2, data: { n: (e.data as { number: number }).number } } : e;
+  };
+  store = await openStore<ChatState>({ ...base, fs: mem }, { ...hooks, upcastEvent });
+  // then the reducer saw both in the current shape
+  assert.deepEqual(store.recovered.get('a')!.state.ns, [7, 8]);
+  assert.deepEqual(seen, [1, 2]);
+  await store.close();
+});
