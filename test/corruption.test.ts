@@ -34,7 +34,7 @@ async function buildSegment(): Promise<Original> {
   const frames: Original['frames'] = [];
   const view = Buffer.from(bytes);
   for (let at = SEGMENT_HEADER_BYTES; at < view.length; ) {
-    const end = at + 8 + view.readUInt32LE(at);
+    const end = at + 8 + view.readUInt32LE(at + 4);
     const text = view.subarray(at + 8, end).toString('latin1');
     const m = /"sid":"([^"]+)"/.exec(text)!;
     frames.push({ start: at, end, sid: m[1]!, sidStart: at + 8 + m.index + 7, sidEnd: at + 8 + m.index + 7 + m[1]!.length });

@@ -7,8 +7,8 @@ import { isSessionId } from '../ids.ts';
  *
  *   segment  = header record*
  *   header   = "ARBORWAL" version:u16 reserved:u16 salt:u32 firstLsn:u64 reserved:u32 headerCrc:u32   (32 bytes)
- *   record   = length:u32 crc:u32 payload[length]
- *   crc      = crc32(payload, crc32(length as 4 LE bytes, headerCrc))
+ *   record   = crc:u32 length:u32 payload[length]
+ *   crc      = crc32(length ‖ payload, headerCrc)        (the 4 length bytes and the payload, seeded)
  *   payload  = UTF-8 JSON {"lsn":…,"sid":…,"seq":…,"ts":…,"type":…,"v":…,"data":…[,"cid":…]}
  *
  * Every integer is little-endian. The record checksum is seeded with the
@@ -61,9 +61,18 @@ export function decodeSegmentHeader(bytes: Uint8Array): SegmentHeader | string {
   return { version, salt: b.readUInt32LE(12), firstLsn: Number(firstLsn), seed };
 }
 
+/** Byte offsets inside a record frame. */
+export const FRAME_CRC_OFFSET = 0;
+export const FRAME_LENGTH_OFFSET = 4;
+
 /** The record checksum: seeded with the segment, covering the length field and the payload. */
 export function recordCrc(seed: number, lengthField: Uint8Array, payload: Uint8Array): number {
   return crc32(payload, crc32(lengthField, seed));
+}
+
+/** The checksum of a whole frame in place: its length field and payload are contiguous (bytes 4..end). */
+export function frameCrc(seed: number, frame: Uint8Array): number {
+  return crc32(frame.subarray(FRAME_LENGTH_OFFSET), seed);
 }
 
 /** One journaled event as stored. `data` is any JSON value. */
@@ -82,13 +91,16 @@ export interface JournalRecord {
 }
 
 /**
- * The payload without its LSN, encoded once at append time; the LSN is
- * prepended when the record joins a batch. Key order is fixed (lsn, sid, …) so a
- * torn record still shows which session it belonged to.
+ * The payload as JSON text, encoded once at append time. Key order is fixed
+ * (lsn, sid, seq, …) so a torn or damaged record still shows which session it
+ * belonged to. `sid` is a validated id and needs no escaping. Returns undefined
+ * when `data` has no JSON form (`undefined`, a function).
  */
-export function encodePayloadTail(sid: string, seq: number, ts: number, type: string, v: number, data: unknown, cid: string | undefined): string {
-  const tail = `,"sid":"${sid}","seq":${seq},"ts":${ts},"type":${JSON.stringify(type)},"v":${v},"data":${JSON.stringify(data)}`;
-  return cid === undefined ? `${tail}}` : `${tail},"cid":${JSON.stringify(cid)}}`;
+export function encodePayload(lsn: number, sid: string, seq: number, ts: number, type: string, v: number, data: unknown, cid: string | undefined): string | undefined {
+  const json = JSON.stringify(data);
+  if (json === undefined) return undefined;
+  const head = `{"lsn":${lsn},"sid":"${sid}","seq":${seq},"ts":${ts},"type":${JSON.stringify(type)},"v":${v},"data":${json}`;
+  return cid === undefined ? `${head}}` : `${head},"cid":${JSON.stringify(cid)}}`;
 }
 
 function isPositiveInt(n: unknown): n is number {

@@ -8,9 +8,10 @@ import {
   SEGMENT_FILE_PATTERN,
   SEGMENT_HEADER_BYTES,
   decodePayload,
-  encodePayloadTail,
+  FRAME_LENGTH_OFFSET,
+  encodePayload,
+  frameCrc,
   encodeSegmentHeader,
-  recordCrc,
   segmentFileName,
   type JournalRecord,
   type SegmentHeader,
@@ -93,8 +94,9 @@ interface Pending {
   seq: number;
   lsn: number;
   ts: number;
-  /** the JSON payload after `{"lsn":N` */
-  tail: string;
+  /** the encoded JSON payload */
+  payload: Buffer;
+  /** frame bytes: header + payload */
   bytes: number;
   cid: string | undefined;
   resolve: ((r: AppendResult) => void) | undefined;
@@ -162,6 +164,7 @@ export class Journal {
   #queue: Pending[] = [];
   #queueHead = 0;
   #queuedBytes = 0;
+  #scratch = Buffer.alloc(0);
   #pumping = false;
   #scheduled = false;
   /** LSN of the last record written to the file. */
@@ -288,18 +291,17 @@ export class Journal {
     }
     const ts = this.#o.now();
     const seq = idx.lastSeq + 1;
-    let tail: string;
-    try {
-      tail = encodePayloadTail(sid, seq, ts, type, v, data, cid);
-    } catch (err) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable`, { field: 'data', sessionId: sid }, { cause: err });
-    }
-    if (tail.length === 0 || tail.includes(',"data":undefined')) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable`, { field: 'data', sessionId: sid });
-    }
     const lsn = this.#nextLsn;
-    // The frame is `{"lsn":<lsn>` + tail: count its UTF-8 bytes once, here.
-    const bytes = FRAME_HEADER_BYTES + 7 + String(lsn).length + Buffer.byteLength(tail);
+    let text: string | undefined;
+    try {
+      text = encodePayload(lsn, sid, seq, ts, type, v, data, cid);
+    } catch (err) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable: ${(err as Error).message}`, { field: 'data', sessionId: sid }, { cause: err });
+    }
+    if (text === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} has no JSON form`, { field: 'data', sessionId: sid });
+    // Encoded to UTF-8 once, here; the flush only copies bytes.
+    const payload = Buffer.from(text, 'utf8');
+    const bytes = FRAME_HEADER_BYTES + payload.length;
     if (bytes - FRAME_HEADER_BYTES > this.#o.maxRecordBytes) {
       throw new ArborError(ErrorCodes.TOO_LARGE, `event of session ${sid} is ${bytes - FRAME_HEADER_BYTES} bytes; the limit is ${this.#o.maxRecordBytes}`, { sessionId: sid, bytes: bytes - FRAME_HEADER_BYTES, limit: this.#o.maxRecordBytes });
     }
@@ -309,7 +311,7 @@ export class Journal {
     // Past every check: from here the append is committed to the queue.
     this.#nextLsn = lsn + 1;
     idx.lastSeq = seq;
-    const pending: Pending = { sid, seq, lsn, ts, tail, bytes, cid, resolve: undefined, reject: undefined };
+    const pending: Pending = { sid, seq, lsn, ts, payload, bytes, cid, resolve: undefined, reject: undefined };
     let promise: Promise<AppendResult>;
     if (this.#o.durability === 'buffered') {
       // Acknowledged at once, by contract: the write happens later.
@@ -427,20 +429,22 @@ export class Journal {
       await this.#rotate(batch[0]!.lsn);
     }
     const segment = this.#active;
-    const buffer = Buffer.allocUnsafe(total);
+    // One scratch buffer, reused: the previous write has completed before the next batch is framed.
+    if (this.#scratch.length < total) this.#scratch = Buffer.allocUnsafe(Math.max(total, this.#scratch.length * 2));
+    const buffer = this.#scratch.subarray(0, total);
     const offsets = new Array<number>(batch.length);
     let at = 0;
     for (let i = 0; i < batch.length; i += 1) {
       const p = batch[i]!;
-      const payloadStart = at + FRAME_HEADER_BYTES;
-      const written = buffer.write(`{"lsn":${p.lsn}${p.tail}`, payloadStart, 'utf8');
-      buffer.writeUInt32LE(written, at);
-      buffer.writeUInt32LE(recordCrc(segment.header.seed, buffer.subarray(at, at + 4), buffer.subarray(payloadStart, payloadStart + written)), at + 4);
+      const end = at + p.bytes;
+      buffer.writeUInt32LE(p.payload.length, at + FRAME_LENGTH_OFFSET);
+      p.payload.copy(buffer, at + FRAME_HEADER_BYTES);
+      buffer.writeUInt32LE(frameCrc(segment.header.seed, buffer.subarray(at, end)), at);
       offsets[i] = segment.size + at;
-      at = payloadStart + written;
+      at = end;
     }
-    // Invariant: byte counts taken at append time match the encoding.
-    if (at !== total) throw new Error(`journal invariant: batch encoded to ${at} bytes, expected ${total}`);
+    // Invariant: byte counts taken at append time match the framing.
+    if (at !== total) throw new Error(`journal invariant: batch framed to ${at} bytes, expected ${total}`);
     await writeFully(this.#handle, buffer, segment.size);
     segment.size += total;
     this.#writtenLsn = batch[batch.length - 1]!.lsn;
@@ -618,7 +622,7 @@ export class Journal {
         const frame = await readFully(handle, frameBytes, offset);
         const segment = this.#segments.find((s) => s.id === segId);
         const payload = frame.subarray(FRAME_HEADER_BYTES);
-        const ok = segment !== undefined && frame.length === frameBytes && recordCrc(segment.header.seed, frame.subarray(0, 4), payload) === Buffer.from(frame.buffer, frame.byteOffset).readUInt32LE(4);
+        const ok = segment !== undefined && frame.length === frameBytes && frameCrc(segment.header.seed, frame) === Buffer.from(frame.buffer, frame.byteOffset).readUInt32LE(0);
         const record = ok ? decodePayload(payload) : 'checksum mismatch on read-back';
         if (typeof record === 'string') {
           throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid} seq ${seq}: ${record} in ${segmentFileName(segId)} at offset ${offset}`, { sessionId: sid, seq, segment: segmentFileName(segId), offset });

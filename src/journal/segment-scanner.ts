@@ -4,6 +4,8 @@ import {
   SEGMENT_HEADER_BYTES,
   decodePayload,
   decodeSegmentHeader,
+  FRAME_LENGTH_OFFSET,
+  frameCrc,
   recordCrc,
   sessionOfTornPayload,
   type JournalRecord,
@@ -103,12 +105,12 @@ export function scanSegment(
 
   const attempt = (at: number): Attempt => {
     if (at + FRAME_HEADER_BYTES > size) return { ok: false, reason: 'frame header past end of file' };
-    const length = view.readUInt32LE(at);
+    const length = view.readUInt32LE(at + FRAME_LENGTH_OFFSET);
     if (length < MIN_PAYLOAD_BYTES || length > options.maxRecordBytes) return { ok: false, reason: `implausible record length ${length}` };
     const end = at + FRAME_HEADER_BYTES + length;
     if (end > size) return { ok: false, reason: `record of ${length} bytes runs past end of file` };
     const payload = view.subarray(at + FRAME_HEADER_BYTES, end);
-    if (recordCrc(header.seed, view.subarray(at, at + 4), payload) !== view.readUInt32LE(at + 4)) {
+    if (frameCrc(header.seed, view.subarray(at, end)) !== view.readUInt32LE(at)) {
       return { ok: false, reason: 'checksum mismatch' };
     }
     const record = decodePayload(payload);
@@ -176,7 +178,7 @@ function looksTorn(view: Buffer, pos: number, seed: number): string | undefined 
   while (lastNonZero >= pos && view[lastNonZero] === 0) lastNonZero -= 1;
   if (lastNonZero < pos) return 'zero-filled';
   if (pos + FRAME_HEADER_BYTES > size) return 'frame header cut short';
-  const length = view.readUInt32LE(pos);
+  const length = view.readUInt32LE(pos + FRAME_LENGTH_OFFSET);
   if (pos + FRAME_HEADER_BYTES + length > size) {
     // A cut-short frame is a torn write, unless the rest of the file is exactly one
     // complete record whose length field alone was damaged.
@@ -184,7 +186,7 @@ function looksTorn(view: Buffer, pos: number, seed: number): string | undefined 
     const lengthBytes = Buffer.alloc(4);
     lengthBytes.writeUInt32LE(altLength);
     const payload = view.subarray(pos + FRAME_HEADER_BYTES);
-    if (altLength >= MIN_PAYLOAD_BYTES && recordCrc(seed, lengthBytes, payload) === view.readUInt32LE(pos + 4)) return undefined;
+    if (altLength >= MIN_PAYLOAD_BYTES && recordCrc(seed, lengthBytes, payload) === view.readUInt32LE(pos)) return undefined;
     return 'frame cut short';
   }
   // A complete frame with bad content is torn only if zeros run from a sector boundary to the end of the file.
