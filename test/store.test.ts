@@ -398,3 +398,21 @@ test('events of an older schema version go through upcastEvent before the reduce
   assert.deepEqual(seen, [1, 2]);
   await store.close();
 });
+
+test('snapshots finishing together delete each released segment once', async () => {
+  const mem = new MemoryFileSystem();
+  const store = await openStore<ChatState>({ ...base, fs: mem, journalMaxSizeMb: 4096 / 1024 / 1024 }, hooks);
+  const history = new Map<string, number[]>();
+  for (let n = 1; n <= 60; n += 1) {
+    const sid = `s${n % 3}`;
+    await store.append({ sid, type: 't', data: { n, text: 'r'.repeat(200) } });
+    history.set(sid, [...(history.get(sid) ?? []), n]);
+  }
+  // when every session is snapshotted at once
+  const results = await Promise.all([...history].map(([sid, ns]) => store.snapshot(sid, { ns }, ns.length)));
+  // then every sealed segment was deleted exactly once, and none failed
+  const deleted = results.flatMap((r) => r.deletedSegments);
+  assert.equal(new Set(deleted).size, deleted.length);
+  assert.equal(store.journal.segmentNames().length, 1);
+  await store.close();
+});

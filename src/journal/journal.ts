@@ -165,6 +165,7 @@ export class Journal {
   #queueHead = 0;
   #queuedBytes = 0;
   #scratch = Buffer.alloc(0);
+  #deleting: Promise<unknown> = Promise.resolve();
   #pumping = false;
   #scheduled = false;
   /** LSN of the last record written to the file. */
@@ -713,13 +714,20 @@ export class Journal {
    * (the remaining segments always form a suffix of the log), syncing the
    * directory after each unlink. Never deletes the active segment.
    */
-  async deleteReleasedSegments(): Promise<string[]> {
+  deleteReleasedSegments(): Promise<string[]> {
+    // Serialised: two snapshots finishing together must not both unlink the same segment.
+    const run = this.#deleting.then(() => this.#deleteReleased());
+    this.#deleting = run.catch(() => undefined);
+    return run;
+  }
+
+  async #deleteReleased(): Promise<string[]> {
     const deleted: string[] = [];
     while (this.#segments.length > 1 && this.#segments[0]!.live <= 0 && this.#state === 'open') {
       const seg = this.#segments[0]!;
       await this.#o.fs.unlink(path.join(this.#o.dir, seg.name));
-      await this.#o.fs.syncDir(this.#o.dir);
       this.#segments.shift();
+      await this.#o.fs.syncDir(this.#o.dir);
       deleted.push(seg.name);
     }
     return deleted;
