@@ -1,0 +1,54 @@
+/**
+ * Keeps bench/journal/run.ts from rotting: runs its --tiny configuration once
+ * and checks the shape of its JSON. It never asserts on performance.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+
+function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/journal/run.ts', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+function positive(value: unknown, name: string): void {
+  assert.equal(typeof value, 'number', `${name} should be a number, got ${JSON.stringify(value)}`);
+  assert.ok((value as number) > 0 && Number.isFinite(value as number), `${name} should be a finite number > 0, got ${value}`);
+}
+
+test('bench/journal --tiny --json exits 0 and reports every figure', { timeout: 120_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(['--tiny', '--json']);
+  assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
+  const r = JSON.parse(stdout) as Record<string, any>;
+  for (const key of ['meta', 'payload', 'arbor', 'raw', 'rawSingle', 'moderate', 'cpu', 'peers', 'targets']) assert.ok(key in r, `missing key ${key}`);
+
+  positive(r.payload.recordBytes, 'payload.recordBytes');
+  assert.deepEqual(r.arbor.map((a: { sessions: number }) => a.sessions), [1, 100, 1000]);
+  for (const a of r.arbor) {
+    for (const k of ['appendsPerSec', 'ackP50Ms', 'ackP99Ms', 'avgBatchRecords', 'avgBatchBytes', 'cpuUsPerAppend']) positive(a[k], `arbor[${a.sessions}].${k}`);
+  }
+  assert.equal(r.raw.length, r.arbor.length);
+  for (const w of r.raw) {
+    for (const k of ['recordsPerSec', 'syncP50Ms', 'syncP99Ms', 'batchRecords', 'batchBytes', 'arborFraction']) positive(w[k], `raw[${w.sessions}].${k}`);
+  }
+  for (const k of ['syncsPerSec', 'syncP50Ms', 'syncP99Ms']) positive(r.rawSingle[k], `rawSingle.${k}`);
+  for (const k of ['achievedRate', 'ackP50Ms', 'ackP99Ms', 'avgBatchRecords', 'ratioToRawSingleP99', 'ratioToRawOpenLoopP99']) positive(r.moderate[k], `moderate.${k}`);
+  positive(r.moderate.rawOpenLoop.ackP99Ms, 'moderate.rawOpenLoop.ackP99Ms');
+  for (const which of ['primary', 'batch1', 'nullFs']) {
+    positive(r.cpu[which].usPerAppend, `cpu.${which}.usPerAppend`);
+    positive(r.cpu[which].maxAppendsPerSecPerCore, `cpu.${which}.maxAppendsPerSecPerCore`);
+  }
+  assert.equal(r.peers.skipped, true, 'peers run only with --peers');
+  assert.ok(Array.isArray(r.targets) && r.targets.length >= 3);
+  for (const t of r.targets) assert.ok(['PASS', 'MISS', 'SKIP', 'INFO'].includes(t.status), `target status ${t.status}`);
+});
