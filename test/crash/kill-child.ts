@@ -1,0 +1,422 @@
+/**
+ * The crash child: opens an Arbor store on a data directory and appends to many
+ * sessions under load until it is SIGKILLed — by its parent at a random moment,
+ * or by itself at a named kill point. Run by kill-harness.ts as
+ *
+ *   node --import tsx test/crash/kill-child.ts --data-dir DIR [options]
+ *
+ * Options:
+ *   --data-dir DIR        the store's data directory (required; reused across kills)
+ *   --durability MODE     fsync (default) | write
+ *   --sessions N          sessions appending concurrently (default 50), ids s000, s001, …
+ *   --concurrency C       appends in flight per session (default 2)
+ *   --think-ms T          each session worker pauses a random 0..T ms between appends (default 20; 0: none)
+ *   --segment-mb X        journalMaxSizeMb (default 0.05: segments rotate constantly)
+ *   --snapshot-every K    snapshot a session each time its acked seq is a multiple of K (default 25)
+ *   --kill-point NAME     one of KILL_POINTS (crash-model.ts); none: wait for the parent's SIGKILL
+ *   --kill-at N           SIGKILL at the N-th occurrence of the kill point (default 1)
+ *   --seed S              seeds text lengths and the kill point's variant (default 1)
+ *   --max-ms MS           give up after MS without being killed: print `done`, exit 0 (default 60000)
+ *
+ * Protocol: lines on stdout, each written with one synchronous write(2), so a
+ * line is out whole before anything that follows it happens:
+ *   ready <pid> <sessions recovered>   the store is open (the lock is held)
+ *   ack <sid> <seq> <n>                an append resolved (never printed before it did)
+ *   snap <sid> <seq> <deleted segments> a snapshot resolved
+ *   kill <point> <variant> <occurrence> about to SIGKILL itself at a named kill point
+ *   violation <text>                   the child saw the store break a promise (then exits 4)
+ *   done                               --max-ms passed
+ * Any other failure goes to stderr with exit code 3.
+ *
+ * Each session continues from the seq the store recovered, so kill/restart
+ * cycles on one data directory keep growing the history. At start, each
+ * session re-sends its newest recovered event that carried a clientMessageId
+ * and must get the original seq back as a duplicate (dedupe survives the crash).
+ *
+ * Up to 4 snapshots (of different sessions) run at once, so segment deletions
+ * overlap too: before commit 199f0e6 two overlapping
+ * `Journal.deleteReleasedSegments` loops unlinked the same segment and one
+ * snapshot rejected with ENOENT (the child then exits 3).
+ */
+import { writeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { AppendInput } from '../../src/journal/journal.ts';
+import type { FileHandle, FileStat, FileSystem, OpenFlags } from '../../src/storage/fs-port.ts';
+import { NodeFileSystem } from '../../src/storage/node-fs.ts';
+import { openStore, type Store } from '../../src/store.ts';
+import {
+  EVENT_TYPE,
+  KILL_VARIANTS,
+  TEXT_MAX,
+  TEXT_MIN,
+  cidFor,
+  crashHooks,
+  crashReducer,
+  initialCrashState,
+  isKillPoint,
+  prng,
+  randInt,
+  sessionId,
+  usesExpectedSeq,
+  type CrashEventData,
+  type CrashState,
+  type KillPoint,
+} from './crash-model.ts';
+
+// ---- output ------------------------------------------------------------------
+
+/** One synchronous write of a whole line to fd 1 (retrying EAGAIN and short writes). */
+function line(text: string): void {
+  const buf = Buffer.from(`${text}\n`);
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(1, buf, off, buf.length - off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+    }
+  }
+}
+
+function die(message: string, code = 3): never {
+  process.stderr.write(`kill-child: ${message}\n`);
+  process.exit(code);
+}
+
+// ---- kill points ---------------------------------------------------------------
+
+class KillSwitch {
+  readonly point: KillPoint | undefined;
+  readonly variant: string | undefined;
+  readonly at: number;
+  #count = 0;
+
+  constructor(point: KillPoint | undefined, at: number, rand: () => number) {
+    this.point = point;
+    this.at = at;
+    if (point !== undefined) {
+      const variants = KILL_VARIANTS[point];
+      this.variant = variants[randInt(rand, 0, variants.length - 1)];
+    }
+  }
+
+  /** Counts an occurrence of (point, variant); true at the one to die at. */
+  hit(point: KillPoint, variant: string): boolean {
+    if (point !== this.point || variant !== this.variant) return false;
+    this.#count += 1;
+    return this.#count === this.at;
+  }
+
+  /** Announces the kill, then SIGKILLs this process. Never returns. */
+  fire(): never {
+    line(`kill ${this.point} ${this.variant} ${this.#count}`);
+    process.kill(process.pid, 'SIGKILL');
+    // SIGKILL to oneself is delivered before kill(2) returns; never let anything run after it anyway.
+    for (;;);
+  }
+}
+
+const isWal = (p: string): boolean => p.endsWith('.wal');
+const isWalTmp = (p: string): boolean => p.endsWith('.wal.tmp');
+const isSnapTmp = (p: string): boolean => p.endsWith('.snap.tmp');
+
+/**
+ * A FileHandle that knows its file's current path and fires the kill switch at
+ * the write/sync points. The path follows renames: the journal opens a new
+ * segment as `<lsn>.wal.tmp`, writes its header, renames it to `<lsn>.wal` and
+ * then appends batches through the same handle.
+ */
+class KillingFileHandle implements FileHandle {
+  readonly #inner: FileHandle;
+  readonly #ks: KillSwitch;
+  readonly #onClose: (h: KillingFileHandle) => void;
+  path: string;
+
+  constructor(inner: FileHandle, path: string, ks: KillSwitch, onClose: (h: KillingFileHandle) => void) {
+    this.#inner = inner;
+    this.path = path;
+    this.#ks = ks;
+    this.#onClose = onClose;
+  }
+
+  async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    const torn = (isWal(this.path) && this.#ks.hit('mid-batch-write', 'half-written')) || (isSnapTmp(this.path) && this.#ks.hit('mid-snapshot', 'tmp-half-written'));
+    if (torn) {
+      // Only the first half of the bytes reaches the file.
+      await this.#inner.write(buffer, offset, Math.max(1, Math.floor(length / 2)), position);
+      this.#ks.fire();
+    }
+    return this.#inner.write(buffer, offset, length, position);
+  }
+
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    return this.#inner.read(buffer, offset, length, position);
+  }
+
+  async datasync(): Promise<void> {
+    if (isWal(this.path) && this.#ks.hit('after-write-before-sync', 'before-datasync')) this.#ks.fire();
+    await this.#inner.datasync();
+    if (isWal(this.path) && this.#ks.hit('after-sync-before-ack', 'after-datasync')) this.#ks.fire();
+  }
+
+  sync(): Promise<void> {
+    return this.#inner.sync();
+  }
+
+  truncate(length: number): Promise<void> {
+    return this.#inner.truncate(length);
+  }
+
+  stat(): Promise<FileStat> {
+    return this.#inner.stat();
+  }
+
+  close(): Promise<void> {
+    this.#onClose(this);
+    return this.#inner.close();
+  }
+}
+
+/** NodeFileSystem behind a proxy that SIGKILLs the process at the configured kill point. */
+class KillingFileSystem implements FileSystem {
+  readonly #inner: FileSystem;
+  readonly #ks: KillSwitch;
+
+  constructor(inner: FileSystem, ks: KillSwitch) {
+    this.#inner = inner;
+    this.#ks = ks;
+  }
+
+  /** open handles, so a rename can update their paths */
+  readonly #handles = new Set<KillingFileHandle>();
+
+  async open(path: string, flags: OpenFlags, mode?: number): Promise<FileHandle> {
+    const handle = new KillingFileHandle(await this.#inner.open(path, flags, mode), path, this.#ks, (h) => this.#handles.delete(h));
+    this.#handles.add(handle);
+    return handle;
+  }
+
+  readFile(path: string): Promise<Uint8Array> {
+    return this.#inner.readFile(path);
+  }
+
+  readdir(path: string): Promise<string[]> {
+    return this.#inner.readdir(path);
+  }
+
+  mkdir(path: string, mode: number): Promise<void> {
+    return this.#inner.mkdir(path, mode);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const point: KillPoint | undefined = isSnapTmp(from) ? 'mid-snapshot' : isWalTmp(from) ? 'mid-rotation' : undefined;
+    if (point !== undefined && this.#ks.hit(point, 'before-rename')) this.#ks.fire();
+    await this.#inner.rename(from, to);
+    for (const h of this.#handles) if (h.path === from) h.path = to;
+    if (point !== undefined && this.#ks.hit(point, 'after-rename')) this.#ks.fire();
+  }
+
+  async unlink(path: string): Promise<void> {
+    await this.#inner.unlink(path);
+    if (isWal(path) && this.#ks.hit('mid-deletion', 'after-unlink')) this.#ks.fire();
+  }
+
+  syncDir(path: string): Promise<void> {
+    return this.#inner.syncDir(path);
+  }
+
+  stat(path: string): Promise<FileStat> {
+    return this.#inner.stat(path);
+  }
+
+  chmod(path: string, mode: number): Promise<void> {
+    return this.#inner.chmod(path, mode);
+  }
+}
+
+// ---- arguments -------------------------------------------------------------------
+
+const { values: args } = parseArgs({
+  options: {
+    'data-dir': { type: 'string' },
+    durability: { type: 'string', default: 'fsync' },
+    sessions: { type: 'string', default: '50' },
+    concurrency: { type: 'string', default: '2' },
+    'think-ms': { type: 'string', default: '20' },
+    'segment-mb': { type: 'string', default: '0.05' },
+    'snapshot-every': { type: 'string', default: '25' },
+    'kill-point': { type: 'string' },
+    'kill-at': { type: 'string', default: '1' },
+    seed: { type: 'string', default: '1' },
+    'max-ms': { type: 'string', default: '60000' },
+  },
+  strict: true,
+});
+
+function positive(name: string, value: string | undefined): number {
+  const n = Number(value);
+  if (!(n > 0) || !Number.isFinite(n)) die(`--${name} must be a positive number, got ${value}`, 2);
+  return n;
+}
+
+const dataDir = args['data-dir'] ?? die('--data-dir is required', 2);
+const durability = args.durability;
+if (durability !== 'fsync' && durability !== 'write') die(`--durability must be fsync or write, got ${durability}`, 2);
+const sessions = Math.floor(positive('sessions', args.sessions));
+const concurrency = Math.floor(positive('concurrency', args.concurrency));
+const thinkMs = Math.floor(Number(args['think-ms']));
+if (!(thinkMs >= 0)) die(`--think-ms must be a number >= 0, got ${args['think-ms']}`, 2);
+const segmentMb = positive('segment-mb', args['segment-mb']);
+const snapshotEvery = Math.floor(positive('snapshot-every', args['snapshot-every']));
+const killAt = Math.floor(positive('kill-at', args['kill-at']));
+const seed = Math.floor(Number(args.seed)) >>> 0;
+const maxMs = positive('max-ms', args['max-ms']);
+const killPointArg = args['kill-point'];
+if (killPointArg !== undefined && !isKillPoint(killPointArg)) die(`unknown --kill-point ${killPointArg}`, 2);
+
+const rand = prng(seed);
+const killSwitch = new KillSwitch(killPointArg as KillPoint | undefined, killAt, rand);
+
+// ---- the workload ----------------------------------------------------------------
+
+const ALPHABET = 'abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?';
+const TEXT_POOL = Array.from({ length: 4 * TEXT_MAX }, () => ALPHABET[randInt(rand, 0, ALPHABET.length - 1)]).join('');
+
+function randomText(): string {
+  const len = randInt(rand, TEXT_MIN, TEXT_MAX);
+  const start = randInt(rand, 0, TEXT_POOL.length - len);
+  return TEXT_POOL.slice(start, start + len);
+}
+
+/** Snapshots: up to SNAPSHOTS_IN_FLIGHT at once, one at a time per session; a session already waiting keeps only its newest request. */
+const SNAPSHOTS_IN_FLIGHT = 4;
+
+class SnapshotQueue {
+  readonly #store: Store<CrashState>;
+  readonly #waiting = new Map<string, { state: CrashState; seq: number }>();
+  readonly #running = new Set<string>();
+
+  constructor(store: Store<CrashState>) {
+    this.#store = store;
+  }
+
+  request(sid: string, state: CrashState, seq: number): void {
+    this.#waiting.set(sid, { state, seq });
+    this.#pump();
+  }
+
+  #pump(): void {
+    for (const [sid, job] of this.#waiting) {
+      if (this.#running.size >= SNAPSHOTS_IN_FLIGHT) return;
+      if (this.#running.has(sid)) continue;
+      this.#waiting.delete(sid);
+      this.#running.add(sid);
+      void this.#run(sid, job);
+    }
+  }
+
+  async #run(sid: string, job: { state: CrashState; seq: number }): Promise<void> {
+    try {
+      const result = await this.#store.snapshot(sid, job.state, job.seq);
+      line(`snap ${sid} ${job.seq} ${result.deletedSegments.length}`);
+    } catch (err) {
+      die(`snapshot of ${sid} at seq ${job.seq} failed: ${(err as Error).stack ?? String(err)}`);
+    }
+    this.#running.delete(sid);
+    this.#pump();
+  }
+}
+
+class SessionLoad {
+  readonly sid: string;
+  readonly #store: Store<CrashState>;
+  readonly #snapshots: SnapshotQueue;
+  /** the n (= expected seq) of the next append */
+  #next: number;
+  /** state after every acked event up to state.lastSeq */
+  #state: CrashState;
+  /** acked events not yet folded into #state (acks may only come in order, but do not rely on it) */
+  readonly #acked = new Map<number, CrashEventData>();
+
+  constructor(sid: string, store: Store<CrashState>, snapshots: SnapshotQueue, state: CrashState, seq: number) {
+    this.sid = sid;
+    this.#store = store;
+    this.#snapshots = snapshots;
+    this.#state = state;
+    this.#next = seq + 1;
+  }
+
+  async worker(): Promise<never> {
+    for (;;) {
+      const n = this.#next++;
+      const data: CrashEventData = { n, text: randomText() };
+      const input: AppendInput = { sid: this.sid, type: EVENT_TYPE, data };
+      const cid = cidFor(this.sid, n);
+      if (cid !== undefined) input.clientMessageId = cid;
+      if (usesExpectedSeq(n)) input.expectedSeq = n - 1;
+      const result = await this.#store.append(input);
+      // Acknowledged: only now may the parent hear of it.
+      line(`ack ${this.sid} ${result.seq} ${n}`);
+      if (result.seq !== n || result.duplicate) {
+        line(`violation session ${this.sid}: append of n=${n} resolved with seq ${result.seq} duplicate=${result.duplicate}`);
+        process.exit(4);
+      }
+      this.#onAck(result.seq, data);
+      if (thinkMs > 0) await new Promise((resolve) => setTimeout(resolve, randInt(rand, 0, thinkMs)));
+    }
+  }
+
+  #onAck(seq: number, data: CrashEventData): void {
+    this.#acked.set(seq, data);
+    for (let d = this.#acked.get(this.#state.lastSeq + 1); d !== undefined; d = this.#acked.get(this.#state.lastSeq + 1)) {
+      const s = this.#state.lastSeq + 1;
+      this.#acked.delete(s);
+      this.#state = crashReducer(this.#state, { seq: s, type: EVENT_TYPE, data: d });
+      if (s % snapshotEvery === 0) this.#snapshots.request(this.sid, this.#state, s);
+    }
+  }
+}
+
+/** Re-sends the newest recovered event that carried a clientMessageId: it must come back as a duplicate of its seq. */
+async function checkDedupeAfterRestart(store: Store<CrashState>, sid: string, seq: number): Promise<void> {
+  let m = seq;
+  while (m > 0 && cidFor(sid, m) === undefined) m -= 1;
+  if (m === 0) return;
+  const data: CrashEventData = { n: m, text: 'retried after restart' };
+  const result = await store.append({ sid, type: EVENT_TYPE, data, clientMessageId: cidFor(sid, m)! });
+  if (!result.duplicate || result.seq !== m) {
+    line(`violation session ${sid}: retry of clientMessageId ${cidFor(sid, m)} (seq ${m}) after restart resolved with seq ${result.seq} duplicate=${result.duplicate}`);
+    process.exit(4);
+  }
+}
+
+async function main(): Promise<void> {
+  const fs = new KillingFileSystem(new NodeFileSystem(), killSwitch);
+  const store = await openStore<CrashState>({ dataDir, durability: durability as 'fsync' | 'write', journalMaxSizeMb: segmentMb, fs }, crashHooks);
+  line(`ready ${process.pid} ${store.recovered.size}`);
+  const snapshots = new SnapshotQueue(store);
+  const loads: SessionLoad[] = [];
+  for (let i = 0; i < sessions; i += 1) {
+    const sid = sessionId(i);
+    const rec = store.recovered.get(sid);
+    if (rec !== undefined && rec.status !== 'recovered' && rec.status !== 'tail-truncated') {
+      line(`violation session ${sid} recovered as ${rec.status} at seq ${rec.seq}`);
+      process.exit(4);
+    }
+    const seq = rec?.seq ?? 0;
+    if (store.journal.lastSeq(sid) !== seq) {
+      line(`violation session ${sid}: recovered seq ${seq} but the journal's last seq is ${store.journal.lastSeq(sid)}`);
+      process.exit(4);
+    }
+    loads.push(new SessionLoad(sid, store, snapshots, rec?.state ?? initialCrashState(), seq));
+  }
+  await Promise.all(loads.map((l) => checkDedupeAfterRestart(store, l.sid, store.journal.lastSeq(l.sid))));
+  setTimeout(() => {
+    line('done');
+    process.exit(0);
+  }, maxMs).unref();
+  await Promise.all(loads.flatMap((l) => Array.from({ length: concurrency }, () => l.worker())));
+}
+
+process.on('unhandledRejection', (err) => die(`unhandled rejection: ${(err as Error)?.stack ?? String(err)}`));
+main().catch((err: unknown) => die((err as Error)?.stack ?? String(err)));
