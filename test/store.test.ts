@@ -33,7 +33,7 @@ test('group commit: 100 appends in one tick go out in one write and one fdatasyn
   await store.close();
 });
 
-test('group commit: nothing is acknowledged before its sync, and appends during a flush form the next batch', async () => {
+test('group commit: nothing is acknowledged before its sync; appends during a flush form the next batch, written while the first syncs', async () => {
   const { fs, store } = await gated();
   fs.hold();
   let firstAcked = false;
@@ -42,17 +42,60 @@ test('group commit: nothing is acknowledged before its sync, and appends during 
   const first = store.append(ev('a', 1)).then((r) => ((firstAcked = true), r));
   await syncing;
   // when 50 more arrive during that flush
-  const rest = Array.from({ length: 50 }, (_, i) => store.append(ev(`s${i}`, i)));
-  await new Promise((r) => setImmediate(r));
-  // then the first is not acknowledged while its sync is pending
+  let restAcked = 0;
+  const rest = Array.from({ length: 50 }, (_, i) => store.append(ev(`s${i}`, i)).then(() => (restAcked += 1)));
+  for (let i = 0; i < 5; i += 1) await new Promise((r) => setImmediate(r));
+  // then nothing is acknowledged while the syncs are pending
   assert.equal(firstAcked, false);
-  assert.equal(fs.count('write'), 1);
+  assert.equal(restAcked, 0);
+  // and the 50 went out together in a second write, whose sync is pipelined behind the first
+  assert.equal(fs.count('write'), 2);
+  assert.equal(fs.count('datasync'), 2);
   fs.release();
   await first;
   await Promise.all(rest);
-  // and the 50 went out together in a second write and sync
   assert.equal(fs.count('write'), 2);
   assert.equal(fs.count('datasync'), 2);
+  await store.close();
+});
+
+test('pipelined syncs acknowledge in log order: a later batch whose sync finishes first waits for the earlier one', async () => {
+  const { fs, store } = await gated();
+  // given the first batch's sync is slow and the second's is fast
+  fs.holdNext();
+  const order: string[] = [];
+  const syncing = fs.nextSync();
+  const first = store.append(ev('a', 1)).then(() => order.push('first'));
+  await syncing;
+  const second = store.append(ev('b', 1)).then(() => order.push('second'));
+  for (let i = 0; i < 5; i += 1) await new Promise((r) => setImmediate(r));
+  // then the second is not acknowledged before the first, although its own sync completed
+  assert.equal(fs.count('datasync'), 2);
+  assert.deepEqual(order, []);
+  fs.release();
+  await Promise.all([first, second]);
+  assert.deepEqual(order, ['first', 'second']);
+  await store.close();
+});
+
+test('a failed sync fails every batch in flight, including an earlier one whose own sync succeeds', async () => {
+  const mem = new MemoryFileSystem();
+  const fs = new GatedFileSystem(mem);
+  const store = await openStore<ChatState>({ ...base, fs }, hooks);
+  // given the first batch's sync is held, and the second batch's sync (which reaches the disk first) fails:
+  // an fsync error may have dropped the first batch's dirty pages too
+  fs.holdNext();
+  mem.injectFault({ op: 'datasync', error: 'EIO' });
+  const syncing = fs.nextSync();
+  const first = store.append(ev('a', 1)).then(() => 'acknowledged', (e: unknown) => e);
+  await syncing;
+  const second = store.append(ev('b', 1)).then(() => 'acknowledged', (e: unknown) => e);
+  for (let i = 0; i < 5; i += 1) await new Promise((r) => setImmediate(r));
+  fs.release();
+  // then neither is acknowledged, although the first one's own sync succeeds afterwards
+  assert.ok(code('ARBOR_IO_ERROR')(await first), String(await first));
+  assert.ok(code('ARBOR_IO_ERROR')(await second), String(await second));
+  assert.equal(store.journal.state, 'failed');
   await store.close();
 });
 

@@ -128,6 +128,16 @@ function newSessionIndex(): SessionIndex {
   return { lastSeq: 0, locs: [], cids: undefined, quarantined: undefined, covered: 0 };
 }
 
+/** Syncs allowed in flight at once: one settling while the next batch is written and synced. */
+const MAX_SYNCS_IN_FLIGHT = 2;
+
+interface WrittenBatch {
+  segment: Segment;
+  offsets: number[];
+  bytes: number;
+  started: number;
+}
+
 type ResolvedJournalOptions = Required<Omit<JournalOptions, 'onError' | 'onFlush' | 'onRecord'>> & Pick<JournalOptions, 'onError' | 'onFlush'>;
 
 type State = 'open' | 'closing' | 'closed' | 'failed';
@@ -166,6 +176,12 @@ export class Journal {
   #queuedBytes = 0;
   #scratch = Buffer.alloc(0);
   #deleting: Promise<unknown> = Promise.resolve();
+  /** Acknowledgement promises of batches whose sync is in flight, oldest first. */
+  #inflight: Promise<void>[] = [];
+  /** Batches written (or being written) and not yet acknowledged, oldest first; rejected if the journal fails. */
+  #inflightBatches: Pending[][] = [];
+  /** Wakes the pump when it waits on an in-flight sync and a new batch could start. */
+  #wake: (() => void) | undefined;
   #pumping = false;
   #scheduled = false;
   /** LSN of the last record written to the file. */
@@ -361,7 +377,12 @@ export class Journal {
   // ---- the group committer -------------------------------------------------
 
   #schedule(): void {
-    if (this.#pumping || this.#scheduled) return;
+    if (this.#pumping) {
+      // The pump may be waiting on an in-flight sync: let it start this batch now (pipelining).
+      if (this.#o.durability !== 'buffered' || this.queueDepth >= this.#o.batchSize) this.#wake?.();
+      return;
+    }
+    if (this.#scheduled) return;
     if (this.#o.durability === 'buffered' && this.queueDepth < this.#o.batchSize && this.#state === 'open' && !this.#syncDue) return;
     this.#scheduled = true;
     // Fast path: an idle journal starts on a microtask, so appends made in the same tick share the batch.
@@ -371,28 +392,54 @@ export class Journal {
     });
   }
 
+  /** Whether the queue holds a batch to write now (`buffered` waits for a full batch, a due sync, or closing). */
+  #batchReady(): boolean {
+    if (this.queueDepth === 0) return false;
+    return this.#o.durability !== 'buffered' || this.queueDepth >= this.#o.batchSize || this.#syncDue || this.#state !== 'open';
+  }
+
+  /**
+   * The single writer. Writes are strictly sequential; syncs are pipelined: a
+   * batch's fdatasync runs while the next batch is framed and written (at most
+   * MAX_SYNCS_IN_FLIGHT at once). Acknowledgements stay in log order: a batch
+   * settles only after its own sync and every earlier batch's.
+   */
   async #pump(): Promise<void> {
     if (this.#pumping || this.#state === 'failed' || this.#state === 'closed') return;
     this.#pumping = true;
-    let batch: Pending[] = [];
     try {
-      while (this.queueDepth > 0 || this.#syncDue) {
-        if (this.queueDepth > 0) {
-          batch = this.#takeBatch();
-          await this.#writeBatch(batch);
-          batch = [];
-        } else {
+      for (;;) {
+        if (this.state === 'failed') break;
+        if (this.#batchReady() && this.#inflight.length < MAX_SYNCS_IN_FLIGHT) {
+          const batch = this.#takeBatch();
+          const written = await this.#writeBatch(batch);
+          this.#commit(batch, written);
+          // Let the callers woken by earlier batches queue their next appends before the next batch is cut.
+          if (this.queueDepth > 0 && this.#o.durability !== 'buffered') await new Promise<void>((r) => setImmediate(r));
+          continue;
+        }
+        if (this.#inflight.length > 0) {
+          // Wait for the oldest sync, or for a new append that can start its batch meanwhile.
+          const oldest = this.#inflight[0]!;
+          await new Promise<void>((resolve) => {
+            this.#wake = this.#inflight.length < MAX_SYNCS_IN_FLIGHT ? resolve : undefined;
+            oldest.then(resolve, resolve);
+          });
+          this.#wake = undefined;
+          continue;
+        }
+        if (this.#syncDue) {
           this.#syncDue = false;
           await this.#sync();
+          continue;
         }
-        // Let the callers woken by this batch queue their next appends before the next batch is cut.
-        if (this.queueDepth > 0 && this.#o.durability !== 'buffered') await new Promise<void>((r) => setImmediate(r));
-        if (this.#o.durability === 'buffered' && this.queueDepth < this.#o.batchSize && this.#state === 'open' && !this.#syncDue) break;
+        break;
       }
     } catch (err) {
-      this.#fail(err, batch);
+      this.#fail(err, []);
     } finally {
       this.#pumping = false;
+      this.#wake = undefined;
       if (this.queueDepth === 0 || this.state === 'failed') {
         const waiters = this.#idle;
         this.#idle = [];
@@ -422,11 +469,15 @@ export class Journal {
     return batch;
   }
 
-  async #writeBatch(batch: Pending[]): Promise<void> {
+  /** Frames the batch and writes it (rotating first when it would overflow the segment). Not yet synced. */
+  async #writeBatch(batch: Pending[]): Promise<WrittenBatch> {
     const started = performance.now();
     let total = 0;
     for (const p of batch) total += p.bytes;
+    // From here until acknowledged, the batch fails with the journal (the pump's catch calls #fail).
+    this.#inflightBatches.push(batch);
     if (this.#active.size > SEGMENT_HEADER_BYTES && this.#active.size + total > this.#o.maxSegmentBytes) {
+      await this.#drainInflight();
       await this.#rotate(batch[0]!.lsn);
     }
     const segment = this.#active;
@@ -449,14 +500,40 @@ export class Journal {
     await writeFully(this.#handle, buffer, segment.size);
     segment.size += total;
     this.#writtenLsn = batch[batch.length - 1]!.lsn;
-    const syncs = this.#o.durability !== 'write';
-    if (syncs) {
-      await this.#handle.datasync();
-      this.#syncedLsn = this.#writtenLsn;
-    } else {
+    return { segment, offsets, bytes: total, started };
+  }
+
+  /**
+   * Makes a written batch durable and acknowledges it: under `fsync` and
+   * `buffered` its sync starts now and the batch settles after it and after
+   * every earlier batch; under `write` it settles at once.
+   */
+  #commit(batch: Pending[], written: WrittenBatch): void {
+    if (this.#o.durability === 'write') {
       this.#ensureTimer();
+      this.#inflightBatches.shift();
+      this.#settle(batch, written, false);
+      return;
     }
-    // Written (and synced, if the mode says so): index and acknowledge.
+    const lastLsn = this.#writtenLsn;
+    const sync = this.#handle.datasync();
+    const previous = this.#inflight.at(-1);
+    const done: Promise<void> = Promise.all([sync, previous]).then(
+      () => {
+        if (this.#state === 'failed') return;
+        if (lastLsn > this.#syncedLsn) this.#syncedLsn = lastLsn;
+        this.#inflight.shift();
+        this.#inflightBatches.shift();
+        this.#settle(batch, written, true);
+      },
+      (err: unknown) => this.#fail(err, []),
+    );
+    this.#inflight.push(done);
+  }
+
+  /** Indexes and acknowledges a batch that is as durable as the mode promises. */
+  #settle(batch: Pending[], written: WrittenBatch, synced: boolean): void {
+    const { segment, offsets } = written;
     for (let i = 0; i < batch.length; i += 1) {
       const p = batch[i]!;
       const idx = this.#sessions.get(p.sid)!;
@@ -467,10 +544,17 @@ export class Journal {
     }
     this.#lastFlushAt = Date.now();
     for (const p of batch) p.resolve?.({ sid: p.sid, seq: p.seq, lsn: p.lsn, ts: p.ts, duplicate: false });
-    this.#o.onFlush?.({ records: batch.length, bytes: total, durationMs: performance.now() - started, synced: syncs });
+    this.#o.onFlush?.({ records: batch.length, bytes: written.bytes, durationMs: performance.now() - written.started, synced });
+  }
+
+  /** Waits until every in-flight sync has settled (and its batch was acknowledged or failed). */
+  async #drainInflight(): Promise<void> {
+    while (this.#inflight.length > 0 && this.#state !== 'failed') await this.#inflight.at(-1);
+    if (this.#state === 'failed') throw this.#failure;
   }
 
   async #sync(): Promise<void> {
+    await this.#drainInflight();
     if (this.#syncedLsn >= this.#writtenLsn) return;
     const target = this.#writtenLsn;
     await this.#handle.datasync();
@@ -521,11 +605,17 @@ export class Journal {
   }
 
   #fail(err: unknown, batch: Pending[]): void {
+    if (this.#state === 'failed') return;
     const cause = err instanceof ArborError ? err : new ArborError(ErrorCodes.IO_ERROR, `journal write failed: ${(err as Error)?.message ?? String(err)}`, { segment: this.#active?.name }, { cause: err });
     this.#state = 'failed';
     this.#failure = cause;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     for (const p of batch) p.reject?.(cause);
+    // Every batch written but not yet acknowledged fails with it: a later sync cannot vouch for an earlier failed one.
+    for (const b of this.#inflightBatches) for (const p of b) p.reject?.(cause);
+    this.#inflightBatches = [];
+    this.#inflight = [];
+    this.#wake?.();
     const rest = this.#queue.slice(this.#queueHead);
     this.#queue = [];
     this.#queueHead = 0;

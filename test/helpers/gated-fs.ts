@@ -20,9 +20,17 @@ export class GatedFileSystem implements FileSystem {
     this.counts.set(op, this.count(op) + 1);
   }
 
+  #holdOnlyNext = false;
+
   /** From now on, datasync waits until `release()`. */
   hold(): void {
     this.#gate = new Promise((r) => (this.#release = r));
+  }
+
+  /** Only the next datasync waits until `release()`; later ones run at once. */
+  holdNext(): void {
+    this.hold();
+    this.#holdOnlyNext = true;
   }
 
   release(): void {
@@ -44,7 +52,12 @@ export class GatedFileSystem implements FileSystem {
         const waiting = this.#onSyncStart;
         this.#onSyncStart = [];
         for (const w of waiting) w();
-        if (this.#gate !== undefined) await this.#gate;
+        const gate = this.#gate;
+        if (this.#holdOnlyNext) {
+          this.#gate = undefined;
+          this.#holdOnlyNext = false;
+        }
+        if (gate !== undefined) await gate;
         return h.datasync();
       },
       sync: () => (this.#bump('sync'), h.sync()),
