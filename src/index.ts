@@ -14,3 +14,4 @@ export { assertSessionId, isSessionId, SESSION_ID_PATTERN } from './ids.ts';
 export type { FileSystem, FileHandle, FileStat, OpenFlags } from './storage/fs-port.ts';
 export { NodeFileSystem } from './storage/node-fs.ts';
 export { MemoryFileSystem, mulberry32, type FaultSpec, type FsOp, type MemoryFileSystemOptions } from './storage/memory-fs.ts';
+export { ForwardingFileHandle, ForwardingFileSystem } from './storage/forwarding-fs.ts';

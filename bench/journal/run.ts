@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type OpenFlags, type RecoveryHooks, type Store } from '../../src/index.ts';
+import { ForwardingFileHandle, ForwardingFileSystem, NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type OpenFlags, type RecoveryHooks, type Store } from '../../src/index.ts';
 
 // ---- configuration -----------------------------------------------------------
 
@@ -142,72 +142,43 @@ interface IoCounters {
 }
 
 /** Delegates to a FileSystem and counts what the journal asks of the disk. Bench-only instrumentation. */
-class CountingFileSystem implements FileSystem {
+class CountingFileSystem extends ForwardingFileSystem {
   readonly counters: IoCounters = { writes: 0, bytes: 0, datasyncs: 0, syncs: 0, syncDirs: 0 };
   /** durations of `datasync()` calls made while `recording` is on */
   readonly datasyncLatency = new Samples();
   recording = false;
-  readonly #inner: FileSystem;
-
-  constructor(inner: FileSystem) {
-    this.#inner = inner;
-  }
 
   snapshot(): IoCounters {
     return { ...this.counters };
   }
 
-  async open(path: string, flags: OpenFlags, mode?: number): Promise<FileHandle> {
-    const h = await this.#inner.open(path, flags, mode);
+  protected override wrapHandle(handle: FileHandle): FileHandle {
+    const fs = this;
     const c = this.counters;
-    return {
-      write: async (buffer, offset, length, position) => {
-        const n = await h.write(buffer, offset, length, position);
+    return new (class extends ForwardingFileHandle {
+      override async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+        const n = await super.write(buffer, offset, length, position);
         c.writes += 1;
         c.bytes += n;
         return n;
-      },
-      read: (buffer, offset, length, position) => h.read(buffer, offset, length, position),
-      datasync: async () => {
+      }
+      override async datasync(): Promise<void> {
         c.datasyncs += 1;
-        if (!this.recording) return h.datasync();
+        if (!fs.recording) return super.datasync();
         const t0 = performance.now();
-        await h.datasync();
-        this.datasyncLatency.push(performance.now() - t0);
-      },
-      sync: () => {
+        await super.datasync();
+        fs.datasyncLatency.push(performance.now() - t0);
+      }
+      override sync(): Promise<void> {
         c.syncs += 1;
-        return h.sync();
-      },
-      truncate: (length) => h.truncate(length),
-      stat: () => h.stat(),
-      close: () => h.close(),
-    };
+        return super.sync();
+      }
+    })(handle);
   }
-  readFile(path: string): Promise<Uint8Array> {
-    return this.#inner.readFile(path);
-  }
-  readdir(path: string): Promise<string[]> {
-    return this.#inner.readdir(path);
-  }
-  mkdir(path: string, mode: number): Promise<void> {
-    return this.#inner.mkdir(path, mode);
-  }
-  rename(from: string, to: string): Promise<void> {
-    return this.#inner.rename(from, to);
-  }
-  unlink(path: string): Promise<void> {
-    return this.#inner.unlink(path);
-  }
-  syncDir(path: string): Promise<void> {
+
+  override syncDir(path: string): Promise<void> {
     this.counters.syncDirs += 1;
-    return this.#inner.syncDir(path);
-  }
-  stat(path: string): Promise<FileStat> {
-    return this.#inner.stat(path);
-  }
-  chmod(path: string, mode: number): Promise<void> {
-    return this.#inner.chmod(path, mode);
+    return super.syncDir(path);
   }
 }
 

@@ -105,17 +105,8 @@ export const KILL_VARIANTS: Record<KillPoint, readonly string[]> = {
   'mid-rotation': ['before-rename', 'after-rename'],
 };
 
-/** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, the seeded PRNG the in-memory filesystem's crash images use too. */
+export { mulberry32 as prng } from '../../src/storage/memory-fs.ts';
 
 /** An integer in [lo, hi]. */
 export function randInt(rand: () => number, lo: number, hi: number): number {

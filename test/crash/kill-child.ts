@@ -41,7 +41,8 @@
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { AppendInput } from '../../src/journal/journal.ts';
-import type { FileHandle, FileStat, FileSystem, OpenFlags } from '../../src/storage/fs-port.ts';
+import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/storage/forwarding-fs.ts';
 import { NodeFileSystem } from '../../src/storage/node-fs.ts';
 import { openStore, type Store } from '../../src/store.ts';
 import {
@@ -126,111 +127,68 @@ const isSnapTmp = (p: string): boolean => p.endsWith('.snap.tmp');
  * segment as `<lsn>.wal.tmp`, writes its header, renames it to `<lsn>.wal` and
  * then appends batches through the same handle.
  */
-class KillingFileHandle implements FileHandle {
-  readonly #inner: FileHandle;
+class KillingFileHandle extends ForwardingFileHandle {
   readonly #ks: KillSwitch;
   readonly #onClose: (h: KillingFileHandle) => void;
   path: string;
 
   constructor(inner: FileHandle, path: string, ks: KillSwitch, onClose: (h: KillingFileHandle) => void) {
-    this.#inner = inner;
+    super(inner);
     this.path = path;
     this.#ks = ks;
     this.#onClose = onClose;
   }
 
-  async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  override async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     const torn = (isWal(this.path) && this.#ks.hit('mid-batch-write', 'half-written')) || (isSnapTmp(this.path) && this.#ks.hit('mid-snapshot', 'tmp-half-written'));
     if (torn) {
       // Only the first half of the bytes reaches the file.
-      await this.#inner.write(buffer, offset, Math.max(1, Math.floor(length / 2)), position);
+      await super.write(buffer, offset, Math.max(1, Math.floor(length / 2)), position);
       this.#ks.fire();
     }
-    return this.#inner.write(buffer, offset, length, position);
+    return super.write(buffer, offset, length, position);
   }
 
-  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    return this.#inner.read(buffer, offset, length, position);
-  }
-
-  async datasync(): Promise<void> {
+  override async datasync(): Promise<void> {
     if (isWal(this.path) && this.#ks.hit('after-write-before-sync', 'before-datasync')) this.#ks.fire();
-    await this.#inner.datasync();
+    await super.datasync();
     if (isWal(this.path) && this.#ks.hit('after-sync-before-ack', 'after-datasync')) this.#ks.fire();
   }
 
-  sync(): Promise<void> {
-    return this.#inner.sync();
-  }
-
-  truncate(length: number): Promise<void> {
-    return this.#inner.truncate(length);
-  }
-
-  stat(): Promise<FileStat> {
-    return this.#inner.stat();
-  }
-
-  close(): Promise<void> {
+  override close(): Promise<void> {
     this.#onClose(this);
-    return this.#inner.close();
+    return super.close();
   }
 }
 
 /** NodeFileSystem behind a proxy that SIGKILLs the process at the configured kill point. */
-class KillingFileSystem implements FileSystem {
-  readonly #inner: FileSystem;
+class KillingFileSystem extends ForwardingFileSystem {
   readonly #ks: KillSwitch;
-
-  constructor(inner: FileSystem, ks: KillSwitch) {
-    this.#inner = inner;
-    this.#ks = ks;
-  }
-
   /** open handles, so a rename can update their paths */
   readonly #handles = new Set<KillingFileHandle>();
 
-  async open(path: string, flags: OpenFlags, mode?: number): Promise<FileHandle> {
-    const handle = new KillingFileHandle(await this.#inner.open(path, flags, mode), path, this.#ks, (h) => this.#handles.delete(h));
-    this.#handles.add(handle);
-    return handle;
+  constructor(inner: FileSystem, ks: KillSwitch) {
+    super(inner);
+    this.#ks = ks;
   }
 
-  readFile(path: string): Promise<Uint8Array> {
-    return this.#inner.readFile(path);
+  protected override wrapHandle(handle: FileHandle, path: string): FileHandle {
+    const wrapped = new KillingFileHandle(handle, path, this.#ks, (h) => this.#handles.delete(h));
+    this.#handles.add(wrapped);
+    return wrapped;
   }
 
-  readdir(path: string): Promise<string[]> {
-    return this.#inner.readdir(path);
-  }
-
-  mkdir(path: string, mode: number): Promise<void> {
-    return this.#inner.mkdir(path, mode);
-  }
-
-  async rename(from: string, to: string): Promise<void> {
+  override async rename(from: string, to: string): Promise<void> {
     const point: KillPoint | undefined = isSnapTmp(from) ? 'mid-snapshot' : isWalTmp(from) ? 'mid-rotation' : undefined;
     if (point !== undefined && this.#ks.hit(point, 'before-rename')) this.#ks.fire();
-    await this.#inner.rename(from, to);
+    await super.rename(from, to);
     for (const h of this.#handles) if (h.path === from) h.path = to;
     if (point !== undefined && this.#ks.hit(point, 'after-rename')) this.#ks.fire();
   }
 
-  async unlink(path: string): Promise<void> {
-    await this.#inner.unlink(path);
+  override async unlink(path: string): Promise<void> {
+    await super.unlink(path);
     if (isWal(path) && this.#ks.hit('mid-deletion', 'after-unlink')) this.#ks.fire();
-  }
-
-  syncDir(path: string): Promise<void> {
-    return this.#inner.syncDir(path);
-  }
-
-  stat(path: string): Promise<FileStat> {
-    return this.#inner.stat(path);
-  }
-
-  chmod(path: string, mode: number): Promise<void> {
-    return this.#inner.chmod(path, mode);
   }
 }
 

@@ -19,7 +19,8 @@
  */
 import { openStore, type Store } from '../../src/store.ts';
 import type { Durability } from '../../src/journal/journal.ts';
-import type { FileHandle, FileSystem, OpenFlags } from '../../src/storage/fs-port.ts';
+import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/storage/forwarding-fs.ts';
 import { MemoryFileSystem, mulberry32 } from '../../src/storage/memory-fs.ts';
 import type { RecoveryHooks } from '../../src/recovery/recovery.ts';
 
@@ -148,26 +149,22 @@ export const scenarios: Scenario[] = [
 
 /** Wraps a filesystem to break one durability step: the negative controls the harness must catch. */
 export function breakDurability(fs: FileSystem, broken: 'skip-file-sync' | 'skip-dir-sync'): FileSystem {
-  const wrapHandle = (h: FileHandle): FileHandle => ({
-    write: (...a) => h.write(...a),
-    read: (...a) => h.read(...a),
-    datasync: () => (broken === 'skip-file-sync' ? Promise.resolve() : h.datasync()),
-    sync: () => (broken === 'skip-file-sync' ? Promise.resolve() : h.sync()),
-    truncate: (n) => h.truncate(n),
-    stat: () => h.stat(),
-    close: () => h.close(),
-  });
-  return {
-    open: async (p: string, f: OpenFlags, m?: number) => wrapHandle(await fs.open(p, f, m)),
-    readFile: (p) => fs.readFile(p),
-    readdir: (p) => fs.readdir(p),
-    mkdir: (p, m) => fs.mkdir(p, m),
-    rename: (a, b) => fs.rename(a, b),
-    unlink: (p) => fs.unlink(p),
-    syncDir: (p) => (broken === 'skip-dir-sync' ? Promise.resolve() : fs.syncDir(p)),
-    stat: (p) => fs.stat(p),
-    chmod: (p, m) => fs.chmod(p, m),
-  };
+  class SkippedSyncHandle extends ForwardingFileHandle {
+    override datasync(): Promise<void> {
+      return broken === 'skip-file-sync' ? Promise.resolve() : super.datasync();
+    }
+    override sync(): Promise<void> {
+      return broken === 'skip-file-sync' ? Promise.resolve() : super.sync();
+    }
+  }
+  return new (class extends ForwardingFileSystem {
+    protected override wrapHandle(handle: FileHandle): FileHandle {
+      return new SkippedSyncHandle(handle);
+    }
+    override syncDir(p: string): Promise<void> {
+      return broken === 'skip-dir-sync' ? Promise.resolve() : super.syncDir(p);
+    }
+  })(fs);
 }
 
 export interface HarnessResult {

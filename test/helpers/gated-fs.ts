@@ -1,26 +1,25 @@
-import type { FileHandle, FileSystem, OpenFlags } from '../../src/storage/fs-port.ts';
+import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/storage/forwarding-fs.ts';
 
-/** Wraps a filesystem, counting calls per op and optionally holding every datasync until released. */
-export class GatedFileSystem implements FileSystem {
+/** Wraps a filesystem, counting calls per op and optionally holding datasyncs until released. */
+export class GatedFileSystem extends ForwardingFileSystem {
   readonly counts = new Map<string, number>();
   #gate: Promise<void> | undefined;
   #release: (() => void) | undefined;
+  #holdOnlyNext = false;
   #onSyncStart: (() => void)[] = [];
-  readonly inner: FileSystem;
 
   constructor(inner: FileSystem) {
-    this.inner = inner;
+    super(inner);
   }
 
   count(op: string): number {
     return this.counts.get(op) ?? 0;
   }
 
-  #bump(op: string): void {
+  bump(op: string): void {
     this.counts.set(op, this.count(op) + 1);
   }
-
-  #holdOnlyNext = false;
 
   /** From now on, datasync waits until `release()`. */
   hold(): void {
@@ -43,57 +42,56 @@ export class GatedFileSystem implements FileSystem {
     return new Promise((r) => this.#onSyncStart.push(r));
   }
 
-  #wrap(h: FileHandle): FileHandle {
-    return {
-      write: (...a) => (this.#bump('write'), h.write(...a)),
-      read: (...a) => h.read(...a),
-      datasync: async () => {
-        this.#bump('datasync');
-        const waiting = this.#onSyncStart;
-        this.#onSyncStart = [];
-        for (const w of waiting) w();
-        const gate = this.#gate;
-        if (this.#holdOnlyNext) {
-          this.#gate = undefined;
-          this.#holdOnlyNext = false;
-        }
-        if (gate !== undefined) await gate;
-        return h.datasync();
-      },
-      sync: () => (this.#bump('sync'), h.sync()),
-      truncate: (n) => h.truncate(n),
-      stat: () => h.stat(),
-      close: () => h.close(),
-    };
+  /** Called by handles when a datasync starts: wakes `nextSync()` waiters and returns the gate to wait on. */
+  syncStarted(): Promise<void> | undefined {
+    this.bump('datasync');
+    const waiting = this.#onSyncStart;
+    this.#onSyncStart = [];
+    for (const w of waiting) w();
+    const gate = this.#gate;
+    if (this.#holdOnlyNext) {
+      this.#gate = undefined;
+      this.#holdOnlyNext = false;
+    }
+    return gate;
   }
 
-  async open(path: string, flags: OpenFlags, mode?: number): Promise<FileHandle> {
-    return this.#wrap(await this.inner.open(path, flags, mode));
+  protected override wrapHandle(handle: FileHandle): FileHandle {
+    return new GatedHandle(handle, this);
   }
-  readFile(p: string) {
-    return this.inner.readFile(p);
+
+  override unlink(p: string): Promise<void> {
+    this.bump('unlink');
+    return super.unlink(p);
   }
-  readdir(p: string) {
-    return this.inner.readdir(p);
+
+  override syncDir(p: string): Promise<void> {
+    this.bump('syncDir');
+    return super.syncDir(p);
   }
-  mkdir(p: string, m: number) {
-    return this.inner.mkdir(p, m);
+}
+
+class GatedHandle extends ForwardingFileHandle {
+  readonly #fs: GatedFileSystem;
+
+  constructor(inner: FileHandle, fs: GatedFileSystem) {
+    super(inner);
+    this.#fs = fs;
   }
-  rename(a: string, b: string) {
-    return this.inner.rename(a, b);
+
+  override write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    this.#fs.bump('write');
+    return super.write(buffer, offset, length, position);
   }
-  unlink(p: string) {
-    this.#bump('unlink');
-    return this.inner.unlink(p);
+
+  override async datasync(): Promise<void> {
+    const gate = this.#fs.syncStarted();
+    if (gate !== undefined) await gate;
+    return super.datasync();
   }
-  syncDir(p: string) {
-    this.#bump('syncDir');
-    return this.inner.syncDir(p);
-  }
-  stat(p: string) {
-    return this.inner.stat(p);
-  }
-  chmod(p: string, m: number) {
-    return this.inner.chmod(p, m);
+
+  override sync(): Promise<void> {
+    this.#fs.bump('sync');
+    return super.sync();
   }
 }
