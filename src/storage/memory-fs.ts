@@ -642,26 +642,23 @@ export class MemoryFileSystem implements FileSystem {
         ino = existing;
       } else {
         if (flags === 'r' || flags === 'r+') throw errnoError('ENOENT', 'open', path);
-        ino = this.#nextIno++;
-        const perm = mode & 0o777;
-        const node = newFile(perm);
-        node.nlink = 1;
-        this.#current.nodes.set(ino, node);
-        mutEntries(dir).set(name, ino);
-        this.#pending.push({
-          kind: 'create',
-          dir: dirIno,
-          dirInit: dir.initMode,
-          name,
-          ino,
-          mode: perm,
-          unsynced: new Set([dirIno]),
-          keys: [entryKey(dirIno, name)],
-        });
+        ino = this.#addEntry('create', dir, dirIno, name, mode);
       }
       this.#node(ino).open++;
       return this.#makeHandle({ ino, path: normalise(path), writable: flags !== 'r', closed: false });
     });
+  }
+
+  /** A new file or directory named `name` in `dir`: current at once, durable after a sync of `dir`. */
+  #addEntry(kind: 'create' | 'mkdir', dir: DirNode, dirIno: number, name: string, mode: number): number {
+    const ino = this.#nextIno++;
+    const perm = mode & 0o777;
+    const node = kind === 'create' ? newFile(perm) : newDir(perm);
+    node.nlink = 1;
+    this.#current.nodes.set(ino, node);
+    mutEntries(dir).set(name, ino);
+    this.#pending.push({ kind, dir: dirIno, dirInit: dir.initMode, name, ino, mode: perm, unsynced: new Set([dirIno]), keys: [entryKey(dirIno, name)] });
+    return ino;
   }
 
   readFile(path: string): Promise<Uint8Array> {
@@ -695,23 +692,7 @@ export class MemoryFileSystem implements FileSystem {
           dirIno = child;
           continue;
         }
-        const ino = this.#nextIno++;
-        const perm = mode & 0o777;
-        const node = newDir(perm);
-        node.nlink = 1;
-        this.#current.nodes.set(ino, node);
-        mutEntries(dir).set(name, ino);
-        this.#pending.push({
-          kind: 'mkdir',
-          dir: dirIno,
-          dirInit: dir.initMode,
-          name,
-          ino,
-          mode: perm,
-          unsynced: new Set([dirIno]),
-          keys: [entryKey(dirIno, name)],
-        });
-        dirIno = ino;
+        dirIno = this.#addEntry('mkdir', dir, dirIno, name, mode);
       }
     });
   }
