@@ -1,0 +1,425 @@
+import { ArborError, ErrorCodes } from '../errors.ts';
+import type { JournalRecord } from '../journal/format.ts';
+import { CURRENT_EVENT_VERSION, isCriticalEventType, isRecoverableEventType, parseEventData } from './events.ts';
+import type { CriticalEventType, EventData } from './events.ts';
+
+/**
+ * The state of one session and the pure reducer that builds it from journaled
+ * events. The state is immutable: every object and array the reducer creates
+ * is frozen, and a new state shares everything it did not change with the old
+ * one. Values that came from event data and are typed `unknown` (config
+ * values, tool args and results) are shared with the record, not copied.
+ */
+
+/** Version of the SessionState shape, for snapshot upcasters. */
+export const SESSION_STATE_VERSION = 1;
+
+/** Who a message is from; `system` is used for notices such as an interrupted answer. */
+export type MessageRole = 'user' | 'assistant' | 'system';
+
+/** One visible message of the conversation. */
+export interface Message {
+  readonly id: string;
+  readonly role: MessageRole;
+  readonly content: string;
+  /** seq of the event that produced it */
+  readonly seq: number;
+  /** wall-clock milliseconds of that event */
+  readonly ts: number;
+  readonly metadata?: Readonly<Record<string, unknown>>;
+}
+
+/** The latest decision on one permission. */
+export interface PermissionEntry {
+  readonly decision: 'granted' | 'denied';
+  readonly scope?: 'once' | 'session' | 'always';
+  /** seq of the decision */
+  readonly seq: number;
+}
+
+/** An MCP server the session connected, with the config it used. */
+export interface McpServerEntry {
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly connectedSeq: number;
+}
+
+/** One MCP tool call and its outcome. */
+export interface ToolExecution {
+  readonly executionId: string;
+  readonly server: string;
+  readonly tool: string;
+  readonly args: unknown;
+  readonly result?: unknown;
+  readonly isError?: boolean;
+  readonly durationMs?: number;
+  readonly seq: number;
+  readonly ts: number;
+}
+
+/** One slash command and its outcome. */
+export interface CommandExecution {
+  readonly commandId: string;
+  readonly command: string;
+  readonly args?: readonly unknown[];
+  readonly result?: unknown;
+  readonly error?: string;
+  readonly seq: number;
+  readonly ts: number;
+}
+
+/** An answer being streamed: what recovery turns into `stream_interrupted` if the process died. */
+export interface StreamingState {
+  readonly status: 'streaming';
+  readonly messageId: string;
+  readonly requestMessageId: string;
+  readonly provider: string;
+  readonly model?: string;
+  /** seq of its `assistant_stream_started` */
+  readonly startedSeq: number;
+  readonly retryOf?: string;
+}
+
+/** Whether an answer is being streamed. */
+export type StreamState = { readonly status: 'idle' } | StreamingState;
+
+/** Everything a session is, rebuilt from its journaled events. Frozen. */
+export interface SessionState {
+  readonly id: string;
+  /** seq of the last event applied; 0 before the first */
+  readonly seq: number;
+  readonly messages: readonly Message[];
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly permissions: Readonly<Record<string, PermissionEntry>>;
+  readonly mcpServers: Readonly<Record<string, McpServerEntry>>;
+  readonly toolExecutions: readonly ToolExecution[];
+  readonly commands: readonly CommandExecution[];
+  readonly stream: StreamState;
+}
+
+/** The text of the notice shown in place of an interrupted answer. */
+export const INTERRUPTED_NOTICE_CONTENT = '⚠️ Response was interrupted. Retry to regenerate it.';
+
+/** The id of the notice for the interrupted assistant message `messageId`. */
+export function interruptedNoticeId(messageId: string): string {
+  return `${messageId}:interrupted`;
+}
+
+/** The metadata of an interruption notice: what a retry re-sends. */
+export interface InterruptedNoticeMetadata {
+  readonly interrupted: true;
+  readonly retryEnabled: true;
+  readonly interruptedMessageId: string;
+  readonly reason: string;
+  /** `content` is absent only when the request is not in the state (a history that lost it). */
+  readonly originalRequest: { readonly messageId: string; readonly content?: string };
+}
+
+/** The notice's metadata when `message` is an interruption notice. */
+export function interruptedNoticeMetadata(message: Message): InterruptedNoticeMetadata | undefined {
+  if (message.role !== 'system' || message.metadata?.interrupted !== true) return undefined;
+  return message.metadata as unknown as InterruptedNoticeMetadata;
+}
+
+const IDLE: StreamState = Object.freeze({ status: 'idle' });
+const EMPTY: readonly never[] = Object.freeze([]);
+const EMPTY_RECORD: Readonly<Record<string, never>> = Object.freeze({});
+
+/** The state of session `id` before its first event. */
+export function initialSessionState(id: string): SessionState {
+  return Object.freeze({
+    id,
+    seq: 0,
+    messages: EMPTY,
+    config: EMPTY_RECORD,
+    permissions: EMPTY_RECORD,
+    mcpServers: EMPTY_RECORD,
+    toolExecutions: EMPTY,
+    commands: EMPTY,
+    stream: IDLE,
+  });
+}
+
+/** The stream in flight, or undefined when idle. Recovery journals `stream_interrupted` for it. */
+export function pendingInterruption(state: SessionState): StreamingState | undefined {
+  return state.stream.status === 'streaming' ? state.stream : undefined;
+}
+
+/** The `stream_interrupted` data recovery journals for a stream left in flight, or undefined when idle. */
+export function interruptionEventData(state: SessionState, reason: string): EventData<'stream_interrupted'> | undefined {
+  const s = pendingInterruption(state);
+  return s === undefined ? undefined : { messageId: s.messageId, requestMessageId: s.requestMessageId, reason };
+}
+
+/** The most recent message with this id. A backward scan: the messages looked up are nearly always recent. */
+export function findMessage(state: SessionState, messageId: string): Message | undefined {
+  for (let i = state.messages.length - 1; i >= 0; i--) {
+    const m = state.messages[i];
+    if (m !== undefined && m.id === messageId) return m;
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Guards
+//
+// Why the reducer does not run the zod schemas: every critical event is
+// validated with parseEventData before it is journaled, and the journal gives
+// back exactly the bytes it wrote (each record is checksummed), so on replay
+// the schema would re-check data that is known good. That costs ~0.25 µs for a
+// small event but grows with the data (~2 ms for a 1,000-item tool result),
+// and it would make a schema tightened later without a version bump refuse
+// history written under the old rule, failing whole sessions on recovery.
+//
+// What the reducer does check, in O(1) per event: the type is a known critical
+// type, the version is current (an un-upcast record would be misread), the
+// record belongs to this session and moves its seq forward, and every field
+// the reducer reads has the primitive type it relies on. So a record that
+// would put garbage into the state (a bug, a hand-edited log) throws
+// ARBOR_INVALID_INPUT and recovery reports the session as failed, instead of
+// recovering it wrong. reduceSessionValidated runs the full schema for tools
+// and tests that want it.
+// ---------------------------------------------------------------------------
+
+type Data = Record<string, unknown>;
+
+function refuse(record: JournalRecord, field: string, problem: string): never {
+  throw new ArborError(
+    ErrorCodes.INVALID_INPUT,
+    `cannot apply ${record.type} at seq ${record.seq} to session ${record.sid}: ${field} ${problem}`,
+    { field, eventType: record.type, sessionId: record.sid, seq: record.seq, version: record.v },
+  );
+}
+
+function isPlainObject(v: unknown): v is Data {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function needString(record: JournalRecord, d: Data, key: string): void {
+  if (typeof d[key] !== 'string') refuse(record, `data.${key}`, 'is not a string');
+}
+
+function allowString(record: JournalRecord, d: Data, key: string): void {
+  if (d[key] !== undefined && typeof d[key] !== 'string') refuse(record, `data.${key}`, 'is not a string');
+}
+
+function allowObject(record: JournalRecord, d: Data, key: string): void {
+  if (d[key] !== undefined && !isPlainObject(d[key])) refuse(record, `data.${key}`, 'is not an object');
+}
+
+/** Checks what the reducer relies on for `type` (see the note above); returns the data typed. */
+function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T): EventData<T> {
+  const d = record.data;
+  if (!isPlainObject(d)) refuse(record, 'data', 'is not an object');
+  switch (type) {
+    case 'user_message_sent':
+      needString(record, d, 'messageId');
+      needString(record, d, 'content');
+      allowString(record, d, 'clientMessageId');
+      allowObject(record, d, 'metadata');
+      break;
+    case 'assistant_stream_started':
+      needString(record, d, 'messageId');
+      needString(record, d, 'requestMessageId');
+      needString(record, d, 'provider');
+      allowString(record, d, 'model');
+      allowString(record, d, 'retryOf');
+      break;
+    case 'assistant_response_completed':
+      needString(record, d, 'messageId');
+      needString(record, d, 'requestMessageId');
+      needString(record, d, 'content');
+      allowObject(record, d, 'stats');
+      break;
+    case 'stream_interrupted':
+      needString(record, d, 'messageId');
+      needString(record, d, 'requestMessageId');
+      needString(record, d, 'reason');
+      break;
+    case 'session_config_changed':
+      needString(record, d, 'key');
+      if (!Object.hasOwn(d, 'newValue')) refuse(record, 'data.newValue', 'is missing');
+      break;
+    case 'permission_decided':
+      needString(record, d, 'permission');
+      if (d.decision !== 'granted' && d.decision !== 'denied') refuse(record, 'data.decision', "is not 'granted' or 'denied'");
+      allowString(record, d, 'scope');
+      break;
+    case 'mcp_server_connected':
+      needString(record, d, 'server');
+      if (!isPlainObject(d.config)) refuse(record, 'data.config', 'is not an object');
+      break;
+    case 'mcp_tool_executed':
+      needString(record, d, 'executionId');
+      needString(record, d, 'server');
+      needString(record, d, 'tool');
+      break;
+    case 'command_executed':
+      needString(record, d, 'commandId');
+      needString(record, d, 'command');
+      if (d.args !== undefined && !Array.isArray(d.args)) refuse(record, 'data.args', 'is not an array');
+      break;
+  }
+  return d as EventData<T>;
+}
+
+/** A frozen copy of `value` without its undefined properties (absent, not undefined: a snapshot round trip keeps it equal). */
+function frozen<T extends object>(value: T): Readonly<T> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = v;
+  return Object.freeze(out) as Readonly<T>;
+}
+
+function append<T>(list: readonly T[], item: T): readonly T[] {
+  return Object.freeze([...list, item]);
+}
+
+function put<T>(map: Readonly<Record<string, T>>, key: string, value: T): Readonly<Record<string, T>> {
+  // A computed key defines an own property even for "__proto__" (the schemas refuse it anyway).
+  return Object.freeze({ ...map, [key]: value });
+}
+
+/**
+ * The state after one journaled event: pure, deterministic, never mutates
+ * `state` or `record`; everything it creates is frozen.
+ *
+ * Expects the record at its current version (run upcastJournalRecord first)
+ * and data validated at write time. Throws ARBOR_INVALID_INPUT for a
+ * recoverable or unknown type (`details.field` = `type`), an old version
+ * (`v`), another session's record (`sid`), a seq that does not move forward
+ * (`seq`), or data whose fields the reducer reads have the wrong type
+ * (`data.…`). Recovery reports such a session as failed.
+ */
+export function reduceSession(state: SessionState, record: JournalRecord): SessionState {
+  const type = record.type;
+  if (!isCriticalEventType(type)) {
+    refuse(record, 'type', isRecoverableEventType(type) ? 'is a recoverable event, which is never journaled' : 'is not a known event type');
+  }
+  if (record.v !== CURRENT_EVENT_VERSION[type]) refuse(record, 'v', `is not the current version ${CURRENT_EVENT_VERSION[type]} (upcast it first)`);
+  if (record.sid !== state.id) refuse(record, 'sid', `is not this session (${state.id})`);
+  if (!Number.isSafeInteger(record.seq) || record.seq <= state.seq) refuse(record, 'seq', `does not follow the session's seq ${state.seq}`);
+
+  const { seq, ts } = record;
+  switch (type) {
+    case 'user_message_sent': {
+      const d = checkShape(record, type);
+      const metadata = d.metadata === undefined && d.clientMessageId === undefined ? undefined : frozen({ ...d.metadata, clientMessageId: d.clientMessageId });
+      const message: Message = frozen({ id: d.messageId, role: 'user', content: d.content, seq, ts, metadata });
+      return next(state, seq, { messages: append(state.messages, message) });
+    }
+    case 'assistant_stream_started': {
+      const d = checkShape(record, type);
+      // A start while another stream is in flight replaces it: one stream per session at a time.
+      const stream: StreamingState = frozen({
+        status: 'streaming',
+        messageId: d.messageId,
+        requestMessageId: d.requestMessageId,
+        provider: d.provider,
+        model: d.model,
+        startedSeq: seq,
+        retryOf: d.retryOf,
+      });
+      return next(state, seq, { stream });
+    }
+    case 'assistant_response_completed': {
+      const d = checkShape(record, type);
+      const s = matchingStream(state, d.messageId);
+      const metadata = frozen({
+        requestMessageId: d.requestMessageId,
+        stats: d.stats === undefined ? undefined : frozen(d.stats),
+        provider: s?.provider,
+        model: s?.model,
+        retryOf: s?.retryOf,
+      });
+      const message: Message = frozen({ id: d.messageId, role: 'assistant', content: d.content, seq, ts, metadata });
+      return next(state, seq, { messages: append(state.messages, message), stream: s === undefined ? state.stream : IDLE });
+    }
+    case 'stream_interrupted': {
+      const d = checkShape(record, type);
+      const request = findMessage(state, d.requestMessageId);
+      const metadata: InterruptedNoticeMetadata = Object.freeze({
+        interrupted: true,
+        retryEnabled: true,
+        interruptedMessageId: d.messageId,
+        reason: d.reason,
+        originalRequest: frozen({ messageId: d.requestMessageId, content: request?.role === 'user' ? request.content : undefined }),
+      });
+      const notice: Message = Object.freeze({
+        id: interruptedNoticeId(d.messageId),
+        role: 'system',
+        content: INTERRUPTED_NOTICE_CONTENT,
+        seq,
+        ts,
+        metadata: metadata as unknown as Readonly<Record<string, unknown>>,
+      });
+      const stream = matchingStream(state, d.messageId) === undefined ? state.stream : IDLE;
+      return next(state, seq, { messages: append(state.messages, notice), stream });
+    }
+    case 'session_config_changed': {
+      const d = checkShape(record, type);
+      return next(state, seq, { config: put(state.config, d.key, d.newValue) });
+    }
+    case 'permission_decided': {
+      const d = checkShape(record, type);
+      const entry: PermissionEntry = frozen({ decision: d.decision, scope: d.scope, seq });
+      return next(state, seq, { permissions: put(state.permissions, d.permission, entry) });
+    }
+    case 'mcp_server_connected': {
+      const d = checkShape(record, type);
+      const entry: McpServerEntry = Object.freeze({ config: frozen(d.config), connectedSeq: seq });
+      return next(state, seq, { mcpServers: put(state.mcpServers, d.server, entry) });
+    }
+    case 'mcp_tool_executed': {
+      const d = checkShape(record, type);
+      const execution: ToolExecution = frozen({
+        executionId: d.executionId,
+        server: d.server,
+        tool: d.tool,
+        args: d.args,
+        result: d.result,
+        isError: d.isError,
+        durationMs: d.durationMs,
+        seq,
+        ts,
+      });
+      return next(state, seq, { toolExecutions: append(state.toolExecutions, execution) });
+    }
+    case 'command_executed': {
+      const d = checkShape(record, type);
+      const command: CommandExecution = frozen({
+        commandId: d.commandId,
+        command: d.command,
+        args: d.args === undefined ? undefined : Object.freeze([...d.args]),
+        result: d.result,
+        error: d.error,
+        seq,
+        ts,
+      });
+      return next(state, seq, { commands: append(state.commands, command) });
+    }
+    default: {
+      // Unreachable while every critical type has a case; the compiler checks it.
+      const unhandled: never = type;
+      return refuse(record, 'type', `has no reducer case (${String(unhandled)})`);
+    }
+  }
+}
+
+/** The stream in flight when it is the one for `messageId`. An end for another message leaves it in flight. */
+function matchingStream(state: SessionState, messageId: string): StreamingState | undefined {
+  return state.stream.status === 'streaming' && state.stream.messageId === messageId ? state.stream : undefined;
+}
+
+function next(state: SessionState, seq: number, changes: Partial<SessionState>): SessionState {
+  return Object.freeze({ ...state, ...changes, seq });
+}
+
+/**
+ * As reduceSession, after checking `record.data` against the full schema of its
+ * type (ARBOR_INVALID_INPUT naming the field). For verification tools and
+ * tests; replay uses reduceSession (see the note on guards).
+ */
+export function reduceSessionValidated(state: SessionState, record: JournalRecord): SessionState {
+  if (!isCriticalEventType(record.type)) return reduceSession(state, record); // refuses it, with the reason
+  const data = parseEventData(record.type, record.data, { sessionId: record.sid });
+  return reduceSession(state, { ...record, data });
+}
