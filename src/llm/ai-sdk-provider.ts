@@ -1,0 +1,157 @@
+import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
+import { streamText } from 'ai';
+import { abortError, LlmAbortError, LlmProviderError, type LlmProvider, type StreamRequest } from './provider.ts';
+
+/** Options of a provider that speaks the OpenAI chat-completions protocol through the AI SDK. */
+export interface AiSdkProviderOptions {
+  /** e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`. */
+  baseURL: string;
+  /** Sent as `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** The default model; a request may name another. */
+  model: string;
+  /** Shown in errors and logs (default `openai-compatible`). */
+  name?: string;
+  /** Extra HTTP headers on every request. */
+  headers?: Record<string, string>;
+  /**
+   * Retries of the initial request on a retryable failure (5xx, 429, network),
+   * before any chunk was received; default 2 (the AI SDK's), with its 2 s, 4 s backoff.
+   * A stream that fails after its first chunk is never retried here.
+   */
+  maxRetries?: number;
+}
+
+/** The SDK's error shapes, read by duck-typing so we do not depend on its classes. */
+function statusCodeOf(err: unknown): number | undefined {
+  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; depth++) {
+    const code = (e as { statusCode?: unknown }).statusCode;
+    if (typeof code === 'number') return code;
+    // A RetryError carries the last attempt's error.
+    e = (e as { lastError?: unknown }).lastError;
+  }
+  return undefined;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * An {@link LlmProvider} for any OpenAI-compatible endpoint, through the AI SDK's
+ * `streamText`.
+ *
+ * Failures always throw, as the interface demands. That needs care: `streamText`
+ * never rejects its `textStream` for an HTTP error status, a malformed event or a
+ * stream that ends without a finish reason — the text stream just ends early and
+ * the error goes to `onError` (whose default is `console.error`). An abort also
+ * ends `textStream` normally. So this reads `fullStream` and turns its `error`
+ * part into an {@link LlmProviderError} and its `abort` part into an AbortError.
+ */
+export class AiSdkProvider implements LlmProvider {
+  readonly name: string;
+  readonly model: string;
+  readonly #maxRetries: number;
+  readonly #sdk: ReturnType<typeof createOpenAICompatible>;
+
+  constructor(options: AiSdkProviderOptions) {
+    if (typeof options.baseURL !== 'string' || !/^https?:\/\//.test(options.baseURL)) {
+      throw new TypeError(`option baseURL must be an http(s) URL, got ${JSON.stringify(options.baseURL)}`);
+    }
+    if (typeof options.model !== 'string' || options.model.length === 0) {
+      throw new TypeError(`option model must be a non-empty string, got ${JSON.stringify(options.model)}`);
+    }
+    const maxRetries = options.maxRetries ?? 2;
+    if (!Number.isSafeInteger(maxRetries) || maxRetries < 0 || maxRetries > 10) {
+      throw new RangeError(`option maxRetries must be an integer from 0 to 10, got ${String(options.maxRetries)}`);
+    }
+    this.name = options.name ?? 'openai-compatible';
+    this.model = options.model;
+    this.#maxRetries = maxRetries;
+    this.#sdk = createOpenAICompatible({
+      name: this.name,
+      baseURL: options.baseURL,
+      ...(options.apiKey !== undefined ? { apiKey: options.apiKey } : {}),
+      ...(options.headers !== undefined ? { headers: options.headers } : {}),
+    });
+  }
+
+  async *stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
+    const { signal } = request;
+    const model = request.model ?? this.model;
+    // Fast path: the SDK would also send nothing, but this names the phase and skips building a request.
+    if (signal.aborted) throw abortError(this.name, 'before the request was sent', signal);
+
+    // Our own controller as well as the caller's: when the consumer stops iterating
+    // early (break, or a throw in its loop), `finally` aborts it so the HTTP
+    // connection is closed instead of streaming on into the void.
+    const local = new AbortController();
+    const abortSignal = AbortSignal.any([signal, local.signal]);
+    let received = 0;
+    try {
+      const result = streamText({
+        model: this.#sdk.chatModel(model),
+        messages: request.messages.map((turn) => ({ role: turn.role, content: turn.content })),
+        allowSystemInMessages: true,
+        abortSignal,
+        maxRetries: this.#maxRetries,
+        // Errors are surfaced below through the fullStream 'error' part; the
+        // default handler would also print every one of them with console.error.
+        onError: () => {},
+      });
+      let finished = false;
+      for await (const part of result.fullStream) {
+        switch (part.type) {
+          case 'text-delta':
+            if (part.text.length > 0) {
+              received++;
+              yield part.text;
+            }
+            break;
+          case 'abort':
+            throw abortError(this.name, `after ${received} chunk(s)`, signal);
+          case 'error':
+            // Failure branch: an HTTP error status, an unparsable event or a stream that
+            // ended without a finish reason. Any text already yielded is a partial answer.
+            throw new LlmProviderError(
+              `${this.name}: ${model} failed after ${received} chunk(s): ${messageOf(part.error)}`,
+              { provider: this.name, model, statusCode: statusCodeOf(part.error) },
+              { cause: part.error },
+            );
+          case 'finish':
+            // Belt and braces: the SDK sends an 'error' part before a finish with reason
+            // 'error', but a finish that says error must never pass for a complete answer.
+            if (part.finishReason === 'error') {
+              throw new LlmProviderError(`${this.name}: ${model} finished with reason "error" after ${received} chunk(s)`, {
+                provider: this.name,
+                model,
+              });
+            }
+            finished = true;
+            break;
+          default:
+            break;
+        }
+      }
+      // Defensive: ai@6 always ends fullStream with a 'finish' (or an 'error'/'abort'
+      // part, handled above); if a future version does not, a truncated answer must still throw.
+      if (!finished) {
+        throw new LlmProviderError(`${this.name}: ${model} stream ended without a finish after ${received} chunk(s)`, { provider: this.name, model });
+      }
+    } catch (err) {
+      if (err instanceof LlmAbortError || err instanceof LlmProviderError) throw err;
+      // Once the caller aborted, whatever broke the stream (fetch's AbortError, a
+      // torn-down transport) is reported as the abort it is.
+      if (signal.aborted) throw abortError(this.name, `after ${received} chunk(s)`, signal);
+      // Failure branch: the fullStream itself rejected — the connection was cut mid-stream
+      // (the SDK says "Failed to process successful response") or the request failed.
+      throw new LlmProviderError(
+        `${this.name}: ${model} failed after ${received} chunk(s): ${messageOf(err)}`,
+        { provider: this.name, model, statusCode: statusCodeOf(err) },
+        { cause: err },
+      );
+    } finally {
+      local.abort();
+    }
+  }
+}

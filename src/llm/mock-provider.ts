@@ -1,0 +1,129 @@
+import { abortError, type ChatTurn, type LlmProvider, type StreamRequest } from './provider.ts';
+
+/** Options of the mock provider; each falls back to its environment variable, then to the default. */
+export interface MockProviderOptions {
+  /** Chunks per answer, at least 1 (env `ARBOR_MOCK_CHUNKS`, default 8). */
+  chunks?: number;
+  /** Pause before each chunk, in ms (env `ARBOR_MOCK_CHUNK_DELAY_MS`, default 20). 0 still yields to the event loop between chunks. */
+  chunkDelayMs?: number;
+  /** Where the variables are read from (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export const DEFAULT_MOCK_OPTIONS = Object.freeze({ chunks: 8, chunkDelayMs: 20 });
+
+/** Upper bounds, so a typo cannot turn a demo into a stream of a million chunks or a timer Node would clamp. */
+const MAX_CHUNKS = 100_000;
+const MAX_CHUNK_DELAY_MS = 2_147_483_647; // setTimeout's largest delay
+
+const DECIMAL = /^[0-9]+$/;
+
+function fromEnv(env: NodeJS.ProcessEnv, variable: string, min: number, max: number): number | undefined {
+  const raw = env[variable];
+  // An empty variable (`ARBOR_MOCK_CHUNKS=` in a compose file) means "not set".
+  if (raw === undefined || raw === '') return undefined;
+  const value = DECIMAL.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new RangeError(`environment variable ${variable} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function checkOption(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new RangeError(`option ${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * The answer the mock gives to `messages`, already cut into exactly `chunks`
+ * non-empty pieces: `Echo: <last user message>`, padded with `.` when it has
+ * fewer characters than chunks. A pure function: tests and end-to-end checks use
+ * it to know the expected text. Splits on code points, never inside a surrogate pair.
+ */
+export function mockReplyChunks(messages: readonly ChatTurn[], chunks: number): string[] {
+  checkOption('chunks', chunks, 1, MAX_CHUNKS);
+  let lastUser: string | undefined;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const turn = messages[i];
+    if (turn !== undefined && turn.role === 'user') {
+      lastUser = turn.content;
+      break;
+    }
+  }
+  const chars = Array.from(`Echo: ${lastUser ?? ''}`);
+  while (chars.length < chunks) chars.push('.');
+  // The first `extra` pieces take one more character, so sizes differ by at most one.
+  const base = Math.floor(chars.length / chunks);
+  const extra = chars.length % chunks;
+  const out: string[] = [];
+  let at = 0;
+  for (let i = 0; i < chunks; i++) {
+    const size = base + (i < extra ? 1 : 0);
+    out.push(chars.slice(at, at + size).join(''));
+    at += size;
+  }
+  return out;
+}
+
+/**
+ * Waits `ms` (0 = one turn of the event loop via setImmediate, so a 0-delay stream
+ * never starves I/O). Rejects with `onAbort()` as soon as `signal` aborts, and
+ * clears its timer then: an aborted stream leaves nothing scheduled behind it.
+ */
+function pause(ms: number, signal: AbortSignal, onAbort: () => Error): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(onAbort());
+      return;
+    }
+    const timeout = ms > 0 ? setTimeout(finish, ms) : undefined;
+    const immediate = ms > 0 ? undefined : setImmediate(finish);
+    function finish(): void {
+      signal.removeEventListener('abort', abort);
+      resolve();
+    }
+    function abort(): void {
+      if (timeout !== undefined) clearTimeout(timeout);
+      if (immediate !== undefined) clearImmediate(immediate);
+      reject(onAbort());
+    }
+    signal.addEventListener('abort', abort, { once: true });
+  });
+}
+
+/**
+ * A deterministic provider for demos, tests and benchmarks: no network, and the
+ * same conversation always yields the same chunks (see {@link mockReplyChunks}).
+ * Reads `ARBOR_MOCK_CHUNKS` and `ARBOR_MOCK_CHUNK_DELAY_MS` once, in the
+ * constructor; a malformed value throws a RangeError naming the variable.
+ */
+export class MockProvider implements LlmProvider {
+  readonly name = 'mock';
+  readonly model = 'mock-echo';
+  readonly chunks: number;
+  readonly chunkDelayMs: number;
+
+  constructor(options: MockProviderOptions = {}) {
+    const env = options.env ?? process.env;
+    this.chunks =
+      options.chunks !== undefined
+        ? checkOption('chunks', options.chunks, 1, MAX_CHUNKS)
+        : (fromEnv(env, 'ARBOR_MOCK_CHUNKS', 1, MAX_CHUNKS) ?? DEFAULT_MOCK_OPTIONS.chunks);
+    this.chunkDelayMs =
+      options.chunkDelayMs !== undefined
+        ? checkOption('chunkDelayMs', options.chunkDelayMs, 0, MAX_CHUNK_DELAY_MS)
+        : (fromEnv(env, 'ARBOR_MOCK_CHUNK_DELAY_MS', 0, MAX_CHUNK_DELAY_MS) ?? DEFAULT_MOCK_OPTIONS.chunkDelayMs);
+  }
+
+  async *stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
+    const { signal } = request;
+    const parts = mockReplyChunks(request.messages, this.chunks);
+    for (let i = 0; i < parts.length; i++) {
+      // The pause comes before each chunk, so the first one also takes chunkDelayMs (a time-to-first-token).
+      await pause(this.chunkDelayMs, signal, () => abortError(this.name, `while waiting for chunk ${i + 1} of ${parts.length}`, signal));
+      yield parts[i] as string;
+    }
+  }
+}

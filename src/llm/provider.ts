@@ -1,0 +1,76 @@
+/**
+ * The one interface every LLM provider sits behind. A session asks a provider
+ * for a streamed answer and relays the chunks; it never sees HTTP or SDK types.
+ */
+
+/** One message of the conversation sent to the model. */
+export interface ChatTurn {
+  role: 'user' | 'assistant' | 'system';
+  content: string;
+}
+
+/** What a session asks a provider for: the answer to `messages`, streamed. */
+export interface StreamRequest {
+  sessionId: string;
+  /** Id of the assistant message being produced (for logs and deterministic providers). */
+  messageId: string;
+  messages: readonly ChatTurn[];
+  /** Aborting it stops the stream promptly; the iteration then throws an error named `AbortError`. */
+  signal: AbortSignal;
+  /** Overrides the provider's default model for this request. */
+  model?: string;
+}
+
+/**
+ * A source of streamed answers.
+ *
+ * `stream()` yields text chunks in order and ends normally only when the answer
+ * is complete. A provider failure — an HTTP error, a cut connection, a malformed
+ * stream — ends the iteration with a thrown error, never with a silently short
+ * answer. When `signal` aborts, the iteration stops promptly and throws an error
+ * whose `name` is `'AbortError'` (see {@link isAbortError}).
+ */
+export interface LlmProvider {
+  readonly name: string;
+  /** The model used when a request names none. */
+  readonly model: string;
+  stream(request: StreamRequest): AsyncIterable<string>;
+}
+
+/** Thrown by providers when the request's signal aborts; `name` is `'AbortError'`, `cause` is the signal's reason. */
+export class LlmAbortError extends Error {
+  override readonly name = 'AbortError';
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The error a provider throws when `signal` aborted; the message says in which phase (e.g. "while waiting for chunk 3 of 8"). */
+export function abortError(provider: string, phase: string, signal: AbortSignal): LlmAbortError {
+  return new LlmAbortError(`${provider}: stream aborted ${phase}`, { cause: signal.reason });
+}
+
+/** True for any error named `AbortError`: ours, a DOMException from fetch, or an SDK's. */
+export function isAbortError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AbortError';
+}
+
+/**
+ * A provider failed to produce a complete answer (HTTP error, cut connection,
+ * malformed stream). `cause` holds the underlying error; `statusCode` is set when
+ * the provider answered with an HTTP error status.
+ */
+export class LlmProviderError extends Error {
+  override readonly name = 'LlmProviderError';
+  readonly provider: string;
+  readonly model: string;
+  readonly statusCode: number | undefined;
+
+  constructor(message: string, details: { provider: string; model: string; statusCode?: number | undefined }, options?: { cause?: unknown }) {
+    super(message, options);
+    this.provider = details.provider;
+    this.model = details.model;
+    this.statusCode = details.statusCode;
+  }
+}
