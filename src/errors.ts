@@ -25,6 +25,18 @@ export const ErrorCodes = {
   CORRUPTION: 'ARBOR_CORRUPTION',
   /** A record or snapshot larger than the configured limit. */
   TOO_LARGE: 'ARBOR_TOO_LARGE',
+  /** A session's mailbox is full; retry later. Nothing was done. */
+  MAILBOX_FULL: 'ARBOR_MAILBOX_FULL',
+  /** The session crashed too often within the restart window and was stopped. */
+  SESSION_STOPPED: 'ARBOR_SESSION_STOPPED',
+  /** A command handler threw; the session was restarted from its last committed state. */
+  HANDLER_CRASHED: 'ARBOR_HANDLER_CRASHED',
+  /** The LLM provider failed; the turn ended with `stream_interrupted` and can be retried. */
+  PROVIDER_ERROR: 'ARBOR_PROVIDER_ERROR',
+  /** `retry()` found no answer to regenerate. */
+  NOTHING_TO_RETRY: 'ARBOR_NOTHING_TO_RETRY',
+  /** An unknown command name for `executeCommand`. */
+  UNKNOWN_COMMAND: 'ARBOR_UNKNOWN_COMMAND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -15,3 +15,12 @@ export type { FileSystem, FileHandle, FileStat, OpenFlags } from './storage/fs-p
 export { NodeFileSystem } from './storage/node-fs.ts';
 export { MemoryFileSystem, mulberry32, type FaultSpec, type FsOp, type MemoryFileSystemOptions } from './storage/memory-fs.ts';
 export { ForwardingFileHandle, ForwardingFileSystem } from './storage/forwarding-fs.ts';
+export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, type ArborOptions, type RuntimeOptions, type ArborHealth } from './runtime.ts';
+export type { SessionUpdate, CommandHandler } from './sessions/session.ts';
+export type { Chunk } from './sessions/chunk-buffer.ts';
+export { initialSessionState, reduceSession, pendingInterruption, INTERRUPTED_NOTICE_CONTENT, type SessionState, type Message } from './core/state.ts';
+export { parseEventData, CRITICAL_EVENT_TYPES, RECOVERABLE_EVENT_TYPES, CURRENT_EVENT_VERSION, EventUpcasters, eventUpcasters, type EventType, type EventData } from './core/events.ts';
+export { HotTier } from './hot/hot-tier.ts';
+export { MockProvider } from './llm/mock-provider.ts';
+export { AiSdkProvider } from './llm/ai-sdk-provider.ts';
+export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';

@@ -49,6 +49,7 @@ export class Store<S> {
   readonly journal: Journal;
   readonly snapshots: SnapshotStore;
   readonly #lock: DirectoryLock;
+  readonly #hooks: RecoveryHooks<S>;
   #recovered: Map<string, RecoveredSession<S>>;
   readonly #report: RecoveryReport;
   #state: StoreState = 'open';
@@ -61,8 +62,10 @@ export class Store<S> {
     snapshots: SnapshotStore,
     recovered: Map<string, RecoveredSession<S>>,
     report: RecoveryReport,
+    hooks: RecoveryHooks<S>,
   ) {
     this.options = options;
+    this.#hooks = hooks;
     this.#lock = lock;
     this.journal = journal;
     this.snapshots = snapshots;
@@ -149,7 +152,7 @@ export class Store<S> {
         snapshotTempFilesRemoved: snapshots.removedTempFiles,
         ...(lock.staleOwner === undefined ? {} : { staleLock: lock.staleOwner }),
       };
-      const store = new Store<S>(o, lock, journal, snapshots, recovered, report);
+      const store = new Store<S>(o, lock, journal, snapshots, recovered, report, hooks);
       // Salvage: a snapshot at the session's last seq seals the gap, so later opens no longer see it.
       for (const sid of toSalvage) {
         const r = recovered.get(sid)!;
@@ -174,6 +177,30 @@ export class Store<S> {
   read(sid: string, fromSeq = 1): Promise<JournalRecord[]> {
     assertSessionId(sid);
     return this.journal.readSession(sid, fromSeq);
+  }
+
+  /**
+   * Rebuilds one session now, from its newest valid snapshot and the journal
+   * records after it: for a session that was dropped from memory. Undefined
+   * when the store has never seen the session. Throws (with the session and
+   * seq) when the history cannot be rebuilt; `recoveryReport()` tells why at open.
+   */
+  async loadSession(sid: string): Promise<RecoveredSession<S> | undefined> {
+    assertSessionId(sid);
+    const lastSeq = this.journal.lastSeq(sid);
+    if (lastSeq === 0 && this.snapshots.seqs(sid).length === 0) return undefined;
+    const { snapshot } = await this.snapshots.loadNewest(sid);
+    let state = snapshot === undefined ? this.#hooks.initialState(sid) : upcastSnapshotState<S>(snapshot.state, snapshot.stateSchemaVersion, this.options.stateSchemaVersion, this.#hooks, sid);
+    let seq = snapshot?.seq ?? 0;
+    for (const record of await this.journal.readSession(sid, seq + 1)) {
+      if (record.seq !== seq + 1) {
+        throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid}: event ${seq + 1} is missing (next is ${record.seq})`, { sessionId: sid, seq: seq + 1 });
+      }
+      state = this.#hooks.reducer(state, this.#hooks.upcastEvent === undefined ? record : this.#hooks.upcastEvent(record));
+      seq = record.seq;
+    }
+    const status = this.journal.quarantineReason(sid) === undefined ? 'recovered' : 'damaged';
+    return { state, seq, status };
   }
 
   /** Sessions rebuilt at open, by id. The caller may take them and then `dropRecovered()` to free memory. */

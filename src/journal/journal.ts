@@ -71,6 +71,8 @@ export interface AppendInput {
   expectedSeq?: number;
   /** Idempotency key: an append with a key seen before (within `dedupeWindow`) resolves with the original result. */
   clientMessageId?: string;
+  /** Wall-clock ms to record (default: now); lets a caller reduce the exact record before it is written. */
+  ts?: number;
 }
 
 /** A clientMessageId remembered with the result of its append; carried in snapshots so dedupe survives segment deletion. */
@@ -306,7 +308,10 @@ export class Journal {
     if (expectedSeq !== undefined && expectedSeq !== idx.lastSeq) {
       throw new ArborError(ErrorCodes.SEQ_CONFLICT, `session ${sid}: expected seq ${expectedSeq}, but the last seq is ${idx.lastSeq}`, { sessionId: sid, expectedSeq, actualSeq: idx.lastSeq });
     }
-    const ts = this.#o.now();
+    if (input.ts !== undefined && (typeof input.ts !== 'number' || !Number.isFinite(input.ts) || input.ts < 0)) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `ts must be a non-negative finite number (session ${sid})`, { field: 'ts', sessionId: sid });
+    }
+    const ts = input.ts ?? this.#o.now();
     const seq = idx.lastSeq + 1;
     const lsn = this.#nextLsn;
     let text: string | undefined;

@@ -1,0 +1,353 @@
+import { ArborError, ErrorCodes } from './errors.ts';
+import { assertSessionId } from './ids.ts';
+import { upcastJournalRecord } from './core/events.ts';
+import { initialSessionState, reduceSession, type SessionState } from './core/state.ts';
+import type { EventData } from './core/events.ts';
+import { HotTier } from './hot/hot-tier.ts';
+import { MockProvider } from './llm/mock-provider.ts';
+import type { LlmProvider } from './llm/provider.ts';
+import type { StoreOptions } from './options.ts';
+import { Store, type RecoveryReport } from './store.ts';
+import { SessionActor, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session.ts';
+import type { Chunk } from './sessions/chunk-buffer.ts';
+
+/** Options of the runtime, on top of the storage engine's. Every field has a default in DEFAULT_RUNTIME_OPTIONS. */
+export interface RuntimeOptions {
+  /** The LLM provider (default: the deterministic mock, shaped by ARBOR_MOCK_CHUNKS / ARBOR_MOCK_CHUNK_DELAY_MS). */
+  llm: LlmProvider | undefined;
+  /** Handlers for `session.executeCommand(name, args)`. */
+  commands: Readonly<Record<string, CommandHandler>>;
+  /** A session without commands for this long is snapshotted and dropped from memory. */
+  sessionIdleTimeoutMs: number;
+  /** Snapshot a session after this many events since its last snapshot. */
+  snapshotEveryEvents: number;
+  /** Snapshot sessions with new events (and those pinning the oldest journal segment) at this interval. */
+  snapshotIntervalMs: number;
+  /** Commands waiting per session before ARBOR_MAILBOX_FULL. */
+  mailboxCapacity: number;
+  /** Crashes allowed within `restartWindowMs` before a session is stopped. */
+  maxRestarts: number;
+  restartWindowMs: number;
+  /** Chunks kept in memory per session for subscribers that reconnect mid-stream. */
+  streamBufferChunks: number;
+}
+
+export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
+  llm: undefined,
+  commands: Object.freeze({}),
+  sessionIdleTimeoutMs: 3_600_000,
+  snapshotEveryEvents: 100,
+  snapshotIntervalMs: 300_000,
+  mailboxCapacity: 1000,
+  maxRestarts: 5,
+  restartWindowMs: 10_000,
+  streamBufferChunks: 10_000,
+});
+
+export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
+
+const RUNTIME_KEYS = new Set(Object.keys(DEFAULT_RUNTIME_OPTIONS));
+
+function positiveInteger(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`option ${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Health figures of a running Arbor (the server turns them into /health). */
+export interface ArborHealth {
+  ok: boolean;
+  hot: { sessions: number; approxBytes: number };
+  journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number };
+  sessions: { active: number; stopped: string[]; crashes: number };
+  recovery: RecoveryReport['counts'];
+}
+
+/**
+ * The runtime: the storage engine, the hot tier, one actor per active session,
+ * a supervisor, and background snapshots. `createArbor` opens the store,
+ * recovers every session, and marks streams cut by the last process death as
+ * interrupted.
+ */
+export class Arbor {
+  readonly #store: Store<SessionState>;
+  readonly #hot = new HotTier<SessionState>();
+  readonly #o: Readonly<RuntimeOptions> & { llm: LlmProvider };
+  readonly #actors = new Map<string, SessionActor>();
+  readonly #handles = new Map<string, Session>();
+  readonly #lastActivity = new Map<string, number>();
+  readonly #eventsSinceSnapshot = new Map<string, number>();
+  readonly #snapshotting = new Map<string, Promise<void>>();
+  readonly #stopped = new Set<string>();
+  #crashCount = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #closing: Promise<void> | undefined;
+  readonly #ctx: SessionContext;
+
+  private constructor(store: Store<SessionState>, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
+    this.#store = store;
+    this.#o = options;
+    this.#ctx = {
+      store,
+      hot: this.#hot,
+      llm: options.llm,
+      commands: options.commands,
+      mailboxCapacity: options.mailboxCapacity,
+      maxRestarts: options.maxRestarts,
+      restartWindowMs: options.restartWindowMs,
+      streamBufferChunks: options.streamBufferChunks,
+      activate: (sid) => this.#activate(sid),
+      committed: (sid, state) => this.#committed(sid, state),
+      crashed: (sid, _err, stopped) => {
+        this.#crashCount += 1;
+        if (stopped) this.#stopped.add(sid);
+      },
+    };
+  }
+
+  /** Opens the store in `options.dataDir`, recovers every session and starts background work. */
+  static async create(options: ArborOptions = {}): Promise<Arbor> {
+    const storeOptions: Partial<StoreOptions> = {};
+    const runtime: Partial<RuntimeOptions> = {};
+    for (const [key, value] of Object.entries(options)) {
+      if (RUNTIME_KEYS.has(key)) (runtime as Record<string, unknown>)[key] = value;
+      else (storeOptions as Record<string, unknown>)[key] = value;
+    }
+    const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
+    for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks'] as const) positiveInteger(key, o[key]);
+    const llm = o.llm ?? new MockProvider();
+    const store = await Store.open<SessionState>(storeOptions, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
+    const arbor = new Arbor(store, Object.freeze({ ...o, llm }));
+    arbor.#start();
+    return arbor;
+  }
+
+  #start(): void {
+    // Every recovered session goes to the hot tier at once: the runtime answers immediately.
+    for (const [sid, r] of this.#store.recovered) this.#hot.store(sid, r.state);
+    const orphaned = [...this.#store.recovered].filter(([, r]) => r.state.stream.status === 'streaming' && r.status !== 'damaged' && r.status !== 'failed').map(([sid]) => sid);
+    this.#store.dropRecovered();
+    // A stream cut by the last process death comes back as an interrupted turn, in each session's mailbox order.
+    for (const sid of orphaned) void this.#actor(sid).interruptOrphanedStream('the server stopped while this answer was streaming').catch(() => undefined);
+    const tick = Math.min(this.#o.snapshotIntervalMs, Math.max(1000, Math.floor(this.#o.sessionIdleTimeoutMs / 2)));
+    this.#timer = setInterval(() => void this.#background().catch(() => undefined), tick);
+    this.#timer.unref();
+  }
+
+  /** The session with this id (created on first use). `tenant` is reserved for the server's tenancy. */
+  session(id: string, _options: { tenant?: string } = {}): Session {
+    assertSessionId(id);
+    this.#assertOpen();
+    let handle = this.#handles.get(id);
+    if (handle === undefined) {
+      handle = new Session(id, this, () => this.#actor(id), () => this.#hot.peek(id));
+      this.#handles.set(id, handle);
+    }
+    return handle;
+  }
+
+  #assertOpen(): void {
+    if (this.#closing !== undefined) throw new ArborError(ErrorCodes.CLOSED, 'arbor is closed');
+  }
+
+  #actor(sid: string): SessionActor {
+    let actor = this.#actors.get(sid);
+    if (actor === undefined) {
+      actor = new SessionActor(sid, this.#ctx);
+      this.#actors.set(sid, actor);
+    }
+    this.#lastActivity.set(sid, Date.now());
+    return actor;
+  }
+
+  /** The session's committed state, loaded into the hot tier when it was passivated. */
+  async #activate(sid: string): Promise<SessionState> {
+    this.#lastActivity.set(sid, Date.now());
+    const hot = this.#hot.retrieve(sid);
+    if (hot !== undefined) return hot;
+    const loaded = await this.#store.loadSession(sid);
+    const state = loaded?.state ?? initialSessionState(sid);
+    this.#hot.store(sid, state);
+    return state;
+  }
+
+  #committed(sid: string, state: SessionState): void {
+    this.#lastActivity.set(sid, Date.now());
+    const n = (this.#eventsSinceSnapshot.get(sid) ?? 0) + 1;
+    this.#eventsSinceSnapshot.set(sid, n);
+    if (n >= this.#o.snapshotEveryEvents) void this.#snapshot(sid).catch(() => undefined);
+    void state;
+  }
+
+  /** Snapshots the session's current committed state in the background; one at a time per session. */
+  #snapshot(sid: string): Promise<void> {
+    const running = this.#snapshotting.get(sid);
+    if (running !== undefined) return running;
+    const state = this.#hot.peek(sid);
+    if (state === undefined || state.seq === 0) return Promise.resolve();
+    this.#eventsSinceSnapshot.set(sid, 0);
+    const p = this.#store
+      .snapshot(sid, state, state.seq)
+      .then(() => undefined)
+      .finally(() => this.#snapshotting.delete(sid));
+    this.#snapshotting.set(sid, p);
+    return p;
+  }
+
+  /** Periodic work: snapshot sessions with new events and those pinning the oldest segment; passivate idle ones. */
+  async #background(): Promise<void> {
+    if (this.#closing !== undefined) return;
+    for (const sid of this.#store.journal.sessionsPinningOldest()) if (this.#hot.has(sid)) await this.#snapshot(sid);
+    for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) await this.#snapshot(sid);
+    const now = Date.now();
+    for (const [sid, last] of this.#lastActivity) {
+      if (now - last < this.#o.sessionIdleTimeoutMs) continue;
+      await this.passivate(sid);
+    }
+  }
+
+  /** Snapshots an idle session and drops it from memory; the next command loads it back. */
+  async passivate(sid: string): Promise<boolean> {
+    const actor = this.#actors.get(sid);
+    if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
+    if ((this.#eventsSinceSnapshot.get(sid) ?? 0) > 0 || this.#store.snapshots.seqs(sid).at(-1) !== this.#hot.peek(sid)?.seq) await this.#snapshot(sid);
+    if (actor !== undefined && actor.mailboxDepth > 0) return false;
+    this.#hot.delete(sid);
+    this.#actors.delete(sid);
+    this.#lastActivity.delete(sid);
+    this.#eventsSinceSnapshot.delete(sid);
+    return true;
+  }
+
+  /** Health figures: hot tier, journal writer, sessions, recovery. */
+  health(): ArborHealth {
+    const j = this.#store.journal;
+    const memory = this.#hot.memory();
+    return {
+      ok: j.state === 'open',
+      hot: { sessions: this.#hot.size, approxBytes: memory.approxBytes },
+      journal: { state: j.state, queueDepth: j.queueDepth, lastFlushAgeMs: Date.now() - j.lastFlushAt, segments: j.segmentNames().length, bytes: j.sizeBytes(), syncedLsn: j.syncedLsn },
+      sessions: { active: this.#actors.size, stopped: [...this.#stopped], crashes: this.#crashCount },
+      recovery: this.#store.recoveryReport().counts,
+    };
+  }
+
+  /** What recovery found at start, per session. */
+  recoveryReport(): RecoveryReport {
+    return this.#store.recoveryReport();
+  }
+
+  /** The storage engine underneath (for operations tooling and tests). */
+  get store(): Store<SessionState> {
+    return this.#store;
+  }
+
+  /**
+   * Stops intake, interrupts running streams (each ends with
+   * stream_interrupted), drains every mailbox, snapshots sessions with new
+   * events, flushes and closes the store. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const actor of this.#actors.values()) actor.abortStreams('the server shut down while this answer was streaming');
+    await Promise.all([...this.#actors.values()].map((a) => a.streamsSettled()));
+    await Promise.all([...this.#snapshotting.values()].map((p) => p.catch(() => undefined)));
+    for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) await this.#snapshot(sid).catch(() => undefined);
+    await this.#store.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * A session as applications use it. Every method goes through the session's
+ * mailbox; every write resolves only once its event is durable.
+ */
+export class Session {
+  readonly id: string;
+  readonly #arbor: Arbor;
+  readonly #actor: () => SessionActor;
+  readonly #peek: () => SessionState | undefined;
+  #last: SessionState;
+
+  constructor(id: string, arbor: Arbor, actor: () => SessionActor, peek: () => SessionState | undefined) {
+    this.id = id;
+    this.#arbor = arbor;
+    this.#actor = actor;
+    this.#peek = peek;
+    this.#last = peek() ?? initialSessionState(id);
+  }
+
+  /** The committed state (immutable). A session dropped from memory shows the state it was dropped with. */
+  get state(): SessionState {
+    const hot = this.#peek();
+    if (hot !== undefined) this.#last = hot;
+    return this.#last;
+  }
+
+  /**
+   * Sends the user's message. Resolves with `{ messageId, seq }` once the
+   * message is durable, and starts the assistant's streamed answer. A retried
+   * `clientMessageId` resolves with the original message and starts nothing.
+   */
+  sendMessage(input: { content: string; clientMessageId?: string; metadata?: Record<string, unknown> }): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
+    return this.#actor().sendMessage(input.content, input.clientMessageId, input.metadata);
+  }
+
+  /** Regenerates the last answer (the interrupted one first). */
+  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
+    return this.#actor().retry();
+  }
+
+  changeConfig(key: string, value: unknown): Promise<{ seq: number }> {
+    return this.#actor().changeConfig(key, value);
+  }
+
+  decidePermission(decision: EventData<'permission_decided'>): Promise<{ seq: number }> {
+    return this.#actor().decidePermission(decision);
+  }
+
+  recordToolExecution(event: { type: 'mcp_server_connected'; data: EventData<'mcp_server_connected'> } | { type: 'mcp_tool_executed'; data: EventData<'mcp_tool_executed'> }): Promise<{ seq: number }> {
+    return this.#actor().recordToolExecution(event);
+  }
+
+  executeCommand(command: string, args: readonly unknown[] = []): Promise<{ commandId: string; seq: number; result: unknown }> {
+    return this.#actor().executeCommand(command, args);
+  }
+
+  /** Committed events and stream chunks as they happen; returns the unsubscribe function. */
+  subscribe(listener: (update: SessionUpdate) => void): () => void {
+    return this.#actor().subscribe(listener);
+  }
+
+  /** Buffered chunks of a streaming message from `fromIndex`: what a reconnecting client missed. */
+  chunks(messageId: string, fromIndex = 0): Chunk[] {
+    return this.#actor().chunksSince(messageId, fromIndex);
+  }
+
+  /**
+   * Journaled events with seq ≥ `fromSeq` that no snapshot has released yet,
+   * in order (older ones are summarised by `state`).
+   */
+  events(options: { fromSeq?: number } = {}): ReturnType<Store<SessionState>['read']> {
+    return this.#arbor.store.read(this.id, options.fromSeq ?? 1);
+  }
+
+  /** Resolves when every answer started so far has ended (completed or interrupted). */
+  idle(): Promise<void> {
+    return this.#actor().streamsSettled();
+  }
+}
+
+/** Opens Arbor: the store in `dataDir` (default ./data), recovery, background snapshots. */
+export function createArbor(options: ArborOptions = {}): Promise<Arbor> {
+  return Arbor.create(options);
+}

@@ -1,0 +1,292 @@
+import { randomUUID } from 'node:crypto';
+import { ArborError, ErrorCodes, isArborError } from '../errors.ts';
+import { CURRENT_EVENT_VERSION, parseEventData, type CriticalEventType, type EventData } from '../core/events.ts';
+import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, type SessionState } from '../core/state.ts';
+import type { JournalRecord } from '../journal/format.ts';
+import type { AppendResult } from '../journal/journal.ts';
+import type { ChatTurn, LlmProvider } from '../llm/provider.ts';
+import { isAbortError } from '../llm/provider.ts';
+import type { Store } from '../store.ts';
+import type { HotTier } from '../hot/hot-tier.ts';
+import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
+import { Mailbox } from './mailbox.ts';
+import { afterCrash } from './restart-intensity.ts';
+
+/** What subscribers receive: committed critical events (in seq order) and stream chunks. */
+export type SessionUpdate = { kind: 'event'; event: JournalRecord } | { kind: 'chunk'; chunk: Chunk };
+
+/** A command handler for `executeCommand`: application code, run inside the session's mailbox. */
+export type CommandHandler = (context: { sessionId: string; state: SessionState; args: readonly unknown[] }) => unknown;
+
+/** What a session actor needs from the runtime. */
+export interface SessionContext {
+  readonly store: Store<SessionState>;
+  readonly hot: HotTier<SessionState>;
+  readonly llm: LlmProvider;
+  readonly commands: Readonly<Record<string, CommandHandler>>;
+  readonly mailboxCapacity: number;
+  readonly maxRestarts: number;
+  readonly restartWindowMs: number;
+  readonly streamBufferChunks: number;
+  /** Loads the session's committed state into the hot tier if it is not there (activation). */
+  activate(sid: string): Promise<SessionState>;
+  /** Told after every committed event (snapshot scheduling). */
+  committed(sid: string, state: SessionState): void;
+  /** Told when a handler crashed and the session was restarted, or stopped. */
+  crashed(sid: string, error: unknown, stopped: boolean): void;
+}
+
+/**
+ * One session's actor. Every command goes through the mailbox: validate →
+ * reduce into the next state (pure: a bad event fails here, before anything is
+ * written) → journal the event and await its durability (with expectedSeq, so
+ * nothing can slip in between) → put the new state in the hot tier → publish.
+ * A handler that throws leaves the hot tier's last committed state untouched;
+ * the actor is "restarted" from it, under an OTP-style restart intensity.
+ */
+export class SessionActor {
+  readonly id: string;
+  readonly #ctx: SessionContext;
+  readonly #mailbox: Mailbox;
+  readonly #listeners = new Set<(u: SessionUpdate) => void>();
+  readonly #chunks: ChunkBuffer;
+  #crashes: number[] = [];
+  #stopped: unknown;
+  /** Streams run one after another: the next answer starts when the previous one ended. */
+  #streamChain: Promise<void> = Promise.resolve();
+  readonly #streams = new Map<string, AbortController>();
+
+  constructor(id: string, ctx: SessionContext) {
+    this.id = id;
+    this.#ctx = ctx;
+    this.#mailbox = new Mailbox(ctx.mailboxCapacity, `session ${id}`);
+    this.#chunks = new ChunkBuffer(ctx.streamBufferChunks);
+  }
+
+  get mailboxDepth(): number {
+    return this.#mailbox.depth;
+  }
+
+  get stopped(): boolean {
+    return this.#stopped !== undefined;
+  }
+
+  /** Subscribes to committed events and chunks; returns the unsubscribe function. */
+  subscribe(listener: (u: SessionUpdate) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Buffered chunks of a message from `fromIndex`, for a subscriber resuming mid-stream. */
+  chunksSince(messageId: string, fromIndex = 0): Chunk[] {
+    return this.#chunks.since(messageId, fromIndex);
+  }
+
+  #publish(update: SessionUpdate): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(update);
+      } catch {
+        // A subscriber's bug is not the session's: it must not stop delivery to the others.
+      }
+    }
+  }
+
+  /** Runs `task` in the mailbox with the session's committed state; a throw is a crash, supervised. */
+  run<T>(name: string, task: (state: SessionState) => Promise<T>): Promise<T> {
+    if (this.#stopped !== undefined) {
+      return Promise.reject(new ArborError(ErrorCodes.SESSION_STOPPED, `session ${this.id} was stopped after ${this.#crashes.length} crashes within ${this.#ctx.restartWindowMs} ms`, { sessionId: this.id }, { cause: this.#stopped }));
+    }
+    return this.#mailbox.run(async () => {
+      const state = await this.#ctx.activate(this.id);
+      try {
+        return await task(state);
+      } catch (err) {
+        // Refusals and I/O failures are answers, not crashes: the state was never touched.
+        if (isArborError(err)) throw err;
+        const { crashes, stop } = afterCrash(this.#crashes, Date.now(), this.#ctx.maxRestarts, this.#ctx.restartWindowMs);
+        this.#crashes = crashes;
+        if (stop) this.#stopped = err;
+        this.#ctx.crashed(this.id, err, stop);
+        throw new ArborError(ErrorCodes.HANDLER_CRASHED, `session ${this.id}: ${name} crashed (${(err as Error)?.message ?? String(err)}); ${stop ? 'the session is stopped' : 'restarted from its last committed state'}`, { sessionId: this.id, command: name, stopped: stop }, { cause: err });
+      }
+    });
+  }
+
+  /**
+   * Journals one critical event on top of `state` (inside the mailbox): the
+   * event is reduced first, then appended with expectedSeq and awaited, then the
+   * new state is committed to the hot tier and published.
+   */
+  async commit<T extends CriticalEventType>(state: SessionState, type: T, data: EventData<T>, clientMessageId?: string): Promise<{ state: SessionState; result: AppendResult }> {
+    const parsed = parseEventData(type, data, { sessionId: this.id });
+    const ts = Date.now();
+    const v = CURRENT_EVENT_VERSION[type];
+    const record: JournalRecord = { lsn: 0, sid: this.id, seq: state.seq + 1, ts, type, v, data: parsed, ...(clientMessageId === undefined ? {} : { cid: clientMessageId }) };
+    const next = reduceSession(state, record);
+    const result = await this.#ctx.store.append({ sid: this.id, type, v, data: parsed, expectedSeq: state.seq, ts, ...(clientMessageId === undefined ? {} : { clientMessageId }) });
+    if (result.duplicate) return { state, result };
+    // Durable: now, and only now, the new state is the session's.
+    this.#ctx.hot.store(this.id, next);
+    this.#ctx.committed(this.id, next);
+    this.#publish({ kind: 'event', event: { ...record, lsn: result.lsn } });
+    return { state: next, result };
+  }
+
+  // ---- commands -------------------------------------------------------------
+
+  /** The user's message: durable when this resolves; the assistant's answer then streams. */
+  sendMessage(content: string, clientMessageId?: string, metadata?: Record<string, unknown>): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
+    return this.run('sendMessage', async (state) => {
+      const messageId = randomUUID();
+      const data = { messageId, content, ...(clientMessageId === undefined ? {} : { clientMessageId }), ...(metadata === undefined ? {} : { metadata }) };
+      const { result } = await this.commit(state, 'user_message_sent', data as EventData<'user_message_sent'>, clientMessageId);
+      if (result.duplicate) {
+        // A retried request: the original message, no second answer.
+        const original = this.#ctx.hot.peek(this.id)?.messages.find((m) => m.seq === result.seq);
+        return { messageId: original?.id ?? messageId, seq: result.seq, duplicate: true };
+      }
+      this.#queueStream(messageId, undefined);
+      return { messageId, seq: result.seq, duplicate: false };
+    });
+  }
+
+  /** Regenerates the last answer: the interrupted one if the last turn was interrupted, else the last one. */
+  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
+    return this.run('retry', async (state) => {
+      const target = retryTarget(state);
+      if (target === undefined) throw new ArborError(ErrorCodes.NOTHING_TO_RETRY, `session ${this.id} has no answer to retry`, { sessionId: this.id });
+      this.#queueStream(target.requestMessageId, target.retryOf);
+      return target;
+    });
+  }
+
+  changeConfig(key: string, newValue: unknown): Promise<{ seq: number }> {
+    return this.run('changeConfig', async (state) => {
+      const data = { key, newValue, ...(key in state.config ? { oldValue: state.config[key] } : {}) } as EventData<'session_config_changed'>;
+      const { result } = await this.commit(state, 'session_config_changed', data);
+      return { seq: result.seq };
+    });
+  }
+
+  decidePermission(data: EventData<'permission_decided'>): Promise<{ seq: number }> {
+    return this.run('decidePermission', async (state) => ({ seq: (await this.commit(state, 'permission_decided', data)).result.seq }));
+  }
+
+  recordToolExecution(event: { type: 'mcp_server_connected'; data: EventData<'mcp_server_connected'> } | { type: 'mcp_tool_executed'; data: EventData<'mcp_tool_executed'> }): Promise<{ seq: number }> {
+    return this.run('recordToolExecution', async (state) => {
+      const { result } = event.type === 'mcp_server_connected' ? await this.commit(state, event.type, event.data) : await this.commit(state, event.type, event.data);
+      return { seq: result.seq };
+    });
+  }
+
+  /** Runs a registered command handler inside the mailbox and journals what it returned (or threw as a refusal). */
+  executeCommand(command: string, args: readonly unknown[] = []): Promise<{ commandId: string; seq: number; result: unknown }> {
+    return this.run(`executeCommand ${command}`, async (state) => {
+      const handler = this.#ctx.commands[command];
+      if (handler === undefined || !Object.hasOwn(this.#ctx.commands, command)) {
+        throw new ArborError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(command)} (session ${this.id}); registered: ${Object.keys(this.#ctx.commands).join(', ') || 'none'}`, { sessionId: this.id, field: 'command' });
+      }
+      const result = await handler({ sessionId: this.id, state, args });
+      const commandId = randomUUID();
+      const data = { commandId, command, args: [...args], ...(result === undefined ? {} : { result }) } as EventData<'command_executed'>;
+      const committed = await this.commit(state, 'command_executed', data);
+      return { commandId, seq: committed.result.seq, result };
+    });
+  }
+
+  // ---- streaming --------------------------------------------------------------
+
+  #queueStream(requestMessageId: string, retryOf: string | undefined): void {
+    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf)).catch(() => undefined);
+  }
+
+  /** Resolves when every answer queued so far has ended (completed or interrupted). */
+  streamsSettled(): Promise<void> {
+    return this.#streamChain;
+  }
+
+  /**
+   * One streamed answer: journal its start, publish chunks (memory only), then
+   * journal exactly one terminal event: the completed answer, or
+   * stream_interrupted when the provider fails or the runtime shuts down.
+   */
+  async #stream(requestMessageId: string, retryOf: string | undefined): Promise<void> {
+    const llm = this.#ctx.llm;
+    const messageId = randomUUID();
+    let turns: ChatTurn[] = [];
+    try {
+      await this.run('startStream', async (state) => {
+        turns = state.messages.filter((m) => m.role !== 'system').map((m) => ({ role: m.role, content: m.content }));
+        const data = { messageId, requestMessageId, provider: llm.name, model: llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
+        await this.commit(state, 'assistant_stream_started', data);
+      });
+    } catch {
+      return; // nothing started, nothing to end (the session is closing or stopped)
+    }
+    const controller = new AbortController();
+    this.#streams.set(messageId, controller);
+    const started = performance.now();
+    let content = '';
+    let index = 0;
+    let failure: unknown;
+    try {
+      for await (const text of llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal })) {
+        content += text;
+        const chunk = { messageId, index, text };
+        index += 1;
+        this.#chunks.push(chunk);
+        this.#publish({ kind: 'chunk', chunk });
+      }
+    } catch (err) {
+      failure = err;
+    } finally {
+      this.#streams.delete(messageId);
+    }
+    const terminal = async (state: SessionState): Promise<void> => {
+      if (pendingInterruption(state)?.messageId !== messageId) return; // already ended (e.g. interrupted at shutdown)
+      if (failure === undefined) {
+        const stats = { chunks: index, durationMs: performance.now() - started, finishReason: 'stop' };
+        await this.commit(state, 'assistant_response_completed', { messageId, requestMessageId, content, stats });
+      } else {
+        const reason = isAbortError(failure) || controller.signal.aborted ? String(controller.signal.reason ?? 'aborted') : `provider error: ${(failure as Error)?.message ?? String(failure)}`;
+        await this.commit(state, 'stream_interrupted', { messageId, requestMessageId, reason });
+      }
+      this.#chunks.forget(messageId);
+    };
+    await this.run('endStream', terminal).catch(() => undefined);
+  }
+
+  /** Aborts every running stream with `reason`; each ends with stream_interrupted. */
+  abortStreams(reason: string): void {
+    for (const controller of this.#streams.values()) controller.abort(reason);
+  }
+
+  /**
+   * After a restart: a stream that was running when the process died comes
+   * back as stream_interrupted plus the visible notice carrying the request.
+   */
+  interruptOrphanedStream(reason: string): Promise<boolean> {
+    return this.run('interruptOrphanedStream', async (state) => {
+      const data = interruptionEventData(state, reason);
+      if (data === undefined || this.#streams.has(data.messageId)) return false;
+      await this.commit(state, 'stream_interrupted', data);
+      return true;
+    });
+  }
+}
+
+/** What `retry()` regenerates: the interrupted turn if the last message is its notice, else the last answered request. */
+export function retryTarget(state: SessionState): { requestMessageId: string; retryOf: string | undefined } | undefined {
+  for (let i = state.messages.length - 1; i >= 0; i -= 1) {
+    const m = state.messages[i]!;
+    const notice = interruptedNoticeMetadata(m);
+    if (notice !== undefined) return { requestMessageId: notice.originalRequest.messageId, retryOf: notice.interruptedMessageId };
+    if (m.role === 'assistant') {
+      const request = m.metadata?.requestMessageId;
+      if (typeof request === 'string' && findMessage(state, request) !== undefined) return { requestMessageId: request, retryOf: m.id };
+    }
+    if (m.role === 'user') return { requestMessageId: m.id, retryOf: undefined };
+  }
+  return undefined;
+}
