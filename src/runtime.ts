@@ -119,17 +119,18 @@ export class Arbor {
     const llm = o.llm ?? new MockProvider();
     const store = await Store.open<SessionState>(storeOptions, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
     const arbor = new Arbor(store, Object.freeze({ ...o, llm }));
-    arbor.#start();
+    await arbor.#start();
     return arbor;
   }
 
-  #start(): void {
+  async #start(): Promise<void> {
     // Every recovered session goes to the hot tier at once: the runtime answers immediately.
     for (const [sid, r] of this.#store.recovered) this.#hot.store(sid, r.state);
     const orphaned = [...this.#store.recovered].filter(([, r]) => r.state.stream.status === 'streaming' && r.status !== 'damaged' && r.status !== 'failed').map(([sid]) => sid);
     this.#store.dropRecovered();
-    // A stream cut by the last process death comes back as an interrupted turn, in each session's mailbox order.
-    for (const sid of orphaned) void this.#actor(sid).interruptOrphanedStream('the server stopped while this answer was streaming').catch(() => undefined);
+    // A stream cut by the last process death comes back as an interrupted turn before anyone reads the
+    // session: one append per such session, all in one group commit.
+    await Promise.all(orphaned.map((sid) => this.#actor(sid).interruptOrphanedStream('the server stopped while this answer was streaming').catch(() => undefined)));
     const tick = Math.min(this.#o.snapshotIntervalMs, Math.max(1000, Math.floor(this.#o.sessionIdleTimeoutMs / 2)));
     this.#timer = setInterval(() => void this.#background().catch(() => undefined), tick);
     this.#timer.unref();
@@ -341,9 +342,9 @@ export class Session {
     return this.#arbor.store.read(this.id, options.fromSeq ?? 1);
   }
 
-  /** Resolves when every answer started so far has ended (completed or interrupted). */
+  /** Resolves when the commands queued so far and every answer they started have ended (completed or interrupted). */
   idle(): Promise<void> {
-    return this.#actor().streamsSettled();
+    return this.#actor().settled();
   }
 }
 

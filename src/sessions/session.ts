@@ -206,6 +206,16 @@ export class SessionActor {
     return this.#streamChain;
   }
 
+  /** Resolves when the mailbox is empty and no answer is streaming (waiting again if one command started another). */
+  async settled(): Promise<void> {
+    for (;;) {
+      const chain = this.#streamChain;
+      await this.#mailbox.drain();
+      await chain;
+      if (chain === this.#streamChain && this.#mailbox.depth === 0) return;
+    }
+  }
+
   /**
    * One streamed answer: journal its start, publish chunks (memory only), then
    * journal exactly one terminal event: the completed answer, or
