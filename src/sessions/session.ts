@@ -55,6 +55,8 @@ export class SessionActor {
   /** Streams run one after another: the next answer starts when the previous one ended. */
   #streamChain: Promise<void> = Promise.resolve();
   readonly #streams = new Map<string, AbortController>();
+  /** Set at shutdown: answers queued but not started are not started any more. */
+  #shuttingDown: string | undefined;
 
   constructor(id: string, ctx: SessionContext) {
     this.id = id;
@@ -222,6 +224,7 @@ export class SessionActor {
    * stream_interrupted when the provider fails or the runtime shuts down.
    */
   async #stream(requestMessageId: string, retryOf: string | undefined): Promise<void> {
+    if (this.#shuttingDown !== undefined) return;
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
     let turns: ChatTurn[] = [];
@@ -269,6 +272,7 @@ export class SessionActor {
 
   /** Aborts every running stream with `reason`; each ends with stream_interrupted. */
   abortStreams(reason: string): void {
+    this.#shuttingDown = reason;
     for (const controller of this.#streams.values()) controller.abort(reason);
   }
 
