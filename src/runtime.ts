@@ -8,7 +8,7 @@ import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
 import type { StoreOptions } from './options.ts';
 import { Store, type RecoveryReport } from './store.ts';
-import { SessionActor, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session.ts';
+import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session.ts';
 import type { Chunk } from './sessions/chunk-buffer.ts';
 
 /** Options of the runtime, on top of the storage engine's. Every field has a default in DEFAULT_RUNTIME_OPTIONS. */
@@ -131,6 +131,9 @@ export class Arbor {
     // A stream cut by the last process death comes back as an interrupted turn before anyone reads the
     // session: one append per such session, all in one group commit.
     await Promise.all(orphaned.map((sid) => this.#actor(sid).interruptOrphanedStream('the server stopped while this answer was streaming').catch(() => undefined)));
+    // Requests whose answers were still queued behind another get their notice too.
+    const unanswered = [...this.#hot.keys()].filter((sid) => unansweredRequests(this.#hot.peek(sid)!).length > 0);
+    await Promise.all(unanswered.map((sid) => this.#actor(sid).interruptUnanswered('the server stopped before this answer started').catch(() => undefined)));
     const tick = Math.min(this.#o.snapshotIntervalMs, Math.max(1000, Math.floor(this.#o.sessionIdleTimeoutMs / 2)));
     this.#timer = setInterval(() => void this.#background().catch(() => undefined), tick);
     this.#timer.unref();
@@ -239,6 +242,11 @@ export class Arbor {
     return this.#store.recoveryReport();
   }
 
+  /** True once close() has begun. */
+  get closing(): boolean {
+    return this.#closing !== undefined;
+  }
+
   /** The storage engine underneath (for operations tooling and tests). */
   get store(): Store<SessionState> {
     return this.#store;
@@ -257,7 +265,9 @@ export class Arbor {
   async #close(): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     for (const actor of this.#actors.values()) actor.abortStreams('the server shut down while this answer was streaming');
-    await Promise.all([...this.#actors.values()].map((a) => a.streamsSettled()));
+    await Promise.all([...this.#actors.values()].map((a) => a.settled()));
+    // Requests accepted while shutting down, or queued behind an aborted answer, end with a notice too.
+    await Promise.all([...this.#actors.values()].map((a) => a.interruptUnanswered('the server shut down before this answer started').catch(() => undefined)));
     await Promise.all([...this.#snapshotting.values()].map((p) => p.catch(() => undefined)));
     for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) await this.#snapshot(sid).catch(() => undefined);
     await this.#store.close();
@@ -287,6 +297,12 @@ export class Session {
     this.#last = peek() ?? initialSessionState(id);
   }
 
+  /** Runs a command on the actor; intake stops when close() begins (ARBOR_CLOSED). */
+  #command<T>(run: (actor: SessionActor) => Promise<T>): Promise<T> {
+    if (this.#arbor.closing) return Promise.reject(new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new commands`, { sessionId: this.id }));
+    return run(this.#actor());
+  }
+
   /** The committed state (immutable). A session dropped from memory shows the state it was dropped with. */
   get state(): SessionState {
     const hot = this.#peek();
@@ -300,28 +316,28 @@ export class Session {
    * `clientMessageId` resolves with the original message and starts nothing.
    */
   sendMessage(input: { content: string; clientMessageId?: string; metadata?: Record<string, unknown> }): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
-    return this.#actor().sendMessage(input.content, input.clientMessageId, input.metadata);
+    return this.#command((a) => a.sendMessage(input.content, input.clientMessageId, input.metadata));
   }
 
   /** Regenerates the last answer (the interrupted one first). */
   retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
-    return this.#actor().retry();
+    return this.#command((a) => a.retry());
   }
 
   changeConfig(key: string, value: unknown): Promise<{ seq: number }> {
-    return this.#actor().changeConfig(key, value);
+    return this.#command((a) => a.changeConfig(key, value));
   }
 
   decidePermission(decision: EventData<'permission_decided'>): Promise<{ seq: number }> {
-    return this.#actor().decidePermission(decision);
+    return this.#command((a) => a.decidePermission(decision));
   }
 
   recordToolExecution(event: { type: 'mcp_server_connected'; data: EventData<'mcp_server_connected'> } | { type: 'mcp_tool_executed'; data: EventData<'mcp_tool_executed'> }): Promise<{ seq: number }> {
-    return this.#actor().recordToolExecution(event);
+    return this.#command((a) => a.recordToolExecution(event));
   }
 
   executeCommand(command: string, args: readonly unknown[] = []): Promise<{ commandId: string; seq: number; result: unknown }> {
-    return this.#actor().executeCommand(command, args);
+    return this.#command((a) => a.executeCommand(command, args));
   }
 
   /** Committed events and stream chunks as they happen; returns the unsubscribe function. */

@@ -29,7 +29,15 @@ const MAX_ASSISTANT_CONTENT_CHARS = 1_000_000;
 const MAX_REASON_CHARS = 10_000;
 const MAX_CHUNK_CHARS = 100_000;
 
-const json = () => z.json({ error: JSON_VALUE_ERROR });
+/** -0 survives in memory but JSON writes it as 0: refused like every other value JSON would change. */
+function hasNegativeZero(value: unknown): boolean {
+  if (typeof value === 'number') return Object.is(value, -0);
+  if (Array.isArray(value)) return value.some(hasNegativeZero);
+  if (typeof value === 'object' && value !== null) return Object.values(value).some(hasNegativeZero);
+  return false;
+}
+
+const json = () => z.json({ error: JSON_VALUE_ERROR }).refine((v) => !hasNegativeZero(v), { message: JSON_VALUE_ERROR });
 const jsonRecord = () => z.record(z.string(), json());
 const id = () => z.string().min(1).max(MAX_ID_CHARS);
 const name = () => z.string().min(1).max(MAX_NAME_CHARS);

@@ -228,22 +228,25 @@ export class SessionActor {
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
     let turns: ChatTurn[] = [];
+    // Registered before the start is journaled, so a shutdown that begins meanwhile aborts this answer too.
+    const controller = new AbortController();
+    this.#streams.set(messageId, controller);
     try {
       await this.run('startStream', async (state) => {
-        turns = state.messages.filter((m) => m.role !== 'system').map((m) => ({ role: m.role, content: m.content }));
+        turns = promptFor(state, requestMessageId);
         const data = { messageId, requestMessageId, provider: llm.name, model: llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
         await this.commit(state, 'assistant_stream_started', data);
       });
     } catch {
+      this.#streams.delete(messageId);
       return; // nothing started, nothing to end (the session is closing or stopped)
     }
-    const controller = new AbortController();
-    this.#streams.set(messageId, controller);
     const started = performance.now();
     let content = '';
     let index = 0;
     let failure: unknown;
     try {
+      if (controller.signal.aborted) throw new Error(String(controller.signal.reason));
       for await (const text of llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal })) {
         content += text;
         const chunk = { messageId, index, text };
@@ -288,6 +291,54 @@ export class SessionActor {
       return true;
     });
   }
+
+  /**
+   * Gives every acknowledged request whose answer never started (it was queued
+   * behind another when the process stopped, or at shutdown) a visible
+   * interrupted notice, so no message is left silently unanswered.
+   */
+  interruptUnanswered(reason: string): Promise<number> {
+    return this.run('interruptUnanswered', async (initial) => {
+      let state = initial;
+      const pending = unansweredRequests(state);
+      for (const requestMessageId of pending) {
+        ({ state } = await this.commit(state, 'stream_interrupted', { messageId: randomUUID(), requestMessageId, reason }));
+      }
+      return pending.length;
+    });
+  }
+}
+
+/**
+ * The conversation an answer is generated from: every user and assistant
+ * message up to and including its request, so an answer queued behind a later
+ * message still answers its own request. System notices are not sent.
+ */
+export function promptFor(state: SessionState, requestMessageId: string): ChatTurn[] {
+  const request = findMessage(state, requestMessageId);
+  const upto = request?.seq ?? state.seq;
+  return state.messages.filter((m) => m.role !== 'system' && m.seq <= upto).map((m) => ({ role: m.role, content: m.content }));
+}
+
+/**
+ * User messages that have no answer, no interruption notice and no stream in
+ * flight: requests whose answer was queued when the process stopped.
+ */
+export function unansweredRequests(state: SessionState): string[] {
+  const answered = new Set<string>();
+  if (state.stream.status === 'streaming') answered.add(state.stream.requestMessageId);
+  const out: string[] = [];
+  for (let i = state.messages.length - 1; i >= 0; i -= 1) {
+    const m = state.messages[i]!;
+    if (m.role === 'assistant' && typeof m.metadata?.requestMessageId === 'string') answered.add(m.metadata.requestMessageId);
+    const notice = interruptedNoticeMetadata(m);
+    if (notice !== undefined) answered.add(notice.originalRequest.messageId);
+    if (m.role === 'user') {
+      if (answered.has(m.id)) break; // everything before an answered request was handled in order
+      out.unshift(m.id);
+    }
+  }
+  return out;
 }
 
 /** What `retry()` regenerates: the interrupted turn if the last message is its notice, else the last answered request. */
