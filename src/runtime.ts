@@ -217,8 +217,11 @@ export class Arbor {
     if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
     if ((this.#eventsSinceSnapshot.get(sid) ?? 0) > 0 || this.#store.snapshots.seqs(sid).at(-1) !== this.#hot.peek(sid)?.seq) await this.#snapshot(sid);
     if (actor !== undefined && actor.mailboxDepth > 0) return false;
+    const state = this.#hot.peek(sid);
+    if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
     this.#hot.delete(sid);
-    this.#actors.delete(sid);
+    // An actor with subscribers stays (it is small): they keep receiving once the session is loaded back.
+    if (actor === undefined || !actor.hasSubscribers) this.#actors.delete(sid);
     this.#lastActivity.delete(sid);
     this.#eventsSinceSnapshot.delete(sid);
     return true;
@@ -278,6 +281,9 @@ export class Arbor {
   }
 }
 
+/** Runtime-internal: tells a session handle the state its session was dropped from memory with. */
+const REMEMBER = Symbol('remember');
+
 /**
  * A session as applications use it. Every method goes through the session's
  * mailbox; every write resolves only once its event is durable.
@@ -295,6 +301,10 @@ export class Session {
     this.#actor = actor;
     this.#peek = peek;
     this.#last = peek() ?? initialSessionState(id);
+  }
+
+  [REMEMBER](state: SessionState): void {
+    this.#last = state;
   }
 
   /** Runs a command on the actor; intake stops when close() begins (ARBOR_CLOSED). */

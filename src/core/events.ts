@@ -29,15 +29,33 @@ const MAX_ASSISTANT_CONTENT_CHARS = 1_000_000;
 const MAX_REASON_CHARS = 10_000;
 const MAX_CHUNK_CHARS = 100_000;
 
-/** -0 survives in memory but JSON writes it as 0: refused like every other value JSON would change. */
-function hasNegativeZero(value: unknown): boolean {
-  if (typeof value === 'number') return Object.is(value, -0);
-  if (Array.isArray(value)) return value.some(hasNegativeZero);
-  if (typeof value === 'object' && value !== null) return Object.values(value).some(hasNegativeZero);
-  return false;
+/**
+ * The path (e.g. `data.content`) of the first value that would not come back
+ * the same from the journal (JSON) or a snapshot (msgpack): -0, which both write
+ * as 0, and a string with a lone surrogate, which UTF-8 cannot carry. Refused
+ * like every other value JSON would change, so a recovered state always equals
+ * the live one.
+ */
+export function unfaithfulValuePath(value: unknown, path = 'data'): string | undefined {
+  if (typeof value === 'number') return Object.is(value, -0) ? path : undefined;
+  if (typeof value === 'string') return value.isWellFormed() ? undefined : path;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i += 1) {
+      const bad = unfaithfulValuePath(value[i], `${path}.${i}`);
+      if (bad !== undefined) return bad;
+    }
+    return undefined;
+  }
+  if (typeof value === 'object' && value !== null) {
+    for (const [key, v] of Object.entries(value)) {
+      const bad = key.isWellFormed() ? unfaithfulValuePath(v, `${path}.${key}`) : `${path}.${key}`;
+      if (bad !== undefined) return bad;
+    }
+  }
+  return undefined;
 }
 
-const json = () => z.json({ error: JSON_VALUE_ERROR }).refine((v) => !hasNegativeZero(v), { message: JSON_VALUE_ERROR });
+const json = () => z.json({ error: JSON_VALUE_ERROR });
 const jsonRecord = () => z.record(z.string(), json());
 const id = () => z.string().min(1).max(MAX_ID_CHARS);
 const name = () => z.string().min(1).max(MAX_NAME_CHARS);
@@ -251,7 +269,16 @@ export function parseEventData<T extends EventType>(type: T, data: unknown, cont
   }
   const schema: z.ZodType = EVENT_SCHEMAS[type];
   const result = schema.safeParse(data);
-  if (result.success) return result.data as EventData<T>;
+  if (result.success) {
+    const unfaithful = isCriticalEventType(type) ? unfaithfulValuePath(result.data) : undefined;
+    if (unfaithful === undefined) return result.data as EventData<T>;
+    throw new ArborError(ErrorCodes.INVALID_INPUT, `invalid ${unfaithful} in ${type} event of ${sessionLabel(context)}: ${JSON_VALUE_ERROR}`, {
+      field: unfaithful,
+      eventType: type,
+      sessionId: context?.sessionId,
+      issues: [{ field: unfaithful, code: 'custom', message: JSON_VALUE_ERROR }],
+    });
+  }
   const issues: EventIssue[] = result.error.issues
     .slice(0, MAX_REPORTED_ISSUES)
     .map((issue) => ({ field: fieldOf(issue), code: issue.code, message: issue.message }));

@@ -94,9 +94,18 @@ export class SessionActor {
     }
   }
 
-  /** Runs `task` in the mailbox with the session's committed state; a throw is a crash, supervised. */
-  run<T>(name: string, task: (state: SessionState) => Promise<T>): Promise<T> {
-    if (this.#stopped !== undefined) {
+  /** Whether anyone subscribed (the runtime keeps such an actor when it passivates the session). */
+  get hasSubscribers(): boolean {
+    return this.#listeners.size > 0;
+  }
+
+  /**
+   * Runs `task` in the mailbox with the session's committed state; a throw is a
+   * crash, supervised. `internal` work (ending a stream, interrupting turns)
+   * still runs on a stopped session, so every started turn gets its terminal event.
+   */
+  run<T>(name: string, task: (state: SessionState) => Promise<T>, internal = false): Promise<T> {
+    if (this.#stopped !== undefined && !internal) {
       return Promise.reject(new ArborError(ErrorCodes.SESSION_STOPPED, `session ${this.id} was stopped after ${this.#crashes.length} crashes within ${this.#ctx.restartWindowMs} ms`, { sessionId: this.id }, { cause: this.#stopped }));
     }
     return this.#mailbox.run(async () => {
@@ -270,7 +279,7 @@ export class SessionActor {
       }
       this.#chunks.forget(messageId);
     };
-    await this.run('endStream', terminal).catch(() => undefined);
+    await this.run('endStream', terminal, true).catch(() => undefined);
   }
 
   /** Aborts every running stream with `reason`; each ends with stream_interrupted. */
@@ -289,7 +298,7 @@ export class SessionActor {
       if (data === undefined || this.#streams.has(data.messageId)) return false;
       await this.commit(state, 'stream_interrupted', data);
       return true;
-    });
+    }, true);
   }
 
   /**
@@ -305,7 +314,7 @@ export class SessionActor {
         ({ state } = await this.commit(state, 'stream_interrupted', { messageId: randomUUID(), requestMessageId, reason }));
       }
       return pending.length;
-    });
+    }, true);
   }
 }
 

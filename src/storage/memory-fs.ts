@@ -941,7 +941,8 @@ export class MemoryFileSystem implements FileSystem {
           if (n === 0) return 0;
           const growth = Math.max(0, position + n - node.size);
           this.#checkCapacity(growth, 'write', h.path);
-          const bytes = buffer.slice(offset, offset + n);
+          // A copy, as write(2) takes one: the caller may reuse its buffer before the data is durable.
+          const bytes = Uint8Array.prototype.slice.call(buffer, offset, offset + n);
           fileWrite(node, position, bytes);
           this.#usedBytes += growth;
           this.#pending.push({ kind: 'write', ino: h.ino, pos: position, bytes, initMode: node.initMode });
