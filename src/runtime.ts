@@ -30,6 +30,8 @@ export interface RuntimeOptions {
   restartWindowMs: number;
   /** Chunks kept in memory per session for subscribers that reconnect mid-stream. */
   streamBufferChunks: number;
+  /** Sessions loaded back from disk at once (snapshot + journal reads); more wait their turn. */
+  maxConcurrentRecoveries: number;
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
@@ -42,6 +44,7 @@ export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   maxRestarts: 5,
   restartWindowMs: 10_000,
   streamBufferChunks: 10_000,
+  maxConcurrentRecoveries: 8,
 });
 
 export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
@@ -81,6 +84,8 @@ export class Arbor {
   readonly #snapshotting = new Map<string, Promise<void>>();
   readonly #stopped = new Set<string>();
   #crashCount = 0;
+  #recoveries = 0;
+  #recoveryWaiters: (() => void)[] = [];
   #timer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
   readonly #ctx: SessionContext;
@@ -115,7 +120,7 @@ export class Arbor {
       else (storeOptions as Record<string, unknown>)[key] = value;
     }
     const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
-    for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks'] as const) positiveInteger(key, o[key]);
+    for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries'] as const) positiveInteger(key, o[key]);
     const llm = o.llm ?? new MockProvider();
     const store = await Store.open<SessionState>(storeOptions, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
     const arbor = new Arbor(store, Object.freeze({ ...o, llm }));
@@ -170,10 +175,20 @@ export class Arbor {
     this.#lastActivity.set(sid, Date.now());
     const hot = this.#hot.retrieve(sid);
     if (hot !== undefined) return hot;
-    const loaded = await this.#store.loadSession(sid);
-    const state = loaded?.state ?? initialSessionState(sid);
-    this.#hot.store(sid, state);
-    return state;
+    // At most maxConcurrentRecoveries loads at once, so a burst of returning sessions cannot swamp the disk.
+    while (this.#recoveries >= this.#o.maxConcurrentRecoveries) await new Promise<void>((r) => this.#recoveryWaiters.push(r));
+    this.#recoveries += 1;
+    try {
+      const again = this.#hot.retrieve(sid);
+      if (again !== undefined) return again;
+      const loaded = await this.#store.loadSession(sid);
+      const state = loaded?.state ?? initialSessionState(sid);
+      this.#hot.store(sid, state);
+      return state;
+    } finally {
+      this.#recoveries -= 1;
+      this.#recoveryWaiters.shift()?.();
+    }
   }
 
   #committed(sid: string, state: SessionState): void {

@@ -1103,3 +1103,39 @@ describe('turns sent concurrently', () => {
     assert.equal(answerTo(r2.messageId), 'Echo: second question');
   });
 });
+
+describe('activation', () => {
+  test('at most maxConcurrentRecoveries passivated sessions are loaded back at once', async (t) => {
+    const { dir, cleanup } = tempDir();
+    // given 6 sessions dropped from memory, on a store whose snapshot reads we can count in flight
+    const { NodeFileSystem, ForwardingFileSystem } = await import('../src/index.ts');
+    let inFlight = 0;
+    let peak = 0;
+    const fs = new (class extends ForwardingFileSystem {
+      override async readFile(p: string): Promise<Uint8Array> {
+        if (!p.endsWith('.snap')) return super.readFile(p);
+        inFlight += 1;
+        peak = Math.max(peak, inFlight);
+        await new Promise((r) => setTimeout(r, 10));
+        try {
+          return await super.readFile(p);
+        } finally {
+          inFlight -= 1;
+        }
+      }
+    })(new NodeFileSystem());
+    const arbor = await createArbor({ dataDir: dir, fs, maxConcurrentRecoveries: 2, llm: new MockProvider({ chunks: 1, chunkDelayMs: 0 }) });
+    t.after(async () => {
+      await arbor.close();
+      cleanup();
+    });
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
+    for (const id of ids) await arbor.session(id).changeConfig('k', id);
+    for (const id of ids) assert.equal(await arbor.passivate(id), true);
+    // when all of them get a command at once
+    await Promise.all(ids.map((id) => arbor.session(id).changeConfig('k2', 1)));
+    // then no more than 2 were loaded concurrently, and each came back whole
+    assert.equal(peak, 2);
+    for (const id of ids) assert.deepEqual(arbor.session(id).state.config, { k: id, k2: 1 });
+  });
+});
