@@ -1,6 +1,7 @@
 /**
- * Keeps bench/journal/run.ts from rotting: runs its --tiny configuration once
- * and checks the shape of its JSON. It never asserts on performance.
+ * Keeps the benchmarks (bench/journal/run.ts, bench/runtime/run.ts) from
+ * rotting: runs each one's --tiny configuration once and checks the shape of
+ * its JSON. It never asserts on performance.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
-function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runBench(args: string[], script = 'bench/journal/run.ts'): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/journal/run.ts', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -50,5 +51,47 @@ test('bench/journal --tiny --json exits 0 and reports every figure', { timeout: 
   }
   assert.equal(r.peers.skipped, true, 'peers run only with --peers');
   assert.ok(Array.isArray(r.targets) && r.targets.length >= 3);
+  for (const t of r.targets) assert.ok(['PASS', 'MISS', 'SKIP', 'INFO'].includes(t.status), `target status ${t.status}`);
+});
+
+test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 120_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/runtime/run.ts');
+  assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
+  const r = JSON.parse(stdout) as Record<string, any>;
+  for (const key of ['meta', 'hot', 'load', 'restart', 'chat', 'targets']) assert.ok(key in r, `missing key ${key}`);
+
+  // (a) hot tier, beside Map
+  for (const op of ['hotStore', 'mapSet', 'hotRetrieve', 'mapGet', 'timerOnly']) {
+    for (const k of ['p50Ns', 'p99Ns', 'meanNs', 'samples']) positive(r.hot.ops[op][k], `hot.ops.${op}.${k}`);
+  }
+  for (const which of ['hot', 'map']) for (const k of ['p50Us', 'p99Us', 'calls']) positive(r.hot.storeMany[which][k], `hot.storeMany.${which}.${k}`);
+
+  // (b) sendMessage under streaming load, beside idle, the mock alone and a raw sync
+  for (const k of ['p50Ms', 'p99Ms', 'samples']) positive(r.load.idle[k], `load.idle.${k}`);
+  for (const k of ['messagesPerSec', 'acksPerSec', 'ackP50Ms', 'ackP99Ms']) positive(r.load.arbor[k], `load.arbor.${k}`);
+  positive(r.load.arbor.loopDelay.p99Ms, 'load.arbor.loopDelay.p99Ms');
+  positive(r.load.mockOnly.messagesPerSec, 'load.mockOnly.messagesPerSec');
+  positive(r.load.mockOnly.loopDelay.p99Ms, 'load.mockOnly.loopDelay.p99Ms');
+  positive(r.load.rawSync.p99Ms, 'load.rawSync.p99Ms');
+  assert.equal(r.load.arborHealth.crashes, 0, 'no session crashed under load');
+
+  // (c) restart after SIGKILL: every session came back
+  assert.ok(r.restart.runs.length >= 1 && r.restart.empty.length === r.restart.runs.length);
+  assert.equal(r.restart.recovery.recovered, r.restart.sessions, 'every session recovered');
+  assert.equal(r.restart.recovery.sampleOk, true, 'sampled sessions are at their last seq');
+  for (const k of ['createArborMs', 'firstRequestFromCreateMs', 'firstServedSinceStartMs', 'spawnToServedMs']) {
+    positive(r.restart.recovery[k], `restart.recovery.${k}`);
+    positive(r.restart.emptyStart[k], `restart.emptyStart.${k}`);
+  }
+  positive(r.restart.write.journalBytes, 'restart.write.journalBytes');
+
+  // (d) bytes on disk of a chat, growth reported at every step
+  assert.equal(r.chat.arborDefault.growth.length, r.chat.turns / r.chat.reportEvery);
+  assert.equal(r.chat.arborCloseOnly.growth.length, r.chat.turns / r.chat.reportEvery);
+  positive(r.chat.arborDefault.afterClose.bytes, 'chat.arborDefault.afterClose.bytes');
+  positive(r.chat.arborDefault.afterClose.journalBytes, 'chat.arborDefault.afterClose.journalBytes');
+  assert.equal(r.chat.peers.skipped, true, 'peers run only with --peers');
+
+  assert.ok(Array.isArray(r.targets) && r.targets.length >= 10);
   for (const t of r.targets) assert.ok(['PASS', 'MISS', 'SKIP', 'INFO'].includes(t.status), `target status ${t.status}`);
 });

@@ -1,0 +1,200 @@
+/**
+ * The child processes of bench/runtime/run.ts's restart measurement (figure c).
+ * Not meant to be run by hand; run.ts spawns it as
+ *
+ *   node --import tsx bench/runtime/restart-child.ts write   --data-dir DIR --sessions N --events E [--kind turns|user-only]
+ *   node --import tsx bench/runtime/restart-child.ts recover --data-dir DIR --probe SID --expect-sessions N --expect-seq E
+ *
+ * `write` opens Arbor on DIR and appends E session events to each of N sessions
+ * through `arbor.store.append` (the runtime's own store: valid session events,
+ * recovered by the reducer like any others), in rounds of one event per session
+ * with up to WINDOW appends in flight. With `--kind turns` (the default) the
+ * events are complete turns (user_message_sent {messageId, content},
+ * assistant_stream_started, assistant_response_completed), topped up with
+ * session_config_changed; with `--kind user-only` they are all
+ * user_message_sent, i.e. requests that were never answered (see eventFor). It
+ * then prints one line `ready {json}` and waits, holding the lock, for the
+ * parent's SIGKILL.
+ *
+ * `recover` is the restarted server. Its timeline, in ms since the process
+ * started (`performance.now()`, whose origin is the process start):
+ *   modulesLoaded    the module body runs: node booted, tsx loaded, Arbor imported
+ *   createCalled     just before `createArbor()`
+ *   created          `createArbor()` resolved: it recovers every session before resolving
+ *   firstServed      the first request answered: `session(probe).state` read (its seq
+ *                    checked) and one `sendMessage` acknowledged (durable)
+ * then checks that every session came back (hot tier size, recovery counts, a
+ * sample of states at the expected seq), prints `served {json}` and waits for the
+ * parent's SIGKILL (so each restart is a crash, like the first).
+ *
+ * Protocol: one line per message on stdout, written with one synchronous write.
+ */
+// First statement of the module body: everything before it is process start-up and imports.
+const modulesLoadedMs = performance.now();
+
+import { writeSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { createArbor, MockProvider } from '../../src/index.ts';
+
+function line(text: string): void {
+  const buf = Buffer.from(`${text}\n`);
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(1, buf, off, buf.length - off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+    }
+  }
+}
+
+/** Session ids of the restart data set: r0000000, r0000001, … */
+function restartSessionId(i: number): string {
+  return `r${String(i).padStart(7, '0')}`;
+}
+
+/** Appends in flight at once while writing (the journal's queue holds 100,000 by default). */
+const WINDOW = 50_000;
+
+function holdUntilKilled(): void {
+  setInterval(() => undefined, 60_000);
+}
+
+/**
+ * Event `r` (0-based) of session `i`. `turns`: complete turns — user_message_sent,
+ * assistant_stream_started, assistant_response_completed — and, when `events`
+ * is not a multiple of 3, session_config_changed events to fill up: every request
+ * is answered, as after a crash between turns. `user-only`: only
+ * user_message_sent (every message is then a request without an answer, which
+ * createArbor ends with one stream_interrupted notice each).
+ */
+function eventFor(kind: 'turns' | 'user-only', r: number, events: number, ids: { user: string; assistant: string }): { type: string; data: Record<string, unknown> } {
+  const turn = Math.floor(r / 3) + 1;
+  const step = kind === 'user-only' ? 0 : r < events - (events % 3) ? r % 3 : 3;
+  switch (step) {
+    case 0:
+      ids.user = randomUUID();
+      return { type: 'user_message_sent', data: { messageId: ids.user, content: `msg ${kind === 'user-only' ? r + 1 : turn}` } };
+    case 1:
+      ids.assistant = randomUUID();
+      return { type: 'assistant_stream_started', data: { messageId: ids.assistant, requestMessageId: ids.user, provider: 'mock', model: 'mock-echo' } };
+    case 2:
+      return { type: 'assistant_response_completed', data: { messageId: ids.assistant, requestMessageId: ids.user, content: `Echo: msg ${turn}`, stats: { chunks: 8 } } };
+    default:
+      return { type: 'session_config_changed', data: { key: `k${r}`, newValue: r } };
+  }
+}
+
+async function write(dataDir: string, sessions: number, events: number, kind: 'turns' | 'user-only'): Promise<void> {
+  const arbor = await createArbor({ dataDir });
+  const store = arbor.store;
+  const t0 = performance.now();
+  const total = sessions * events;
+  const ids = Array.from({ length: sessions }, () => ({ user: '', assistant: '' }));
+  let issued = 0;
+  let done = 0;
+  let failure: unknown;
+  const inFlight = new Set<Promise<unknown>>();
+  // Round r appends event r+1 of every session: the log interleaves sessions, as a busy server's does.
+  outer: for (let r = 0; r < events; r += 1) {
+    for (let i = 0; i < sessions; i += 1) {
+      if (failure !== undefined) break outer;
+      while (issued - done >= WINDOW) await Promise.race(inFlight);
+      const p = store.append({ sid: restartSessionId(i), ...eventFor(kind, r, events, ids[i]!) }).then(
+        () => {
+          done += 1;
+        },
+        (err: unknown) => {
+          done += 1;
+          failure ??= err;
+        },
+      );
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      issued += 1;
+    }
+  }
+  await Promise.all(inFlight);
+  if (failure !== undefined) throw failure;
+  const writeMs = performance.now() - t0;
+  const h = arbor.health();
+  line(`ready ${JSON.stringify({ sessions, events, kind, total, writeMs, journalBytes: h.journal.bytes, segments: h.journal.segments })}`);
+  holdUntilKilled();
+}
+
+async function recover(dataDir: string, probe: string, expectSessions: number, expectSeq: number): Promise<void> {
+  const createCalledMs = performance.now();
+  const arbor = await createArbor({ dataDir, llm: new MockProvider({ chunks: 8, chunkDelayMs: 20 }) });
+  const createdMs = performance.now();
+  const lsnAfterCreate = arbor.store.journal.syncedLsn;
+  const session = arbor.session(probe);
+  const seqBefore = session.state.seq;
+  const ack = await session.sendMessage({ content: 'first request after the restart' });
+  const firstServedMs = performance.now();
+  // Everything below is verification, after the timeline.
+  const h = arbor.health();
+  const report = arbor.recoveryReport();
+  let sampleOk = 0;
+  const samples = Math.min(100, expectSessions);
+  for (let k = 0; k < samples; k += 1) {
+    const sid = restartSessionId(Math.floor((k * expectSessions) / samples));
+    if (sid === probe) {
+      sampleOk += 1;
+      continue;
+    }
+    if (arbor.session(sid).state.seq >= expectSeq) sampleOk += 1;
+  }
+  const mem = process.memoryUsage();
+  line(
+    `served ${JSON.stringify({
+      modulesLoadedMs,
+      createCalledMs,
+      createdMs,
+      firstServedMs,
+      storeOpenMs: report.durationMs,
+      hotSessions: h.hot.sessions,
+      recoveredCounts: report.counts,
+      journalRecordsScanned: report.journal.records,
+      // No segment is ever deleted here (no snapshots), so LSNs 1..records were scanned and the rest were appended at start.
+      appendedByCreate: lsnAfterCreate - report.journal.records,
+      journalBytesScanned: report.journal.bytes,
+      probe,
+      probeSeqBefore: seqBefore,
+      probeAckSeq: ack.seq,
+      sampleChecked: samples,
+      sampleAtExpectedSeq: sampleOk,
+      rssBytes: mem.rss,
+      heapUsedBytes: mem.heapUsed,
+    })}`,
+  );
+  holdUntilKilled();
+}
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    strict: true,
+    options: {
+      'data-dir': { type: 'string' },
+      sessions: { type: 'string', default: '0' },
+      events: { type: 'string', default: '0' },
+      probe: { type: 'string', default: restartSessionId(0) },
+      'expect-sessions': { type: 'string', default: '0' },
+      'expect-seq': { type: 'string', default: '0' },
+      kind: { type: 'string', default: 'turns' },
+    },
+  });
+  const dataDir = values['data-dir'];
+  if (dataDir === undefined) throw new Error('--data-dir is required');
+  const kind = values.kind;
+  if (kind !== 'turns' && kind !== 'user-only') throw new Error(`--kind must be turns or user-only, got ${JSON.stringify(kind)}`);
+  if (positionals[0] === 'write') await write(dataDir, Number(values.sessions), Number(values.events), kind);
+  else if (positionals[0] === 'recover') await recover(dataDir, values.probe!, Number(values['expect-sessions']), Number(values['expect-seq']));
+  else throw new Error(`unknown mode ${JSON.stringify(positionals[0])}: write | recover`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`restart child failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(3);
+});
