@@ -82,6 +82,9 @@ export class Arbor {
   readonly #lastActivity = new Map<string, number>();
   readonly #eventsSinceSnapshot = new Map<string, number>();
   readonly #snapshotting = new Map<string, Promise<void>>();
+  /** Sessions past snapshotEveryEvents, waiting for the background snapshot worker (insertion-ordered). */
+  readonly #snapshotQueue = new Set<string>();
+  #snapshotWorker: Promise<void> | undefined;
   readonly #stopped = new Set<string>();
   #crashCount = 0;
   #recoveries = 0;
@@ -136,7 +139,7 @@ export class Arbor {
     // A stream cut by the last process death comes back as an interrupted turn before anyone reads the
     // session: one append per such session, all in one group commit.
     await Promise.all(orphaned.map((sid) => this.#actor(sid).interruptOrphanedStream('the server stopped while this answer was streaming').catch(() => undefined)));
-    // Requests whose answers were still queued behind another get their notice too.
+    // A request whose answer was still queued behind another gets its notice too.
     const unanswered = [...this.#hot.keys()].filter((sid) => unansweredRequests(this.#hot.peek(sid)!).length > 0);
     await Promise.all(unanswered.map((sid) => this.#actor(sid).interruptUnanswered('the server stopped before this answer started').catch(() => undefined)));
     const tick = Math.min(this.#o.snapshotIntervalMs, Math.max(1000, Math.floor(this.#o.sessionIdleTimeoutMs / 2)));
@@ -195,8 +198,32 @@ export class Arbor {
     this.#lastActivity.set(sid, Date.now());
     const n = (this.#eventsSinceSnapshot.get(sid) ?? 0) + 1;
     this.#eventsSinceSnapshot.set(sid, n);
-    if (n >= this.#o.snapshotEveryEvents) void this.#snapshot(sid).catch(() => undefined);
+    if (n >= this.#o.snapshotEveryEvents && !this.#snapshotQueue.has(sid)) {
+      this.#snapshotQueue.add(sid);
+      this.#drainSnapshotQueue();
+    }
     void state;
+  }
+
+  /**
+   * Threshold snapshots are taken by one background worker, one session per
+   * event-loop turn, never on the commit path: when many sessions cross the
+   * threshold together, their encodings are spread out instead of stalling
+   * the loop (and every ack behind it) in one burst.
+   */
+  #drainSnapshotQueue(): void {
+    if (this.#snapshotWorker !== undefined) return;
+    this.#snapshotWorker = (async () => {
+      for (const sid of this.#snapshotQueue) {
+        this.#snapshotQueue.delete(sid);
+        if (this.#closing !== undefined) break;
+        await new Promise<void>((r) => setImmediate(r));
+        await this.#snapshot(sid).catch(() => undefined);
+      }
+    })().finally(() => {
+      this.#snapshotWorker = undefined;
+      if (this.#snapshotQueue.size > 0 && this.#closing === undefined) this.#drainSnapshotQueue();
+    });
   }
 
   /** Snapshots the session's current committed state in the background; one at a time per session. */
@@ -286,6 +313,7 @@ export class Arbor {
     await Promise.all([...this.#actors.values()].map((a) => a.settled()));
     // Requests accepted while shutting down, or queued behind an aborted answer, end with a notice too.
     await Promise.all([...this.#actors.values()].map((a) => a.interruptUnanswered('the server shut down before this answer started').catch(() => undefined)));
+    await this.#snapshotWorker;
     await Promise.all([...this.#snapshotting.values()].map((p) => p.catch(() => undefined)));
     for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) await this.#snapshot(sid).catch(() => undefined);
     await this.#store.close();

@@ -304,7 +304,9 @@ export class SessionActor {
   /**
    * Gives every acknowledged request whose answer never started (it was queued
    * behind another when the process stopped, or at shutdown) a visible
-   * interrupted notice, so no message is left silently unanswered.
+   * interrupted notice, so no message is left silently unanswered. Only the
+   * requests after the last answered one count, so a runtime-written history
+   * has at most the few that were queued.
    */
   interruptUnanswered(reason: string): Promise<number> {
     return this.run('interruptUnanswered', async (initial) => {
@@ -344,10 +346,10 @@ export function unansweredRequests(state: SessionState): string[] {
     if (notice !== undefined) answered.add(notice.originalRequest.messageId);
     if (m.role === 'user') {
       if (answered.has(m.id)) break; // everything before an answered request was handled in order
-      out.unshift(m.id);
+      out.push(m.id);
     }
   }
-  return out;
+  return out.reverse();
 }
 
 /** What `retry()` regenerates: the interrupted turn if the last message is its notice, else the last answered request. */
