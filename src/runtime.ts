@@ -106,7 +106,7 @@ export class Arbor {
       restartWindowMs: options.restartWindowMs,
       streamBufferChunks: options.streamBufferChunks,
       activate: (sid) => this.#activate(sid),
-      committed: (sid, state) => this.#committed(sid, state),
+      committed: (sid) => this.#committed(sid),
       crashed: (sid, _err, stopped) => {
         this.#crashCount += 1;
         if (stopped) this.#stopped.add(sid);
@@ -194,7 +194,7 @@ export class Arbor {
     }
   }
 
-  #committed(sid: string, state: SessionState): void {
+  #committed(sid: string): void {
     this.#lastActivity.set(sid, Date.now());
     const n = (this.#eventsSinceSnapshot.get(sid) ?? 0) + 1;
     this.#eventsSinceSnapshot.set(sid, n);
@@ -202,7 +202,6 @@ export class Arbor {
       this.#snapshotQueue.add(sid);
       this.#drainSnapshotQueue();
     }
-    void state;
   }
 
   /**
