@@ -7,38 +7,23 @@
  * Targets are reported as PASS/MISS lines and never fail the run: the exit
  * code is non-zero only when the benchmark itself breaks.
  */
-import { rmSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { arch, cpus, loadavg, platform, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ForwardingFileHandle, ForwardingFileSystem, NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type OpenFlags, type RecoveryHooks, type Store } from '../../src/index.ts';
+import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
+import { benchRequire } from '../lib/peers.ts';
+import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';
+import { benchMeta, fmt, fmtInt, headline, pct, printResults, startRun, table, targetLines, type BenchMeta, type Target } from '../lib/report.ts';
+import { Samples } from '../lib/stats.ts';
+import { withTempRoot } from '../lib/temp-root.ts';
 
 // ---- configuration -----------------------------------------------------------
 
-const USAGE = `usage: node --import tsx bench/journal/run.ts [--tiny] [--peers] [--json] [--seconds S]
+const USAGE = benchUsage('bench/journal/run.ts', 'also measure peer databases (needs: npm install --prefix bench)', 'measured seconds per closed-/open-loop measurement (default 5; 0.5 with --tiny)');
 
-  --tiny        a configuration that finishes in a few seconds (CI smoke run)
-  --peers       also measure peer databases (needs: npm install --prefix bench)
-  --json        print one JSON object on stdout instead of the table
-  --seconds S   measured seconds per closed-/open-loop measurement (default 5; 0.5 with --tiny)
-`;
-
-interface Config {
-  tiny: boolean;
-  peers: boolean;
-  json: boolean;
-  /** measured seconds of each time-bounded measurement */
-  seconds: number;
-  /** warm-up seconds before the first slice of each measurement */
-  warmupSeconds: number;
-  /** slices each measurement is cut into, alternating with its baseline's */
-  rounds: number;
-  /** warm-up seconds before each later slice */
-  rewarmSeconds: number;
+interface Config extends BaseConfig {
   levels: number[];
   moderateSessions: number;
   moderateRate: number;
@@ -47,36 +32,10 @@ interface Config {
 }
 
 function parseConfig(argv: string[]): Config {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      tiny: { type: 'boolean', default: false },
-      peers: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-      seconds: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
-  const tiny = values.tiny === true;
-  let seconds = tiny ? 0.5 : 5;
-  if (values.seconds !== undefined) {
-    seconds = Number(values.seconds);
-    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600) throw new RangeError(`--seconds must be a number of seconds in (0, 600], got ${JSON.stringify(values.seconds)}`);
-  }
+  const base = parseBenchArgs(argv, USAGE);
+  const { tiny } = base;
   return {
-    tiny,
-    peers: values.peers === true,
-    json: values.json === true,
-    seconds,
-    warmupSeconds: Math.min(1, seconds / 5),
-    rounds: tiny ? 1 : 5,
-    rewarmSeconds: Math.min(0.2, seconds / 25),
+    ...base,
     levels: [1, 100, 1000],
     moderateSessions: 100,
     moderateRate: 2000,
@@ -103,35 +62,6 @@ function sessionId(i: number): string {
 }
 
 // ---- measurement helpers -----------------------------------------------------
-
-/** Latency samples in milliseconds. */
-class Samples {
-  #buf = new Float64Array(4096);
-  #n = 0;
-
-  push(ms: number): void {
-    if (this.#n === this.#buf.length) {
-      const bigger = new Float64Array(this.#buf.length * 2);
-      bigger.set(this.#buf);
-      this.#buf = bigger;
-    }
-    this.#buf[this.#n++] = ms;
-  }
-
-  get count(): number {
-    return this.#n;
-  }
-
-  summary(): { p50: number; p99: number; max: number; mean: number } {
-    const n = this.#n;
-    if (n === 0) return { p50: Number.NaN, p99: Number.NaN, max: Number.NaN, mean: Number.NaN };
-    const s = this.#buf.slice(0, n).sort();
-    let sum = 0;
-    for (let i = 0; i < n; i += 1) sum += s[i]!;
-    const rank = (q: number): number => s[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))]!;
-    return { p50: rank(0.5), p99: rank(0.99), max: s[n - 1]!, mean: sum / n };
-  }
-}
 
 interface IoCounters {
   writes: number;
@@ -224,43 +154,6 @@ async function loadMemoryFileSystem(): Promise<{ name: string; make: () => FileS
     return { name: 'MemoryFileSystem', make: () => new Ctor() };
   } catch {
     return undefined;
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const maybeGc = (): void => (globalThis as { gc?: () => void }).gc?.();
-
-/** Progress goes to stderr, so stdout holds only the table or the JSON. */
-function progress(message: string): void {
-  process.stderr.write(`[bench] ${message}\n`);
-}
-
-// ---- phases: each figure is measured in slices alternating with its baseline's ----
-
-/**
- * A measurement that can run in several slices. Figures that are compared run
- * in the same group, slice by slice in turn (A B A B …), so that a noisy
- * neighbour slows both sides of a ratio rather than one of them.
- */
-interface Phase {
-  readonly label: string;
-  /** Warms up for `warmMs` (not measured), then measures for `measureMs`, adding to the totals. */
-  slice(warmMs: number, measureMs: number): Promise<void>;
-  close(): Promise<void>;
-}
-
-async function runInterleaved(cfg: Config, phases: Phase[]): Promise<void> {
-  const sliceMs = (cfg.seconds * 1000) / cfg.rounds;
-  try {
-    for (let round = 0; round < cfg.rounds; round += 1) {
-      for (const phase of phases) {
-        maybeGc();
-        progress(`${phase.label} (slice ${round + 1}/${cfg.rounds})`);
-        await phase.slice(round === 0 ? cfg.warmupSeconds * 1000 : cfg.rewarmSeconds * 1000, sliceMs);
-      }
-    }
-  } finally {
-    for (const phase of phases) await phase.close();
   }
 }
 
@@ -750,15 +643,13 @@ interface SqliteResult {
   ackMaxMs: number;
 }
 
-const benchRequire = createRequire(new URL('../package.json', import.meta.url));
-
 /** better-sqlite3 from bench/node_modules only (it is not a dependency of Arbor). */
 async function loadBetterSqlite3(): Promise<SqliteModule> {
   let resolved: string;
   try {
     resolved = benchRequire.resolve('better-sqlite3');
   } catch {
-    throw new Error('--peers needs the peer packages: run `npm install --prefix bench` first (compiles better-sqlite3, about a minute)');
+    throw peersMissingError('compiles better-sqlite3, about a minute');
   }
   const mod = (await import(pathToFileURL(resolved).href)) as { default: SqliteConstructor };
   const pkg = benchRequire('better-sqlite3/package.json') as { version: string };
@@ -842,27 +733,9 @@ class SqlitePhase implements Phase {
 
 // ---- report ------------------------------------------------------------------
 
-interface Target {
-  name: string;
-  status: 'PASS' | 'MISS' | 'SKIP' | 'INFO';
-  actual: number | null;
-  target: number | null;
-  detail: string;
-}
-
 interface Results {
-  meta: {
-    node: string;
-    platform: string;
-    cpus: number;
-    cpuModel: string;
-    dataDir: string;
-    /** 1-minute load average when the run started and when it ended: how shared the machine was */
-    loadAverage: { start: number; end: number };
-    config: Config;
-    startedAt: string;
-    durationSec: number;
-  };
+  /** the machine, the configuration and the timing of the run */
+  meta: BenchMeta<Config>;
   payload: { type: string; contentChars: number; recordBytes: number };
   arbor: ArborClosedResult[];
   raw: (RawResult & { sessions: number; arborFraction: number })[];
@@ -873,22 +746,10 @@ interface Results {
   targets: Target[];
 }
 
-const fmtInt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
-const fmt = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
-const pct = (n: number): string => (Number.isFinite(n) ? `${(n * 100).toFixed(0)}%` : 'n/a');
-
-function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
 function render(r: Results): string {
   const c = r.meta.config;
   const out: string[] = [];
-  out.push(
-    `Arbor journal benchmark — node ${r.meta.node}, ${r.meta.platform}, ${r.meta.cpus} CPUs (${r.meta.cpuModel}), load average ${fmt(r.meta.loadAverage.start, 2)} → ${fmt(r.meta.loadAverage.end, 2)}`,
-  );
+  out.push(headline('Arbor journal benchmark', r.meta));
   out.push(
     `data in ${r.meta.dataDir}; ${c.seconds} s measured per figure, in ${c.rounds} slice(s) alternating with its baseline's (warm-up ${c.warmupSeconds} s, then ${c.rewarmSeconds} s per slice)${c.tiny ? ' (--tiny)' : ''}; total ${fmt(r.meta.durationSec, 1)} s`,
   );
@@ -961,35 +822,19 @@ function render(r: Results): string {
     out.push(`   ${fmtInt(s.appendsPerSec)} appends/s, p50 ${fmt(s.ackP50Ms, 3)} ms, p99 ${fmt(s.ackP99Ms, 3)} ms; Arbor@1000 sessions / SQLite = ${fmt(r.peers.ratioArbor1000ToSqlite, 1)}×`);
   }
   out.push('');
-  out.push('Targets (reported, never enforced)');
-  for (const t of r.targets) out.push(`  ${t.status.padEnd(4)}  ${t.name}: ${t.detail}`);
+  out.push(...targetLines(r.targets));
   return out.join('\n');
 }
 
 // ---- main --------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  let cfg: Config;
-  try {
-    cfg = parseConfig(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
-    process.exitCode = 2;
-    return;
-  }
+  const cfg = readConfig(parseConfig, USAGE);
+  if (cfg === undefined) return;
   // Fail before the long measurements, not after them, when the peers are not installed.
   const sqlite = cfg.peers ? await loadBetterSqlite3() : undefined;
-  const started = performance.now();
-  const load0 = loadavg()[0] ?? 0;
-  const root = await mkdtemp(join(tmpdir(), 'arbor-bench-'));
-  const cleanup = (): void => rmSync(root, { recursive: true, force: true });
-  const onSignal = (signal: NodeJS.Signals): void => {
-    cleanup();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
+  const start = startRun();
+  await withTempRoot('arbor-bench-', async (root) => {
     const arbor: ArborClosedResult[] = [];
     const raw: Results['raw'] = [];
     let sqliteResult: SqliteResult | undefined;
@@ -1094,17 +939,7 @@ async function main(): Promise<void> {
     }
 
     const results: Results = {
-      meta: {
-        node: process.version,
-        platform: `${platform()} ${release()} ${arch()}`,
-        cpus: cpus().length,
-        cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
-        dataDir: tmpdir(),
-        loadAverage: { start: load0, end: loadavg()[0] ?? 0 },
-        config: cfg,
-        startedAt: new Date(Date.now() - (performance.now() - started)).toISOString(),
-        durationSec: (performance.now() - started) / 1000,
-      },
+      meta: benchMeta(cfg, start),
       payload: { type: EVENT_TYPE, contentChars: CONTENT.length, recordBytes },
       arbor,
       raw,
@@ -1114,16 +949,8 @@ async function main(): Promise<void> {
       peers,
       targets,
     };
-    process.stdout.write(cfg.json ? `${JSON.stringify(results, null, 2)}\n` : `${render(results)}\n`);
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    cleanup();
-  }
+    printResults(cfg, results, render);
+  });
 }
 
-main().catch((err: unknown) => {
-  const peersMissing = err instanceof Error && err.message.startsWith('--peers needs');
-  process.stderr.write(`bench failed: ${err instanceof Error ? (peersMissing ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
-  process.exitCode = 1;
-});
+runMain(main);

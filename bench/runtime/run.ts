@@ -10,13 +10,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rmSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { arch, cpus, loadavg, platform, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { constants as zc, brotliCompressSync } from 'node:zlib';
 import {
   createArbor,
@@ -34,25 +32,23 @@ import {
   type SessionState,
   type StreamRequest,
 } from '../../src/index.ts';
+import { mulberry32 } from '../../src/storage/memory-fs.ts';
+import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
+import { benchRequire } from '../lib/peers.ts';
+import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';
+import { benchMeta, bytesShort, fmt, fmtInt, headline, kib, mib, printResults, startRun, table, targetLines, type BenchMeta, type Target } from '../lib/report.ts';
+import { median, Samples } from '../lib/stats.ts';
+import { withTempRoot } from '../lib/temp-root.ts';
 
 // ---- configuration -----------------------------------------------------------
 
-const USAGE = `usage: node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S]
+const USAGE = benchUsage(
+  'bench/runtime/run.ts',
+  'also store the chat through LangGraph.js SqliteSaver (needs: npm install --prefix bench)',
+  'measured seconds of each load figure (default 5; 0.5 with --tiny); hot-tier figures get S/5',
+);
 
-  --tiny        a configuration that finishes in a few seconds (CI smoke run)
-  --peers       also store the chat through LangGraph.js SqliteSaver (needs: npm install --prefix bench)
-  --json        print one JSON object on stdout instead of the table
-  --seconds S   measured seconds of each load figure (default 5; 0.5 with --tiny); hot-tier figures get S/5
-`;
-
-interface Config {
-  tiny: boolean;
-  peers: boolean;
-  json: boolean;
-  seconds: number;
-  warmupSeconds: number;
-  rounds: number;
-  rewarmSeconds: number;
+interface Config extends BaseConfig {
   /** (a) keys in the hot tier and the Map */
   hotKeys: number;
   /** (a) sessions per storeMany call */
@@ -74,36 +70,10 @@ interface Config {
 }
 
 function parseConfig(argv: string[]): Config {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      tiny: { type: 'boolean', default: false },
-      peers: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-      seconds: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
-  const tiny = values.tiny === true;
-  let seconds = tiny ? 0.5 : 5;
-  if (values.seconds !== undefined) {
-    seconds = Number(values.seconds);
-    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600) throw new RangeError(`--seconds must be a number of seconds in (0, 600], got ${JSON.stringify(values.seconds)}`);
-  }
+  const base = parseBenchArgs(argv, USAGE);
+  const { tiny } = base;
   return {
-    tiny,
-    peers: values.peers === true,
-    json: values.json === true,
-    seconds,
-    warmupSeconds: Math.min(1, seconds / 5),
-    rounds: tiny ? 1 : 5,
-    rewarmSeconds: Math.min(0.2, seconds / 25),
+    ...base,
     hotKeys: tiny ? 1_000 : 10_000,
     storeManyEntries: 1_000,
     loadSessions: tiny ? 100 : 1_000,
@@ -119,71 +89,6 @@ function parseConfig(argv: string[]): Config {
 }
 
 // ---- helpers -------------------------------------------------------------------
-
-/** Samples (any unit). */
-class Samples {
-  #buf = new Float64Array(4096);
-  #n = 0;
-
-  push(v: number): void {
-    if (this.#n === this.#buf.length) {
-      const bigger = new Float64Array(this.#buf.length * 2);
-      bigger.set(this.#buf);
-      this.#buf = bigger;
-    }
-    this.#buf[this.#n++] = v;
-  }
-
-  get count(): number {
-    return this.#n;
-  }
-
-  summary(): { p50: number; p99: number; max: number; mean: number } {
-    const n = this.#n;
-    if (n === 0) return { p50: Number.NaN, p99: Number.NaN, max: Number.NaN, mean: Number.NaN };
-    const s = this.#buf.slice(0, n).sort();
-    let sum = 0;
-    for (let i = 0; i < n; i += 1) sum += s[i]!;
-    const rank = (q: number): number => s[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))]!;
-    return { p50: rank(0.5), p99: rank(0.99), max: s[n - 1]!, mean: sum / n };
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const maybeGc = (): void => (globalThis as { gc?: () => void }).gc?.();
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? Number.NaN : s[Math.floor((s.length - 1) / 2)]!;
-};
-
-/** Progress goes to stderr, so stdout holds only the table or the JSON. */
-function progress(message: string): void {
-  process.stderr.write(`[bench] ${message}\n`);
-}
-
-/** A measurement that runs in slices alternating with its baseline's (A B A B …): a noisy neighbour slows both. */
-interface Phase {
-  readonly label: string;
-  slice(warmMs: number, measureMs: number): Promise<void>;
-  close(): Promise<void>;
-}
-
-async function runInterleaved(cfg: Config, phases: Phase[], seconds = cfg.seconds): Promise<void> {
-  const sliceMs = (seconds * 1000) / cfg.rounds;
-  const warmMs = Math.min(cfg.warmupSeconds, seconds / 5) * 1000;
-  const rewarmMs = Math.min(cfg.rewarmSeconds, seconds / 25) * 1000;
-  try {
-    for (let round = 0; round < cfg.rounds; round += 1) {
-      for (const phase of phases) {
-        maybeGc();
-        progress(`${phase.label} (slice ${round + 1}/${cfg.rounds})`);
-        await phase.slice(round === 0 ? warmMs : rewarmMs, sliceMs);
-      }
-    }
-  } finally {
-    for (const phase of phases) await phase.close();
-  }
-}
 
 /** Sum of the sizes of every file under `dir` (apparent bytes, and allocated 512-byte blocks). */
 async function dirBytes(dir: string): Promise<{ bytes: number; allocatedBytes: number; files: number }> {
@@ -896,17 +801,6 @@ async function restartFigures(root: string, cfg: Config): Promise<RestartResults
 
 // ---- (d) bytes on disk of a long chat ----------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const COMMON =
   'the of and to a in is you that it for on with as are this be at have or not your can from by we an but if will which all do there their they what so about when more one would should could how time use also into just some like data file order account please thanks thank error code server message session run test build change update help need know want make see check think first new good right back way work day support question answer problem issue because then than only other any these those here where after before while still again'.split(
     ' ',
@@ -1117,7 +1011,7 @@ async function loadLangGraph(): Promise<LgPeers> {
     try {
       return (await import(spec)) as Record<string, unknown>;
     } catch (err) {
-      throw new Error(`--peers needs the peer packages: run \`npm install --prefix bench\` first (${spec}: ${(err as Error).message.split('\n')[0]})`);
+      throw peersMissingError(`${spec}: ${(err as Error).message.split('\n')[0]}`);
     }
   };
   const lg = await load('@langchain/langgraph');
@@ -1125,8 +1019,6 @@ async function loadLangGraph(): Promise<LgPeers> {
   const sqlite = await load('@langchain/langgraph-checkpoint-sqlite');
   const checkpoint = await load('@langchain/langgraph-checkpoint');
   const versions: Record<string, string> = {};
-  const { createRequire } = await import('node:module');
-  const benchRequire = createRequire(new URL('../package.json', import.meta.url));
   for (const name of ['@langchain/langgraph', '@langchain/langgraph-checkpoint-sqlite', '@langchain/langgraph-checkpoint', '@langchain/core', 'better-sqlite3']) {
     try {
       versions[name] = (benchRequire(`${name}/package.json`) as { version: string }).version;
@@ -1286,43 +1178,14 @@ async function chatFigures(root: string, cfg: Config, peersModule: LgPeers | und
 
 // ---- report ----------------------------------------------------------------------
 
-interface Target {
-  name: string;
-  status: 'PASS' | 'MISS' | 'SKIP' | 'INFO';
-  actual: number | null;
-  target: number | null;
-  detail: string;
-}
-
 interface Results {
-  meta: {
-    node: string;
-    platform: string;
-    cpus: number;
-    cpuModel: string;
-    dataDir: string;
-    loadAverage: { start: number; end: number };
-    config: Config;
-    startedAt: string;
-    durationSec: number;
-  };
+  /** the machine, the configuration and the timing of the run */
+  meta: BenchMeta<Config>;
   hot: HotResults;
   load: LoadResults;
   restart: RestartResults;
   chat: ChatResults;
   targets: Target[];
-}
-
-const fmtInt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
-const fmt = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
-const kib = (n: number): string => (Number.isFinite(n) ? `${fmtInt(n / 1024)} KiB` : 'n/a');
-const mib = (n: number): string => (Number.isFinite(n) ? `${fmt(n / 1048576, 1)} MiB` : 'n/a');
-const bytesShort = (n: number): string => (n >= 10 * 1048576 ? mib(n) : kib(n));
-
-function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
 function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
@@ -1396,7 +1259,7 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
 function render(r: Results): string {
   const c = r.meta.config;
   const out: string[] = [];
-  out.push(`Arbor runtime benchmark — node ${r.meta.node}, ${r.meta.platform}, ${r.meta.cpus} CPUs (${r.meta.cpuModel}), load average ${fmt(r.meta.loadAverage.start)} → ${fmt(r.meta.loadAverage.end)}`);
+  out.push(headline('Arbor runtime benchmark', r.meta));
   out.push(`data in ${r.meta.dataDir}; load figures ${c.seconds} s, hot-tier figures ${fmt(c.seconds / 5, 1)} s, each in ${c.rounds} slice(s) alternating with its baseline's${c.tiny ? ' (--tiny)' : ''}; total ${fmt(r.meta.durationSec, 1)} s`);
   out.push('');
 
@@ -1480,68 +1343,34 @@ function render(r: Results): string {
     );
   }
   out.push('');
-  out.push('Targets (reported, never enforced)');
-  for (const t of r.targets) out.push(`  ${t.status.padEnd(4)}  ${t.name}: ${t.detail}`);
+  out.push(...targetLines(r.targets));
   return out.join('\n');
 }
 
 // ---- main --------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  let cfg: Config;
-  try {
-    cfg = parseConfig(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
-    process.exitCode = 2;
-    return;
-  }
+  const cfg = readConfig(parseConfig, USAGE);
+  if (cfg === undefined) return;
   // Fail before the long measurements, not after them, when the peers are not installed.
   const peers = cfg.peers ? await loadLangGraph() : undefined;
-  const started = performance.now();
-  const load0 = loadavg()[0] ?? 0;
-  const root = await mkdtemp(join(tmpdir(), 'arbor-bench-runtime-'));
-  const cleanup = (): void => {
+  const start = startRun();
+  const killChildren = (): void => {
     for (const child of children) child.kill('SIGKILL');
-    rmSync(root, { recursive: true, force: true });
   };
-  const onSignal = (signal: NodeJS.Signals): void => {
-    cleanup();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
+  await withTempRoot('arbor-bench-runtime-', async (root) => {
     const hot = await hotTierFigures(cfg);
     const load = await loadFigures(root, cfg);
     const restart = await restartFigures(root, cfg);
     const chat = await chatFigures(root, cfg, peers);
     const partial = { hot, load, restart, chat };
     const results: Results = {
-      meta: {
-        node: process.version,
-        platform: `${platform()} ${release()} ${arch()}`,
-        cpus: cpus().length,
-        cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
-        dataDir: tmpdir(),
-        loadAverage: { start: load0, end: loadavg()[0] ?? 0 },
-        config: cfg,
-        startedAt: new Date(Date.now() - (performance.now() - started)).toISOString(),
-        durationSec: (performance.now() - started) / 1000,
-      },
+      meta: benchMeta(cfg, start),
       ...partial,
       targets: makeTargets(partial),
     };
-    process.stdout.write(cfg.json ? `${JSON.stringify(results, null, 2)}\n` : `${render(results)}\n`);
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    cleanup();
-  }
+    printResults(cfg, results, render);
+  }, killChildren);
 }
 
-main().catch((err: unknown) => {
-  const peersMissing = err instanceof Error && err.message.startsWith('--peers needs');
-  process.stderr.write(`bench failed: ${err instanceof Error ? (peersMissing ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
-  process.exitCode = 1;
-});
+runMain(main);
