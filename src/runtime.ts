@@ -392,7 +392,17 @@ export class Session {
     return this.#command((a) => a.executeCommand(command, args));
   }
 
-  /** Committed events and stream chunks as they happen; returns the unsubscribe function. */
+  /**
+   * Sends a recoverable event (`typing_indicator`, `ui_state_changed`,
+   * `cache_updated`) to this session's subscribers. Validated (ARBOR_INVALID_INPUT
+   * naming the field), never written to disk, not part of the state.
+   */
+  publish<T extends 'typing_indicator' | 'ui_state_changed' | 'cache_updated'>(type: T, data: EventData<T>): void {
+    if (this.#arbor.closing) throw new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new events`, { sessionId: this.id });
+    this.#actor().publishRecoverable(type, data);
+  }
+
+  /** Committed events, stream chunks and recoverable events as they happen; returns the unsubscribe function. */
   subscribe(listener: (update: SessionUpdate) => void): () => void {
     return this.#actor().subscribe(listener);
   }

@@ -414,7 +414,7 @@ describe('streaming', () => {
     await s.idle();
 
     // then: user_message_sent, assistant_stream_started, chunks 0..4, assistant_response_completed
-    const kinds = rec.updates.map((u) => (u.kind === 'event' ? u.event.type : `chunk ${u.chunk.index}`));
+    const kinds = rec.updates.map((u) => (u.kind === 'event' ? u.event.type : u.kind === 'chunk' ? `chunk ${u.chunk.index}` : u.type));
     assert.deepEqual(kinds, ['user_message_sent', 'assistant_stream_started', 'chunk 0', 'chunk 1', 'chunk 2', 'chunk 3', 'chunk 4', 'assistant_response_completed']);
     const [sent, started, completed] = rec.events();
     assert.equal(sent!.seq, seq);
@@ -1138,4 +1138,52 @@ describe('activation', () => {
     assert.equal(peak, 2);
     for (const id of ids) assert.deepEqual(arbor.session(id).state.config, { k: id, k2: 1 });
   });
+});
+
+describe('recoverable events and the journal bound', () => {
+  test('recoverable events reach subscribers, are validated, and are never journaled', async (t) => {
+    const { dir, cleanup } = tempDir();
+    const arbor = await createArbor({ dataDir: dir, llm: new MockProvider({ chunks: 1, chunkDelayMs: 0 }) });
+    t.after(async () => {
+      await arbor.close();
+      cleanup();
+    });
+    const s = arbor.session('r');
+    const seen: unknown[] = [];
+    s.subscribe((u) => u.kind === 'recoverable' && seen.push([u.type, u.data]));
+    // when the application publishes a typing indicator and a UI state change
+    s.publish('typing_indicator', { userId: 'u1', typing: true });
+    s.publish('ui_state_changed', { component: 'sidebar', state: { open: true } });
+    // then subscribers got them, and nothing reached the journal or the state
+    assert.deepEqual(seen, [['typing_indicator', { userId: 'u1', typing: true }], ['ui_state_changed', { component: 'sidebar', state: { open: true } }]]);
+    assert.equal(s.state.seq, 0);
+    assert.equal(arbor.store.journal.lastSeq('r'), 0);
+    // and bad input names the field
+    assert.throws(() => s.publish('typing_indicator', { userId: 'u1', typing: 'yes' } as never), (e: unknown) => isArborError(e, 'ARBOR_INVALID_INPUT') && e.details.field === 'data.typing');
+    assert.throws(() => s.publish('user_message_sent' as never, { messageId: 'm', content: 'x' } as never), (e: unknown) => isArborError(e, 'ARBOR_INVALID_INPUT') && e.details.field === 'type');
+  });
+
+  for (const intervalMs of [20, 3_600_000]) {
+    test(`the background checkpointer keeps the journal bounded (snapshotIntervalMs ${intervalMs})`, async (t) => {
+      const { dir, cleanup } = tempDir();
+      // given tiny segments and no threshold snapshots
+      const arbor = await createArbor({ dataDir: dir, journalMaxSizeMb: 8192 / 1024 / 1024, snapshotEveryEvents: 1_000_000, snapshotIntervalMs: intervalMs, llm: new MockProvider({ chunks: 1, chunkDelayMs: 0 }) });
+      t.after(async () => {
+        await arbor.close();
+        cleanup();
+      });
+      // when a few sessions write far more than one segment holds (about 10 segments' worth)
+      for (let i = 0; i < 120; i += 1) await arbor.session(`j${i % 3}`).changeConfig('k', 'v'.repeat(600) + i);
+      for (let i = 0; i < 100 && arbor.store.journal.segmentNames().length > 2; i += 1) await new Promise((r) => setTimeout(r, 10));
+      const segments = arbor.store.journal.segmentNames();
+      if (intervalMs === 20) {
+        // then the sessions pinning the oldest segment were snapshotted and the sealed segments deleted
+        assert.ok(segments.length <= 2, `${segments.length} segments left`);
+        assert.ok(arbor.store.snapshots.count() >= 3);
+      } else {
+        // (control: without the checkpointer in time, they pile up)
+        assert.ok(segments.length > 5, `${segments.length} segments`);
+      }
+    });
+  }
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ArborError, ErrorCodes, isArborError } from '../errors.ts';
-import { CURRENT_EVENT_VERSION, parseEventData, type CriticalEventType, type EventData } from '../core/events.ts';
+import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
 import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, type SessionState } from '../core/state.ts';
 import type { JournalRecord } from '../journal/format.ts';
 import type { AppendResult } from '../journal/journal.ts';
@@ -13,7 +13,10 @@ import { Mailbox } from './mailbox.ts';
 import { afterCrash } from './restart-intensity.ts';
 
 /** What subscribers receive: committed critical events (in seq order) and stream chunks. */
-export type SessionUpdate = { kind: 'event'; event: JournalRecord } | { kind: 'chunk'; chunk: Chunk };
+export type SessionUpdate =
+  | { kind: 'event'; event: JournalRecord }
+  | { kind: 'chunk'; chunk: Chunk }
+  | { kind: 'recoverable'; type: RecoverableEventType; data: unknown };
 
 /** A command handler for `executeCommand`: application code, run inside the session's mailbox. */
 export type CommandHandler = (context: { sessionId: string; state: SessionState; args: readonly unknown[] }) => unknown;
@@ -204,6 +207,18 @@ export class SessionActor {
       const committed = await this.commit(state, 'command_executed', data);
       return { commandId, seq: committed.result.seq, result };
     });
+  }
+
+  /**
+   * Publishes a recoverable event (typing indicator, UI state, cache update) to
+   * subscribers: validated like every event, never journaled, never in the state.
+   */
+  publishRecoverable<T extends RecoverableEventType>(type: T, data: EventData<T>): void {
+    if (!isRecoverableEventType(type)) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `${String(type)} is not a recoverable event type (session ${this.id}); critical events go through the session's commands`, { field: 'type', sessionId: this.id });
+    }
+    const parsed = parseEventData(type, data, { sessionId: this.id });
+    this.#publish({ kind: 'recoverable', type, data: parsed });
   }
 
   // ---- streaming --------------------------------------------------------------

@@ -75,7 +75,7 @@ try {
         }
       } else line(`chunk ${update.chunk.index}`);
       first = false;
-    } else if (update.event.type === 'assistant_response_completed') {
+    } else if (update.kind === 'event' && update.event.type === 'assistant_response_completed') {
       line(`completed ${(update.event.data as { messageId: string }).messageId}`);
     }
   });
