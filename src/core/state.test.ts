@@ -5,7 +5,7 @@ import { ArborError, ErrorCodes } from '../errors.ts';
 import type { JournalRecord } from '../journal/format.ts';
 import { RecoveryBuilder } from '../recovery/recovery.ts';
 import type { Reducer } from '../recovery/recovery.ts';
-import { parseEventData, upcastJournalRecord } from './events.ts';
+import { parseEventData, unfaithfulValuePath, upcastJournalRecord } from './events.ts';
 import type { CriticalEventType, EventData } from './events.ts';
 import {
   INTERRUPTED_NOTICE_CONTENT,
@@ -528,7 +528,9 @@ test('recovery with these hooks reports a session whose record the reducer refus
 
 const idArb = fc.constantFrom('m1', 'm2', 'm3', 'm4');
 const textArb = fc.string({ minLength: 1, maxLength: 12 });
-const jsonArb = fc.jsonValue({ maxDepth: 2 });
+// Through a JSON round trip: fc.jsonValue() makes -0 (and keys may hold lone surrogates), which the
+// schemas refuse because the journal and snapshots could not give them back.
+const jsonArb = fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown).filter((v) => unfaithfulValuePath(v) === undefined);
 const optional = { requiredKeys: [] as never[], noNullPrototype: true };
 
 type Gen = { [T in CriticalEventType]: { type: T; data: EventData<T> } }[CriticalEventType];
