@@ -32,22 +32,11 @@
 // First statement of the module body: everything before it is process start-up and imports.
 const modulesLoadedMs = performance.now();
 
-import { writeSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { createArbor, MockProvider } from '../../src/index.ts';
+import { writeLineSync as line } from '../../test/helpers/child-io.ts';
 
-function line(text: string): void {
-  const buf = Buffer.from(`${text}\n`);
-  let off = 0;
-  while (off < buf.length) {
-    try {
-      off += writeSync(1, buf, off, buf.length - off);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-    }
-  }
-}
 
 /** Session ids of the restart data set: r0000000, r0000001, … */
 function restartSessionId(i: number): string {

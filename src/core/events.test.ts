@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ArborError, ErrorCodes } from '../errors.ts';
+import { ErrorCodes } from '../errors.ts';
 import type { JournalRecord } from '../journal/format.ts';
 import {
   CRITICAL_EVENT_TYPES,
@@ -16,17 +16,8 @@ import {
   upcastJournalRecord,
 } from './events.ts';
 import type { EventType } from './events.ts';
+import { thrown } from '../../test/helpers/assertions.ts';
 
-/** Runs `fn`, which must throw an ArborError; returns it. */
-function thrown(fn: () => unknown): ArborError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ArborError, `expected an ArborError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected a throw');
-}
 
 interface BadCase {
   name: string;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ArborError, ErrorCodes } from '../errors.ts';
+import { ErrorCodes } from '../errors.ts';
 import type { JournalRecord } from '../journal/format.ts';
 import { RecoveryBuilder } from '../recovery/recovery.ts';
 import type { Reducer } from '../recovery/recovery.ts';
@@ -19,6 +19,7 @@ import {
   reduceSessionValidated,
 } from './state.ts';
 import type { SessionState } from './state.ts';
+import { thrown } from '../../test/helpers/assertions.ts';
 
 // Compile-time: the reducer fits the recovery hook.
 const asHook: Reducer<SessionState> = reduceSession;
@@ -43,15 +44,6 @@ function reduceAll(records: readonly JournalRecord[], state: SessionState = init
   return records.reduce(reduceSession, state);
 }
 
-function thrown(fn: () => unknown): ArborError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ArborError, `expected an ArborError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected a throw');
-}
 
 function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {

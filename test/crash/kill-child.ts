@@ -38,7 +38,6 @@
  * `Journal.deleteReleasedSegments` loops unlinked the same segment and one
  * snapshot rejected with ENOENT (the child then exits 3).
  */
-import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { AppendInput } from '../../src/journal/journal.ts';
 import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
@@ -63,21 +62,10 @@ import {
   type CrashState,
   type KillPoint,
 } from './crash-model.ts';
+import { writeLineSync as line } from '../helpers/child-io.ts';
 
 // ---- output ------------------------------------------------------------------
 
-/** One synchronous write of a whole line to fd 1 (retrying EAGAIN and short writes). */
-function line(text: string): void {
-  const buf = Buffer.from(`${text}\n`);
-  let off = 0;
-  while (off < buf.length) {
-    try {
-      off += writeSync(1, buf, off, buf.length - off);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-    }
-  }
-}
 
 function die(message: string, code = 3): never {
   process.stderr.write(`kill-child: ${message}\n`);

@@ -18,21 +18,10 @@
  *   completed <assistantMessageId>      the answer was journaled (the parent killed too late)
  * Any failure goes to stderr with exit code 3; nothing else exits.
  */
-import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createArbor, MockProvider } from '../../src/index.ts';
+import { writeLineSync as line } from '../helpers/child-io.ts';
 
-function line(text: string): void {
-  const buf = Buffer.from(`${text}\n`);
-  let off = 0;
-  while (off < buf.length) {
-    try {
-      off += writeSync(1, buf, off, buf.length - off);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-    }
-  }
-}
 
 function die(message: string): never {
   process.stderr.write(`stream-child: ${message}\n`);
