@@ -466,7 +466,6 @@ async function runStep(world: World, step: Step): Promise<void> {
       return;
     case 'passivate': {
       const log = world.logs[step.s]!;
-      const life = world.life;
       let done = false;
       void world.arbor.passivate(log.sid).then(
         () => {

@@ -111,10 +111,6 @@ function record(session: Session): {
   };
 }
 
-const isEvent =
-  (type: string, messageId?: string) =>
-  (u: SessionUpdate): boolean =>
-    u.kind === 'event' && u.event.type === type && (messageId === undefined || dataOf(u.event).messageId === messageId);
 const isChunk =
   (minIndex = 0) =>
   (u: SessionUpdate): boolean =>

@@ -396,11 +396,18 @@ test('files are 0600 and directories 0700, also when they existed with wider mod
 });
 
 test('close is idempotent, flushes, and later calls fail with ARBOR_CLOSED', async () => {
-  const { store } = await gated({ durability: 'buffered', journalBatchSize: 100 });
+  // given a buffered event that no batch has written yet
+  const { fs, mem, store } = await gated({ durability: 'buffered', journalBatchSize: 100 });
   await store.append(ev('a', 1));
+  assert.equal(fs.count('write'), 0);
+  // when close is called several times
   await Promise.all([store.close(), store.close()]);
   await store.close();
+  // then later calls are refused, and the event was written and synced: it survives a power cut
   await assert.rejects(store.append(ev('a', 2)), code('ARBOR_CLOSED'));
+  const reopened = await openStore<ChatState>({ ...base, fs: mem.crashImageWith(0, 'none') }, hooks);
+  assert.deepEqual(reopened.recovered.get('a')?.state.ns, [1]);
+  await reopened.close();
 });
 
 test('a real-disk store survives close and reopen with every event, read back per session from a seq', async () => {

@@ -11,7 +11,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { ForwardingFileHandle, ForwardingFileSystem, NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type OpenFlags, type RecoveryHooks, type Store } from '../../src/index.ts';
+import { ForwardingFileHandle, ForwardingFileSystem, NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type RecoveryHooks, type Store } from '../../src/index.ts';
 import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
 import { benchRequire } from '../lib/peers.ts';
 import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';

@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../errors.ts';
 import { assertSessionId } from '../ids.ts';
-import { ensureDir, hasCode, readFully, writeFully, type FileHandle, type FileSystem } from '../storage/fs-port.ts';
+import { ensureDir, readFully, writeFully, type FileHandle, type FileSystem } from '../storage/fs-port.ts';
 import {
   FRAME_HEADER_BYTES,
   SEGMENT_FILE_PATTERN,
@@ -922,8 +922,4 @@ export class Journal {
     report.durationMs = performance.now() - started;
     this.report = report;
   }
-}
-
-export function isNotFound(err: unknown): boolean {
-  return hasCode(err, 'ENOENT');
 }
