@@ -243,8 +243,12 @@ export class Arbor {
   /** Periodic work: snapshot sessions with new events and those pinning the oldest segment; passivate idle ones. */
   async #background(): Promise<void> {
     if (this.#closing !== undefined) return;
-    for (const sid of this.#store.journal.sessionsPinningOldest()) if (this.#hot.has(sid)) await this.#snapshot(sid);
-    for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) await this.#snapshot(sid);
+    // Through the same one-at-a-time worker as threshold snapshots: the sessions pinning the oldest
+    // segment first (so the journal stays bounded), then every session with new events.
+    for (const sid of this.#store.journal.sessionsPinningOldest()) if (this.#hot.has(sid)) this.#snapshotQueue.add(sid);
+    for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) this.#snapshotQueue.add(sid);
+    this.#drainSnapshotQueue();
+    await this.#snapshotWorker;
     const now = Date.now();
     for (const [sid, last] of this.#lastActivity) {
       if (now - last < this.#o.sessionIdleTimeoutMs) continue;
