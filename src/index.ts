@@ -24,3 +24,4 @@ export { HotTier } from './hot/hot-tier.ts';
 export { MockProvider } from './llm/mock-provider.ts';
 export { AiSdkProvider } from './llm/ai-sdk-provider.ts';
 export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
+export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage } from './telemetry/channels.ts';
