@@ -37,6 +37,10 @@ export const ErrorCodes = {
   NOTHING_TO_RETRY: 'ARBOR_NOTHING_TO_RETRY',
   /** An unknown command name for `executeCommand`. */
   UNKNOWN_COMMAND: 'ARBOR_UNKNOWN_COMMAND',
+  /** Another live process owns the session (multi-node backends); `details.owner` names it. Nothing was written. */
+  NOT_OWNER: 'ARBOR_NOT_OWNER',
+  /** This process lost the session's lease (another process took it over); the write was not committed. */
+  FENCED: 'ARBOR_FENCED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -1,0 +1,68 @@
+import type { JournalRecord } from './journal/format.ts';
+import type { AppendInput, AppendResult } from './journal/journal.ts';
+import type { RecoveryStatus, SessionRecovery } from './recovery/recovery.ts';
+
+/** A session as a backend rebuilt it: newest valid snapshot, then every event after it. */
+export interface RecoveredSession<S> {
+  state: S;
+  seq: number;
+  status: RecoveryStatus;
+  /** how it was rebuilt (snapshot seq, events replayed, damage) */
+  report: SessionRecovery;
+}
+
+/** Figures for health checks and metrics. */
+export interface BackendStats {
+  /** 'open' | 'closing' | 'closed' | 'failed' */
+  state: string;
+  /** appends queued and not yet durable */
+  queueDepth: number;
+  /** wall-clock ms of the last completed flush */
+  lastFlushAt: number;
+  /** bytes the backend holds for the journal (0 when unknown) */
+  journalBytes: number;
+}
+
+/**
+ * The storage a runtime runs on: a journal of critical events plus snapshots,
+ * per session. The embedded default is `Store` (files under `dataDir`, or an
+ * in-memory filesystem); `PgBackend` keeps them in PostgreSQL and adds
+ * ownership, so that several processes can share one database.
+ *
+ * Contract (the suite in test/contract/ checks every implementation):
+ * - `append` resolves once the event is durable, with the session's next seq
+ *   (gapless, from 1); `expectedSeq` mismatches reject with ARBOR_SEQ_CONFLICT
+ *   and write nothing; a `clientMessageId` seen before resolves with the
+ *   original result (`duplicate: true`) and writes nothing, also after a
+ *   restart and after the original's records were released by a snapshot.
+ * - `loadSession` takes the session for this process (a multi-node backend
+ *   acquires its lease, or rejects with ARBOR_NOT_OWNER) and rebuilds it from
+ *   the newest valid snapshot and every event after it, through the hooks'
+ *   reducer; undefined when nothing was ever written for it.
+ * - `snapshot(sid, state, seq)` stores `state` as the session's state after
+ *   event `seq`, durably, then may release the events it covers.
+ * - A multi-node backend fences every append: it commits only while this
+ *   process holds the session's lease at the epoch it loaded it with;
+ *   otherwise it rejects with ARBOR_FENCED and tells `onSessionLost` listeners.
+ */
+export interface SessionBackend<S> {
+  /** 'file' or 'postgres' */
+  readonly kind: string;
+  /** Ids of every session with durable data (for the background recovery pass). */
+  sessionIds(): Promise<string[]>;
+  loadSession(sid: string): Promise<RecoveredSession<S> | undefined>;
+  append(input: AppendInput): Promise<AppendResult>;
+  /** The session's stored events with seq ≥ fromSeq that no snapshot has released, in order. */
+  read(sid: string, fromSeq?: number): Promise<JournalRecord[]>;
+  snapshot(sid: string, state: S, seq: number): Promise<{ bytes: number }>;
+  /** Seq of the session's newest durable snapshot, 0 when none. */
+  snapshotSeq(sid: string): Promise<number>;
+  /** Sessions whose snapshot would let the backend reclaim space (files: those pinning the oldest segment). */
+  sessionsToSnapshot(): string[];
+  /** The runtime dropped the session from memory (passivation): a multi-node backend gives up its lease. */
+  release(sid: string): Promise<void>;
+  /** Listens for sessions this process lost to another (lease taken over, append fenced). */
+  onSessionLost(listener: (sid: string, reason: string) => void): void;
+  stats(): BackendStats;
+  close(): Promise<void>;
+}
