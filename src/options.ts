@@ -36,6 +36,12 @@ export interface StoreOptions {
   stateSchemaVersion: number;
   /** Operator option: recover damaged sessions past their gaps and snapshot them, lifting quarantine. */
   salvage: boolean;
+  /**
+   * `eager`: open rebuilds every session before it resolves. `lazy`: open
+   * resolves after the journal's index scan; sessions are rebuilt on first
+   * access and by a background pass (the runtime's default).
+   */
+  recovery: 'eager' | 'lazy';
   /** Filesystem port (default: the real one). Tests pass the in-memory one. */
   fs: FileSystem | undefined;
 }
@@ -57,6 +63,7 @@ export const DEFAULT_STORE_OPTIONS: Readonly<StoreOptions> = Object.freeze({
   dedupeWindow: 1000,
   stateSchemaVersion: 1,
   salvage: false,
+  recovery: 'eager',
   fs: undefined,
 });
 
@@ -98,6 +105,7 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   positiveInteger('dedupeWindow', merged.dedupeWindow);
   positiveInteger('stateSchemaVersion', merged.stateSchemaVersion, 2 ** 32 - 1);
   if (typeof merged.salvage !== 'boolean') throw new TypeError(`option salvage must be a boolean, got ${JSON.stringify(merged.salvage)}`);
+  if (merged.recovery !== 'eager' && merged.recovery !== 'lazy') throw new RangeError(`option recovery must be 'eager' or 'lazy', got ${JSON.stringify(merged.recovery)}`);
   const dataDir = merged.dataDir;
   return Object.freeze({
     ...merged,

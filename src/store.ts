@@ -1,26 +1,28 @@
 import { ArborError, ErrorCodes } from './errors.ts';
 import { assertSessionId } from './ids.ts';
 import type { JournalRecord } from './journal/format.ts';
-import { Journal, type AppendInput, type AppendResult, type DedupeEntry, type JournalOpenReport } from './journal/journal.ts';
+import { Journal, type AppendInput, type AppendResult, type JournalOpenReport } from './journal/journal.ts';
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from './options.ts';
-import { RecoveryBuilder, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from './recovery/recovery.ts';
+import { RecoveryCoordinator, type RecoveredSession } from './recovery/coordinator.ts';
+import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from './recovery/recovery.ts';
 import { SnapshotStore } from './snapshot/snapshot-store.ts';
 import type { FileSystem } from './storage/fs-port.ts';
 import { DirectoryLock, type LockOwner } from './storage/lock.ts';
 import { NodeFileSystem } from './storage/node-fs.ts';
 
-/** A session as recovery rebuilt it. */
-export interface RecoveredSession<S> {
-  state: S;
-  seq: number;
-  status: RecoveryStatus;
-}
+export type { RecoveredSession } from './recovery/coordinator.ts';
 
 export interface RecoveryReport {
+  /** From opening the store until it answered (lock, listings, the journal's index scan). */
   durationMs: number;
-  /** sessions per status */
+  /** Sessions per status, among those recovered so far. */
   counts: Record<RecoveryStatus, number>;
+  /** Per session, in the order they were recovered (on first access or by the background pass). */
   sessions: SessionRecovery[];
+  /** Sessions not recovered yet (lazy recovery: the background pass is still running). */
+  pending: number;
+  /** Wall-clock ms when every session was recovered; absent while some are pending. */
+  completedAt?: number;
   journal: JournalOpenReport;
   snapshotTempFilesRemoved: string[];
   /** the previous owner of the data directory's lock, when it was stale */
@@ -49,31 +51,42 @@ export class Store<S> {
   readonly journal: Journal;
   readonly snapshots: SnapshotStore;
   readonly #lock: DirectoryLock;
-  readonly #hooks: RecoveryHooks<S>;
-  #recovered: Map<string, RecoveredSession<S>>;
-  readonly #report: RecoveryReport;
+  readonly #recovery: RecoveryCoordinator<S>;
+  #recovered: Map<string, RecoveredSession<S>> = new Map();
+  readonly #openReport: Omit<RecoveryReport, 'counts' | 'sessions' | 'pending' | 'completedAt'>;
   #state: StoreState = 'open';
   #closing: Promise<void> | undefined;
 
-  private constructor(
-    options: ResolvedStoreOptions,
-    lock: DirectoryLock,
-    journal: Journal,
-    snapshots: SnapshotStore,
-    recovered: Map<string, RecoveredSession<S>>,
-    report: RecoveryReport,
-    hooks: RecoveryHooks<S>,
-  ) {
+  private constructor(options: ResolvedStoreOptions, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>) {
     this.options = options;
-    this.#hooks = hooks;
     this.#lock = lock;
     this.journal = journal;
     this.snapshots = snapshots;
-    this.#recovered = recovered;
-    this.#report = report;
+    this.#openReport = {
+      durationMs: 0,
+      journal: journal.report,
+      snapshotTempFilesRemoved: snapshots.removedTempFiles,
+      ...(lock.staleOwner === undefined ? {} : { staleLock: lock.staleOwner }),
+    };
+    this.#recovery = new RecoveryCoordinator<S>({
+      journal,
+      snapshots,
+      hooks,
+      salvage: options.salvage,
+      stateSchemaVersion: options.stateSchemaVersion,
+      seal: (sid, state, seq) => this.snapshot(sid, state, seq),
+    });
   }
 
-  /** Opens (creating when missing) the store in `options.dataDir` and recovers every session. */
+  /**
+   * Opens (creating when missing) the store in `options.dataDir`: locks it,
+   * lists the snapshots, and opens the journal (one scan that checks every
+   * record and indexes its head). With `recovery: 'eager'` (the default for
+   * direct use) it then rebuilds every session before resolving (`recovered`);
+   * with `'lazy'` (the runtime's) it resolves at once, and sessions are
+   * rebuilt by `loadSession` on first access and by `recoverAll` in the
+   * background. Salvage always recovers eagerly.
+   */
   static async open<S>(options: Partial<StoreOptions>, hooks: RecoveryHooks<S>, internals: StoreInternals = {}): Promise<Store<S>> {
     const started = performance.now();
     const o = resolveStoreOptions(options);
@@ -82,25 +95,6 @@ export class Store<S> {
     let journal: Journal | undefined;
     try {
       const snapshots = await SnapshotStore.open({ fs, dir: o.snapshotDir, maxSnapshotsPerSession: o.maxSnapshotsPerSession });
-      const builder = new RecoveryBuilder(hooks, o.salvage);
-      const fromSnapshot = new Map<string, { seq: number; dedupe: DedupeEntry[] }>();
-      for (const sid of snapshots.sessions()) {
-        const { snapshot, damaged } = await snapshots.loadNewest(sid);
-        if (snapshot === undefined) {
-          builder.noteDamagedSnapshots(sid, damaged);
-          continue;
-        }
-        fromSnapshot.set(sid, { seq: snapshot.seq, dedupe: snapshot.dedupe });
-        let state: S;
-        try {
-          state = upcastSnapshotState(snapshot.state, snapshot.stateSchemaVersion, o.stateSchemaVersion, hooks, sid);
-        } catch (err) {
-          builder.startFrom(sid, hooks.initialState(sid), snapshot.seq, damaged);
-          builder.fail(sid, (err as Error).message);
-          continue;
-        }
-        builder.startFrom(sid, state, snapshot.seq, damaged);
-      }
       journal = await Journal.open({
         fs,
         dir: o.journalDir,
@@ -114,51 +108,27 @@ export class Store<S> {
         maxQueueBytes: o.journalMaxQueueBytes,
         maxRecordBytes: o.maxEventBytes,
         dedupeWindow: o.dedupeWindow,
-        onRecord: (record) => builder.apply(record),
       });
-      for (const torn of journal.report.tornTails) if (torn.sessionId !== undefined) builder.noteTornTail(torn.sessionId);
-      for (const d of journal.report.damage) for (const { sid, seq } of d.sessions ?? []) builder.noteDamage(sid, seq, `${d.segment} offset ${d.offset}`);
+      // Coverage from file names: the records a session's newest snapshot covers stop pinning
+      // their segments. Recovery holds segment deletion until it has checked those snapshots.
       for (const sid of snapshots.sessions()) {
-        const snap = fromSnapshot.get(sid);
-        const newestOnDisk = snapshots.seqs(sid).at(-1) ?? 0;
-        journal.noteSnapshot(sid, snap?.seq ?? 0, snap?.dedupe ?? [], newestOnDisk);
+        const newest = snapshots.seqs(sid).at(-1) ?? 0;
+        journal.noteSnapshot(sid, newest, [], newest);
       }
-      const recovered = new Map<string, RecoveredSession<S>>();
-      const toSalvage: string[] = [];
-      for (const [sid, { state, report }] of builder.sessions()) {
-        // Events the log or a snapshot file says existed but recovery could not apply (e.g. released
-        // records behind a damaged newest snapshot) are a gap too.
-        const expectedSeq = journal.lastSeq(sid);
-        if (report.seq < expectedSeq && (report.status === 'recovered' || report.status === 'tail-truncated')) {
-          report.missing = [report.seq + 1, expectedSeq];
-          report.status = o.salvage ? 'salvaged' : 'damaged';
+      // A session named in a damaged region refuses writes from the start, before anyone loads it.
+      for (const d of journal.report.damage) {
+        for (const { sid, seq } of d.sessions ?? []) {
+          if ((seq === undefined || seq > (snapshots.seqs(sid).at(-1) ?? 0)) && journal.lastSeq(sid) > 0 && !o.salvage) {
+            journal.quarantine(sid, `the journal is damaged at ${d.segment} offset ${d.offset}, in a record of this session; reopen with salvage to accept the loss`);
+          }
         }
-        if (report.status === 'damaged') {
-          const what = report.missing === undefined ? (report.error ?? 'its history is damaged') : `events ${report.missing[0]}..${report.missing[1]} are missing or damaged`;
-          journal.quarantine(sid, `${what}; reopen with salvage to accept the loss`);
-        }
-        if (report.status === 'failed') journal.quarantine(sid, report.error ?? 'recovery failed');
-        if (report.status === 'salvaged') toSalvage.push(sid);
-        recovered.set(sid, { state, seq: report.seq, status: report.status });
       }
-      const sessions = [...builder.sessions().values()].map((e) => e.report);
-      const counts: Record<RecoveryStatus, number> = { recovered: 0, 'tail-truncated': 0, damaged: 0, salvaged: 0, failed: 0 };
-      for (const r of sessions) counts[r.status] += 1;
-      const report: RecoveryReport = {
-        durationMs: 0,
-        counts,
-        sessions,
-        journal: journal.report,
-        snapshotTempFilesRemoved: snapshots.removedTempFiles,
-        ...(lock.staleOwner === undefined ? {} : { staleLock: lock.staleOwner }),
-      };
-      const store = new Store<S>(o, lock, journal, snapshots, recovered, report, hooks);
-      // Salvage: a snapshot at the session's last seq seals the gap, so later opens no longer see it.
-      for (const sid of toSalvage) {
-        const r = recovered.get(sid)!;
-        await store.snapshot(sid, r.state, journal.lastSeq(sid));
+      const store = new Store<S>(o, lock, journal, snapshots, hooks);
+      store.#openReport.durationMs = performance.now() - started;
+      if (o.recovery === 'eager' || o.salvage) {
+        await store.#recovery.runPass((sid, r) => store.#recovered.set(sid, r));
+        store.#openReport.durationMs = performance.now() - started;
       }
-      report.durationMs = performance.now() - started;
       return store;
     } catch (err) {
       await journal?.close().catch(() => undefined);
@@ -180,30 +150,41 @@ export class Store<S> {
   }
 
   /**
-   * Rebuilds one session now, from its newest valid snapshot and the journal
-   * records after it: for a session that was dropped from memory. Undefined
-   * when the store has never seen the session. Throws (with the session and
-   * seq) when the history cannot be rebuilt; `recoveryReport()` tells why at open.
+   * The session rebuilt from its newest valid snapshot and the journal records
+   * after it; undefined when the store has never seen it. The first load
+   * after open is the session's recovery (it joins the report); later loads
+   * (a session dropped from memory) throw ARBOR_CORRUPTION naming the session
+   * and seq when its history has a hole.
    */
   async loadSession(sid: string): Promise<RecoveredSession<S> | undefined> {
     assertSessionId(sid);
-    const lastSeq = this.journal.lastSeq(sid);
-    if (lastSeq === 0 && this.snapshots.seqs(sid).length === 0) return undefined;
-    const { snapshot } = await this.snapshots.loadNewest(sid);
-    let state = snapshot === undefined ? this.#hooks.initialState(sid) : upcastSnapshotState<S>(snapshot.state, snapshot.stateSchemaVersion, this.options.stateSchemaVersion, this.#hooks, sid);
-    let seq = snapshot?.seq ?? 0;
-    for (const record of await this.journal.readSession(sid, seq + 1)) {
-      if (record.seq !== seq + 1) {
-        throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid}: event ${seq + 1} is missing (next is ${record.seq})`, { sessionId: sid, seq: seq + 1 });
-      }
-      state = this.#hooks.reducer(state, this.#hooks.upcastEvent === undefined ? record : this.#hooks.upcastEvent(record));
-      seq = record.seq;
+    if (this.#recovery.isPending(sid)) {
+      const first = await this.#recovery.recoverOne(sid);
+      if (first !== undefined) return first;
     }
-    const status = this.journal.quarantineReason(sid) === undefined ? 'recovered' : 'damaged';
-    return { state, seq, status };
+    return this.#recovery.rebuild(sid);
   }
 
-  /** Sessions rebuilt at open, by id. The caller may take them and then `dropRecovered()` to free memory. */
+  /**
+   * Recovers every session not recovered yet, in one sequential pass over the
+   * snapshots and the journal as it was at open, yielding to the event loop
+   * between slices; `onSession` is called for each. Joins a running pass.
+   */
+  recoverAll(onSession?: (sid: string, r: RecoveredSession<S>) => void): Promise<void> {
+    return this.#recovery.runPass(onSession);
+  }
+
+  /** Sessions not recovered yet. */
+  get pendingRecoveries(): number {
+    return this.#recovery.pendingCount;
+  }
+
+  /** Ids of every session with durable data. */
+  async sessionIds(): Promise<string[]> {
+    return [...new Set([...this.journal.sessions().keys(), ...this.snapshots.sessions()])];
+  }
+
+  /** Sessions rebuilt by an eager open, by id. The caller may take them and then `dropRecovered()` to free memory. */
   get recovered(): ReadonlyMap<string, RecoveredSession<S>> {
     return this.#recovered;
   }
@@ -213,7 +194,14 @@ export class Store<S> {
   }
 
   recoveryReport(): RecoveryReport {
-    return this.#report;
+    const completedAt = this.#recovery.completedAt;
+    return {
+      ...this.#openReport,
+      counts: { ...this.#recovery.counts },
+      sessions: [...this.#recovery.sessions],
+      pending: this.#recovery.pendingCount,
+      ...(completedAt === undefined ? {} : { completedAt }),
+    };
   }
 
   /**
@@ -256,6 +244,7 @@ export class Store<S> {
 
   async #close(): Promise<void> {
     this.#state = 'closing';
+    this.#recovery.stop();
     try {
       await this.journal.close();
     } finally {
@@ -267,13 +256,6 @@ export class Store<S> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks: RecoveryHooks<S>, sid: string): S {
-  if (from === to) return state as S;
-  if (from > to) throw new Error(`snapshot of session ${sid} has state schema version ${from}, newer than this build's ${to}`);
-  if (hooks.upcastState === undefined) throw new Error(`snapshot of session ${sid} has state schema version ${from} and no upcastState hook is configured (current ${to})`);
-  return hooks.upcastState(state, from);
 }
 
 /** Opens the storage engine; see `Store.open`. */

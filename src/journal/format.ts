@@ -134,3 +134,55 @@ export function sessionOfTornPayload(bytes: Uint8Array): string | undefined {
   const m = /^\{"lsn":\d+,"sid":"([A-Za-z0-9_-]{1,128})"/.exec(head);
   return m?.[1];
 }
+
+/** What the journal's index needs of a record: everything but its type and data. */
+export interface RecordHead {
+  lsn: number;
+  sid: string;
+  seq: number;
+  ts: number;
+  cid?: string;
+}
+
+const HEAD = /^\{"lsn":(\d{1,16}),"sid":"([A-Za-z0-9_-]{1,128})","seq":(\d{1,16}),"ts":([0-9eE.+-]{1,32}),"type":"/;
+const CID_KEY = Buffer.from(',"cid":"', 'latin1');
+const QUOTE = 0x22;
+const BRACE = 0x7d;
+
+/**
+ * The head of a payload whose checksum already matched, without parsing its
+ * data: what opening the journal needs to index a record (a full JSON.parse of
+ * every record would dominate a restart). Relies on encodePayload's fixed key
+ * order; anything else falls back to decodePayload, so the result is the same.
+ *
+ * The cid, when present, is the payload's last member: the payload then ends
+ * with a JSON string and `}`. The raw bytes `,"cid":"` cannot occur inside a
+ * JSON string (its quotes would be escaped), and a nested object's last member
+ * would end the payload with `}}`, so the last occurrence is the record's own.
+ */
+export function decodeHead(payload: Uint8Array): RecordHead | string {
+  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+  const m = HEAD.exec(buf.toString('latin1', 0, Math.min(buf.length, 256)));
+  const len = buf.length;
+  if (m === null) return headOf(decodePayload(payload));
+  const lsn = Number(m[1]);
+  const seq = Number(m[3]);
+  const ts = Number(m[4]);
+  if (!isPositiveInt(lsn) || !isPositiveInt(seq) || !Number.isFinite(ts)) return headOf(decodePayload(payload));
+  if (buf[len - 1] !== BRACE) return 'payload is not an object';
+  if (buf[len - 2] !== QUOTE) return { lsn, sid: m[2]!, seq, ts };
+  const at = buf.lastIndexOf(CID_KEY);
+  if (at < 0) return { lsn, sid: m[2]!, seq, ts };
+  let cid: unknown;
+  try {
+    cid = JSON.parse(buf.toString('utf8', at + CID_KEY.length - 1, len - 1));
+  } catch {
+    return headOf(decodePayload(payload));
+  }
+  return typeof cid === 'string' ? { lsn, sid: m[2]!, seq, ts, cid } : headOf(decodePayload(payload));
+}
+
+function headOf(record: JournalRecord | string): RecordHead | string {
+  if (typeof record === 'string') return record;
+  return record.cid === undefined ? { lsn: record.lsn, sid: record.sid, seq: record.seq, ts: record.ts } : { lsn: record.lsn, sid: record.sid, seq: record.seq, ts: record.ts, cid: record.cid };
+}

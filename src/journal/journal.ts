@@ -7,6 +7,7 @@ import {
   FRAME_HEADER_BYTES,
   SEGMENT_FILE_PATTERN,
   SEGMENT_HEADER_BYTES,
+  decodeHead,
   decodePayload,
   FRAME_LENGTH_OFFSET,
   encodePayload,
@@ -45,8 +46,6 @@ export interface JournalOptions {
   onError?: (err: ArborError) => void;
   /** Called after each batch is written (and synced, when the mode syncs per batch). */
   onFlush?: (info: { records: number; bytes: number; durationMs: number; synced: boolean }) => void;
-  /** Called for every valid record found while opening, in log order. */
-  onRecord?: (record: JournalRecord) => void;
   /** Wall clock for `ts`; injectable for tests. */
   now?: () => number;
 }
@@ -140,7 +139,16 @@ interface WrittenBatch {
   started: number;
 }
 
-type ResolvedJournalOptions = Required<Omit<JournalOptions, 'onError' | 'onFlush' | 'onRecord'>> & Pick<JournalOptions, 'onError' | 'onFlush'>;
+type ResolvedJournalOptions = Required<Omit<JournalOptions, 'onError' | 'onFlush'>> & Pick<JournalOptions, 'onError' | 'onFlush'>;
+
+/** The valid frames a segment held when the journal was opened, for replaying it in log order. */
+export interface SegmentFrames {
+  name: string;
+  /** the header's checksum seed (frames are re-checked on read) */
+  seed: number;
+  /** flattened [offset, frameBytes] pairs, in log order */
+  frames: number[];
+}
 
 type State = 'open' | 'closing' | 'closed' | 'failed';
 
@@ -195,19 +203,49 @@ export class Journal {
   #lastFlushAt = Date.now();
   #idle: (() => void)[] = [];
   #closePromise: Promise<void> | undefined;
+  /** Frames found at open, per segment, until recovery has replayed them (releaseFramesAtOpen). */
+  #framesAtOpen: SegmentFrames[] | undefined = [];
+  /** While set, no segment is deleted (recovery may still need any of them). */
+  #deletionHeld = false;
   report!: JournalOpenReport;
 
   private constructor(options: JournalOptions) {
-    const { onError, onFlush, onRecord: _onRecord, ...rest } = options;
+    const { onError, onFlush, ...rest } = options;
     this.#o = { now: Date.now, ...rest, onError, onFlush };
   }
 
-  /** Opens (or creates) the journal in `options.dir`: removes temp files, scans every segment, truncates a torn tail. */
+  /**
+   * Opens (or creates) the journal in `options.dir`: removes temp files, scans
+   * every segment, truncates a torn tail. The scan checks every frame's
+   * checksum but parses only each record's head (lsn, sid, seq, ts, cid): the
+   * index needs no more, and recovery parses each record once, when it
+   * replays it (`framesAtOpen`, `readSession`).
+   */
   static async open(options: JournalOptions): Promise<Journal> {
     const journal = new Journal(options);
-    await journal.#open(options.onRecord);
+    await journal.#open();
     journal.#ensureTimer();
     return journal;
+  }
+
+  /** The valid frames found at open, per segment in log order; undefined once released. */
+  framesAtOpen(): readonly SegmentFrames[] | undefined {
+    return this.#framesAtOpen;
+  }
+
+  /** Frees the open-time frame lists (recovery has replayed them). */
+  releaseFramesAtOpen(): void {
+    this.#framesAtOpen = undefined;
+  }
+
+  /** Reads one segment's bytes (for replaying the frames it held at open). */
+  readSegment(name: string): Promise<Uint8Array> {
+    return this.#o.fs.readFile(path.join(this.#o.dir, name));
+  }
+
+  /** Holds (or lets go of) segment deletion: recovery holds it until every session is rebuilt. */
+  holdSegmentDeletion(held: boolean): void {
+    this.#deletionHeld = held;
   }
 
   get durability(): Durability {
@@ -818,7 +856,7 @@ export class Journal {
 
   async #deleteReleased(): Promise<string[]> {
     const deleted: string[] = [];
-    while (this.#segments.length > 1 && this.#segments[0]!.live <= 0 && this.#state === 'open') {
+    while (!this.#deletionHeld && this.#segments.length > 1 && this.#segments[0]!.live <= 0 && this.#state === 'open') {
       const seg = this.#segments[0]!;
       await this.#o.fs.unlink(path.join(this.#o.dir, seg.name));
       this.#segments.shift();
@@ -830,7 +868,7 @@ export class Journal {
 
   // ---- opening ------------------------------------------------------------
 
-  async #open(onRecord: ((r: JournalRecord) => void) | undefined): Promise<void> {
+  async #open(): Promise<void> {
     const started = performance.now();
     const { fs, dir } = this.#o;
     await ensureDir(fs, dir, DIR_MODE);
@@ -864,18 +902,25 @@ export class Journal {
         continue;
       }
       let segmentLive = 0;
-      const scan = scanSegment(bytes, { isLast, maxRecordBytes: this.#o.maxRecordBytes }, (record, offset, frameBytes) => {
-        let idx = this.#sessions.get(record.sid);
-        if (idx === undefined) {
-          idx = newSessionIndex();
-          this.#sessions.set(record.sid, idx);
-        }
-        if (record.seq > idx.lastSeq) idx.lastSeq = record.seq;
-        idx.locs.push(record.seq, id, offset, frameBytes);
-        if (record.cid !== undefined) this.#rememberCid(idx, record.cid, { sid: record.sid, seq: record.seq, lsn: record.lsn, ts: record.ts, duplicate: false });
-        segmentLive += 1;
-        onRecord?.(record);
-      });
+      const frames: number[] = [];
+      const scan = scanSegment(
+        bytes,
+        { isLast, maxRecordBytes: this.#o.maxRecordBytes },
+        (record, offset, frameBytes) => {
+          let idx = this.#sessions.get(record.sid);
+          if (idx === undefined) {
+            idx = newSessionIndex();
+            this.#sessions.set(record.sid, idx);
+          }
+          if (record.seq > idx.lastSeq) idx.lastSeq = record.seq;
+          idx.locs.push(record.seq, id, offset, frameBytes);
+          if (record.cid !== undefined) this.#rememberCid(idx, record.cid, { sid: record.sid, seq: record.seq, lsn: record.lsn, ts: record.ts, duplicate: false });
+          segmentLive += 1;
+          frames.push(offset, frameBytes);
+        },
+        decodeHead,
+      );
+      if (scan.header !== undefined) this.#framesAtOpen!.push({ name, seed: scan.header.seed, frames });
       for (const d of scan.damage) report.damage.push({ ...d, segment: name });
       if (scan.header !== undefined && scan.header.firstLsn !== id) {
         report.damage.push({ segment: name, offset: 16, length: 8, reason: `header first LSN ${scan.header.firstLsn} does not match the file name` });

@@ -70,11 +70,13 @@ export interface ScanOptions {
   maxRecordBytes: number;
 }
 
-type Attempt = { ok: true; record: JournalRecord; end: number } | { ok: false; reason: string };
+type Attempt<R> = { ok: true; record: R; end: number } | { ok: false; reason: string };
 
 /**
  * Reads one segment from its bytes, calling `onRecord` for every valid record
  * in order. Never throws on content: every byte sequence yields a scan.
+ * `decode` turns a checksummed payload into what `onRecord` receives (the whole
+ * record by default; the journal's index only needs its head, see decodeHead).
  *
  * Policy (after leveldb's log_reader): a record is valid only if its length is
  * plausible, it fits in the file, its checksum matches (seeded with this
@@ -85,10 +87,11 @@ type Attempt = { ok: true; record: JournalRecord; end: number } | { ok: false; r
  * are a torn write when they look like one (incomplete, or zero-filled from a
  * sector boundary); anything else there is corruption too.
  */
-export function scanSegment(
+export function scanSegment<R extends { lsn: number } = JournalRecord>(
   bytes: Uint8Array,
   options: ScanOptions,
-  onRecord: (record: JournalRecord, offset: number, frameBytes: number) => void,
+  onRecord: (record: R, offset: number, frameBytes: number) => void,
+  decode: (payload: Uint8Array) => R | string = decodePayload as unknown as (payload: Uint8Array) => R | string,
 ): SegmentScan {
   const size = bytes.length;
   const header = decodeSegmentHeader(bytes);
@@ -103,7 +106,7 @@ export function scanSegment(
   let records = 0;
   let torn: TornTail | undefined;
 
-  const attempt = (at: number): Attempt => {
+  const attempt = (at: number): Attempt<R> => {
     if (at + FRAME_HEADER_BYTES > size) return { ok: false, reason: 'frame header past end of file' };
     const length = view.readUInt32LE(at + FRAME_LENGTH_OFFSET);
     if (length < MIN_PAYLOAD_BYTES || length > options.maxRecordBytes) return { ok: false, reason: `implausible record length ${length}` };
@@ -113,7 +116,7 @@ export function scanSegment(
     if (frameCrc(header.seed, view.subarray(at, end)) !== view.readUInt32LE(at)) {
       return { ok: false, reason: 'checksum mismatch' };
     }
-    const record = decodePayload(payload);
+    const record = decode(payload);
     if (typeof record === 'string') return { ok: false, reason: record };
     if (record.lsn <= lastLsn) return { ok: false, reason: `lsn ${record.lsn} not above previous ${lastLsn}` };
     return { ok: true, record, end };
@@ -138,7 +141,7 @@ export function scanSegment(
     }
     // The length field of a bad record cannot be trusted: look at every later offset.
     let next = pos + 1;
-    let found: Attempt | undefined;
+    let found: Attempt<R> | undefined;
     for (; next + FRAME_HEADER_BYTES + MIN_PAYLOAD_BYTES <= size; next += 1) {
       const candidate = attempt(next);
       if (candidate.ok) {

@@ -1,0 +1,343 @@
+import { ArborError, ErrorCodes } from '../errors.ts';
+import { decodePayload, frameCrc, FRAME_HEADER_BYTES, type JournalRecord } from '../journal/format.ts';
+import type { Journal } from '../journal/journal.ts';
+import type { SnapshotStore } from '../snapshot/snapshot-store.ts';
+import { recoveryChannel, type RecoveryMessage } from '../telemetry/channels.ts';
+import { RecoveryBuilder, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from './recovery.ts';
+
+/** A session as recovery rebuilt it. */
+export interface RecoveredSession<S> {
+  state: S;
+  seq: number;
+  status: RecoveryStatus;
+  /** how it was rebuilt (snapshot seq, events replayed, damage) */
+  report: SessionRecovery;
+}
+
+export interface CoordinatorOptions<S> {
+  journal: Journal;
+  snapshots: SnapshotStore;
+  hooks: RecoveryHooks<S>;
+  salvage: boolean;
+  stateSchemaVersion: number;
+  /** Writes a durable snapshot: seals a salvaged session's gap, or replaces a damaged newest snapshot. */
+  seal: (sid: string, state: S, seq: number) => Promise<unknown>;
+  /** Records replayed between two yields to the event loop during the background pass. */
+  sliceRecords?: number;
+}
+
+type Trigger = RecoveryMessage['trigger'];
+
+/**
+ * Brings sessions back after the store opened, two ways that share one result
+ * per session:
+ *
+ * - on first access (`recoverOne`): the newest valid snapshot, then the
+ *   session's own journal records, found through the journal's index and read
+ *   back one by one — a few hundred microseconds for a typical session, so a
+ *   restarted server answers while the rest of the data is still cold;
+ * - in the background (`runPass`): every snapshot, then one sequential read of
+ *   every segment as it was at open, replaying records in log order and
+ *   yielding to the event loop between slices.
+ *
+ * Each session is claimed once (removed from `pending`) by whichever gets there
+ * first; the other skips it. The pass only reads what existed at open, and a
+ * session receives no append before it is claimed (the runtime loads a
+ * session before it writes to it), so both ways see the same history.
+ *
+ * While the pass runs, segment deletion is held: the snapshot coverage used at
+ * open comes from file names, and a newest snapshot that turns out damaged
+ * needs the records it claimed to cover.
+ */
+export class RecoveryCoordinator<S> {
+  readonly #o: CoordinatorOptions<S>;
+  readonly #pending: Set<string>;
+  readonly #sessions: SessionRecovery[] = [];
+  readonly #counts: Record<RecoveryStatus, number> = { recovered: 0, 'tail-truncated': 0, damaged: 0, salvaged: 0, failed: 0 };
+  /** Lazy loads that need the pass's result (their newest snapshot was damaged). */
+  readonly #waiters = new Map<string, ((r: RecoveredSession<S> | undefined) => void)[]>();
+  #pass: Promise<void> | undefined;
+  #onSession: ((sid: string, r: RecoveredSession<S>) => void) | undefined;
+  #stopped = false;
+  #completedAt: number | undefined;
+  readonly #torn: Set<string>;
+  readonly #damageBySession = new Map<string, { seq: number | undefined; where: string }[]>();
+
+  constructor(options: CoordinatorOptions<S>) {
+    this.#o = options;
+    const { journal, snapshots } = options;
+    this.#pending = new Set([...journal.sessions().keys(), ...snapshots.sessions()]);
+    this.#torn = new Set(journal.report.tornTails.flatMap((t) => (t.sessionId === undefined ? [] : [t.sessionId])));
+    for (const d of journal.report.damage) {
+      for (const { sid, seq } of d.sessions ?? []) {
+        const list = this.#damageBySession.get(sid) ?? [];
+        list.push({ seq, where: `${d.segment} offset ${d.offset}` });
+        this.#damageBySession.set(sid, list);
+      }
+    }
+    journal.holdSegmentDeletion(this.#pending.size > 0);
+    if (this.#pending.size === 0) this.#finish();
+  }
+
+  /** Sessions not recovered yet. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  isPending(sid: string): boolean {
+    return this.#pending.has(sid);
+  }
+
+  /** Wall-clock ms when every session was recovered; undefined before. */
+  get completedAt(): number | undefined {
+    return this.#completedAt;
+  }
+
+  get counts(): Readonly<Record<RecoveryStatus, number>> {
+    return this.#counts;
+  }
+
+  /** Per-session reports, in the order sessions were recovered. */
+  get sessions(): readonly SessionRecovery[] {
+    return this.#sessions;
+  }
+
+  /**
+   * The session rebuilt for the first time since open (undefined when the
+   * store never saw it). Later loads (after passivation) use `rebuild`.
+   */
+  async recoverOne(sid: string): Promise<RecoveredSession<S> | undefined> {
+    if (!this.#pending.has(sid)) return undefined;
+    const started = performance.now();
+    const { journal, snapshots, hooks } = this.#o;
+    const newestOnDisk = snapshots.seqs(sid).at(-1) ?? 0;
+    const { snapshot, damaged } = await snapshots.loadNewest(sid);
+    if ((snapshot?.seq ?? 0) < newestOnDisk) {
+      // The newest snapshot is damaged: the records it claimed to cover were released from the
+      // index at open, and only the sequential pass still reads them.
+      return this.#waitForPass(sid);
+    }
+    if (!this.#pending.has(sid)) return undefined; // the pass got there while the snapshot loaded
+    this.#pending.delete(sid);
+    const report: SessionRecovery = { sid, status: 'recovered', seq: snapshot?.seq ?? 0, snapshotSeq: snapshot?.seq ?? 0, replayed: 0, damagedSnapshots: damaged };
+    let state = hooks.initialState(sid);
+    try {
+      if (snapshot !== undefined) {
+        journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, newestOnDisk);
+        state = upcastSnapshotState(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
+      }
+      const records = await journal.readSession(sid, report.seq + 1);
+      for (const record of records) {
+        if (record.seq !== report.seq + 1) {
+          report.missing = [report.seq + 1, record.seq - 1];
+          report.status = 'damaged';
+          report.skipped = records.length - report.replayed;
+          break;
+        }
+        try {
+          state = hooks.reducer(state, hooks.upcastEvent === undefined ? record : hooks.upcastEvent(record));
+        } catch (err) {
+          report.status = 'failed';
+          report.error = `reducer threw at seq ${record.seq} (${record.type}): ${(err as Error)?.message ?? String(err)}`;
+          break;
+        }
+        report.seq = record.seq;
+        report.replayed += 1;
+      }
+    } catch (err) {
+      report.status = 'failed';
+      report.error = (err as Error)?.message ?? String(err);
+    }
+    for (const { seq, where } of this.#damageBySession.get(sid) ?? []) {
+      if (seq !== undefined && seq <= report.snapshotSeq) continue;
+      if (report.status === 'recovered') {
+        report.status = 'damaged';
+        report.error = `the journal is damaged at ${where}, in a record of this session`;
+      }
+    }
+    if (report.status === 'recovered' && this.#torn.has(sid)) report.status = 'tail-truncated';
+    const result = await this.#settle(sid, state, report);
+    this.#publish(sid, report, snapshot === undefined ? 'journal' : 'snapshot', 'access', started);
+    return result;
+  }
+
+  /**
+   * Rebuilds a session that was recovered before (it was dropped from memory):
+   * newest valid snapshot plus the records after it. Throws ARBOR_CORRUPTION
+   * naming the session and seq when its history has a hole.
+   */
+  async rebuild(sid: string): Promise<RecoveredSession<S> | undefined> {
+    const { journal, snapshots, hooks } = this.#o;
+    const lastSeq = journal.lastSeq(sid);
+    if (lastSeq === 0 && snapshots.seqs(sid).length === 0) return undefined;
+    const { snapshot, damaged } = await snapshots.loadNewest(sid);
+    let state = snapshot === undefined ? hooks.initialState(sid) : upcastSnapshotState<S>(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
+    const report: SessionRecovery = { sid, status: 'recovered', seq: snapshot?.seq ?? 0, snapshotSeq: snapshot?.seq ?? 0, replayed: 0, damagedSnapshots: damaged };
+    for (const record of await journal.readSession(sid, report.seq + 1)) {
+      if (record.seq !== report.seq + 1) {
+        throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid}: event ${report.seq + 1} is missing (next is ${record.seq})`, { sessionId: sid, seq: report.seq + 1 });
+      }
+      state = hooks.reducer(state, hooks.upcastEvent === undefined ? record : hooks.upcastEvent(record));
+      report.seq = record.seq;
+      report.replayed += 1;
+    }
+    report.status = journal.quarantineReason(sid) === undefined ? 'recovered' : 'damaged';
+    return { state, seq: report.seq, status: report.status, report };
+  }
+
+  /**
+   * The background pass: recovers every session still pending, calling
+   * `onSession` for each as it is settled. Idempotent: a second call joins the
+   * running pass.
+   */
+  runPass(onSession?: (sid: string, r: RecoveredSession<S>) => void): Promise<void> {
+    if (onSession !== undefined) this.#onSession = onSession;
+    this.#pass ??= this.#runPass();
+    return this.#pass;
+  }
+
+  /** Stops the pass at its next slice (the store is closing); pending sessions stay pending. */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  async #runPass(): Promise<void> {
+    const started = performance.now();
+    const { journal, snapshots, hooks } = this.#o;
+    const slice = this.#o.sliceRecords ?? 4096;
+    const builder = new RecoveryBuilder(hooks, this.#o.salvage);
+    const fromSnapshot = new Set<string>();
+    let n = 0;
+    for (const sid of snapshots.sessions()) {
+      if (this.#stopped) return;
+      if (!this.#pending.has(sid)) continue;
+      const { snapshot, damaged } = await snapshots.loadNewest(sid);
+      if (snapshot === undefined) {
+        builder.noteDamagedSnapshots(sid, damaged);
+        continue;
+      }
+      fromSnapshot.add(sid);
+      journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, snapshots.seqs(sid).at(-1) ?? 0);
+      let state: S;
+      try {
+        state = upcastSnapshotState(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
+      } catch (err) {
+        builder.startFrom(sid, hooks.initialState(sid), snapshot.seq, damaged);
+        builder.fail(sid, (err as Error).message);
+        continue;
+      }
+      builder.startFrom(sid, state, snapshot.seq, damaged);
+      if (++n % 64 === 0) await yieldToLoop();
+    }
+    for (const segment of journal.framesAtOpen() ?? []) {
+      if (this.#stopped) return;
+      const bytes = await journal.readSegment(segment.name);
+      const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+      const frames = segment.frames;
+      for (let i = 0; i < frames.length; i += 2) {
+        const offset = frames[i]!;
+        const frameBytes = frames[i + 1]!;
+        const frame = view.subarray(offset, offset + frameBytes);
+        // Checked at open; checked again because these bytes were read again.
+        if (frame.length !== frameBytes || frameCrc(segment.seed, frame) !== frame.readUInt32LE(0)) continue;
+        const record = decodePayload(frame.subarray(FRAME_HEADER_BYTES));
+        if (typeof record !== 'string' && this.#pending.has(record.sid)) builder.apply(record as JournalRecord);
+        if ((i / 2 + 1) % slice === 0) {
+          await yieldToLoop();
+          if (this.#stopped) return;
+        }
+      }
+      await yieldToLoop();
+    }
+    for (const sid of this.#torn) builder.noteTornTail(sid);
+    for (const [sid, list] of this.#damageBySession) for (const { seq, where } of list) builder.noteDamage(sid, seq, where);
+    n = 0;
+    for (const [sid, { state, report }] of builder.sessions()) {
+      if (this.#stopped) return;
+      if (!this.#pending.has(sid)) continue; // recovered on access meanwhile
+      this.#pending.delete(sid);
+      // Events the log or a snapshot file says existed but recovery could not apply (e.g. released
+      // records behind a damaged newest snapshot) are a gap too.
+      const expectedSeq = journal.lastSeq(sid);
+      if (report.seq < expectedSeq && (report.status === 'recovered' || report.status === 'tail-truncated')) {
+        report.missing = [report.seq + 1, expectedSeq];
+        report.status = this.#o.salvage ? 'salvaged' : 'damaged';
+      }
+      const result = await this.#settle(sid, state, report);
+      // For the pass, the duration is the pass's so far: its sessions are rebuilt together.
+      this.#publish(sid, report, fromSnapshot.has(sid) ? 'snapshot' : 'journal', 'background', started);
+      this.#onSession?.(sid, result);
+      if (++n % 256 === 0) await yieldToLoop();
+    }
+    // Sessions the pass found nothing of (their records failed the re-read check): nothing to rebuild.
+    for (const sid of [...this.#pending]) {
+      this.#pending.delete(sid);
+      const report: SessionRecovery = { sid, status: 'recovered', seq: 0, snapshotSeq: 0, replayed: 0, damagedSnapshots: [] };
+      if (journal.lastSeq(sid) > 0) {
+        report.missing = [1, journal.lastSeq(sid)];
+        report.status = this.#o.salvage ? 'salvaged' : 'damaged';
+      }
+      const result = await this.#settle(sid, hooks.initialState(sid), report);
+      this.#onSession?.(sid, result);
+    }
+    journal.releaseFramesAtOpen();
+    // Segments are not deleted here: the snapshots found at open may not be durable in their
+    // directory yet (a crash before their directory sync); the next snapshot write syncs it, then deletes.
+    this.#finish();
+  }
+
+  #finish(): void {
+    this.#completedAt = Date.now();
+    this.#o.journal.holdSegmentDeletion(false);
+  }
+
+  /** Quarantines, seals salvage, counts, and hands the result to anyone waiting for it. */
+  async #settle(sid: string, state: S, report: SessionRecovery): Promise<RecoveredSession<S>> {
+    const { journal } = this.#o;
+    if (report.status === 'damaged') {
+      const what = report.missing === undefined ? (report.error ?? 'its history is damaged') : `events ${report.missing[0]}..${report.missing[1]} are missing or damaged`;
+      journal.quarantine(sid, `${what}; reopen with salvage to accept the loss`);
+    }
+    if (report.status === 'failed') journal.quarantine(sid, report.error ?? 'recovery failed');
+    if (report.status === 'salvaged') await this.#o.seal(sid, state, journal.lastSeq(sid));
+    else if (report.status !== 'damaged' && report.status !== 'failed' && report.damagedSnapshots.length > 0 && report.seq > 0) {
+      // Coverage at open came from file names, so the records behind a damaged newest snapshot stopped
+      // pinning their segments: a fresh snapshot makes that coverage true before any segment is deleted.
+      await this.#o.seal(sid, state, report.seq);
+    }
+    this.#sessions.push(report);
+    this.#counts[report.status] += 1;
+    const result: RecoveredSession<S> = { state, seq: report.seq, status: report.status, report };
+    const waiting = this.#waiters.get(sid);
+    if (waiting !== undefined) {
+      this.#waiters.delete(sid);
+      for (const w of waiting) w(result);
+    }
+    return result;
+  }
+
+  #waitForPass(sid: string): Promise<RecoveredSession<S> | undefined> {
+    return new Promise((resolve, reject) => {
+      const list = this.#waiters.get(sid) ?? [];
+      list.push(resolve);
+      this.#waiters.set(sid, list);
+      this.runPass().catch(reject);
+    });
+  }
+
+  #publish(sid: string, report: SessionRecovery, kind: RecoveryMessage['kind'], trigger: Trigger, started: number): void {
+    if (!recoveryChannel.hasSubscribers) return;
+    recoveryChannel.publish({ sessionId: sid, kind, trigger, replayed: report.replayed, durationMs: performance.now() - started, status: report.status } satisfies RecoveryMessage);
+  }
+}
+
+function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+export function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks: RecoveryHooks<S>, sid: string): S {
+  if (from === to) return state as S;
+  if (from > to) throw new Error(`snapshot of session ${sid} has state schema version ${from}, newer than this build's ${to}`);
+  if (hooks.upcastState === undefined) throw new Error(`snapshot of session ${sid} has state schema version ${from} and no upcastState hook is configured (current ${to})`);
+  return hooks.upcastState(state, from);
+}
