@@ -9,10 +9,11 @@ import { createArbor, INTERRUPTED_NOTICE_CONTENT } from '../src/index.ts';
 
 const arbor = await createArbor({ dataDir: process.env.ARBOR_DATA_DIR ?? './data' });
 const chat = arbor.session('demo');
-console.log(`recovered: ${JSON.stringify(arbor.recoveryReport().counts)}; "demo" has ${chat.state.messages.length} message(s)`);
+await chat.load(); // recovered on first access; every other session is recovered in the background
+console.log(`"demo" has ${chat.state.messages.length} message(s)`);
 for (const m of chat.state.messages.slice(-4)) console.log(`  ${m.role}: ${m.content}`);
 
-await chat.idle(); // a stream cut by a crash is marked interrupted at start-up
+// a stream cut by a crash came back as an interrupted turn (load() journaled it)
 if (chat.state.messages.at(-1)?.content === INTERRUPTED_NOTICE_CONTENT) {
   console.log('the last answer was interrupted: retrying');
   await chat.retry();

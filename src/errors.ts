@@ -37,6 +37,8 @@ export const ErrorCodes = {
   NOTHING_TO_RETRY: 'ARBOR_NOTHING_TO_RETRY',
   /** An unknown command name for `executeCommand`. */
   UNKNOWN_COMMAND: 'ARBOR_UNKNOWN_COMMAND',
+  /** The session is still being recovered after a restart; `await session.load()` first. */
+  NOT_LOADED: 'ARBOR_NOT_LOADED',
   /** Another live process owns the session (multi-node backends); `details.owner` names it. Nothing was written. */
   NOT_OWNER: 'ARBOR_NOT_OWNER',
   /** This process lost the session's lease (another process took it over); the write was not committed. */

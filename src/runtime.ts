@@ -1,13 +1,13 @@
 import { ArborError, ErrorCodes } from './errors.ts';
 import { assertSessionId } from './ids.ts';
 import { upcastJournalRecord } from './core/events.ts';
-import { initialSessionState, reduceSession, type SessionState } from './core/state.ts';
+import { initialSessionState, pendingInterruption, reduceSession, type SessionState } from './core/state.ts';
 import type { EventData } from './core/events.ts';
 import { HotTier } from './hot/hot-tier.ts';
 import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
 import type { StoreOptions } from './options.ts';
-import { Store, type RecoveryReport } from './store.ts';
+import { Store, type RecoveredSession, type RecoveryReport } from './store.ts';
 import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session.ts';
 import type { Chunk } from './sessions/chunk-buffer.ts';
 
@@ -64,7 +64,8 @@ export interface ArborHealth {
   hot: { sessions: number; approxBytes: number };
   journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number };
   sessions: { active: number; stopped: string[]; crashes: number };
-  recovery: RecoveryReport['counts'];
+  /** sessions recovered per status so far, and those still waiting for the background pass */
+  recovery: RecoveryReport['counts'] & { pending: number };
 }
 
 /**
@@ -86,6 +87,12 @@ export class Arbor {
   readonly #snapshotQueue = new Set<string>();
   #snapshotWorker: Promise<void> | undefined;
   readonly #stopped = new Set<string>();
+  /** Sessions this process has had in memory (recovered, loaded or created): later loads are not recoveries. */
+  readonly #seen = new Set<string>();
+  /** Recovered by the background pass with interrupted turns to journal before their next command. */
+  readonly #needsRepair = new Set<string>();
+  /** The background recovery pass (lazy recovery); resolves when every session is recovered. */
+  #recoveryPass: Promise<void> | undefined;
   #crashCount = 0;
   #recoveries = 0;
   #recoveryWaiters: (() => void)[] = [];
@@ -125,26 +132,41 @@ export class Arbor {
     const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
     for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries'] as const) positiveInteger(key, o[key]);
     const llm = o.llm ?? new MockProvider();
-    const store = await Store.open<SessionState>(storeOptions, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
+    // Lazy recovery unless asked otherwise: the runtime answers as soon as the journal is indexed.
+    const store = await Store.open<SessionState>({ recovery: 'lazy', ...storeOptions }, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
     const arbor = new Arbor(store, Object.freeze({ ...o, llm }));
     await arbor.#start();
     return arbor;
   }
 
   async #start(): Promise<void> {
-    // Every recovered session goes to the hot tier at once: the runtime answers immediately.
-    for (const [sid, r] of this.#store.recovered) this.#hot.store(sid, r.state);
-    const orphaned = [...this.#store.recovered].filter(([, r]) => r.state.stream.status === 'streaming' && r.status !== 'damaged' && r.status !== 'failed').map(([sid]) => sid);
+    // An eager open rebuilt everything already; a lazy one recovers each session on first access
+    // (#activate) and all of them in the background, through the same #recovered.
+    for (const [sid, r] of this.#store.recovered) this.#recovered(sid, r);
     this.#store.dropRecovered();
-    // A stream cut by the last process death comes back as an interrupted turn before anyone reads the
-    // session: one append per such session, all in one group commit.
-    await Promise.all(orphaned.map((sid) => this.#actor(sid).interruptOrphanedStream('the server stopped while this answer was streaming').catch(() => undefined)));
-    // A request whose answer was still queued behind another gets its notice too.
-    const unanswered = [...this.#hot.keys()].filter((sid) => unansweredRequests(this.#hot.peek(sid)!).length > 0);
-    await Promise.all(unanswered.map((sid) => this.#actor(sid).interruptUnanswered('the server stopped before this answer started').catch(() => undefined)));
+    this.#recoveryPass = this.#store.recoverAll((sid, r) => this.#recovered(sid, r));
+    this.#recoveryPass.catch(() => undefined);
     const tick = Math.min(this.#o.snapshotIntervalMs, Math.max(1000, Math.floor(this.#o.sessionIdleTimeoutMs / 2)));
     this.#timer = setInterval(() => void this.#background().catch(() => undefined), tick);
     this.#timer.unref();
+  }
+
+  /**
+   * A session rebuilt by the background pass: into the hot tier, unless this
+   * process has had it already (it was loaded on access first). A stream cut
+   * by the last process death, and requests whose answer never started, get
+   * their interrupted turns through the session's mailbox, ahead of any
+   * command that arrives later.
+   */
+  #recovered(sid: string, r: RecoveredSession<SessionState>): void {
+    if (this.#seen.has(sid) || this.#closing !== undefined) return;
+    this.#seen.add(sid);
+    this.#hot.store(sid, r.state);
+    if (r.status === 'damaged' || r.status === 'failed') return;
+    if (pendingInterruption(r.state) !== undefined || unansweredRequests(r.state).length > 0) {
+      this.#needsRepair.add(sid);
+      void this.#actor(sid).run('recover', async () => undefined, true).catch(() => undefined);
+    }
   }
 
   /** The session with this id (created on first use). `tenant` is reserved for the server's tenancy. */
@@ -153,7 +175,7 @@ export class Arbor {
     this.#assertOpen();
     let handle = this.#handles.get(id);
     if (handle === undefined) {
-      handle = new Session(id, this, () => this.#actor(id), () => this.#hot.peek(id));
+      handle = new Session(id, this, () => this.#actor(id), () => this.#hot.peek(id), () => this.#store.isPendingRecovery(id));
       this.#handles.set(id, handle);
     }
     return handle;
@@ -173,21 +195,31 @@ export class Arbor {
     return actor;
   }
 
-  /** The session's committed state, loaded into the hot tier when it was passivated. */
-  async #activate(sid: string): Promise<SessionState> {
+  /**
+   * The session's committed state, loaded into the hot tier when it is not
+   * there: recovered (first access after a restart), or loaded back after
+   * passivation. `fresh` says it is the first time this process has it, so
+   * the actor repairs what the last process death left (interrupted turns).
+   */
+  async #activate(sid: string): Promise<{ state: SessionState; fresh: boolean }> {
     this.#lastActivity.set(sid, Date.now());
     const hot = this.#hot.retrieve(sid);
-    if (hot !== undefined) return hot;
+    if (hot !== undefined) return { state: hot, fresh: this.#needsRepair.delete(sid) };
     // At most maxConcurrentRecoveries loads at once, so a burst of returning sessions cannot swamp the disk.
     while (this.#recoveries >= this.#o.maxConcurrentRecoveries) await new Promise<void>((r) => this.#recoveryWaiters.push(r));
     this.#recoveries += 1;
     try {
       const again = this.#hot.retrieve(sid);
-      if (again !== undefined) return again;
+      if (again !== undefined) return { state: again, fresh: this.#needsRepair.delete(sid) };
       const loaded = await this.#store.loadSession(sid);
+      // The background pass may have brought it in meanwhile (and queued its repair).
+      const raced = this.#hot.retrieve(sid);
+      if (raced !== undefined) return { state: raced, fresh: this.#needsRepair.delete(sid) };
       const state = loaded?.state ?? initialSessionState(sid);
+      const fresh = !this.#seen.has(sid) && loaded !== undefined && loaded.status !== 'damaged' && loaded.status !== 'failed';
+      this.#seen.add(sid);
       this.#hot.store(sid, state);
-      return state;
+      return { state, fresh };
     } finally {
       this.#recoveries -= 1;
       this.#recoveryWaiters.shift()?.();
@@ -281,12 +313,18 @@ export class Arbor {
       hot: { sessions: this.#hot.size, approxBytes: memory.approxBytes },
       journal: { state: j.state, queueDepth: j.queueDepth, lastFlushAgeMs: Date.now() - j.lastFlushAt, segments: j.segmentNames().length, bytes: j.sizeBytes(), syncedLsn: j.syncedLsn },
       sessions: { active: this.#actors.size, stopped: [...this.#stopped], crashes: this.#crashCount },
-      recovery: this.#store.recoveryReport().counts,
+      recovery: { ...this.#store.recoveryReport().counts, pending: this.#store.pendingRecoveries },
     };
   }
 
-  /** What recovery found at start, per session. */
+  /** What recovery found, per session, so far (`pending` counts those the background pass has not reached). */
   recoveryReport(): RecoveryReport {
+    return this.#store.recoveryReport();
+  }
+
+  /** Resolves once every session is recovered (the background pass is done), with the report. */
+  async whenRecovered(): Promise<RecoveryReport> {
+    await this.#recoveryPass;
     return this.#store.recoveryReport();
   }
 
@@ -312,6 +350,9 @@ export class Arbor {
 
   async #close(): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    // Sessions not recovered yet stay as they are on disk; the next start recovers them.
+    this.#store.stopRecovery();
+    await this.#recoveryPass?.catch(() => undefined);
     for (const actor of this.#actors.values()) actor.abortStreams('the server shut down while this answer was streaming');
     await Promise.all([...this.#actors.values()].map((a) => a.settled()));
     // Requests accepted while shutting down, or queued behind an aborted answer, end with a notice too.
@@ -339,13 +380,15 @@ export class Session {
   readonly #arbor: Arbor;
   readonly #actor: () => SessionActor;
   readonly #peek: () => SessionState | undefined;
+  readonly #pending: () => boolean;
   #last: SessionState;
 
-  constructor(id: string, arbor: Arbor, actor: () => SessionActor, peek: () => SessionState | undefined) {
+  constructor(id: string, arbor: Arbor, actor: () => SessionActor, peek: () => SessionState | undefined, pending: () => boolean) {
     this.id = id;
     this.#arbor = arbor;
     this.#actor = actor;
     this.#peek = peek;
+    this.#pending = pending;
     this.#last = peek() ?? initialSessionState(id);
   }
 
@@ -359,11 +402,29 @@ export class Session {
     return run(this.#actor());
   }
 
-  /** The committed state (immutable). A session dropped from memory shows the state it was dropped with. */
+  /**
+   * The committed state (immutable). A session dropped from memory shows the
+   * state it was dropped with. Right after a restart, a session the
+   * background pass has not reached yet throws ARBOR_NOT_LOADED: `await
+   * session.load()` (or any command) recovers it at once.
+   */
   get state(): SessionState {
     const hot = this.#peek();
     if (hot !== undefined) this.#last = hot;
+    else if (this.#pending()) {
+      throw new ArborError(ErrorCodes.NOT_LOADED, `session ${this.id} is still being recovered; await session.load() first`, { sessionId: this.id });
+    }
     return this.#last;
+  }
+
+  /**
+   * The committed state, recovering the session first if needed (on first
+   * access after a restart: its snapshot and journal records, and the
+   * interrupted turns the last process death left). Works while closing.
+   */
+  async load(): Promise<SessionState> {
+    await this.#actor().run('load', async () => undefined, true);
+    return this.state;
   }
 
   /**

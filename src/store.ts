@@ -174,6 +174,16 @@ export class Store<S> {
     return this.#recovery.runPass(onSession);
   }
 
+  /** Stops the background pass at its next slice; sessions not reached stay pending until the next open. */
+  stopRecovery(): void {
+    this.#recovery.stop();
+  }
+
+  /** Whether the session has data this process has not recovered yet. */
+  isPendingRecovery(sid: string): boolean {
+    return this.#recovery.isPending(sid);
+  }
+
   /** Sessions not recovered yet. */
   get pendingRecoveries(): number {
     return this.#recovery.pendingCount;

@@ -717,6 +717,10 @@ async function checkImage(world: World, image: MemoryFileSystem, runtimeCopy: Me
 
   // F: the runtime's recovery, once the interruption of orphaned streams is journaled.
   const arbor = await createArbor(arborOptions(world, runtimeCopy));
+  // Half the sessions are recovered on first access (racing the background pass), the rest by the pass:
+  // both ways must give the store's result.
+  await Promise.all(world.logs.filter((_, i) => i % 2 === 0).map((l) => arbor.session(l.sid).load()));
+  await arbor.whenRecovered();
   const runtimeSeqs = new Map(arbor.recoveryReport().sessions.map((s) => [s.sid, s.seq]));
   for (const s of storeReport.sessions) if (runtimeSeqs.get(s.sid) !== s.seq) problems.push(`${s.sid}: the runtime recovered seq ${runtimeSeqs.get(s.sid)}, the store ${s.seq}`);
   await settleRecovery(arbor, world.logs.filter((l) => R.get(l.sid)!.stream.status === 'streaming').map((l) => l.sid));
@@ -758,6 +762,7 @@ async function checkImage(world: World, image: MemoryFileSystem, runtimeCopy: Me
     const handles = world.logs.map((l) => arbor.session(l.sid));
     await arbor.close();
     const again = await createArbor(arborOptions(world, runtimeCopy));
+    await again.whenRecovered();
     await turns(3);
     for (const h of handles) if (!isDeepStrictEqual(again.session(h.id).state, h.state)) problems.push(`${h.id}: close → reopen after recovery changed the state${firstDifference(again.session(h.id).state, h.state)}`);
     await again.close();
@@ -794,6 +799,7 @@ async function closeAndReopen(world: World, program: Step[], end: Extract<End, {
   fail(problems);
 
   const again = await createArbor(arborOptions(world, world.memfs));
+  await again.whenRecovered();
   const statuses = again.recoveryReport().sessions.filter((s) => s.status !== 'recovered');
   if (statuses.length > 0) problems.push(`recovery after a clean close reported ${JSON.stringify(statuses)}`);
   await turns(5);

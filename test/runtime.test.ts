@@ -226,7 +226,7 @@ describe('a command handler that throws (the seed\'s "session survives process c
     // and it survives a restart
     await arbor.close();
     const again = await fx.open({ commands });
-    assert.deepEqual(again.session('cmd-result').state.commands.at(-1)?.result, expected);
+    assert.deepEqual((await again.session('cmd-result').load()).commands.at(-1)?.result, expected);
     // an unknown command is a refusal, not a crash
     await rejectsWith(again.session('cmd-result').executeCommand('nope'), 'ARBOR_UNKNOWN_COMMAND');
     assert.equal(again.health().sessions.crashes, 0);
@@ -314,7 +314,7 @@ describe('a node restart (the seed\'s "session survives node restart")', () => {
     // when: the process closes and a new Arbor opens the same directory
     await first.close();
     const second = await fx.open();
-    const recovered = second.session('ten').state;
+    const recovered = await second.session('ten').load();
 
     // then: 10 user messages and 10 answers, in order, the whole state equal
     const expected = Array.from({ length: 10 }, (_, i) => [`user: message number ${i}`, `assistant: Echo: message number ${i}`]).flat();
@@ -501,6 +501,7 @@ describe('close() during a stream', () => {
     // when: reopened
     const second = await fx.open();
     const s2 = second.session('closing');
+    await s2.load();
 
     // then: the notice, carrying the original request; no partial answer; idle
     assert.equal(s2.state.stream.status, 'idle');
@@ -546,7 +547,7 @@ describe('close() during a stream', () => {
     assert.ok(closeMs < 500, `close() took ${closeMs.toFixed(0)} ms: it waited for the whole answer`);
     assert.ok(!rec.events().some((e) => e.type === 'assistant_response_completed'), 'the answer was completed during close()');
     const second = await fx.open();
-    const last = second.session('close-early').state.messages.at(-1)!;
+    const last = (await second.session('close-early').load()).messages.at(-1)!;
     assert.equal(last.role, 'system');
     assert.equal((last.metadata?.originalRequest as { messageId?: string } | undefined)?.messageId, messageId);
   });
@@ -685,7 +686,7 @@ describe('SIGKILL mid-stream (real child process)', () => {
       // then: a new Arbor on the directory has the acknowledged message and the interrupted notice
       const arbor = await fx.open();
       const s = arbor.session('killed');
-      const state = s.state;
+      const state = await s.load();
       const report = arbor.recoveryReport();
       assert.equal(report.counts.damaged + report.counts.failed + report.counts.salvaged, 0, JSON.stringify(report.counts));
       assert.equal(report.counts.recovered + report.counts['tail-truncated'], 1);
@@ -732,7 +733,7 @@ describe('SIGKILL mid-stream (real child process)', () => {
 
     // then: after recovery, each acknowledged message has an answer or an interruption notice that retries it
     const arbor = await fx.open();
-    const state = arbor.session('queued').state;
+    const state = await arbor.session('queued').load();
     const handled = (requestId: string): boolean =>
       state.messages.some(
         (m) =>
@@ -961,7 +962,7 @@ describe('passivation', () => {
     const final = s.state;
     await arbor.close();
     const again = await fx.open();
-    assert.deepEqual(again.session('sleepy').state, final);
+    assert.deepEqual(await again.session('sleepy').load(), final);
   });
 
   test('a session is not passivated while its answer streams', async (t) => {

@@ -20,9 +20,11 @@
  * started (`performance.now()`, whose origin is the process start):
  *   modulesLoaded    the module body runs: node booted, tsx loaded, Arbor imported
  *   createCalled     just before `createArbor()`
- *   created          `createArbor()` resolved: it recovers every session before resolving
- *   firstServed      the first request answered: `session(probe).state` read (its seq
- *                    checked) and one `sendMessage` acknowledged (durable)
+ *   created          `createArbor()` resolved: the journal is indexed; sessions are
+ *                    recovered on first access and by a background pass
+ *   firstServed      the first request answered: `session(probe).load()` (recovered on
+ *                    access, its seq checked) and one `sendMessage` acknowledged (durable)
+ *   allRecovered     `arbor.whenRecovered()` resolved: the background pass is done
  * then checks that every session came back (hot tier size, recovery counts, a
  * sample of states at the expected seq), prints `served {json}` and waits for the
  * parent's SIGKILL (so each restart is a crash, like the first).
@@ -116,12 +118,17 @@ async function recover(dataDir: string, probe: string, expectSessions: number, e
   const createCalledMs = performance.now();
   const arbor = await createArbor({ dataDir, llm: new MockProvider({ chunks: 8, chunkDelayMs: 20 }) });
   const createdMs = performance.now();
-  const lsnAfterCreate = arbor.store.journal.syncedLsn;
   const session = arbor.session(probe);
-  const seqBefore = session.state.seq;
+  const seqBefore = (await session.load()).seq;
   const ack = await session.sendMessage({ content: 'first request after the restart' });
   const firstServedMs = performance.now();
+  const pendingAtFirstServed = arbor.health().recovery.pending;
+  await arbor.whenRecovered();
+  const allRecoveredMs = performance.now();
   // Everything below is verification, after the timeline.
+  await session.idle();
+  // Every append since open is the probe's (its message and answer) or a notice recovery wrote.
+  const appendedByRecovery = arbor.store.journal.nextLsn - 1 - arbor.recoveryReport().journal.records - (session.state.seq - seqBefore);
   const h = arbor.health();
   const report = arbor.recoveryReport();
   let sampleOk = 0;
@@ -141,12 +148,14 @@ async function recover(dataDir: string, probe: string, expectSessions: number, e
       createCalledMs,
       createdMs,
       firstServedMs,
+      pendingAtFirstServed,
+      allRecoveredMs,
       storeOpenMs: report.durationMs,
       hotSessions: h.hot.sessions,
       recoveredCounts: report.counts,
       journalRecordsScanned: report.journal.records,
-      // No segment is ever deleted here (no snapshots), so LSNs 1..records were scanned and the rest were appended at start.
-      appendedByCreate: lsnAfterCreate - report.journal.records,
+      // Notices recovery appended for cut or unanswered turns, besides the probe's own (its load() repairs it before seqBefore is read).
+      appendedByCreate: appendedByRecovery,
       journalBytesScanned: report.journal.bytes,
       probe,
       probeSeqBefore: seqBefore,

@@ -696,6 +696,10 @@ interface RestartRun {
   /** createArbor call → first request served */
   firstRequestFromCreateMs: number;
   firstServedSinceStartMs: number;
+  /** createArbor call → the background pass done (every session recovered) */
+  allRecoveredFromCreateMs: number;
+  /** sessions the background pass had not reached when the first request was answered */
+  pendingAtFirstServed: number;
   storeOpenMs: number;
   hotSessions: number;
   /** events createArbor itself appended before resolving (notices for interrupted or unanswered requests) */
@@ -731,6 +735,8 @@ function toRun(p: Record<string, unknown>, wallMs: number, expectSessions: numbe
     createArborMs: num('createdMs') - num('createCalledMs'),
     firstRequestFromCreateMs: num('firstServedMs') - num('createCalledMs'),
     firstServedSinceStartMs: num('firstServedMs'),
+    allRecoveredFromCreateMs: num('allRecoveredMs') - num('createCalledMs'),
+    pendingAtFirstServed: num('pendingAtFirstServed'),
     storeOpenMs: num('storeOpenMs'),
     hotSessions: num('hotSessions'),
     appendedByCreate: num('appendedByCreate'),
@@ -1230,9 +1236,9 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
   const scale = `${fmtInt(r.restart.sessions)} sessions × ${r.restart.eventsPerSession} events`;
   limit(`restart: first request < 200 ms after createArbor is called (${scale})`, rc.firstRequestFromCreateMs, 200, `${fmtInt(rc.firstRequestFromCreateMs)} ms (${fmtInt(rc.firstServedSinceStartMs)} ms since process start; empty data dir: ${fmtInt(r.restart.emptyStart.firstRequestFromCreateMs)} ms / ${fmtInt(r.restart.emptyStart.firstServedSinceStartMs)} ms)`);
   const allOk = rc.sampleOk && rc.recovered === r.restart.sessions;
-  const recoveredDetail = `${fmtInt(rc.createArborMs)} ms for createArbor, which resolves once every session is recovered (${fmtInt(rc.recovered)} recovered${allOk ? '' : ', CHECK FAILED'})`;
-  limit(`restart: all sessions recovered < 2 s (goal)`, allOk ? rc.createArborMs : Number.NaN, 2000, recoveredDetail);
-  limit(`restart: all sessions recovered < 5 s (seed)`, allOk ? rc.createArborMs : Number.NaN, 5000, recoveredDetail);
+  const recoveredDetail = `${fmtInt(rc.allRecoveredFromCreateMs)} ms from createArbor until the background pass is done (${fmtInt(rc.recovered)} recovered${allOk ? '' : ', CHECK FAILED'}; createArbor itself ${fmtInt(rc.createArborMs)} ms)`;
+  limit(`restart: all sessions recovered < 2 s (goal)`, allOk ? rc.allRecoveredFromCreateMs : Number.NaN, 2000, recoveredDetail);
+  limit(`restart: all sessions recovered < 5 s (seed)`, allOk ? rc.allRecoveredFromCreateMs : Number.NaN, 5000, recoveredDetail);
 
   const c = r.chat;
   if (c.peers.skipped) {
@@ -1298,18 +1304,20 @@ function render(r: Results): string {
     fmtInt(x.storeOpenMs),
     fmtInt(x.firstRequestFromCreateMs),
     fmtInt(x.firstServedSinceStartMs),
+    fmtInt(x.pendingAtFirstServed),
+    fmtInt(x.allRecoveredFromCreateMs),
     fmtInt(x.spawnToServedMs),
     fmtInt(x.hotSessions),
     fmtInt(x.rssMiB),
   ];
   out.push(
     table(
-      ['child process (median of runs)', 'boot+imports ms', 'createArbor ms', 'of which Store.open', 'first request ms (from createArbor)', 'since process start', 'parent: spawn → served', 'sessions in memory', 'RSS MiB'],
+      ['child process (median of runs)', 'boot+imports ms', 'createArbor ms', 'of which Store.open', 'first request ms (from createArbor)', 'since process start', 'sessions still pending then', 'all recovered ms (from createArbor)', 'parent: spawn → served', 'sessions in memory', 'RSS MiB'],
       [run(`recovering ${fmtInt(s.sessions)} sessions`, s.recovery), run('empty data dir (baseline)', s.emptyStart)],
     ),
   );
   out.push(
-    `   runs: ${s.runs.map((x) => `${fmtInt(x.createArborMs)}`).join(', ')} ms createArbor; every session back at its last seq: ${s.recovery.sampleOk && s.recovery.recovered === s.sessions ? 'yes' : 'NO'}; notices createArbor appended before resolving: ${fmtInt(s.recovery.appendedByCreate)} (at most the previous round's probe answer, cut by its SIGKILL)`,
+    `   runs: ${s.runs.map((x) => `${fmtInt(x.firstRequestFromCreateMs)}/${fmtInt(x.allRecoveredFromCreateMs)}`).join(', ')} ms to first request / all recovered; every session back at its last seq: ${s.recovery.sampleOk && s.recovery.recovered === s.sessions ? 'yes' : 'NO'}; notices appended by recovery: ${fmtInt(s.recovery.appendedByCreate)} (at most the previous round's probe answer, cut by its SIGKILL)`,
   );
   out.push(`   I/O floor: reading the ${mib(s.rawRead.bytes)} of journal back takes ${fmtInt(s.rawRead.ms)} ms (${fmtInt(s.rawRead.mibPerSec)} MiB/s, page cache)`);
   out.push('');

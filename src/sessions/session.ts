@@ -31,8 +31,12 @@ export interface SessionContext {
   readonly maxRestarts: number;
   readonly restartWindowMs: number;
   readonly streamBufferChunks: number;
-  /** Loads the session's committed state into the hot tier if it is not there (activation). */
-  activate(sid: string): Promise<SessionState>;
+  /**
+   * Loads the session's committed state into the hot tier if it is not there
+   * (activation). `fresh`: first time in this process after a restart, so
+   * what the last process death left must be repaired first.
+   */
+  activate(sid: string): Promise<{ state: SessionState; fresh: boolean }>;
   /** Told after every committed event (snapshot scheduling). */
   committed(sid: string, state: SessionState): void;
   /** Told when a handler crashed and the session was restarted, or stopped. */
@@ -112,7 +116,8 @@ export class SessionActor {
       return Promise.reject(new ArborError(ErrorCodes.SESSION_STOPPED, `session ${this.id} was stopped after ${this.#crashes.length} crashes within ${this.#ctx.restartWindowMs} ms`, { sessionId: this.id }, { cause: this.#stopped }));
     }
     return this.#mailbox.run(async () => {
-      const state = await this.#ctx.activate(this.id);
+      const { state: loaded, fresh } = await this.#ctx.activate(this.id);
+      const state = fresh ? await this.#repairAfterRestart(loaded) : loaded;
       try {
         return await task(state);
       } catch (err) {
@@ -297,23 +302,31 @@ export class SessionActor {
     await this.run('endStream', terminal, true).catch(() => undefined);
   }
 
+  /**
+   * Inside the mailbox, before the first command after a restart: the stream
+   * the last process was running ends as stream_interrupted (with the visible
+   * notice), and so does every request whose answer never started. A failure
+   * here (e.g. a full disk) leaves the state as loaded: the command then runs
+   * on it and meets the same failure itself.
+   */
+  async #repairAfterRestart(loaded: SessionState): Promise<SessionState> {
+    let state = loaded;
+    try {
+      const orphaned = interruptionEventData(state, 'the server stopped while this answer was streaming');
+      if (orphaned !== undefined) ({ state } = await this.commit(state, 'stream_interrupted', orphaned));
+      for (const requestMessageId of unansweredRequests(state)) {
+        ({ state } = await this.commit(state, 'stream_interrupted', { messageId: randomUUID(), requestMessageId, reason: 'the server stopped before this answer started' }));
+      }
+    } catch {
+      // see above
+    }
+    return state;
+  }
+
   /** Aborts every running stream with `reason`; each ends with stream_interrupted. */
   abortStreams(reason: string): void {
     this.#shuttingDown = reason;
     for (const controller of this.#streams.values()) controller.abort(reason);
-  }
-
-  /**
-   * After a restart: a stream that was running when the process died comes
-   * back as stream_interrupted plus the visible notice carrying the request.
-   */
-  interruptOrphanedStream(reason: string): Promise<boolean> {
-    return this.run('interruptOrphanedStream', async (state) => {
-      const data = interruptionEventData(state, reason);
-      if (data === undefined || this.#streams.has(data.messageId)) return false;
-      await this.commit(state, 'stream_interrupted', data);
-      return true;
-    }, true);
   }
 
   /**

@@ -1,0 +1,173 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isDeepStrictEqual } from 'node:util';
+import fc from 'fast-check';
+import { openStore, type Store } from '../src/store.ts';
+import { isArborError } from '../src/errors.ts';
+import { MemoryFileSystem } from '../src/storage/memory-fs.ts';
+import { hooks, type ChatState } from './crash/power-loss-harness.ts';
+
+// Lazy recovery (first access + background pass) must give exactly what an eager
+// open gives: the same status, seq and state per session, the same quarantine,
+// the same dedupe — whatever order accesses and the pass take, and whatever
+// damage the data directory holds.
+
+const OPTIONS = { dataDir: '/data', journalMaxSizeMb: 2048 / 1024 / 1024, maxSnapshotsPerSession: 2, journalFlushIntervalMs: 3_600_000 };
+const SESSIONS = ['s0', 's1', 's2', 's3', 's4'];
+
+type Op = { kind: 'append'; s: number; cid: boolean } | { kind: 'snapshot'; s: number };
+type Damage = { file: 'segment' | 'snapshot'; pick: number; at: number; xor: number };
+
+async function build(ops: Op[]): Promise<MemoryFileSystem> {
+  const fs = new MemoryFileSystem();
+  const store = await openStore<ChatState>({ ...OPTIONS, fs }, hooks);
+  const states = new Map<string, ChatState>();
+  let n = 0;
+  for (const op of ops) {
+    const sid = SESSIONS[op.s]!;
+    if (op.kind === 'append') {
+      n += 1;
+      await store.append({ sid, type: 't', data: { n }, ...(op.cid ? { clientMessageId: `c${n}` } : {}) });
+      states.set(sid, { ns: [...(states.get(sid)?.ns ?? []), n] });
+    } else if (states.has(sid)) {
+      await store.snapshot(sid, states.get(sid)!, states.get(sid)!.ns.length);
+    }
+  }
+  await store.close();
+  return fs;
+}
+
+async function damage(fs: MemoryFileSystem, d: Damage): Promise<void> {
+  const dir = d.file === 'segment' ? '/data/journals' : '/data/snapshots';
+  const names = (await fs.readdir(dir)).filter((x) => x.endsWith(d.file === 'segment' ? '.wal' : '.snap')).sort();
+  if (names.length === 0) return;
+  const path = `${dir}/${names[d.pick % names.length]}`;
+  const bytes = await fs.readFile(path);
+  if (bytes.length === 0) return;
+  const at = d.at % bytes.length;
+  const h = await fs.open(path, 'r+');
+  await h.write(Uint8Array.of(bytes[at]! ^ d.xor), 0, 1, at);
+  await h.sync();
+  await h.close();
+}
+
+interface Outcome {
+  status: string;
+  seq: number;
+  state: ChatState;
+  /** what an append does now: 'ok' or the error code */
+  write: string;
+  /** what a retried clientMessageId of the first acknowledged append gives */
+  dedupe: string;
+}
+
+async function probe(store: Store<ChatState>, sid: string, r: { status: string; seq: number; state: ChatState } | undefined): Promise<Outcome> {
+  let write = 'ok';
+  try {
+    await store.append({ sid, type: 't', data: { n: -1 }, clientMessageId: `probe-${sid}` });
+  } catch (err) {
+    write = isArborError(err) ? err.code : String(err);
+  }
+  let dedupe = 'none';
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) {
+    try {
+      const again = await store.append({ sid, type: 't', data: { n: -2 }, clientMessageId: `c${n}` });
+      if (again.duplicate) {
+        dedupe = `c${n}@${again.seq}`;
+        break;
+      }
+    } catch (err) {
+      dedupe = isArborError(err) ? err.code : String(err);
+      break;
+    }
+  }
+  return { status: r?.status ?? 'absent', seq: r?.seq ?? 0, state: r?.state ?? { ns: [] }, write, dedupe };
+}
+
+test('lazy recovery (first access racing the background pass) equals eager recovery, with and without damage', async () => {
+  const op = fc.oneof(
+    { weight: 5, arbitrary: fc.record({ kind: fc.constant('append' as const), s: fc.nat(SESSIONS.length - 1), cid: fc.boolean() }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('snapshot' as const), s: fc.nat(SESSIONS.length - 1) }) },
+  );
+  const dmg = fc.record({ file: fc.constantFrom('segment' as const, 'snapshot' as const), pick: fc.nat(), at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) });
+  let damagedRuns = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 60 }), fc.array(dmg, { maxLength: 2 }), fc.array(fc.nat(SESSIONS.length - 1), { maxLength: 6 }), async (ops, damages, accessOrder) => {
+      const fs = await build(ops);
+      for (const d of damages) await damage(fs, d);
+      // given two identical copies of the data directory
+      const eagerFs = fs.crashImageWith(0, 'none');
+      const lazyFs = fs.crashImageWith(0, 'none');
+      // when one is opened eagerly and the other lazily, some sessions accessed while the pass runs
+      const eager = await openStore<ChatState>({ ...OPTIONS, fs: eagerFs }, hooks);
+      const lazy = await openStore<ChatState>({ ...OPTIONS, fs: lazyFs, recovery: 'lazy' }, hooks);
+      assert.equal(lazy.recovered.size, 0, 'a lazy open rebuilt sessions before resolving');
+      const fromLazy = new Map<string, { status: string; seq: number; state: ChatState } | undefined>();
+      const fromPass = new Map<string, { status: string; seq: number; state: ChatState }>();
+      const pass = lazy.recoverAll((sid, r) => fromPass.set(sid, r));
+      await Promise.all(accessOrder.map(async (i) => {
+        const sid = SESSIONS[i]!;
+        const r = await lazy.loadSession(sid);
+        if (!fromLazy.has(sid)) fromLazy.set(sid, r);
+      }));
+      await pass;
+      assert.equal(lazy.pendingRecoveries, 0);
+      const report = lazy.recoveryReport();
+      assert.equal(report.pending, 0);
+      assert.ok(report.completedAt !== undefined);
+      if (eager.recoveryReport().counts.recovered !== eager.recovered.size) damagedRuns += 1;
+      // then every session comes back the same, and behaves the same afterwards
+      for (const sid of SESSIONS) {
+        const e = eager.recovered.get(sid);
+        const l = fromPass.get(sid) ?? fromLazy.get(sid);
+        const a = await probe(eager, sid, e);
+        const b = await probe(lazy, sid, l);
+        assert.ok(isDeepStrictEqual(a, b), `session ${sid}: eager ${JSON.stringify(a)} ≠ lazy ${JSON.stringify(b)} (accessed first: ${fromLazy.has(sid)})`);
+      }
+      assert.deepEqual(
+        [...lazy.recoveryReport().sessions].map((s) => [s.sid, s.status, s.seq]).sort(),
+        [...eager.recoveryReport().sessions].map((s) => [s.sid, s.status, s.seq]).sort(),
+      );
+      await eager.close();
+      await lazy.close();
+    }),
+    { numRuns: 150, seed: 0x1a2b },
+  );
+  assert.ok(damagedRuns > 10, `only ${damagedRuns} runs recovered a damaged session: the damage does not reach recovery`);
+});
+
+test('a lazy store answers before the pass and holds segment deletion until every snapshot was checked', async () => {
+  // given a session whose only snapshot is damaged, whose records share their segments with s2's
+  const fs = await build([
+    ...Array.from({ length: 80 }, (_, i) => ({ kind: 'append' as const, s: i % 2 === 0 ? 0 : 2, cid: false })),
+    ...Array.from({ length: 40 }, () => ({ kind: 'append' as const, s: 0, cid: false })),
+    { kind: 'snapshot', s: 0 },
+    { kind: 'append', s: 0, cid: false },
+  ]);
+  const snaps = (await fs.readdir('/data/snapshots')).sort();
+  const s0 = snaps.find((n) => n.startsWith('s0.'))!;
+  await damage(fs, { file: 'snapshot', pick: snaps.indexOf(s0), at: 40, xor: 0xff });
+  const segmentsBefore = (await fs.readdir('/data/journals')).length;
+  // when it opens lazily and s2, which pins those segments, snapshots before the pass ran
+  const store = await openStore<ChatState>({ ...OPTIONS, fs, recovery: 'lazy' }, hooks);
+  const s2 = await store.loadSession('s2');
+  assert.equal(s2?.seq, 40);
+  await store.snapshot('s2', s2!.state, 40);
+  // then no segment was deleted: s0's damaged snapshot claimed to cover records only they still hold
+  assert.ok(segmentsBefore > 2);
+  assert.equal((await fs.readdir('/data/journals')).length, segmentsBefore);
+  // and s0, loaded on access, waits for the pass and comes back whole from the journal
+  const s0r = await store.loadSession('s0');
+  assert.equal(s0r?.status, 'recovered');
+  assert.equal(s0r?.seq, 81);
+  assert.deepEqual(s0r?.report.damagedSnapshots.map((d) => d.file), [s0]);
+  // and recovery replaced the damaged snapshot, so the journal can be compacted safely
+  await store.recoverAll();
+  await store.compact();
+  await store.close();
+  const again = await openStore<ChatState>({ ...OPTIONS, fs }, hooks);
+  assert.equal(again.recovered.get('s0')?.seq, 81);
+  assert.equal(again.recovered.get('s0')?.status, 'recovered');
+  assert.equal(again.recovered.get('s2')?.seq, 40);
+  await again.close();
+});
