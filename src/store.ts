@@ -3,7 +3,9 @@ import { assertSessionId } from './ids.ts';
 import type { JournalRecord } from './journal/format.ts';
 import { Journal, type AppendInput, type AppendResult, type JournalOpenReport } from './journal/journal.ts';
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from './options.ts';
-import { RecoveryCoordinator, type RecoveredSession } from './recovery/coordinator.ts';
+import { posix as path } from 'node:path';
+import { writeTableCheckpoint, type CheckpointEntry } from './checkpoint/table-checkpoint.ts';
+import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery/coordinator.ts';
 import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from './recovery/recovery.ts';
 import { SnapshotStore } from './snapshot/snapshot-store.ts';
 import type { FileSystem } from './storage/fs-port.ts';
@@ -23,6 +25,8 @@ export interface RecoveryReport {
   pending: number;
   /** Wall-clock ms when every session was recovered; absent while some are pending. */
   completedAt?: number;
+  /** What the background pass made of the whole-table checkpoint (absent before it read it). */
+  checkpoint?: CheckpointUse;
   journal: JournalOpenReport;
   snapshotTempFilesRemoved: string[];
   /** the previous owner of the data directory's lock, when it was stale */
@@ -57,8 +61,11 @@ export class Store<S> {
   #state: StoreState = 'open';
   #closing: Promise<void> | undefined;
 
-  private constructor(options: ResolvedStoreOptions, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>) {
+  readonly #fs: FileSystem;
+
+  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>) {
     this.options = options;
+    this.#fs = fs;
     this.#lock = lock;
     this.journal = journal;
     this.snapshots = snapshots;
@@ -75,6 +82,7 @@ export class Store<S> {
       salvage: options.salvage,
       stateSchemaVersion: options.stateSchemaVersion,
       seal: (sid, state, seq) => this.snapshot(sid, state, seq),
+      checkpoint: { fs, dir: this.checkpointDir },
     });
   }
 
@@ -123,7 +131,7 @@ export class Store<S> {
           }
         }
       }
-      const store = new Store<S>(o, lock, journal, snapshots, hooks);
+      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks);
       store.#openReport.durationMs = performance.now() - started;
       if (o.recovery === 'eager' || o.salvage) {
         await store.#recovery.runPass((sid, r) => store.#recovered.set(sid, r));
@@ -158,7 +166,7 @@ export class Store<S> {
    */
   async loadSession(sid: string): Promise<RecoveredSession<S> | undefined> {
     assertSessionId(sid);
-    if (this.#recovery.isPending(sid)) {
+    if (this.#recovery.isPending(sid) || this.#recovery.isLoading(sid)) {
       const first = await this.#recovery.recoverOne(sid);
       if (first !== undefined) return first;
     }
@@ -172,6 +180,27 @@ export class Store<S> {
    */
   recoverAll(onSession?: (sid: string, r: RecoveredSession<S>) => void): Promise<void> {
     return this.#recovery.runPass(onSession);
+  }
+
+  /** Where the whole-table checkpoint lives: `<dataDir>/checkpoint`. */
+  get checkpointDir(): string {
+    return path.join(this.options.dataDir, 'checkpoint');
+  }
+
+  /**
+   * Writes the whole-table checkpoint (see writeTableCheckpoint): an
+   * accelerator for the next start's background pass, never needed for
+   * correctness. Each entry must be a committed state and the LSN of its
+   * last event.
+   */
+  writeCheckpoint(entries: Iterable<CheckpointEntry<S>>): Promise<{ bytes: number; entries: number }> {
+    if (this.#state !== 'open') return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'store is closed'));
+    return writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries });
+  }
+
+  /** What the background pass made of the checkpoint (undefined before it read it). */
+  get checkpointUse(): CheckpointUse | undefined {
+    return this.#recovery.checkpointUse;
   }
 
   /** Stops the background pass at its next slice; sessions not reached stay pending until the next open. */
@@ -211,6 +240,7 @@ export class Store<S> {
       sessions: [...this.#recovery.sessions],
       pending: this.#recovery.pendingCount,
       ...(completedAt === undefined ? {} : { completedAt }),
+      ...(this.#recovery.checkpointUse === undefined ? {} : { checkpoint: { ...this.#recovery.checkpointUse } }),
     };
   }
 

@@ -6,6 +6,11 @@ import { openStore, type Store } from '../src/store.ts';
 import { isArborError } from '../src/errors.ts';
 import { MemoryFileSystem } from '../src/storage/memory-fs.ts';
 import { hooks, type ChatState } from './crash/power-loss-harness.ts';
+import { createArbor, MockProvider } from '../src/index.ts';
+import { tempDir } from './helpers/tmp.ts';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { SessionState } from '../src/core/state.ts';
 
 // Lazy recovery (first access + background pass) must give exactly what an eager
 // open gives: the same status, seq and state per session, the same quarantine,
@@ -15,20 +20,27 @@ import { hooks, type ChatState } from './crash/power-loss-harness.ts';
 const OPTIONS = { dataDir: '/data', journalMaxSizeMb: 2048 / 1024 / 1024, maxSnapshotsPerSession: 2, journalFlushIntervalMs: 3_600_000 };
 const SESSIONS = ['s0', 's1', 's2', 's3', 's4'];
 
-type Op = { kind: 'append'; s: number; cid: boolean } | { kind: 'snapshot'; s: number };
-type Damage = { file: 'segment' | 'snapshot'; pick: number; at: number; xor: number };
+type Op = { kind: 'append'; s: number; cid: boolean } | { kind: 'snapshot'; s: number } | { kind: 'checkpoint'; lie: boolean };
+type Damage = { file: 'segment' | 'snapshot' | 'checkpoint'; pick: number; at: number; xor: number };
 
 async function build(ops: Op[]): Promise<MemoryFileSystem> {
   const fs = new MemoryFileSystem();
   const store = await openStore<ChatState>({ ...OPTIONS, fs }, hooks);
   const states = new Map<string, ChatState>();
+  const lsns = new Map<string, number>();
   let n = 0;
   for (const op of ops) {
+    if (op.kind === 'checkpoint') {
+      // A lying checkpoint claims LSNs the journal does not have at those seqs: it must be ignored.
+      await store.writeCheckpoint([...states].map(([sid, state]) => ({ sid, seq: state.ns.length, lsn: lsns.get(sid)! + (op.lie ? 1 : 0), state, dedupe: store.journal.dedupeEntries(sid, state.ns.length) })));
+      continue;
+    }
     const sid = SESSIONS[op.s]!;
     if (op.kind === 'append') {
       n += 1;
-      await store.append({ sid, type: 't', data: { n }, ...(op.cid ? { clientMessageId: `c${n}` } : {}) });
+      const r = await store.append({ sid, type: 't', data: { n }, ...(op.cid ? { clientMessageId: `c${n}` } : {}) });
       states.set(sid, { ns: [...(states.get(sid)?.ns ?? []), n] });
+      lsns.set(sid, r.lsn);
     } else if (states.has(sid)) {
       await store.snapshot(sid, states.get(sid)!, states.get(sid)!.ns.length);
     }
@@ -38,8 +50,9 @@ async function build(ops: Op[]): Promise<MemoryFileSystem> {
 }
 
 async function damage(fs: MemoryFileSystem, d: Damage): Promise<void> {
-  const dir = d.file === 'segment' ? '/data/journals' : '/data/snapshots';
-  const names = (await fs.readdir(dir)).filter((x) => x.endsWith(d.file === 'segment' ? '.wal' : '.snap')).sort();
+  const dir = d.file === 'segment' ? '/data/journals' : d.file === 'snapshot' ? '/data/snapshots' : '/data/checkpoint';
+  if (!fs.exists(dir)) return;
+  const names = (await fs.readdir(dir)).filter((x) => x.endsWith(d.file === 'segment' ? '.wal' : d.file === 'snapshot' ? '.snap' : '.ckpt')).sort();
   if (names.length === 0) return;
   const path = `${dir}/${names[d.pick % names.length]}`;
   const bytes = await fs.readFile(path);
@@ -88,16 +101,21 @@ test('lazy recovery (first access racing the background pass) equals eager recov
   const op = fc.oneof(
     { weight: 5, arbitrary: fc.record({ kind: fc.constant('append' as const), s: fc.nat(SESSIONS.length - 1), cid: fc.boolean() }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('snapshot' as const), s: fc.nat(SESSIONS.length - 1) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('checkpoint' as const), lie: fc.boolean() }) },
   );
-  const dmg = fc.record({ file: fc.constantFrom('segment' as const, 'snapshot' as const), pick: fc.nat(), at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) });
+  const dmg = fc.record({ file: fc.constantFrom('segment' as const, 'snapshot' as const, 'checkpoint' as const), pick: fc.nat(), at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) });
   let damagedRuns = 0;
+  let checkpointUsed = 0;
+  let checkpointRejected = 0;
   await fc.assert(
     fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 60 }), fc.array(dmg, { maxLength: 2 }), fc.array(fc.nat(SESSIONS.length - 1), { maxLength: 6 }), async (ops, damages, accessOrder) => {
       const fs = await build(ops);
       for (const d of damages) await damage(fs, d);
-      // given two identical copies of the data directory
+      // given two identical copies of the data directory, and a third without its checkpoint
       const eagerFs = fs.crashImageWith(0, 'none');
       const lazyFs = fs.crashImageWith(0, 'none');
+      const plainFs = fs.crashImageWith(0, 'none');
+      if (plainFs.exists('/data/checkpoint/table.ckpt')) await plainFs.unlink('/data/checkpoint/table.ckpt');
       // when one is opened eagerly and the other lazily, some sessions accessed while the pass runs
       const eager = await openStore<ChatState>({ ...OPTIONS, fs: eagerFs }, hooks);
       const lazy = await openStore<ChatState>({ ...OPTIONS, fs: lazyFs, recovery: 'lazy' }, hooks);
@@ -116,6 +134,16 @@ test('lazy recovery (first access racing the background pass) equals eager recov
       assert.equal(report.pending, 0);
       assert.ok(report.completedAt !== undefined);
       if (eager.recoveryReport().counts.recovered !== eager.recovered.size) damagedRuns += 1;
+      checkpointUsed += eager.recoveryReport().checkpoint?.used ?? 0;
+      checkpointRejected += eager.recoveryReport().checkpoint?.rejected ?? 0;
+      // and the checkpoint changes nothing but speed: without it, recovery gives the same
+      const plain = await openStore<ChatState>({ ...OPTIONS, fs: plainFs }, hooks);
+      for (const sid of SESSIONS) {
+        const e = eager.recovered.get(sid);
+        const p = plain.recovered.get(sid);
+        assert.deepEqual([p?.status, p?.seq, p?.state], [e?.status, e?.seq, e?.state], `session ${sid}: with the checkpoint ${JSON.stringify(eager.recoveryReport().checkpoint)}`);
+      }
+      await plain.close();
       // then every session comes back the same, and behaves the same afterwards
       for (const sid of SESSIONS) {
         const e = eager.recovered.get(sid);
@@ -134,6 +162,8 @@ test('lazy recovery (first access racing the background pass) equals eager recov
     { numRuns: 150, seed: 0x1a2b },
   );
   assert.ok(damagedRuns > 10, `only ${damagedRuns} runs recovered a damaged session: the damage does not reach recovery`);
+  assert.ok(checkpointUsed > 50, `only ${checkpointUsed} checkpoint entries were used: the property does not exercise the checkpoint`);
+  assert.ok(checkpointRejected > 10, `only ${checkpointRejected} checkpoint entries were rejected: lying checkpoints are not exercised`);
 });
 
 test('a lazy store answers before the pass and holds segment deletion until every snapshot was checked', async () => {
@@ -170,4 +200,39 @@ test('a lazy store answers before the pass and holds segment deletion until ever
   assert.equal(again.recovered.get('s0')?.status, 'recovered');
   assert.equal(again.recovered.get('s2')?.seq, 40);
   await again.close();
+});
+
+test('after a SIGKILL, the next start recovers sessions from the whole-table checkpoint plus the records after it', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  // given a process that wrote a checkpoint, then more turns, then was killed
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/checkpoint-child.ts', import.meta.url)), '--data-dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ready = await new Promise<{ checkpoint: { entries: number }; states: Record<string, SessionState> }>((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /^ready (.*)$/m.exec(buf);
+      if (m !== null) resolve(JSON.parse(m[1]!));
+    });
+    child.on('exit', (code) => reject(new Error(`checkpoint child exited with ${code} before ready`)));
+  });
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.equal(ready.checkpoint.entries, 12);
+  // when the directory is opened again
+  const arbor = await createArbor({ dataDir: dir, llm: new MockProvider({ chunks: 2, chunkDelayMs: 0 }), snapshotEveryEvents: 4 });
+  const report = await arbor.whenRecovered();
+  // then the sessions whose last snapshot is older than the checkpoint started from it, proven by the journal
+  assert.equal(report.checkpoint?.problem, undefined);
+  assert.equal(report.checkpoint!.rejected, 0);
+  const fromCheckpoint = report.sessions.filter((r) => r.checkpointSeq !== undefined).length;
+  assert.equal(fromCheckpoint, report.checkpoint!.used);
+  assert.ok(fromCheckpoint >= 4, `only ${fromCheckpoint} sessions came from the checkpoint: ${JSON.stringify(report.checkpoint)}`);
+  // and every session is exactly as it was when the process died (JSON round trip: the child sent it as text)
+  for (const [sid, state] of Object.entries(ready.states)) {
+    assert.deepEqual(JSON.parse(JSON.stringify(arbor.session(sid).state)), state, `session ${sid}`);
+    const again = await arbor.session(sid).sendMessage({ content: 'retried', clientMessageId: `${sid}-0` });
+    assert.equal(again.duplicate, true, `session ${sid}: a retried clientMessageId was written again`);
+  }
+  await arbor.close();
 });

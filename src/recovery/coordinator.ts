@@ -1,5 +1,7 @@
 import { ArborError, ErrorCodes } from '../errors.ts';
-import { decodePayload, frameCrc, FRAME_HEADER_BYTES, type JournalRecord } from '../journal/format.ts';
+import { readTableCheckpoint, type CheckpointEntry } from '../checkpoint/table-checkpoint.ts';
+import { decodeHead, decodePayload, frameCrc, FRAME_HEADER_BYTES, type JournalRecord } from '../journal/format.ts';
+import type { FileSystem } from '../storage/fs-port.ts';
 import type { Journal } from '../journal/journal.ts';
 import type { SnapshotStore } from '../snapshot/snapshot-store.ts';
 import { recoveryChannel, type RecoveryMessage } from '../telemetry/channels.ts';
@@ -24,6 +26,20 @@ export interface CoordinatorOptions<S> {
   seal: (sid: string, state: S, seq: number) => Promise<unknown>;
   /** Records replayed between two yields to the event loop during the background pass. */
   sliceRecords?: number;
+  /** Where the whole-table checkpoint lives (the accelerator); undefined: not used. */
+  checkpoint?: { fs: FileSystem; dir: string };
+}
+
+/** What the background pass made of the whole-table checkpoint. */
+export interface CheckpointUse {
+  /** entries the pass started sessions from (each proven by the journal) */
+  used: number;
+  /** entries ignored: the session had a newer snapshot, or the journal does not hold its seq */
+  skipped: number;
+  /** entries the journal contradicted (their seq's record has another LSN, or is gone): rebuilt without */
+  rejected: number;
+  /** why the file as a whole was not used, when it was not */
+  problem?: string;
 }
 
 type Trigger = RecoveryMessage['trigger'];
@@ -60,6 +76,10 @@ export class RecoveryCoordinator<S> {
   #onSession: ((sid: string, r: RecoveredSession<S>) => void) | undefined;
   #stopped = false;
   #completedAt: number | undefined;
+  #checkpointUse: CheckpointUse | undefined;
+  readonly #loading = new Map<string, Promise<RecoveredSession<S> | undefined>>();
+  /** Results the pass settled while a first load of the same session was in flight. */
+  readonly #handoff = new Map<string, RecoveredSession<S>>();
   readonly #torn: Set<string>;
   readonly #damageBySession = new Map<string, { seq: number | undefined; where: string }[]>();
 
@@ -88,9 +108,19 @@ export class RecoveryCoordinator<S> {
     return this.#pending.has(sid);
   }
 
+  /** Whether a first load of the session is in flight. */
+  isLoading(sid: string): boolean {
+    return this.#loading.has(sid);
+  }
+
   /** Wall-clock ms when every session was recovered; undefined before. */
   get completedAt(): number | undefined {
     return this.#completedAt;
+  }
+
+  /** What the pass made of the whole-table checkpoint; undefined until it read it. */
+  get checkpointUse(): CheckpointUse | undefined {
+    return this.#checkpointUse;
   }
 
   get counts(): Readonly<Record<RecoveryStatus, number>> {
@@ -106,7 +136,20 @@ export class RecoveryCoordinator<S> {
    * The session rebuilt for the first time since open (undefined when the
    * store never saw it). Later loads (after passivation) use `rebuild`.
    */
-  async recoverOne(sid: string): Promise<RecoveredSession<S> | undefined> {
+  recoverOne(sid: string): Promise<RecoveredSession<S> | undefined> {
+    // Concurrent first loads of one session share one recovery.
+    let running = this.#loading.get(sid);
+    if (running === undefined) {
+      running = this.#recoverOne(sid).finally(() => {
+        this.#loading.delete(sid);
+        this.#handoff.delete(sid);
+      });
+      this.#loading.set(sid, running);
+    }
+    return running;
+  }
+
+  async #recoverOne(sid: string): Promise<RecoveredSession<S> | undefined> {
     if (!this.#pending.has(sid)) return undefined;
     const started = performance.now();
     const { journal, snapshots, hooks } = this.#o;
@@ -117,7 +160,8 @@ export class RecoveryCoordinator<S> {
       // index at open, and only the sequential pass still reads them.
       return this.#waitForPass(sid);
     }
-    if (!this.#pending.has(sid)) return undefined; // the pass got there while the snapshot loaded
+    // The pass got there while the snapshot loaded: its result (handed over, or still to come).
+    if (!this.#pending.has(sid)) return this.#handoff.get(sid) ?? this.#waitForPass(sid);
     this.#pending.delete(sid);
     const report: SessionRecovery = { sid, status: 'recovered', seq: snapshot?.seq ?? 0, snapshotSeq: snapshot?.seq ?? 0, replayed: 0, damagedSnapshots: damaged };
     let state = hooks.initialState(sid);
@@ -142,6 +186,7 @@ export class RecoveryCoordinator<S> {
           break;
         }
         report.seq = record.seq;
+        report.lastLsn = record.lsn;
         report.replayed += 1;
       }
     } catch (err) {
@@ -203,55 +248,61 @@ export class RecoveryCoordinator<S> {
 
   async #runPass(): Promise<void> {
     const started = performance.now();
-    const { journal, snapshots, hooks } = this.#o;
-    const slice = this.#o.sliceRecords ?? 4096;
+    const { journal, hooks } = this.#o;
     const builder = new RecoveryBuilder(hooks, this.#o.salvage);
-    const fromSnapshot = new Set<string>();
-    let n = 0;
-    for (const sid of snapshots.sessions()) {
-      if (this.#stopped) return;
-      if (!this.#pending.has(sid)) continue;
-      const { snapshot, damaged } = await snapshots.loadNewest(sid);
-      if (snapshot === undefined) {
-        builder.noteDamagedSnapshots(sid, damaged);
-        continue;
-      }
-      fromSnapshot.add(sid);
-      journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, snapshots.seqs(sid).at(-1) ?? 0);
-      let state: S;
-      try {
-        state = upcastSnapshotState(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
-      } catch (err) {
-        builder.startFrom(sid, hooks.initialState(sid), snapshot.seq, damaged);
-        builder.fail(sid, (err as Error).message);
-        continue;
-      }
-      builder.startFrom(sid, state, snapshot.seq, damaged);
-      if (++n % 64 === 0) await yieldToLoop();
+    // 1. The whole-table checkpoint, when there is one: one sequential read instead of a snapshot per session.
+    const fromCheckpoint = await this.#startFromCheckpoint(builder);
+    if (this.#stopped) return;
+    // 2. The newest valid snapshot of every other session.
+    const fromSnapshot = await this.#startFromSnapshots(builder, (sid) => !fromCheckpoint.has(sid));
+    if (fromSnapshot === undefined) return;
+    // 3. The journal as it was at open, in log order.
+    // A checkpoint entry at seq c stands in for the newest snapshot (seq s) plus records s+1..c: the
+    // journal must still hold every one of those records, in order, and record c must have the entry's LSN.
+    const verified = new Set<string>();
+    const nextCovered = new Map<string, number>();
+    const skipUpTo = new Map<string, number>(fromSnapshot);
+    for (const [sid, e] of fromCheckpoint) {
+      skipUpTo.set(sid, e.seq);
+      nextCovered.set(sid, (this.#o.snapshots.seqs(sid).at(-1) ?? 0) + 1);
     }
-    for (const segment of journal.framesAtOpen() ?? []) {
-      if (this.#stopped) return;
-      const bytes = await journal.readSegment(segment.name);
-      const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-      const frames = segment.frames;
-      for (let i = 0; i < frames.length; i += 2) {
-        const offset = frames[i]!;
-        const frameBytes = frames[i + 1]!;
-        const frame = view.subarray(offset, offset + frameBytes);
-        // Checked at open; checked again because these bytes were read again.
-        if (frame.length !== frameBytes || frameCrc(segment.seed, frame) !== frame.readUInt32LE(0)) continue;
-        const record = decodePayload(frame.subarray(FRAME_HEADER_BYTES));
-        if (typeof record !== 'string' && this.#pending.has(record.sid)) builder.apply(record as JournalRecord);
-        if ((i / 2 + 1) % slice === 0) {
-          await yieldToLoop();
-          if (this.#stopped) return;
-        }
+    const replayed = await this.#replay(builder, () => true, skipUpTo, (head) => {
+      const e = fromCheckpoint.get(head.sid);
+      const next = nextCovered.get(head.sid);
+      if (e === undefined || next === undefined || head.seq < next) return;
+      if (head.seq !== next) {
+        nextCovered.delete(head.sid); // a hole: the journal does not vouch for the entry
+        return;
       }
-      await yieldToLoop();
+      nextCovered.set(head.sid, next + 1);
+      if (head.seq === e.seq && head.lsn === e.lsn) verified.add(head.sid);
+    });
+    if (!replayed) return;
+    // 4. A checkpoint entry the journal did not vouch for is dropped: those sessions are replayed again without it.
+    const redo = new Set([...fromCheckpoint.keys()].filter((sid) => !verified.has(sid)));
+    if (this.#checkpointUse !== undefined) {
+      this.#checkpointUse.used = fromCheckpoint.size - redo.size;
+      this.#checkpointUse.rejected = redo.size;
+    }
+    for (const sid of verified) {
+      const e = fromCheckpoint.get(sid)!;
+      // Its dedupe entries, now that the journal proved the entry is this session's history.
+      journal.noteSnapshot(sid, 0, e.dedupe, 0);
+      builder.noteCheckpoint(sid, e.seq, e.lsn);
+    }
+    if (redo.size > 0) {
+      const again = new RecoveryBuilder(hooks, this.#o.salvage);
+      const snaps = await this.#startFromSnapshots(again, (sid) => redo.has(sid));
+      if (snaps === undefined || !(await this.#replay(again, (sid) => redo.has(sid), snaps))) return;
+      for (const sid of redo) {
+        const entry = again.sessions().get(sid);
+        if (entry !== undefined) builder.sessions().set(sid, entry);
+        else builder.sessions().delete(sid);
+      }
     }
     for (const sid of this.#torn) builder.noteTornTail(sid);
     for (const [sid, list] of this.#damageBySession) for (const { seq, where } of list) builder.noteDamage(sid, seq, where);
-    n = 0;
+    let n = 0;
     for (const [sid, { state, report }] of builder.sessions()) {
       if (this.#stopped) return;
       if (!this.#pending.has(sid)) continue; // recovered on access meanwhile
@@ -265,7 +316,8 @@ export class RecoveryCoordinator<S> {
       }
       const result = await this.#settle(sid, state, report);
       // For the pass, the duration is the pass's so far: its sessions are rebuilt together.
-      this.#publish(sid, report, fromSnapshot.has(sid) ? 'snapshot' : 'journal', 'background', started);
+      const kind = report.checkpointSeq !== undefined ? 'checkpoint' : fromSnapshot.has(sid) ? 'snapshot' : 'journal';
+      this.#publish(sid, report, kind, 'background', started);
       this.#onSession?.(sid, result);
       if (++n % 256 === 0) await yieldToLoop();
     }
@@ -284,6 +336,111 @@ export class RecoveryCoordinator<S> {
     // Segments are not deleted here: the snapshots found at open may not be durable in their
     // directory yet (a crash before their directory sync); the next snapshot write syncs it, then deletes.
     this.#finish();
+  }
+
+  /**
+   * Starts pending sessions from the checkpoint's entries that could hold:
+   * newer than the session's newest snapshot and not beyond what the journal
+   * has of it. Each still has to be proven by the replay (seq and LSN).
+   */
+  async #startFromCheckpoint(builder: RecoveryBuilder<S>): Promise<Map<string, CheckpointEntry<S>>> {
+    const out = new Map<string, CheckpointEntry<S>>();
+    const where = this.#o.checkpoint;
+    if (where === undefined) return out;
+    const read = await readTableCheckpoint<S>(where.fs, where.dir);
+    if ('problem' in read) {
+      this.#checkpointUse = { used: 0, skipped: 0, rejected: 0, problem: read.problem };
+      return out;
+    }
+    if (read.stateSchemaVersion !== this.#o.stateSchemaVersion) {
+      this.#checkpointUse = { used: 0, skipped: read.entries.length, rejected: 0, problem: `state schema version ${read.stateSchemaVersion}, not ${this.#o.stateSchemaVersion}` };
+      return out;
+    }
+    const { journal, snapshots } = this.#o;
+    let skipped = 0;
+    for (const e of read.entries) {
+      // The entry stands in for the newest snapshot plus what follows it, so that snapshot must be intact
+      // (checksum only, no decoding): where it is not, plain recovery decides, as without a checkpoint.
+      if (!this.#pending.has(e.sid) || e.seq <= (snapshots.seqs(e.sid).at(-1) ?? 0) || e.seq > journal.lastSeq(e.sid) || !(await snapshots.newestIsIntact(e.sid))) {
+        skipped += 1;
+        continue;
+      }
+      builder.startFrom(e.sid, e.state, e.seq, []);
+      out.set(e.sid, e);
+    }
+    this.#checkpointUse = { used: out.size, skipped, rejected: 0 };
+    return out;
+  }
+
+  /** Starts the selected pending sessions from their newest valid snapshot; returns sid → snapshot seq (undefined when stopped). */
+  async #startFromSnapshots(builder: RecoveryBuilder<S>, select: (sid: string) => boolean): Promise<Map<string, number> | undefined> {
+    const { journal, snapshots, hooks } = this.#o;
+    const out = new Map<string, number>();
+    let n = 0;
+    for (const sid of snapshots.sessions()) {
+      if (this.#stopped) return undefined;
+      if (!this.#pending.has(sid) || !select(sid)) continue;
+      const { snapshot, damaged } = await snapshots.loadNewest(sid);
+      if (snapshot === undefined) {
+        builder.noteDamagedSnapshots(sid, damaged);
+        continue;
+      }
+      out.set(sid, snapshot.seq);
+      journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, snapshots.seqs(sid).at(-1) ?? 0);
+      let state: S;
+      try {
+        state = upcastSnapshotState(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
+      } catch (err) {
+        builder.startFrom(sid, hooks.initialState(sid), snapshot.seq, damaged);
+        builder.fail(sid, (err as Error).message);
+        continue;
+      }
+      builder.startFrom(sid, state, snapshot.seq, damaged);
+      if (++n % 64 === 0) await yieldToLoop();
+    }
+    return out;
+  }
+
+  /**
+   * Replays the frames found at open, in log order, into `builder` for the
+   * selected pending sessions. A record at or below `skipUpTo` of its session
+   * is only looked at by its head (`onCovered`), not parsed. False when stopped.
+   */
+  async #replay(builder: RecoveryBuilder<S>, select: (sid: string) => boolean, skipUpTo: ReadonlyMap<string, number>, onCovered?: (head: { sid: string; seq: number; lsn: number }) => void): Promise<boolean> {
+    const { journal } = this.#o;
+    const slice = this.#o.sliceRecords ?? 4096;
+    const heads = skipUpTo.size > 0;
+    let n = 0;
+    for (const segment of journal.framesAtOpen() ?? []) {
+      if (this.#stopped) return false;
+      const bytes = await journal.readSegment(segment.name);
+      const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+      const frames = segment.frames;
+      for (let i = 0; i < frames.length; i += 2) {
+        if (++n % slice === 0) {
+          await yieldToLoop();
+          if (this.#stopped) return false;
+        }
+        const offset = frames[i]!;
+        const frame = view.subarray(offset, offset + frames[i + 1]!);
+        // Checked at open; checked again because these bytes were read again.
+        if (frame.length !== frames[i + 1] || frameCrc(segment.seed, frame) !== frame.readUInt32LE(0)) continue;
+        const payload = frame.subarray(FRAME_HEADER_BYTES);
+        if (heads) {
+          // Most records of a session with a snapshot or checkpoint entry are covered by it: skip them unparsed.
+          const head = decodeHead(payload);
+          if (typeof head === 'string' || !this.#pending.has(head.sid) || !select(head.sid)) continue;
+          if (head.seq <= (skipUpTo.get(head.sid) ?? 0)) {
+            onCovered?.(head);
+            continue;
+          }
+        }
+        const record = decodePayload(payload);
+        if (typeof record !== 'string' && this.#pending.has(record.sid) && select(record.sid)) builder.apply(record as JournalRecord);
+      }
+      await yieldToLoop();
+    }
+    return true;
   }
 
   #finish(): void {
@@ -308,6 +465,7 @@ export class RecoveryCoordinator<S> {
     this.#sessions.push(report);
     this.#counts[report.status] += 1;
     const result: RecoveredSession<S> = { state, seq: report.seq, status: report.status, report };
+    if (this.#loading.has(sid)) this.#handoff.set(sid, result);
     const waiting = this.#waiters.get(sid);
     if (waiting !== undefined) {
       this.#waiters.delete(sid);

@@ -37,6 +37,10 @@ export interface SessionRecovery {
   seq: number;
   /** seq of the snapshot it started from, 0 when none */
   snapshotSeq: number;
+  /** seq of the whole-table checkpoint entry it started from instead, when it did */
+  checkpointSeq?: number;
+  /** LSN of the last event applied, when recovery saw it */
+  lastLsn?: number;
   /** journal records applied on top of the snapshot */
   replayed: number;
   damagedSnapshots: DamagedSnapshot[];
@@ -116,11 +120,20 @@ export class RecoveryBuilder<S> {
       const event = this.#hooks.upcastEvent === undefined ? record : this.#hooks.upcastEvent(record);
       e.state = this.#hooks.reducer(e.state, event);
       r.seq = record.seq;
+      r.lastLsn = record.lsn;
       r.replayed += 1;
     } catch (err) {
       r.status = 'failed';
       r.error = `reducer threw at seq ${record.seq} (${record.type}): ${(err as Error)?.message ?? String(err)}`;
     }
+  }
+
+  /** Records that `sid` started from a whole-table checkpoint entry (proven by the journal) instead of a snapshot. */
+  noteCheckpoint(sid: string, seq: number, lsn: number): void {
+    const r = this.#entries.get(sid)?.report;
+    if (r === undefined) return;
+    r.checkpointSeq = seq;
+    if (r.seq === seq) r.lastLsn = lsn;
   }
 
   /** Marks a session named in a damaged region of the log: it may have lost an event there. */

@@ -37,8 +37,8 @@ export interface SessionContext {
    * what the last process death left must be repaired first.
    */
   activate(sid: string): Promise<{ state: SessionState; fresh: boolean }>;
-  /** Told after every committed event (snapshot scheduling). */
-  committed(sid: string, state: SessionState): void;
+  /** Told after every committed event (snapshot scheduling; the checkpoint needs its LSN). */
+  committed(sid: string, state: SessionState, lsn: number): void;
   /** Told when a handler crashed and the session was restarted, or stopped. */
   crashed(sid: string, error: unknown, stopped: boolean): void;
 }
@@ -147,7 +147,7 @@ export class SessionActor {
     if (result.duplicate) return { state, result };
     // Durable: now, and only now, the new state is the session's.
     this.#ctx.hot.store(this.id, next);
-    this.#ctx.committed(this.id, next);
+    this.#ctx.committed(this.id, next, result.lsn);
     this.#publish({ kind: 'event', event: { ...record, lsn: result.lsn } });
     return { state: next, result };
   }

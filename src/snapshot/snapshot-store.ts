@@ -2,7 +2,7 @@ import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../errors.ts';
 import { assertSessionId } from '../ids.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
-import { decodeSnapshot, encodeSnapshot, type SnapshotContent } from './snapshot-codec.ts';
+import { decodeSnapshot, decodeSnapshotHeader, encodeSnapshot, type SnapshotContent } from './snapshot-codec.ts';
 
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
@@ -161,6 +161,24 @@ export class SnapshotStore {
       return { snapshot: { ...content, file }, damaged };
     }
     return { snapshot: undefined, damaged };
+  }
+
+  /**
+   * Whether the session's newest snapshot file passes its checksum and names
+   * the right session and seq (no decompression): what the whole-table
+   * checkpoint relies on when it stands in for that snapshot.
+   */
+  async newestIsIntact(sid: string): Promise<boolean> {
+    const seq = this.#index.get(sid)?.at(-1);
+    if (seq === undefined) return true;
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.#o.fs.readFile(path.join(this.#o.dir, snapshotFileName(sid, seq)));
+    } catch {
+      return false;
+    }
+    const meta = decodeSnapshotHeader(bytes);
+    return typeof meta !== 'string' && meta.sid === sid && meta.seq === seq;
   }
 
   /** Verifies every snapshot file; for `verify`-style checks. */
