@@ -42,6 +42,17 @@ export interface StoreOptions {
    * access and by a background pass (the runtime's default).
    */
   recovery: 'eager' | 'lazy';
+  /**
+   * `false` turns the journal off: events are acknowledged without being
+   * written, and only snapshots keep state, so a crash loses every event
+   * since the session's last snapshot (a clean close loses nothing).
+   */
+  enableJournal: boolean;
+  /**
+   * `false` turns snapshots off: recovery replays each session's whole
+   * history, and the journal is never compacted (it grows without bound).
+   */
+  enableSnapshots: boolean;
   /** Filesystem port (default: the real one). Tests pass the in-memory one. */
   fs: FileSystem | undefined;
 }
@@ -64,6 +75,8 @@ export const DEFAULT_STORE_OPTIONS: Readonly<StoreOptions> = Object.freeze({
   stateSchemaVersion: 1,
   salvage: false,
   recovery: 'eager',
+  enableJournal: true,
+  enableSnapshots: true,
   fs: undefined,
 });
 
@@ -105,6 +118,12 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   positiveInteger('dedupeWindow', merged.dedupeWindow);
   positiveInteger('stateSchemaVersion', merged.stateSchemaVersion, 2 ** 32 - 1);
   if (typeof merged.salvage !== 'boolean') throw new TypeError(`option salvage must be a boolean, got ${JSON.stringify(merged.salvage)}`);
+  for (const key of ['enableJournal', 'enableSnapshots'] as const) {
+    if (typeof merged[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(merged[key])}`);
+  }
+  if (!merged.enableJournal && !merged.enableSnapshots) {
+    throw new RangeError('options enableJournal and enableSnapshots cannot both be false: nothing would be kept on disk (use the in-memory filesystem for a store that keeps nothing)');
+  }
   if (merged.recovery !== 'eager' && merged.recovery !== 'lazy') throw new RangeError(`option recovery must be 'eager' or 'lazy', got ${JSON.stringify(merged.recovery)}`);
   const dataDir = merged.dataDir;
   return Object.freeze({

@@ -41,6 +41,12 @@ export interface RuntimeOptions {
    */
   checkpointIntervalMs: number;
   tableCheckpoint: boolean;
+  /**
+   * `false` keeps a session in memory only while its commands and stream
+   * run: each command loads it from disk (snapshot + journal replay) again.
+   * Nothing is lost, but every command pays a load.
+   */
+  enableHotStorage: boolean;
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
@@ -56,6 +62,7 @@ export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   maxConcurrentRecoveries: 8,
   checkpointIntervalMs: 60_000,
   tableCheckpoint: true,
+  enableHotStorage: true,
 });
 
 export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
@@ -104,6 +111,7 @@ export class Arbor {
   readonly #seen = new Set<string>();
   /** Recovered by the background pass with interrupted turns to journal before their next command. */
   readonly #needsRepair = new Set<string>();
+  readonly #evicting = new Set<string>();
   /** seq and LSN of each in-memory session's last event, when known: what a checkpoint entry must carry. */
   readonly #lastEvent = new Map<string, { seq: number; lsn: number }>();
   #changedSinceCheckpoint = 0;
@@ -153,7 +161,9 @@ export class Arbor {
     }
     const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
     for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries', 'checkpointIntervalMs'] as const) positiveInteger(key, o[key]);
-    if (typeof o.tableCheckpoint !== 'boolean') throw new TypeError(`option tableCheckpoint must be a boolean, got ${JSON.stringify(o.tableCheckpoint)}`);
+    for (const key of ['tableCheckpoint', 'enableHotStorage'] as const) {
+      if (typeof o[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(o[key])}`);
+    }
     const llm = o.llm ?? new MockProvider();
     // Lazy recovery unless asked otherwise: the runtime answers as soon as the journal is indexed.
     const store = await Store.open<SessionState>({ recovery: 'lazy', ...storeOptions }, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
@@ -255,10 +265,31 @@ export class Arbor {
     this.#lastActivity.set(sid, Date.now());
     const n = (this.#eventsSinceSnapshot.get(sid) ?? 0) + 1;
     this.#eventsSinceSnapshot.set(sid, n);
+    if (!this.#o.enableHotStorage) {
+      this.#evictSoon(sid);
+      return;
+    }
     if (n >= this.#o.snapshotEveryEvents && !this.#snapshotQueue.has(sid)) {
       this.#snapshotQueue.add(sid);
       this.#drainSnapshotQueue();
     }
+  }
+
+  /**
+   * enableHotStorage: false — once the command that committed has finished
+   * (next turn of the event loop) and no stream runs, the session leaves
+   * memory; snapshotted first when it reached its threshold, or always when
+   * the journal is off (then the snapshot is all that keeps it).
+   */
+  #evictSoon(sid: string): void {
+    if (this.#evicting.has(sid)) return;
+    this.#evicting.add(sid);
+    setImmediate(() => {
+      this.#evicting.delete(sid);
+      if (this.#closing !== undefined) return;
+      const snapshot = !this.#store.options.enableJournal || (this.#eventsSinceSnapshot.get(sid) ?? 0) >= this.#o.snapshotEveryEvents;
+      void this.#passivate(sid, snapshot).catch(() => undefined);
+    });
   }
 
   /**
@@ -286,6 +317,11 @@ export class Arbor {
   #snapshot(sid: string): Promise<void> {
     const running = this.#snapshotting.get(sid);
     if (running !== undefined) return running;
+    if (!this.#store.options.enableSnapshots) {
+      // Snapshots are off: the journal keeps everything (and is never compacted).
+      this.#eventsSinceSnapshot.set(sid, 0);
+      return Promise.resolve();
+    }
     const state = this.#hot.peek(sid);
     if (state === undefined || state.seq === 0) return Promise.resolve();
     this.#eventsSinceSnapshot.set(sid, 0);
@@ -339,11 +375,15 @@ export class Arbor {
   }
 
   /** Snapshots an idle session and drops it from memory; the next command loads it back. */
-  async passivate(sid: string): Promise<boolean> {
+  passivate(sid: string): Promise<boolean> {
+    return this.#passivate(sid, true);
+  }
+
+  async #passivate(sid: string, snapshot: boolean): Promise<boolean> {
     const actor = this.#actors.get(sid);
     if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
-    if ((this.#eventsSinceSnapshot.get(sid) ?? 0) > 0 || this.#store.snapshots.seqs(sid).at(-1) !== this.#hot.peek(sid)?.seq) await this.#snapshot(sid);
-    if (actor !== undefined && actor.mailboxDepth > 0) return false;
+    if (snapshot && ((this.#eventsSinceSnapshot.get(sid) ?? 0) > 0 || this.#store.snapshots.seqs(sid).at(-1) !== this.#hot.peek(sid)?.seq)) await this.#snapshot(sid);
+    if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
     const state = this.#hot.peek(sid);
     if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
     this.#hot.delete(sid);
@@ -351,7 +391,8 @@ export class Arbor {
     // An actor with subscribers stays (it is small): they keep receiving once the session is loaded back.
     if (actor === undefined || !actor.hasSubscribers) this.#actors.delete(sid);
     this.#lastActivity.delete(sid);
-    this.#eventsSinceSnapshot.delete(sid);
+    // Without a snapshot the count goes on, so the threshold still triggers one (enableHotStorage: false).
+    if (snapshot) this.#eventsSinceSnapshot.delete(sid);
     return true;
   }
 

@@ -81,7 +81,7 @@ export class Store<S> {
       hooks,
       salvage: options.salvage,
       stateSchemaVersion: options.stateSchemaVersion,
-      seal: (sid, state, seq) => this.snapshot(sid, state, seq),
+      seal: (sid, state, seq) => (options.enableSnapshots ? this.snapshot(sid, state, seq) : Promise.resolve()),
       checkpoint: { fs, dir: this.checkpointDir },
     });
   }
@@ -116,6 +116,7 @@ export class Store<S> {
         maxQueueBytes: o.journalMaxQueueBytes,
         maxRecordBytes: o.maxEventBytes,
         dedupeWindow: o.dedupeWindow,
+        writes: o.enableJournal,
       });
       // Coverage from file names: the records a session's newest snapshot covers stop pinning
       // their segments. Recovery holds segment deletion until it has checked those snapshots.
@@ -251,6 +252,7 @@ export class Store<S> {
    */
   async snapshot(sid: string, state: S, seq: number): Promise<{ file: string; bytes: number; deletedSegments: string[] }> {
     assertSessionId(sid);
+    if (!this.options.enableSnapshots) throw new ArborError(ErrorCodes.INVALID_INPUT, `snapshots are turned off (enableSnapshots: false); session ${sid} was not snapshotted`, { field: 'enableSnapshots', sessionId: sid });
     if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
     if (!Number.isSafeInteger(seq) || seq < 0 || seq > this.journal.lastSeq(sid)) {
       throw new RangeError(`snapshot of session ${sid}: seq ${seq} is not between 0 and the session's last seq ${this.journal.lastSeq(sid)}`);

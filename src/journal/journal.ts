@@ -42,6 +42,8 @@ export interface JournalOptions {
   maxRecordBytes: number;
   /** How many recent clientMessageIds per session are remembered for deduplication. */
   dedupeWindow: number;
+  /** False: appends are checked, numbered and acknowledged at once, and never written (enableJournal: false). */
+  writes?: boolean;
   /** Called when the writer fails (the journal is then failed until reopened); in `buffered` mode acknowledged events may be lost. */
   onError?: (err: ArborError) => void;
   /** Called after each batch is written (and synced, when the mode syncs per batch). */
@@ -211,7 +213,7 @@ export class Journal {
 
   private constructor(options: JournalOptions) {
     const { onError, onFlush, ...rest } = options;
-    this.#o = { now: Date.now, ...rest, onError, onFlush };
+    this.#o = { now: Date.now, writes: true, ...rest, onError, onFlush };
   }
 
   /**
@@ -371,6 +373,14 @@ export class Journal {
     // Past every check: from here the append is committed to the queue.
     this.#nextLsn = lsn + 1;
     idx.lastSeq = seq;
+    if (!this.#o.writes) {
+      // The journal is off: numbered and acknowledged, nothing written (snapshots alone keep state).
+      const result = { sid, seq, lsn, ts, duplicate: false };
+      if (cid !== undefined) this.#rememberCid(idx, cid, result);
+      this.#writtenLsn = lsn;
+      this.#syncedLsn = lsn;
+      return Promise.resolve(result);
+    }
     const pending: Pending = { sid, seq, lsn, ts, payload, bytes, cid, resolve: undefined, reject: undefined };
     let promise: Promise<AppendResult>;
     if (this.#o.durability === 'buffered') {
