@@ -345,52 +345,84 @@ export class PgBackend<S> implements SessionBackend<S> {
       }
       live.push(p);
     }
-    if (live.length === 0) return;
-    const epochs = new Map<string, number>();
-    const cols: Columns = { sid: [], seq: [], ts: [], type: [], v: [], data: [], cid: [] };
-    for (const p of live) {
-      epochs.set(p.held.sid, p.held.epoch);
-      cols.sid.push(p.held.sid);
-      cols.seq.push(p.seq);
-      cols.ts.push(p.ts);
-      cols.type.push(p.type);
-      cols.v.push(p.v);
-      cols.data.push(p.data);
-      cols.cid.push(p.cid ?? null);
-    }
-    let committed: Set<string>;
-    try {
-      committed = await this.#insert(epochs, cols);
-    } catch (err) {
-      // The outcome is unknown (the COMMIT may have happened before the connection broke), so nothing
-      // is acknowledged and each session is dropped: a reload reads what really committed.
-      const sids = [...epochs.keys()];
-      for (const sid of sids) {
-        const h = this.#held.get(sid);
-        if (h !== undefined) this.#lose(h, `a write failed: ${(err as Error).message}`);
+    let attempt = live;
+    for (let round = 0; attempt.length > 0; round += 1) {
+      let committed: Set<string>;
+      try {
+        committed = await this.#insert(attempt);
+      } catch (err) {
+        // A clientMessageId older than the in-memory window whose row still exists: the unique index
+        // refused the whole statement (rolled back, nothing written). Answer those appends as the
+        // duplicates they are and write the rest again.
+        if (isCidConflict(err) && round < 3) {
+          try {
+            attempt = await this.#settleDuplicates(attempt);
+            continue;
+          } catch (lookupErr) {
+            this.#failBatch(attempt, lookupErr);
+            return;
+          }
+        }
+        this.#failBatch(attempt, err);
+        return;
       }
-      for (const p of live) {
+      this.#flushes += 1;
+      this.#lastFlushAt = Date.now();
+      for (const p of attempt) {
+        if (!committed.has(p.held.sid)) {
+          // Another node took the lease (or it expired): this write was fenced and is not in the table.
+          if (this.#held.get(p.held.sid) === p.held) this.#lose(p.held, 'fenced: the lease was taken over or expired');
+          this.#rejectFenced(p, this.#lost.get(p.held.sid) ?? 'fenced');
+          continue;
+        }
+        this.#flushedEvents += 1;
         p.held.pending -= 1;
-        p.reject(
-          new ArborError(ErrorCodes.IO_ERROR, `session ${p.held.sid} seq ${p.seq}: the transaction failed, the append is not acknowledged: ${(err as Error).message}`, { sessionId: p.held.sid, seq: p.seq }, { cause: err }),
-        );
+        if (p.seq > p.held.durableSeq) p.held.durableSeq = p.seq;
+        p.resolve({ sid: p.held.sid, seq: p.seq, lsn: 0, ts: p.ts, duplicate: false });
       }
       return;
     }
-    this.#flushes += 1;
-    this.#lastFlushAt = Date.now();
-    for (const p of live) {
-      if (!committed.has(p.held.sid)) {
-        // Another node took the lease (or it expired): this write was fenced and is not in the table.
-        if (this.#held.get(p.held.sid) === p.held) this.#lose(p.held, 'fenced: the lease was taken over or expired');
-        this.#rejectFenced(p, this.#lost.get(p.held.sid) ?? 'fenced');
-        continue;
-      }
-      this.#flushedEvents += 1;
+  }
+
+  /**
+   * The transaction failed. Its outcome may be unknown (the COMMIT may have happened before the
+   * connection broke), so nothing is acknowledged and each session is dropped: a reload reads what
+   * really committed.
+   */
+  #failBatch(batch: Pending[], err: unknown): void {
+    const message = (err as Error)?.message ?? String(err);
+    for (const p of batch) {
+      if (this.#held.get(p.held.sid) === p.held) this.#lose(p.held, `a write failed: ${message}`);
       p.held.pending -= 1;
-      if (p.seq > p.held.durableSeq) p.held.durableSeq = p.seq;
-      p.resolve({ sid: p.held.sid, seq: p.seq, lsn: 0, ts: p.ts, duplicate: false });
+      p.reject(new ArborError(ErrorCodes.IO_ERROR, `session ${p.held.sid} seq ${p.seq}: the transaction failed, the append is not acknowledged: ${message}`, { sessionId: p.held.sid, seq: p.seq }, { cause: err }));
     }
+  }
+
+  /**
+   * After a (sid, cid) unique violation: resolves the appends whose clientMessageId is already
+   * stored as duplicates of the stored event, and returns the appends to write again. A session
+   * whose other appends were numbered after a duplicate cannot keep those numbers: it is dropped
+   * (those appends reject ARBOR_IO_ERROR, not written) unless the duplicates were its last appends.
+   */
+  async #settleDuplicates(batch: Pending[]): Promise<Pending[]> {
+    const withCid = batch.filter((p) => p.cid !== undefined);
+    const { rows } = await this.#pool.query<{ sid: string; cid: string; seq: string; ts: number }>(this.#sql.findCids, [withCid.map((p) => p.held.sid), withCid.map((p) => p.cid)]);
+    const found = new Map(rows.map((r) => [`${r.sid} ${r.cid}`, { seq: Number(r.seq), ts: r.ts }]));
+    const stored = (p: Pending) => (p.cid === undefined ? undefined : found.get(`${p.held.sid} ${p.cid}`));
+    const affected = new Set(withCid.filter((p) => stored(p) !== undefined).map((p) => p.held));
+    for (const held of affected) {
+      const mine = batch.filter((p) => p.held === held);
+      const onlyDuplicates = mine.every((p) => stored(p) !== undefined) && held.pending === mine.length && held.lastSeq === Math.max(...mine.map((p) => p.seq));
+      if (onlyDuplicates) held.lastSeq = Math.min(...mine.map((p) => p.seq)) - 1;
+      else if (this.#held.get(held.sid) === held) this.#lose(held, 'a clientMessageId older than the dedupe window came again among other appends; reload the session');
+      for (const p of mine) {
+        held.pending -= 1;
+        const original = stored(p);
+        if (original !== undefined) p.resolve({ sid: held.sid, seq: original.seq, lsn: 0, ts: original.ts, duplicate: true });
+        else p.reject(new ArborError(ErrorCodes.IO_ERROR, `session ${held.sid} seq ${p.seq}: not written, an earlier append of the batch was a duplicate; reload the session`, { sessionId: held.sid, seq: p.seq }));
+      }
+    }
+    return batch.filter((p) => !affected.has(p.held));
   }
 
   #rejectFenced(p: Pending, reason: string): void {
@@ -400,7 +432,19 @@ export class PgBackend<S> implements SessionBackend<S> {
   }
 
   /** One statement, one transaction: the fenced multi-row insert. Returns the sessions whose rows went in. */
-  async #insert(epochs: Map<string, number>, c: Columns): Promise<Set<string>> {
+  async #insert(batch: Pending[]): Promise<Set<string>> {
+    const epochs = new Map<string, number>();
+    const c: Columns = { sid: [], seq: [], ts: [], type: [], v: [], data: [], cid: [] };
+    for (const p of batch) {
+      epochs.set(p.held.sid, p.held.epoch);
+      c.sid.push(p.held.sid);
+      c.seq.push(p.seq);
+      c.ts.push(p.ts);
+      c.type.push(p.type);
+      c.v.push(p.v);
+      c.data.push(p.data);
+      c.cid.push(p.cid ?? null);
+    }
     const rows = [c.sid, c.seq, c.ts, c.type, c.v, c.data, c.cid];
     if (!this.#fencing) {
       await this.#pool.query(this.#sql.insertUnfenced, rows);
@@ -761,6 +805,12 @@ export function openPgBackend<S>(options: PgBackendOptions<S>): Promise<PgBacken
   return PgBackend.open(options);
 }
 
+/** A unique violation of the (sid, cid) index: a clientMessageId stored before. */
+function isCidConflict(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown };
+  return e?.code === '23505' && e.constraint === 'events_sid_cid';
+}
+
 function toRecord(sid: string, row: EventRow): JournalRecord {
   const record: JournalRecord = { lsn: 0, sid, seq: Number(row.seq), ts: row.ts, type: row.type, v: row.v, data: JSON.parse(row.data) as unknown };
   if (row.cid !== null) record.cid = row.cid;
@@ -826,6 +876,7 @@ function statements(q: string) {
     // Events the oldest kept snapshot covers are no longer needed, even if newer snapshots turn out damaged.
     releaseEvents: `DELETE FROM ${q}.events WHERE sid = $1 AND seq <= (SELECT min(seq) FROM ${q}.snapshots WHERE sid = $1)`,
     eventsFrom: `SELECT seq, ts, type, v, data, cid FROM ${q}.events WHERE sid = $1 AND seq >= $2 ORDER BY seq`,
+    findCids: `SELECT e.sid, e.cid, e.seq, e.ts FROM ${q}.events e JOIN unnest($1::text[], $2::text[]) AS k(sid, cid) ON e.sid = k.sid AND e.cid = k.cid`,
     maxSeq: `SELECT max(seq) AS max FROM ${q}.events WHERE sid = $1`,
     sessionIds: `SELECT sid FROM ${q}.events UNION SELECT sid FROM ${q}.snapshots`,
   };
