@@ -93,7 +93,8 @@ pgTest('a killed owner: its lease expires and another node takes the session ove
     await eventually('the child to acknowledge its appends', () => out.includes('acknowledged'), 60_000);
     child.kill('SIGKILL');
     await once(child, 'exit');
-    const b = await node('node-b', { leaseMs: 600 });
+    // (B's own lease is long: only the dead node's should expire here, however loaded the machine.)
+    const b = await node('node-b');
     // while its lease runs, the dead node still owns it
     let firstRefusal: Record<string, unknown> | undefined;
     await eventually('the lease to expire and the takeover to succeed', async () => {
@@ -185,7 +186,7 @@ pgTest('a fenced node stays fenced: later appends and snapshots of the lost sess
 
 pgTest('a lease the database did not renew (it expired) makes the node step back: onSessionLost, then ARBOR_FENCED', async () => {
   await withSchema(async ({ sql, node }) => {
-    const a = await node('node-a', { leaseMs: 1000, renewEveryMs: 100 });
+    const a = await node('node-a', { leaseMs: 5000, renewEveryMs: 100 });
     const lost: [string, string][] = [];
     a.onSessionLost((sid, reason) => lost.push([sid, reason]));
     await a.loadSession('s');
@@ -207,13 +208,13 @@ pgTest('a lease the database did not renew (it expired) makes the node step back
 
 pgTest('a node paused past its lease steps back before writing, even before any renewal ran', async () => {
   await withSchema(async ({ sql, node }) => {
-    const a = await node('node-a', { leaseMs: 300, renewEveryMs: 100 });
+    const a = await node('node-a', { leaseMs: 1000, renewEveryMs: 100 });
     const lost: string[] = [];
     a.onSessionLost((sid) => lost.push(sid));
     await a.loadSession('s');
     await a.append(ev('s', 1));
     // when the event loop is blocked for longer than the lease (a GC pause, a stopped VM)
-    const until = performance.now() + 900;
+    const until = performance.now() + 2500;
     while (performance.now() < until) {
       // busy: no timer, no renewal can run
     }
