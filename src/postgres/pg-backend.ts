@@ -656,7 +656,11 @@ export class PgBackend<S> implements SessionBackend<S> {
     return { session: { state, seq: report.seq, status, report }, lastSeq, cids, quarantined };
   }
 
-  /** Gives the session's lease up (after its queued appends are settled); other nodes may take it at once. */
+  /**
+   * Gives the session's lease up (after its queued appends are settled); other nodes may take it at
+   * once. For a session already lost it only forgets the loss: later appends then reject
+   * ARBOR_NOT_OWNER instead of ARBOR_FENCED.
+   */
   release(sid: string): Promise<void> {
     try {
       assertSessionId(sid);
@@ -665,7 +669,10 @@ export class PgBackend<S> implements SessionBackend<S> {
     }
     return this.#serial(sid, async () => {
       const held = this.#held.get(sid);
-      if (held === undefined) return;
+      if (held === undefined) {
+        this.#lost.delete(sid);
+        return;
+      }
       if (held.pending > 0) await this.#drained();
       if (this.#held.get(sid) !== held) return;
       this.#held.delete(sid);

@@ -174,6 +174,9 @@ pgTest('a fenced node stays fenced: later appends and snapshots of the lost sess
     await rejectsWith(a.append(ev('s', 3)), 'ARBOR_FENCED');
     await rejectsWith(a.snapshot('s', { ns: [1] }, 1), 'ARBOR_FENCED');
     assert.equal(await a.snapshotSeq('s'), 0);
+    // releasing a lost session forgets the loss (and touches no lease): it is simply not held any more
+    await a.release('s');
+    await rejectsWith(a.append(ev('s', 4)), 'ARBOR_NOT_OWNER');
     // once B lets go, A may take it back, with a new epoch and B's writes
     await b.append(ev('s', 20));
     await b.release('s');
