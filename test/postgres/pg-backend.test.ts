@@ -162,6 +162,39 @@ pgTest('fencing negative control: with the fence check disabled the same stale w
   assert.equal(bSeq.status, 'rejected', "the owner's own seq 2 collides with the stale row");
 });
 
+pgTest('a takeover racing an in-flight write waits for its COMMIT and then sees its row: an acknowledged event is never lost', async () => {
+  await withSchema(async ({ schema, sql, node }) => {
+    const a = await node('node-a', { leaseMs: 60_000, renewEveryMs: 30_000 });
+    const b = await node('node-b');
+    await a.loadSession('s');
+    await a.append(ev('s', 1));
+    // given A's lease will end (in the database) in 3 s, and A's next insert will stall on a row lock
+    await sql(`UPDATE $s.leases SET expires_at = now() + interval '3 seconds' WHERE sid = 's'`);
+    const blocker = testPool(1);
+    const client = await blocker.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(`INSERT INTO "${schema}".events (sid, seq, ts, type, v, data) VALUES ('s', 2, 0, 't', 1, '{}')`);
+      const waiting = (app: string) => async () => (await sql(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, [app])).length > 0;
+      // when A's write is in flight (its lease row share-locked, the insert waiting)
+      const write = a.append(ev('s', 2));
+      await eventually("A's write to wait on the row lock", waiting('arbor node-a'));
+      // and, once the lease has expired, B tries to take the session over
+      await eventually('the lease to expire in the database', async () => (await sql(`SELECT 1 FROM $s.leases WHERE sid = 's' AND expires_at <= now()`)).length > 0);
+      const takeover = b.loadSession('s');
+      await eventually("B's takeover to wait for A's transaction", waiting('arbor node-b'));
+      await client.query('ROLLBACK');
+      // then A's write commits and is acknowledged, and B, which waited for it, has it
+      assert.equal((await write).seq, 2);
+      assert.deepEqual((await takeover)?.state.ns, [1, 2]);
+      assert.equal((await b.append(ev('s', 3))).seq, 3);
+    } finally {
+      client.release();
+      await blocker.end();
+    }
+  });
+});
+
 pgTest('a fenced node stays fenced: later appends and snapshots of the lost session reject ARBOR_FENCED until it is loaded again', async () => {
   await withSchema(async ({ sql, node }) => {
     const a = await node('node-a', { leaseMs: 60_000, renewEveryMs: 30_000 });
