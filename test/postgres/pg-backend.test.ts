@@ -242,6 +242,33 @@ pgTest('a lease the database did not renew (it expired) makes the node step back
   });
 });
 
+pgTest('renewals that fail (database unreachable) make the node step back when its leases would end', async () => {
+  await withSchema(async ({ schema }) => {
+    // given a node whose pool can be cut off from the database
+    const pool = testPool(3);
+    let cutOff = false;
+    const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+    (pool as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args) => (cutOff ? Promise.reject(new Error('connect ECONNREFUSED (simulated)')) : query(...args));
+    const a = await PgBackend.open<ChatState>({ pool, schema, hooks, nodeId: 'node-a', leaseMs: 1000, renewEveryMs: 100 });
+    try {
+      const lost: [string, string][] = [];
+      a.onSessionLost((sid, reason) => lost.push([sid, reason]));
+      await a.loadSession('s');
+      await a.append(ev('s', 1));
+      // when every renewal fails from now on
+      cutOff = true;
+      // then the session is let go once its lease would have ended, without the database saying so
+      await eventually('the session to be dropped', () => lost.length > 0);
+      assert.deepEqual(lost, [['s', 'lease expired before it was renewed']]);
+      await rejectsWith(a.append(ev('s', 2)), 'ARBOR_FENCED');
+      cutOff = false;
+    } finally {
+      await a.close();
+      await pool.end();
+    }
+  });
+});
+
 pgTest('a node paused past its lease steps back before writing, even before any renewal ran', async () => {
   await withSchema(async ({ sql, node }) => {
     const a = await node('node-a', { leaseMs: 1000, renewEveryMs: 100 });
