@@ -62,6 +62,14 @@ interface Pending {
 
 type State = 'open' | 'closing' | 'closed';
 
+/** A session as read back from the tables, with what its write side needs. */
+interface Rebuilt<S> {
+  session: RecoveredSession<S> | undefined;
+  lastSeq: number;
+  cids: Map<string, AppendResult>;
+  quarantined: string | undefined;
+}
+
 interface SnapshotRow {
   seq: string;
   body: Buffer;
@@ -124,6 +132,8 @@ export class PgBackend<S> implements SessionBackend<S> {
   /** per-session chain of loads and releases, so they never interleave */
   readonly #sessionOps = new Map<string, Promise<unknown>>();
   readonly #listeners: ((sid: string, reason: string) => void)[] = [];
+  /** leases taken by loads still rebuilding their session: renewed, not yet writable */
+  readonly #loading = new Map<string, { epoch: number; validUntil: number; lost: boolean }>();
   #queue: Pending[] = [];
   #queuedBytes = 0;
   #pumping = false;
@@ -492,15 +502,22 @@ export class PgBackend<S> implements SessionBackend<S> {
       const now = performance.now();
       for (const h of [...this.#held.values()]) if (now > h.validUntil) this.#lose(h, 'lease expired before it was renewed');
       const held = [...this.#held.values()];
-      if (held.length === 0) return;
+      const loading = [...this.#loading.entries()];
+      if (held.length === 0 && loading.length === 0) return;
+      const sids = [...held.map((h) => h.sid), ...loading.map(([sid]) => sid)];
+      const epochs = [...held.map((h) => h.epoch), ...loading.map(([, l]) => l.epoch)];
       const sentAt = performance.now();
       let renewed: Set<string>;
       try {
-        const { rows } = await this.#pool.query<{ sid: string }>(this.#sql.renew, [this.nodeId, this.options.leaseMs, held.map((h) => h.sid), held.map((h) => h.epoch)]);
+        const { rows } = await this.#pool.query<{ sid: string }>(this.#sql.renew, [this.nodeId, this.options.leaseMs, sids, epochs]);
         renewed = new Set(rows.map((r) => r.sid));
       } catch {
         // The database is unreachable: keep the old deadlines; sessions step back when they pass.
         return;
+      }
+      for (const [sid, l] of loading) {
+        if (renewed.has(sid)) l.validUntil = Math.max(l.validUntil, sentAt + this.options.leaseMs);
+        else l.lost = true;
       }
       for (const h of held) {
         if (renewed.has(h.sid)) {
@@ -573,11 +590,23 @@ export class PgBackend<S> implements SessionBackend<S> {
     const previous = this.#held.get(sid);
     if (previous !== undefined) this.#held.delete(sid);
     try {
-      const rebuilt = await this.#rebuild(sid);
+      // While it is rebuilt the session is not held yet, but its lease is renewed with the others.
+      const loading = { epoch, validUntil: sentAt + this.options.leaseMs, lost: false };
+      this.#loading.set(sid, loading);
+      let rebuilt: Rebuilt<S>;
+      try {
+        rebuilt = await this.#rebuild(sid);
+      } finally {
+        this.#loading.delete(sid);
+      }
+      if (loading.lost || performance.now() > loading.validUntil) {
+        throw new ArborError(ErrorCodes.FENCED, `session ${sid}: node ${this.nodeId} lost the lease while loading the session`, { sessionId: sid, epoch });
+      }
+      const validUntil = loading.validUntil;
       const held: Held = {
         sid,
         epoch,
-        validUntil: sentAt + this.options.leaseMs,
+        validUntil,
         lastSeq: rebuilt.lastSeq,
         durableSeq: rebuilt.lastSeq,
         pending: 0,
@@ -594,7 +623,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     }
   }
 
-  async #rebuild(sid: string): Promise<{ session: RecoveredSession<S> | undefined; lastSeq: number; cids: Map<string, AppendResult>; quarantined: string | undefined }> {
+  async #rebuild(sid: string): Promise<Rebuilt<S>> {
     const { rows: snaps } = await this.#pool.query<SnapshotRow>(this.#sql.snapshots, [sid]);
     const report: SessionRecovery = { sid, status: 'recovered', seq: 0, snapshotSeq: 0, replayed: 0, damagedSnapshots: [] };
     let state: S = this.#hooks.initialState(sid);

@@ -269,6 +269,35 @@ pgTest('renewals that fail (database unreachable) make the node step back when i
   });
 });
 
+pgTest('a load slower than the lease keeps its lease: it is renewed while the session is rebuilt', async () => {
+  await withSchema(async ({ schema }) => {
+    // given reads of a session's events that take twice the lease
+    const pool = testPool(3);
+    const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+    let slow = false;
+    (pool as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args) => {
+      if (slow && typeof args[0] === 'string' && args[0].startsWith('SELECT seq, ts, type')) await new Promise((r) => setTimeout(r, 2000));
+      return query(...args);
+    };
+    const a = await PgBackend.open<ChatState>({ pool, schema, hooks, nodeId: 'node-a', leaseMs: 1000, renewEveryMs: 100 });
+    try {
+      await a.loadSession('s');
+      await a.append(ev('s', 1));
+      await a.release('s');
+      // when the session is loaded again, slowly
+      slow = true;
+      const loaded = await a.loadSession('s');
+      slow = false;
+      // then it is held, writable, and nobody else could have taken it meanwhile
+      assert.deepEqual(loaded?.state.ns, [1]);
+      assert.equal((await a.append(ev('s', 2))).seq, 2);
+    } finally {
+      await a.close();
+      await pool.end();
+    }
+  });
+});
+
 pgTest('a node paused past its lease steps back before writing, even before any renewal ran', async () => {
   await withSchema(async ({ sql, node }) => {
     const a = await node('node-a', { leaseMs: 1000, renewEveryMs: 100 });
