@@ -25,3 +25,5 @@ export { MockProvider } from './llm/mock-provider.ts';
 export { AiSdkProvider } from './llm/ai-sdk-provider.ts';
 export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
 export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage } from './telemetry/channels.ts';
+export type { SessionBackend, RecoveredSession as BackendRecoveredSession, BackendStats } from './backend.ts';
+export { PgBackend, openPgBackend, DEFAULT_PG_BACKEND_OPTIONS, type PgBackendOptions, type PgBackendStats } from './postgres/index.ts';

@@ -1,5 +1,5 @@
 /**
- * Keeps the benchmarks (bench/journal/run.ts, bench/runtime/run.ts) from
+ * Keeps the benchmarks (bench/journal/run.ts, bench/runtime/run.ts, bench/postgres/run.ts) from
  * rotting: runs each one's --tiny configuration once and checks the shape of
  * its JSON. It never asserts on performance.
  */
@@ -94,4 +94,21 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
 
   assert.ok(Array.isArray(r.targets) && r.targets.length >= 10);
   for (const t of r.targets) assert.ok(['PASS', 'MISS', 'SKIP', 'INFO'].includes(t.status), `target status ${t.status}`);
+});
+
+test('bench/postgres --tiny --json exits 0 and reports every figure', { timeout: 180_000 }, async () => {
+  // Uses ARBOR_TEST_DATABASE_URL when set; otherwise the bench starts its own throwaway PostgreSQL.
+  const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/postgres/run.ts');
+  assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
+  const r = JSON.parse(stdout) as Record<string, any>;
+  for (const key of ['meta', 'database', 'pg1', 'pg3', 'file', 'ratios', 'notes']) assert.ok(key in r, `missing key ${key}`);
+  assert.equal(r.pg1.nodes, 1);
+  assert.equal(r.pg3.nodes, 3);
+  for (const phase of ['pg1', 'pg3', 'file']) {
+    for (const k of ['appendsPerSec', 'ackP50Ms', 'ackP99Ms']) positive(r[phase][k], `${phase}.${k}`);
+  }
+  positive(r.pg1.avgBatch, 'pg1.avgBatch');
+  assert.equal(r.file.avgBatch, null);
+  for (const k of ['pg3ToPg1', 'pg1ToFile', 'pg3ToFile']) positive(r.ratios[k], `ratios.${k}`);
+  assert.ok(!String(r.database).includes('@'), 'no credentials in the report');
 });

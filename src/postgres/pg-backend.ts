@@ -1,0 +1,919 @@
+import pg from 'pg';
+import type { BackendStats, RecoveredSession, SessionBackend } from '../backend.ts';
+import { ArborError, ErrorCodes } from '../errors.ts';
+import { assertSessionId } from '../ids.ts';
+import type { JournalRecord } from '../journal/format.ts';
+import type { AppendInput, AppendResult, DedupeEntry } from '../journal/journal.ts';
+import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from '../recovery/recovery.ts';
+import { decodeSnapshot, encodeSnapshot } from '../snapshot/snapshot-codec.ts';
+import { migrate, quoteSchema } from './migrations.ts';
+import { resolvePgBackendOptions, type PgBackendOptions, type ResolvedPgBackendOptions } from './options.ts';
+
+/** Knobs for tests only; not part of the documented surface. */
+export interface PgBackendInternals {
+  /**
+   * Writes without the lease check. Exists only so that a test can show the
+   * double write that fencing prevents (its negative control). Never use it.
+   */
+  unsafeDisableFencing?: boolean;
+}
+
+/** What `stats()` reports beyond the common figures. */
+export interface PgBackendStats extends BackendStats {
+  nodeId: string;
+  /** sessions whose lease this process holds */
+  heldSessions: number;
+  /** group-commit transactions so far, and the events they carried */
+  flushes: number;
+  flushedEvents: number;
+  /** appends rejected with ARBOR_FENCED, and sessions lost (fenced or lease not renewed) */
+  fencedAppends: number;
+  sessionsLost: number;
+}
+
+/** A lease this process holds, and the session's write-side state under it. */
+interface Held {
+  sid: string;
+  epoch: number;
+  /** performance.now() after which the lease is no longer trusted locally (sent time of the last renewal + leaseMs) */
+  validUntil: number;
+  /** highest seq assigned, pending appends included */
+  lastSeq: number;
+  /** highest seq committed */
+  durableSeq: number;
+  /** appends queued or in flight */
+  pending: number;
+  cids: Map<string, AppendResult | Promise<AppendResult>>;
+  quarantined: string | undefined;
+}
+
+interface Pending {
+  held: Held;
+  seq: number;
+  ts: number;
+  type: string;
+  v: number;
+  data: string;
+  cid: string | undefined;
+  bytes: number;
+  resolve: (r: AppendResult) => void;
+  reject: (e: unknown) => void;
+}
+
+type State = 'open' | 'closing' | 'closed';
+
+/** A session as read back from the tables, with what its write side needs. */
+interface Rebuilt<S> {
+  session: RecoveredSession<S> | undefined;
+  lastSeq: number;
+  cids: Map<string, AppendResult>;
+  quarantined: string | undefined;
+}
+
+interface SnapshotRow {
+  seq: string;
+  body: Buffer;
+  state_schema_version: number;
+}
+
+interface EventRow {
+  seq: string;
+  ts: number;
+  type: string;
+  v: number;
+  data: string;
+  cid: string | null;
+}
+
+/** Rows of an append, column by column, for `unnest`. */
+interface Columns {
+  sid: string[];
+  seq: number[];
+  ts: number[];
+  type: string[];
+  v: number[];
+  data: string[];
+  cid: (string | null)[];
+}
+
+/**
+ * The PostgreSQL backend: journal, snapshots and session ownership in one
+ * database that several Arbor processes share (docs/postgres.md).
+ *
+ * Ownership: `loadSession` takes the session's lease (a row with owner, epoch
+ * and an expiry on the database clock) or rejects with ARBOR_NOT_OWNER naming
+ * the owner; leases are renewed together every `renewEveryMs`. A session whose
+ * lease could not be renewed in time, or whose write was fenced, is dropped:
+ * `onSessionLost` listeners hear of it, and nothing is written for it again
+ * until `loadSession` re-acquires it.
+ *
+ * Durability: an append resolves after the COMMIT of the transaction that
+ * carried it (with the server's `synchronous_commit`, on by default: flushed
+ * to the server's WAL). Appends queued while a transaction runs go into the
+ * next one; one transaction per flush however many sessions wrote.
+ *
+ * Fencing: the flush inserts a session's rows only if, in the same statement,
+ * its lease row still names this process at the epoch it acquired and has not
+ * expired; the lease row is share-locked, so a takeover waits for the flush to
+ * commit and then sees its rows. Appends of other sessions in the same batch
+ * are unaffected.
+ */
+export class PgBackend<S> implements SessionBackend<S> {
+  readonly kind = 'postgres';
+  readonly options: Readonly<ResolvedPgBackendOptions>;
+  readonly #pool: pg.Pool;
+  readonly #ownsPool: boolean;
+  readonly #hooks: RecoveryHooks<S>;
+  readonly #fencing: boolean;
+  readonly #sql: ReturnType<typeof statements>;
+  readonly #held = new Map<string, Held>();
+  /** sessions lost since they were last held, with why: appends reject ARBOR_FENCED until re-acquired */
+  readonly #lost = new Map<string, string>();
+  /** per-session chain of loads and releases, so they never interleave */
+  readonly #sessionOps = new Map<string, Promise<unknown>>();
+  readonly #listeners: ((sid: string, reason: string) => void)[] = [];
+  /** leases taken by loads still rebuilding their session: renewed, not yet writable */
+  readonly #loading = new Map<string, { epoch: number; validUntil: number; lost: boolean }>();
+  #queue: Pending[] = [];
+  #queuedBytes = 0;
+  #pumping = false;
+  #scheduled = false;
+  #idle: (() => void)[] = [];
+  #renewTimer: NodeJS.Timeout | undefined;
+  #renewing: Promise<void> | undefined;
+  #state: State = 'open';
+  #closing: Promise<void> | undefined;
+  #lastFlushAt = Date.now();
+  #flushes = 0;
+  #flushedEvents = 0;
+  #fencedAppends = 0;
+  #sessionsLost = 0;
+
+  private constructor(options: Readonly<ResolvedPgBackendOptions>, pool: pg.Pool, ownsPool: boolean, hooks: RecoveryHooks<S>, internals: PgBackendInternals) {
+    this.options = options;
+    this.#pool = pool;
+    this.#ownsPool = ownsPool;
+    this.#hooks = hooks;
+    this.#fencing = internals.unsafeDisableFencing !== true;
+    this.#sql = statements(quoteSchema(options.schema));
+  }
+
+  /**
+   * Connects, applies pending migrations (safe when several processes start
+   * at once) and starts renewing leases. Takes no lease yet: `loadSession` does.
+   */
+  static async open<S>(options: PgBackendOptions<S>, internals: PgBackendInternals = {}): Promise<PgBackend<S>> {
+    const o = resolvePgBackendOptions(options);
+    const ownsPool = options.pool === undefined;
+    const pool = options.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, application_name: `arbor ${o.nodeId}`.slice(0, 63) });
+    // An idle client that dies (server restart) emits 'error' on the pool; without a listener that kills the process.
+    const onIdleError = (): void => undefined;
+    if (ownsPool) pool.on('error', onIdleError);
+    try {
+      await migrate(pool, o.schema);
+    } catch (err) {
+      if (ownsPool) await pool.end().catch(() => undefined);
+      throw err;
+    }
+    const backend = new PgBackend<S>(o, pool, ownsPool, options.hooks, internals);
+    backend.#renewTimer = setInterval(() => void backend.#renew(), o.renewEveryMs);
+    backend.#renewTimer.unref();
+    return backend;
+  }
+
+  get nodeId(): string {
+    return this.options.nodeId;
+  }
+
+  // ---- appends and the group committer ----------------------------------
+
+  /**
+   * Queues one event of a session this process holds (`loadSession` first) and
+   * resolves after the COMMIT that carried it. Rejects with
+   * ARBOR_INVALID_INPUT (`details.field`), ARBOR_TOO_LARGE, ARBOR_SEQ_CONFLICT,
+   * ARBOR_QUEUE_FULL, ARBOR_SESSION_QUARANTINED (nothing written),
+   * ARBOR_NOT_OWNER (not loaded here), ARBOR_FENCED (the lease was lost: not
+   * committed), ARBOR_IO_ERROR (the transaction failed: not acknowledged, and
+   * the session is dropped so that a reload learns what committed) or ARBOR_CLOSED.
+   */
+  append(input: AppendInput): Promise<AppendResult> {
+    try {
+      return this.#append(input);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #append(input: AppendInput): Promise<AppendResult> {
+    if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'postgres backend is closed');
+    const { sid, type, data, expectedSeq, clientMessageId: cid } = input;
+    const v = input.v ?? 1;
+    assertSessionId(sid);
+    if (typeof type !== 'string' || type.length === 0 || type.length > 200) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `type must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'type', sessionId: sid });
+    }
+    if (!Number.isSafeInteger(v) || v < 1) throw new ArborError(ErrorCodes.INVALID_INPUT, `v must be a positive integer (session ${sid})`, { field: 'v', sessionId: sid });
+    if (cid !== undefined && (typeof cid !== 'string' || cid.length === 0 || cid.length > 200)) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `clientMessageId must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'clientMessageId', sessionId: sid });
+    }
+    const held = this.#writable(sid);
+    if (cid !== undefined) {
+      const seen = held.cids.get(cid);
+      // A retried request: answer with the original result, write nothing.
+      if (seen !== undefined) return seen instanceof Promise ? seen.then((r) => ({ ...r, duplicate: true })) : Promise.resolve({ ...seen, duplicate: true });
+    }
+    if (held.quarantined !== undefined) {
+      throw new ArborError(ErrorCodes.SESSION_QUARANTINED, `session ${sid} is quarantined: ${held.quarantined}`, { sessionId: sid });
+    }
+    if (expectedSeq !== undefined && expectedSeq !== held.lastSeq) {
+      throw new ArborError(ErrorCodes.SEQ_CONFLICT, `session ${sid}: expected seq ${expectedSeq}, but the last seq is ${held.lastSeq}`, { sessionId: sid, expectedSeq, actualSeq: held.lastSeq });
+    }
+    if (input.ts !== undefined && (typeof input.ts !== 'number' || !Number.isFinite(input.ts) || input.ts < 0)) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `ts must be a non-negative finite number (session ${sid})`, { field: 'ts', sessionId: sid });
+    }
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(data);
+    } catch (err) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable: ${(err as Error).message}`, { field: 'data', sessionId: sid }, { cause: err });
+    }
+    if (json === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} has no JSON form`, { field: 'data', sessionId: sid });
+    const bytes = Buffer.byteLength(json) + Buffer.byteLength(type) + (cid === undefined ? 0 : Buffer.byteLength(cid));
+    if (bytes > this.options.maxEventBytes) {
+      throw new ArborError(ErrorCodes.TOO_LARGE, `event of session ${sid} is ${bytes} bytes; the limit is ${this.options.maxEventBytes}`, { sessionId: sid, bytes, limit: this.options.maxEventBytes });
+    }
+    if (this.#queue.length >= this.options.maxQueueRecords || this.#queuedBytes + bytes > this.options.maxQueueBytes) {
+      throw new ArborError(ErrorCodes.QUEUE_FULL, `postgres append queue is full (${this.#queue.length} events, ${this.#queuedBytes} bytes); retry later`, {
+        sessionId: sid,
+        queueDepth: this.#queue.length,
+        queuedBytes: this.#queuedBytes,
+      });
+    }
+    // Past every check: from here the append is committed to the queue, and its seq taken.
+    const seq = held.lastSeq + 1;
+    held.lastSeq = seq;
+    held.pending += 1;
+    const ts = input.ts ?? Date.now();
+    const promise = new Promise<AppendResult>((resolve, reject) => {
+      this.#queue.push({ held, seq, ts, type, v, data: json, cid, bytes, resolve, reject });
+    });
+    this.#queuedBytes += bytes;
+    if (cid !== undefined) this.#rememberCid(held, cid, promise);
+    this.#schedule();
+    return promise;
+  }
+
+  /** The session's lease as this process holds it, or why it may not write. */
+  #writable(sid: string): Held {
+    const held = this.#held.get(sid);
+    if (held === undefined) {
+      const lost = this.#lost.get(sid);
+      if (lost !== undefined) {
+        this.#fencedAppends += 1;
+        throw new ArborError(ErrorCodes.FENCED, `session ${sid} was lost by node ${this.nodeId} (${lost}); load it again to write`, { sessionId: sid, reason: lost });
+      }
+      throw new ArborError(ErrorCodes.NOT_OWNER, `session ${sid} is not held by node ${this.nodeId}; loadSession takes it`, { sessionId: sid });
+    }
+    // The process may have been paused past the lease's end: step back before writing anything.
+    if (performance.now() > held.validUntil) {
+      this.#lose(held, 'lease expired before it was renewed');
+      this.#fencedAppends += 1;
+      throw new ArborError(ErrorCodes.FENCED, `session ${sid}: node ${this.nodeId} lease expired before it was renewed`, { sessionId: sid, epoch: held.epoch });
+    }
+    return held;
+  }
+
+  #rememberCid(held: Held, cid: string, result: AppendResult | Promise<AppendResult>): void {
+    held.cids.set(cid, result);
+    if (result instanceof Promise) {
+      // Once settled keep the plain result; forget a failed one (it was never acknowledged).
+      result.then(
+        (r) => {
+          if (held.cids.get(cid) === result) held.cids.set(cid, r);
+        },
+        () => {
+          if (held.cids.get(cid) === result) held.cids.delete(cid);
+        },
+      );
+    }
+    if (held.cids.size > this.options.dedupeWindow) held.cids.delete(held.cids.keys().next().value as string);
+  }
+
+  #schedule(): void {
+    if (this.#pumping || this.#scheduled) return;
+    this.#scheduled = true;
+    const start = (): void => {
+      this.#scheduled = false;
+      void this.#pump();
+    };
+    // Fast path: on a microtask, so appends made in the same tick share the transaction.
+    if (this.options.flushIntervalMs === 0) queueMicrotask(start);
+    else setTimeout(start, this.options.flushIntervalMs);
+  }
+
+  /** The single writer: one transaction at a time, each carrying everything queued (up to the caps). */
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.#queue.length > 0) {
+        await this.#flush(this.#takeBatch());
+      }
+    } finally {
+      this.#pumping = false;
+      const idle = this.#idle;
+      this.#idle = [];
+      for (const done of idle) done();
+    }
+  }
+
+  #takeBatch(): Pending[] {
+    let n = 0;
+    let bytes = 0;
+    while (n < this.#queue.length && n < this.options.maxBatchRecords) {
+      const b = this.#queue[n]!.bytes;
+      if (n > 0 && bytes + b > this.options.maxBatchBytes) break;
+      bytes += b;
+      n += 1;
+    }
+    const batch = this.#queue.slice(0, n);
+    this.#queue = this.#queue.slice(n);
+    this.#queuedBytes -= bytes;
+    return batch;
+  }
+
+  async #flush(batch: Pending[]): Promise<void> {
+    // Appends of a session lost (or re-acquired under a new epoch) since they were queued never go out.
+    const live: Pending[] = [];
+    const now = performance.now();
+    for (const p of batch) {
+      const current = this.#held.get(p.held.sid);
+      if (current === p.held && now > current.validUntil) this.#lose(current, 'lease expired before it was renewed');
+      if (this.#held.get(p.held.sid) !== p.held) {
+        this.#rejectFenced(p, this.#lost.get(p.held.sid) ?? 'the session was reloaded or released');
+        continue;
+      }
+      live.push(p);
+    }
+    let attempt = live;
+    for (let round = 0; attempt.length > 0; round += 1) {
+      let committed: Set<string>;
+      try {
+        committed = await this.#insert(attempt);
+      } catch (err) {
+        // A clientMessageId older than the in-memory window whose row still exists: the unique index
+        // refused the whole statement (rolled back, nothing written). Answer those appends as the
+        // duplicates they are and write the rest again.
+        if (isCidConflict(err) && round < 3) {
+          try {
+            attempt = await this.#settleDuplicates(attempt);
+            continue;
+          } catch (lookupErr) {
+            this.#failBatch(attempt, lookupErr);
+            return;
+          }
+        }
+        this.#failBatch(attempt, err);
+        return;
+      }
+      this.#flushes += 1;
+      this.#lastFlushAt = Date.now();
+      for (const p of attempt) {
+        if (!committed.has(p.held.sid)) {
+          // Another node took the lease (or it expired): this write was fenced and is not in the table.
+          if (this.#held.get(p.held.sid) === p.held) this.#lose(p.held, 'fenced: the lease was taken over or expired');
+          this.#rejectFenced(p, this.#lost.get(p.held.sid) ?? 'fenced');
+          continue;
+        }
+        this.#flushedEvents += 1;
+        p.held.pending -= 1;
+        if (p.seq > p.held.durableSeq) p.held.durableSeq = p.seq;
+        p.resolve({ sid: p.held.sid, seq: p.seq, lsn: 0, ts: p.ts, duplicate: false });
+      }
+      return;
+    }
+  }
+
+  /**
+   * The transaction failed. Its outcome may be unknown (the COMMIT may have happened before the
+   * connection broke), so nothing is acknowledged and each session is dropped: a reload reads what
+   * really committed.
+   */
+  #failBatch(batch: Pending[], err: unknown): void {
+    const message = (err as Error)?.message ?? String(err);
+    for (const p of batch) {
+      if (this.#held.get(p.held.sid) === p.held) this.#lose(p.held, `a write failed: ${message}`);
+      p.held.pending -= 1;
+      p.reject(new ArborError(ErrorCodes.IO_ERROR, `session ${p.held.sid} seq ${p.seq}: the transaction failed, the append is not acknowledged: ${message}`, { sessionId: p.held.sid, seq: p.seq }, { cause: err }));
+    }
+  }
+
+  /**
+   * After a (sid, cid) unique violation: resolves the appends whose clientMessageId is already
+   * stored as duplicates of the stored event, and returns the appends to write again. A session
+   * whose other appends were numbered after a duplicate cannot keep those numbers: it is dropped
+   * (those appends reject ARBOR_IO_ERROR, not written) unless the duplicates were its last appends.
+   */
+  async #settleDuplicates(batch: Pending[]): Promise<Pending[]> {
+    const withCid = batch.filter((p) => p.cid !== undefined);
+    const { rows } = await this.#pool.query<{ sid: string; cid: string; seq: string; ts: number }>(this.#sql.findCids, [withCid.map((p) => p.held.sid), withCid.map((p) => p.cid)]);
+    const found = new Map(rows.map((r) => [`${r.sid} ${r.cid}`, { seq: Number(r.seq), ts: r.ts }]));
+    const stored = (p: Pending) => (p.cid === undefined ? undefined : found.get(`${p.held.sid} ${p.cid}`));
+    const affected = new Set(withCid.filter((p) => stored(p) !== undefined).map((p) => p.held));
+    for (const held of affected) {
+      const mine = batch.filter((p) => p.held === held);
+      const onlyDuplicates = mine.every((p) => stored(p) !== undefined) && held.pending === mine.length && held.lastSeq === Math.max(...mine.map((p) => p.seq));
+      if (onlyDuplicates) held.lastSeq = Math.min(...mine.map((p) => p.seq)) - 1;
+      else if (this.#held.get(held.sid) === held) this.#lose(held, 'a clientMessageId older than the dedupe window came again among other appends; reload the session');
+      for (const p of mine) {
+        held.pending -= 1;
+        const original = stored(p);
+        if (original !== undefined) p.resolve({ sid: held.sid, seq: original.seq, lsn: 0, ts: original.ts, duplicate: true });
+        else p.reject(new ArborError(ErrorCodes.IO_ERROR, `session ${held.sid} seq ${p.seq}: not written, an earlier append of the batch was a duplicate; reload the session`, { sessionId: held.sid, seq: p.seq }));
+      }
+    }
+    return batch.filter((p) => !affected.has(p.held));
+  }
+
+  #rejectFenced(p: Pending, reason: string): void {
+    this.#fencedAppends += 1;
+    p.held.pending -= 1;
+    p.reject(new ArborError(ErrorCodes.FENCED, `session ${p.held.sid} seq ${p.seq}: not committed, node ${this.nodeId} no longer holds the lease (${reason})`, { sessionId: p.held.sid, seq: p.seq, epoch: p.held.epoch }));
+  }
+
+  /** One statement, one transaction: the fenced multi-row insert. Returns the sessions whose rows went in. */
+  async #insert(batch: Pending[]): Promise<Set<string>> {
+    const epochs = new Map<string, number>();
+    const c: Columns = { sid: [], seq: [], ts: [], type: [], v: [], data: [], cid: [] };
+    for (const p of batch) {
+      epochs.set(p.held.sid, p.held.epoch);
+      c.sid.push(p.held.sid);
+      c.seq.push(p.seq);
+      c.ts.push(p.ts);
+      c.type.push(p.type);
+      c.v.push(p.v);
+      c.data.push(p.data);
+      c.cid.push(p.cid ?? null);
+    }
+    const rows = [c.sid, c.seq, c.ts, c.type, c.v, c.data, c.cid];
+    if (!this.#fencing) {
+      await this.#pool.query(this.#sql.insertUnfenced, rows);
+      return new Set(epochs.keys());
+    }
+    const { rows: held } = await this.#pool.query<{ sid: string }>(this.#sql.insertFenced, [this.nodeId, [...epochs.keys()], [...epochs.values()], ...rows]);
+    return new Set(held.map((r) => r.sid));
+  }
+
+  /** Resolves when nothing is queued or being written. */
+  #drained(): Promise<void> {
+    if (!this.#pumping && !this.#scheduled && this.#queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  // ---- leases -------------------------------------------------------------
+
+  onSessionLost(listener: (sid: string, reason: string) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /** Drops a held session: no more writes for it until re-acquired; listeners hear of it once. */
+  #lose(held: Held, reason: string): void {
+    if (this.#held.get(held.sid) !== held) return;
+    this.#held.delete(held.sid);
+    this.#lost.set(held.sid, reason);
+    this.#sessionsLost += 1;
+    for (const listener of this.#listeners) {
+      try {
+        listener(held.sid, reason);
+      } catch {
+        // A listener's failure must not stop the others hearing of the loss.
+      }
+    }
+  }
+
+  /**
+   * Renews every held lease in one statement. A lease the database did not
+   * extend (expired, or taken over) is lost at once; one whose renewal failed
+   * or came late is lost when its local deadline passes.
+   */
+  async #renew(): Promise<void> {
+    if (this.#renewing !== undefined || this.#state === 'closed') return;
+    const run = async (): Promise<void> => {
+      const now = performance.now();
+      for (const h of [...this.#held.values()]) if (now > h.validUntil) this.#lose(h, 'lease expired before it was renewed');
+      const held = [...this.#held.values()];
+      const loading = [...this.#loading.entries()];
+      if (held.length === 0 && loading.length === 0) return;
+      const sids = [...held.map((h) => h.sid), ...loading.map(([sid]) => sid)];
+      const epochs = [...held.map((h) => h.epoch), ...loading.map(([, l]) => l.epoch)];
+      const sentAt = performance.now();
+      let renewed: Set<string>;
+      try {
+        const { rows } = await this.#pool.query<{ sid: string }>(this.#sql.renew, [this.nodeId, this.options.leaseMs, sids, epochs]);
+        renewed = new Set(rows.map((r) => r.sid));
+      } catch {
+        // The database is unreachable: keep the old deadlines; sessions step back when they pass.
+        return;
+      }
+      for (const [sid, l] of loading) {
+        if (renewed.has(sid)) l.validUntil = Math.max(l.validUntil, sentAt + this.options.leaseMs);
+        else l.lost = true;
+      }
+      for (const h of held) {
+        if (renewed.has(h.sid)) {
+          // The database set expires_at = its now() + leaseMs, and its now() came after sentAt.
+          h.validUntil = Math.max(h.validUntil, sentAt + this.options.leaseMs);
+        } else {
+          this.#lose(h, 'lease not renewed: it expired or another node took it over');
+        }
+      }
+    };
+    this.#renewing = run().finally(() => (this.#renewing = undefined));
+    await this.#renewing;
+  }
+
+  /** Runs `op` after every earlier load or release of `sid` has finished. */
+  #serial<T>(sid: string, op: () => Promise<T>): Promise<T> {
+    const prev = this.#sessionOps.get(sid) ?? Promise.resolve();
+    const next = prev.then(op, op);
+    const tail = next.catch(() => undefined);
+    this.#sessionOps.set(sid, tail);
+    void tail.then(() => {
+      if (this.#sessionOps.get(sid) === tail) this.#sessionOps.delete(sid);
+    });
+    return next;
+  }
+
+  /** Takes (or renews with a new epoch) the lease of `sid`, or rejects with ARBOR_NOT_OWNER. */
+  async #acquire(sid: string): Promise<{ epoch: number; sentAt: number }> {
+    for (let attempt = 0; ; attempt += 1) {
+      const sentAt = performance.now();
+      const { rows } = await this.#pool.query<{ epoch: string }>(this.#sql.acquire, [sid, this.nodeId, this.options.nodeAddress ?? null, this.options.leaseMs]);
+      if (rows.length === 1) return { epoch: Number(rows[0]!.epoch), sentAt };
+      const { rows: owners } = await this.#pool.query<{ owner: string; owner_address: string | null; epoch: string; expires_in_ms: number }>(this.#sql.owner, [sid]);
+      const o = owners[0];
+      // The lease expired (or was released) between the two statements: try again.
+      if ((o === undefined || o.expires_in_ms <= 0) && attempt < 3) continue;
+      throw new ArborError(ErrorCodes.NOT_OWNER, `session ${sid} is owned by node ${o?.owner ?? '(unknown)'}${o?.owner_address ? ` at ${o.owner_address}` : ''}`, {
+        sessionId: sid,
+        owner: o?.owner,
+        ownerAddress: o?.owner_address ?? undefined,
+        epoch: o === undefined ? undefined : Number(o.epoch),
+        expiresInMs: o === undefined ? undefined : Math.max(0, Math.ceil(o.expires_in_ms)),
+      });
+    }
+  }
+
+  /**
+   * Takes the session for this process and rebuilds it: acquires its lease
+   * (a new epoch; rejects with ARBOR_NOT_OWNER and `details.owner`,
+   * `details.ownerAddress` when another live node holds it), then the newest
+   * valid snapshot and every event after it through the reducer. Undefined
+   * when nothing was ever written for it — the lease is held all the same, so
+   * the caller can start the session.
+   */
+  loadSession(sid: string): Promise<RecoveredSession<S> | undefined> {
+    try {
+      assertSessionId(sid);
+      this.#assertOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#serial(sid, () => this.#load(sid));
+  }
+
+  async #load(sid: string): Promise<RecoveredSession<S> | undefined> {
+    this.#assertOpen();
+    // Appends queued under the current lease go out (or fail) before the epoch changes under them.
+    if ((this.#held.get(sid)?.pending ?? 0) > 0) await this.#drained();
+    const { epoch, sentAt } = await this.#acquire(sid);
+    const previous = this.#held.get(sid);
+    if (previous !== undefined) this.#held.delete(sid);
+    try {
+      // While it is rebuilt the session is not held yet, but its lease is renewed with the others.
+      const loading = { epoch, validUntil: sentAt + this.options.leaseMs, lost: false };
+      this.#loading.set(sid, loading);
+      let rebuilt: Rebuilt<S>;
+      try {
+        rebuilt = await this.#rebuild(sid);
+      } finally {
+        this.#loading.delete(sid);
+      }
+      if (loading.lost || performance.now() > loading.validUntil) {
+        throw new ArborError(ErrorCodes.FENCED, `session ${sid}: node ${this.nodeId} lost the lease while loading the session`, { sessionId: sid, epoch });
+      }
+      const validUntil = loading.validUntil;
+      const held: Held = {
+        sid,
+        epoch,
+        validUntil,
+        lastSeq: rebuilt.lastSeq,
+        durableSeq: rebuilt.lastSeq,
+        pending: 0,
+        cids: rebuilt.cids,
+        quarantined: rebuilt.quarantined,
+      };
+      this.#held.set(sid, held);
+      this.#lost.delete(sid);
+      return rebuilt.session;
+    } catch (err) {
+      // Reads failed: give the lease back rather than hold a session nobody serves.
+      await this.#pool.query(this.#sql.release, [[sid], [epoch], this.nodeId]).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async #rebuild(sid: string): Promise<Rebuilt<S>> {
+    const { rows: snaps } = await this.#pool.query<SnapshotRow>(this.#sql.snapshots, [sid]);
+    const report: SessionRecovery = { sid, status: 'recovered', seq: 0, snapshotSeq: 0, replayed: 0, damagedSnapshots: [] };
+    let state: S = this.#hooks.initialState(sid);
+    const cids = new Map<string, AppendResult>();
+    let quarantined: string | undefined;
+    let status: RecoveryStatus = 'recovered';
+    for (const row of snaps) {
+      const seq = Number(row.seq);
+      const where = `snapshots(${sid}, ${seq})`;
+      const decoded = await decodeSnapshot(row.body);
+      if (typeof decoded === 'string' || decoded.sid !== sid || decoded.seq !== seq) {
+        report.damagedSnapshots.push({ file: where, reason: typeof decoded === 'string' ? decoded : 'header names another session or seq' });
+        continue;
+      }
+      try {
+        state = upcastSnapshotState(decoded.state, decoded.stateSchemaVersion, this.options.stateSchemaVersion, this.#hooks, sid);
+      } catch (err) {
+        status = 'failed';
+        report.error = (err as Error).message;
+      }
+      report.seq = seq;
+      report.snapshotSeq = seq;
+      for (const [cid, s, , ts] of decoded.dedupe) cids.set(cid, { sid, seq: s, lsn: 0, ts, duplicate: false });
+      break;
+    }
+    const { rows: events } = await this.#pool.query<EventRow>(this.#sql.eventsFrom, [sid, report.seq + 1]);
+    const { rows: maxRows } = await this.#pool.query<{ max: string | null }>(this.#sql.maxSeq, [sid]);
+    const maxEventSeq = Number(maxRows[0]?.max ?? 0);
+    for (const row of events) {
+      const record = toRecord(sid, row);
+      if (record.cid !== undefined) cids.set(record.cid, { sid, seq: record.seq, lsn: 0, ts: record.ts, duplicate: false });
+      if (status !== 'recovered') continue;
+      if (record.seq !== report.seq + 1) {
+        status = 'damaged';
+        report.missing = [report.seq + 1, record.seq - 1];
+        continue;
+      }
+      try {
+        state = this.#hooks.reducer(state, this.#hooks.upcastEvent === undefined ? record : this.#hooks.upcastEvent(record));
+        report.seq = record.seq;
+        report.replayed += 1;
+      } catch (err) {
+        status = 'failed';
+        report.error = `reducer threw at seq ${record.seq} (${record.type}): ${(err as Error)?.message ?? String(err)}`;
+      }
+    }
+    if (status === 'recovered' && report.snapshotSeq === 0 && snaps.length > 0 && events.length > 0 && Number(events[0]!.seq) !== 1) {
+      // Every snapshot was damaged and the events they covered were released: the start is missing.
+      status = 'damaged';
+      report.missing = [1, Number(events[0]!.seq) - 1];
+    }
+    report.status = status;
+    if (status === 'damaged') quarantined = `events ${report.missing?.[0]}..${report.missing?.[1]} are missing or damaged`;
+    if (status === 'failed') quarantined = report.error ?? 'recovery failed';
+    if (report.skipped === undefined && status === 'damaged') report.skipped = events.filter((e) => Number(e.seq) > report.seq).length;
+    while (cids.size > this.options.dedupeWindow) cids.delete(cids.keys().next().value as string);
+    const lastSeq = Math.max(report.seq, maxEventSeq, Number(snaps[0]?.seq ?? 0));
+    if (snaps.length === 0 && events.length === 0 && maxEventSeq === 0) return { session: undefined, lastSeq: 0, cids, quarantined: undefined };
+    return { session: { state, seq: report.seq, status, report }, lastSeq, cids, quarantined };
+  }
+
+  /**
+   * Gives the session's lease up (after its queued appends are settled); other nodes may take it at
+   * once. For a session already lost it only forgets the loss: later appends then reject
+   * ARBOR_NOT_OWNER instead of ARBOR_FENCED.
+   */
+  release(sid: string): Promise<void> {
+    try {
+      assertSessionId(sid);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#serial(sid, async () => {
+      const held = this.#held.get(sid);
+      if (held === undefined) {
+        this.#lost.delete(sid);
+        return;
+      }
+      if (held.pending > 0) await this.#drained();
+      if (this.#held.get(sid) !== held) return;
+      this.#held.delete(sid);
+      await this.#pool.query(this.#sql.release, [[sid], [held.epoch], this.nodeId]);
+    });
+  }
+
+  // ---- reads and snapshots ------------------------------------------------
+
+  /** Ids of every session with events or snapshots in the database (every node's). */
+  async sessionIds(): Promise<string[]> {
+    this.#assertOpen();
+    const { rows } = await this.#pool.query<{ sid: string }>(this.#sql.sessionIds);
+    return rows.map((r) => r.sid);
+  }
+
+  /** The session's stored events with seq ≥ `fromSeq`, in order; needs no lease. */
+  async read(sid: string, fromSeq = 1): Promise<JournalRecord[]> {
+    assertSessionId(sid);
+    this.#assertOpen();
+    const { rows } = await this.#pool.query<EventRow>(this.#sql.eventsFrom, [sid, fromSeq]);
+    return rows.map((r) => toRecord(sid, r));
+  }
+
+  async snapshotSeq(sid: string): Promise<number> {
+    assertSessionId(sid);
+    this.#assertOpen();
+    const { rows } = await this.#pool.query<{ max: string | null }>(this.#sql.snapshotSeq, [sid]);
+    return Number(rows[0]?.max ?? 0);
+  }
+
+  /** Always empty: PostgreSQL reclaims space per session as snapshots prune, no segment pins it. */
+  sessionsToSnapshot(): string[] {
+    return [];
+  }
+
+  /**
+   * Stores `state` as the session's state after event `seq`, in one fenced
+   * transaction that also prunes to `maxSnapshotsPerSession` and deletes the
+   * events the oldest kept snapshot covers. The snapshot carries the session's
+   * recent clientMessageIds, so deduplication survives the deleted events.
+   * Rejects with ARBOR_FENCED when the lease is gone (nothing written).
+   */
+  async snapshot(sid: string, state: S, seq: number): Promise<{ bytes: number }> {
+    assertSessionId(sid);
+    this.#assertOpen();
+    let held = this.#writable(sid);
+    if (!Number.isSafeInteger(seq) || seq < 0 || seq > held.lastSeq) {
+      throw new RangeError(`snapshot of session ${sid}: seq ${seq} is not between 0 and the session's last seq ${held.lastSeq}`);
+    }
+    // A snapshot never gets ahead of the events it covers.
+    if (seq > held.durableSeq) await this.#drained();
+    held = this.#writable(sid);
+    if (seq > held.durableSeq) throw new ArborError(ErrorCodes.IO_ERROR, `snapshot of session ${sid}: events up to seq ${seq} did not commit`, { sessionId: sid, seq });
+    const dedupe: DedupeEntry[] = [];
+    for (const [cid, r] of held.cids) if (!(r instanceof Promise) && r.seq <= seq) dedupe.push([cid, r.seq, 0, r.ts]);
+    const ts = Date.now();
+    const body = await encodeSnapshot({ sid, seq, lsn: 0, ts, stateSchemaVersion: this.options.stateSchemaVersion, state, dedupe });
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      try {
+        if (this.#fencing) {
+          const { rows } = await client.query(this.#sql.checkLease, [sid, this.nodeId, held.epoch]);
+          if (rows.length === 0) {
+            await client.query('ROLLBACK');
+            this.#lose(held, 'fenced: the lease was taken over or expired');
+            throw new ArborError(ErrorCodes.FENCED, `snapshot of session ${sid} at seq ${seq}: not written, node ${this.nodeId} no longer holds the lease`, { sessionId: sid, seq, epoch: held.epoch });
+          }
+        }
+        await client.query(this.#sql.insertSnapshot, [sid, seq, ts, this.options.stateSchemaVersion, body.length, body]);
+        await client.query(this.#sql.pruneSnapshots, [sid, this.options.maxSnapshotsPerSession]);
+        await client.query(this.#sql.releaseEvents, [sid]);
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        if (err instanceof ArborError) throw err;
+        throw new ArborError(ErrorCodes.IO_ERROR, `snapshot of session ${sid} at seq ${seq} failed: ${(err as Error).message}`, { sessionId: sid, seq }, { cause: err });
+      }
+    } finally {
+      client.release();
+    }
+    return { bytes: body.length };
+  }
+
+  // ---- lifecycle ------------------------------------------------------------
+
+  stats(): PgBackendStats {
+    return {
+      state: this.#state,
+      queueDepth: this.#queue.length,
+      lastFlushAt: this.#lastFlushAt,
+      journalBytes: 0,
+      nodeId: this.nodeId,
+      heldSessions: this.#held.size,
+      flushes: this.#flushes,
+      flushedEvents: this.#flushedEvents,
+      fencedAppends: this.#fencedAppends,
+      sessionsLost: this.#sessionsLost,
+    };
+  }
+
+  #assertOpen(): void {
+    if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'postgres backend is closed');
+  }
+
+  /** Flushes queued appends, gives every lease up and disconnects (a caller's pool stays open). Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#state = 'closing';
+    try {
+      clearInterval(this.#renewTimer);
+      await this.#drained();
+      await this.#renewing;
+      const held = [...this.#held.values()];
+      this.#held.clear();
+      if (held.length > 0) {
+        await this.#pool.query(this.#sql.release, [held.map((h) => h.sid), held.map((h) => h.epoch), this.nodeId]).catch(() => undefined);
+      }
+    } finally {
+      if (this.#ownsPool) await this.#pool.end().catch(() => undefined);
+      this.#state = 'closed';
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Opens a PostgreSQL backend; see `PgBackend.open`. */
+export function openPgBackend<S>(options: PgBackendOptions<S>): Promise<PgBackend<S>> {
+  return PgBackend.open(options);
+}
+
+/** A unique violation of the (sid, cid) index: a clientMessageId stored before. */
+function isCidConflict(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown };
+  return e?.code === '23505' && e.constraint === 'events_sid_cid';
+}
+
+function toRecord(sid: string, row: EventRow): JournalRecord {
+  const record: JournalRecord = { lsn: 0, sid, seq: Number(row.seq), ts: row.ts, type: row.type, v: row.v, data: JSON.parse(row.data) as unknown };
+  if (row.cid !== null) record.cid = row.cid;
+  return record;
+}
+
+function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks: RecoveryHooks<S>, sid: string): S {
+  if (from === to) return state as S;
+  if (from > to) throw new Error(`snapshot of session ${sid} has state schema version ${from}, newer than this build's ${to}`);
+  if (hooks.upcastState === undefined) throw new Error(`snapshot of session ${sid} has state schema version ${from} and no upcastState hook is configured (current ${to})`);
+  return hooks.upcastState(state, from);
+}
+
+/** Every statement, with the schema spliced in once. */
+function statements(q: string) {
+  const unnestRows = `unnest($4::text[], $5::bigint[], $6::float8[], $7::text[], $8::int[], $9::text[], $10::text[]) AS r(sid, seq, ts, type, v, data, cid)`;
+  return {
+    // The fence: rows go in only for sessions whose lease row, share-locked in this same statement,
+    // still names this node at the acquired epoch and has not expired by the database clock.
+    insertFenced: `
+      WITH held AS (
+        SELECT l.sid FROM ${q}.leases l
+        JOIN unnest($2::text[], $3::bigint[]) AS m(sid, epoch) ON l.sid = m.sid AND l.epoch = m.epoch
+        WHERE l.owner = $1 AND l.expires_at > now()
+        FOR SHARE OF l
+      ), ins AS (
+        INSERT INTO ${q}.events (sid, seq, ts, type, v, data, cid)
+        SELECT r.sid, r.seq, r.ts, r.type, r.v, r.data, r.cid FROM ${unnestRows}
+        WHERE r.sid IN (SELECT sid FROM held)
+        RETURNING 1
+      )
+      SELECT sid FROM held`,
+    insertUnfenced: `
+      INSERT INTO ${q}.events (sid, seq, ts, type, v, data, cid)
+      SELECT * FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::text[], $5::int[], $6::text[], $7::text[])`,
+    acquire: `
+      INSERT INTO ${q}.leases AS l (sid, owner, owner_address, epoch, expires_at)
+      VALUES ($1, $2, $3, 1, now() + $4::bigint * interval '1 millisecond')
+      ON CONFLICT (sid) DO UPDATE
+        SET owner = excluded.owner, owner_address = excluded.owner_address, epoch = l.epoch + 1, expires_at = excluded.expires_at
+        WHERE l.owner = excluded.owner OR l.expires_at <= now()
+      RETURNING l.epoch`,
+    owner: `SELECT owner, owner_address, epoch, EXTRACT(EPOCH FROM (expires_at - now())) * 1000 AS expires_in_ms FROM ${q}.leases WHERE sid = $1`,
+    renew: `
+      UPDATE ${q}.leases l SET expires_at = now() + $2::bigint * interval '1 millisecond'
+      FROM unnest($3::text[], $4::bigint[]) AS h(sid, epoch)
+      WHERE l.sid = h.sid AND l.epoch = h.epoch AND l.owner = $1 AND l.expires_at > now()
+      RETURNING l.sid`,
+    // Released leases keep their row (and epoch): epochs only ever grow.
+    release: `
+      UPDATE ${q}.leases l SET expires_at = now()
+      FROM unnest($1::text[], $2::bigint[]) AS h(sid, epoch)
+      WHERE l.sid = h.sid AND l.epoch = h.epoch AND l.owner = $3`,
+    checkLease: `SELECT 1 FROM ${q}.leases WHERE sid = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`,
+    snapshots: `SELECT seq, body, state_schema_version FROM ${q}.snapshots WHERE sid = $1 ORDER BY seq DESC`,
+    snapshotSeq: `SELECT max(seq) AS max FROM ${q}.snapshots WHERE sid = $1`,
+    insertSnapshot: `
+      INSERT INTO ${q}.snapshots (sid, seq, ts, state_schema_version, bytes, body) VALUES ($1, $2, $3, $4, $5, $6)
+      ON CONFLICT (sid, seq) DO UPDATE SET ts = excluded.ts, state_schema_version = excluded.state_schema_version, bytes = excluded.bytes, body = excluded.body`,
+    pruneSnapshots: `
+      DELETE FROM ${q}.snapshots WHERE sid = $1 AND seq < (
+        SELECT min(seq) FROM (SELECT seq FROM ${q}.snapshots WHERE sid = $1 ORDER BY seq DESC LIMIT $2) AS kept)`,
+    // Events the oldest kept snapshot covers are no longer needed, even if newer snapshots turn out damaged.
+    releaseEvents: `DELETE FROM ${q}.events WHERE sid = $1 AND seq <= (SELECT min(seq) FROM ${q}.snapshots WHERE sid = $1)`,
+    eventsFrom: `SELECT seq, ts, type, v, data, cid FROM ${q}.events WHERE sid = $1 AND seq >= $2 ORDER BY seq`,
+    findCids: `SELECT e.sid, e.cid, e.seq, e.ts FROM ${q}.events e JOIN unnest($1::text[], $2::text[]) AS k(sid, cid) ON e.sid = k.sid AND e.cid = k.cid`,
+    maxSeq: `SELECT max(seq) AS max FROM ${q}.events WHERE sid = $1`,
+    sessionIds: `SELECT sid FROM ${q}.events UNION SELECT sid FROM ${q}.snapshots`,
+  };
+}

@@ -1,0 +1,13 @@
+import { backendContract } from './backend-contract.ts';
+import { fileBackend } from './file-backend.ts';
+import { hooks } from '../crash/power-loss-harness.ts';
+import { MemoryFileSystem } from '../../src/storage/memory-fs.ts';
+
+// The file Store on the in-memory filesystem; a reopen sees the same (synced) files.
+backendContract('file store on MemoryFileSystem', async () => {
+  const fs = new MemoryFileSystem();
+  return {
+    open: (o) => fileBackend({ dataDir: '/data', fs, journalFlushIntervalMs: 3_600_000, ...o }, hooks),
+    cleanup: async () => undefined,
+  };
+});
