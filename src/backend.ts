@@ -1,15 +1,9 @@
 import type { JournalRecord } from './journal/format.ts';
 import type { AppendInput, AppendResult } from './journal/journal.ts';
-import type { RecoveryStatus, SessionRecovery } from './recovery/recovery.ts';
 
-/** A session as a backend rebuilt it: newest valid snapshot, then every event after it. */
-export interface RecoveredSession<S> {
-  state: S;
-  seq: number;
-  status: RecoveryStatus;
-  /** how it was rebuilt (snapshot seq, events replayed, damage) */
-  report: SessionRecovery;
-}
+import type { RecoveredSession } from './recovery/coordinator.ts';
+
+export type { RecoveredSession };
 
 /** Figures for health checks and metrics. */
 export interface BackendStats {

@@ -4,6 +4,7 @@ import type { JournalRecord } from './journal/format.ts';
 import { Journal, type AppendInput, type AppendResult, type JournalOpenReport } from './journal/journal.ts';
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from './options.ts';
 import { posix as path } from 'node:path';
+import type { BackendStats, SessionBackend } from './backend.ts';
 import { writeTableCheckpoint, type CheckpointEntry } from './checkpoint/table-checkpoint.ts';
 import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery/coordinator.ts';
 import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from './recovery/recovery.ts';
@@ -50,7 +51,8 @@ export interface StoreInternals {
  * Durability is the journal's (see `Journal.append`); snapshots only ever
  * release journal records after they are durable themselves.
  */
-export class Store<S> {
+export class Store<S> implements SessionBackend<S> {
+  readonly kind = 'file';
   readonly options: ResolvedStoreOptions;
   readonly journal: Journal;
   readonly snapshots: SnapshotStore;
@@ -271,6 +273,27 @@ export class Store<S> {
     if (this.journal.quarantineReason(sid) !== undefined && this.options.salvage) this.journal.unquarantine(sid);
     const deletedSegments = await this.journal.deleteReleasedSegments();
     return { ...written, deletedSegments };
+  }
+
+  /** Seq of the session's newest snapshot file, 0 when none. */
+  async snapshotSeq(sid: string): Promise<number> {
+    return this.snapshots.seqs(sid).at(-1) ?? 0;
+  }
+
+  /** The sessions pinning the oldest journal segment: snapshotting them lets it be deleted. */
+  sessionsToSnapshot(): string[] {
+    return this.journal.sessionsPinningOldest();
+  }
+
+  /** Nothing to give up: the data directory's lock makes this process the only owner of every session. */
+  async release(_sid: string): Promise<void> {}
+
+  /** Never called: one process owns the whole data directory. */
+  onSessionLost(_listener: (sid: string, reason: string) => void): void {}
+
+  stats(): BackendStats {
+    const j = this.journal;
+    return { state: j.state, queueDepth: j.queueDepth, lastFlushAt: j.lastFlushAt, journalBytes: j.sizeBytes() };
   }
 
   /** Deletes journal segments that snapshots fully cover. */

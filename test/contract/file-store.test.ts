@@ -1,5 +1,5 @@
 import { backendContract } from './backend-contract.ts';
-import { fileBackend } from './file-backend.ts';
+import { openStore } from '../../src/store.ts';
 import { hooks } from '../crash/power-loss-harness.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -7,7 +7,7 @@ import { tempDir } from '../helpers/tmp.ts';
 backendContract('file store', async () => {
   const { dir, cleanup } = tempDir('arbor-contract-');
   return {
-    open: (o) => fileBackend({ dataDir: dir, journalFlushIntervalMs: 3_600_000, ...o }, hooks),
+    open: (o) => openStore({ dataDir: dir, journalFlushIntervalMs: 3_600_000, ...o }, hooks),
     cleanup: async () => cleanup(),
   };
 });

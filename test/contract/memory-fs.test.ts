@@ -1,5 +1,5 @@
 import { backendContract } from './backend-contract.ts';
-import { fileBackend } from './file-backend.ts';
+import { openStore } from '../../src/store.ts';
 import { hooks } from '../crash/power-loss-harness.ts';
 import { MemoryFileSystem } from '../../src/storage/memory-fs.ts';
 
@@ -7,7 +7,7 @@ import { MemoryFileSystem } from '../../src/storage/memory-fs.ts';
 backendContract('file store on MemoryFileSystem', async () => {
   const fs = new MemoryFileSystem();
   return {
-    open: (o) => fileBackend({ dataDir: '/data', fs, journalFlushIntervalMs: 3_600_000, ...o }, hooks),
+    open: (o) => openStore({ dataDir: '/data', fs, journalFlushIntervalMs: 3_600_000, ...o }, hooks),
     cleanup: async () => undefined,
   };
 });
