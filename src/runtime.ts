@@ -9,6 +9,10 @@ import type { LlmProvider } from './llm/provider.ts';
 import type { StoreOptions } from './options.ts';
 import { Store, type RecoveredSession, type RecoveryReport } from './store.ts';
 import type { CheckpointEntry } from './checkpoint/table-checkpoint.ts';
+import type { SessionBackend } from './backend.ts';
+import type { JournalRecord } from './journal/format.ts';
+import type { SessionRecovery } from './recovery/recovery.ts';
+import { openPgBackend, type PgBackendOptions } from './postgres/index.ts';
 import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session.ts';
 import type { Chunk } from './sessions/chunk-buffer.ts';
 
@@ -47,6 +51,12 @@ export interface RuntimeOptions {
    * Nothing is lost, but every command pays a load.
    */
   enableHotStorage: boolean;
+  /**
+   * Run on PostgreSQL instead of the file store: several processes share one
+   * database, each session owned by one process at a time through a fenced
+   * lease (see PgBackendOptions; `hooks` are the runtime's).
+   */
+  postgres: Omit<PgBackendOptions<SessionState>, 'hooks'> | undefined;
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
@@ -63,6 +73,7 @@ export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   checkpointIntervalMs: 60_000,
   tableCheckpoint: true,
   enableHotStorage: true,
+  postgres: undefined,
 });
 
 export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
@@ -79,9 +90,12 @@ function positiveInteger(name: string, value: unknown): number {
 /** Health figures of a running Arbor (the server turns them into /health). */
 export interface ArborHealth {
   ok: boolean;
+  /** 'file' or 'postgres' */
+  backend: string;
   hot: { sessions: number; approxBytes: number };
   journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number };
-  sessions: { active: number; stopped: string[]; crashes: number };
+  /** `lost`: sessions another process took over from this one (multi-node) */
+  sessions: { active: number; stopped: string[]; crashes: number; lost: number };
   /** sessions recovered per status so far, and those still waiting for the background pass */
   recovery: RecoveryReport['counts'] & { pending: number };
   /** the last whole-table checkpoint this process wrote */
@@ -95,7 +109,12 @@ export interface ArborHealth {
  * interrupted.
  */
 export class Arbor {
-  readonly #store: Store<SessionState>;
+  readonly #backend: SessionBackend<SessionState>;
+  /** The backend when it is the file store (lazy recovery, checkpoint, journal figures); undefined on PostgreSQL. */
+  readonly #file: Store<SessionState> | undefined;
+  readonly #opened = performance.now();
+  /** Loads on PostgreSQL, for recoveryReport (the file store keeps its own). */
+  readonly #loads: SessionRecovery[] = [];
   readonly #hot = new HotTier<SessionState>();
   readonly #o: Readonly<RuntimeOptions> & { llm: LlmProvider };
   readonly #actors = new Map<string, SessionActor>();
@@ -120,17 +139,19 @@ export class Arbor {
   /** The background recovery pass (lazy recovery); resolves when every session is recovered. */
   #recoveryPass: Promise<void> | undefined;
   #crashCount = 0;
+  #sessionsLost = 0;
   #recoveries = 0;
   #recoveryWaiters: (() => void)[] = [];
   #timer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
   readonly #ctx: SessionContext;
 
-  private constructor(store: Store<SessionState>, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
-    this.#store = store;
+  private constructor(backend: SessionBackend<SessionState>, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
+    this.#backend = backend;
+    this.#file = backend instanceof Store ? backend : undefined;
     this.#o = options;
     this.#ctx = {
-      store,
+      store: backend,
       hot: this.#hot,
       llm: options.llm,
       commands: options.commands,
@@ -165,9 +186,13 @@ export class Arbor {
       if (typeof o[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(o[key])}`);
     }
     const llm = o.llm ?? new MockProvider();
-    // Lazy recovery unless asked otherwise: the runtime answers as soon as the journal is indexed.
-    const store = await Store.open<SessionState>({ recovery: 'lazy', ...storeOptions }, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
-    const arbor = new Arbor(store, Object.freeze({ ...o, llm }));
+    const hooks = { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord };
+    const backend: SessionBackend<SessionState> =
+      o.postgres !== undefined
+        ? await openPgBackend<SessionState>({ ...o.postgres, hooks })
+        : // Lazy recovery unless asked otherwise: the runtime answers as soon as the journal is indexed.
+          await Store.open<SessionState>({ recovery: 'lazy', ...storeOptions }, hooks);
+    const arbor = new Arbor(backend, Object.freeze({ ...o, llm }));
     await arbor.#start();
     return arbor;
   }
@@ -175,10 +200,15 @@ export class Arbor {
   async #start(): Promise<void> {
     // An eager open rebuilt everything already; a lazy one recovers each session on first access
     // (#activate) and all of them in the background, through the same #recovered.
-    for (const [sid, r] of this.#store.recovered) this.#recovered(sid, r);
-    this.#store.dropRecovered();
-    this.#recoveryPass = this.#store.recoverAll((sid, r) => this.#recovered(sid, r));
-    this.#recoveryPass.catch(() => undefined);
+    // On PostgreSQL sessions are only ever loaded on access: loading them all would take every lease.
+    this.#backend.onSessionLost((sid, reason) => this.#lost(sid, reason));
+    const file = this.#file;
+    if (file !== undefined) {
+      for (const [sid, r] of file.recovered) this.#recovered(sid, r);
+      file.dropRecovered();
+      this.#recoveryPass = file.recoverAll((sid, r) => this.#recovered(sid, r));
+      this.#recoveryPass.catch(() => undefined);
+    }
     const tick = Math.min(this.#o.snapshotIntervalMs, Math.max(1000, Math.floor(this.#o.sessionIdleTimeoutMs / 2)));
     this.#timer = setInterval(() => void this.#background().catch(() => undefined), tick);
     this.#timer.unref();
@@ -209,7 +239,7 @@ export class Arbor {
     this.#assertOpen();
     let handle = this.#handles.get(id);
     if (handle === undefined) {
-      handle = new Session(id, this, () => this.#actor(id), () => this.#hot.peek(id), () => this.#store.isPendingRecovery(id));
+      handle = new Session(id, this, () => this.#actor(id), () => this.#hot.peek(id), () => this.#file?.isPendingRecovery(id) ?? false);
       this.#handles.set(id, handle);
     }
     return handle;
@@ -245,7 +275,8 @@ export class Arbor {
     try {
       const again = this.#hot.retrieve(sid);
       if (again !== undefined) return { state: again, fresh: this.#needsRepair.delete(sid) };
-      const loaded = await this.#store.loadSession(sid);
+      const loaded = await this.#backend.loadSession(sid);
+      if (loaded !== undefined && this.#file === undefined) this.#loads.push(loaded.report);
       // The background pass may have brought it in meanwhile (and queued its repair).
       const raced = this.#hot.retrieve(sid);
       if (raced !== undefined) return { state: raced, fresh: this.#needsRepair.delete(sid) };
@@ -287,7 +318,7 @@ export class Arbor {
     setImmediate(() => {
       this.#evicting.delete(sid);
       if (this.#closing !== undefined) return;
-      const snapshot = !this.#store.options.enableJournal || (this.#eventsSinceSnapshot.get(sid) ?? 0) >= this.#o.snapshotEveryEvents;
+      const snapshot = !(this.#file?.options.enableJournal ?? true) || (this.#eventsSinceSnapshot.get(sid) ?? 0) >= this.#o.snapshotEveryEvents;
       void this.#passivate(sid, snapshot).catch(() => undefined);
     });
   }
@@ -317,7 +348,7 @@ export class Arbor {
   #snapshot(sid: string): Promise<void> {
     const running = this.#snapshotting.get(sid);
     if (running !== undefined) return running;
-    if (!this.#store.options.enableSnapshots) {
+    if (!(this.#file?.options.enableSnapshots ?? true)) {
       // Snapshots are off: the journal keeps everything (and is never compacted).
       this.#eventsSinceSnapshot.set(sid, 0);
       return Promise.resolve();
@@ -325,7 +356,7 @@ export class Arbor {
     const state = this.#hot.peek(sid);
     if (state === undefined || state.seq === 0) return Promise.resolve();
     this.#eventsSinceSnapshot.set(sid, 0);
-    const p = this.#store
+    const p = this.#backend
       .snapshot(sid, state, state.seq)
       .then(() => undefined)
       .finally(() => this.#snapshotting.delete(sid));
@@ -338,7 +369,7 @@ export class Arbor {
     if (this.#closing !== undefined) return;
     // Through the same one-at-a-time worker as threshold snapshots: the sessions pinning the oldest
     // segment first (so the journal stays bounded), then every session with new events.
-    for (const sid of this.#store.journal.sessionsPinningOldest()) if (this.#hot.has(sid)) this.#snapshotQueue.add(sid);
+    for (const sid of this.#backend.sessionsToSnapshot()) if (this.#hot.has(sid)) this.#snapshotQueue.add(sid);
     for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) this.#snapshotQueue.add(sid);
     this.#drainSnapshotQueue();
     await this.#snapshotWorker;
@@ -356,6 +387,8 @@ export class Arbor {
    * Runs in the background every `checkpointIntervalMs`.
    */
   checkpoint(): Promise<void> {
+    const file = this.#file;
+    if (file === undefined) return Promise.resolve(); // PostgreSQL: each node loads what it owns, on access
     this.#checkpointing ??= (async () => {
       const changed = this.#changedSinceCheckpoint;
       const entries: CheckpointEntry<SessionState>[] = [];
@@ -363,9 +396,9 @@ export class Arbor {
         const state = this.#hot.peek(sid);
         const last = this.#lastEvent.get(sid);
         if (state === undefined || last === undefined || last.seq !== state.seq) continue;
-        entries.push({ sid, seq: state.seq, lsn: last.lsn, state, dedupe: this.#store.journal.dedupeEntries(sid, state.seq) });
+        entries.push({ sid, seq: state.seq, lsn: last.lsn, state, dedupe: file.journal.dedupeEntries(sid, state.seq) });
       }
-      const written = await this.#store.writeCheckpoint(entries);
+      const written = await file.writeCheckpoint(entries);
       this.#changedSinceCheckpoint -= changed;
       this.#lastCheckpoint = { at: Date.now(), ...written };
     })().finally(() => {
@@ -382,7 +415,7 @@ export class Arbor {
   async #passivate(sid: string, snapshot: boolean): Promise<boolean> {
     const actor = this.#actors.get(sid);
     if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
-    if (snapshot && ((this.#eventsSinceSnapshot.get(sid) ?? 0) > 0 || this.#store.snapshots.seqs(sid).at(-1) !== this.#hot.peek(sid)?.seq)) await this.#snapshot(sid);
+    if (snapshot && ((this.#eventsSinceSnapshot.get(sid) ?? 0) > 0 || (await this.#backend.snapshotSeq(sid)) !== this.#hot.peek(sid)?.seq)) await this.#snapshot(sid);
     if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
     const state = this.#hot.peek(sid);
     if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
@@ -393,32 +426,78 @@ export class Arbor {
     this.#lastActivity.delete(sid);
     // Without a snapshot the count goes on, so the threshold still triggers one (enableHotStorage: false).
     if (snapshot) this.#eventsSinceSnapshot.delete(sid);
+    // A multi-node backend hands the session back: any node may take it next.
+    await this.#backend.release(sid).catch(() => undefined);
     return true;
+  }
+
+  /**
+   * Another process took the session over (its lease moved, or an append was
+   * fenced): drop everything this process holds of it. Its next command loads
+   * it again, from the backend, as a fresh recovery.
+   */
+  #lost(sid: string, reason: string): void {
+    const actor = this.#actors.get(sid);
+    actor?.abortStreams(`this server lost the session to another: ${reason}`);
+    const state = this.#hot.peek(sid);
+    if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
+    this.#hot.delete(sid);
+    this.#seen.delete(sid);
+    this.#needsRepair.delete(sid);
+    this.#lastEvent.delete(sid);
+    this.#eventsSinceSnapshot.delete(sid);
+    this.#lastActivity.delete(sid);
+    if (actor !== undefined && actor.mailboxDepth === 0 && !actor.hasSubscribers) this.#actors.delete(sid);
+    this.#sessionsLost += 1;
   }
 
   /** Health figures: hot tier, journal writer, sessions, recovery. */
   health(): ArborHealth {
-    const j = this.#store.journal;
     const memory = this.#hot.memory();
+    const stats = this.#backend.stats();
+    const j = this.#file?.journal;
     return {
-      ok: j.state === 'open',
+      ok: stats.state === 'open',
+      backend: this.#backend.kind,
       hot: { sessions: this.#hot.size, approxBytes: memory.approxBytes },
-      journal: { state: j.state, queueDepth: j.queueDepth, lastFlushAgeMs: Date.now() - j.lastFlushAt, segments: j.segmentNames().length, bytes: j.sizeBytes(), syncedLsn: j.syncedLsn },
-      sessions: { active: this.#actors.size, stopped: [...this.#stopped], crashes: this.#crashCount },
-      recovery: { ...this.#store.recoveryReport().counts, pending: this.#store.pendingRecoveries },
+      journal: {
+        state: stats.state,
+        queueDepth: stats.queueDepth,
+        lastFlushAgeMs: Date.now() - stats.lastFlushAt,
+        segments: j?.segmentNames().length ?? 0,
+        bytes: stats.journalBytes,
+        syncedLsn: j?.syncedLsn ?? 0,
+      },
+      sessions: { active: this.#actors.size, stopped: [...this.#stopped], crashes: this.#crashCount, lost: this.#sessionsLost },
+      recovery: { ...this.recoveryReport().counts, pending: this.#file?.pendingRecoveries ?? 0 },
       checkpoint: this.#lastCheckpoint,
     };
   }
 
-  /** What recovery found, per session, so far (`pending` counts those the background pass has not reached). */
+  /**
+   * What recovery found, per session, so far (`pending` counts those the
+   * background pass has not reached). On PostgreSQL: the sessions this
+   * process loaded (each on first access).
+   */
   recoveryReport(): RecoveryReport {
-    return this.#store.recoveryReport();
+    if (this.#file !== undefined) return this.#file.recoveryReport();
+    const counts: RecoveryReport['counts'] = { recovered: 0, 'tail-truncated': 0, damaged: 0, salvaged: 0, failed: 0 };
+    for (const r of this.#loads) counts[r.status] += 1;
+    return {
+      durationMs: 0,
+      counts,
+      sessions: [...this.#loads],
+      pending: 0,
+      completedAt: Date.now(),
+      journal: { segments: 0, records: 0, bytes: 0, tornTails: [], damage: [], removedTempFiles: [], durationMs: performance.now() - this.#opened },
+      snapshotTempFilesRemoved: [],
+    };
   }
 
   /** Resolves once every session is recovered (the background pass is done), with the report. */
   async whenRecovered(): Promise<RecoveryReport> {
     await this.#recoveryPass;
-    return this.#store.recoveryReport();
+    return this.recoveryReport();
   }
 
   /** True once close() has begun. */
@@ -426,9 +505,15 @@ export class Arbor {
     return this.#closing !== undefined;
   }
 
-  /** The storage engine underneath (for operations tooling and tests). */
+  /** The file store underneath (for operations tooling and tests); throws on another backend. */
   get store(): Store<SessionState> {
-    return this.#store;
+    if (this.#file === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `arbor runs on the ${this.#backend.kind} backend, not the file store`, { field: 'store' });
+    return this.#file;
+  }
+
+  /** The storage backend underneath: the file store, or PostgreSQL. */
+  get backend(): SessionBackend<SessionState> {
+    return this.#backend;
   }
 
   /**
@@ -444,7 +529,7 @@ export class Arbor {
   async #close(): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     // Sessions not recovered yet stay as they are on disk; the next start recovers them.
-    this.#store.stopRecovery();
+    this.#file?.stopRecovery();
     await this.#recoveryPass?.catch(() => undefined);
     for (const actor of this.#actors.values()) actor.abortStreams('the server shut down while this answer was streaming');
     await Promise.all([...this.#actors.values()].map((a) => a.settled()));
@@ -455,7 +540,7 @@ export class Arbor {
     for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) await this.#snapshot(sid).catch(() => undefined);
     // No checkpoint at close: the final snapshots cover every session, so it would add nothing.
     await this.#checkpointing?.catch(() => undefined);
-    await this.#store.close();
+    await this.#backend.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -576,8 +661,8 @@ export class Session {
    * Journaled events with seq ≥ `fromSeq` that no snapshot has released yet,
    * in order (older ones are summarised by `state`).
    */
-  events(options: { fromSeq?: number } = {}): ReturnType<Store<SessionState>['read']> {
-    return this.#arbor.store.read(this.id, options.fromSeq ?? 1);
+  events(options: { fromSeq?: number } = {}): Promise<JournalRecord[]> {
+    return this.#arbor.backend.read(this.id, options.fromSeq ?? 1);
   }
 
   /** Resolves when the commands queued so far and every answer they started have ended (completed or interrupted). */

@@ -6,7 +6,7 @@ import type { JournalRecord } from '../journal/format.ts';
 import type { AppendResult } from '../journal/journal.ts';
 import type { ChatTurn, LlmProvider } from '../llm/provider.ts';
 import { isAbortError } from '../llm/provider.ts';
-import type { Store } from '../store.ts';
+import type { SessionBackend } from '../backend.ts';
 import type { HotTier } from '../hot/hot-tier.ts';
 import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
 import { Mailbox } from './mailbox.ts';
@@ -23,7 +23,7 @@ export type CommandHandler = (context: { sessionId: string; state: SessionState;
 
 /** What a session actor needs from the runtime. */
 export interface SessionContext {
-  readonly store: Store<SessionState>;
+  readonly store: SessionBackend<SessionState>;
   readonly hot: HotTier<SessionState>;
   readonly llm: LlmProvider;
   readonly commands: Readonly<Record<string, CommandHandler>>;
