@@ -447,12 +447,15 @@ class OpenLoopPhase implements Phase {
       const fire = (): void => {
         if (stopping) return;
         const t0 = performance.now();
-        if (measuring) this.#lag.push(t0 - due());
+        // An append issued inside the window counts, however late its ack comes (on a loaded machine the
+        // slow ones arrive after the window closes: dropping them would bias p99 low, or leave no sample).
+        const counted = measuring && t0 >= mStart;
+        if (counted) this.#lag.push(t0 - due());
         const p = this.#append(sid).then(
           () => {
-            if (measuring) {
+            if (counted) {
               this.#completed += 1;
-              if (t0 >= mStart) this.#lat.push(performance.now() - t0);
+              this.#lat.push(performance.now() - t0);
             }
           },
           (err: unknown) => {
