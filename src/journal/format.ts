@@ -144,16 +144,44 @@ export interface RecordHead {
   cid?: string;
 }
 
-const HEAD = /^\{"lsn":(\d{1,16}),"sid":"([A-Za-z0-9_-]{1,128})","seq":(\d{1,16}),"ts":([0-9eE.+-]{1,32}),"type":"/;
 const CID_KEY = Buffer.from(',"cid":"', 'latin1');
+const P_LSN = Buffer.from('{"lsn":', 'latin1');
+const P_SID = Buffer.from(',"sid":"', 'latin1');
+const P_SEQ = Buffer.from('","seq":', 'latin1');
+const P_TS = Buffer.from(',"ts":', 'latin1');
+const P_TYPE = Buffer.from(',"type":"', 'latin1');
 const QUOTE = 0x22;
 const BRACE = 0x7d;
+
+function at(buf: Uint8Array, pos: number, lit: Uint8Array): boolean {
+  if (pos + lit.length > buf.length) return false;
+  for (let i = 0; i < lit.length; i += 1) if (buf[pos + i] !== lit[i]) return false;
+  return true;
+}
+
+/** Digits from `pos` (1..16 of them); returns [value, end] or undefined. */
+function digits(buf: Uint8Array, pos: number): [number, number] | undefined {
+  let n = 0;
+  let i = pos;
+  while (i < buf.length && i - pos < 16) {
+    const c = buf[i]!;
+    if (c < 0x30 || c > 0x39) break;
+    n = n * 10 + (c - 0x30);
+    i += 1;
+  }
+  return i === pos ? undefined : [n, i];
+}
+
+function isIdByte(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x2d;
+}
 
 /**
  * The head of a payload whose checksum already matched, without parsing its
  * data: what opening the journal needs to index a record (a full JSON.parse of
- * every record would dominate a restart). Relies on encodePayload's fixed key
- * order; anything else falls back to decodePayload, so the result is the same.
+ * every record would dominate a restart). Reads encodePayload's fixed key
+ * order byte by byte; anything else falls back to decodePayload, so the
+ * result is the same.
  *
  * The cid, when present, is the payload's last member: the payload then ends
  * with a JSON string and `}`. The raw bytes `,"cid":"` cannot occur inside a
@@ -162,24 +190,43 @@ const BRACE = 0x7d;
  */
 export function decodeHead(payload: Uint8Array): RecordHead | string {
   const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.length);
-  const m = HEAD.exec(buf.toString('latin1', 0, Math.min(buf.length, 256)));
   const len = buf.length;
-  if (m === null) return headOf(decodePayload(payload));
-  const lsn = Number(m[1]);
-  const seq = Number(m[3]);
-  const ts = Number(m[4]);
+  if (!at(buf, 0, P_LSN)) return headOf(decodePayload(payload));
+  const l = digits(buf, P_LSN.length);
+  if (l === undefined || !at(buf, l[1], P_SID)) return headOf(decodePayload(payload));
+  const sidStart = l[1] + P_SID.length;
+  let sidEnd = sidStart;
+  while (sidEnd < len && sidEnd - sidStart <= 128 && isIdByte(buf[sidEnd]!)) sidEnd += 1;
+  if (sidEnd === sidStart || sidEnd - sidStart > 128 || !at(buf, sidEnd, P_SEQ)) return headOf(decodePayload(payload));
+  const q = digits(buf, sidEnd + P_SEQ.length);
+  if (q === undefined || !at(buf, q[1], P_TS)) return headOf(decodePayload(payload));
+  const tsStart = q[1] + P_TS.length;
+  const t = digits(buf, tsStart);
+  let ts: number;
+  let tsEnd: number;
+  if (t !== undefined && at(buf, t[1], P_TYPE)) {
+    [ts, tsEnd] = t;
+  } else {
+    // not a plain integer (a fraction or an exponent): read the number up to the next key
+    tsEnd = buf.indexOf(P_TYPE, tsStart);
+    if (tsEnd < 0 || tsEnd - tsStart > 32) return headOf(decodePayload(payload));
+    ts = Number(buf.toString('latin1', tsStart, tsEnd));
+  }
+  const lsn = l[0];
+  const seq = q[0];
   if (!isPositiveInt(lsn) || !isPositiveInt(seq) || !Number.isFinite(ts)) return headOf(decodePayload(payload));
   if (buf[len - 1] !== BRACE) return 'payload is not an object';
-  if (buf[len - 2] !== QUOTE) return { lsn, sid: m[2]!, seq, ts };
-  const at = buf.lastIndexOf(CID_KEY);
-  if (at < 0) return { lsn, sid: m[2]!, seq, ts };
+  const sid = buf.toString('latin1', sidStart, sidEnd);
+  if (buf[len - 2] !== QUOTE) return { lsn, sid, seq, ts };
+  const c = buf.lastIndexOf(CID_KEY);
+  if (c < tsEnd) return { lsn, sid, seq, ts };
   let cid: unknown;
   try {
-    cid = JSON.parse(buf.toString('utf8', at + CID_KEY.length - 1, len - 1));
+    cid = JSON.parse(buf.toString('utf8', c + CID_KEY.length - 1, len - 1));
   } catch {
     return headOf(decodePayload(payload));
   }
-  return typeof cid === 'string' ? { lsn, sid: m[2]!, seq, ts, cid } : headOf(decodePayload(payload));
+  return typeof cid === 'string' ? { lsn, sid, seq, ts, cid } : headOf(decodePayload(payload));
 }
 
 function headOf(record: JournalRecord | string): RecordHead | string {

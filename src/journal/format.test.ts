@@ -1,0 +1,37 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { decodeHead, decodePayload, encodePayload } from './format.ts';
+
+const sid = fc.stringMatching(/^[A-Za-z0-9_-]{1,128}$/);
+
+test('decodeHead reads exactly what decodePayload reads of lsn, sid, seq, ts and cid, whatever the data', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+      sid,
+      fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+      fc.oneof(fc.nat(), fc.double({ min: 0, max: 1e22, noNaN: true })),
+      fc.string({ minLength: 1, maxLength: 20 }),
+      fc.jsonValue(),
+      fc.option(fc.oneof(fc.string({ minLength: 1, maxLength: 200 }), fc.constantFrom(',"cid":"x', '"}', 'a"}}', '\\"'))),
+      (lsn, s, seq, ts, type, data, cid) => {
+        const text = encodePayload(lsn, s, seq, ts, type, 1, data, cid ?? undefined);
+        if (text === undefined) return;
+        const bytes = Buffer.from(text, 'utf8');
+        const full = decodePayload(bytes);
+        assert.ok(typeof full !== 'string', full as string);
+        const head = decodeHead(bytes);
+        const expected = full.cid === undefined ? { lsn: full.lsn, sid: full.sid, seq: full.seq, ts: full.ts } : { lsn: full.lsn, sid: full.sid, seq: full.seq, ts: full.ts, cid: full.cid };
+        assert.deepEqual(head, expected);
+      },
+    ),
+    { numRuns: 2000, seed: 7 },
+  );
+});
+
+test('decodeHead names what is wrong with a payload that is not a record', () => {
+  assert.equal(typeof decodeHead(Buffer.from('{"lsn":1,"sid":"a","seq":1,"ts":0,"type":"t","v":1,"data":0')), 'string');
+  assert.equal(typeof decodeHead(Buffer.from('not json at all, but long enough to be a frame')), 'string');
+  assert.equal(typeof decodeHead(Buffer.from('{"lsn":0,"sid":"a","seq":1,"ts":0,"type":"t","v":1,"data":0}')), 'string');
+});
