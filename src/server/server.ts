@@ -2,7 +2,7 @@ import { STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { serve } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
-import { createArbor, type Arbor } from '../index.ts';
+import { createArbor, type Arbor, type ArborOptions } from '../index.ts';
 import { toArborOptions } from '../config/arbor-options.ts';
 import type { ArborConfig } from '../config/config.ts';
 import { PrometheusMetrics } from '../telemetry/prometheus.ts';
@@ -32,6 +32,8 @@ export interface StartServerOptions {
   logger?: Logger;
   /** Disk usage source of the health check and write gate (tests inject a full disk). */
   statfs?: StatFs;
+  /** Options passed to createArbor over the configuration's (tests pass a filesystem that fails). */
+  arborOverrides?: ArborOptions;
 }
 
 /** How long open connections get to finish after Arbor closed, before they are cut. */
@@ -54,7 +56,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'arbor' } }, pino.destination(2));
   const { options: arborOptions, ignored } = toArborOptions(config);
   if (ignored.length > 0) logger.debug({ options: ignored }, 'options left at their defaults: this runtime build does not take them yet');
-  const arbor = await createArbor(arborOptions);
+  const arbor = await createArbor({ ...arborOptions, ...options.arborOverrides });
   const report = arbor.recoveryReport();
   logger.info({ dataDir: config.dataDir, recovery: report.counts }, 'arbor opened');
   const metrics = new PrometheusMetrics(arbor);
