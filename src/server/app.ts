@@ -156,6 +156,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   app.onError((err, c) => {
     const http = toHttpError(err);
     if (http.retryAfter) c.header('Retry-After', String(deps.retryAfterSeconds));
+    // The rest of an oversized body is not worth reading: the connection closes after the answer.
+    if (http.status === 413) c.header('Connection', 'close');
     const fields = { method: c.req.method, route: routePath(c, -1), status: http.status, code: http.code };
     if (http.status >= 500 && http.status !== 503 && http.status !== 507) logger.error({ ...fields, err }, http.message);
     else if (http.retryAfter) logger.warn(fields, http.message);
