@@ -200,7 +200,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
 
   /** Writes are refused while the data disk is past the fail threshold, and accepted again once it is not. */
   async function assertWritable(): Promise<void> {
-    const disk = await health.disk(1000);
+    const disk = await health.disk(true);
     if (disk.status === 'fail') throw new HttpError(507, HttpErrorCodes.DISK_FULL, `writes are refused: ${disk.message}`, true);
   }
 

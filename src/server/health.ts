@@ -27,6 +27,8 @@ export interface HealthOptions {
   /** The recovery probe runs at most this often; /health reuses its last result in between. */
   probeEveryMs?: number;
   statfs?: StatFs;
+  /** The write gate reuses a disk reading younger than this. */
+  writeGateMaxAgeMs?: number;
 }
 
 /** Disk usage as `df` shows it: blocks in use over blocks usable by unprivileged users. */
@@ -60,7 +62,7 @@ export class HealthChecker {
 
   constructor(arbor: Arbor, options: HealthOptions) {
     this.#arbor = arbor;
-    this.#o = { stuckFlushMs: 10_000, probeEveryMs: 5_000, statfs: nodeStatfs as unknown as StatFs, ...options };
+    this.#o = { stuckFlushMs: 10_000, probeEveryMs: 5_000, writeGateMaxAgeMs: 1_000, statfs: nodeStatfs as unknown as StatFs, ...options };
   }
 
   async check(): Promise<HealthReport> {
@@ -87,12 +89,12 @@ export class HealthChecker {
   #diskLast: Promise<CheckResult> | undefined;
 
   /**
-   * The disk check, reusing a result younger than `maxAgeMs` (the write gate
-   * asks on every write; statfs is cheap, but not free).
+   * The disk check. `cached`: reuse a reading younger than writeGateMaxAgeMs
+   * (the write gate asks on every write; statfs is cheap, but not free).
    */
-  disk(maxAgeMs = 0): Promise<CheckResult> {
+  disk(cached = false): Promise<CheckResult> {
     const now = Date.now();
-    if (this.#diskLast === undefined || now - this.#diskAt > maxAgeMs) {
+    if (!cached || this.#diskLast === undefined || now - this.#diskAt > this.#o.writeGateMaxAgeMs) {
       this.#diskAt = now;
       this.#diskLast = this.#disk();
     }

@@ -9,7 +9,7 @@ import { PrometheusMetrics } from '../telemetry/prometheus.ts';
 import { startOtelMetrics } from '../telemetry/otel.ts';
 import { createApp } from './app.ts';
 import { TokenAuthenticator } from './auth.ts';
-import { HealthChecker, type StatFs } from './health.ts';
+import { HealthChecker, type HealthOptions } from './health.ts';
 import { HttpErrorCodes } from './http-errors.ts';
 
 /** A running server. */
@@ -30,8 +30,8 @@ export interface RunningServer {
 export interface StartServerOptions {
   /** Logs go here (default: stderr, so stdout stays for the URL line). */
   logger?: Logger;
-  /** Disk usage source of the health check and write gate (tests inject a full disk). */
-  statfs?: StatFs;
+  /** Health check settings over the configuration's (tests inject a full disk, or probe on every call). */
+  health?: Partial<HealthOptions>;
   /** Options passed to createArbor over the configuration's (tests pass a filesystem that fails). */
   arborOverrides?: ArborOptions;
 }
@@ -61,7 +61,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   logger.info({ dataDir: config.dataDir, recovery: report.counts }, 'arbor opened');
   const metrics = new PrometheusMetrics(arbor);
   const stopOtel = startOtelMetrics(arbor);
-  const health = new HealthChecker(arbor, { dataDir: config.dataDir, diskWarnPercent: config.diskWarnPercent, diskFailPercent: config.diskFailPercent, ...(options.statfs === undefined ? {} : { statfs: options.statfs }) });
+  const health = new HealthChecker(arbor, { dataDir: config.dataDir, diskWarnPercent: config.diskWarnPercent, diskFailPercent: config.diskFailPercent, ...options.health });
   const shutdown = new AbortController();
   const { app, streams } = createApp({
     arbor,
