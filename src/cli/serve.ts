@@ -1,5 +1,5 @@
 import { writeSync } from 'node:fs';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { loadConfig, type OptionName } from '../config/config.ts';
 import { startServer } from '../server/server.ts';
 
@@ -12,7 +12,7 @@ interface ServeFlags {
 }
 
 function parsePort(raw: string): number {
-  if (!/^[0-9]{1,5}$/.test(raw) || Number(raw) > 65_535) throw new Error(`--port must be an integer from 0 to 65535, got ${JSON.stringify(raw)}`);
+  if (!/^[0-9]{1,5}$/.test(raw) || Number(raw) > 65_535) throw new InvalidArgumentError(`--port must be an integer from 0 to 65535, got ${JSON.stringify(raw)}`);
   return Number(raw);
 }
 
