@@ -142,7 +142,7 @@ export const OPTION_SPECS = {
   maxHeaderBytes: int(16 * 1024, 1024, 1024 * 1024, 'largest request head (HTTP 431 beyond)'),
   logLevel: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'log level (one line per request at debug)'),
   diskWarnPercent: int(85, 1, 100, '/health warns when the data disk is fuller than this'),
-  diskFailPercent: int(95, 1, 100, '/health fails (503) when the data disk is fuller than this'),
+  diskFailPercent: int(95, 1, 100, '/health fails (503) and writes are refused (507) while the data disk is fuller than this'),
   retryAfterSeconds: int(5, 1, 3600, 'Retry-After sent with 429, 503 and 507'),
   llm: oneOf('mock', ['mock', 'openai-compatible'], 'the LLM provider'),
   llmBaseUrl: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: '`openai-compatible`: endpoint, e.g. `http://127.0.0.1:11434/v1`' },
