@@ -128,6 +128,10 @@ export function parseLastEventId(raw: string | undefined): Resume {
   throw invalid('Last-Event-ID', `Last-Event-ID ${JSON.stringify(raw.slice(0, 80))} is neither an event seq nor <messageId>:<index>`);
 }
 
+function isReservedConfigEvent(e: JournalRecord): boolean {
+  return e.type === 'session_config_changed' && String((e.data as { key?: unknown }).key).startsWith(RESERVED_PREFIX);
+}
+
 function eventMessage(e: JournalRecord): { id: string; event: string; data: string } {
   return { id: String(e.seq), event: e.type, data: JSON.stringify({ seq: e.seq, type: e.type, ts: e.ts, data: e.data }) };
 }
@@ -156,8 +160,6 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   app.onError((err, c) => {
     const http = toHttpError(err);
     if (http.retryAfter) c.header('Retry-After', String(deps.retryAfterSeconds));
-    // The rest of an oversized body is not worth reading: the connection closes after the answer.
-    if (http.status === 413) c.header('Connection', 'close');
     const fields = { method: c.req.method, route: routePath(c, -1), status: http.status, code: http.code };
     if (http.status >= 500 && http.status !== 503 && http.status !== 507) logger.error({ ...fields, err }, http.message);
     else if (http.retryAfter) logger.warn(fields, http.message);
@@ -285,6 +287,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
       if (u.kind === 'event') {
         if (u.event.seq <= lastSeq) return;
         lastSeq = u.event.seq;
+        // The tenant record is the server's: clients see a gap in seqs there, never the key.
+        if (isReservedConfigEvent(u.event)) return;
         await stream.writeSSE(eventMessage(u.event));
       } else if (u.kind === 'chunk') {
         const { messageId, index, text } = u.chunk;

@@ -94,8 +94,6 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   }
   server.on('clientError', onClientError);
   server.on('error', (err) => logger.error({ err }, 'server error'));
-  // A stream stays open for as long as the client listens: no request timeout on it (SSE sends heartbeats).
-  server.requestTimeout = 0;
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;

@@ -149,6 +149,12 @@ test("another tenant's session is 404 for read, write, retry and stream; its own
   const stream = new SseClient(`${server.url}/v1/sessions/acme-private/stream`, auth(ACME));
   assert.equal((await stream.next())?.event, 'state');
   stream.close();
+  // and a replay from the start never shows the tenant record
+  const replay = new SseClient(`${server.url}/v1/sessions/acme-private/stream`, { ...auth(ACME), 'last-event-id': '0' });
+  const replayed = await replay.until((e) => e.event === 'user_message_sent');
+  replay.close();
+  assert.equal(replayed.at(-1)?.id, '2');
+  assert.ok(replayed.every((e) => !e.data.includes('arbor.tenant') && e.event !== 'session_config_changed'), JSON.stringify(replayed));
   // and the tenant key can neither be set nor seen
   const reserved = await call('POST', '/v1/sessions', GLOBEX, { id: 'steal', config: { 'arbor.tenant': 'acme' } });
   assert.deepEqual([reserved.status, reserved.body.error?.code], [400, 'ARBOR_INVALID_INPUT']);
@@ -169,8 +175,10 @@ function upload(target: ServeProcess, size: number, chunked: boolean): Promise<{
       let body = '';
       r.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve({ status: r.statusCode!, body }));
     });
-    // The server answers and stops reading: the rest of the upload may fail with EPIPE/ECONNRESET.
+    // The server answers, then discards the rest for a while and may close: the upload may fail with
+    // EPIPE/ECONNRESET after the answer arrived. A connection closed without an answer fails the test.
     req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    req.on('close', () => setImmediate(() => reject(new Error('the connection closed before an answer arrived'))));
     const block = Buffer.alloc(64 * 1024, 0x20);
     let sent = 0;
     const pump = (): void => {
