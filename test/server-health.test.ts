@@ -170,6 +170,8 @@ test('errors are JSON with stable codes: bad JSON, unknown route, unknown body f
     assert.equal((await call(s, 'POST', '/v1/sessions', { id: 'e1' })).status, 201);
     const again = await call(s, 'POST', '/v1/sessions', { id: 'e1' });
     assert.deepEqual([again.status, again.body.error.code], [409, 'ARBOR_SESSION_EXISTS']);
+    const racing = await Promise.all(Array.from({ length: 8 }, () => call(s, 'POST', '/v1/sessions', { id: 'race', config: { k: 1 } })));
+    assert.deepEqual(racing.map((r) => r.status).sort(), [201, 409, 409, 409, 409, 409, 409, 409], 'one concurrent create wins');
     const retry = await call(s, 'POST', '/v1/sessions/e1/retry', {});
     assert.deepEqual([retry.status, retry.body.error.code], [409, 'ARBOR_NOTHING_TO_RETRY']);
     const empty = await call(s, 'POST', '/v1/sessions/e1/messages', { content: '' });

@@ -220,8 +220,9 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
         throw invalid(`config.${key}`, `config.${key}: ${(err as Error).message}`);
       }
     }
-    if (existsOnDisk(id) || creating.has(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
     await assertWritable();
+    // Checked and claimed with no await in between, so two concurrent creates cannot both pass.
+    if (existsOnDisk(id) || creating.has(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
     creating.add(id);
     try {
       const session = arbor.session(id);
