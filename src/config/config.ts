@@ -68,6 +68,7 @@ export interface ArborConfig {
   llmBaseUrl: string | undefined;
   llmModel: string | undefined;
   llmApiKey: string | undefined;
+  llmMaxRetries: number;
   mockChunks: number | undefined;
   mockChunkDelayMs: number | undefined;
 }
@@ -148,6 +149,7 @@ export const OPTION_SPECS = {
   llmBaseUrl: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: '`openai-compatible`: endpoint, e.g. `http://127.0.0.1:11434/v1`' },
   llmModel: { kind: 'string', default: undefined, accepts: 'a model name', meaning: '`openai-compatible`: model' },
   llmApiKey: { kind: 'string', default: undefined, accepts: 'a string', meaning: '`openai-compatible`: API key (sent as a bearer token)', secret: true },
+  llmMaxRetries: int(2, 0, 10, '`openai-compatible`: retries of a failed request before its first chunk (2 s, 4 s backoff)'),
   mockChunks: int(undefined, 1, 100_000, '`mock`: chunks per answer (default 8)'),
   mockChunkDelayMs: int(undefined, 0, 2_147_483_647, '`mock`: pause before each chunk (default 20)'),
 } satisfies Record<keyof ArborConfig, OptionSpec>;
@@ -320,5 +322,5 @@ export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
 /** The options that only the server and CLI use (never passed to createArbor). */
 export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
   'host', 'port', 'tokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
-  'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'mockChunks', 'mockChunkDelayMs',
+  'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'mockChunks', 'mockChunkDelayMs',
 ]);

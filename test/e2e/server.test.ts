@@ -6,6 +6,7 @@ import { INTERRUPTED_NOTICE_CONTENT } from '../../src/index.ts';
 import { startServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { SseClient, type SseEvent } from '../helpers/sse.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { startOpenAiCompatibleServer } from '../helpers/openai-compatible-server.ts';
 
 // End-to-end: the real `arbor serve` process on loopback, used with fetch and an SSE client.
 
@@ -208,5 +209,35 @@ test('SIGTERM mid-stream: the stream gets stream_interrupted, the server exits 0
   } finally {
     await server.stop('SIGKILL');
     cleanup();
+  }
+});
+
+test('ARBOR_LLM=openai-compatible: the answer streams from the configured endpoint with its model and key; a provider failure is an interrupted, retryable turn', async () => {
+  const llm = await startOpenAiCompatibleServer({ chunks: ['Bonjour', ' le', ' monde'] });
+  try {
+    await withServer({ ARBOR_LLM: 'openai-compatible', ARBOR_LLM_BASE_URL: llm.baseURL, ARBOR_LLM_MODEL: 'tiny-model', ARBOR_LLM_API_KEY: 'sk-test-key', ARBOR_LLM_MAX_RETRIES: '0' }, async ({ url }) => {
+      await json(await post(`${url}/v1/sessions`, { id: 'real-llm' }), 201);
+      const stream = new SseClient(`${url}/v1/sessions/real-llm/stream`);
+      await stream.next();
+      await json(await post(`${url}/v1/sessions/real-llm/messages`, { content: 'say hello' }), 202);
+      const events = await stream.until(completed);
+      assert.deepEqual(events.filter((e) => e.event === 'chunk').map((e) => (JSON.parse(e.data) as { text: string }).text), ['Bonjour', ' le', ' monde']);
+      const request = llm.requests.at(-1)!;
+      assert.equal((request.body as { model: string }).model, 'tiny-model');
+      assert.equal(request.headers.authorization, 'Bearer sk-test-key');
+      // when the provider fails, the turn ends interrupted and a retry succeeds once it is back
+      llm.setBehavior({ mode: 'http-500' });
+      await json(await post(`${url}/v1/sessions/real-llm/messages`, { content: 'again' }), 202);
+      const failed = await stream.until((e) => e.event === 'stream_interrupted');
+      assert.match((JSON.parse(failed.at(-1)!.data) as { data: { reason: string } }).data.reason, /provider error/);
+      llm.setBehavior({ mode: 'ok' });
+      await json(await post(`${url}/v1/sessions/real-llm/retry`, {}), 202);
+      await stream.until(completed);
+      stream.close();
+      const view = await json<View>(await fetch(`${url}/v1/sessions/real-llm`), 200);
+      assert.equal(view.messages.at(-1)!.content, 'Bonjour le monde');
+    });
+  } finally {
+    await llm.close();
   }
 });
