@@ -309,10 +309,10 @@ export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
         problems.push({ option: 'llmModel', source: sources.llmModel, message: `option llmModel is missing: expected a model name when llm is openai-compatible (env ${envVarOf('llmModel')})` });
       }
     }
-    const tenants = new Set<string>();
+    const hashes = new Set<string>();
     for (const t of v.tokens) {
-      if (tenants.has(t.sha256)) problems.push({ option: 'tokens', source: sources.tokens, message: `option tokens (from ${sources.tokens}) is invalid: one token hash is listed twice (tenant ${t.tenant})` });
-      tenants.add(t.sha256);
+      if (hashes.has(t.sha256)) problems.push({ option: 'tokens', source: sources.tokens, message: `option tokens (from ${sources.tokens}) is invalid: one token hash is listed twice (tenant ${t.tenant})` });
+      hashes.add(t.sha256);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
