@@ -9,6 +9,8 @@ export const HttpErrorCodes = {
   INVALID_JSON: 'ARBOR_INVALID_JSON',
   BODY_TOO_LARGE: 'ARBOR_BODY_TOO_LARGE',
   HEADERS_TOO_LARGE: 'ARBOR_HEADERS_TOO_LARGE',
+  /** The HTTP parser could not read the request. */
+  BAD_REQUEST: 'ARBOR_BAD_REQUEST',
   /** The data disk is full: writes are refused until space returns; reads go on. */
   DISK_FULL: 'ARBOR_DISK_FULL',
   INTERNAL: 'ARBOR_INTERNAL',

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { serve } from '@hono/node-server';
@@ -47,7 +48,7 @@ function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
   }
   const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
   const status = tooLarge ? 431 : 400;
-  const body = JSON.stringify({ error: { code: tooLarge ? HttpErrorCodes.HEADERS_TOO_LARGE : 'ARBOR_BAD_REQUEST', message: tooLarge ? 'request headers are over the limit (maxHeaderBytes)' : 'malformed HTTP request' } });
+  const body = JSON.stringify({ error: { code: tooLarge ? HttpErrorCodes.HEADERS_TOO_LARGE : HttpErrorCodes.BAD_REQUEST, message: tooLarge ? 'request headers are over the limit (maxHeaderBytes)' : 'malformed HTTP request' } });
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
@@ -63,6 +64,8 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   const stopOtel = startOtelMetrics(arbor);
   const health = new HealthChecker(arbor, { dataDir: config.dataDir, diskWarnPercent: config.diskWarnPercent, diskFailPercent: config.diskFailPercent, ...options.health });
   const shutdown = new AbortController();
+  // Every open stream listens for shutdown: no listener limit on this signal.
+  setMaxListeners(0, shutdown.signal);
   const { app, streams } = createApp({
     arbor,
     auth: new TokenAuthenticator(config.tokens),
