@@ -9,6 +9,7 @@ import { startServer, type RunningServer, type StartServerOptions } from '../src
 import { diskStatus, diskUsagePercent, type StatFs } from '../src/server/health.ts';
 import { ForwardingFileHandle, ForwardingFileSystem, NodeFileSystem, type FileHandle } from '../src/index.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { SseClient } from './helpers/sse.ts';
 
 // The server in this process (real HTTP on loopback), with a disk and a filesystem the test controls.
 
@@ -201,4 +202,26 @@ test('logs: one line per request at debug with route and status; a refused write
   assert.ok(requests.every((l) => l.level === 20), 'request lines are at debug');
   const refused = lines.find((l) => l.code === 'ARBOR_DISK_FULL');
   assert.equal(refused?.level, 40, 'a refused write is logged at warn');
+});
+
+test('many open streams: each gets the answer, and no listener-limit warning', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  try {
+    await withServer({}, {}, async (s) => {
+      await call(s, 'POST', '/v1/sessions', { id: 'crowd' });
+      const clients = Array.from({ length: 20 }, () => new SseClient(`${s.url}/v1/sessions/crowd/stream`));
+      for (const c of clients) assert.equal((await c.next())?.event, 'state');
+      await call(s, 'POST', '/v1/sessions/crowd/messages', { content: 'to all' });
+      for (const c of clients) {
+        const got = await c.until((e) => e.event === 'assistant_response_completed');
+        assert.equal(got.filter((e) => e.event === 'chunk').length, 2);
+        c.close();
+      }
+    });
+  } finally {
+    process.off('warning', onWarning);
+  }
+  assert.deepEqual(warnings.map((w) => w.name), []);
 });
