@@ -225,3 +225,20 @@ test('many open streams: each gets the answer, and no listener-limit warning', a
   }
   assert.deepEqual(warnings.map((w) => w.name), []);
 });
+
+test('a journal directory on another, full disk: /health names it and writes are refused', async () => {
+  const { dir, cleanup } = tempDir('arbor-journal-elsewhere-');
+  try {
+    const journalDir = join(dir, 'journals');
+    // given the data disk at 10% and the journal's disk at 99%
+    const statfs: StatFs = async (path) => ({ blocks: 1000, bavail: path === journalDir ? 10 : 900, bsize: 4096 });
+    await withServer({ ARBOR_JOURNAL_DIR: journalDir }, { health: { statfs } }, async (s) => {
+      const health = await call(s, 'GET', '/health');
+      assert.deepEqual([health.status, health.body.checks.diskSpace.dir, health.body.checks.diskSpace.usedPercent], [503, journalDir, 99]);
+      const refused = await call(s, 'POST', '/v1/sessions', { id: 'nope' });
+      assert.deepEqual([refused.status, refused.body.error.code], [507, 'ARBOR_DISK_FULL']);
+    });
+  } finally {
+    cleanup();
+  }
+});

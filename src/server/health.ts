@@ -18,6 +18,8 @@ export type StatFs = (path: string) => Promise<{ blocks: number; bavail: number;
 
 export interface HealthOptions {
   dataDir: string;
+  /** Other directories whose filesystems are checked too (journalDir, snapshotDir when elsewhere). */
+  extraDirs?: readonly string[];
   /** Disk fuller than this (percent used, as `df` counts it): warn. */
   diskWarnPercent: number;
   /** Disk fuller than this: fail (503). */
@@ -30,6 +32,8 @@ export interface HealthOptions {
   /** The write gate reuses a disk reading younger than this. */
   writeGateMaxAgeMs?: number;
 }
+
+const SEVERITY = { ok: 0, warn: 1, fail: 2 } as const;
 
 /** Disk usage as `df` shows it: blocks in use over blocks usable by unprivileged users. */
 export function diskUsagePercent(s: { blocks: number; bavail: number; bfree?: number }): number {
@@ -62,7 +66,7 @@ export class HealthChecker {
 
   constructor(arbor: Arbor, options: HealthOptions) {
     this.#arbor = arbor;
-    this.#o = { stuckFlushMs: 10_000, probeEveryMs: 5_000, writeGateMaxAgeMs: 1_000, statfs: nodeStatfs as unknown as StatFs, ...options };
+    this.#o = { extraDirs: [], stuckFlushMs: 10_000, probeEveryMs: 5_000, writeGateMaxAgeMs: 1_000, statfs: nodeStatfs as unknown as StatFs, ...options };
   }
 
   async check(): Promise<HealthReport> {
@@ -101,17 +105,24 @@ export class HealthChecker {
     return this.#diskLast;
   }
 
+  /** The fullest of the filesystems holding the data, journal and snapshot directories. */
   async #disk(): Promise<CheckResult> {
-    try {
-      const s = await this.#o.statfs(this.#o.dataDir);
-      const usedPercent = Math.round(diskUsagePercent(s) * 10) / 10;
-      const status = diskStatus(usedPercent, this.#o.diskWarnPercent, this.#o.diskFailPercent);
-      const availableBytes = s.bavail * s.bsize;
-      const word = status === 'fail' ? 'critically full' : status === 'warn' ? 'low on space' : 'normal';
-      return { status, message: `data disk ${word}: ${usedPercent}% used (warn > ${this.#o.diskWarnPercent}%, fail > ${this.#o.diskFailPercent}%)`, usedPercent, availableBytes };
-    } catch (err) {
-      return { status: 'fail', message: `cannot read disk usage of the data directory: ${(err as Error).message}` };
+    const dirs = [...new Set([this.#o.dataDir, ...this.#o.extraDirs])];
+    let worst: CheckResult | undefined;
+    for (const dir of dirs) {
+      let result: CheckResult;
+      try {
+        const s = await this.#o.statfs(dir);
+        const usedPercent = Math.round(diskUsagePercent(s) * 10) / 10;
+        const status = diskStatus(usedPercent, this.#o.diskWarnPercent, this.#o.diskFailPercent);
+        const word = status === 'fail' ? 'critically full' : status === 'warn' ? 'low on space' : 'normal';
+        result = { status, message: `disk of ${dir} ${word}: ${usedPercent}% used (warn > ${this.#o.diskWarnPercent}%, fail > ${this.#o.diskFailPercent}%)`, dir, usedPercent, availableBytes: s.bavail * s.bsize };
+      } catch (err) {
+        result = { status: 'fail', message: `cannot read the disk usage of ${dir}: ${(err as Error).message}`, dir };
+      }
+      if (worst === undefined || SEVERITY[result.status] > SEVERITY[worst.status] || (result.status === worst.status && Number(result.usedPercent) > Number(worst.usedPercent))) worst = result;
     }
+    return worst!;
   }
 
   async #recoveryProbe(): Promise<CheckResult> {

@@ -62,7 +62,8 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   logger.info({ dataDir: config.dataDir, recovery: report.counts }, 'arbor opened');
   const metrics = new PrometheusMetrics(arbor);
   const stopOtel = startOtelMetrics(arbor);
-  const health = new HealthChecker(arbor, { dataDir: config.dataDir, diskWarnPercent: config.diskWarnPercent, diskFailPercent: config.diskFailPercent, ...options.health });
+  const extraDirs = [config.journalDir, config.snapshotDir].filter((d): d is string => d !== undefined);
+  const health = new HealthChecker(arbor, { dataDir: config.dataDir, extraDirs, diskWarnPercent: config.diskWarnPercent, diskFailPercent: config.diskFailPercent, ...options.health });
   const shutdown = new AbortController();
   // Every open stream listens for shutdown: no listener limit on this signal.
   setMaxListeners(0, shutdown.signal);
