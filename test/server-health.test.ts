@@ -7,7 +7,8 @@ import pino from 'pino';
 import { loadConfig } from '../src/config/config.ts';
 import { startServer, type RunningServer, type StartServerOptions } from '../src/server/server.ts';
 import { diskStatus, diskUsagePercent, type StatFs } from '../src/server/health.ts';
-import { ForwardingFileHandle, ForwardingFileSystem, NodeFileSystem, type FileHandle } from '../src/index.ts';
+import { createArbor, ForwardingFileHandle, ForwardingFileSystem, MockProvider, NodeFileSystem, type FileHandle } from '../src/index.ts';
+import { hashToken } from '../src/server/auth.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { SseClient } from './helpers/sse.ts';
 
@@ -238,6 +239,38 @@ test('a journal directory on another, full disk: /health names it and writes are
       const refused = await call(s, 'POST', '/v1/sessions', { id: 'nope' });
       assert.deepEqual([refused.status, refused.body.error.code], [507, 'ARBOR_DISK_FULL']);
     });
+  } finally {
+    cleanup();
+  }
+});
+
+test('an open server also serves sessions the library wrote without it', async () => {
+  const { dir, cleanup } = tempDir('arbor-open-');
+  try {
+    const dataDir = join(dir, 'data');
+    // given a session written through createArbor, with no tenant record
+    const arbor = await createArbor({ dataDir, llm: new MockProvider({ chunks: 1, chunkDelayMs: 0 }) });
+    await arbor.session('from-library').sendMessage({ content: 'written without the server' });
+    await arbor.session('from-library').idle();
+    await arbor.close();
+    // when an open server (no tokens) starts on the same directory
+    const server = await startServer(loadConfig({ env: {}, overrides: { dataDir, port: 0, logLevel: 'silent' } }));
+    try {
+      // then it serves the session
+      const view = await call(server, 'GET', '/v1/sessions/from-library');
+      assert.equal(view.status, 200);
+      assert.equal(view.body.messages[0].content, 'written without the server');
+    } finally {
+      await server.close();
+    }
+    // and a server with tokens serves it to no tenant
+    const locked = await startServer(loadConfig({ env: { ARBOR_TOKENS: `acme:${hashToken('t')}` }, overrides: { dataDir, port: 0, logLevel: 'silent' } }));
+    try {
+      const res = await fetch(`${locked.url}/v1/sessions/from-library`, { headers: { authorization: 'Bearer t' } });
+      assert.equal(res.status, 404);
+    } finally {
+      await locked.close();
+    }
   } finally {
     cleanup();
   }

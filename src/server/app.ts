@@ -186,6 +186,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   /**
    * The session `id` of the request's tenant. Another tenant's session is 404,
    * exactly like a missing one, so ids cannot be probed across tenants.
+   * Without tokens every session is served, including those the library wrote.
    */
   async function find(c: Context<Env>): Promise<{ session: Session; state: SessionState }> {
     const id = c.req.param('id')!;
@@ -196,7 +197,9 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     let state = session.state;
     // A session dropped from memory before this process held a handle to it: read it from disk.
     if (state.seq === 0) state = (await arbor.store.loadSession(id))?.state ?? state;
-    if (state.seq === 0 || state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
+    if (state.seq === 0) throw notFound;
+    // An open server (no tokens) has one tenant: it also serves sessions written without the server.
+    if (auth.enabled && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
     return { session, state };
   }
 
