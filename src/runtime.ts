@@ -57,6 +57,8 @@ export interface RuntimeOptions {
    * lease (see PgBackendOptions; `hooks` are the runtime's).
    */
   postgres: Omit<PgBackendOptions<SessionState>, 'hooks'> | undefined;
+  /** A command whose session takes longer than this to load from disk fails with ARBOR_IO_ERROR (the load goes on; a retry joins it). */
+  recoveryTimeoutMs: number;
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
@@ -74,6 +76,7 @@ export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   tableCheckpoint: true,
   enableHotStorage: true,
   postgres: undefined,
+  recoveryTimeoutMs: 30_000,
 });
 
 export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
@@ -181,7 +184,7 @@ export class Arbor {
       else (storeOptions as Record<string, unknown>)[key] = value;
     }
     const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
-    for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries', 'checkpointIntervalMs'] as const) positiveInteger(key, o[key]);
+    for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries', 'checkpointIntervalMs', 'recoveryTimeoutMs'] as const) positiveInteger(key, o[key]);
     for (const key of ['tableCheckpoint', 'enableHotStorage'] as const) {
       if (typeof o[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(o[key])}`);
     }
@@ -233,6 +236,18 @@ export class Arbor {
     }
   }
 
+  /**
+   * Whether the session has any durable event or snapshot (without creating
+   * it). On PostgreSQL this loads it, taking its lease.
+   */
+  async exists(id: string): Promise<boolean> {
+    assertSessionId(id);
+    if ((this.#hot.peek(id)?.seq ?? 0) > 0) return true;
+    const file = this.#file;
+    if (file !== undefined) return file.journal.lastSeq(id) > 0 || file.snapshots.seqs(id).length > 0;
+    return (await this.session(id).load()).seq > 0;
+  }
+
   /** The session with this id (created on first use). `tenant` is reserved for the server's tenancy. */
   session(id: string, _options: { tenant?: string } = {}): Session {
     assertSessionId(id);
@@ -275,7 +290,7 @@ export class Arbor {
     try {
       const again = this.#hot.retrieve(sid);
       if (again !== undefined) return { state: again, fresh: this.#needsRepair.delete(sid) };
-      const loaded = await this.#backend.loadSession(sid);
+      const loaded = await this.#withTimeout(this.#backend.loadSession(sid), sid);
       if (loaded !== undefined && this.#file === undefined) this.#loads.push(loaded.report);
       // The background pass may have brought it in meanwhile (and queued its repair).
       const raced = this.#hot.retrieve(sid);
@@ -290,6 +305,14 @@ export class Arbor {
       this.#recoveries -= 1;
       this.#recoveryWaiters.shift()?.();
     }
+  }
+
+  #withTimeout<T>(load: Promise<T>, sid: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ArborError(ErrorCodes.IO_ERROR, `loading session ${sid} took longer than recoveryTimeoutMs (${this.#o.recoveryTimeoutMs} ms); it goes on in the background, retry shortly`, { sessionId: sid, field: 'recoveryTimeoutMs' })), this.#o.recoveryTimeoutMs);
+    });
+    return Promise.race([load, timeout]).finally(() => clearTimeout(timer));
   }
 
   #committed(sid: string): void {

@@ -1,0 +1,48 @@
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../config/config.ts';
+import { registerOpsCommands } from './ops.ts';
+import { registerServeCommand } from './serve.ts';
+
+/** The `arbor` command line: `serve` and the operations commands. */
+export function buildProgram(): Command {
+  const program = new Command('arbor')
+    .description('Arbor: a durable session runtime for LLM chat agents')
+    .showHelpAfterError()
+    // A usage error exits 2 (commander's default is 1), so scripts can tell it from a failure.
+    .exitOverride((err) => {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
+      process.exit(2);
+    });
+  registerServeCommand(program);
+  registerOpsCommands(program);
+  return program;
+}
+
+/** Runs the CLI with `argv`; a ConfigError or start-up failure prints its message and exits 1 (2 for configuration). */
+export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync([...argv]);
+  } catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+    if (err instanceof ConfigError) {
+      process.stderr.write(`arbor: ${err.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`arbor: ${(err as Error)?.message ?? String(err)}\n`);
+    process.exit(1);
+  }
+}
+
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) await main();

@@ -1,0 +1,326 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/**
+ * The server's and CLI's configuration: every option of the persistence
+ * design (§8.1), the storage engine's and runtime's options, and the server's
+ * own. One table (`OPTION_SPECS`) says for each option its environment
+ * variable, default, accepted values and meaning; the README's table is
+ * written from the same facts.
+ *
+ * Sources, lowest precedence first: defaults < config file (JSON, `--config`
+ * or `ARBOR_CONFIG`) < environment (`ARBOR_*`) < command-line flags / code.
+ */
+
+/** A bearer token, stored hashed: `sha256` is the lowercase hex SHA-256 of the token. */
+export interface TokenEntry {
+  tenant: string;
+  sha256: string;
+}
+
+/** The resolved configuration (frozen). */
+export interface ArborConfig {
+  // seed §8.1: storage paths
+  dataDir: string;
+  journalDir: string | undefined;
+  snapshotDir: string | undefined;
+  // seed §8.1: performance tuning
+  journalBatchSize: number;
+  journalFlushIntervalMs: number;
+  snapshotIntervalMs: number;
+  // seed §8.1: retention
+  maxSnapshotsPerSession: number;
+  journalMaxSizeMb: number;
+  sessionIdleTimeoutMs: number;
+  // seed §8.1: recovery
+  recoveryTimeoutMs: number;
+  enableHotStorage: boolean;
+  enableJournal: boolean;
+  enableSnapshots: boolean;
+  // storage engine
+  durability: 'fsync' | 'write' | 'buffered';
+  journalMaxBatchRecords: number;
+  journalMaxBatchBytes: number;
+  journalMaxQueueRecords: number;
+  journalMaxQueueBytes: number;
+  maxEventBytes: number;
+  dedupeWindow: number;
+  salvage: boolean;
+  // runtime
+  snapshotEveryEvents: number;
+  mailboxCapacity: number;
+  maxRestarts: number;
+  restartWindowMs: number;
+  streamBufferChunks: number;
+  maxConcurrentRecoveries: number;
+  // server
+  host: string;
+  port: number;
+  tokens: readonly TokenEntry[];
+  maxBodyBytes: number;
+  maxHeaderBytes: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  diskWarnPercent: number;
+  diskFailPercent: number;
+  retryAfterSeconds: number;
+  // LLM
+  llm: 'mock' | 'openai-compatible';
+  llmBaseUrl: string | undefined;
+  llmModel: string | undefined;
+  llmApiKey: string | undefined;
+  llmMaxRetries: number;
+  mockChunks: number | undefined;
+  mockChunkDelayMs: number | undefined;
+}
+
+type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens';
+
+interface OptionSpec {
+  kind: Kind;
+  default: unknown;
+  /** Shown in the README and in errors: what is accepted. */
+  accepts: string;
+  meaning: string;
+  min?: number;
+  max?: number;
+  values?: readonly string[];
+  /** Kept out of error messages and logs. */
+  secret?: boolean;
+}
+
+const MAX_INT = Number.MAX_SAFE_INTEGER;
+const int = (def: number | undefined, min: number, max: number, meaning: string): OptionSpec => ({
+  kind: 'int',
+  default: def,
+  min,
+  max,
+  accepts: max === MAX_INT ? `an integer ≥ ${min}` : `an integer from ${min} to ${max}`,
+  meaning,
+});
+const bool = (def: boolean, meaning: string): OptionSpec => ({ kind: 'boolean', default: def, accepts: 'true or false (env: true/false/1/0)', meaning });
+const path = (def: string | undefined, meaning: string): OptionSpec => ({ kind: 'path', default: def, accepts: 'a non-empty path', meaning });
+const oneOf = (def: string, values: readonly string[], meaning: string): OptionSpec => ({ kind: 'enum', default: def, values, accepts: `one of ${values.join(', ')}`, meaning });
+
+/** Every option: kind, default, what it accepts, what it means. Keys are the option names. */
+export const OPTION_SPECS = {
+  dataDir: path('./data', 'root of everything on disk; holds the LOCK file'),
+  journalDir: path(undefined, 'journal segments (default `<dataDir>/journals`)'),
+  snapshotDir: path(undefined, 'snapshots (default `<dataDir>/snapshots`)'),
+  journalBatchSize: int(10, 1, MAX_INT, '`buffered` durability: write once this many events are queued'),
+  journalFlushIntervalMs: int(1000, 1, 3_600_000, '`write`: sync interval; `buffered`: write+sync interval'),
+  snapshotIntervalMs: int(300_000, 1, MAX_INT, 'snapshot sessions with new events this often'),
+  maxSnapshotsPerSession: int(5, 1, 1000, 'snapshots kept per session'),
+  journalMaxSizeMb: { kind: 'number', default: 100, min: Number.MIN_VALUE, max: 1024 * 1024, accepts: 'a number above 0 (MiB, fractions allowed)', meaning: 'rotate to a new journal segment before one grows past this' },
+  sessionIdleTimeoutMs: int(3_600_000, 1, MAX_INT, 'a session idle this long is snapshotted and dropped from memory'),
+  recoveryTimeoutMs: int(30_000, 1, MAX_INT, 'give up recovering one session after this long (passed to the runtime)'),
+  enableHotStorage: bool(true, 'keep committed states in memory (off: every command loads the session from disk)'),
+  enableJournal: bool(true, 'journal critical events (off: nothing is durable between snapshots)'),
+  enableSnapshots: bool(true, 'take snapshots (off: restart replays the whole journal, which is never compacted)'),
+  durability: oneOf('fsync', ['fsync', 'write', 'buffered'], 'when an append is acknowledged (see Guarantees)'),
+  journalMaxBatchRecords: int(10_000, 1, MAX_INT, 'cap on events per group-commit batch'),
+  journalMaxBatchBytes: int(8 * 1024 * 1024, 1, MAX_INT, 'cap on bytes per group-commit batch'),
+  journalMaxQueueRecords: int(100_000, 1, MAX_INT, 'queued events before ARBOR_QUEUE_FULL (HTTP 503)'),
+  journalMaxQueueBytes: int(64 * 1024 * 1024, 1, MAX_INT, 'queued bytes before ARBOR_QUEUE_FULL (HTTP 503)'),
+  maxEventBytes: int(1024 * 1024, 1, 256 * 1024 * 1024, 'largest encoded event'),
+  dedupeWindow: int(1000, 1, MAX_INT, 'clientMessageIds remembered per session'),
+  salvage: bool(false, 'operator option: recover damaged sessions past their gaps'),
+  snapshotEveryEvents: int(100, 1, MAX_INT, 'snapshot a session after this many events'),
+  mailboxCapacity: int(1000, 1, MAX_INT, 'commands waiting per session before ARBOR_MAILBOX_FULL (HTTP 429)'),
+  maxRestarts: int(5, 1, MAX_INT, 'handler crashes allowed within restartWindowMs before a session is stopped'),
+  restartWindowMs: int(10_000, 1, MAX_INT, 'window of maxRestarts'),
+  streamBufferChunks: int(10_000, 1, MAX_INT, 'chunks kept per session for clients that reconnect mid-stream'),
+  maxConcurrentRecoveries: int(8, 1, MAX_INT, 'sessions loaded back from disk at once'),
+  host: { kind: 'string', default: '127.0.0.1', accepts: 'a host name or IP address', meaning: 'address the server listens on' },
+  port: int(4000, 0, 65_535, 'TCP port (0: any free port)'),
+  tokens: {
+    kind: 'tokens',
+    default: [],
+    accepts: 'env: `tenant:sha256hex,…`; file: `[{"tenant", "sha256"}]` (tenant: 1-128 of A-Z a-z 0-9 _ -; sha256: 64 lowercase hex digits)',
+    meaning: 'bearer tokens by tenant, as SHA-256 hashes of the tokens; none: the server is open (one tenant)',
+    secret: true,
+  },
+  maxBodyBytes: int(1024 * 1024, 1, 256 * 1024 * 1024, 'largest request body (HTTP 413 beyond)'),
+  maxHeaderBytes: int(16 * 1024, 1024, 1024 * 1024, 'largest request head (HTTP 431 beyond)'),
+  logLevel: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'log level (one line per request at debug)'),
+  diskWarnPercent: int(85, 1, 100, '/health warns when the disk of the data, journal or snapshot directory is fuller than this'),
+  diskFailPercent: int(95, 1, 100, '/health fails (503) and writes are refused (507) while one of those disks is fuller than this'),
+  retryAfterSeconds: int(5, 1, 3600, 'Retry-After sent with 429, 503 and 507'),
+  llm: oneOf('mock', ['mock', 'openai-compatible'], 'the LLM provider'),
+  llmBaseUrl: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: '`openai-compatible`: endpoint, e.g. `http://127.0.0.1:11434/v1`' },
+  llmModel: { kind: 'string', default: undefined, accepts: 'a model name', meaning: '`openai-compatible`: model' },
+  llmApiKey: { kind: 'string', default: undefined, accepts: 'a string', meaning: '`openai-compatible`: API key (sent as a bearer token)', secret: true },
+  llmMaxRetries: int(2, 0, 10, '`openai-compatible`: retries of a failed request before its first chunk (2 s, 4 s backoff)'),
+  mockChunks: int(undefined, 1, 100_000, '`mock`: chunks per answer (default 8)'),
+  mockChunkDelayMs: int(undefined, 0, 2_147_483_647, '`mock`: pause before each chunk (default 20)'),
+} satisfies Record<keyof ArborConfig, OptionSpec>;
+
+export type OptionName = keyof ArborConfig;
+export const OPTION_NAMES = Object.keys(OPTION_SPECS) as OptionName[];
+
+/** The environment variable of an option: `ARBOR_` + its name in SCREAMING_SNAKE_CASE (`dataDir` → `ARBOR_DATA_DIR`). */
+export function envVarOf(option: string): string {
+  return `ARBOR_${option.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** Defaults of every option (frozen). */
+export const DEFAULT_CONFIG: Readonly<ArborConfig> = Object.freeze(Object.fromEntries(OPTION_NAMES.map((k) => [k, OPTION_SPECS[k].default])) as unknown as ArborConfig);
+
+/** Where a value came from, for error messages. */
+export type ConfigSource = 'default' | `file ${string}` | `env ${string}` | 'code';
+
+/** Start-up stops with this: every invalid option, each named with its value, source and what is accepted. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly problems: readonly { option: string; source: ConfigSource | undefined; message: string }[];
+
+  constructor(problems: ConfigError['problems']) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p.message}`).join('\n')}`);
+    this.problems = problems;
+  }
+}
+
+const TENANT = /^[A-Za-z0-9_-]{1,128}$/;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+function schemaOf(spec: OptionSpec): z.ZodType {
+  switch (spec.kind) {
+    case 'int':
+      return z.number().int().min(spec.min!).max(spec.max!);
+    case 'number':
+      return z.number().gt(0).max(spec.max!);
+    case 'boolean':
+      return z.boolean();
+    case 'path':
+    case 'string':
+      return z.string().min(1);
+    case 'enum':
+      return z.enum(spec.values as [string, ...string[]]);
+    case 'tokens':
+      return z.array(z.strictObject({ tenant: z.string().regex(TENANT), sha256: z.string().regex(SHA256_HEX) }));
+  }
+}
+
+const SCHEMAS = Object.fromEntries(OPTION_NAMES.map((k) => [k, schemaOf(OPTION_SPECS[k])])) as Record<OptionName, z.ZodType>;
+
+/** Parses an environment variable's text into the option's type; text that does not parse is kept, so validation names it. */
+function fromEnvText(spec: OptionSpec, raw: string): unknown {
+  switch (spec.kind) {
+    case 'int':
+      return /^-?[0-9]+$/.test(raw) ? Number(raw) : raw;
+    case 'number':
+      return /^-?[0-9]+(\.[0-9]+)?$/.test(raw) ? Number(raw) : raw;
+    case 'boolean':
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      return raw;
+    case 'tokens':
+      return raw.split(',').filter((s) => s.trim() !== '').map((entry) => {
+        const at = entry.lastIndexOf(':');
+        return at < 0 ? entry : { tenant: entry.slice(0, at).trim(), sha256: entry.slice(at + 1).trim() };
+      });
+    default:
+      return raw;
+  }
+}
+
+/** Inputs of {@link loadConfig}. */
+export interface LoadConfigInput {
+  /** Highest precedence: command-line flags and code. `undefined` values are ignored. */
+  overrides?: Partial<Record<OptionName, unknown>>;
+  /** Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** A JSON config file; default `env.ARBOR_CONFIG`. */
+  configFile?: string | undefined;
+}
+
+function shown(option: OptionName, value: unknown): string {
+  if (OPTION_SPECS[option].kind === 'tokens' && Array.isArray(value)) {
+    // Hashes are not secrets, but a plain token pasted by mistake would be: show only its shape.
+    return `[${value.map((t) => (typeof t === 'object' && t !== null ? `{tenant: ${JSON.stringify((t as TokenEntry).tenant)}, sha256: <${String((t as TokenEntry).sha256).length} chars>}` : `<${String(t).length} chars>`)).join(', ')}]`;
+  }
+  if ((OPTION_SPECS[option] as OptionSpec).secret) return '<hidden>';
+  return JSON.stringify(value);
+}
+
+/**
+ * Builds the configuration from defaults, the config file, the environment and
+ * the overrides (in that order of precedence), validates every option and
+ * freezes the result. Throws a {@link ConfigError} naming every invalid option,
+ * its value, where it came from and what is accepted.
+ */
+export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
+  const env = input.env ?? process.env;
+  const problems: { option: string; source: ConfigSource | undefined; message: string }[] = [];
+  const values: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  const sources: Record<string, ConfigSource> = Object.fromEntries(OPTION_NAMES.map((k) => [k, 'default' as const]));
+
+  const file = input.configFile ?? (env.ARBOR_CONFIG === '' ? undefined : env.ARBOR_CONFIG);
+  if (file !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError([{ option: 'config', source: `file ${file}`, message: `config file ${file} could not be read as JSON: ${(err as Error).message}` }]);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError([{ option: 'config', source: `file ${file}`, message: `config file ${file} must hold one JSON object of options` }]);
+    }
+    for (const [key, value] of Object.entries(parsed)) {
+      if (!(key in OPTION_SPECS)) {
+        problems.push({ option: key, source: `file ${file}`, message: `unknown option ${JSON.stringify(key)} in config file ${file}; known options: ${OPTION_NAMES.join(', ')}` });
+        continue;
+      }
+      values[key] = value;
+      sources[key] = `file ${file}`;
+    }
+  }
+  for (const key of OPTION_NAMES) {
+    const variable = envVarOf(key);
+    const raw = env[variable];
+    // An empty variable (`ARBOR_PORT=` in a compose file) means "not set".
+    if (raw === undefined || raw === '') continue;
+    values[key] = fromEnvText(OPTION_SPECS[key], raw);
+    sources[key] = `env ${variable}`;
+  }
+  for (const [key, value] of Object.entries(input.overrides ?? {})) {
+    if (value === undefined) continue;
+    if (!(key in OPTION_SPECS)) throw new TypeError(`unknown option ${key}; known options: ${OPTION_NAMES.join(', ')}`);
+    values[key] = value;
+    sources[key] = 'code';
+  }
+
+  for (const key of OPTION_NAMES) {
+    const value = values[key];
+    if (value === undefined) continue; // optional options without a default
+    if (!SCHEMAS[key].safeParse(value).success) {
+      problems.push({ option: key, source: sources[key], message: `option ${key} = ${shown(key, value)} (from ${sources[key]}) is invalid: expected ${OPTION_SPECS[key].accepts}` });
+    }
+  }
+  if (problems.length === 0) {
+    const v = values as unknown as ArborConfig;
+    if (v.diskWarnPercent > v.diskFailPercent) {
+      problems.push({ option: 'diskWarnPercent', source: sources.diskWarnPercent, message: `option diskWarnPercent = ${v.diskWarnPercent} (from ${sources.diskWarnPercent}) is invalid: expected at most diskFailPercent (${v.diskFailPercent})` });
+    }
+    if (v.llm === 'openai-compatible') {
+      if (v.llmBaseUrl === undefined || !/^https?:\/\//.test(v.llmBaseUrl)) {
+        problems.push({ option: 'llmBaseUrl', source: sources.llmBaseUrl, message: `option llmBaseUrl = ${JSON.stringify(v.llmBaseUrl)} (from ${sources.llmBaseUrl}) is invalid: expected an http(s) URL when llm is openai-compatible (env ${envVarOf('llmBaseUrl')})` });
+      }
+      if (v.llmModel === undefined) {
+        problems.push({ option: 'llmModel', source: sources.llmModel, message: `option llmModel is missing: expected a model name when llm is openai-compatible (env ${envVarOf('llmModel')})` });
+      }
+    }
+    const hashes = new Set<string>();
+    for (const t of v.tokens) {
+      if (hashes.has(t.sha256)) problems.push({ option: 'tokens', source: sources.tokens, message: `option tokens (from ${sources.tokens}) is invalid: one token hash is listed twice (tenant ${t.tenant})` });
+      hashes.add(t.sha256);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({ ...(values as unknown as ArborConfig), tokens: Object.freeze((values.tokens as TokenEntry[]).map((t) => Object.freeze({ ...t }))) });
+}
+
+/** The options that only the server and CLI use (never passed to createArbor). */
+export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
+  'host', 'port', 'tokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
+  'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'mockChunks', 'mockChunkDelayMs',
+]);

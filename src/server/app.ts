@@ -1,0 +1,378 @@
+import { randomUUID } from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { routePath } from 'hono/route';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { ArborError, assertSessionId, ErrorCodes, parseEventData, type Arbor, type JournalRecord, type Session, type SessionState, type SessionUpdate } from '../index.ts';
+import type { PrometheusMetrics } from '../telemetry/prometheus.ts';
+import { TokenAuthenticator } from './auth.ts';
+import type { HealthChecker } from './health.ts';
+import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors.ts';
+import { StreamIndex } from './stream-index.ts';
+
+/**
+ * The config key under which a session's tenant is journaled at creation (a
+ * `session_config_changed` event, so it survives restarts like everything
+ * else). Keys under `arbor.` are reserved: clients can neither set nor see them.
+ */
+export const TENANT_CONFIG_KEY = 'arbor.tenant';
+const RESERVED_PREFIX = 'arbor.';
+
+/** Updates queued for one slow SSE client before it is cut off (it reconnects with Last-Event-ID). */
+const MAX_SSE_QUEUE = 10_000;
+/** A comment line this often keeps proxies from closing an idle stream. */
+const SSE_HEARTBEAT_MS = 15_000;
+
+export interface AppDeps {
+  arbor: Arbor;
+  auth: TokenAuthenticator;
+  health: HealthChecker;
+  metrics: PrometheusMetrics;
+  logger: Logger;
+  maxBodyBytes: number;
+  retryAfterSeconds: number;
+  /** Aborted at shutdown: new requests get ARBOR_CLOSED, open streams end after their last events. */
+  shutdown: AbortSignal;
+}
+
+type Env = { Variables: { tenant: string } };
+
+/** What GET /v1/sessions/:id answers. */
+export interface SessionView {
+  id: string;
+  seq: number;
+  status: 'idle' | 'streaming';
+  streaming?: { messageId: string; requestMessageId: string };
+  messages: { id: string; role: string; content: string; seq: number; metadata?: Readonly<Record<string, unknown>> }[];
+  config: Record<string, unknown>;
+}
+
+export function sessionView(state: SessionState): SessionView {
+  const config: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(state.config)) if (!key.startsWith(RESERVED_PREFIX)) config[key] = value;
+  return {
+    id: state.id,
+    seq: state.seq,
+    status: state.stream.status,
+    ...(state.stream.status === 'streaming' ? { streaming: { messageId: state.stream.messageId, requestMessageId: state.stream.requestMessageId } } : {}),
+    messages: state.messages.map((m) => ({ id: m.id, role: m.role, content: m.content, seq: m.seq, ...(m.metadata === undefined ? {} : { metadata: m.metadata }) })),
+    config,
+  };
+}
+
+const CreateBody = z.strictObject({
+  id: z.string().optional(),
+  config: z.record(z.string(), z.unknown()).optional(),
+});
+const MessageBody = z.strictObject({
+  content: z.string(),
+  clientMessageId: z.string().optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+
+function invalid(field: string, message: string): ArborError {
+  return new ArborError(ErrorCodes.INVALID_INPUT, message, { field });
+}
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const field = issue.path.length > 0 ? issue.path.join('.') : issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys.join(', ') : 'body';
+  throw invalid(field, `invalid request body: ${field}: ${issue.message}`);
+}
+
+/**
+ * Reads a JSON body of at most `max` bytes: a declared Content-Length above it
+ * is refused before a byte is read; a body without one (chunked) is counted as
+ * it streams in and cut off at the limit. Either way at most `max` bytes sit in
+ * memory.
+ */
+async function readJson(c: Context, max: number): Promise<unknown> {
+  const declared = c.req.header('content-length');
+  if (declared !== undefined && Number(declared) > max) {
+    throw new HttpError(413, HttpErrorCodes.BODY_TOO_LARGE, `request body of ${declared} bytes is over the limit of ${max} bytes (maxBodyBytes)`);
+  }
+  const body = c.req.raw.body;
+  if (body === null) return {};
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => undefined);
+      throw new HttpError(413, HttpErrorCodes.BODY_TOO_LARGE, `request body is over the limit of ${max} bytes (maxBodyBytes)`);
+    }
+    parts.push(value);
+  }
+  if (total === 0) return {};
+  try {
+    return JSON.parse(Buffer.concat(parts).toString('utf8'));
+  } catch (err) {
+    throw new HttpError(400, HttpErrorCodes.INVALID_JSON, `request body is not JSON: ${(err as Error).message}`);
+  }
+}
+
+/** A resume position: the client saw every update up to here. */
+export type Resume = { kind: 'fresh' } | { kind: 'seq'; seq: number } | { kind: 'chunk'; messageId: string; index: number };
+
+export function parseLastEventId(raw: string | undefined): Resume {
+  if (raw === undefined || raw === '') return { kind: 'fresh' };
+  if (/^[0-9]{1,15}$/.test(raw)) return { kind: 'seq', seq: Number(raw) };
+  const m = /^([A-Za-z0-9_-]{1,128}):([0-9]{1,9})$/.exec(raw);
+  if (m !== null) return { kind: 'chunk', messageId: m[1]!, index: Number(m[2]) };
+  throw invalid('Last-Event-ID', `Last-Event-ID ${JSON.stringify(raw.slice(0, 80))} is neither an event seq nor <messageId>:<index>`);
+}
+
+function isReservedConfigEvent(e: JournalRecord): boolean {
+  return e.type === 'session_config_changed' && String((e.data as { key?: unknown }).key).startsWith(RESERVED_PREFIX);
+}
+
+function eventMessage(e: JournalRecord): { id: string; event: string; data: string } {
+  return { id: String(e.seq), event: e.type, data: JSON.stringify({ seq: e.seq, type: e.type, ts: e.ts, data: e.data }) };
+}
+
+/** The HTTP API of DESIGN §7 on Hono: sessions, messages, SSE, retry, /health and /metrics. */
+export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex } {
+  const { arbor, auth, health, metrics, logger, maxBodyBytes, shutdown } = deps;
+  const app = new Hono<Env>();
+  const streams = new StreamIndex();
+  const creating = new Set<string>();
+
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    if (shutdown.aborted) {
+      const err = new HttpError(503, ErrorCodes.CLOSED, 'the server is shutting down', true);
+      c.header('Retry-After', String(deps.retryAfterSeconds));
+      return c.json(errorBody(err), 503);
+    }
+    await next();
+    const route = routePath(c, -1);
+    const seconds = (performance.now() - started) / 1000;
+    metrics.observeRequest(c.req.method, route, c.res.status, seconds);
+    logger.debug({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1e4) / 10, tenant: c.get('tenant') }, 'request');
+  });
+
+  app.onError((err, c) => {
+    const http = toHttpError(err);
+    if (http.retryAfter) c.header('Retry-After', String(deps.retryAfterSeconds));
+    const fields = { method: c.req.method, route: routePath(c, -1), status: http.status, code: http.code };
+    if (http.status >= 500 && http.status !== 503 && http.status !== 507) logger.error({ ...fields, err }, http.message);
+    else if (http.retryAfter) logger.warn(fields, http.message);
+    return c.json(errorBody(http), http.status as 400);
+  });
+
+  app.notFound((c) => c.json(errorBody(new HttpError(404, HttpErrorCodes.NOT_FOUND, `no route ${c.req.method} ${new URL(c.req.url).pathname.slice(0, 200)}`)), 404));
+
+  app.use('/v1/*', async (c, next) => {
+    const tenant = auth.tenantOf(c.req.header('authorization'));
+    if (tenant === undefined) {
+      c.header('WWW-Authenticate', 'Bearer');
+      throw new HttpError(401, HttpErrorCodes.UNAUTHORIZED, c.req.header('authorization') === undefined ? 'missing bearer token' : 'invalid bearer token');
+    }
+    c.set('tenant', tenant);
+    await next();
+  });
+
+
+  /**
+   * The session `id` of the request's tenant. Another tenant's session is 404,
+   * exactly like a missing one, so ids cannot be probed across tenants.
+   * Without tokens every session is served, including those the library wrote.
+   */
+  async function find(c: Context<Env>): Promise<{ session: Session; state: SessionState }> {
+    const id = c.req.param('id')!;
+    assertSessionId(id);
+    const notFound = new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${id} not found`);
+    if (!(await arbor.exists(id))) throw notFound;
+    const session = arbor.session(id);
+    // Recovered (first access after a restart) or loaded back (passivated) before it is read.
+    const state = await session.load();
+    if (state.seq === 0) throw notFound;
+    // An open server (no tokens) has one tenant: it also serves sessions written without the server.
+    if (auth.enabled && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
+    return { session, state };
+  }
+
+  /** Writes are refused while the data disk is past the fail threshold, and accepted again once it is not. */
+  async function assertWritable(): Promise<void> {
+    const disk = await health.disk(true);
+    if (disk.status === 'fail') throw new HttpError(507, HttpErrorCodes.DISK_FULL, `writes are refused: ${disk.message}`, true);
+  }
+
+  app.post('/v1/sessions', async (c) => {
+    const body = parseBody(CreateBody, await readJson(c, maxBodyBytes));
+    const id = body.id ?? randomUUID();
+    assertSessionId(id);
+    const config = Object.entries(body.config ?? {});
+    for (const [key, newValue] of config) {
+      if (key.startsWith(RESERVED_PREFIX)) throw invalid(`config.${key}`, `config key ${JSON.stringify(key)} is reserved (keys starting with "${RESERVED_PREFIX}")`);
+      // Validated before anything is written, so a bad key cannot leave a half-created session.
+      try {
+        parseEventData('session_config_changed', { key, newValue }, { sessionId: id });
+      } catch (err) {
+        throw invalid(`config.${key}`, `config.${key}: ${(err as Error).message}`);
+      }
+    }
+    await assertWritable();
+    // Claimed before the existence check's await, so two concurrent creates cannot both pass.
+    if (creating.has(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
+    creating.add(id);
+    try {
+      if (await arbor.exists(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
+      const session = arbor.session(id);
+      streams.watch(session);
+      await session.changeConfig(TENANT_CONFIG_KEY, c.get('tenant'));
+      for (const [key, value] of config) await session.changeConfig(key, value);
+      return c.json(sessionView(session.state), 201);
+    } finally {
+      creating.delete(id);
+    }
+  });
+
+  app.get('/v1/sessions/:id', async (c) => {
+    const { state } = await find(c);
+    return c.json(sessionView(state));
+  });
+
+  app.post('/v1/sessions/:id/messages', async (c) => {
+    const { session } = await find(c);
+    const body = parseBody(MessageBody, await readJson(c, maxBodyBytes));
+    await assertWritable();
+    streams.watch(session);
+    const r = await session.sendMessage({ content: body.content, ...(body.clientMessageId === undefined ? {} : { clientMessageId: body.clientMessageId }), ...(body.metadata === undefined ? {} : { metadata: body.metadata }) });
+    // Sent only now: the message is durable.
+    return c.json({ messageId: r.messageId, seq: r.seq, duplicate: r.duplicate }, 202);
+  });
+
+  app.post('/v1/sessions/:id/retry', async (c) => {
+    const { session } = await find(c);
+    await assertWritable();
+    streams.watch(session);
+    const r = await session.retry();
+    return c.json({ requestMessageId: r.requestMessageId, retryOf: r.retryOf ?? null }, 202);
+  });
+
+  app.get('/v1/sessions/:id/stream', async (c) => {
+    const { session } = await find(c);
+    const resume = parseLastEventId(c.req.header('last-event-id') ?? c.req.query('lastEventId'));
+    streams.watch(session);
+    return streamSSE(c, (stream) => runStream(stream, session, resume));
+  });
+
+  /**
+   * One SSE connection: subscribe first (queueing live updates), replay what
+   * the client missed after its Last-Event-ID, then forward live updates,
+   * skipping any the replay already sent: every update exactly once.
+   */
+  async function runStream(stream: SSEStreamingApi, session: Session, resume: Resume): Promise<void> {
+    const queue: SessionUpdate[] = [];
+    let wake: (() => void) | undefined;
+    let overflow = false;
+    const unsubscribe = session.subscribe((u) => {
+      if (queue.length >= MAX_SSE_QUEUE) overflow = true;
+      else queue.push(u);
+      wake?.();
+    });
+    const onShutdown = () => wake?.();
+    shutdown.addEventListener('abort', onShutdown);
+    stream.onAbort(() => wake?.());
+    let lastSeq = 0;
+    const sentChunk = new Map<string, number>();
+    const send = async (u: SessionUpdate): Promise<void> => {
+      if (u.kind === 'event') {
+        if (u.event.seq <= lastSeq) return;
+        lastSeq = u.event.seq;
+        // The tenant record is the server's: clients see a gap in seqs there, never the key.
+        if (isReservedConfigEvent(u.event)) return;
+        await stream.writeSSE(eventMessage(u.event));
+      } else if (u.kind === 'chunk') {
+        const { messageId, index, text } = u.chunk;
+        if (index <= (sentChunk.get(messageId) ?? -1)) return;
+        sentChunk.set(messageId, index);
+        await stream.writeSSE({ id: `${messageId}:${index}`, event: 'chunk', data: JSON.stringify({ messageId, index, text }) });
+      } else {
+        await stream.writeSSE({ event: u.type, data: JSON.stringify(u.data) });
+      }
+    };
+    try {
+      const plan = await planReplay(session, resume, streams);
+      if (plan.reset !== undefined) await stream.writeSSE({ id: String(plan.reset.seq), event: 'state', data: JSON.stringify(sessionView(plan.reset)) });
+      lastSeq = plan.clientSeq;
+      if (resume.kind === 'chunk') sentChunk.set(resume.messageId, resume.index);
+      for (const u of plan.updates) await send(u);
+      while (!stream.aborted && !stream.closed) {
+        while (queue.length > 0 && !stream.aborted) await send(queue.shift()!);
+        // Shutdown: arbor.close() published the last events (stream_interrupted) before the signal.
+        if (shutdown.aborted || overflow) break;
+        const heartbeat = setTimeout(() => wake?.(), SSE_HEARTBEAT_MS);
+        await new Promise<void>((r) => (wake = r));
+        clearTimeout(heartbeat);
+        wake = undefined;
+        if (queue.length === 0 && !shutdown.aborted && !stream.aborted) await stream.write(': ping\n\n');
+      }
+    } finally {
+      unsubscribe();
+      shutdown.removeEventListener('abort', onShutdown);
+    }
+  }
+
+  app.get('/health', async (c) => {
+    const report = await health.check();
+    return c.json(report, report.status === 'fail' ? 503 : 200);
+  });
+
+  app.get('/metrics', async (c) => {
+    return c.body(await metrics.text(), 200, { 'Content-Type': metrics.contentType });
+  });
+
+  return { app, streams };
+}
+
+/**
+ * What a (re)connecting SSE client must be sent: `reset` (the whole state,
+ * when it is new or its position can no longer be replayed), then `updates`
+ * in the order they happened: committed events after its position and the
+ * chunks of the answer streaming now that it has not seen. `clientSeq` is the
+ * last seq the client holds once `reset` is sent.
+ */
+export async function planReplay(session: Session, resume: Resume, streams: StreamIndex): Promise<{ reset: SessionState | undefined; clientSeq: number; updates: SessionUpdate[] }> {
+  const state = session.state;
+  const streamingId = state.stream.status === 'streaming' ? state.stream.messageId : undefined;
+  const allChunks = (): SessionUpdate[] => (streamingId === undefined ? [] : session.chunks(streamingId, 0).map((chunk) => ({ kind: 'chunk', chunk })));
+  let fromSeq: number;
+  let chunkSeen: (messageId: string, index: number, seqAt: number | undefined) => boolean;
+  if (resume.kind === 'fresh') {
+    // A new client gets the whole state first, then the answer streaming now from its first chunk.
+    return { reset: state, clientSeq: state.seq, updates: allChunks() };
+  } else if (resume.kind === 'seq') {
+    fromSeq = resume.seq;
+    // A chunk published after event `seq` has seqAt ≥ seq: the client has not seen it.
+    chunkSeen = (_m, _i, seqAt) => seqAt !== undefined && seqAt < resume.seq;
+  } else {
+    const at = streams.seqAtChunk(session.id, resume.messageId, resume.index);
+    // Not indexed (this server did not start that answer): from the answer's start if it is still streaming.
+    fromSeq = at ?? (state.stream.status === 'streaming' && state.stream.messageId === resume.messageId ? state.stream.startedSeq : state.seq);
+    chunkSeen = (m, i, seqAt) => (m === resume.messageId ? i <= resume.index : seqAt !== undefined && seqAt <= fromSeq);
+  }
+  // The client claims events this server never committed (another data dir?): it starts over.
+  if (fromSeq > state.seq) return { reset: state, clientSeq: state.seq, updates: allChunks() };
+  const events = fromSeq < state.seq ? await session.events({ fromSeq: fromSeq + 1 }) : [];
+  // The events after fromSeq were released by a snapshot: the client starts over from the state.
+  if (fromSeq < state.seq && events[0]?.seq !== fromSeq + 1) return { reset: state, clientSeq: state.seq, updates: allChunks() };
+  const ordered: { pos: number; u: SessionUpdate }[] = events.filter((e) => e.seq > fromSeq && e.seq <= state.seq).map((e) => ({ pos: e.seq, u: { kind: 'event', event: e } }));
+  if (streamingId !== undefined) {
+    for (const chunk of session.chunks(streamingId, 0)) {
+      const seqAt = streams.seqAtChunk(session.id, chunk.messageId, chunk.index);
+      if (chunkSeen(chunk.messageId, chunk.index, seqAt)) continue;
+      // Between event seqAt and event seqAt + 1.
+      ordered.push({ pos: (seqAt ?? state.seq) + 0.5, u: { kind: 'chunk', chunk } });
+    }
+  }
+  // A stable sort keeps the chunks of one answer in index order.
+  return { reset: undefined, clientSeq: fromSeq, updates: ordered.sort((a, b) => a.pos - b.pos).map((x) => x.u) };
+}

@@ -1,0 +1,159 @@
+import { statfs as nodeStatfs } from 'node:fs/promises';
+import type { Arbor } from '../index.ts';
+
+/** One check's outcome: `warn` keeps /health at 200, `fail` makes it 503. */
+export interface CheckResult {
+  status: 'ok' | 'warn' | 'fail';
+  message: string;
+  [detail: string]: unknown;
+}
+
+export interface HealthReport {
+  status: 'ok' | 'warn' | 'fail';
+  checks: { hotStorage: CheckResult; journalWriter: CheckResult; diskSpace: CheckResult; recovery: CheckResult };
+}
+
+/** The few fields of `fs.statfs` the disk check reads (injectable in tests). */
+export type StatFs = (path: string) => Promise<{ blocks: number; bavail: number; bsize: number }>;
+
+export interface HealthOptions {
+  dataDir: string;
+  /** Other directories whose filesystems are checked too (journalDir, snapshotDir when elsewhere). */
+  extraDirs?: readonly string[];
+  /** Disk fuller than this (percent used, as `df` counts it): warn. */
+  diskWarnPercent: number;
+  /** Disk fuller than this: fail (503). */
+  diskFailPercent: number;
+  /** A queue that has not been flushed for this long while non-empty means a stuck writer. */
+  stuckFlushMs?: number;
+  /** The recovery probe runs at most this often; /health reuses its last result in between. */
+  probeEveryMs?: number;
+  statfs?: StatFs;
+  /** The write gate reuses a disk reading younger than this. */
+  writeGateMaxAgeMs?: number;
+}
+
+const SEVERITY = { ok: 0, warn: 1, fail: 2 } as const;
+
+/** Disk usage as `df` shows it: blocks in use over blocks usable by unprivileged users. */
+export function diskUsagePercent(s: { blocks: number; bavail: number; bfree?: number }): number {
+  const bfree = s.bfree ?? s.bavail;
+  const used = s.blocks - bfree;
+  const usable = used + s.bavail;
+  return usable === 0 ? 100 : (used / usable) * 100;
+}
+
+/** The disk rule of seed §8.3: above `failPct` fail, above `warnPct` warn. Pure. */
+export function diskStatus(usedPct: number, warnPct: number, failPct: number): 'ok' | 'warn' | 'fail' {
+  if (usedPct > failPct) return 'fail';
+  if (usedPct > warnPct) return 'warn';
+  return 'ok';
+}
+
+/**
+ * The health checks of seed §8.3: the hot tier (sessions, memory), the
+ * journal writer (state, queue depth, age of the last flush), disk space, and
+ * a real recovery probe: one session (a different one each time) is rebuilt
+ * from its newest snapshot and its journal tail, read and decoded from disk
+ * exactly as a restart would, and compared with the live state.
+ */
+export class HealthChecker {
+  readonly #arbor: Arbor;
+  readonly #o: Required<HealthOptions>;
+  #probeAt = 0;
+  #probe: CheckResult | undefined;
+  #probeCursor = 0;
+
+  constructor(arbor: Arbor, options: HealthOptions) {
+    this.#arbor = arbor;
+    this.#o = { extraDirs: [], stuckFlushMs: 10_000, probeEveryMs: 5_000, writeGateMaxAgeMs: 1_000, statfs: nodeStatfs as unknown as StatFs, ...options };
+  }
+
+  async check(): Promise<HealthReport> {
+    const health = this.#arbor.health();
+    const memory = process.memoryUsage();
+    const hotStorage: CheckResult = { status: 'ok', message: `${health.hot.sessions} sessions in memory`, sessions: health.hot.sessions, approxBytes: health.hot.approxBytes, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed };
+    const j = health.journal;
+    let journalWriter: CheckResult;
+    if (j.state !== 'open') {
+      journalWriter = { status: 'fail', message: `journal is ${j.state}: writes are refused`, ...j };
+    } else if (j.queueDepth > 0 && j.lastFlushAgeMs > this.#o.stuckFlushMs) {
+      journalWriter = { status: 'fail', message: `${j.queueDepth} records queued and no flush for ${j.lastFlushAgeMs} ms`, ...j };
+    } else {
+      journalWriter = { status: 'ok', message: `journal open, ${j.queueDepth} records queued`, ...j };
+    }
+    const [diskSpace, recovery] = await Promise.all([this.disk(), this.#recoveryProbe()]);
+    const checks = { hotStorage, journalWriter, diskSpace, recovery };
+    const statuses = Object.values(checks).map((c) => c.status);
+    const status = statuses.includes('fail') ? 'fail' : statuses.includes('warn') ? 'warn' : 'ok';
+    return { status, checks };
+  }
+
+  #diskAt = 0;
+  #diskLast: Promise<CheckResult> | undefined;
+
+  /**
+   * The disk check. `cached`: reuse a reading younger than writeGateMaxAgeMs
+   * (the write gate asks on every write; statfs is cheap, but not free).
+   */
+  disk(cached = false): Promise<CheckResult> {
+    const now = Date.now();
+    if (!cached || this.#diskLast === undefined || now - this.#diskAt > this.#o.writeGateMaxAgeMs) {
+      this.#diskAt = now;
+      this.#diskLast = this.#disk();
+    }
+    return this.#diskLast;
+  }
+
+  /** The fullest of the filesystems holding the data, journal and snapshot directories. */
+  async #disk(): Promise<CheckResult> {
+    const dirs = [...new Set([this.#o.dataDir, ...this.#o.extraDirs])];
+    let worst: CheckResult | undefined;
+    for (const dir of dirs) {
+      let result: CheckResult;
+      try {
+        const s = await this.#o.statfs(dir);
+        const usedPercent = Math.round(diskUsagePercent(s) * 10) / 10;
+        const status = diskStatus(usedPercent, this.#o.diskWarnPercent, this.#o.diskFailPercent);
+        const word = status === 'fail' ? 'critically full' : status === 'warn' ? 'low on space' : 'normal';
+        result = { status, message: `disk of ${dir} ${word}: ${usedPercent}% used (warn > ${this.#o.diskWarnPercent}%, fail > ${this.#o.diskFailPercent}%)`, dir, usedPercent, availableBytes: s.bavail * s.bsize };
+      } catch (err) {
+        result = { status: 'fail', message: `cannot read the disk usage of ${dir}: ${(err as Error).message}`, dir };
+      }
+      if (worst === undefined || SEVERITY[result.status] > SEVERITY[worst.status] || (result.status === worst.status && Number(result.usedPercent) > Number(worst.usedPercent))) worst = result;
+    }
+    return worst!;
+  }
+
+  async #recoveryProbe(): Promise<CheckResult> {
+    const now = Date.now();
+    if (this.#probe !== undefined && now - this.#probeAt < this.#o.probeEveryMs) return this.#probe;
+    this.#probeAt = now;
+    this.#probe = await this.#runProbe();
+    return this.#probe;
+  }
+
+  async #runProbe(): Promise<CheckResult> {
+    if (this.#arbor.backend.kind !== 'file') return { status: 'ok', message: `sessions live in ${this.#arbor.backend.kind}, which recovers itself; each is rebuilt from it on first access` };
+    const store = this.#arbor.store;
+    const sessions = [...new Set([...store.journal.sessions().keys(), ...store.snapshots.sessions()])];
+    if (sessions.length === 0) return { status: 'ok', message: 'no session on disk yet: nothing to recover' };
+    const sid = sessions[this.#probeCursor++ % sessions.length]!;
+    const started = performance.now();
+    try {
+      const liveBefore = this.#arbor.session(sid).state.seq;
+      const loaded = await store.loadSession(sid);
+      const liveAfter = this.#arbor.session(sid).state.seq;
+      const durationMs = Math.round((performance.now() - started) * 100) / 100;
+      if (loaded === undefined) return { status: 'fail', message: `session ${sid} is listed on disk but could not be found when read back`, sessionId: sid };
+      // The live state may move on while we read; what was committed before the read must be on disk.
+      if (loaded.seq < liveBefore && liveBefore > 0) {
+        return { status: 'fail', message: `session ${sid} read back at seq ${loaded.seq}, but ${liveBefore} events were committed`, sessionId: sid, diskSeq: loaded.seq, liveSeq: liveAfter };
+      }
+      if (loaded.status === 'damaged') return { status: 'warn', message: `session ${sid} is damaged on disk (readable, writes refused)`, sessionId: sid, seq: loaded.seq, durationMs };
+      return { status: 'ok', message: `session ${sid} rebuilt from disk at seq ${loaded.seq} in ${durationMs} ms`, sessionId: sid, seq: loaded.seq, durationMs };
+    } catch (err) {
+      return { status: 'fail', message: `recovering session ${sid} from disk failed: ${(err as Error).message}`, sessionId: sid, code: (err as { code?: unknown }).code };
+    }
+  }
+}
