@@ -218,16 +218,21 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
   const snapFiles = new Map<string, ManifestFile>();
   const vanished = new Set<string>();
   let snapshotRelists = 0;
+  /** per session, the highest seq copied */
+  const copiedSeq = new Map<string, number>();
   for (;;) {
     const names = (await listDir(fs, snapshotDir)).filter((n) => SNAPSHOT_FILE.test(n));
     if (snapshotRelists === 0) await estimate(snapshotDir, names);
-    const newest = new Map<string, string>();
+    const newest = new Map<string, { name: string; seq: number }>();
     for (const n of names) {
-      const sid = SNAPSHOT_FILE.exec(n)![1]!;
-      const cur = newest.get(sid);
-      if (cur === undefined || n > cur) newest.set(sid, n);
+      const m = SNAPSHOT_FILE.exec(n)!;
+      const seq = Number(m[2]);
+      if (seq > (newest.get(m[1]!)?.seq ?? -1)) newest.set(m[1]!, { name: n, seq });
     }
-    for (const name of names) {
+    // The newest of each session first (the ones the guarantee needs), then the older ones (fallbacks).
+    const newestNames = new Set([...newest.values()].map((x) => x.name));
+    const order = [...names.filter((n) => newestNames.has(n)), ...names.filter((n) => !newestNames.has(n))];
+    for (const name of order) {
       if (snapFiles.has(name) || vanished.has(name)) continue;
       const bytes = await readIfPresent(fs, path.join(snapshotDir, name));
       if (bytes === undefined) {
@@ -238,11 +243,13 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
       if (typeof header === 'string') warnings.push(`source snapshots/${name}: ${header} (copied as it is; run arbor verify)`);
       await writeDurably(dfs, path.join(destSnapshots, name), bytes);
       snapFiles.set(name, { path: `snapshots/${name}`, bytes: bytes.length, sha256: sha256(bytes) });
+      const m = SNAPSHOT_FILE.exec(name)!;
+      copiedSeq.set(m[1]!, Math.max(copiedSeq.get(m[1]!) ?? -1, Number(m[2])));
       progress(bytes.length);
       await options.afterCopy?.(`snapshots/${name}`);
     }
-    // Stable once the newest listed snapshot of every session is in the copy.
-    const missing = [...newest.values()].filter((n) => !snapFiles.has(n));
+    // Stable once every session has a copied snapshot at least as new as the newest in this listing.
+    const missing = [...newest].filter(([sid, x]) => (copiedSeq.get(sid) ?? -1) < x.seq).map(([, x]) => x.name);
     if (missing.length === 0) break;
     snapshotRelists += 1;
     if (snapshotRelists > maxRelists) {
