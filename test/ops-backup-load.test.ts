@@ -6,7 +6,8 @@
  * load, so segments rotate and are deleted mid-copy for sure; one through the
  * real CLI). Each backup is restored into a new directory with the CLI,
  * verified clean, and opened with createArbor: every message acknowledged
- * before the backup started must be there.
+ * before the backup started must be there. verify and inspect also run on the
+ * live directory meanwhile, and must find no damage.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -140,6 +141,15 @@ test('backup during load: every message acknowledged before the backup started i
     const doc = json(cli);
     for (const k of ['backupId', 'startedAt', 'files', 'bytes', 'durationMs', 'bytesPerSec']) assert.ok(k in doc, `backup --json has ${k}`);
     await load.waitAcks(load.acks.length + 20); // the load really was still running
+
+    // verify and inspect read the live directory without the lock: no false damage while segments
+    // rotate and vanish and snapshots are pruned under them.
+    const v = await runCli(['verify', '--data-dir', dataDir, '--json']);
+    assert.equal(v.code, 0, `verify of the live directory reported damage:\n${JSON.stringify(json(v).damage, null, 1)}`);
+    const ins = await runCli(['inspect', 'load-1', '--data-dir', dataDir, '--json']);
+    assert.equal(ins.code, 0, ins.stderr);
+    assert.ok(json(ins).state.messages.user > 0);
+    await load.waitAcks(load.acks.length + 20);
     await load.kill();
 
     assertAllPresent(ackedBefore1, await restoreAndRead(join(dir, 'backup-lib'), join(dir, 'restored-lib')), 'library backup');

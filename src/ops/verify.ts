@@ -221,41 +221,61 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
   }
 
   // ---- snapshots (listed again now: a segment deleted during the journal pass is covered by a snapshot that exists by now) ----
-  const relisted = await listDir(fs, snapshotDir);
-  snapshotNames = relisted;
+  // A live server prunes old snapshots when it writes new ones: if the newest listed snapshot of a
+  // session vanished before it was read, a newer one exists, so list again and read what is new.
   const newestValid = new Map<string, number>();
   const snapshotCount = new Map<string, number>();
-  for (const n of snapshotNames) {
-    if (n.endsWith('.tmp')) {
-      notes.push(`snapshots/${n}: a temporary file (a snapshot being written, or left by a crash; removed at the next open)`);
-      continue;
+  const seen = new Set<string>();
+  const readSeq = new Map<string, number>();
+  for (let pass = 0; ; pass += 1) {
+    snapshotNames = await listDir(fs, snapshotDir);
+    const newestListed = new Map<string, number>();
+    for (const n of snapshotNames) {
+      const m = SNAPSHOT_FILE.exec(n);
+      if (m !== null && Number(m[2]) > (newestListed.get(m[1]!) ?? -1)) newestListed.set(m[1]!, Number(m[2]));
     }
-    const m = SNAPSHOT_FILE.exec(n);
-    if (m === null) {
-      notes.push(`snapshots/${n}: not a snapshot file; ignored`);
-      continue;
+    for (const n of snapshotNames) {
+      if (seen.has(n)) continue;
+      seen.add(n);
+      if (n.endsWith('.tmp')) {
+        if (pass === 0) notes.push(`snapshots/${n}: a temporary file (a snapshot being written, or left by a crash; removed at the next open)`);
+        continue;
+      }
+      const m = SNAPSHOT_FILE.exec(n);
+      if (m === null) {
+        notes.push(`snapshots/${n}: not a snapshot file; ignored`);
+        continue;
+      }
+      const file = `snapshots/${n}`;
+      const sid = m[1]!;
+      const seq = Number(m[2]);
+      const bytes = await readIfPresent(fs, path.join(snapshotDir, n));
+      if (bytes === undefined) {
+        snapshotsOut.push({ file, session: sid, seq, bytes: 0, status: 'vanished' });
+        notes.push(`${file}: deleted during the check (pruned after a newer snapshot)`);
+        continue;
+      }
+      readSeq.set(sid, Math.max(readSeq.get(sid) ?? -1, seq));
+      snapshotCount.set(sid, (snapshotCount.get(sid) ?? 0) + 1);
+      const problem = await checkSnapshot(bytes, sid, seq);
+      progress(bytes.length);
+      if (problem !== undefined) {
+        snapshotsOut.push({ file, session: sid, seq, bytes: bytes.length, status: 'damaged', reason: problem.reason });
+        damage.push({ kind: 'snapshot', file, offset: problem.offset, length: problem.length, session: sid, seq, reason: problem.reason });
+        continue;
+      }
+      const ts = Number(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).readBigUInt64LE(32));
+      snapshotsOut.push({ file, session: sid, seq, bytes: bytes.length, ts, status: 'ok' });
+      if (seq > (newestValid.get(sid) ?? 0)) newestValid.set(sid, seq);
     }
-    const file = `snapshots/${n}`;
-    const sid = m[1]!;
-    const seq = Number(m[2]);
-    const bytes = await readIfPresent(fs, path.join(snapshotDir, n));
-    if (bytes === undefined) {
-      snapshotsOut.push({ file, session: sid, seq, bytes: 0, status: 'vanished' });
-      notes.push(`${file}: deleted during the check (pruned after a newer snapshot)`);
-      continue;
+    const behind = [...newestListed].filter(([sid, seq]) => (readSeq.get(sid) ?? -1) < seq);
+    if (behind.length === 0) break;
+    if (pass >= 50) {
+      notes.push(`snapshots of ${behind.length} sessions kept being replaced during the check; their seq checks may be incomplete`);
+      break;
     }
-    snapshotCount.set(sid, (snapshotCount.get(sid) ?? 0) + 1);
-    const problem = await checkSnapshot(bytes, sid, seq);
-    progress(bytes.length);
-    if (problem !== undefined) {
-      snapshotsOut.push({ file, session: sid, seq, bytes: bytes.length, status: 'damaged', reason: problem.reason });
-      damage.push({ kind: 'snapshot', file, offset: problem.offset, length: problem.length, session: sid, seq, reason: problem.reason });
-      continue;
-    }
-    const ts = Number(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).readBigUInt64LE(32));
-    snapshotsOut.push({ file, session: sid, seq, bytes: bytes.length, ts, status: 'ok' });
-    if (seq > (newestValid.get(sid) ?? 0)) newestValid.set(sid, seq);
   }
+  snapshotsOut.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
 
   // ---- sessions: the journal's first record of each session must follow a snapshot ----
   const ids = new Set<string>([...sessions.keys(), ...snapshotCount.keys()]);
