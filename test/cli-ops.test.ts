@@ -336,6 +336,27 @@ test('backup and restore: manifest, marker, refusals; a tampered backup is refus
   }
 });
 
+test('backup refuses a destination inside the journal or snapshot directory (exit 2); a backup of a damaged source restores with exit 1 and lists the damage', async () => {
+  const overlap = await runCli(['backup', join(fixture, 'journals', 'bk'), '--data-dir', fixture]);
+  assert.equal(overlap.code, 2);
+  assert.match(overlap.stderr, /overlaps/);
+
+  const dir = copyOf(unsnapshotted);
+  const segment = wal(dir)[2]!;
+  flip(join(dir, 'journals', segment), 32 + 8 + 30);
+  const backup = join(tmp.dir, 'backup-of-damaged');
+  const b = await runCli(['backup', backup, '--data-dir', dir]);
+  assert.equal(b.code, 0, b.stderr);
+  const target = join(tmp.dir, 'restored-damaged');
+  const r = await runCli(['restore', backup, '--data-dir', target, '--json']);
+  assert.equal(r.code, 1, 'restored, but the damage the source had is reported');
+  const doc = json(r);
+  assert.equal(doc.verify.ok, false);
+  assert.ok(doc.verify.damage.some((d: { file?: string }) => d.file === `journals/${segment}`));
+  assert.ok(existsSync(join(target, RESTORE_MARKER_FILE)), 'the restore is kept, marker included');
+  assert.equal(wal(target).length, wal(dir).length);
+});
+
 // ---- bench ----
 
 test('bench: passes flags through; without the peer packages --peers is dropped with the install hint', { timeout: 120_000 }, async () => {

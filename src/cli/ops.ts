@@ -257,12 +257,13 @@ export function registerOpsCommands(program: Command): void {
         const r = await restoreBackup({ ...layoutOf(o), src, onProgress: bar.update }).finally(bar.stop);
         if (o.json === true) {
           const { verify, ...rest } = r;
-          printJson({ ...rest, verify: { ok: verify.ok, totals: verify.totals, notes: verify.notes } });
+          printJson({ ...rest, verify: { ok: verify.ok, totals: verify.totals, damage: verify.damage, notes: verify.notes } });
         } else {
-          out(`restored backup ${r.backupId} (taken at ${r.backupStartedAt}) into ${r.dataDir}: ${r.files} files, ${mib(r.bytes)}, ${r.sessions} sessions; verified clean`);
+          out(`restored backup ${r.backupId} (taken at ${r.backupStartedAt}) into ${r.dataDir}: ${r.files} files, ${mib(r.bytes)}, ${r.sessions} sessions; ${r.verify.ok ? 'verified clean' : 'VERIFY FOUND DAMAGE (it was in the source when it was backed up):'}`);
+          for (const d of r.verify.damage) out(`DAMAGE ${where(d)}: ${d.reason}`);
           out(`${r.marker} written: each restored session will tell its user that anything after ${r.backupStartedAt} may be lost`);
         }
-        return 0;
+        return r.verify.ok ? 0 : EXIT_FAILED;
       }),
     );
 
