@@ -110,19 +110,28 @@ function out(line = ''): void {
   process.stdout.write(`${line}\n`);
 }
 
-/** Runs a command's body; maps failures onto exit codes with a message that names the command. */
-async function run(name: string, body: () => Promise<number>): Promise<void> {
+/**
+ * Runs a command's body; maps failures onto exit codes with a message that
+ * names the command. With --json a failure is also one JSON document on stdout:
+ * `{"error": {"message", "kind", "code"?, "details"}}`.
+ */
+async function run(name: string, json: boolean | undefined, body: () => Promise<number>): Promise<void> {
   try {
     process.exitCode = await body();
   } catch (err) {
     const message = (err as Error)?.message ?? String(err);
-    if (err instanceof OpsError && err.kind === 'usage') {
+    const usage = err instanceof OpsError && err.kind === 'usage';
+    const code = isArborError(err) ? err.code : undefined;
+    if (json === true) {
+      const details = err instanceof OpsError || isArborError(err) ? err.details : {};
+      printJson({ error: { message, kind: usage ? 'usage' : 'failed', ...(code === undefined ? {} : { code }), details } });
+    }
+    if (usage) {
       process.stderr.write(`arbor ${name}: error: ${message}\n`);
       process.exitCode = EXIT_USAGE;
       return;
     }
-    const code = isArborError(err) ? ` [${err.code}]` : '';
-    process.stderr.write(`arbor ${name}: failed${code}: ${message}\n`);
+    process.stderr.write(`arbor ${name}: failed${code === undefined ? '' : ` [${code}]`}: ${message}\n`);
     if (!(err instanceof OpsError) && !isArborError(err) && process.env.ARBOR_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
     process.exitCode = EXIT_FAILED;
   }
@@ -182,7 +191,7 @@ export function registerOpsCommands(program: Command): void {
     .description('check every journal segment and snapshot, read-only (safe beside a running server); exit 1 when damage is found')
     .option('--json', 'print one JSON document on stdout')
     .action(async (o: CommonOptions) =>
-      run('verify', async () => {
+      run('verify', o.json, async () => {
         await assertDataDir(o.dataDir);
         const bar = progressBar('verify', o.json !== true, 'bytes');
         const report = await verifyDataDir({ ...layoutOf(o), onProgress: bar.update }).finally(bar.stop);
@@ -198,7 +207,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .option('--limit <n>', 'show only the newest n events', parsePositiveInt)
     .action(async (session: string, o: CommonOptions & { limit?: number }) =>
-      run('inspect', async () => {
+      run('inspect', o.json, async () => {
         await assertDataDir(o.dataDir);
         const report = await inspectSession(session, { ...layoutOf(o), ...(o.limit === undefined ? {} : { limit: o.limit }) });
         if (o.json === true) printJson(report);
@@ -211,7 +220,7 @@ export function registerOpsCommands(program: Command): void {
     .description('snapshot every session that pins journal segments and delete the released segments (takes the lock: stop the server first)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (o: CommonOptions) =>
-      run('compact', async () => {
+      run('compact', o.json, async () => {
         await assertDataDir(o.dataDir);
         const bar = progressBar('compact', o.json !== true, 'sessions');
         const r = await compactDataDir({ ...layoutOf(o), onProgress: bar.update }).finally(bar.stop);
@@ -231,7 +240,7 @@ export function registerOpsCommands(program: Command): void {
     .argument('<dest>', 'destination directory (must be empty or not exist)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (dest: string, o: CommonOptions) =>
-      run('backup', async () => {
+      run('backup', o.json, async () => {
         await assertDataDir(o.dataDir);
         const bar = progressBar('backup', o.json !== true, 'bytes');
         const r = await backupDataDir({ ...layoutOf(o), dest, onProgress: bar.update }).finally(bar.stop);
@@ -251,7 +260,7 @@ export function registerOpsCommands(program: Command): void {
     .argument('<src>', 'backup directory (written by arbor backup)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (src: string, o: CommonOptions) =>
-      run('restore', async () => {
+      run('restore', o.json, async () => {
         if (!(await exists(new NodeFileSystem(), src))) throw new OpsError('usage', `<src> ${src}: no such directory`, { src });
         const bar = progressBar('restore', o.json !== true, 'bytes');
         const r = await restoreBackup({ ...layoutOf(o), src, onProgress: bar.update }).finally(bar.stop);
@@ -278,7 +287,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--seconds <s>', 'seconds per measurement', parseSeconds)
     .option('--data-dir <dir>', 'measure on the disk of this directory (temp files under it, removed after); default: the OS temp directory')
     .action(async (which: BenchmarkName | 'all', o: { tiny?: boolean; json?: boolean; peers?: boolean; seconds?: number; dataDir?: string }) =>
-      run('bench', async () => {
+      run('bench', o.json, async () => {
         if (o.dataDir !== undefined) {
           await assertDataDir(o.dataDir);
           process.env.TMPDIR = resolve(o.dataDir);

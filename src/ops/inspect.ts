@@ -138,19 +138,34 @@ export async function inspectSession(sid: string, options: InspectOptions): Prom
   }
   const snapshots: TimelineSnapshot[] = [];
   const contents = new Map<number, SnapshotContent>();
-  for (const n of await listDir(fs, snapshotDir)) {
-    const m = SNAPSHOT_FILE.exec(n);
-    if (m === null || m[1] !== sid) continue;
-    const seq = Number(m[2]);
-    const bytes = await readIfPresent(fs, path.join(snapshotDir, n));
-    if (bytes === undefined) continue;
-    const content = await decodeSnapshot(bytes);
-    if (typeof content === 'string' || content.sid !== sid || content.seq !== seq) {
-      snapshots.push({ file: `snapshots/${n}`, seq, bytes: bytes.length, status: 'damaged', reason: typeof content === 'string' ? content : 'header names another session or seq' });
-      continue;
+  const seen = new Set<string>();
+  // A live server prunes old snapshots as it writes new ones: when the newest listed one vanished
+  // before it was read, a newer one exists, so list again.
+  for (let pass = 0; pass < 50; pass += 1) {
+    let newestListed = -1;
+    let newestRead = -1;
+    for (const n of await listDir(fs, snapshotDir)) {
+      const m = SNAPSHOT_FILE.exec(n);
+      if (m === null || m[1] !== sid) continue;
+      const seq = Number(m[2]);
+      newestListed = Math.max(newestListed, seq);
+      if (seen.has(n)) {
+        newestRead = Math.max(newestRead, seq);
+        continue;
+      }
+      const bytes = await readIfPresent(fs, path.join(snapshotDir, n));
+      if (bytes === undefined) continue;
+      seen.add(n);
+      newestRead = Math.max(newestRead, seq);
+      const content = await decodeSnapshot(bytes);
+      if (typeof content === 'string' || content.sid !== sid || content.seq !== seq) {
+        snapshots.push({ file: `snapshots/${n}`, seq, bytes: bytes.length, status: 'damaged', reason: typeof content === 'string' ? content : 'header names another session or seq' });
+        continue;
+      }
+      contents.set(seq, content);
+      snapshots.push({ file: `snapshots/${n}`, seq, bytes: bytes.length, ts: content.ts, time: new Date(content.ts).toISOString(), status: 'ok' });
     }
-    contents.set(seq, content);
-    snapshots.push({ file: `snapshots/${n}`, seq, bytes: bytes.length, ts: content.ts, time: new Date(content.ts).toISOString(), status: 'ok' });
+    if (newestRead >= newestListed) break;
   }
   if (found.length === 0 && snapshots.length === 0) {
     throw new OpsError('failed', `session ${sid} has no snapshot and no journal records in ${dataDir}`, { sessionId: sid, dataDir });
