@@ -264,6 +264,19 @@ test('compact: snapshots every session that pins segments, deletes the released 
   assert.match(human.stdout, /^journal: .* -> .* \(0 deleted\)$/m);
 });
 
+test('compact leaves damaged sessions alone (no snapshot seals their gap), keeps the segments they pin, and exits 1', async () => {
+  const dir = copyOf(unsnapshotted);
+  const before = wal(dir);
+  flip(join(dir, 'journals', before[1]!), 32 + 8 + 30);
+  const r = await runCli(['compact', '--data-dir', dir, '--json']);
+  assert.equal(r.code, 1, r.stderr);
+  const doc = json(r);
+  assert.ok(doc.skipped.length >= 1 && doc.skipped.every((s: { status: string }) => s.status === 'damaged'));
+  assert.equal(doc.blockedBy.segment, before[0]);
+  assert.deepEqual(wal(dir), before, 'no segment deleted');
+  for (const { session } of doc.skipped) assert.ok(!snaps(dir).some((f) => f.startsWith(`${session}.`)), `no snapshot of damaged session ${session}`);
+});
+
 // ---- backup / restore ----
 
 test('backup and restore: manifest, marker, refusals; a tampered backup is refused and leaves the target empty', async () => {

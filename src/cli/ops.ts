@@ -69,7 +69,7 @@ function parseSeconds(value: string): number {
 }
 
 /** A progress bar on stderr, only for a terminal and never with --json. */
-function progressBar(label: string, enabled: boolean, unit: 'bytes' | 'sessions'): { update: (done: number, total: number) => void; stop: () => void } {
+function progressBar(label: string, enabled: boolean, unit: 'bytes' | 'segments'): { update: (done: number, total: number) => void; stop: () => void } {
   if (!enabled || process.stderr.isTTY !== true) return { update: () => undefined, stop: () => undefined };
   const bar = new cliProgress.SingleBar(
     {
@@ -82,7 +82,7 @@ function progressBar(label: string, enabled: boolean, unit: 'bytes' | 'sessions'
     cliProgress.Presets.shades_classic,
   );
   let started = false;
-  const shown = (done: number, total: number): string => (unit === 'bytes' ? `${mib(done)} / ${mib(total)}` : `${done} / ${total} sessions`);
+  const shown = (done: number, total: number): string => (unit === 'bytes' ? `${mib(done)} / ${mib(total)}` : `${done} / ${total} segments`);
   return {
     update: (done, total) => {
       if (!started) {
@@ -222,16 +222,18 @@ export function registerOpsCommands(program: Command): void {
     .action(async (o: CommonOptions) =>
       run('compact', o.json, async () => {
         await assertDataDir(o.dataDir);
-        const bar = progressBar('compact', o.json !== true, 'sessions');
+        const bar = progressBar('compact', o.json !== true, 'segments');
         const r = await compactDataDir({ ...layoutOf(o), onProgress: bar.update }).finally(bar.stop);
         if (o.json === true) printJson(r);
         else {
           out(`journal:   ${mib(r.before.journalBytes)} in ${r.before.segments} segments -> ${mib(r.after.journalBytes)} in ${r.after.segments} (${r.deletedSegments.length} deleted)`);
           out(`snapshots: ${mib(r.before.snapshotBytes)} -> ${mib(r.after.snapshotBytes)} (${r.snapshotted} sessions snapshotted)`);
           out(`total:     ${mib(r.before.journalBytes + r.before.snapshotBytes)} -> ${mib(r.after.journalBytes + r.after.snapshotBytes)}`);
-          for (const s of r.skipped) out(`skipped session ${s.session}: ${s.status} (run with salvage to accept its loss first)`);
+          for (const s of r.skipped) out(`skipped session ${s.session}: ${s.status} (its loss must be accepted with salvage before it can be snapshotted)`);
+          if (r.blockedBy !== undefined) out(`${r.blockedBy.segment} and the segments after it stay: pinned by ${r.blockedBy.sessions.join(', ')}`);
         }
-        return 0;
+        // Damaged sessions were found and left alone: the directory is only partly compacted.
+        return r.skipped.length === 0 && r.blockedBy === undefined ? 0 : EXIT_FAILED;
       }),
     );
 

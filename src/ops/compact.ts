@@ -18,6 +18,8 @@ export interface CompactResult {
   deletedSegments: string[];
   /** sessions left alone because their history is damaged (snapshotting them would seal the gap: that is `salvage`) */
   skipped: { session: string; status: string }[];
+  /** the oldest segment left, when such a session pins it (segments go oldest first, so it holds back the newer ones too) */
+  blockedBy?: { segment: string; sessions: string[] };
   durationMs: number;
 }
 
@@ -38,11 +40,12 @@ async function dirBytes(fs: FileSystem, dir: string, suffix: string): Promise<{ 
 
 /**
  * Offline compaction: takes the data directory's lock (ARBOR_LOCKED when a
- * server holds it), recovers every session, snapshots each one whose newest
- * snapshot is behind its last event, and deletes every journal segment those
- * snapshots release (all but the newest, which is never deleted). Damaged or
- * failed sessions are skipped: snapshotting them would accept their loss,
- * which only `salvage` may do.
+ * server holds it), recovers every session, then, oldest segment first,
+ * snapshots the sessions whose records pin it (at their last seq), which
+ * releases and deletes it, until only the newest segment (never deleted) is
+ * left. Damaged or failed sessions are never snapshotted (that would accept
+ * their loss, which only `salvage` may do): a segment one of them pins stays,
+ * and so do the newer ones (`blockedBy`).
  */
 export async function compactDataDir(options: CompactOptions): Promise<CompactResult> {
   const started = performance.now();
@@ -63,21 +66,32 @@ export async function compactDataDir(options: CompactOptions): Promise<CompactRe
     const j0 = await dirBytes(fs, journalDir, '.wal');
     const s0 = await dirBytes(fs, snapshotDir, '.snap');
     const skipped: CompactResult['skipped'] = [];
-    const todo: [string, { state: SessionState; seq: number }][] = [];
-    for (const [sid, r] of store.recovered) {
-      if (r.status === 'damaged' || r.status === 'failed') {
-        skipped.push({ session: sid, status: r.status });
-        continue;
-      }
-      if (r.seq > 0 && (store.snapshots.seqs(sid).at(-1) ?? 0) < r.seq) todo.push([sid, r]);
-    }
+    for (const [sid, r] of store.recovered) if (r.status === 'damaged' || r.status === 'failed') skipped.push({ session: sid, status: r.status });
+    const unsafe = new Set(skipped.map((x) => x.session));
+    // Oldest segment first (segments are deleted oldest first): snapshot the sessions that pin it,
+    // which deletes it, until only the newest is left or a session that must not be snapshotted pins one.
     const deleted: string[] = [];
-    let done = 0;
-    for (const [sid, r] of todo) {
-      const { deletedSegments } = await store.snapshot(sid, r.state, r.seq);
-      deleted.push(...deletedSegments);
-      done += 1;
-      options.onProgress?.(done, todo.length);
+    const sealed = Math.max(0, store.journal.segmentNames().length - 1);
+    const snapshotted = new Set<string>();
+    let blockedBy: string[] = [];
+    for (;;) {
+      const pinning = store.journal.sessionsPinningOldest();
+      if (pinning.length === 0) break;
+      blockedBy = pinning.filter((sid) => unsafe.has(sid));
+      if (blockedBy.length > 0) break;
+      for (const sid of pinning) {
+        const r = store.recovered.get(sid);
+        // Not recovered at open, or snapshotted already and still pinning: it cannot be released here.
+        if (r === undefined || snapshotted.has(sid)) {
+          blockedBy = [sid];
+          break;
+        }
+        const { deletedSegments } = await store.snapshot(sid, r.state, r.seq);
+        snapshotted.add(sid);
+        deleted.push(...deletedSegments);
+      }
+      if (blockedBy.length > 0) break;
+      options.onProgress?.(Math.min(sealed, deleted.length), sealed);
     }
     deleted.push(...(await store.compact()));
     const j1 = await dirBytes(fs, journalDir, '.wal');
@@ -85,9 +99,10 @@ export async function compactDataDir(options: CompactOptions): Promise<CompactRe
     return {
       before: { journalBytes: j0.bytes, snapshotBytes: s0.bytes, segments: j0.files },
       after: { journalBytes: j1.bytes, snapshotBytes: s1.bytes, segments: j1.files },
-      snapshotted: todo.length,
+      snapshotted: snapshotted.size,
       deletedSegments: deleted,
       skipped,
+      ...(blockedBy.length === 0 ? {} : { blockedBy: { segment: store.journal.segmentNames()[0]!, sessions: blockedBy } }),
       durationMs: performance.now() - started,
     };
   } finally {
