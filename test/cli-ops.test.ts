@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createArbor, MockProvider, NodeFileSystem, openStore, initialSessionState, reduceSession, type SessionState } from '../src/index.ts';
 import { readRestoreMarker, RESTORE_MARKER_FILE } from '../src/ops/restore-marker.ts';
 import { tempDir } from './helpers/tmp.ts';
-import { json, repoRoot, runCli } from './ops/run-cli.ts';
+import { json, runCli } from './ops/run-cli.ts';
 
 const tmp = tempDir('arbor-cli-ops-');
 after(() => tmp.cleanup());
@@ -375,16 +375,42 @@ test('backup refuses a destination inside the journal or snapshot directory (exi
 
 // ---- bench ----
 
-test('bench: passes flags through; without the peer packages --peers is dropped with the install hint', { timeout: 120_000 }, async () => {
-  const bad = await runCli(['bench', 'nosuch']);
-  assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /value 'nosuch' is invalid for argument 'which'/);
-  const peersInstalled = existsSync(join(repoRoot, 'bench', 'node_modules'));
-  const r = await runCli(['bench', 'journal', '--tiny', '--json', ...(peersInstalled ? [] : ['--peers'])]);
+test('bench: runs the chosen benchmarks with the flags passed through; without bench/node_modules --peers is dropped with the install hint; a failing benchmark exits 1', async () => {
+  // A bench root whose "benchmarks" print the arguments they were given (the real ones run in bench-smoke.test.ts).
+  const root = join(tmp.dir, 'bench-root');
+  for (const name of ['journal', 'runtime']) {
+    mkdirSync(join(root, 'bench', name), { recursive: true });
+    writeFileSync(
+      join(root, 'bench', name, 'run.ts'),
+      `const args: string[] = process.argv.slice(2);\n` +
+        `if (process.env.FAIL_BENCH === '${name}') process.exit(3);\n` +
+        `process.stdout.write(args.includes('--json') ? JSON.stringify({ bench: '${name}', args, cwd: process.cwd(), tmpdir: process.env.TMPDIR ?? null }) : 'table of ${name}\\n');\n`,
+    );
+  }
+  const env = { ARBOR_BENCH_ROOT: root };
+  const r = await runCli(['bench', 'journal', '--tiny', '--json', '--peers', '--seconds', '2'], env);
   assert.equal(r.code, 0, r.stderr);
-  const doc = json(r);
-  assert.equal(doc.peersSkipped, !peersInstalled);
-  for (const k of ['meta', 'arbor', 'raw', 'targets']) assert.ok(k in doc.journal, `bench journal JSON has ${k}`);
-  assert.equal(doc.runtime, undefined, 'only the benchmark asked for ran');
-  if (!peersInstalled) assert.match(r.stderr, /npm install --prefix bench/);
+  assert.deepEqual(json(r), { peersSkipped: true, journal: { bench: 'journal', args: ['--tiny', '--json', '--seconds', '2'], cwd: root, tmpdir: process.env.TMPDIR ?? null } });
+  assert.match(r.stderr, /--peers: .*npm install --prefix bench.*; running without them/);
+
+  mkdirSync(join(root, 'bench', 'node_modules'));
+  const all = await runCli(['bench', '--json', '--peers', '--data-dir', tmp.dir], env);
+  assert.equal(all.code, 0, all.stderr);
+  const doc = json(all);
+  assert.equal(doc.peersSkipped, false);
+  assert.deepEqual(doc.journal.args, ['--json', '--peers']);
+  assert.deepEqual(doc.runtime.args, ['--json', '--peers']);
+  assert.equal(doc.runtime.tmpdir, tmp.dir, '--data-dir: the benchmarks write their temp files on that disk');
+
+  const table = await runCli(['bench', 'runtime'], env);
+  assert.equal(table.code, 0);
+  assert.equal(table.stdout, 'table of runtime\n');
+  const failed = await runCli(['bench'], { ...env, FAIL_BENCH: 'runtime' });
+  assert.equal(failed.code, 1);
+  assert.match(failed.stderr, /bench\/runtime exited with 3/);
+  assert.equal((await runCli(['bench', 'nosuch'], env)).code, 2);
+  assert.equal((await runCli(['bench', '--seconds', '0'], env)).code, 2);
+  const missing = await runCli(['bench'], { ARBOR_BENCH_ROOT: join(tmp.dir, 'nowhere') });
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /benchmarks ship with Arbor's source checkout/);
 });

@@ -35,9 +35,9 @@ export interface BenchResult {
   peersSkipped: boolean;
 }
 
-/** The repository root of a source checkout (bench/ and tsx live there), or undefined in an installed package. */
+/** Where bench/ is looked for: `ARBOR_BENCH_ROOT`, else the source checkout this module lives in. */
 export function sourceRoot(): string {
-  return fileURLToPath(new URL('../..', import.meta.url));
+  return process.env.ARBOR_BENCH_ROOT ?? fileURLToPath(new URL('../..', import.meta.url));
 }
 
 /** The hint printed when the peer baselines are not installed. */
@@ -75,7 +75,8 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchResult>
   for (const name of options.which) {
     const script = join('bench', name, 'run.ts');
     const { exitCode, stdout } = await new Promise<{ exitCode: number; stdout: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+      // tsx resolved from here, so a bench root outside this checkout works too.
+      const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), script, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (d: string) => {
         out += d;

@@ -161,7 +161,8 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
     }
     const isLast = i === segmentNames.length - 1;
     const found: VerifyDamage[] = [];
-    if (bytes.length < SEGMENT_HEADER_BYTES && isLast && bytes.every((b) => b === 0)) {
+    if (bytes.length < SEGMENT_HEADER_BYTES && isLast) {
+      // As recovery does: a newest segment without a complete header holds no record; it is replaced at open.
       notes.push(`${file}: ${bytes.length} bytes, no complete header: a segment cut short by a crash (recovery replaces it)`);
       segments.push({ file, bytes: bytes.length, records: 0, firstLsn: id, lastLsn: id - 1, status: 'torn-tail', tornTail: { offset: 0, bytes: bytes.length } });
       progress(bytes.length);
