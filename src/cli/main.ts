@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import { registerOpsCommands, usageExit } from './ops.ts';
@@ -19,6 +19,7 @@ export function buildProgram(): Command {
   return program;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+// Run when executed directly (also through a symlink), not when imported (bin/arbor.mjs, tests).
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   await buildProgram().parseAsync(process.argv);
 }
