@@ -373,6 +373,31 @@ test('backup refuses a destination inside the journal or snapshot directory (exi
   assert.equal(wal(target).length, wal(dir).length);
 });
 
+test('--journal-dir and --snapshot-dir (or ARBOR_JOURNAL_DIR / ARBOR_SNAPSHOT_DIR) for directories outside the data directory', async () => {
+  const root = join(tmp.dir, 'split');
+  const dirs = { dataDir: join(root, 'data'), journalDir: join(root, 'wal'), snapshotDir: join(root, 'snap') };
+  const store = await openStore<SessionState>({ ...dirs }, { initialState: initialSessionState, reducer: reduceSession });
+  for (let i = 0; i < 5; i += 1) await store.append({ sid: 'split', type: 'user_message_sent', data: { messageId: `m${i}`, content: `split ${i}` } });
+  await store.close();
+
+  const flags = ['--data-dir', dirs.dataDir, '--journal-dir', dirs.journalDir, '--snapshot-dir', dirs.snapshotDir];
+  const v = await runCli(['verify', ...flags, '--json']);
+  assert.equal(v.code, 0, v.stderr);
+  assert.equal(json(v).totals.records, 5);
+  const byEnv = await runCli(['inspect', 'split', '--json'], { ARBOR_DATA_DIR: dirs.dataDir, ARBOR_JOURNAL_DIR: dirs.journalDir, ARBOR_SNAPSHOT_DIR: dirs.snapshotDir });
+  assert.equal(byEnv.code, 0, byEnv.stderr);
+  assert.equal(json(byEnv).state.messages.user, 5);
+
+  const backup = join(root, 'backup');
+  assert.equal((await runCli(['backup', backup, ...flags])).code, 0);
+  const target = { dataDir: join(root, 'data2'), journalDir: join(root, 'wal2'), snapshotDir: join(root, 'snap2') };
+  const restored = await runCli(['restore', backup, '--data-dir', target.dataDir, '--journal-dir', target.journalDir, '--snapshot-dir', target.snapshotDir]);
+  assert.equal(restored.code, 0, restored.stderr);
+  assert.deepEqual(readdirSync(target.journalDir), readdirSync(dirs.journalDir).filter((f) => f.endsWith('.wal')));
+  assert.ok(existsSync(join(target.dataDir, RESTORE_MARKER_FILE)));
+  assert.equal(existsSync(join(target.dataDir, 'journals')), false, 'nothing under the data directory but the marker');
+});
+
 // ---- bench ----
 
 test('bench: runs the chosen benchmarks with the flags passed through; without bench/node_modules --peers is dropped with the install hint; a failing benchmark exits 1', async () => {
