@@ -156,6 +156,9 @@ test('verify: a torn tail at the end of the newest segment is a note, not damage
   frame.write('{"lsn":999,"sid":"alpha","seq', 8, 'latin1');
   appendFileSync(newest, frame);
   const size = statSync(newest).size;
+  // A snapshot being written by a live server (or left by a crash): reported, not removed.
+  const temp = join(dir, 'snapshots', 'alpha.00000000000000000099.snap.tmp');
+  writeFileSync(temp, 'partial');
   const r = await runCli(['verify', '--data-dir', dir, '--json']);
   assert.equal(r.code, 0, r.stdout);
   const doc = json(r);
@@ -165,6 +168,8 @@ test('verify: a torn tail at the end of the newest segment is a note, not damage
   assert.equal(seg.tornTail.bytes, 38);
   assert.ok(doc.notes.some((x: string) => /torn tail of 38 bytes/.test(x)));
   assert.equal(statSync(newest).size, size, 'verify is read-only: the torn tail is still there');
+  assert.ok(doc.notes.some((x: string) => x.startsWith('snapshots/alpha.00000000000000000099.snap.tmp: a temporary file')));
+  assert.ok(existsSync(temp), 'and so is the temp file');
 });
 
 test('verify and inspect work while a server holds the lock; compact refuses with exit 1', async () => {

@@ -303,6 +303,7 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
       lastSeq: Math.max(t?.last ?? 0, snap ?? 0),
     });
   }
+  if (segmentNames.length === 0 && snapshotsOut.length === 0) notes.push(`no journal segment and no snapshot in ${journalDir} and ${snapshotDir}: an empty or new data directory`);
   const bytesTotal = segments.reduce((s, x) => s + x.bytes, 0) + snapshotsOut.reduce((s, x) => s + x.bytes, 0);
   return {
     ok: damage.length === 0,
