@@ -239,6 +239,19 @@ test('inspect: the timeline and recovered state, human and --json; bad ids exit 
   assert.match(unknown.stderr, /session nobody has no snapshot and no journal records/);
 });
 
+test('inspect: a session whose history has a gap exits 1 and says which event is missing, where', async () => {
+  const dir = copyOf(unsnapshotted);
+  const segment = wal(dir)[1]!;
+  flip(join(dir, 'journals', segment), 32 + 8 + 30);
+  const gap = json(await runCli(['verify', '--data-dir', dir, '--json'])).damage.find((d: { kind: string }) => d.kind === 'session');
+  const r = await runCli(['inspect', gap.session, '--data-dir', dir, '--json']);
+  assert.equal(r.code, 1);
+  const doc = json(r);
+  assert.equal(doc.state.seq, gap.seq[0] - 1, 'the state stops before the missing event');
+  assert.match(doc.state.problem, new RegExp(`event ${gap.seq[0]} is missing .*journals/${segment} offset \\d+`));
+  assert.ok(doc.notes.some((x: string) => x.startsWith(`journals/${segment} offset`)), 'the damaged bytes that name the session are pointed at');
+});
+
 // ---- compact ----
 
 test('compact: snapshots every session that pins segments, deletes the released segments, reports bytes; the data is intact', async () => {
