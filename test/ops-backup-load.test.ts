@@ -107,8 +107,8 @@ test('backup during load: every message acknowledged before the backup started i
     while (segments(dataDir).length < 3) await load.waitAcks(load.acks.length + 1);
 
     // 1. Through the library. After the first segment is copied, the copy waits until the server
-    //    has deleted the second listed segment (the checkpointer releases it within a second under
-    //    this load), so the copy meets a vanished segment for sure; every other file copy waits for
+    //    has deleted the second listed segment (the slow session's next snapshot releases it), so
+    //    the copy meets a vanished segment for sure; every other file copy waits for
     //    40 more acknowledgements, so the journal rotates and snapshots are pruned mid-copy.
     const ackedBefore1 = load.acks.slice();
     const atStart = segments(dataDir);
