@@ -29,5 +29,5 @@ export { verifyDataDir, checkSnapshot, type VerifyReport, type VerifyDamage, typ
 export { inspectSession, summarizeEvent, type InspectReport, type InspectOptions, type TimelineEvent, type TimelineSnapshot, type StateSummary } from './ops/inspect.ts';
 export { compactDataDir, type CompactOptions, type CompactResult } from './ops/compact.ts';
 export { backupDataDir, restoreBackup, readManifest, MANIFEST_FILE, type BackupManifest, type BackupOptions, type BackupResult, type ManifestFile, type RestoreOptions, type RestoreResult } from './ops/backup.ts';
-export { readRestoreMarker, writeRestoreMarker, restoreNoticeText, RESTORE_MARKER_FILE, type RestoreMarker } from './ops/restore-marker.ts';
+export { readRestoreMarker, writeRestoreMarker, restoreNoticeText, restoreNoticeFor, RESTORE_MARKER_FILE, type RestoreMarker, type RestoreNoticeMetadata } from './ops/restore-marker.ts';
 export { OpsError, type OpsErrorKind } from './ops/ops-error.ts';

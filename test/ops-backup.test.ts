@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { openStore, MemoryFileSystem, NodeFileSystem, type JournalRecord, type Store } from '../src/index.ts';
 import { backupDataDir, restoreBackup } from '../src/ops/backup.ts';
 import { verifyDataDir } from '../src/ops/verify.ts';
-import { readRestoreMarker, restoreNoticeText, writeRestoreMarker, RESTORE_MARKER_FILE, type RestoreMarker } from '../src/ops/restore-marker.ts';
+import { readRestoreMarker, restoreNoticeFor, restoreNoticeText, writeRestoreMarker, RESTORE_MARKER_FILE, type RestoreMarker } from '../src/ops/restore-marker.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 type Ids = { ids: string[] };
@@ -155,6 +155,13 @@ test('restore marker: written durably, read back, malformed content refused nami
     await h.close();
     await assert.rejects(readRestoreMarker(d, '/x'), field);
   };
+  // Which sessions are due a notice: listed ones, once per backupId.
+  const due = restoreNoticeFor(marker, { id: 'chat-1', messages: [{ role: 'user' }] });
+  assert.deepEqual(due, { content: marker.notice, metadata: { restored: true, backupId: 'b-1', backupStartedAt: marker.backupStartedAt } });
+  assert.equal(restoreNoticeFor(marker, { id: 'chat-1', messages: [{ role: 'system', metadata: due!.metadata }] }), undefined, 'already shown');
+  assert.ok(restoreNoticeFor(marker, { id: 'chat-1', messages: [{ role: 'system', metadata: { ...due!.metadata, backupId: 'older' } }] }), 'a notice of another backup does not count');
+  assert.equal(restoreNoticeFor(marker, { id: 'created-later', messages: [] }), undefined, 'not in the backup');
+
   await bad({ format: 'other' }, /RESTORED\.json: format must be/);
   await bad({ version: 2 }, /version 2 is not supported/);
   await bad({ backupStartedAt: 'yesterday' }, /backupStartedAt must be an ISO 8601 time/);

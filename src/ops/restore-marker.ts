@@ -10,7 +10,8 @@ import { OpsError } from './ops-error.ts';
  * when that backup was taken, so each of them can show its user that the
  * newest part of the conversation may be gone. docs/backup.md has the contract.
  *
- * Contract for the runtime (it reads the marker with `readRestoreMarker`):
+ * Contract for the runtime (it reads the marker with `readRestoreMarker` and
+ * asks `restoreNoticeFor` whether a session is due its notice):
  * - When a session listed in `sessions` is first loaded after the restore and
  *   its history does not yet hold a restore notice carrying this marker's
  *   `backupId`, the runtime journals one visible system notice whose text is
@@ -102,4 +103,27 @@ export async function readRestoreMarker(fs: FileSystem, dataDir: string): Promis
     if (typeof e.lastSeq !== 'number' || !Number.isSafeInteger(e.lastSeq) || e.lastSeq < 0) throw bad(`sessions[${i}].lastSeq`, 'must be a non-negative integer');
   });
   return m as unknown as RestoreMarker;
+}
+
+/** The metadata of a restore notice: what makes it recognisable (and idempotent) in a session's history. */
+export type RestoreNoticeMetadata = {
+  restored: true;
+  backupId: string;
+  backupStartedAt: string;
+};
+
+/**
+ * The notice the runtime should journal for a session it loads from a
+ * restored data directory, or undefined when none is due: the session is not
+ * listed in the marker (it was created after the restore), or its history
+ * already holds a system message whose metadata carries this `backupId`.
+ */
+export function restoreNoticeFor(
+  marker: RestoreMarker,
+  session: { id: string; messages: readonly { role: string; metadata?: Readonly<Record<string, unknown>> | undefined }[] },
+): { content: string; metadata: RestoreNoticeMetadata } | undefined {
+  if (!marker.sessions.some((s) => s.id === session.id)) return undefined;
+  const shown = session.messages.some((m) => m.role === 'system' && m.metadata?.restored === true && m.metadata.backupId === marker.backupId);
+  if (shown) return undefined;
+  return { content: marker.notice, metadata: { restored: true, backupId: marker.backupId, backupStartedAt: marker.backupStartedAt } };
 }
