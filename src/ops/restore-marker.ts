@@ -1,0 +1,129 @@
+import { posix as path } from 'node:path';
+import { hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
+import { isSessionId } from '../ids.ts';
+import { OpsError } from './ops-error.ts';
+
+/**
+ * The restore marker: a file `RESTORED.json` in the root of a data directory
+ * (beside `LOCK`), written by `arbor restore` after the restored files are
+ * durable. It tells the runtime which sessions came back from a backup and
+ * when that backup was taken, so each of them can show its user that the
+ * newest part of the conversation may be gone. docs/backup.md has the contract.
+ *
+ * Contract for the runtime (it reads the marker with `readRestoreMarker` and
+ * asks `restoreNoticeFor` whether a session is due its notice):
+ * - When a session listed in `sessions` is first loaded after the restore and
+ *   its history does not yet hold a restore notice carrying this marker's
+ *   `backupId`, the runtime journals one visible system notice whose text is
+ *   `notice` (metadata: `{ restored: true, backupId, backupStartedAt }`). The
+ *   check on `backupId` makes it idempotent across restarts; sessions created
+ *   after the restore are not listed and get nothing.
+ * - The runtime never rewrites the marker. It may delete it once every listed
+ *   session holds its notice; otherwise it stays (it is small, and backups do
+ *   not copy it: a backup of a restored directory holds the journaled notices).
+ */
+export const RESTORE_MARKER_FILE = 'RESTORED.json';
+export const RESTORE_MARKER_FORMAT = 'arbor-restore-marker';
+export const RESTORE_MARKER_VERSION = 1;
+
+export interface RestoreMarker {
+  format: typeof RESTORE_MARKER_FORMAT;
+  version: typeof RESTORE_MARKER_VERSION;
+  /** the backup's id (its manifest's `backupId`): the idempotency key of the notices */
+  backupId: string;
+  /** when the backup started (ISO 8601, UTC): every event acknowledged before it is in the backup */
+  backupStartedAt: string;
+  backupStartedAtMs: number;
+  /** when the backup finished copying; events acknowledged between start and finish may or may not be in it */
+  backupFinishedAt: string;
+  /** when `arbor restore` wrote this marker */
+  restoredAt: string;
+  /** every session the backup holds, with the last seq it holds */
+  sessions: { id: string; lastSeq: number }[];
+  /** the text of the notice to show in each listed session */
+  notice: string;
+}
+
+/** The notice's text for a backup started at `startedAt` (ISO). */
+export function restoreNoticeText(startedAt: string): string {
+  return `⚠️ This conversation was restored from a backup taken at ${startedAt}. Anything sent after that time may have been lost.`;
+}
+
+/** Writes the marker durably: temp file → fdatasync → rename → directory sync. */
+export async function writeRestoreMarker(fs: FileSystem, dataDir: string, marker: RestoreMarker): Promise<void> {
+  const file = path.join(dataDir, RESTORE_MARKER_FILE);
+  const temp = `${file}.tmp`;
+  const handle = await fs.open(temp, 'w+', 0o600);
+  try {
+    await writeFully(handle, Buffer.from(`${JSON.stringify(marker, null, 2)}\n`), 0);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await fs.rename(temp, file);
+  await fs.syncDir(dataDir);
+}
+
+/**
+ * Reads `<dataDir>/RESTORED.json`. Resolves undefined when there is none (the
+ * directory was not restored from a backup); throws an OpsError naming the file
+ * and the field when it exists but is malformed.
+ */
+export async function readRestoreMarker(fs: FileSystem, dataDir: string): Promise<RestoreMarker | undefined> {
+  const file = path.join(dataDir, RESTORE_MARKER_FILE);
+  let text: string;
+  try {
+    text = Buffer.from(await fs.readFile(file)).toString('utf8');
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  const bad = (field: string, why: string): OpsError => new OpsError('failed', `restore marker ${file}: ${field} ${why}`, { file, field });
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw bad('content', 'is not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad('content', 'is not a JSON object');
+  const m = value as Record<string, unknown>;
+  if (m.format !== RESTORE_MARKER_FORMAT) throw bad('format', `must be "${RESTORE_MARKER_FORMAT}"`);
+  if (m.version !== RESTORE_MARKER_VERSION) throw bad('version', `${JSON.stringify(m.version)} is not supported (expected ${RESTORE_MARKER_VERSION})`);
+  for (const key of ['backupId', 'backupStartedAt', 'backupFinishedAt', 'restoredAt', 'notice'] as const) {
+    if (typeof m[key] !== 'string' || (m[key] as string).length === 0) throw bad(key, 'must be a non-empty string');
+  }
+  for (const key of ['backupStartedAt', 'backupFinishedAt', 'restoredAt'] as const) {
+    if (Number.isNaN(Date.parse(m[key] as string))) throw bad(key, 'must be an ISO 8601 time');
+  }
+  if (typeof m.backupStartedAtMs !== 'number' || !Number.isSafeInteger(m.backupStartedAtMs) || m.backupStartedAtMs < 0) throw bad('backupStartedAtMs', 'must be a non-negative integer');
+  if (!Array.isArray(m.sessions)) throw bad('sessions', 'must be an array');
+  m.sessions.forEach((s: unknown, i: number) => {
+    const e = s as { id?: unknown; lastSeq?: unknown } | null;
+    if (typeof e !== 'object' || e === null || !isSessionId(e.id)) throw bad(`sessions[${i}].id`, 'must be a valid session id');
+    if (typeof e.lastSeq !== 'number' || !Number.isSafeInteger(e.lastSeq) || e.lastSeq < 0) throw bad(`sessions[${i}].lastSeq`, 'must be a non-negative integer');
+  });
+  return m as unknown as RestoreMarker;
+}
+
+/** The metadata of a restore notice: what makes it recognisable (and idempotent) in a session's history. */
+export type RestoreNoticeMetadata = {
+  restored: true;
+  backupId: string;
+  backupStartedAt: string;
+};
+
+/**
+ * The notice the runtime should journal for a session it loads from a
+ * restored data directory, or undefined when none is due: the session is not
+ * listed in the marker (it was created after the restore), or its history
+ * already holds a system message whose metadata carries this `backupId`.
+ */
+export function restoreNoticeFor(
+  marker: RestoreMarker,
+  session: { id: string; messages: readonly { role: string; metadata?: Readonly<Record<string, unknown>> | undefined }[] },
+): { content: string; metadata: RestoreNoticeMetadata } | undefined {
+  if (!marker.sessions.some((s) => s.id === session.id)) return undefined;
+  const shown = session.messages.some((m) => m.role === 'system' && m.metadata?.restored === true && m.metadata.backupId === marker.backupId);
+  if (shown) return undefined;
+  return { content: marker.notice, metadata: { restored: true, backupId: marker.backupId, backupStartedAt: marker.backupStartedAt } };
+}
