@@ -1,4 +1,5 @@
-import { ArborError, ErrorCodes } from './errors.ts';
+import { ArborError, ErrorCodes, isArborError } from './errors.ts';
+import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
 import { assertSessionId } from './ids.ts';
 import { upcastJournalRecord } from './core/events.ts';
 import { initialSessionState, pendingInterruption, reduceSession, type SessionState } from './core/state.ts';
@@ -168,9 +169,10 @@ export class Arbor {
         this.#changedSinceCheckpoint += 1;
         this.#committed(sid);
       },
-      crashed: (sid, _err, stopped) => {
+      crashed: (sid, err, stopped) => {
         this.#crashCount += 1;
         if (stopped) this.#stopped.add(sid);
+        publishError('handler', stopped ? ErrorCodes.SESSION_STOPPED : ErrorCodes.HANDLER_CRASHED, err, sid);
       },
     };
   }
@@ -359,7 +361,7 @@ export class Arbor {
         this.#snapshotQueue.delete(sid);
         if (this.#closing !== undefined) break;
         await new Promise<void>((r) => setImmediate(r));
-        await this.#snapshot(sid).catch(() => undefined);
+        await this.#snapshot(sid).catch((err: unknown) => publishError('snapshot', ErrorCodes.IO_ERROR, err, sid));
       }
     })().finally(() => {
       this.#snapshotWorker = undefined;
@@ -569,6 +571,13 @@ export class Arbor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** Tells telemetry about an error the runtime handled (only when someone listens). */
+function publishError(source: string, fallbackCode: string, err: unknown, sessionId?: string): void {
+  if (!errorChannel.hasSubscribers) return;
+  const code = isArborError(err) ? err.code : fallbackCode;
+  errorChannel.publish({ source, code, message: (err as Error)?.message ?? String(err), ...(sessionId === undefined ? {} : { sessionId }) } satisfies ErrorMessage);
 }
 
 /** Runtime-internal: tells a session handle the state its session was dropped from memory with. */

@@ -5,6 +5,7 @@ import { Journal, type AppendInput, type AppendResult, type JournalOpenReport } 
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from './options.ts';
 import { posix as path } from 'node:path';
 import type { BackendStats, SessionBackend } from './backend.ts';
+import { snapshotChannel, type SnapshotMessage } from './telemetry/channels.ts';
 import { writeTableCheckpoint, type CheckpointEntry } from './checkpoint/table-checkpoint.ts';
 import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery/coordinator.ts';
 import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from './recovery/recovery.ts';
@@ -259,6 +260,7 @@ export class Store<S> implements SessionBackend<S> {
     if (!Number.isSafeInteger(seq) || seq < 0 || seq > this.journal.lastSeq(sid)) {
       throw new RangeError(`snapshot of session ${sid}: seq ${seq} is not between 0 and the session's last seq ${this.journal.lastSeq(sid)}`);
     }
+    const started = performance.now();
     const written = await this.snapshots.write({
       sid,
       seq,
@@ -268,6 +270,7 @@ export class Store<S> implements SessionBackend<S> {
       state,
       dedupe: this.journal.dedupeEntries(sid, seq),
     });
+    if (snapshotChannel.hasSubscribers) snapshotChannel.publish({ sessionId: sid, seq, bytes: written.bytes, durationMs: performance.now() - started } satisfies SnapshotMessage);
     // Only now, with the snapshot durable, may the records it covers stop pinning their segments.
     this.journal.noteSnapshot(sid, seq);
     if (this.journal.quarantineReason(sid) !== undefined && this.options.salvage) this.journal.unquarantine(sid);

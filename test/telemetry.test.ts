@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { AggregationTemporality, DataPointType, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, type HistogramMetricData, type MetricData } from '@opentelemetry/sdk-metrics';
-import { createArbor, type JournalWriteMessage } from '../src/index.ts';
+import { createArbor, subscribeTelemetry, type JournalWriteMessage } from '../src/index.ts';
 import { errorChannel, journalWriteChannel, recoveryChannel, snapshotChannel } from '../src/telemetry/channels.ts';
 import { PrometheusMetrics } from '../src/telemetry/prometheus.ts';
 import { OTEL_INSTRUMENTS, startOtelMetrics } from '../src/telemetry/otel.ts';
@@ -107,6 +107,44 @@ test('OpenTelemetry: instruments on the meter report channel messages and health
     stop();
     await provider.shutdown();
     await arbor.close();
+    cleanup();
+  }
+});
+
+test('the runtime publishes on every channel: a real batch, snapshot, recovery and handler crash, and Prometheus counts them', async () => {
+  const { dir, cleanup } = tempDir('arbor-chan-');
+  const seen: Record<string, unknown[]> = { journalWrite: [], snapshot: [], recovery: [], error: [] };
+  const unsubscribe = subscribeTelemetry({
+    journalWrite: (m) => seen.journalWrite!.push(m),
+    snapshot: (m) => seen.snapshot!.push(m),
+    recovery: (m) => seen.recovery!.push(m),
+    error: (m) => seen.error!.push(m),
+  });
+  try {
+    // given a runtime that writes, snapshots (threshold 2) and runs a crashing command
+    const options = { dataDir: join(dir, 'data'), snapshotEveryEvents: 2, commands: { boom: () => { throw new Error('kaboom'); } } };
+    const arbor = await createArbor(options);
+    const metrics = new PrometheusMetrics(arbor);
+    const chat = arbor.session('wired');
+    await chat.sendMessage({ content: 'hello' });
+    await chat.idle();
+    await assert.rejects(chat.executeCommand('boom'));
+    for (let i = 0; i < 50 && seen.snapshot!.length === 0; i += 1) await new Promise((r) => setTimeout(r, 10));
+    const text = await metrics.text();
+    await arbor.close();
+    // then each channel carried a real message
+    const batch = seen.journalWrite![0] as JournalWriteMessage;
+    assert.ok(batch.batchSize >= 1 && batch.bytes > 0 && batch.durability === 'fsync', JSON.stringify(batch));
+    assert.ok(seen.snapshot!.some((m) => (m as { sessionId: string }).sessionId === 'wired'), 'no snapshot message');
+    assert.ok(seen.error!.some((m) => (m as { source: string; code: string }).source === 'handler' && (m as { code: string }).code === 'ARBOR_HANDLER_CRASHED'), JSON.stringify(seen.error));
+    assert.ok(sample(text, 'arbor_journal_batch_records_count')! >= 1, 'Prometheus did not count the real batch');
+    // and a restart publishes the session's recovery
+    const again = await createArbor(options);
+    await again.session('wired').load();
+    await again.close();
+    assert.ok(seen.recovery!.some((m) => (m as { sessionId: string; trigger: string }).sessionId === 'wired' && (m as { trigger: string }).trigger === 'access'), JSON.stringify(seen.recovery));
+  } finally {
+    unsubscribe();
     cleanup();
   }
 });

@@ -18,6 +18,7 @@ import {
   type SegmentHeader,
 } from './format.ts';
 import { scanSegment, type DamagedRegion, type TornTail } from './segment-scanner.ts';
+import { errorChannel, journalWriteChannel, type ErrorMessage, type JournalWriteMessage } from '../telemetry/channels.ts';
 
 /** When an append is acknowledged. See the README's durability contract. */
 export type Durability = 'fsync' | 'write' | 'buffered';
@@ -598,6 +599,9 @@ export class Journal {
     this.#lastFlushAt = Date.now();
     for (const p of batch) p.resolve?.({ sid: p.sid, seq: p.seq, lsn: p.lsn, ts: p.ts, duplicate: false });
     this.#o.onFlush?.({ records: batch.length, bytes: written.bytes, durationMs: performance.now() - written.started, synced });
+    if (journalWriteChannel.hasSubscribers) {
+      journalWriteChannel.publish({ batchSize: batch.length, bytes: written.bytes, durationMs: performance.now() - written.started, durability: this.#o.durability, queueDepth: this.queueDepth } satisfies JournalWriteMessage);
+    }
   }
 
   /** Waits until every in-flight sync has settled (and its batch was acknowledged or failed). */
@@ -674,6 +678,7 @@ export class Journal {
     this.#queueHead = 0;
     this.#queuedBytes = 0;
     const failed = new ArborError(ErrorCodes.JOURNAL_FAILED, `journal failed before this append was written: ${cause.message}`, {}, { cause });
+    if (errorChannel.hasSubscribers) errorChannel.publish({ source: 'journal', code: cause.code, message: cause.message } satisfies ErrorMessage);
     for (const p of rest) p.reject?.(failed);
     this.#o.onError?.(cause);
   }

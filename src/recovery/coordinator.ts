@@ -4,7 +4,7 @@ import { decodeHead, decodePayload, frameCrc, FRAME_HEADER_BYTES, type JournalRe
 import type { FileSystem } from '../storage/fs-port.ts';
 import type { Journal } from '../journal/journal.ts';
 import type { SnapshotStore } from '../snapshot/snapshot-store.ts';
-import { recoveryChannel, type RecoveryMessage } from '../telemetry/channels.ts';
+import { errorChannel, recoveryChannel, type ErrorMessage, type RecoveryMessage } from '../telemetry/channels.ts';
 import { RecoveryBuilder, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from './recovery.ts';
 
 /** A session as recovery rebuilt it. */
@@ -456,6 +456,9 @@ export class RecoveryCoordinator<S> {
       journal.quarantine(sid, `${what}; reopen with salvage to accept the loss`);
     }
     if (report.status === 'failed') journal.quarantine(sid, report.error ?? 'recovery failed');
+    if ((report.status === 'damaged' || report.status === 'failed') && errorChannel.hasSubscribers) {
+      errorChannel.publish({ source: 'recovery', code: report.status === 'failed' ? 'ARBOR_CORRUPTION' : 'ARBOR_SESSION_QUARANTINED', message: report.error ?? `session ${sid} is ${report.status}`, sessionId: sid } satisfies ErrorMessage);
+    }
     if (report.status === 'salvaged') await this.#o.seal(sid, state, journal.lastSeq(sid));
     else if (report.status !== 'damaged' && report.status !== 'failed' && report.damagedSnapshots.length > 0 && report.seq > 0) {
       // Coverage at open came from file names, so the records behind a damaged newest snapshot stopped
