@@ -1,5 +1,7 @@
 import { ArborError, ErrorCodes, isArborError } from './errors.ts';
 import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
+import { readRestoreMarker, restoreNoticeFor, type RestoreMarker } from './ops/restore-marker.ts';
+import { NodeFileSystem } from './storage/node-fs.ts';
 import { assertSessionId } from './ids.ts';
 import { upcastJournalRecord } from './core/events.ts';
 import { initialSessionState, pendingInterruption, reduceSession, type SessionState } from './core/state.ts';
@@ -144,6 +146,8 @@ export class Arbor {
   #recoveryPass: Promise<void> | undefined;
   #crashCount = 0;
   #sessionsLost = 0;
+  /** Set when the data directory was restored from a backup (`arbor restore`): its sessions show a notice once. */
+  #restoreMarker: RestoreMarker | undefined;
   #recoveries = 0;
   #recoveryWaiters: (() => void)[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -164,6 +168,7 @@ export class Arbor {
       restartWindowMs: options.restartWindowMs,
       streamBufferChunks: options.streamBufferChunks,
       activate: (sid) => this.#activate(sid),
+      restoreNotice: (state) => (this.#restoreMarker === undefined ? undefined : restoreNoticeFor(this.#restoreMarker, state)) as { content: string; metadata: Record<string, unknown> } | undefined,
       committed: (sid, state, lsn) => {
         this.#lastEvent.set(sid, { seq: state.seq, lsn });
         this.#changedSinceCheckpoint += 1;
@@ -209,6 +214,7 @@ export class Arbor {
     this.#backend.onSessionLost((sid, reason) => this.#lost(sid, reason));
     const file = this.#file;
     if (file !== undefined) {
+      this.#restoreMarker = await readRestoreMarker(file.options.fs ?? new NodeFileSystem(), file.options.dataDir);
       for (const [sid, r] of file.recovered) this.#recovered(sid, r);
       file.dropRecovered();
       this.#recoveryPass = file.recoverAll((sid, r) => this.#recovered(sid, r));
@@ -232,7 +238,8 @@ export class Arbor {
     this.#hot.store(sid, r.state);
     if (r.report.lastLsn !== undefined) this.#lastEvent.set(sid, { seq: r.seq, lsn: r.report.lastLsn });
     if (r.status === 'damaged' || r.status === 'failed') return;
-    if (pendingInterruption(r.state) !== undefined || unansweredRequests(r.state).length > 0) {
+    const restored = this.#restoreMarker !== undefined && restoreNoticeFor(this.#restoreMarker, r.state) !== undefined;
+    if (pendingInterruption(r.state) !== undefined || unansweredRequests(r.state).length > 0 || restored) {
       this.#needsRepair.add(sid);
       void this.#actor(sid).run('recover', async () => undefined, true).catch(() => undefined);
     }

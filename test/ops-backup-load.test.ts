@@ -80,16 +80,32 @@ async function restoreAndRead(backup: string, target: string): Promise<Map<strin
   const marker = await readRestoreMarker(new NodeFileSystem(), target);
   assert.ok(marker !== undefined, `${RESTORE_MARKER_FILE} is written`);
   const arbor = await createArbor({ dataDir: target, llm: new MockProvider({ chunks: 1, chunkDelayMs: 0 }) });
+  const out = new Map<string, Set<string>>();
   try {
-    const out = new Map<string, Set<string>>();
     for (const { id } of marker.sessions) {
-      out.set(id, new Set(arbor.session(id).state.messages.filter((m) => m.role === 'user').map((m) => m.id)));
+      const state = await arbor.session(id).load();
+      out.set(id, new Set(state.messages.filter((m) => m.role === 'user').map((m) => m.id)));
+      // the user sees that anything after the backup was lost: one notice, the session's newest message
+      const notices = state.messages.filter((m) => m.metadata?.restored === true);
+      assert.equal(notices.length, 1, `session ${id}: ${notices.length} restore notices`);
+      assert.equal(notices[0]!.metadata?.backupId, marker.backupId);
+      assert.equal(state.messages.at(-1)?.id, notices[0]!.id);
     }
     assert.deepEqual(arbor.recoveryReport().counts.damaged, 0);
-    return out;
   } finally {
     await arbor.close();
   }
+  // and once only: the next start shows no second notice
+  const again = await createArbor({ dataDir: target, llm: new MockProvider({ chunks: 1, chunkDelayMs: 0 }) });
+  try {
+    for (const { id } of marker.sessions.slice(0, 5)) {
+      const state = await again.session(id).load();
+      assert.equal(state.messages.filter((m) => m.metadata?.restored === true).length, 1, `session ${id}: the notice was shown again`);
+    }
+  } finally {
+    await again.close();
+  }
+  return out;
 }
 
 function assertAllPresent(acked: Ack[], restored: Map<string, Set<string>>, what: string): void {

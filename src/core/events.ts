@@ -128,6 +128,12 @@ const CRITICAL_SCHEMAS = {
     oldValue: json().optional(),
     newValue: json(),
   }),
+  /** A visible system message from the runtime itself (e.g. "restored from a backup; later events were lost"). */
+  system_notice_added: z.strictObject({
+    noticeId: id(),
+    content: z.string().min(1).max(MAX_REASON_CHARS),
+    metadata: jsonRecord().optional(),
+  }),
   permission_decided: z.strictObject({
     permission: stateKey(),
     decision: z.enum(['granted', 'denied']),
@@ -193,6 +199,7 @@ export const RECOVERABLE_EVENT_TYPES: readonly RecoverableEventType[] = Object.f
 export const CURRENT_EVENT_VERSION: Readonly<Record<EventType, number>> = Object.freeze({
   user_message_sent: 1,
   command_executed: 1,
+  system_notice_added: 1,
   assistant_stream_started: 1,
   assistant_response_completed: 1,
   stream_interrupted: 1,

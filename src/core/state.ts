@@ -253,6 +253,11 @@ function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T)
       needString(record, d, 'server');
       needString(record, d, 'tool');
       break;
+    case 'system_notice_added':
+      needString(record, d, 'noticeId');
+      needString(record, d, 'content');
+      allowObject(record, d, 'metadata');
+      break;
     case 'command_executed':
       needString(record, d, 'commandId');
       needString(record, d, 'command');
@@ -382,6 +387,11 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         ts,
       });
       return next(state, seq, { toolExecutions: append(state.toolExecutions, execution) });
+    }
+    case 'system_notice_added': {
+      const d = checkShape(record, type);
+      const notice: Message = frozen({ id: d.noticeId, role: 'system', content: d.content, seq, ts, metadata: d.metadata === undefined ? undefined : frozen(d.metadata) });
+      return next(state, seq, { messages: append(state.messages, notice) });
     }
     case 'command_executed': {
       const d = checkShape(record, type);

@@ -37,6 +37,8 @@ export interface SessionContext {
    * what the last process death left must be repaired first.
    */
   activate(sid: string): Promise<{ state: SessionState; fresh: boolean }>;
+  /** The notice a session restored from a backup shows once (see ops/restore-marker), if one is due. */
+  restoreNotice(state: SessionState): { content: string; metadata: Record<string, unknown> } | undefined;
   /** Told after every committed event (snapshot scheduling; the checkpoint needs its LSN). */
   committed(sid: string, state: SessionState, lsn: number): void;
   /** Told when a handler crashed and the session was restarted, or stopped. */
@@ -305,7 +307,8 @@ export class SessionActor {
   /**
    * Inside the mailbox, before the first command after a restart: the stream
    * the last process was running ends as stream_interrupted (with the visible
-   * notice), and so does every request whose answer never started. A failure
+   * notice), and so does every request whose answer never started; a session
+   * restored from a backup gets its one notice of the loss. A failure
    * here (e.g. a full disk) leaves the state as loaded: the command then runs
    * on it and meets the same failure itself.
    */
@@ -317,6 +320,9 @@ export class SessionActor {
       for (const requestMessageId of unansweredRequests(state)) {
         ({ state } = await this.commit(state, 'stream_interrupted', { messageId: randomUUID(), requestMessageId, reason: 'the server stopped before this answer started' }));
       }
+      // Restored from a backup: the user sees that anything after it was lost.
+      const restored = this.#ctx.restoreNotice(state);
+      if (restored !== undefined) ({ state } = await this.commit(state, 'system_notice_added', { noticeId: randomUUID(), content: restored.content, metadata: restored.metadata } as EventData<'system_notice_added'>));
     } catch {
       // see above
     }
