@@ -364,7 +364,7 @@ test('backup and restore: manifest, marker, refusals; a tampered backup is refus
   assert.match(human.stdout, new RegExp(`${RESTORE_MARKER_FILE} written`));
   const arbor = await createArbor({ dataDir: target, llm: new MockProvider({ chunks: 1, chunkDelayMs: 0 }) });
   try {
-    assert.equal(arbor.session('alpha').state.messages.filter((m) => m.role === 'user').length, 8);
+    assert.equal((await arbor.session('alpha').load()).messages.filter((m) => m.role === 'user').length, 8);
   } finally {
     await arbor.close();
   }

@@ -22,8 +22,14 @@ export function buildProgram(): Command {
 
 /** Runs the CLI with `argv`; a ConfigError or start-up failure prints its message and exits 1 (2 for configuration). */
 export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  const program = buildProgram();
+  if (argv.length <= 2) {
+    // No command is a usage error (exit 2), not a request for help.
+    process.stderr.write(`arbor: a command is required\n${program.helpInformation()}`);
+    process.exit(2);
+  }
   try {
-    await buildProgram().parseAsync([...argv]);
+    await program.parseAsync([...argv]);
   } catch (err) {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
     if (err instanceof ConfigError) {
