@@ -99,7 +99,8 @@ export interface ArborHealth {
   /** 'file' or 'postgres' */
   backend: string;
   hot: { sessions: number; approxBytes: number };
-  journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number };
+  /** `failure`: why a failed journal failed (`errno`: e.g. ENOSPC, EIO); `reopens`: times `reopen()` resumed it */
+  journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number; failure?: { code: string; errno: string | undefined; message: string }; reopens: number };
   /** `lost`: sessions another process took over from this one (multi-node) */
   sessions: { active: number; stopped: string[]; crashes: number; lost: number };
   /** sessions recovered per status so far, and those still waiting for the background pass */
@@ -115,9 +116,12 @@ export interface ArborHealth {
  * interrupted.
  */
 export class Arbor {
-  readonly #backend: SessionBackend<SessionState>;
+  #backend: SessionBackend<SessionState>;
   /** The backend when it is the file store (lazy recovery, checkpoint, journal figures); undefined on PostgreSQL. */
-  readonly #file: Store<SessionState> | undefined;
+  #file: Store<SessionState> | undefined;
+  /** The storage options the file store was opened with (reopen uses them again). */
+  #storeOptions: Partial<StoreOptions> = {};
+  #reopening: Promise<void> | undefined;
   readonly #opened = performance.now();
   /** Loads on PostgreSQL, for recoveryReport (the file store keeps its own). */
   readonly #loads: SessionRecovery[] = [];
@@ -146,6 +150,7 @@ export class Arbor {
   #recoveryPass: Promise<void> | undefined;
   #crashCount = 0;
   #sessionsLost = 0;
+  #reopens = 0;
   /** Set when the data directory was restored from a backup (`arbor restore`): its sessions show a notice once. */
   #restoreMarker: RestoreMarker | undefined;
   #recoveries = 0;
@@ -158,8 +163,11 @@ export class Arbor {
     this.#backend = backend;
     this.#file = backend instanceof Store ? backend : undefined;
     this.#o = options;
+    const self = this;
     this.#ctx = {
-      store: backend,
+      get store() {
+        return self.#backend;
+      },
       hot: this.#hot,
       llm: options.llm,
       commands: options.commands,
@@ -203,6 +211,7 @@ export class Arbor {
         : // Lazy recovery unless asked otherwise: the runtime answers as soon as the journal is indexed.
           await Store.open<SessionState>({ recovery: 'lazy', ...storeOptions }, hooks);
     const arbor = new Arbor(backend, Object.freeze({ ...o, llm }));
+    arbor.#storeOptions = storeOptions;
     await arbor.#start();
     return arbor;
   }
@@ -483,6 +492,52 @@ export class Arbor {
     this.#sessionsLost += 1;
   }
 
+  /**
+   * After the journal failed (a full or failing disk: it refuses every write
+   * from then on, because a retried fsync cannot be trusted), reopens the
+   * file store in this process, as a restart would: running answers end as
+   * interrupted, every session is recovered again from disk (on access and in
+   * the background), and writes resume. Records of the failed batch that did
+   * reach the file come back like the one unacknowledged event a crash may
+   * leave (a retried clientMessageId finds its original). Rejects, leaving the
+   * journal failed, when the disk still fails. Only for the file backend.
+   */
+  reopen(): Promise<void> {
+    const file = this.#file;
+    if (file === undefined) return Promise.reject(new ArborError(ErrorCodes.INVALID_INPUT, `reopen() is for the file store; this arbor runs on ${this.#backend.kind}`, { field: 'backend' }));
+    this.#assertOpen();
+    this.#reopening ??= (async () => {
+      for (const actor of this.#actors.values()) actor.abortStreams('the journal failed while this answer was streaming');
+      await Promise.all([...this.#actors.values()].map((a) => a.settled()));
+      file.stopRecovery();
+      await this.#recoveryPass?.catch(() => undefined);
+      await this.#snapshotWorker;
+      await Promise.all([...this.#snapshotting.values()].map((p) => p.catch(() => undefined)));
+      await this.#checkpointing?.catch(() => undefined);
+      await file.close().catch(() => undefined);
+      const store = await Store.open<SessionState>({ recovery: 'lazy', ...this.#storeOptions }, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
+      // Everything in memory may be behind what the file now holds: start over from it.
+      for (const sid of [...this.#hot.keys()]) {
+        const state = this.#hot.peek(sid);
+        if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
+        this.#hot.delete(sid);
+      }
+      this.#seen.clear();
+      this.#needsRepair.clear();
+      this.#lastEvent.clear();
+      this.#eventsSinceSnapshot.clear();
+      this.#snapshotQueue.clear();
+      this.#backend = store;
+      this.#file = store;
+      this.#reopens += 1;
+      this.#recoveryPass = store.recoverAll((sid, r) => this.#recovered(sid, r));
+      this.#recoveryPass.catch(() => undefined);
+    })().finally(() => {
+      this.#reopening = undefined;
+    });
+    return this.#reopening;
+  }
+
   /** Health figures: hot tier, journal writer, sessions, recovery. */
   health(): ArborHealth {
     const memory = this.#hot.memory();
@@ -499,6 +554,8 @@ export class Arbor {
         segments: j?.segmentNames().length ?? 0,
         bytes: stats.journalBytes,
         syncedLsn: j?.syncedLsn ?? 0,
+        ...(j?.failure === undefined ? {} : { failure: { code: j.failure.code, errno: errnoOf(j.failure), message: j.failure.message } }),
+        reopens: this.#reopens,
       },
       sessions: { active: this.#actors.size, stopped: [...this.#stopped], crashes: this.#crashCount, lost: this.#sessionsLost },
       recovery: { ...this.recoveryReport().counts, pending: this.#file?.pendingRecoveries ?? 0 },
@@ -578,6 +635,16 @@ export class Arbor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** The errno code (ENOSPC, EIO, …) somewhere in an error's cause chain. */
+function errnoOf(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; depth += 1) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 /** Tells telemetry about an error the runtime handled (only when someone listens). */

@@ -198,10 +198,28 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     return { session, state };
   }
 
-  /** Writes are refused while the data disk is past the fail threshold, and accepted again once it is not. */
+  let lastReopenAt = 0;
+  /**
+   * Writes are refused while the data disk is past the fail threshold, and
+   * accepted again once it is not. A journal that failed (ENOSPC or EIO inside
+   * it) is reopened in place once the disk reads fine again, at most once per
+   * Retry-After period: writing resumes without a restart.
+   */
   async function assertWritable(): Promise<void> {
     const disk = await health.disk(true);
     if (disk.status === 'fail') throw new HttpError(507, HttpErrorCodes.DISK_FULL, `writes are refused: ${disk.message}`, true);
+    const journal = arbor.health().journal;
+    if (journal.state !== 'failed' && journal.state !== 'closed') return;
+    if (arbor.closing) return;
+    const full = journal.failure?.errno === 'ENOSPC';
+    const refuse = (why: string) => new HttpError(full ? 507 : 503, full ? HttpErrorCodes.DISK_FULL : ErrorCodes.JOURNAL_FAILED, `writes are refused: the journal failed (${journal.failure?.message ?? journal.state}); ${why}`, true);
+    if (Date.now() - lastReopenAt < deps.retryAfterSeconds * 1000) throw refuse('it is reopened once the disk works again');
+    lastReopenAt = Date.now();
+    try {
+      await arbor.reopen();
+    } catch (err) {
+      throw refuse(`reopening it failed: ${(err as Error).message}`);
+    }
   }
 
   app.post('/v1/sessions', async (c) => {

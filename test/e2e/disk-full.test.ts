@@ -75,7 +75,7 @@ test(
 );
 
 test(
-  'ENOSPC inside the journal: 507, nothing acknowledged is lost, and after a restart with space the session writes again',
+  'ENOSPC inside the journal: 507, nothing acknowledged is lost, and once space returns the same process writes again (no restart)',
   { skip: !canMount && 'needs Linux and root to mount a tmpfs' },
   withTmpfs(1024, async (mountPoint) => {
     const dataDir = join(mountPoint, 'data');
@@ -102,15 +102,30 @@ test(
       assert.ok(refused.headers.get('retry-after'));
       assert.equal((await call(server, 'GET', '/v1/sessions/enospc')).status, 200);
       assert.equal((await call(server, 'GET', '/health')).status, 503);
-      // when space is freed and the server restarted
+      // while the disk stays full, writes keep being refused as such
+      const still = await call(server, 'POST', '/v1/sessions/enospc/messages', { content: 'still full' });
+      assert.ok(still.status === 507 || still.status === 503, `${still.status} ${JSON.stringify(still.body)}`);
+      // when space is freed, the same process (no restart) reopens its journal and writes again
       unlinkSync(join(mountPoint, 'filler'));
-      await server.stop('SIGKILL');
-      server = await startServe(['--data-dir', dataDir], env);
-      // then every acknowledged message is there, and writing works
+      let after: Awaited<ReturnType<typeof call>> | undefined;
+      for (let i = 0; i < 60 && after?.status !== 202; i += 1) {
+        if (after !== undefined) await new Promise((r) => setTimeout(r, 500));
+        after = await call(server, 'POST', '/v1/sessions/enospc/messages', { content: 'after' });
+      }
+      assert.equal(after?.status, 202, JSON.stringify(after?.body));
+      assert.ok((await call(server, 'GET', '/health')).body.checks.journalWriter.reopens >= 1, 'the journal was not reopened in place');
+      // then every acknowledged message is there, in order, before the new one
       const view = await call(server, 'GET', '/v1/sessions/enospc');
       const ids = (view.body.messages as { id: string; role: string }[]).filter((m) => m.role === 'user').map((m) => m.id);
       assert.deepEqual(ids.slice(0, acked.length), acked);
-      assert.equal((await call(server, 'POST', '/v1/sessions/enospc/messages', { content: 'after' })).status, 202);
+      assert.equal(ids.at(-1), after!.body.messageId);
+      // and so does a restart
+      await server.stop('SIGKILL');
+      server = await startServe(['--data-dir', dataDir], env);
+      const again = await call(server, 'GET', '/v1/sessions/enospc');
+      const idsAgain = (again.body.messages as { id: string; role: string }[]).filter((m) => m.role === 'user').map((m) => m.id);
+      assert.deepEqual(idsAgain.slice(0, acked.length), acked);
+      assert.ok(idsAgain.includes(after!.body.messageId as string));
     } finally {
       await server.stop('SIGKILL');
     }
