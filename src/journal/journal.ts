@@ -1,7 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../errors.ts';
-import { assertSessionId } from '../ids.ts';
 import { ensureDir, readFully, writeFully, type FileHandle, type FileSystem } from '../storage/fs-port.ts';
 import {
   FRAME_HEADER_BYTES,
@@ -18,6 +17,7 @@ import {
   type SegmentHeader,
 } from './format.ts';
 import { scanSegment, type DamagedRegion, type TornTail } from './segment-scanner.ts';
+import { checkAppendAgainst, checkAppendInput, duplicateOf } from './append-checks.ts';
 import { errorChannel, journalWriteChannel, type ErrorMessage, type JournalWriteMessage } from '../telemetry/channels.ts';
 
 /** When an append is acknowledged. See the README's durability contract. */
@@ -323,35 +323,16 @@ export class Journal {
 
   #append(input: AppendInput): Promise<AppendResult> {
     this.#assertWritable();
-    const { sid, type, data, expectedSeq, clientMessageId: cid } = input;
-    const v = input.v ?? 1;
-    assertSessionId(sid);
-    if (typeof type !== 'string' || type.length === 0 || type.length > 200) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `type must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'type', sessionId: sid });
-    }
-    if (!Number.isSafeInteger(v) || v < 1) throw new ArborError(ErrorCodes.INVALID_INPUT, `v must be a positive integer (session ${sid})`, { field: 'v', sessionId: sid });
-    if (cid !== undefined && (typeof cid !== 'string' || cid.length === 0 || cid.length > 200)) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `clientMessageId must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'clientMessageId', sessionId: sid });
-    }
+    const { sid, type, data, clientMessageId: cid } = input;
+    const v = checkAppendInput(input);
     let idx = this.#sessions.get(sid);
     if (idx === undefined) {
       idx = newSessionIndex();
       this.#sessions.set(sid, idx);
     }
-    if (cid !== undefined) {
-      const seen = idx.cids?.get(cid);
-      // A retried request: answer with the original result, write nothing.
-      if (seen !== undefined) return seen instanceof Promise ? seen.then((r) => ({ ...r, duplicate: true })) : Promise.resolve({ ...seen, duplicate: true });
-    }
-    if (idx.quarantined !== undefined) {
-      throw new ArborError(ErrorCodes.SESSION_QUARANTINED, `session ${sid} is quarantined: ${idx.quarantined}`, { sessionId: sid });
-    }
-    if (expectedSeq !== undefined && expectedSeq !== idx.lastSeq) {
-      throw new ArborError(ErrorCodes.SEQ_CONFLICT, `session ${sid}: expected seq ${expectedSeq}, but the last seq is ${idx.lastSeq}`, { sessionId: sid, expectedSeq, actualSeq: idx.lastSeq });
-    }
-    if (input.ts !== undefined && (typeof input.ts !== 'number' || !Number.isFinite(input.ts) || input.ts < 0)) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `ts must be a non-negative finite number (session ${sid})`, { field: 'ts', sessionId: sid });
-    }
+    const duplicate = duplicateOf(idx.cids, cid);
+    if (duplicate !== undefined) return duplicate;
+    checkAppendAgainst(input, idx);
     const ts = input.ts ?? this.#o.now();
     const seq = idx.lastSeq + 1;
     const lsn = this.#nextLsn;
@@ -900,12 +881,22 @@ export class Journal {
     const report: JournalOpenReport = { segments: 0, records: 0, bytes: 0, tornTails: [], damage: [], removedTempFiles, durationMs: 0 };
     let prevLastLsn: number | undefined;
     let nextFirstLsn = 1;
+    // The next segment is read while this one is scanned: the disk and the CPU work at once.
+    const read = (i: number): Promise<Uint8Array> | undefined => {
+      const name = segmentNames[i];
+      if (name === undefined) return undefined;
+      const file = path.join(dir, name);
+      return fs.chmod(file, FILE_MODE).then(() => fs.readFile(file));
+    };
+    let ahead = read(0);
     for (let i = 0; i < segmentNames.length; i += 1) {
       const name = segmentNames[i]!;
       const file = path.join(dir, name);
       const id = Number(SEGMENT_FILE_PATTERN.exec(name)![1]);
-      await fs.chmod(file, FILE_MODE);
-      const bytes = await fs.readFile(file);
+      const bytes = await ahead!;
+      ahead = read(i + 1);
+      // A failed read-ahead surfaces when its turn comes, not as an unhandled rejection before.
+      ahead?.catch(() => undefined);
       const isLast = i === segmentNames.length - 1;
       if (isLast && bytes.length < SEGMENT_HEADER_BYTES) {
         // Our writer never leaves this (a segment appears by rename with a synced header), but a

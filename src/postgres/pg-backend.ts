@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { BackendStats, RecoveredSession, SessionBackend } from '../backend.ts';
+import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../journal/append-checks.ts';
 import { ArborError, ErrorCodes } from '../errors.ts';
 import { assertSessionId } from '../ids.ts';
 import type { JournalRecord } from '../journal/format.ts';
@@ -206,31 +207,12 @@ export class PgBackend<S> implements SessionBackend<S> {
 
   #append(input: AppendInput): Promise<AppendResult> {
     if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'postgres backend is closed');
-    const { sid, type, data, expectedSeq, clientMessageId: cid } = input;
-    const v = input.v ?? 1;
-    assertSessionId(sid);
-    if (typeof type !== 'string' || type.length === 0 || type.length > 200) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `type must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'type', sessionId: sid });
-    }
-    if (!Number.isSafeInteger(v) || v < 1) throw new ArborError(ErrorCodes.INVALID_INPUT, `v must be a positive integer (session ${sid})`, { field: 'v', sessionId: sid });
-    if (cid !== undefined && (typeof cid !== 'string' || cid.length === 0 || cid.length > 200)) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `clientMessageId must be a non-empty string of at most 200 characters (session ${sid})`, { field: 'clientMessageId', sessionId: sid });
-    }
+    const { sid, type, data, clientMessageId: cid } = input;
+    const v = checkAppendInput(input);
     const held = this.#writable(sid);
-    if (cid !== undefined) {
-      const seen = held.cids.get(cid);
-      // A retried request: answer with the original result, write nothing.
-      if (seen !== undefined) return seen instanceof Promise ? seen.then((r) => ({ ...r, duplicate: true })) : Promise.resolve({ ...seen, duplicate: true });
-    }
-    if (held.quarantined !== undefined) {
-      throw new ArborError(ErrorCodes.SESSION_QUARANTINED, `session ${sid} is quarantined: ${held.quarantined}`, { sessionId: sid });
-    }
-    if (expectedSeq !== undefined && expectedSeq !== held.lastSeq) {
-      throw new ArborError(ErrorCodes.SEQ_CONFLICT, `session ${sid}: expected seq ${expectedSeq}, but the last seq is ${held.lastSeq}`, { sessionId: sid, expectedSeq, actualSeq: held.lastSeq });
-    }
-    if (input.ts !== undefined && (typeof input.ts !== 'number' || !Number.isFinite(input.ts) || input.ts < 0)) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `ts must be a non-negative finite number (session ${sid})`, { field: 'ts', sessionId: sid });
-    }
+    const duplicate = duplicateOf(held.cids, cid);
+    if (duplicate !== undefined) return duplicate;
+    checkAppendAgainst(input, held);
     let json: string | undefined;
     try {
       json = JSON.stringify(data);
