@@ -115,9 +115,9 @@ class FailingFileSystem extends ForwardingFileSystem {
 }
 
 for (const [errno, status, code] of [['ENOSPC', 507, 'ARBOR_DISK_FULL'], ['EIO', 503, 'ARBOR_IO_ERROR']] as const) {
-  test(`a journal write failing with ${errno}: ${status} with Retry-After, later writes refused, /health 503, reads served`, async () => {
+  test(`a journal write failing with ${errno}: ${status} with Retry-After, refused while the disk fails, /health 503, reads served; resumes in place once it works`, async () => {
     const fs = new FailingFileSystem();
-    await withServer({}, { arborOverrides: { fs } }, async (s) => {
+    await withServer({ ARBOR_RETRY_AFTER_SECONDS: '1' }, { arborOverrides: { fs } }, async (s) => {
       assert.equal((await call(s, 'POST', '/v1/sessions', { id: 'io' })).status, 201);
       // given the disk starts failing
       fs.failing = errno;
@@ -125,18 +125,27 @@ for (const [errno, status, code] of [['ENOSPC', 507, 'ARBOR_DISK_FULL'], ['EIO',
       const first = await call(s, 'POST', '/v1/sessions/io/messages', { content: 'lost?' });
       // then it is refused (never acknowledged) with a coded error and Retry-After
       assert.deepEqual([first.status, first.body.error.code], [status, code]);
-      assert.equal(first.headers.get('retry-after'), '5');
-      // and the journal refuses later writes until it is reopened (a failed sync is never retried)
-      fs.failing = undefined;
-      const second = await call(s, 'POST', '/v1/sessions/io/messages', { content: 'after' });
-      assert.deepEqual([second.status, second.body.error.code], [status, errno === 'ENOSPC' ? 'ARBOR_DISK_FULL' : 'ARBOR_JOURNAL_FAILED']);
+      assert.equal(first.headers.get('retry-after'), '1');
+      // and while the disk still fails, later writes are refused too (a failed sync is never retried and trusted)
+      const second = await call(s, 'POST', '/v1/sessions/io/messages', { content: 'still failing' });
+      assert.equal(second.status, status);
       assert.ok(second.headers.get('retry-after'));
       const health = await call(s, 'GET', '/health');
       assert.deepEqual([health.status, health.body.checks.journalWriter.status, health.body.checks.journalWriter.state], [503, 'fail', 'failed']);
+      assert.equal(health.body.checks.journalWriter.failure.errno, errno);
       // and reads still work, showing only what was acknowledged
       const view = await call(s, 'GET', '/v1/sessions/io');
       assert.equal(view.status, 200);
       assert.deepEqual(view.body.messages, []);
+      // when the disk works again, the same server reopens its journal and takes writes (after Retry-After at most)
+      fs.failing = undefined;
+      let after: Awaited<ReturnType<typeof call>> | undefined;
+      for (let i = 0; i < 40 && after?.status !== 202; i += 1) {
+        if (after !== undefined) await new Promise((r) => setTimeout(r, 250));
+        after = await call(s, 'POST', '/v1/sessions/io/messages', { content: 'after' });
+      }
+      assert.equal(after?.status, 202, JSON.stringify(after?.body));
+      assert.equal((await call(s, 'GET', '/health')).status, 200);
     });
   });
 }

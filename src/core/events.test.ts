@@ -95,6 +95,15 @@ const CASES: TypeCase[] = [
     ],
   },
   {
+    type: 'system_notice_added',
+    valid: { noticeId: 'n1', content: 'restored from a backup' },
+    full: { noticeId: 'n1', content: 'restored from a backup', metadata: { restored: true, backupId: 'b1' } },
+    bad: [
+      { name: 'empty content', data: { noticeId: 'n1', content: '' }, field: 'data.content' },
+      { name: 'metadata not an object', data: { noticeId: 'n1', content: 'c', metadata: [1] }, field: 'data.metadata' },
+    ],
+  },
+  {
     type: 'mcp_server_connected',
     valid: { server: 'files', config: {} },
     full: { server: 'files', config: { command: 'npx', args: ['server'], env: { A: '1' } } },
@@ -184,7 +193,7 @@ test('the test table covers every event type exactly once', () => {
   const covered = CASES.map((c) => c.type);
   // then
   assert.deepEqual([...covered].sort(), [...all].sort());
-  assert.equal(new Set(covered).size, 13);
+  assert.equal(new Set(covered).size, 14);
 });
 
 for (const c of CASES) {
@@ -310,7 +319,7 @@ test('critical and recoverable type lists are disjoint, frozen and classified by
 test('every event type has a current version, all 1 now', () => {
   // then
   for (const t of [...CRITICAL_EVENT_TYPES, ...RECOVERABLE_EVENT_TYPES]) assert.equal(CURRENT_EVENT_VERSION[t], 1, t);
-  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 13);
+  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 14);
 });
 
 // ---------------------------------------------------------------------------
