@@ -27,6 +27,7 @@ import {
 } from '../src/index.ts';
 import { startOpenAiCompatibleServer } from './helpers/openai-compatible-server.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { rejectsWith } from './helpers/assertions.ts';
 
 // ---- helpers -------------------------------------------------------------------------
 
@@ -51,18 +52,6 @@ function fixture(t: TestContext): { dir: string; open(options?: ArborOptions): P
   };
 }
 
-/** Awaits `promise`, which must reject with an ArborError of `code` whose details include `details`. */
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, details: Record<string, unknown> = {}): Promise<ArborError> {
-  let caught: unknown;
-  await assert.rejects(promise, (err: unknown) => {
-    caught = err;
-    return true;
-  });
-  assert.ok(isArborError(caught), `expected an ArborError ${code}, got ${String(caught)}`);
-  assert.equal(caught.code, code, `expected ${code}, got ${caught.code}: ${caught.message}`);
-  for (const [key, value] of Object.entries(details)) assert.deepEqual(caught.details[key], value, `details.${key} of ${code}`);
-  return caught;
-}
 
 /** `fn` must throw an ArborError of `code` synchronously. */
 function throwsWith(fn: () => unknown, code: ErrorCode, label: string): void {

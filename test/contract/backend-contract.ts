@@ -14,6 +14,7 @@ import type { SessionBackend } from '../../src/backend.ts';
 import { isArborError, type ErrorCode } from '../../src/errors.ts';
 import type { AppendInput } from '../../src/journal/journal.ts';
 import { hooks, type ChatState } from '../crash/power-loss-harness.ts';
+import { rejectsWith } from '../helpers/assertions.ts';
 
 export interface BackendStorage {
   /** Opens a backend on this storage; after `close()` a new one sees the same data. */
@@ -31,17 +32,6 @@ const MAX_SNAPSHOTS = 2;
 
 const ev = (sid: string, n: number, extra: Partial<AppendInput> = {}): AppendInput => ({ sid, type: 'user_message_sent', data: { n }, ...extra });
 
-/** Asserts that `p` rejects with an ArborError of `code`; returns its details. */
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<Record<string, unknown>> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(isArborError(err), `expected an ArborError ${code}, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err.details as Record<string, unknown>;
-  }
-  assert.fail(`expected a rejection with ${code}`);
-}
 
 function replay(ns: number[]): ChatState {
   return ns.reduce((s, n) => hooks.reducer(s, { lsn: 0, sid: 'x', seq: 0, ts: 0, type: 'user_message_sent', v: 1, data: { n } }), hooks.initialState('x'));
@@ -94,7 +84,7 @@ export function backendContract(name: string, makeStorage: () => Promise<Backend
     await b.append(ev('s', 1));
     await b.append(ev('s', 2));
     // when an append expects seq 1 but the session is at 2
-    const details = await rejectsWith(b.append(ev('s', 99, { expectedSeq: 1 })), 'ARBOR_SEQ_CONFLICT');
+    const { details } = await rejectsWith(b.append(ev('s', 99, { expectedSeq: 1 })), 'ARBOR_SEQ_CONFLICT');
     // then the error names the session and both seqs, and nothing was written
     assert.equal(details.sessionId, 's');
     assert.equal(details.expectedSeq, 1);
@@ -242,7 +232,7 @@ export function backendContract(name: string, makeStorage: () => Promise<Backend
       ['a session id with a slash', { sid: '../s', type: 't', data: {} }, 'ARBOR_INVALID_SESSION_ID', undefined],
     ];
     for (const [what, input, code, field] of cases) {
-      const details = await rejectsWith(b.append(input), code);
+      const { details } = await rejectsWith(b.append(input), code);
       if (field !== undefined) assert.equal(details.field, field, what);
       if (code !== 'ARBOR_INVALID_SESSION_ID') assert.equal(details.sessionId, 's', what);
     }

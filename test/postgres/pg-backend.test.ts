@@ -17,21 +17,12 @@ import { migrate, SCHEMA_VERSION } from '../../src/postgres/migrations.ts';
 import { isArborError, type ErrorCode } from '../../src/errors.ts';
 import { hooks, type ChatState } from '../crash/power-loss-harness.ts';
 import { PG_URL, announcePostgres, dropSchema, freshSchemaName, pgSkip, testPool } from '../helpers/postgres.ts';
+import { rejectsWith } from '../helpers/assertions.ts';
 
 announcePostgres('test/postgres/pg-backend.test.ts');
 
 const ev = (sid: string, n: number, extra: Record<string, unknown> = {}) => ({ sid, type: 'user_message_sent', data: { n }, ...extra });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<Record<string, unknown>> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(isArborError(err), `expected an ArborError ${code}, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err.details as Record<string, unknown>;
-  }
-  assert.fail(`expected a rejection with ${code}`);
-}
 
 async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -72,7 +63,7 @@ pgTest('a session held by a live node: loadSession elsewhere rejects ARBOR_NOT_O
     await a.loadSession('s');
     await a.append(ev('s', 1));
     // when another node asks for it
-    const details = await rejectsWith(b.loadSession('s'), 'ARBOR_NOT_OWNER');
+    const { details } = await rejectsWith(b.loadSession('s'), 'ARBOR_NOT_OWNER');
     // then it learns who owns it and where, and may not write
     assert.equal(details.sessionId, 's');
     assert.equal(details.owner, 'node-a');
@@ -376,7 +367,7 @@ pgTest('a full queue rejects at once with ARBOR_QUEUE_FULL and writes nothing fo
     const a = await node('node-a', { maxQueueRecords: 5 });
     await a.loadSession('s');
     const accepted = Array.from({ length: 5 }, (_, n) => a.append(ev('s', n)));
-    const details = await rejectsWith(a.append(ev('s', 99)), 'ARBOR_QUEUE_FULL');
+    const { details } = await rejectsWith(a.append(ev('s', 99)), 'ARBOR_QUEUE_FULL');
     assert.equal(details.sessionId, 's');
     assert.deepEqual((await Promise.all(accepted)).map((r) => r.seq), [1, 2, 3, 4, 5]);
     assert.equal((await a.append(ev('s', 6))).seq, 6);
