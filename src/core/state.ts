@@ -270,7 +270,12 @@ function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T)
 /** A frozen copy of `value` without its undefined properties (absent, not undefined: a snapshot round trip keeps it equal). */
 function frozen<T extends object>(value: T): Readonly<T> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = v;
+  // for…in + hasOwn rather than Object.entries: no [key, value] pair per property (replay builds millions).
+  for (const k in value) {
+    if (!Object.hasOwn(value, k)) continue;
+    const v = (value as Record<string, unknown>)[k];
+    if (v !== undefined) out[k] = v;
+  }
   return Object.freeze(out) as Readonly<T>;
 }
 
