@@ -837,8 +837,8 @@ export class PgBackend<S> implements SessionBackend<S> {
 }
 
 /** Opens a PostgreSQL backend; see `PgBackend.open`. */
-export function openPgBackend<S>(options: PgBackendOptions<S>): Promise<PgBackend<S>> {
-  return PgBackend.open(options);
+export function openPgBackend<S>(options: PgBackendOptions<S>, internals: PgBackendInternals = {}): Promise<PgBackend<S>> {
+  return PgBackend.open(options, internals);
 }
 
 /** A unique violation of the (sid, cid) index: a clientMessageId stored before. */
