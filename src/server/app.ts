@@ -261,7 +261,11 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     const session = arbor.session(id);
     // Recovered (first access after a restart) or loaded back (passivated) before it is read.
     const state = await session.load();
-    if (state.seq === 0) throw notFound;
+    if (state.seq === 0) {
+      // On PostgreSQL loading took the lease of a session that does not exist: hand it back, so any node can create it.
+      if (deps.node !== undefined) await arbor.passivate(id).catch(() => false);
+      throw notFound;
+    }
     // An open server (no tokens) has one tenant: it also serves sessions written without the server.
     if (auth.enabled && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
     return { session, state };
