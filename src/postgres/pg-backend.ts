@@ -351,7 +351,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     const now = performance.now();
     for (const p of batch) {
       const current = this.#held.get(p.held.sid);
-      if (current === p.held && now > current.validUntil) this.#lose(current, 'lease expired before it was renewed');
+      if (this.#fencing && current === p.held && now > current.validUntil) this.#lose(current, 'lease expired before it was renewed');
       if (this.#held.get(p.held.sid) !== p.held) {
         this.#rejectFenced(p, this.#lost.get(p.held.sid) ?? 'the session was reloaded or released');
         continue;
