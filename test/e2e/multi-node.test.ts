@@ -273,6 +273,48 @@ test('fencing across processes: a node paused past its lease commits nothing aft
   assert.ok((aHealth.node?.sessionsLost ?? 0) >= 1, JSON.stringify(aHealth.node));
 });
 
+test('a node paused mid-answer loses the session: the new owner marks the answer interrupted, the paused node\'s completion never commits, its next request is forwarded', { skip: pgSkip, timeout: 120_000 }, async () => {
+  await withCluster(2, { ARBOR_MOCK_CHUNKS: '30', ARBOR_MOCK_CHUNK_DELAY_MS: '100' }, async (c) => {
+    const [a, b] = c.nodes as [Node, Node];
+    const sid = 'paused-stream';
+    // given A streaming a slow answer (about 3 s)
+    assert.equal((await post(`${a.url}/v1/sessions`, { id: sid })).status, 201);
+    const stream = new SseClient(`${a.url}/v1/sessions/${sid}/stream`);
+    await stream.next();
+    await send([a], sid, 'slow');
+    const firstChunk = (await stream.until((e) => e.event === 'chunk')).at(-1)!;
+    stream.close();
+    const answerId = (JSON.parse(firstChunk.data) as { messageId: string }).messageId;
+    // when A is paused past its lease, B takes the session over with a new message, and A resumes
+    a.proc.child.kill('SIGSTOP');
+    const pausedAt = performance.now();
+    await until('A\u2019s lease to expire', 15_000, async () => ((await c.sql('SELECT 1 FROM $s.leases WHERE sid = $1 AND expires_at <= now()', [sid])).length > 0 ? true : undefined));
+    const ack = await send([b], sid, 'after-takeover');
+    a.proc.child.kill('SIGCONT');
+    // then B answers, and the answer A was streaming is interrupted, not completed
+    await until('B\u2019s answer', 20_000, async () => ((await (await fetch(`${b.url}/v1/sessions/${sid}`)).json()) as { status: string }).status === 'idle' || undefined);
+    // (A's answer would have finished 3 s after it started: wait past that before reading the table)
+    await sleep(Math.max(0, 3_500 - (performance.now() - pausedAt)));
+    const rows = (await c.sql<{ seq: string; type: string; data: string }>('SELECT seq, type, data FROM $s.events WHERE sid = $1 ORDER BY seq', [sid])).map((r) => ({ seq: Number(r.seq), type: r.type, data: JSON.parse(r.data) as { messageId?: string } }));
+    assert.deepEqual(rows.map((r) => r.seq), rows.map((_, i) => i + 1), 'seqs 1..n');
+    assert.equal(rows.some((r) => r.type === 'assistant_response_completed' && r.data.messageId === answerId), false, 'the paused node\'s answer never completed in the table');
+    const interrupted = rows.findIndex((r) => r.type === 'stream_interrupted' && r.data.messageId === answerId);
+    assert.ok(interrupted >= 0, `stream_interrupted for ${answerId} in ${JSON.stringify(rows.map((r) => r.type))}`);
+    assert.ok(rows[interrupted]!.seq < ack.seq, 'marked interrupted by B when it took the session, before the new message');
+    assert.equal(rows.filter((r) => r.type === 'assistant_response_completed').length, 1, 'only B\'s answer completed');
+    // and A noticed: it reports the session lost, and forwards its next request for it to B
+    const health = (await (await fetch(`${a.url}/health`)).json()) as { node: { id: string; sessionsLost: number } };
+    assert.equal(health.node.id, 'node-0');
+    assert.ok(health.node.sessionsLost >= 1, JSON.stringify(health.node));
+    const viaA = await fetch(`${a.url}/v1/sessions/${sid}`);
+    assert.equal(viaA.status, 200);
+    assert.equal(viaA.headers.get(FORWARDED_BY), 'node-0');
+    const view = (await viaA.json()) as { seq: number; messages: { role: string; metadata?: { interrupted?: boolean } }[] };
+    assert.equal(view.seq, rows.length);
+    assert.ok(view.messages.some((m) => m.metadata?.interrupted === true), 'the interrupted answer is shown as such');
+  });
+});
+
 test('fencing negative control: the same scenario with fencing disabled on the paused node lets its stale write land and breaks the new owner', { skip: pgSkip, timeout: 120_000 }, async () => {
   // The outcome fencing prevents; if it stopped happening here, the test above would prove nothing.
   const { takeoverSeq, stale, toB, rows } = await staleOwnerScenario(false);
