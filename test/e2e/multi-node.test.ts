@@ -325,6 +325,26 @@ test('fencing negative control: the same scenario with fencing disabled on the p
   assert.equal(rows.some((r) => r.cid === 'owner-1'), false);
 });
 
+test('a node stopped with SIGTERM hands its leases back: another node serves its sessions at once, without waiting out the lease', { skip: pgSkip, timeout: 60_000 }, async () => {
+  await withCluster(2, { ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '5', ARBOR_LEASE_MS: '60000' }, async (c) => {
+    const [a, b] = c.nodes as [Node, Node];
+    assert.equal((await post(`${a.url}/v1/sessions`, { id: 'handed-back' })).status, 201);
+    const ack = await send([a], 'handed-back', 'h-1');
+    // when A shuts down gracefully (a 60 s lease: only the hand-back can make B fast)
+    assert.deepEqual(await a.proc.stop('SIGTERM'), { code: 0, signal: null });
+    a.alive = false;
+    assert.equal((await c.sql('SELECT 1 FROM $s.leases WHERE sid = $1 AND expires_at > now()', ['handed-back'])).length, 0, 'the lease was released');
+    // then B serves the session straight away, with the acknowledged message
+    const started = performance.now();
+    const res = await fetch(`${b.url}/v1/sessions/handed-back`);
+    const view = (await res.json()) as { messages: { id: string }[] };
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get(FORWARDED_BY), null, 'served by B itself');
+    assert.ok(view.messages.some((m) => m.id === ack.messageId));
+    assert.ok(performance.now() - started < 30_000);
+  });
+});
+
 test('ARBOR_UNSAFE_DISABLE_FENCING is refused outside NODE_ENV=test (exit 2, before any connection)', async () => {
   const r = await runCli(['serve', '--port', '0', '--postgres', 'postgres://127.0.0.1:1/none'], { ARBOR_UNSAFE_DISABLE_FENCING: '1', NODE_ENV: 'production' });
   assert.equal(r.code, 2, r.stderr);
