@@ -257,15 +257,16 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     const id = c.req.param('id')!;
     assertSessionId(id);
     const notFound = new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${id} not found`);
-    if (!(await arbor.exists(id))) throw notFound;
+    // On PostgreSQL asking took the lease of a session that does not exist: it is handed back, so any node can create it.
+    const missing = async (): Promise<never> => {
+      if (deps.node !== undefined) await arbor.passivate(id).catch(() => false);
+      throw notFound;
+    };
+    if (!(await arbor.exists(id))) return missing();
     const session = arbor.session(id);
     // Recovered (first access after a restart) or loaded back (passivated) before it is read.
     const state = await session.load();
-    if (state.seq === 0) {
-      // On PostgreSQL loading took the lease of a session that does not exist: hand it back, so any node can create it.
-      if (deps.node !== undefined) await arbor.passivate(id).catch(() => false);
-      throw notFound;
-    }
+    if (state.seq === 0) return missing();
     // An open server (no tokens) has one tenant: it also serves sessions written without the server.
     if (auth.enabled && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
     return { session, state };

@@ -131,8 +131,13 @@ async function checkSeqs(c: Cluster): Promise<Map<string, number>> {
 test('3 nodes on one PostgreSQL: any node serves any session; SIGKILL one: its sessions move within the lease, every acknowledged message is there, seqs stay 1..n', { skip: pgSkip, timeout: 180_000 }, async () => {
   await withCluster(3, { ARBOR_MOCK_CHUNKS: '4', ARBOR_MOCK_CHUNK_DELAY_MS: '10' }, async (c) => {
     const sids = Array.from({ length: 9 }, (_, i) => `mn-${i}`);
+    // a session asked for before it exists is 404 and holds no lease: another node can create it
+    assert.equal((await fetch(`${c.nodes[0]!.url}/v1/sessions/${sids[0]}`)).status, 404);
+    assert.deepEqual(await c.sql('SELECT sid FROM $s.leases WHERE expires_at > now()'), []);
     // given 9 sessions, each created on a random node and written to through random nodes
-    for (const sid of sids) assert.equal((await post(`${pick(c.nodes).url}/v1/sessions`, { id: sid })).status, 201);
+    for (const [i, sid] of sids.entries()) assert.equal((await post(`${(i === 0 ? c.nodes[1]! : pick(c.nodes)).url}/v1/sessions`, { id: sid })).status, 201);
+    // and creating it again through any node is 409, whoever owns it
+    assert.equal((await post(`${c.nodes[2]!.url}/v1/sessions`, { id: sids[0] })).status, 409);
     const acks: Ack[] = [];
     await Promise.all(sids.map(async (sid) => {
       for (let i = 0; i < 3; i += 1) acks.push(await send(c.nodes, sid, `${sid}-a${i}`));
