@@ -9,7 +9,7 @@ import type { PrometheusMetrics } from '../telemetry/prometheus.ts';
 import { TokenAuthenticator } from './auth.ts';
 import type { HealthChecker } from './health.ts';
 import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors.ts';
-import { FORWARDED_BY_HEADER, forwardRequest, type NodeInfo } from './router.ts';
+import { FORWARDED_BY_HEADER, forwardRequest, type ForwardResult, type NodeInfo } from './router.ts';
 import { StreamIndex } from './stream-index.ts';
 
 /**
@@ -227,10 +227,14 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
       if (forwardedBy !== undefined) {
         throw new ArborError(ErrorCodes.NOT_OWNER, `session ${id}: node ${node.nodeId} got a request forwarded by node ${forwardedBy} but node ${owner} owns the session; it is not forwarded twice`, { ...notOwner.details });
       }
-      if (typeof ownerAddress !== 'string' || ownerAddress === '' || ownerAddress === node.nodeAddress || attempt >= MAX_ROUTING_ATTEMPTS) throw notOwner;
+      if (typeof ownerAddress !== 'string' || ownerAddress === '' || attempt >= MAX_ROUTING_ATTEMPTS) throw notOwner;
       const body = c.req.method === 'GET' || c.req.method === 'HEAD' ? undefined : await readBytes(c, maxBodyBytes);
       const headersTimeoutMs = Math.min(30_000, Math.max(5_000, 2 * node.leaseMs));
-      const r = await forwardRequest(c, ownerAddress, body, node.nodeId, headersTimeoutMs, shutdown);
+      // The owner registered this very address: it was an earlier process on this port, dead since this one listens here.
+      const r: ForwardResult =
+        ownerAddress === node.nodeAddress
+          ? { kind: 'unreachable', delivered: false, reason: `node ${owner} had this node's address ${ownerAddress}: an earlier process, gone` }
+          : await forwardRequest(c, ownerAddress, body, node.nodeId, headersTimeoutMs, shutdown);
       if (r.kind === 'response') {
         logger.debug({ sessionId: id, owner, ownerAddress, status: r.response.status }, 'forwarded to the owner');
         return r.response;

@@ -350,6 +350,31 @@ test('a node stopped with SIGTERM hands its leases back: another node serves its
   });
 });
 
+test('a node restarted on the port of its killed predecessor takes the predecessor\'s sessions over once their lease ran out, rather than forwarding to itself', { skip: pgSkip, timeout: 60_000 }, async () => {
+  // A lease long enough to outlast the new process's start-up, so the old one still holds the session when it is asked.
+  await withCluster(1, { ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '5', ARBOR_LEASE_MS: '8000' }, async (c) => {
+    const [a] = c.nodes as [Node];
+    assert.equal((await post(`${a.url}/v1/sessions`, { id: 'reborn' })).status, 201);
+    const ack = await send([a], 'reborn', 'r-1');
+    a.proc.child.kill('SIGKILL');
+    await a.proc.stop('SIGKILL');
+    a.alive = false;
+    // when a new process (another node id) listens on the same address
+    const port = new URL(a.url).port;
+    const again = await startServe(['--postgres', PG_URL!, '--port', port], { ARBOR_PG_SCHEMA: c.schema, ARBOR_NODE_ID: 'node-0-again', ARBOR_LEASE_MS: '8000', ARBOR_SNAPSHOT_EVERY_EVENTS: '100000' });
+    c.nodes.push({ id: 'node-0-again', proc: again, url: again.url, alive: true });
+    assert.equal(again.url, a.url);
+    assert.equal((await c.sql('SELECT 1 FROM $s.leases WHERE sid = $1 AND expires_at > now()', ['reborn'])).length, 1, 'the dead process still holds the lease');
+    // then it serves the session itself, after the old lease expired
+    const res = await fetch(`${again.url}/v1/sessions/reborn`);
+    const view = (await res.json()) as { messages: { id: string }[] };
+    assert.equal(res.status, 200, JSON.stringify(view));
+    assert.equal(res.headers.get(FORWARDED_BY), null);
+    assert.ok(view.messages.some((m) => m.id === ack.messageId));
+    assert.deepEqual(await c.sql('SELECT owner FROM $s.leases WHERE sid = $1', ['reborn']), [{ owner: 'node-0-again' }]);
+  });
+});
+
 test('ARBOR_UNSAFE_DISABLE_FENCING is refused outside NODE_ENV=test (exit 2, before any connection)', async () => {
   const r = await runCli(['serve', '--port', '0', '--postgres', 'postgres://127.0.0.1:1/none'], { ARBOR_UNSAFE_DISABLE_FENCING: '1', NODE_ENV: 'production' });
   assert.equal(r.code, 2, r.stderr);
