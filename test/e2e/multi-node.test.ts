@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { runCli, startServe, type ServeProcess } from '../helpers/serve-process.ts';
@@ -214,6 +215,32 @@ test('3 nodes on one PostgreSQL: any node serves any session; SIGKILL one: its s
     assert.deepEqual(dupes, []);
     const ackedCids = await c.sql<{ cid: string }>('SELECT cid FROM $s.events WHERE cid = ANY($1::text[])', [acks.map((a) => a.cid)]);
     assert.equal(ackedCids.length, acks.length, 'every acknowledged message is in the events table');
+  });
+});
+
+test('forwarding passes Authorization and Last-Event-ID through: a resumed SSE stream via a non-owner continues after the id, with tokens on', { skip: pgSkip, timeout: 60_000 }, async () => {
+  const token = 'multi-node-token';
+  const sha = createHash('sha256').update(token).digest('hex');
+  await withCluster(2, { ARBOR_MOCK_CHUNKS: '3', ARBOR_MOCK_CHUNK_DELAY_MS: '5', ARBOR_TOKENS: `acme:${sha}` }, async (c) => {
+    const [a, b] = c.nodes as [Node, Node];
+    const auth = { authorization: `Bearer ${token}` };
+    const authed = (url: string, body: unknown) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(body) });
+    assert.equal((await authed(`${a.url}/v1/sessions`, { id: 'tok' })).status, 201);
+    const first = (await (await authed(`${a.url}/v1/sessions/tok/messages`, { content: 'one' })).json()) as { seq: number };
+    await until('the first answer', 15_000, async () => ((await (await fetch(`${a.url}/v1/sessions/tok`, { headers: auth })).json()) as { status: string }).status === 'idle' || undefined);
+    // without a token B refuses before forwarding; with it the owner A answers through B
+    assert.equal((await fetch(`${b.url}/v1/sessions/tok`)).status, 401);
+    const viaB = await fetch(`${b.url}/v1/sessions/tok`, { headers: auth });
+    assert.equal(viaB.status, 200);
+    assert.equal(viaB.headers.get(FORWARDED_BY), b.id);
+    // when a client resumes the stream through B from the seq of its first message
+    const stream = new SseClient(`${b.url}/v1/sessions/tok/stream`, { ...auth, 'last-event-id': String(first.seq) });
+    const replayed = await stream.until((e) => e.event === 'assistant_response_completed');
+    stream.close();
+    // then it gets what came after that seq, no state reset: Last-Event-ID reached the owner
+    assert.notEqual(replayed[0]!.event, 'state');
+    const seqs = replayed.filter((e) => e.event !== 'chunk').map((e) => Number(e.id));
+    assert.ok(seqs.length > 0 && seqs.every((s) => s > first.seq), JSON.stringify(seqs));
   });
 });
 
