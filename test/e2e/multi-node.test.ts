@@ -152,6 +152,11 @@ test('3 nodes on one PostgreSQL: any node serves any session; SIGKILL one: its s
     assert.equal(viaOther.status, 200);
     assert.equal(viaOther.headers.get(FORWARDED_BY), other.id, 'answered by the owner, through the node asked');
     assert.equal(((await viaOther.json()) as { messages: unknown[] }).messages.length >= 3, true);
+    // a request already forwarded once is never forwarded again: a non-owner answers 421 with Retry-After
+    const hop = await fetch(`${other.url}/v1/sessions/${someSid}`, { headers: { [FORWARDED_BY]: 'node-x' } });
+    assert.equal(hop.status, 421);
+    assert.ok(Number(hop.headers.get('retry-after')) > 0);
+    assert.equal(((await hop.json()) as { error: { code: string } }).error.code, 'ARBOR_NOT_OWNER');
     // and an SSE stream through a non-owner carries the owner's events
     const stream = new SseClient(`${other.url}/v1/sessions/${someSid}/stream`);
     assert.equal((await stream.next())?.event, 'state');
