@@ -15,7 +15,7 @@ import type { CheckpointEntry } from './checkpoint/table-checkpoint.ts';
 import type { SessionBackend } from './backend.ts';
 import type { JournalRecord } from './journal/format.ts';
 import type { SessionRecovery } from './recovery/recovery.ts';
-import { openPgBackend, type PgBackendOptions } from './postgres/index.ts';
+import { openPgBackend, type PgBackendInternals, type PgBackendOptions } from './postgres/index.ts';
 import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session.ts';
 import type { Chunk } from './sessions/chunk-buffer.ts';
 
@@ -59,7 +59,7 @@ export interface RuntimeOptions {
    * database, each session owned by one process at a time through a fenced
    * lease (see PgBackendOptions; `hooks` are the runtime's).
    */
-  postgres: Omit<PgBackendOptions<SessionState>, 'hooks'> | undefined;
+  postgres: (Omit<PgBackendOptions<SessionState>, 'hooks'> & PgBackendInternals) | undefined;
   /** A command whose session takes longer than this to load from disk fails with ARBOR_IO_ERROR (the load goes on; a retry joins it). */
   recoveryTimeoutMs: number;
 }
@@ -207,7 +207,7 @@ export class Arbor {
     const hooks = { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord };
     const backend: SessionBackend<SessionState> =
       o.postgres !== undefined
-        ? await openPgBackend<SessionState>({ ...o.postgres, hooks })
+        ? await openPgBackend<SessionState>({ ...o.postgres, hooks }, { unsafeDisableFencing: o.postgres.unsafeDisableFencing === true })
         : // Lazy recovery unless asked otherwise: the runtime answers as soon as the journal is indexed.
           await Store.open<SessionState>({ recovery: 'lazy', ...storeOptions }, hooks);
     const arbor = new Arbor(backend, Object.freeze({ ...o, llm }));

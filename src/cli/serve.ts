@@ -9,6 +9,7 @@ interface ServeFlags {
   port?: number;
   dataDir?: string;
   config?: string;
+  postgres?: string;
 }
 
 function parsePort(raw: string): number {
@@ -29,8 +30,9 @@ export function registerServeCommand(program: Command): void {
     .option('--port <port>', 'port to listen on; 0 picks a free one (default 4000, or ARBOR_PORT)', parsePort)
     .option('--data-dir <dir>', 'data directory (default ./data, or ARBOR_DATA_DIR)')
     .option('--config <file>', 'JSON config file (or ARBOR_CONFIG)')
+    .option('--postgres <url>', 'run on PostgreSQL at this URL instead of files, so several nodes can serve the same sessions (or ARBOR_DATABASE_URL)')
     .action(async (flags: ServeFlags) => {
-      const overrides: Partial<Record<OptionName, unknown>> = { host: flags.host, port: flags.port, dataDir: flags.dataDir };
+      const overrides: Partial<Record<OptionName, unknown>> = { host: flags.host, port: flags.port, dataDir: flags.dataDir, databaseUrl: flags.postgres };
       const config = loadConfig({ overrides, configFile: flags.config });
       const server = await startServer(config);
       // One synchronous write: the line is complete before anyone reads the URL from it.

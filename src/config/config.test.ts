@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_CONFIG, envVarOf, loadConfig, OPTION_NAMES, OPTION_SPECS } from './config.ts';
-import { toArborOptions } from './arbor-options.ts';
+import { toArborOptions, unsafeDisableFencingFromEnv } from './arbor-options.ts';
 import { tempDir } from '../../test/helpers/tmp.ts';
 
 function problemsOf(fn: () => unknown): ConfigError['problems'] {
@@ -146,5 +146,46 @@ test('toArborOptions: a switch the runtime does not accept is never silently dro
     assert.equal(problems[0]!.option, key);
   }
   // every option is either passed, server-only or reported as ignored
-  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'llm', 'llmMaxRetries'].includes(key), key);
+  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'llm', 'llmMaxRetries', 'pgSchema', 'leaseMs'].includes(key), key);
+  // (pgSchema and leaseMs go into the postgres option, present once databaseUrl is set: tested below)
+});
+
+test('PostgreSQL options: env names, defaults, and the mapping to createArbor({ postgres })', () => {
+  assert.deepEqual(['databaseUrl', 'pgSchema', 'nodeId', 'nodeAddress', 'leaseMs'].map(envVarOf), ['ARBOR_DATABASE_URL', 'ARBOR_PG_SCHEMA', 'ARBOR_NODE_ID', 'ARBOR_NODE_ADDRESS', 'ARBOR_LEASE_MS']);
+  // the file backend stays the default: no postgres option at all
+  const files = loadConfig({ env: {} });
+  assert.deepEqual([files.databaseUrl, files.pgSchema, files.leaseMs], [undefined, 'arbor', 5000]);
+  assert.equal(toArborOptions(files).options.postgres, undefined);
+  // given the database URL (env) and the node's settings
+  const config = loadConfig({ env: { ARBOR_DATABASE_URL: 'postgres://u:pw@db:5432/arbor', ARBOR_PG_SCHEMA: 'chat', ARBOR_NODE_ID: 'node-a', ARBOR_LEASE_MS: '2500' } });
+  // then they become createArbor's postgres option; nodeAddress defaults to the server's own URL
+  const { options } = toArborOptions(config, undefined, { defaultNodeAddress: 'http://10.0.0.5:4000' });
+  assert.deepEqual(options.postgres, { connectionString: 'postgres://u:pw@db:5432/arbor', schema: 'chat', leaseMs: 2500, nodeId: 'node-a', nodeAddress: 'http://10.0.0.5:4000' });
+  // and a configured nodeAddress wins over the listening URL
+  const configured = loadConfig({ env: { ARBOR_DATABASE_URL: 'postgresql://db/arbor', ARBOR_NODE_ADDRESS: 'http://arbor-1.internal:4000/' } });
+  assert.equal(toArborOptions(configured, undefined, { defaultNodeAddress: 'http://0.0.0.0:4000' }).options.postgres?.nodeAddress, 'http://arbor-1.internal:4000');
+  assert.equal(toArborOptions(configured).options.postgres?.nodeId, undefined, 'default node id: host-pid-random, chosen by the backend');
+});
+
+test('PostgreSQL options: invalid values stop start-up naming the option, and the URL (it may hold a password) is not echoed', () => {
+  const problems = problemsOf(() => loadConfig({ env: { ARBOR_DATABASE_URL: 'mysql://root:hunter2@db/x', ARBOR_PG_SCHEMA: 'Bad-Schema', ARBOR_NODE_ADDRESS: 'arbor-1:4000', ARBOR_LEASE_MS: '50' } }));
+  // leaseMs is refused by its type check first; the others are cross-checked once every value has its type
+  assert.deepEqual(problems.map((p) => p.option), ['leaseMs']);
+  assert.match(problems[0]!.message, /option leaseMs = 50 \(from env ARBOR_LEASE_MS\)/);
+  const rest = problemsOf(() => loadConfig({ env: { ARBOR_DATABASE_URL: 'mysql://root:hunter2@db/x', ARBOR_PG_SCHEMA: 'Bad-Schema', ARBOR_NODE_ADDRESS: 'arbor-1:4000' } }));
+  assert.deepEqual(rest.map((p) => p.option), ['databaseUrl', 'pgSchema', 'nodeAddress']);
+  for (const p of rest) assert.ok(p.message.includes(`(from env ${envVarOf(p.option)})`), p.message);
+  assert.ok(!rest[0]!.message.includes('hunter2'), rest[0]!.message);
+  assert.match(rest[0]!.message, /--postgres/);
+});
+
+test('ARBOR_UNSAFE_DISABLE_FENCING (test-only) is off by default and refused unless NODE_ENV=test', () => {
+  assert.equal(unsafeDisableFencingFromEnv({}), false);
+  assert.equal(unsafeDisableFencingFromEnv({ ARBOR_UNSAFE_DISABLE_FENCING: '0' }), false);
+  assert.equal(unsafeDisableFencingFromEnv({ ARBOR_UNSAFE_DISABLE_FENCING: '1', NODE_ENV: 'test' }), true);
+  assert.equal(problemsOf(() => unsafeDisableFencingFromEnv({ ARBOR_UNSAFE_DISABLE_FENCING: '1', NODE_ENV: 'production' }))[0]!.option, 'ARBOR_UNSAFE_DISABLE_FENCING');
+  assert.equal(problemsOf(() => unsafeDisableFencingFromEnv({ ARBOR_UNSAFE_DISABLE_FENCING: '1' }))[0]!.option, 'ARBOR_UNSAFE_DISABLE_FENCING');
+  assert.equal(problemsOf(() => unsafeDisableFencingFromEnv({ ARBOR_UNSAFE_DISABLE_FENCING: 'yes', NODE_ENV: 'test' }))[0]!.option, 'ARBOR_UNSAFE_DISABLE_FENCING');
+  const config = loadConfig({ env: { ARBOR_DATABASE_URL: 'postgres://db/arbor' } });
+  assert.equal((toArborOptions(config, undefined, { unsafeDisableFencing: true }).options.postgres as { unsafeDisableFencing?: boolean }).unsafeDisableFencing, true);
 });

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { SCHEMA_NAME_PATTERN } from '../postgres/migrations.ts';
 
 /**
  * The server's and CLI's configuration: every option of the persistence
@@ -71,6 +72,12 @@ export interface ArborConfig {
   llmMaxRetries: number;
   mockChunks: number | undefined;
   mockChunkDelayMs: number | undefined;
+  // PostgreSQL and several nodes
+  databaseUrl: string | undefined;
+  pgSchema: string;
+  nodeId: string | undefined;
+  nodeAddress: string | undefined;
+  leaseMs: number;
 }
 
 type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens';
@@ -152,6 +159,11 @@ export const OPTION_SPECS = {
   llmMaxRetries: int(2, 0, 10, '`openai-compatible`: retries of a failed request before its first chunk (2 s, 4 s backoff)'),
   mockChunks: int(undefined, 1, 100_000, '`mock`: chunks per answer (default 8)'),
   mockChunkDelayMs: int(undefined, 0, 2_147_483_647, '`mock`: pause before each chunk (default 20)'),
+  databaseUrl: { kind: 'string', default: undefined, accepts: 'a postgres:// or postgresql:// URL', meaning: 'run on PostgreSQL instead of files under dataDir (several nodes share one database); `arbor serve --postgres <url>`', secret: true },
+  pgSchema: { kind: 'string', default: 'arbor', accepts: 'a schema name: 1-63 of a-z 0-9 _, starting with a letter or _', meaning: 'PostgreSQL schema of the tables (created when missing)' },
+  nodeId: { kind: 'string', default: undefined, accepts: '1-200 characters', meaning: "this node's name in the lease table; unique per process (default `<host>-<pid>-<random>`)" },
+  nodeAddress: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: 'where the other nodes reach this one to forward requests (default: the URL the server listens on; with host 0.0.0.0 or ::, `http://<hostname>:<port>`)' },
+  leaseMs: int(5_000, 100, 24 * 3_600_000, 'PostgreSQL: how long a session stays owned by a node that stopped renewing it; a dead node\'s sessions move after at most this long'),
 } satisfies Record<keyof ArborConfig, OptionSpec>;
 
 export type OptionName = keyof ArborConfig;
@@ -309,6 +321,18 @@ export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
         problems.push({ option: 'llmModel', source: sources.llmModel, message: `option llmModel is missing: expected a model name when llm is openai-compatible (env ${envVarOf('llmModel')})` });
       }
     }
+    if (v.databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(v.databaseUrl)) {
+      problems.push({ option: 'databaseUrl', source: sources.databaseUrl, message: `option databaseUrl (from ${sources.databaseUrl}) is invalid: expected ${OPTION_SPECS.databaseUrl.accepts} (env ${envVarOf('databaseUrl')}, flag --postgres)` });
+    }
+    if (!SCHEMA_NAME_PATTERN.test(v.pgSchema)) {
+      problems.push({ option: 'pgSchema', source: sources.pgSchema, message: `option pgSchema = ${JSON.stringify(v.pgSchema)} (from ${sources.pgSchema}) is invalid: expected ${OPTION_SPECS.pgSchema.accepts}` });
+    }
+    if (v.nodeId !== undefined && v.nodeId.length > 200) {
+      problems.push({ option: 'nodeId', source: sources.nodeId, message: `option nodeId (from ${sources.nodeId}) is invalid: expected ${OPTION_SPECS.nodeId.accepts}, got ${v.nodeId.length}` });
+    }
+    if (v.nodeAddress !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(v.nodeAddress)) {
+      problems.push({ option: 'nodeAddress', source: sources.nodeAddress, message: `option nodeAddress = ${JSON.stringify(v.nodeAddress)} (from ${sources.nodeAddress}) is invalid: expected an http(s) URL without a path, e.g. http://10.0.0.5:4000` });
+    }
     const hashes = new Set<string>();
     for (const t of v.tokens) {
       if (hashes.has(t.sha256)) problems.push({ option: 'tokens', source: sources.tokens, message: `option tokens (from ${sources.tokens}) is invalid: one token hash is listed twice (tenant ${t.tenant})` });
@@ -323,4 +347,6 @@ export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
 export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
   'host', 'port', 'tokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
   'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'mockChunks', 'mockChunkDelayMs',
+  // mapped to createArbor's `postgres` option by toArborOptions
+  'databaseUrl', 'pgSchema', 'nodeId', 'nodeAddress', 'leaseMs',
 ]);

@@ -13,8 +13,11 @@ import { resolvePgBackendOptions, type PgBackendOptions, type ResolvedPgBackendO
 /** Knobs for tests only; not part of the documented surface. */
 export interface PgBackendInternals {
   /**
-   * Writes without the lease check. Exists only so that a test can show the
-   * double write that fencing prevents (its negative control). Never use it.
+   * Writes without any lease check: no fence in the database, no local
+   * deadline, and a lease that renewal finds gone is not noticed (the node
+   * goes on believing it owns the session, like a store without fencing).
+   * Exists only so that a test can show the double write that fencing
+   * prevents (its negative control). Never use it.
    */
   unsafeDisableFencing?: boolean;
 }
@@ -257,7 +260,7 @@ export class PgBackend<S> implements SessionBackend<S> {
       throw new ArborError(ErrorCodes.NOT_OWNER, `session ${sid} is not held by node ${this.nodeId}; loadSession takes it`, { sessionId: sid });
     }
     // The process may have been paused past the lease's end: step back before writing anything.
-    if (performance.now() > held.validUntil) {
+    if (this.#fencing && performance.now() > held.validUntil) {
       this.#lose(held, 'lease expired before it was renewed');
       this.#fencedAppends += 1;
       throw new ArborError(ErrorCodes.FENCED, `session ${sid}: node ${this.nodeId} lease expired before it was renewed`, { sessionId: sid, epoch: held.epoch });
@@ -330,7 +333,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     const now = performance.now();
     for (const p of batch) {
       const current = this.#held.get(p.held.sid);
-      if (current === p.held && now > current.validUntil) this.#lose(current, 'lease expired before it was renewed');
+      if (this.#fencing && current === p.held && now > current.validUntil) this.#lose(current, 'lease expired before it was renewed');
       if (this.#held.get(p.held.sid) !== p.held) {
         this.#rejectFenced(p, this.#lost.get(p.held.sid) ?? 'the session was reloaded or released');
         continue;
@@ -482,7 +485,8 @@ export class PgBackend<S> implements SessionBackend<S> {
     if (this.#renewing !== undefined || this.#state === 'closed') return;
     const run = async (): Promise<void> => {
       const now = performance.now();
-      for (const h of [...this.#held.values()]) if (now > h.validUntil) this.#lose(h, 'lease expired before it was renewed');
+      // (Without fencing — a test's negative control only — a lost lease goes unnoticed.)
+      if (this.#fencing) for (const h of [...this.#held.values()]) if (now > h.validUntil) this.#lose(h, 'lease expired before it was renewed');
       const held = [...this.#held.values()];
       const loading = [...this.#loading.entries()];
       if (held.length === 0 && loading.length === 0) return;
@@ -505,7 +509,7 @@ export class PgBackend<S> implements SessionBackend<S> {
         if (renewed.has(h.sid)) {
           // The database set expires_at = its now() + leaseMs, and its now() came after sentAt.
           h.validUntil = Math.max(h.validUntil, sentAt + this.options.leaseMs);
-        } else {
+        } else if (this.#fencing) {
           this.#lose(h, 'lease not renewed: it expired or another node took it over');
         }
       }
@@ -819,8 +823,8 @@ export class PgBackend<S> implements SessionBackend<S> {
 }
 
 /** Opens a PostgreSQL backend; see `PgBackend.open`. */
-export function openPgBackend<S>(options: PgBackendOptions<S>): Promise<PgBackend<S>> {
-  return PgBackend.open(options);
+export function openPgBackend<S>(options: PgBackendOptions<S>, internals: PgBackendInternals = {}): Promise<PgBackend<S>> {
+  return PgBackend.open(options, internals);
 }
 
 /** A unique violation of the (sid, cid) index: a clientMessageId stored before. */

@@ -4,11 +4,12 @@ import { routePath } from 'hono/route';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { ArborError, assertSessionId, ErrorCodes, parseEventData, type Arbor, type JournalRecord, type Session, type SessionState, type SessionUpdate } from '../index.ts';
+import { ArborError, assertSessionId, ErrorCodes, isArborError, isSessionId, parseEventData, type Arbor, type JournalRecord, type Session, type SessionState, type SessionUpdate } from '../index.ts';
 import type { PrometheusMetrics } from '../telemetry/prometheus.ts';
 import { TokenAuthenticator } from './auth.ts';
 import type { HealthChecker } from './health.ts';
 import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors.ts';
+import { FORWARDED_BY_HEADER, forwardRequest, type ForwardResult, type NodeInfo } from './router.ts';
 import { StreamIndex } from './stream-index.ts';
 
 /**
@@ -34,9 +35,16 @@ export interface AppDeps {
   retryAfterSeconds: number;
   /** Aborted at shutdown: new requests get ARBOR_CLOSED, open streams end after their last events. */
   shutdown: AbortSignal;
+  /** On PostgreSQL: this node, for routing requests to the owner of each session. */
+  node?: NodeInfo;
 }
 
-type Env = { Variables: { tenant: string } };
+/** Attempts to reach a session's owner (or take it over) before a request is refused. */
+const MAX_ROUTING_ATTEMPTS = 4;
+/** The longest a request waits for an unreachable owner's lease to run out. */
+const MAX_LEASE_WAIT_MS = 30_000;
+
+type Env = { Variables: { tenant: string; body: Uint8Array | undefined } };
 
 /** What GET /v1/sessions/:id answers. */
 export interface SessionView {
@@ -84,18 +92,21 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 /**
- * Reads a JSON body of at most `max` bytes: a declared Content-Length above it
- * is refused before a byte is read; a body without one (chunked) is counted as
- * it streams in and cut off at the limit. Either way at most `max` bytes sit in
- * memory.
+ * Reads a request body of at most `max` bytes: a declared Content-Length
+ * above it is refused before a byte is read; a body without one (chunked) is
+ * counted as it streams in and cut off at the limit. Either way at most `max`
+ * bytes sit in memory. The router reads it before it forwards a request, and
+ * keeps it on the context for the handler when it serves it locally after all.
  */
-async function readJson(c: Context, max: number): Promise<unknown> {
+async function readBytes(c: Context<Env>, max: number): Promise<Uint8Array> {
+  const kept = c.get('body');
+  if (kept !== undefined) return kept;
   const declared = c.req.header('content-length');
   if (declared !== undefined && Number(declared) > max) {
     throw new HttpError(413, HttpErrorCodes.BODY_TOO_LARGE, `request body of ${declared} bytes is over the limit of ${max} bytes (maxBodyBytes)`);
   }
   const body = c.req.raw.body;
-  if (body === null) return {};
+  if (body === null) return new Uint8Array(0);
   const parts: Uint8Array[] = [];
   let total = 0;
   const reader = body.getReader();
@@ -109,9 +120,17 @@ async function readJson(c: Context, max: number): Promise<unknown> {
     }
     parts.push(value);
   }
-  if (total === 0) return {};
+  const bytes = Buffer.concat(parts);
+  c.set('body', bytes);
+  return bytes;
+}
+
+/** Reads a JSON body of at most `max` bytes (see readBytes); empty is `{}`. */
+async function readJson(c: Context<Env>, max: number): Promise<unknown> {
+  const bytes = await readBytes(c, max);
+  if (bytes.byteLength === 0) return {};
   try {
-    return JSON.parse(Buffer.concat(parts).toString('utf8'));
+    return JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch (err) {
     throw new HttpError(400, HttpErrorCodes.INVALID_JSON, `request body is not JSON: ${(err as Error).message}`);
   }
@@ -178,6 +197,60 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     await next();
   });
 
+  /**
+   * Routing on several nodes (PostgreSQL): a request for a session another
+   * live node owns is forwarded to that node and its answer streamed back.
+   * When the owner cannot be reached (it died), the request waits until the
+   * owner's lease can have expired, then this node takes the session over
+   * (loading it does) and serves it. A forwarded request is never forwarded
+   * again: a node that does not own its session answers 421 with Retry-After.
+   */
+  const node = deps.node;
+  const route = async (c: Context<Env>, next: () => Promise<void>): Promise<Response | void> => {
+    const id = c.req.param('id');
+    if (node === undefined || id === undefined || !isSessionId(id)) return next();
+    const forwardedBy = c.req.header(FORWARDED_BY_HEADER);
+    for (let attempt = 1; ; attempt += 1) {
+      const askedAt = performance.now();
+      let notOwner: ArborError;
+      try {
+        // On PostgreSQL this loads the session, taking its lease when it is free or expired.
+        await arbor.exists(id);
+        return next();
+      } catch (err) {
+        if (!isArborError(err) || err.code !== ErrorCodes.NOT_OWNER) return next(); // the handler meets and reports it
+        notOwner = err;
+      }
+      const owner = String(notOwner.details.owner ?? '(unknown)');
+      const ownerAddress = notOwner.details.ownerAddress;
+      const expiresInMs = Number(notOwner.details.expiresInMs ?? node.leaseMs);
+      if (forwardedBy !== undefined) {
+        throw new ArborError(ErrorCodes.NOT_OWNER, `session ${id}: node ${node.nodeId} got a request forwarded by node ${forwardedBy} but node ${owner} owns the session; it is not forwarded twice`, { ...notOwner.details });
+      }
+      if (typeof ownerAddress !== 'string' || ownerAddress === '' || attempt >= MAX_ROUTING_ATTEMPTS) throw notOwner;
+      const body = c.req.method === 'GET' || c.req.method === 'HEAD' ? undefined : await readBytes(c, maxBodyBytes);
+      const headersTimeoutMs = Math.min(30_000, Math.max(5_000, 2 * node.leaseMs));
+      // The owner registered this very address: it was an earlier process on this port, dead since this one listens here.
+      const r: ForwardResult =
+        ownerAddress === node.nodeAddress
+          ? { kind: 'unreachable', delivered: false, reason: `node ${owner} had this node's address ${ownerAddress}: an earlier process, gone` }
+          : await forwardRequest(c, ownerAddress, body, node.nodeId, headersTimeoutMs, shutdown);
+      if (r.kind === 'response') {
+        logger.debug({ sessionId: id, owner, ownerAddress, status: r.response.status }, 'forwarded to the owner');
+        return r.response;
+      }
+      // A write the owner may have received cannot be replayed here: the client retries (with its clientMessageId).
+      if (r.delivered && c.req.method !== 'GET' && c.req.method !== 'HEAD') {
+        throw new HttpError(503, ErrorCodes.NOT_OWNER, `session ${id}: its owner, node ${owner} at ${ownerAddress}, did not answer (${r.reason}); retry`, true);
+      }
+      const waitMs = Math.min(MAX_LEASE_WAIT_MS, Math.max(0, askedAt + expiresInMs + 50 - performance.now()));
+      logger.warn({ sessionId: id, owner, ownerAddress, reason: r.reason, waitMs }, 'the owner of the session is unreachable: waiting for its lease to expire, then taking the session over');
+      if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
+  };
+  app.use('/v1/sessions/:id', route);
+  app.use('/v1/sessions/:id/*', route);
+
 
   /**
    * The session `id` of the request's tenant. Another tenant's session is 404,
@@ -188,11 +261,16 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     const id = c.req.param('id')!;
     assertSessionId(id);
     const notFound = new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${id} not found`);
-    if (!(await arbor.exists(id))) throw notFound;
+    // On PostgreSQL asking took the lease of a session that does not exist: it is handed back, so any node can create it.
+    const missing = async (): Promise<never> => {
+      if (deps.node !== undefined) await arbor.passivate(id).catch(() => false);
+      throw notFound;
+    };
+    if (!(await arbor.exists(id))) return missing();
     const session = arbor.session(id);
     // Recovered (first access after a restart) or loaded back (passivated) before it is read.
     const state = await session.load();
-    if (state.seq === 0) throw notFound;
+    if (state.seq === 0) return missing();
     // An open server (no tokens) has one tenant: it also serves sessions written without the server.
     if (auth.enabled && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
     return { session, state };
@@ -241,7 +319,12 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     if (creating.has(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
     creating.add(id);
     try {
-      if (await arbor.exists(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
+      // On PostgreSQL a session another node holds exists too.
+      const exists = await arbor.exists(id).catch((err: unknown) => {
+        if (isArborError(err) && err.code === ErrorCodes.NOT_OWNER) return true;
+        throw err;
+      });
+      if (exists) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
       const session = arbor.session(id);
       streams.watch(session);
       await session.changeConfig(TENANT_CONFIG_KEY, c.get('tenant'));
@@ -341,7 +424,9 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
 
   app.get('/health', async (c) => {
     const report = await health.check();
-    return c.json(report, report.status === 'fail' ? 503 : 200);
+    // On several nodes: which node answered, and how many sessions it lost to others (taken over, or fenced).
+    const body = node === undefined ? report : { ...report, node: { id: node.nodeId, address: node.nodeAddress ?? null, sessionsLost: arbor.health().sessions.lost } };
+    return c.json(body, report.status === 'fail' ? 503 : 200);
   });
 
   app.get('/metrics', async (c) => {

@@ -107,6 +107,8 @@ export class HealthChecker {
 
   /** The fullest of the filesystems holding the data, journal and snapshot directories. */
   async #disk(): Promise<CheckResult> {
+    // On PostgreSQL nothing is written under dataDir: the database watches its own disk.
+    if (this.#arbor.backend.kind !== 'file') return { status: 'ok', message: `sessions live in ${this.#arbor.backend.kind}: no local data directory to watch` };
     const dirs = [...new Set([this.#o.dataDir, ...this.#o.extraDirs])];
     let worst: CheckResult | undefined;
     for (const dir of dirs) {

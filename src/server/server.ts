@@ -1,13 +1,15 @@
 import { setMaxListeners } from 'node:events';
 import { STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { hostname } from 'node:os';
 import { serve } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
-import { createArbor, type Arbor, type ArborOptions } from '../index.ts';
-import { toArborOptions } from '../config/arbor-options.ts';
-import type { ArborConfig } from '../config/config.ts';
+import { createArbor, ErrorCodes, type Arbor, type ArborOptions } from '../index.ts';
+import { toArborOptions, unsafeDisableFencingFromEnv } from '../config/arbor-options.ts';
+import type { ArborConfig, OptionName } from '../config/config.ts';
 import { PrometheusMetrics } from '../telemetry/prometheus.ts';
 import { startOtelMetrics } from '../telemetry/otel.ts';
+import { PgBackend } from '../postgres/index.ts';
 import { createApp } from './app.ts';
 import { TokenAuthenticator } from './auth.ts';
 import { HealthChecker, type HealthOptions } from './health.ts';
@@ -52,14 +54,57 @@ function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
-/** Opens Arbor with `config` and serves the HTTP API on `config.host:config.port`. */
+/** The URL other nodes reach a server listening at `address` on (a wildcard host is replaced by the host name). */
+export function urlOf(address: AddressInfo): string {
+  const wildcard = address.address === '0.0.0.0' || address.address === '::';
+  const host = wildcard ? hostname() : address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}`;
+}
+
+/**
+ * Serves the HTTP API on `config.host:config.port` and opens Arbor with
+ * `config`. It listens first (answering 503 with Retry-After until Arbor is
+ * open), so that on PostgreSQL the address it listens on — with `--port 0`
+ * the port actually bound — is the node address other nodes forward to.
+ */
 export async function startServer(config: Readonly<ArborConfig>, options: StartServerOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'arbor' } }, pino.destination(2));
-  const { options: arborOptions, ignored } = toArborOptions(config);
+  const unsafeDisableFencing = unsafeDisableFencingFromEnv();
+  let handler: ((req: Request, env: unknown) => Response | Promise<Response>) | undefined;
+  const starting = (): Response =>
+    new Response(JSON.stringify({ error: { code: ErrorCodes.NOT_LOADED, message: 'the server is starting' } }), { status: 503, headers: { 'content-type': 'application/json', 'retry-after': '1' } });
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = serve({ fetch: (req, env) => (handler === undefined ? starting() : handler(req, env)), port: config.port, hostname: config.host, serverOptions: { maxHeaderSize: config.maxHeaderBytes } }) as Server;
+    s.once('error', reject);
+    s.once('listening', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+  });
+  server.on('clientError', onClientError);
+  server.on('error', (err) => logger.error({ err }, 'server error'));
+  const address = server.address() as AddressInfo;
+  const listenUrl = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  const url = listenUrl;
+
+  let arbor: Arbor;
+  let ignored: OptionName[];
+  try {
+    const built = toArborOptions(config, undefined, { defaultNodeAddress: urlOf(address), unsafeDisableFencing });
+    ignored = built.ignored;
+    arbor = await createArbor({ ...built.options, ...options.arborOverrides });
+  } catch (err) {
+    // Nothing is served: stop listening, so the port is free again.
+    await new Promise<void>((r) => server.close(() => r()));
+    server.closeAllConnections();
+    throw err;
+  }
   if (ignored.length > 0) logger.debug({ options: ignored }, 'options left at their defaults: this runtime build does not take them yet');
-  const arbor = await createArbor({ ...arborOptions, ...options.arborOverrides });
+  if (unsafeDisableFencing) logger.warn('ARBOR_UNSAFE_DISABLE_FENCING=1: PostgreSQL writes are NOT fenced (test-only; never in production)');
   const report = arbor.recoveryReport();
-  logger.info({ dataDir: config.dataDir, recovery: report.counts }, 'arbor opened');
+  const pgBackend = arbor.backend instanceof PgBackend ? arbor.backend : undefined;
+  const node = pgBackend === undefined ? undefined : { nodeId: pgBackend.nodeId, nodeAddress: pgBackend.options.nodeAddress };
+  logger.info(config.databaseUrl === undefined ? { dataDir: config.dataDir, recovery: report.counts } : { backend: 'postgres', schema: config.pgSchema, node }, 'arbor opened');
   const metrics = new PrometheusMetrics(arbor);
   const stopOtel = startOtelMetrics(arbor);
   const extraDirs = [config.journalDir, config.snapshotDir].filter((d): d is string => d !== undefined);
@@ -76,31 +121,9 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
     maxBodyBytes: config.maxBodyBytes,
     retryAfterSeconds: config.retryAfterSeconds,
     shutdown: shutdown.signal,
+    ...(node === undefined ? {} : { node: { ...node, leaseMs: config.leaseMs } }),
   });
-
-  let server: Server;
-  try {
-    server = await new Promise<Server>((resolve, reject) => {
-      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host, serverOptions: { maxHeaderSize: config.maxHeaderBytes } }) as Server;
-      s.once('error', reject);
-      s.once('listening', () => {
-        s.off('error', reject);
-        resolve(s);
-      });
-    });
-  } catch (err) {
-    // Nothing listens: close what was opened, so the data directory's lock is released.
-    stopOtel();
-    metrics.close();
-    streams.close();
-    await arbor.close();
-    throw err;
-  }
-  server.on('clientError', onClientError);
-  server.on('error', (err) => logger.error({ err }, 'server error'));
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
+  handler = (req, env) => app.fetch(req, env);
   logger.info({ url }, 'listening');
 
   let closing: Promise<void> | undefined;
