@@ -857,6 +857,7 @@ function statements(q: string) {
         SELECT l.sid FROM ${q}.leases l
         JOIN unnest($2::text[], $3::bigint[]) AS m(sid, epoch) ON l.sid = m.sid AND l.epoch = m.epoch
         WHERE l.owner = $1 AND l.expires_at > now()
+        ORDER BY l.sid
         FOR SHARE OF l
       ), ins AS (
         INSERT INTO ${q}.events (sid, seq, ts, type, v, data, cid)
@@ -876,16 +877,30 @@ function statements(q: string) {
         WHERE l.owner = excluded.owner OR l.expires_at <= now()
       RETURNING l.epoch`,
     owner: `SELECT owner, owner_address, epoch, EXTRACT(EPOCH FROM (expires_at - now())) * 1000 AS expires_in_ms FROM ${q}.leases WHERE sid = $1`,
+    // Lease rows are always locked in sid order (here, and in insertFenced's FOR SHARE), so a renewal
+    // and a flush of the same node, or of two nodes, can wait for each other but never deadlock.
     renew: `
+      WITH locked AS (
+        SELECT l.sid FROM ${q}.leases l
+        JOIN unnest($3::text[], $4::bigint[]) AS h(sid, epoch) ON l.sid = h.sid AND l.epoch = h.epoch
+        WHERE l.owner = $1 AND l.expires_at > now()
+        ORDER BY l.sid
+        FOR UPDATE OF l
+      )
       UPDATE ${q}.leases l SET expires_at = now() + $2::bigint * interval '1 millisecond'
-      FROM unnest($3::text[], $4::bigint[]) AS h(sid, epoch)
-      WHERE l.sid = h.sid AND l.epoch = h.epoch AND l.owner = $1 AND l.expires_at > now()
+      FROM locked WHERE l.sid = locked.sid
       RETURNING l.sid`,
     // Released leases keep their row (and epoch): epochs only ever grow.
     release: `
+      WITH locked AS (
+        SELECT l.sid FROM ${q}.leases l
+        JOIN unnest($1::text[], $2::bigint[]) AS h(sid, epoch) ON l.sid = h.sid AND l.epoch = h.epoch
+        WHERE l.owner = $3
+        ORDER BY l.sid
+        FOR UPDATE OF l
+      )
       UPDATE ${q}.leases l SET expires_at = now()
-      FROM unnest($1::text[], $2::bigint[]) AS h(sid, epoch)
-      WHERE l.sid = h.sid AND l.epoch = h.epoch AND l.owner = $3`,
+      FROM locked WHERE l.sid = locked.sid`,
     checkLease: `SELECT 1 FROM ${q}.leases WHERE sid = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`,
     snapshots: `SELECT seq, body, state_schema_version FROM ${q}.snapshots WHERE sid = $1 ORDER BY seq DESC`,
     snapshotSeq: `SELECT max(seq) AS max FROM ${q}.snapshots WHERE sid = $1`,
