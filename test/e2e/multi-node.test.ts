@@ -161,7 +161,8 @@ test('3 nodes on one PostgreSQL: any node serves any session; SIGKILL one: its s
     const stream = new SseClient(`${other.url}/v1/sessions/${someSid}/stream`);
     assert.equal((await stream.next())?.event, 'state');
     const streamed = send([other], someSid, `${someSid}-via-stream`);
-    const seen = await stream.until((e) => e.event === 'assistant_response_completed');
+    // (until this message's own event: an answer to an earlier message may still be completing first)
+    const seen = await stream.until((e) => e.event === 'user_message_sent' && e.data.includes(`${someSid}-via-stream`));
     stream.close();
     acks.push(await streamed);
     assert.ok(seen.some((e) => e.event === 'user_message_sent' && e.data.includes(`${someSid}-via-stream`)));
