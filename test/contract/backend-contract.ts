@@ -11,7 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SessionBackend } from '../../src/backend.ts';
-import { isArborError, type ErrorCode } from '../../src/errors.ts';
+import { type ErrorCode } from '../../src/errors.ts';
 import type { AppendInput } from '../../src/journal/journal.ts';
 import { hooks, type ChatState } from '../crash/power-loss-harness.ts';
 import { rejectsWith } from '../helpers/assertions.ts';

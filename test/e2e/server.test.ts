@@ -128,6 +128,7 @@ test('events committed while a client was away are replayed in order with the ch
     assert.equal(all.filter((e) => e.event === 'assistant_response_completed').length, 2);
     const seqs = all.filter((e) => e.event !== 'chunk' && e.event !== 'state').map((e) => Number(e.id));
     assert.deepEqual(seqs, [...new Set(seqs)].sort((a, b) => a - b));
+    assert.ok(seqs.includes(second.seq), `the message committed while the client was away (seq ${second.seq}) was not replayed: ${seqs.join(', ')}`);
     const messageIds = [...new Set(all.filter((e) => e.event === 'chunk').map((e) => e.id!.split(':')[0]))];
     assert.equal(messageIds.length, 2);
     for (const m of messageIds) assert.deepEqual(all.filter((e) => e.event === 'chunk' && e.id!.startsWith(`${m}:`)).map((e) => Number(e.id!.split(':')[1])), Array.from({ length: 20 }, (_, i) => i));
