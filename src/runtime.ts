@@ -243,12 +243,15 @@ export class Arbor {
    */
   #recovered(sid: string, r: RecoveredSession<SessionState>): void {
     if (this.#seen.has(sid) || this.#closing !== undefined) return;
+    const healthy = r.status !== 'damaged' && r.status !== 'failed';
+    const restored = this.#restoreMarker !== undefined && restoreNoticeFor(this.#restoreMarker, r.state) !== undefined;
+    const repair = healthy && (pendingInterruption(r.state) !== undefined || unansweredRequests(r.state).length > 0 || restored);
+    // Without hot storage nothing stays in memory: the session is loaded when it is used.
+    if (!this.#o.enableHotStorage && !repair) return;
     this.#seen.add(sid);
     this.#hot.store(sid, r.state);
     if (r.report.lastLsn !== undefined) this.#lastEvent.set(sid, { seq: r.seq, lsn: r.report.lastLsn });
-    if (r.status === 'damaged' || r.status === 'failed') return;
-    const restored = this.#restoreMarker !== undefined && restoreNoticeFor(this.#restoreMarker, r.state) !== undefined;
-    if (pendingInterruption(r.state) !== undefined || unansweredRequests(r.state).length > 0 || restored) {
+    if (repair) {
       this.#needsRepair.add(sid);
       void this.#actor(sid).run('recover', async () => undefined, true).catch(() => undefined);
     }

@@ -78,6 +78,12 @@ test('enableHotStorage: false drops each session from memory once its work is do
   const again = await createArbor({ dataDir: dir, llm: llm() });
   assert.equal((await again.session('h').load()).seq, 10);
   await again.close();
+  // and recovery after a restart does not fill memory either: the session is loaded when it is used
+  const cold = await createArbor({ dataDir: dir, llm: llm(), enableHotStorage: false });
+  await cold.whenRecovered();
+  assert.equal(cold.health().hot.sessions, 0);
+  assert.equal((await cold.session('h').load()).seq, 10);
+  await cold.close();
 });
 
 test('turning both the journal and snapshots off is refused at start, naming both options', async () => {
