@@ -848,18 +848,24 @@ function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks:
 
 /** Every statement, with the schema spliced in once. */
 function statements(q: string) {
+  /**
+   * This owner's lease rows at the given epochs (`live`: not expired), locked.
+   * Every statement that locks lease rows goes through here, so all lock them
+   * in sid order: a flush (SHARE, the fence) and a renewal or release (UPDATE),
+   * of one node or of two, may wait for each other but never deadlock.
+   */
+  const heldLeases = (owner: string, sids: string, epochs: string, lock: 'SHARE' | 'UPDATE', live: boolean): string => `
+        SELECT l.sid FROM ${q}.leases l
+        JOIN unnest(${sids}::text[], ${epochs}::bigint[]) AS h(sid, epoch) ON l.sid = h.sid AND l.epoch = h.epoch
+        WHERE l.owner = ${owner}${live ? ' AND l.expires_at > now()' : ''}
+        ORDER BY l.sid
+        FOR ${lock} OF l`;
   const unnestRows = `unnest($4::text[], $5::bigint[], $6::float8[], $7::text[], $8::int[], $9::text[], $10::text[]) AS r(sid, seq, ts, type, v, data, cid)`;
   return {
     // The fence: rows go in only for sessions whose lease row, share-locked in this same statement,
     // still names this node at the acquired epoch and has not expired by the database clock.
     insertFenced: `
-      WITH held AS (
-        SELECT l.sid FROM ${q}.leases l
-        JOIN unnest($2::text[], $3::bigint[]) AS m(sid, epoch) ON l.sid = m.sid AND l.epoch = m.epoch
-        WHERE l.owner = $1 AND l.expires_at > now()
-        ORDER BY l.sid
-        FOR SHARE OF l
-      ), ins AS (
+      WITH held AS (${heldLeases('$1', '$2', '$3', 'SHARE', true)}), ins AS (
         INSERT INTO ${q}.events (sid, seq, ts, type, v, data, cid)
         SELECT r.sid, r.seq, r.ts, r.type, r.v, r.data, r.cid FROM ${unnestRows}
         WHERE r.sid IN (SELECT sid FROM held)
@@ -877,28 +883,14 @@ function statements(q: string) {
         WHERE l.owner = excluded.owner OR l.expires_at <= now()
       RETURNING l.epoch`,
     owner: `SELECT owner, owner_address, epoch, EXTRACT(EPOCH FROM (expires_at - now())) * 1000 AS expires_in_ms FROM ${q}.leases WHERE sid = $1`,
-    // Lease rows are always locked in sid order (here, and in insertFenced's FOR SHARE), so a renewal
-    // and a flush of the same node, or of two nodes, can wait for each other but never deadlock.
     renew: `
-      WITH locked AS (
-        SELECT l.sid FROM ${q}.leases l
-        JOIN unnest($3::text[], $4::bigint[]) AS h(sid, epoch) ON l.sid = h.sid AND l.epoch = h.epoch
-        WHERE l.owner = $1 AND l.expires_at > now()
-        ORDER BY l.sid
-        FOR UPDATE OF l
-      )
+      WITH locked AS (${heldLeases('$1', '$3', '$4', 'UPDATE', true)})
       UPDATE ${q}.leases l SET expires_at = now() + $2::bigint * interval '1 millisecond'
       FROM locked WHERE l.sid = locked.sid
       RETURNING l.sid`,
     // Released leases keep their row (and epoch): epochs only ever grow.
     release: `
-      WITH locked AS (
-        SELECT l.sid FROM ${q}.leases l
-        JOIN unnest($1::text[], $2::bigint[]) AS h(sid, epoch) ON l.sid = h.sid AND l.epoch = h.epoch
-        WHERE l.owner = $3
-        ORDER BY l.sid
-        FOR UPDATE OF l
-      )
+      WITH locked AS (${heldLeases('$3', '$1', '$2', 'UPDATE', false)})
       UPDATE ${q}.leases l SET expires_at = now()
       FROM locked WHERE l.sid = locked.sid`,
     checkLease: `SELECT 1 FROM ${q}.leases WHERE sid = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`,
