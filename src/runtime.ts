@@ -122,7 +122,6 @@ export class Arbor {
   /** The storage options the file store was opened with (reopen uses them again). */
   #storeOptions: Partial<StoreOptions> = {};
   #reopening: Promise<void> | undefined;
-  readonly #opened = performance.now();
   /** Loads on PostgreSQL, for recoveryReport (the file store keeps its own). */
   readonly #loads: SessionRecovery[] = [];
   readonly #hot = new HotTier<SessionState>();
@@ -561,7 +560,7 @@ export class Arbor {
         reopens: this.#reopens,
       },
       sessions: { active: this.#actors.size, stopped: [...this.#stopped], crashes: this.#crashCount, lost: this.#sessionsLost },
-      recovery: { ...this.recoveryReport().counts, pending: this.#file?.pendingRecoveries ?? 0 },
+      recovery: { ...this.#recoveryCounts(), pending: this.#file?.pendingRecoveries ?? 0 },
       checkpoint: this.#lastCheckpoint,
     };
   }
@@ -573,17 +572,23 @@ export class Arbor {
    */
   recoveryReport(): RecoveryReport {
     if (this.#file !== undefined) return this.#file.recoveryReport();
-    const counts: RecoveryReport['counts'] = { recovered: 0, 'tail-truncated': 0, damaged: 0, salvaged: 0, failed: 0 };
-    for (const r of this.#loads) counts[r.status] += 1;
     return {
       durationMs: 0,
-      counts,
+      counts: this.#recoveryCounts(),
       sessions: [...this.#loads],
       pending: 0,
       completedAt: Date.now(),
-      journal: { segments: 0, records: 0, bytes: 0, tornTails: [], damage: [], removedTempFiles: [], durationMs: performance.now() - this.#opened },
+      journal: { segments: 0, records: 0, bytes: 0, tornTails: [], damage: [], removedTempFiles: [], durationMs: 0 },
       snapshotTempFilesRemoved: [],
     };
+  }
+
+  /** Sessions recovered so far per status; on PostgreSQL, those this process loaded. */
+  #recoveryCounts(): RecoveryReport['counts'] {
+    if (this.#file !== undefined) return this.#file.recoveryCounts();
+    const counts: RecoveryReport['counts'] = { recovered: 0, 'tail-truncated': 0, damaged: 0, salvaged: 0, failed: 0 };
+    for (const r of this.#loads) counts[r.status] += 1;
+    return counts;
   }
 
   /** Resolves once every session is recovered (the background pass is done), with the report. */

@@ -236,11 +236,16 @@ export class Store<S> implements SessionBackend<S> {
     this.#recovered = new Map();
   }
 
+  /** Sessions recovered so far, per status (what health checks read, without copying every report). */
+  recoveryCounts(): Record<RecoveryStatus, number> {
+    return { ...this.#recovery.counts };
+  }
+
   recoveryReport(): RecoveryReport {
     const completedAt = this.#recovery.completedAt;
     return {
       ...this.#openReport,
-      counts: { ...this.#recovery.counts },
+      counts: this.recoveryCounts(),
       sessions: [...this.#recovery.sessions],
       pending: this.#recovery.pendingCount,
       ...(completedAt === undefined ? {} : { completedAt }),
