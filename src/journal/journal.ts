@@ -45,10 +45,6 @@ export interface JournalOptions {
   dedupeWindow: number;
   /** False: appends are checked, numbered and acknowledged at once, and never written (enableJournal: false). */
   writes?: boolean;
-  /** Called when the writer fails (the journal is then failed until reopened); in `buffered` mode acknowledged events may be lost. */
-  onError?: (err: ArborError) => void;
-  /** Called after each batch is written (and synced, when the mode syncs per batch). */
-  onFlush?: (info: { records: number; bytes: number; durationMs: number; synced: boolean }) => void;
   /** Wall clock for `ts`; injectable for tests. */
   now?: () => number;
 }
@@ -142,7 +138,7 @@ interface WrittenBatch {
   started: number;
 }
 
-type ResolvedJournalOptions = Required<Omit<JournalOptions, 'onError' | 'onFlush'>> & Pick<JournalOptions, 'onError' | 'onFlush'>;
+type ResolvedJournalOptions = Required<JournalOptions>;
 
 /** The valid frames a segment held when the journal was opened, for replaying it in log order. */
 export interface SegmentFrames {
@@ -213,8 +209,7 @@ export class Journal {
   report!: JournalOpenReport;
 
   private constructor(options: JournalOptions) {
-    const { onError, onFlush, ...rest } = options;
-    this.#o = { now: Date.now, writes: true, ...rest, onError, onFlush };
+    this.#o = { now: Date.now, writes: true, ...options };
   }
 
   /**
@@ -547,7 +542,7 @@ export class Journal {
     if (this.#o.durability === 'write') {
       this.#ensureTimer();
       this.#inflightBatches.shift();
-      this.#settle(batch, written, false);
+      this.#settle(batch, written);
       return;
     }
     const lastLsn = this.#writtenLsn;
@@ -559,7 +554,7 @@ export class Journal {
         if (lastLsn > this.#syncedLsn) this.#syncedLsn = lastLsn;
         this.#inflight.shift();
         this.#inflightBatches.shift();
-        this.#settle(batch, written, true);
+        this.#settle(batch, written);
       },
       (err: unknown) => this.#fail(err, []),
     );
@@ -567,7 +562,7 @@ export class Journal {
   }
 
   /** Indexes and acknowledges a batch that is as durable as the mode promises. */
-  #settle(batch: Pending[], written: WrittenBatch, synced: boolean): void {
+  #settle(batch: Pending[], written: WrittenBatch): void {
     const { segment, offsets } = written;
     for (let i = 0; i < batch.length; i += 1) {
       const p = batch[i]!;
@@ -579,7 +574,6 @@ export class Journal {
     }
     this.#lastFlushAt = Date.now();
     for (const p of batch) p.resolve?.({ sid: p.sid, seq: p.seq, lsn: p.lsn, ts: p.ts, duplicate: false });
-    this.#o.onFlush?.({ records: batch.length, bytes: written.bytes, durationMs: performance.now() - written.started, synced });
     if (journalWriteChannel.hasSubscribers) {
       journalWriteChannel.publish({ batchSize: batch.length, bytes: written.bytes, durationMs: performance.now() - written.started, durability: this.#o.durability, queueDepth: this.queueDepth } satisfies JournalWriteMessage);
     }
@@ -661,7 +655,6 @@ export class Journal {
     const failed = new ArborError(ErrorCodes.JOURNAL_FAILED, `journal failed before this append was written: ${cause.message}`, {}, { cause });
     if (errorChannel.hasSubscribers) errorChannel.publish({ source: 'journal', code: cause.code, message: cause.message } satisfies ErrorMessage);
     for (const p of rest) p.reject?.(failed);
-    this.#o.onError?.(cause);
   }
 
   /**
