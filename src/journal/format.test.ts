@@ -31,7 +31,8 @@ test('decodeHead reads exactly what decodePayload reads of lsn, sid, seq, ts and
 });
 
 test('decodeHead names what is wrong with a payload that is not a record', () => {
-  assert.equal(typeof decodeHead(Buffer.from('{"lsn":1,"sid":"a","seq":1,"ts":0,"type":"t","v":1,"data":0')), 'string');
-  assert.equal(typeof decodeHead(Buffer.from('not json at all, but long enough to be a frame')), 'string');
-  assert.equal(typeof decodeHead(Buffer.from('{"lsn":0,"sid":"a","seq":1,"ts":0,"type":"t","v":1,"data":0}')), 'string');
+  assert.equal(decodeHead(Buffer.from('{"lsn":1,"sid":"a","seq":1,"ts":0,"type":"t","v":1,"data":0')), 'payload is not an object');
+  assert.equal(decodeHead(Buffer.from('not json at all, but long enough to be a frame')), 'payload is not JSON');
+  assert.equal(decodeHead(Buffer.from('{"lsn":0,"sid":"a","seq":1,"ts":0,"type":"t","v":1,"data":0}')), 'lsn is not a positive integer');
+  assert.equal(decodeHead(Buffer.from('{"lsn":1,"sid":"a/b","seq":1,"ts":0,"type":"t","v":1,"data":0}')), 'sid is not a valid session id');
 });
