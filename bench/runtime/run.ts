@@ -1052,6 +1052,18 @@ function sqliteCounts(saver: LgSaver): { checkpoints: number; writes: number; ch
   return { checkpoints: Number(c.n), writes: Number(w.n), checkpointBlobBytes: Number(c.b) };
 }
 
+
+/** Sizes the SQLite files open and after close, counts rows, removes the directory: the end of both LangGraph runs. */
+async function finishLangGraph(variant: string, run: { dir: string; file: string; saver: LgSaver; t0: number; turns: number; growth: GrowthPoint[] }): Promise<LangGraphResult> {
+  const open = sqliteFiles(run.file);
+  const counts = sqliteCounts(run.saver);
+  run.saver.db.close();
+  const afterClose = sqliteFiles(run.file);
+  const wallMs = performance.now() - run.t0;
+  await rm(run.dir, { recursive: true, force: true });
+  return { variant, turns: run.turns, growth: run.growth, open, afterClose, ...counts, wallMs };
+}
+
 /**
  * One `saver.put` per turn of a checkpoint whose `messages` channel holds the
  * whole conversation so far (HumanMessage/AIMessage with ids, as
@@ -1077,13 +1089,7 @@ async function langGraphPuts(root: string, chat: Chat, turns: number, every: num
     config = await saver.put(config, checkpoint, { source: 'loop', step: t, parents: {} }, { messages: t + 1 });
     if ((t + 1) % every === 0) growth.push({ turns: t + 1, bytes: sqliteFiles(file).total });
   }
-  const open = sqliteFiles(file);
-  const counts = sqliteCounts(saver);
-  saver.db.close();
-  const afterClose = sqliteFiles(file);
-  const wallMs = performance.now() - t0;
-  await rm(dir, { recursive: true, force: true });
-  return { variant: 'saver.put once per turn (full messages channel)', turns, growth, open, afterClose, ...counts, wallMs };
+  return finishLangGraph('saver.put once per turn (full messages channel)', { dir, file, saver, t0, turns, growth });
 }
 
 /** A real app: StateGraph(MessagesAnnotation) with one node answering, compiled with the SqliteSaver, invoked once per turn. */
@@ -1104,13 +1110,7 @@ async function langGraphStateGraph(root: string, chat: Chat, turns: number, ever
     await graph.invoke({ messages: [new peers.HumanMessage(chat.users[turn]!)] }, { configurable: { thread_id: 'chat-1' } });
     if ((turn + 1) % every === 0) growth.push({ turns: turn + 1, bytes: sqliteFiles(file).total });
   }
-  const open = sqliteFiles(file);
-  const counts = sqliteCounts(saver);
-  saver.db.close();
-  const afterClose = sqliteFiles(file);
-  const wallMs = performance.now() - t0;
-  await rm(dir, { recursive: true, force: true });
-  return { variant: 'StateGraph(MessagesAnnotation).compile({checkpointer}).invoke per turn', turns, growth, open, afterClose, ...counts, wallMs };
+  return finishLangGraph('StateGraph(MessagesAnnotation).compile({checkpointer}).invoke per turn', { dir, file, saver, t0, turns, growth });
 }
 
 interface ChatResults {
