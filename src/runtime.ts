@@ -1,22 +1,22 @@
-import { ArborError, ErrorCodes, isArborError } from './errors.ts';
+import { ArborError, ErrorCodes, isArborError } from './core/errors.ts';
 import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
-import { readRestoreMarker, restoreNoticeFor, type RestoreMarker } from './ops/restore-marker.ts';
+import { readRestoreMarker, restoreNoticeFor, type RestoreMarker } from './file/restore-marker.ts';
 import { NodeFileSystem } from './storage/node-fs.ts';
-import { assertSessionId } from './ids.ts';
+import { assertSessionId } from './core/ids.ts';
 import { upcastJournalRecord } from './core/events.ts';
 import { initialSessionState, pendingInterruption, reduceSession, type SessionState } from './core/state.ts';
 import type { EventData } from './core/events.ts';
 import { HotTier } from './hot/hot-tier.ts';
 import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
-import type { StoreOptions } from './options.ts';
-import { Store, type RecoveredSession, type RecoveryReport } from './store.ts';
-import type { CheckpointEntry } from './checkpoint/table-checkpoint.ts';
-import type { SessionBackend } from './backend.ts';
-import type { JournalRecord } from './journal/format.ts';
-import type { SessionRecovery } from './recovery/recovery.ts';
+import type { StoreOptions } from './file/options.ts';
+import { Store, type RecoveredSession, type RecoveryReport } from './file/store.ts';
+import type { CheckpointEntry } from './file/table-checkpoint.ts';
+import type { SessionBackend } from './backend/backend.ts';
+import type { JournalRecord } from './core/record.ts';
+import type { SessionRecovery } from './backend/replay.ts';
 import { openPgBackend, type PgBackendInternals, type PgBackendOptions } from './postgres/index.ts';
-import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session.ts';
+import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session-actor.ts';
 import type { Chunk } from './sessions/chunk-buffer.ts';
 
 /** Options of the runtime, on top of the storage engine's. Every field has a default in DEFAULT_RUNTIME_OPTIONS. */

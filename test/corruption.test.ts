@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openStore, type Store } from '../src/store.ts';
-import { MemoryFileSystem } from '../src/storage/memory-fs.ts';
-import { SEGMENT_HEADER_BYTES, segmentFileName } from '../src/journal/format.ts';
+import { openStore, type Store } from '../src/file/store.ts';
+import { MemoryFileSystem } from '../src/testing/memory-fs.ts';
+import { SEGMENT_HEADER_BYTES, segmentFileName } from '../src/file/journal/format.ts';
 import { hooks, type ChatState } from './crash/power-loss-harness.ts';
 
 // Byte surgery on a small real segment and snapshot (after leveldb's log_test): every single-byte

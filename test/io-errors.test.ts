@@ -4,9 +4,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openStore, type Store } from '../src/store.ts';
-import { ArborError, isArborError } from '../src/errors.ts';
-import { MemoryFileSystem, mulberry32 } from '../src/storage/memory-fs.ts';
+import { openStore, type Store } from '../src/file/store.ts';
+import { ArborError, isArborError } from '../src/core/errors.ts';
+import { MemoryFileSystem, mulberry32 } from '../src/testing/memory-fs.ts';
 import { hooks, Ledger, type ChatState } from './crash/power-loss-harness.ts';
 
 // For each public operation (open, append, rotation, snapshot, segment deletion, close), fail the k-th

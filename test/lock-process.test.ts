@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { openStore } from '../src/store.ts';
+import { openStore } from '../src/file/store.ts';
 import { tempDir } from './helpers/tmp.ts';
 
-const storeModule = fileURLToPath(new URL('../src/store.ts', import.meta.url));
+const storeModule = fileURLToPath(new URL('../src/file/store.ts', import.meta.url));
 
 /** Opens the store in another process; prints the error code or "opened". */
 function openInChild(dataDir: string): { status: number | null; out: string } {

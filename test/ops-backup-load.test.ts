@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createArbor, MockProvider, NodeFileSystem } from '../src/index.ts';
 import { backupDataDir } from '../src/ops/backup.ts';
-import { readRestoreMarker, RESTORE_MARKER_FILE } from '../src/ops/restore-marker.ts';
+import { readRestoreMarker, RESTORE_MARKER_FILE } from '../src/file/restore-marker.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { json, repoRoot, runCli } from './ops/run-cli.ts';
 

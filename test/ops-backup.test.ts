@@ -9,10 +9,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openStore, MemoryFileSystem, NodeFileSystem, type JournalRecord, type Store } from '../src/index.ts';
+import { openStore, NodeFileSystem, type JournalRecord, type Store } from '../src/index.ts';
+import { MemoryFileSystem } from '../src/testing.ts';
 import { backupDataDir, restoreBackup } from '../src/ops/backup.ts';
 import { verifyDataDir } from '../src/ops/verify.ts';
-import { readRestoreMarker, restoreNoticeFor, restoreNoticeText, writeRestoreMarker, RESTORE_MARKER_FILE, type RestoreMarker } from '../src/ops/restore-marker.ts';
+import { readRestoreMarker, restoreNoticeFor, restoreNoticeText, writeRestoreMarker, RESTORE_MARKER_FILE, type RestoreMarker } from '../src/file/restore-marker.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 type Ids = { ids: string[] };

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync, appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createArbor, MockProvider, NodeFileSystem, openStore, initialSessionState, reduceSession, type SessionState } from '../src/index.ts';
-import { readRestoreMarker, RESTORE_MARKER_FILE } from '../src/ops/restore-marker.ts';
+import { readRestoreMarker, RESTORE_MARKER_FILE } from '../src/file/restore-marker.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { json, runCli } from './ops/run-cli.ts';
 

@@ -83,13 +83,13 @@ import fc from 'fast-check';
 import { createArbor, type Arbor, type ArborOptions, type Session } from '../src/runtime.ts';
 import { initialSessionState, reduceSession, type SessionState } from '../src/core/state.ts';
 import { upcastJournalRecord } from '../src/core/events.ts';
-import { openStore } from '../src/store.ts';
-import { ArborError, ErrorCodes, isArborError, type ErrorCode } from '../src/errors.ts';
-import { MemoryFileSystem, mulberry32 } from '../src/storage/memory-fs.ts';
+import { openStore } from '../src/file/store.ts';
+import { ArborError, ErrorCodes, isArborError, type ErrorCode } from '../src/core/errors.ts';
+import { MemoryFileSystem, mulberry32 } from '../src/testing/memory-fs.ts';
 import type { FileSystem } from '../src/storage/fs-port.ts';
 import { MockProvider } from '../src/llm/mock-provider.ts';
-import type { JournalRecord } from '../src/journal/format.ts';
-import type { CommandHandler } from '../src/sessions/session.ts';
+import type { JournalRecord } from '../src/file/journal/format.ts';
+import type { CommandHandler } from '../src/sessions/session-actor.ts';
 
 const RUNS = Number(process.env.ARBOR_PROPERTY_RUNS ?? 0) || undefined;
 const SEED = process.env.ARBOR_PROPERTY_SEED === undefined ? 0x5eed_a7b0 : Number(process.env.ARBOR_PROPERTY_SEED);

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createArbor, isArborError, MemoryFileSystem, MockProvider } from '../src/index.ts';
+import { createArbor, isArborError, MockProvider } from '../src/index.ts';
+import { MemoryFileSystem } from '../src/testing.ts';
 
 test('reopen(): after ENOSPC fails the journal, the same process resumes writing once the disk works, losing nothing acknowledged', async () => {
   // given a runtime whose disk drops unsynced data when an fsync fails, as Linux does

@@ -9,22 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import {
-  AiSdkProvider,
-  createArbor,
-  INTERRUPTED_NOTICE_CONTENT,
-  isArborError,
-  MockProvider,
-  type Arbor,
-  type ArborError,
-  type ArborOptions,
-  type Chunk,
-  type ErrorCode,
-  type JournalRecord,
-  type Message,
-  type Session,
-  type SessionUpdate,
-} from '../src/index.ts';
+import { AiSdkProvider, createArbor, INTERRUPTED_NOTICE_CONTENT, isArborError, MockProvider, type Arbor, type ArborError, type ArborOptions, type Chunk, type ErrorCode, type JournalRecord, type Message, type Session, type SessionUpdate } from '../src/index.ts';
 import { startOpenAiCompatibleServer } from './helpers/openai-compatible-server.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
@@ -1094,7 +1079,8 @@ describe('activation', () => {
   test('at most maxConcurrentRecoveries passivated sessions are loaded back at once', async (t) => {
     const { dir, cleanup } = tempDir();
     // given 6 sessions dropped from memory, on a store whose snapshot reads we can count in flight
-    const { NodeFileSystem, ForwardingFileSystem } = await import('../src/index.ts');
+    const { NodeFileSystem } = await import('../src/index.ts');
+    const { ForwardingFileSystem } = await import('../src/testing.ts');
     let inFlight = 0;
     let peak = 0;
     const fs = new (class extends ForwardingFileSystem {

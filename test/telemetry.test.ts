@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { AggregationTemporality, DataPointType, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, type HistogramMetricData, type MetricData } from '@opentelemetry/sdk-metrics';
 import { createArbor, subscribeTelemetry, type JournalWriteMessage } from '../src/index.ts';
 import { errorChannel, journalWriteChannel, recoveryChannel, snapshotChannel } from '../src/telemetry/channels.ts';
-import { PrometheusMetrics } from '../src/telemetry/prometheus.ts';
-import { OTEL_INSTRUMENTS, startOtelMetrics } from '../src/telemetry/otel.ts';
-import { loadConfig } from '../src/config/config.ts';
+import { PrometheusMetrics } from '../src/server/prometheus.ts';
+import { OTEL_INSTRUMENTS, startOtelMetrics } from '../src/server/otel.ts';
+import { loadConfig } from '../src/server/config.ts';
 import { startServer } from '../src/server/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 

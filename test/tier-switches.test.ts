@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createArbor, MemoryFileSystem, MockProvider, mulberry32 } from '../src/index.ts';
+import { createArbor, MockProvider } from '../src/index.ts';
+import { MemoryFileSystem, mulberry32 } from '../src/testing.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 // The seed's three switches really turn a tier off; each test shows what that costs.

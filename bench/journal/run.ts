@@ -11,7 +11,8 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { ForwardingFileHandle, ForwardingFileSystem, NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type RecoveryHooks, type Store } from '../../src/index.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing.ts';
+import { NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type RecoveryHooks, type Store } from '../../src/index.ts';
 import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
 import { benchRequire } from '../lib/peers.ts';
 import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';
@@ -148,7 +149,7 @@ class NullFileSystem implements FileSystem {
  */
 async function loadMemoryFileSystem(): Promise<{ name: string; make: () => FileSystem } | undefined> {
   try {
-    const mod = (await import(new URL('../../src/storage/memory-fs.ts', import.meta.url).href)) as { MemoryFileSystem?: new () => FileSystem };
+    const mod = (await import(new URL('../../src/testing/memory-fs.ts', import.meta.url).href)) as { MemoryFileSystem?: new () => FileSystem };
     const Ctor = mod.MemoryFileSystem;
     if (typeof Ctor !== 'function') return undefined;
     return { name: 'MemoryFileSystem', make: () => new Ctor() };

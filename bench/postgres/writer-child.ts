@@ -10,8 +10,8 @@
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { PgBackend } from '../../src/postgres/pg-backend.ts';
-import { openStore } from '../../src/store.ts';
-import type { AppendInput, AppendResult } from '../../src/journal/journal.ts';
+import { openStore } from '../../src/file/store.ts';
+import type { AppendInput, AppendResult } from '../../src/file/journal/journal.ts';
 import { Samples } from '../lib/stats.ts';
 
 export interface WriterConfig {

@@ -16,23 +16,10 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { constants as zc, brotliCompressSync } from 'node:zlib';
-import {
-  createArbor,
-  ForwardingFileHandle,
-  ForwardingFileSystem,
-  HotTier,
-  initialSessionState,
-  MockProvider,
-  NodeFileSystem,
-  type Arbor,
-  type ChatTurn,
-  type FileHandle,
-  type LlmProvider,
-  type OpenFlags,
-  type SessionState,
-  type StreamRequest,
-} from '../../src/index.ts';
-import { mulberry32 } from '../../src/storage/memory-fs.ts';
+import { createArbor, initialSessionState, MockProvider, NodeFileSystem, type Arbor, type ChatTurn, type FileHandle, type LlmProvider, type OpenFlags, type SessionState, type StreamRequest } from '../../src/index.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing.ts';
+import { HotTier } from '../../src/hot/hot-tier.ts';
+import { mulberry32 } from '../../src/testing/memory-fs.ts';
 import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
 import { benchRequire } from '../lib/peers.ts';
 import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';

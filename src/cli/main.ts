@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from '../config/config.ts';
+import { ConfigError } from '../server.ts';
 import { registerOpsCommands } from './ops.ts';
 import { registerServeCommand } from './serve.ts';
 

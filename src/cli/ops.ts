@@ -1,16 +1,8 @@
 import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Argument, Command, InvalidArgumentError, Option, type CommanderError } from 'commander';
-import { isArborError } from '../errors.ts';
-import { isSessionId } from '../ids.ts';
-import { backupDataDir, restoreBackup } from '../ops/backup.ts';
-import { BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName } from '../ops/bench.ts';
-import { compactDataDir } from '../ops/compact.ts';
-import { inspectSession, type InspectReport } from '../ops/inspect.ts';
-import { exists } from '../ops/layout.ts';
-import { OpsError } from '../ops/ops-error.ts';
-import { verifyDataDir, type VerifyReport } from '../ops/verify.ts';
-import { NodeFileSystem } from '../storage/node-fs.ts';
+import { isArborError, isSessionId, NodeFileSystem } from '../index.ts';
+import { backupDataDir, restoreBackup, BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName, compactDataDir, inspectSession, type InspectReport, pathExists as exists, OpsError, verifyDataDir, type VerifyReport } from '../ops.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 

@@ -1,7 +1,6 @@
 import { writeSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadConfig, type OptionName } from '../config/config.ts';
-import { startServer } from '../server/server.ts';
+import { loadConfig, startServer, type OptionName } from '../server.ts';
 
 /** Flags of `arbor serve`; each overrides its config-file and environment value. */
 interface ServeFlags {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ErrorCodes } from '../errors.ts';
-import type { JournalRecord } from '../journal/format.ts';
+import { ErrorCodes } from './errors.ts';
+import type { JournalRecord } from './record.ts';
 import {
   CRITICAL_EVENT_TYPES,
   CURRENT_EVENT_VERSION,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { ArborError, ErrorCodes } from '../errors.ts';
-import type { JournalRecord } from '../journal/format.ts';
+import { ArborError, ErrorCodes } from './errors.ts';
+import type { JournalRecord } from './record.ts';
 
 /**
  * Every event a session produces, with a runtime schema for its `data`.

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ErrorCodes } from '../errors.ts';
-import type { JournalRecord } from '../journal/format.ts';
-import { RecoveryBuilder } from '../recovery/recovery.ts';
-import type { Reducer } from '../recovery/recovery.ts';
+import { ErrorCodes } from './errors.ts';
+import type { JournalRecord } from './record.ts';
+import { RecoveryBuilder } from '../backend/replay.ts';
+import type { Reducer } from '../backend/replay.ts';
 import { parseEventData, unfaithfulValuePath, upcastJournalRecord } from './events.ts';
 import type { CriticalEventType, EventData } from './events.ts';
 import {

@@ -1,5 +1,5 @@
-import { ArborError, ErrorCodes } from '../errors.ts';
-import type { JournalRecord } from '../journal/format.ts';
+import { ArborError, ErrorCodes } from './errors.ts';
+import type { JournalRecord } from './record.ts';
 import { CURRENT_EVENT_VERSION, isCriticalEventType, isRecoverableEventType, parseEventData } from './events.ts';
 import type { CriticalEventType, EventData } from './events.ts';
 

@@ -2,15 +2,15 @@ import { createHash, randomUUID } from 'node:crypto';
 import { rmdir } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { posix as path } from 'node:path';
-import { SEGMENT_FILE_PATTERN } from '../journal/format.ts';
-import { scanSegment } from '../journal/segment-scanner.ts';
-import { DEFAULT_STORE_OPTIONS } from '../options.ts';
-import { decodeSnapshotHeader } from '../snapshot/snapshot-codec.ts';
+import { SEGMENT_FILE_PATTERN } from '../file/journal/format.ts';
+import { scanSegment } from '../file/journal/segment-scanner.ts';
+import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
+import { decodeSnapshotHeader } from '../backend/snapshot-codec.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
 import { exists, listDir, readIfPresent, resolveLayout, type LayoutOptions, type ProgressFn } from './layout.ts';
 import { OpsError } from './ops-error.ts';
-import { RESTORE_MARKER_FILE, restoreNoticeText, writeRestoreMarker, type RestoreMarker } from './restore-marker.ts';
+import { RESTORE_MARKER_FILE, restoreNoticeText, writeRestoreMarker, type RestoreMarker } from '../file/restore-marker.ts';
 import { SNAPSHOT_FILE, verifyDataDir, type VerifyReport } from './verify.ts';
 
 /**

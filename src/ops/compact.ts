@@ -1,6 +1,6 @@
 import { upcastJournalRecord } from '../core/events.ts';
 import { initialSessionState, reduceSession, type SessionState } from '../core/state.ts';
-import { Store } from '../store.ts';
+import { Store } from '../file/store.ts';
 import { listDir, resolveLayout, type LayoutOptions, type ProgressFn } from './layout.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import { posix as path } from 'node:path';

@@ -1,11 +1,11 @@
 import { posix as path } from 'node:path';
 import { upcastJournalRecord } from '../core/events.ts';
 import { initialSessionState, reduceSession, type SessionState } from '../core/state.ts';
-import { assertSessionId } from '../ids.ts';
-import { SEGMENT_FILE_PATTERN, type JournalRecord } from '../journal/format.ts';
-import { scanSegment } from '../journal/segment-scanner.ts';
-import { DEFAULT_STORE_OPTIONS } from '../options.ts';
-import { decodeSnapshot, type SnapshotContent } from '../snapshot/snapshot-codec.ts';
+import { assertSessionId } from '../core/ids.ts';
+import { SEGMENT_FILE_PATTERN, type JournalRecord } from '../file/journal/format.ts';
+import { scanSegment } from '../file/journal/segment-scanner.ts';
+import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
+import { decodeSnapshot, type SnapshotContent } from '../backend/snapshot-codec.ts';
 import { listDir, readIfPresent, resolveLayout, type LayoutOptions } from './layout.ts';
 import { OpsError } from './ops-error.ts';
 import { SNAPSHOT_FILE } from './verify.ts';

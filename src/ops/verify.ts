@@ -1,10 +1,10 @@
 import { posix as path } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { SEGMENT_FILE_PATTERN, SEGMENT_HEADER_BYTES, type JournalRecord } from '../journal/format.ts';
-import { scanSegment } from '../journal/segment-scanner.ts';
-import { decodeSnapshot, SNAPSHOT_MAGIC } from '../snapshot/snapshot-codec.ts';
-import { DEFAULT_STORE_OPTIONS } from '../options.ts';
-import { isSessionId } from '../ids.ts';
+import { SEGMENT_FILE_PATTERN, SEGMENT_HEADER_BYTES, type JournalRecord } from '../file/journal/format.ts';
+import { scanSegment } from '../file/journal/segment-scanner.ts';
+import { decodeSnapshot, SNAPSHOT_MAGIC } from '../backend/snapshot-codec.ts';
+import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
+import { isSessionId } from '../core/ids.ts';
 import { listDir, readIfPresent, resolveLayout, type LayoutOptions, type ProgressFn } from './layout.ts';
 
 /** One problem found by verify: what, and where (file, byte offset, session, seq). */

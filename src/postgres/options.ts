@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
-import type { RecoveryHooks } from '../recovery/recovery.ts';
+import type { RecoveryHooks } from '../backend/replay.ts';
 import { SCHEMA_NAME_PATTERN } from './migrations.ts';
 
 /** Options of `PgBackend.open`. Give `connectionString` or `pool`. */

@@ -1,12 +1,12 @@
 import pg from 'pg';
-import type { BackendStats, RecoveredSession, SessionBackend } from '../backend.ts';
-import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../journal/append-checks.ts';
-import { ArborError, ErrorCodes } from '../errors.ts';
-import { assertSessionId } from '../ids.ts';
-import type { JournalRecord } from '../journal/format.ts';
-import type { AppendInput, AppendResult, DedupeEntry } from '../journal/journal.ts';
-import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from '../recovery/recovery.ts';
-import { decodeSnapshot, encodeSnapshot } from '../snapshot/snapshot-codec.ts';
+import type { BackendStats, RecoveredSession, SessionBackend } from '../backend/backend.ts';
+import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../backend/append-checks.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
+import { assertSessionId } from '../core/ids.ts';
+import type { JournalRecord } from '../core/record.ts';
+import type { AppendInput, AppendResult, DedupeEntry } from '../backend/backend.ts';
+import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from '../backend/replay.ts';
+import { decodeSnapshot, encodeSnapshot } from '../backend/snapshot-codec.ts';
 import { migrate, quoteSchema } from './migrations.ts';
 import { resolvePgBackendOptions, type PgBackendOptions, type ResolvedPgBackendOptions } from './options.ts';
 

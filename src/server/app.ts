@@ -5,7 +5,7 @@ import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { ArborError, assertSessionId, ErrorCodes, isArborError, isSessionId, parseEventData, type Arbor, type JournalRecord, type Session, type SessionState, type SessionUpdate } from '../index.ts';
-import type { PrometheusMetrics } from '../telemetry/prometheus.ts';
+import type { PrometheusMetrics } from './prometheus.ts';
 import { TokenAuthenticator } from './auth.ts';
 import type { HealthChecker } from './health.ts';
 import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors.ts';

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { TokenEntry } from '../config/config.ts';
+import type { TokenEntry } from './config.ts';
 
 /** The tenant of every session when no tokens are configured (the server is open). */
 export const OPEN_TENANT = 'default';

@@ -1,4 +1,4 @@
-import { ArborError, ErrorCodes } from '../errors.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
 
 /**
  * A session's bounded mailbox: commands run one at a time, in arrival order,

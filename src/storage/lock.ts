@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { posix as path } from 'node:path';
-import { ArborError, ErrorCodes } from '../errors.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { resolve } from 'node:path';
 import { ensureDir, hasCode, writeFully, type FileSystem } from './fs-port.ts';
 import { NodeFileSystem } from './node-fs.ts';

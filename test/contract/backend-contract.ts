@@ -10,9 +10,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { SessionBackend } from '../../src/backend.ts';
-import { type ErrorCode } from '../../src/errors.ts';
-import type { AppendInput } from '../../src/journal/journal.ts';
+import type { SessionBackend } from '../../src/backend/backend.ts';
+import { type ErrorCode } from '../../src/core/errors.ts';
+import type { AppendInput } from '../../src/file/journal/journal.ts';
 import { hooks, type ChatState } from '../crash/power-loss-harness.ts';
 import { rejectsWith } from '../helpers/assertions.ts';
 

@@ -1,5 +1,5 @@
 import { backendContract } from './backend-contract.ts';
-import { openStore } from '../../src/store.ts';
+import { openStore } from '../../src/file/store.ts';
 import { hooks } from '../crash/power-loss-harness.ts';
 import { tempDir } from '../helpers/tmp.ts';
 

@@ -1,7 +1,7 @@
 import { backendContract } from './backend-contract.ts';
-import { openStore } from '../../src/store.ts';
+import { openStore } from '../../src/file/store.ts';
 import { hooks } from '../crash/power-loss-harness.ts';
-import { MemoryFileSystem } from '../../src/storage/memory-fs.ts';
+import { MemoryFileSystem } from '../../src/testing/memory-fs.ts';
 
 // The file Store on the in-memory filesystem; a reopen sees the same (synced) files.
 backendContract('file store on MemoryFileSystem', async () => {

@@ -4,8 +4,8 @@
  * store with, the event shape, which appends carry a clientMessageId or an
  * expectedSeq, the named kill points, and a small seeded PRNG.
  */
-import type { JournalRecord } from '../../src/journal/format.ts';
-import type { RecoveryHooks } from '../../src/recovery/recovery.ts';
+import type { JournalRecord } from '../../src/file/journal/format.ts';
+import type { RecoveryHooks } from '../../src/backend/replay.ts';
 
 export const EVENT_TYPE = 'user_message_sent';
 export const TEXT_MIN = 10;
@@ -106,7 +106,7 @@ export const KILL_VARIANTS: Record<KillPoint, readonly string[]> = {
 };
 
 /** mulberry32, the seeded PRNG the in-memory filesystem's crash images use too. */
-export { mulberry32 as prng } from '../../src/storage/memory-fs.ts';
+export { mulberry32 as prng } from '../../src/testing/memory-fs.ts';
 
 /** An integer in [lo, hi]. */
 export function randInt(rand: () => number, lo: number, hi: number): number {

@@ -39,11 +39,11 @@
  * snapshot rejected with ENOENT (the child then exits 3).
  */
 import { parseArgs } from 'node:util';
-import type { AppendInput } from '../../src/journal/journal.ts';
+import type { AppendInput } from '../../src/file/journal/journal.ts';
 import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
-import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/storage/forwarding-fs.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing/forwarding-fs.ts';
 import { NodeFileSystem } from '../../src/storage/node-fs.ts';
-import { openStore, type Store } from '../../src/store.ts';
+import { openStore, type Store } from '../../src/file/store.ts';
 import {
   EVENT_TYPE,
   KILL_VARIANTS,

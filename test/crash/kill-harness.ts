@@ -21,7 +21,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { openStore } from '../../src/store.ts';
+import { openStore } from '../../src/file/store.ts';
 import {
   EVENT_TYPE,
   TEXT_MAX,

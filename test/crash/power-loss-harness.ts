@@ -17,12 +17,12 @@
  * - on a sample of images the store is appendable again and a retried
  *   clientMessageId returns its original seq.
  */
-import { openStore, type Store } from '../../src/store.ts';
-import type { Durability } from '../../src/journal/journal.ts';
+import { openStore, type Store } from '../../src/file/store.ts';
+import type { Durability } from '../../src/file/journal/journal.ts';
 import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
-import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/storage/forwarding-fs.ts';
-import { MemoryFileSystem, mulberry32 } from '../../src/storage/memory-fs.ts';
-import type { RecoveryHooks } from '../../src/recovery/recovery.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing/forwarding-fs.ts';
+import { MemoryFileSystem, mulberry32 } from '../../src/testing/memory-fs.ts';
+import type { RecoveryHooks } from '../../src/backend/replay.ts';
 
 export interface ChatState {
   ns: readonly number[];

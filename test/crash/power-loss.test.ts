@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ledger, breakDurability, runHarness, scenarios } from './power-loss-harness.ts';
-import { MemoryFileSystem } from '../../src/storage/memory-fs.ts';
+import { MemoryFileSystem } from '../../src/testing/memory-fs.ts';
 
 // Every durable protocol crashed at every fs call, each crash point × OUTCOMES random power-loss images.
 const OUTCOMES = Number(process.env.ARBOR_CRASH_OUTCOMES ?? 200);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { ArborError, isArborError, type ErrorCode } from '../../src/errors.ts';
+import { ArborError, isArborError, type ErrorCode } from '../../src/core/errors.ts';
 
 /** Runs `fn`, which must throw an ArborError; returns it so the caller can check its code and details. */
 export function thrown(fn: () => unknown): ArborError {

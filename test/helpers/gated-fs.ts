@@ -1,5 +1,5 @@
 import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
-import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/storage/forwarding-fs.ts';
+import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing/forwarding-fs.ts';
 
 /** Wraps a filesystem, counting calls per op and optionally holding datasyncs until released. */
 export class GatedFileSystem extends ForwardingFileSystem {

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { PgBackend, type PgBackendInternals } from '../../src/postgres/pg-backend.ts';
 import type { PgBackendOptions } from '../../src/postgres/options.ts';
 import { migrate, SCHEMA_VERSION } from '../../src/postgres/migrations.ts';
-import { isArborError } from '../../src/errors.ts';
+import { isArborError } from '../../src/core/errors.ts';
 import { hooks, type ChatState } from '../crash/power-loss-harness.ts';
 import { PG_URL, announcePostgres, dropSchema, freshSchemaName, pgSkip, testPool } from '../helpers/postgres.ts';
 import { rejectsWith } from '../helpers/assertions.ts';

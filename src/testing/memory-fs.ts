@@ -26,8 +26,8 @@
  * Every method settles on microtasks only (no timers, no real I/O).
  */
 import { posix } from 'node:path';
-import { errnoError } from './fs-port.ts';
-import type { FileHandle, FileStat, FileSystem, OpenFlags } from './fs-port.ts';
+import { errnoError } from '../storage/fs-port.ts';
+import type { FileHandle, FileStat, FileSystem, OpenFlags } from '../storage/fs-port.ts';
 
 /** The calls faults can target: every `FileSystem` method, and the `FileHandle` ones (`fstat` is `handle.stat`). */
 export type FsOp =

@@ -1,6 +1,6 @@
-import { ArborError, ErrorCodes } from '../errors.ts';
-import { assertSessionId } from '../ids.ts';
-import type { AppendInput, AppendResult } from './journal.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
+import { assertSessionId } from '../core/ids.ts';
+import type { AppendInput, AppendResult } from './backend.ts';
 
 /**
  * The checks every backend makes of an append, in one place so the file

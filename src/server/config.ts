@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { SCHEMA_NAME_PATTERN } from '../postgres/migrations.ts';
+import { SCHEMA_NAME_PATTERN } from '../index.ts';
 
 /**
  * The server's and CLI's configuration: every option of the persistence

@@ -1,7 +1,7 @@
 import { posix as path } from 'node:path';
 import { hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
-import { isSessionId } from '../ids.ts';
-import { OpsError } from './ops-error.ts';
+import { isSessionId } from '../core/ids.ts';
+import { OpsError } from '../ops/ops-error.ts';
 
 /**
  * The restore marker: a file `RESTORED.json` in the root of a data directory

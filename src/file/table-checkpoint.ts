@@ -1,8 +1,8 @@
 import { crc32 } from 'node:zlib';
 import { posix as path } from 'node:path';
 import { Packr } from 'msgpackr';
-import { isSessionId } from '../ids.ts';
-import type { DedupeEntry } from '../journal/journal.ts';
+import { isSessionId } from '../core/ids.ts';
+import type { DedupeEntry } from './journal/journal.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
 
 /**

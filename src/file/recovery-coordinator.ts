@@ -1,20 +1,15 @@
-import { ArborError, ErrorCodes } from '../errors.ts';
-import { readTableCheckpoint, type CheckpointEntry } from '../checkpoint/table-checkpoint.ts';
-import { decodeHead, decodePayload, FRAME_HEADER_BYTES, type JournalRecord } from '../journal/format.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
+import { readTableCheckpoint, type CheckpointEntry } from './table-checkpoint.ts';
+import { decodeHead, decodePayload, FRAME_HEADER_BYTES, type JournalRecord } from './journal/format.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
-import type { Journal } from '../journal/journal.ts';
-import type { SnapshotStore } from '../snapshot/snapshot-store.ts';
+import type { Journal } from './journal/journal.ts';
+import type { SnapshotStore } from './snapshot-store.ts';
 import { errorChannel, recoveryChannel, type ErrorMessage, type RecoveryMessage } from '../telemetry/channels.ts';
-import { RecoveryBuilder, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from './recovery.ts';
+import { RecoveryBuilder, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from '../backend/replay.ts';
+import type { RecoveredSession } from '../backend/backend.ts';
 
-/** A session as recovery rebuilt it. */
-export interface RecoveredSession<S> {
-  state: S;
-  seq: number;
-  status: RecoveryStatus;
-  /** how it was rebuilt (snapshot seq, events replayed, damage) */
-  report: SessionRecovery;
-}
+export type { RecoveredSession };
+
 
 export interface CoordinatorOptions<S> {
   journal: Journal;

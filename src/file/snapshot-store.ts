@@ -1,8 +1,8 @@
 import { posix as path } from 'node:path';
-import { ArborError, ErrorCodes } from '../errors.ts';
-import { assertSessionId } from '../ids.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
+import { assertSessionId } from '../core/ids.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
-import { decodeSnapshot, decodeSnapshotHeader, encodeSnapshot, type SnapshotContent } from './snapshot-codec.ts';
+import { decodeSnapshot, decodeSnapshotHeader, encodeSnapshot, type SnapshotContent } from '../backend/snapshot-codec.ts';
 
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
@@ -20,10 +20,8 @@ export interface SnapshotStoreOptions {
 }
 
 /** A snapshot that failed its checks, by file. */
-export interface DamagedSnapshot {
-  file: string;
-  reason: string;
-}
+export type { DamagedSnapshot } from '../backend/replay.ts';
+import type { DamagedSnapshot } from '../backend/replay.ts';
 
 export interface LoadedSnapshot extends SnapshotContent {
   file: string;

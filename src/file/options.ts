@@ -1,6 +1,6 @@
 import { posix as path } from 'node:path';
 import type { Durability } from './journal/journal.ts';
-import type { FileSystem } from './storage/fs-port.ts';
+import type { FileSystem } from '../storage/fs-port.ts';
 
 /** Options of the storage engine. Every field has a default in DEFAULT_STORE_OPTIONS. */
 export interface StoreOptions {

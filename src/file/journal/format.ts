@@ -1,5 +1,8 @@
 import { crc32 } from 'node:zlib';
-import { isSessionId } from '../ids.ts';
+import { isSessionId } from '../../core/ids.ts';
+import type { JournalRecord } from '../../core/record.ts';
+
+export type { JournalRecord };
 
 /**
  * The journal's on-disk format (docs/journal-format.md has the grammar and a
@@ -75,20 +78,6 @@ export function frameCrc(seed: number, frame: Uint8Array): number {
   return crc32(frame.subarray(FRAME_LENGTH_OFFSET), seed);
 }
 
-/** One journaled event as stored. `data` is any JSON value. */
-export interface JournalRecord {
-  lsn: number;
-  sid: string;
-  seq: number;
-  /** wall-clock milliseconds when appended */
-  ts: number;
-  type: string;
-  /** the event's schema version, for upcasters */
-  v: number;
-  data: unknown;
-  /** the client's idempotency key, when the append carried one */
-  cid?: string;
-}
 
 /**
  * The payload as JSON text, encoded once at append time. Key order is fixed

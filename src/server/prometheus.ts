@@ -1,6 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Arbor } from '../runtime.ts';
-import { subscribeTelemetry } from './channels.ts';
+import { subscribeTelemetry, type Arbor } from '../index.ts';
 
 /** Names of the Prometheus metrics (the README lists them with their meaning). */
 export const PROMETHEUS_METRICS = Object.freeze({

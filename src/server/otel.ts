@@ -1,6 +1,5 @@
 import { metrics, type BatchObservableCallback, type Meter } from '@opentelemetry/api';
-import type { Arbor } from '../runtime.ts';
-import { subscribeTelemetry } from './channels.ts';
+import { subscribeTelemetry, type Arbor } from '../index.ts';
 
 /** Names of the OpenTelemetry instruments (meter `arbor`). */
 export const OTEL_INSTRUMENTS = Object.freeze({

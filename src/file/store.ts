@@ -1,20 +1,20 @@
-import { ArborError, ErrorCodes } from './errors.ts';
-import { assertSessionId } from './ids.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
+import { assertSessionId } from '../core/ids.ts';
 import type { JournalRecord } from './journal/format.ts';
 import { Journal, type AppendInput, type AppendResult, type JournalOpenReport } from './journal/journal.ts';
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from './options.ts';
 import { posix as path } from 'node:path';
-import type { BackendStats, SessionBackend } from './backend.ts';
-import { snapshotChannel, type SnapshotMessage } from './telemetry/channels.ts';
-import { writeTableCheckpoint, type CheckpointEntry } from './checkpoint/table-checkpoint.ts';
-import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery/coordinator.ts';
-import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from './recovery/recovery.ts';
-import { SnapshotStore } from './snapshot/snapshot-store.ts';
-import type { FileSystem } from './storage/fs-port.ts';
-import { DirectoryLock, type LockOwner } from './storage/lock.ts';
-import { NodeFileSystem } from './storage/node-fs.ts';
+import type { BackendStats, SessionBackend } from '../backend/backend.ts';
+import { snapshotChannel, type SnapshotMessage } from '../telemetry/channels.ts';
+import { writeTableCheckpoint, type CheckpointEntry } from './table-checkpoint.ts';
+import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery-coordinator.ts';
+import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from '../backend/replay.ts';
+import { SnapshotStore } from './snapshot-store.ts';
+import type { FileSystem } from '../storage/fs-port.ts';
+import { DirectoryLock, type LockOwner } from '../storage/lock.ts';
+import { NodeFileSystem } from '../storage/node-fs.ts';
 
-export type { RecoveredSession } from './recovery/coordinator.ts';
+export type { RecoveredSession } from './recovery-coordinator.ts';
 
 export interface RecoveryReport {
   /** From opening the store until it answered (lock, listings, the journal's index scan). */

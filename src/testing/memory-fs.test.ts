@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryFileSystem, mulberry32 } from './memory-fs.ts';
-import type { FileHandle } from './fs-port.ts';
+import type { FileHandle } from '../storage/fs-port.ts';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { posix as path } from 'node:path';
-import { ArborError, ErrorCodes } from '../errors.ts';
-import { ensureDir, readFully, writeFully, type FileHandle, type FileSystem } from '../storage/fs-port.ts';
+import { ArborError, ErrorCodes } from '../../core/errors.ts';
+import { ensureDir, readFully, writeFully, type FileHandle, type FileSystem } from '../../storage/fs-port.ts';
 import {
   FRAME_HEADER_BYTES,
   SEGMENT_FILE_PATTERN,
@@ -17,8 +17,11 @@ import {
   type SegmentHeader,
 } from './format.ts';
 import { scanSegment, type DamagedRegion, type TornTail } from './segment-scanner.ts';
-import { checkAppendAgainst, checkAppendInput, duplicateOf } from './append-checks.ts';
-import { errorChannel, journalWriteChannel, type ErrorMessage, type JournalWriteMessage } from '../telemetry/channels.ts';
+import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../../backend/append-checks.ts';
+import { errorChannel, journalWriteChannel, type ErrorMessage, type JournalWriteMessage } from '../../telemetry/channels.ts';
+import type { AppendInput, AppendResult, DedupeEntry } from '../../backend/backend.ts';
+
+export type { AppendInput, AppendResult, DedupeEntry };
 
 /** When an append is acknowledged. See the README's durability contract. */
 export type Durability = 'fsync' | 'write' | 'buffered';
@@ -49,32 +52,6 @@ export interface JournalOptions {
   now?: () => number;
 }
 
-/** What an append resolves with. `duplicate` is true when a clientMessageId was seen before and nothing was written. */
-export interface AppendResult {
-  sid: string;
-  seq: number;
-  lsn: number;
-  ts: number;
-  duplicate: boolean;
-}
-
-export interface AppendInput {
-  sid: string;
-  type: string;
-  /** the event's schema version (default 1) */
-  v?: number;
-  /** any JSON value */
-  data: unknown;
-  /** Rejects with ARBOR_SEQ_CONFLICT unless the session's last seq (including pending appends) equals this. */
-  expectedSeq?: number;
-  /** Idempotency key: an append with a key seen before (within `dedupeWindow`) resolves with the original result. */
-  clientMessageId?: string;
-  /** Wall-clock ms to record (default: now); lets a caller reduce the exact record before it is written. */
-  ts?: number;
-}
-
-/** A clientMessageId remembered with the result of its append; carried in snapshots so dedupe survives segment deletion. */
-export type DedupeEntry = [cid: string, seq: number, lsn: number, ts: number];
 
 export interface JournalOpenReport {
   segments: number;

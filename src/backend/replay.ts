@@ -1,5 +1,10 @@
-import type { JournalRecord } from '../journal/format.ts';
-import type { DamagedSnapshot } from '../snapshot/snapshot-store.ts';
+import type { JournalRecord } from '../core/record.ts';
+
+/** A snapshot file that failed its checks and was skipped. */
+export interface DamagedSnapshot {
+  file: string;
+  reason: string;
+}
 
 /** The caller's pure reducer: the next state from a state and one journaled event. */
 export type Reducer<S> = (state: S, event: JournalRecord) => S;

@@ -1,4 +1,4 @@
-import type { FileHandle, FileStat, FileSystem, OpenFlags } from './fs-port.ts';
+import type { FileHandle, FileStat, FileSystem, OpenFlags } from '../storage/fs-port.ts';
 
 /** A file handle that forwards every call; subclass it to observe or change some of them. */
 export class ForwardingFileHandle implements FileHandle {

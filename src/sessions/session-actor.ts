@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { ArborError, ErrorCodes, isArborError } from '../errors.ts';
+import { ArborError, ErrorCodes, isArborError } from '../core/errors.ts';
 import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
 import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, type SessionState } from '../core/state.ts';
-import type { JournalRecord } from '../journal/format.ts';
-import type { AppendResult } from '../journal/journal.ts';
+import type { JournalRecord } from '../core/record.ts';
+import type { AppendResult } from '../backend/backend.ts';
 import type { ChatTurn, LlmProvider } from '../llm/provider.ts';
 import { isAbortError } from '../llm/provider.ts';
-import type { SessionBackend } from '../backend.ts';
+import type { SessionBackend } from '../backend/backend.ts';
 import type { HotTier } from '../hot/hot-tier.ts';
 import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
 import { Mailbox } from './mailbox.ts';

@@ -1,8 +1,8 @@
 import { crc32, brotliCompress, brotliDecompress, constants as zc } from 'node:zlib';
 import { promisify } from 'node:util';
 import { Packr } from 'msgpackr';
-import { isSessionId } from '../ids.ts';
-import type { DedupeEntry } from '../journal/journal.ts';
+import { isSessionId } from '../core/ids.ts';
+import type { DedupeEntry } from './backend.ts';
 
 /**
  * Snapshot file format (docs/snapshot-format.md has the grammar and an example):

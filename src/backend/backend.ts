@@ -1,9 +1,41 @@
-import type { JournalRecord } from './journal/format.ts';
-import type { AppendInput, AppendResult } from './journal/journal.ts';
+import type { JournalRecord } from '../core/record.ts';
+import type { RecoveryStatus, SessionRecovery } from './replay.ts';
 
-import type { RecoveredSession } from './recovery/coordinator.ts';
+/** A session as recovery rebuilt it. */
+export interface RecoveredSession<S> {
+  state: S;
+  seq: number;
+  status: RecoveryStatus;
+  /** how it was rebuilt (snapshot seq, events replayed, damage) */
+  report: SessionRecovery;
+}
 
-export type { RecoveredSession };
+/** What an append resolves with. `duplicate` is true when a clientMessageId was seen before and nothing was written. */
+export interface AppendResult {
+  sid: string;
+  seq: number;
+  lsn: number;
+  ts: number;
+  duplicate: boolean;
+}
+
+export interface AppendInput {
+  sid: string;
+  type: string;
+  /** the event's schema version (default 1) */
+  v?: number;
+  /** any JSON value */
+  data: unknown;
+  /** Rejects with ARBOR_SEQ_CONFLICT unless the session's last seq (including pending appends) equals this. */
+  expectedSeq?: number;
+  /** Idempotency key: an append with a key seen before (within `dedupeWindow`) resolves with the original result. */
+  clientMessageId?: string;
+  /** Wall-clock ms to record (default: now); lets a caller reduce the exact record before it is written. */
+  ts?: number;
+}
+
+/** A clientMessageId remembered with the result of its append; carried in snapshots so dedupe survives segment deletion. */
+export type DedupeEntry = [cid: string, seq: number, lsn: number, ts: number];
 
 /** Figures for health checks and metrics. */
 export interface BackendStats {
