@@ -3,8 +3,8 @@ import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
 import { readRestoreMarker, restoreNoticeFor, type RestoreMarker } from './file/restore-marker.ts';
 import { NodeFileSystem } from './storage/node-fs.ts';
 import { assertSessionId } from './core/ids.ts';
-import { upcastJournalRecord } from './core/events.ts';
-import { initialSessionState, pendingInterruption, reduceSession, type SessionState } from './core/state.ts';
+import { SESSION_HOOKS } from './core/session-hooks.ts';
+import { initialSessionState, pendingInterruption, type SessionState } from './core/state.ts';
 import type { EventData } from './core/events.ts';
 import { HotTier } from './hot/hot-tier.ts';
 import { MockProvider } from './llm/mock-provider.ts';
@@ -203,7 +203,7 @@ export class Arbor {
       if (typeof o[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(o[key])}`);
     }
     const llm = o.llm ?? new MockProvider();
-    const hooks = { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord };
+    const hooks = SESSION_HOOKS;
     const backend: SessionBackend<SessionState> =
       o.postgres !== undefined
         ? await openPgBackend<SessionState>({ ...o.postgres, hooks }, { unsafeDisableFencing: o.postgres.unsafeDisableFencing === true })
@@ -517,7 +517,7 @@ export class Arbor {
       await Promise.all([...this.#snapshotting.values()].map((p) => p.catch(() => undefined)));
       await this.#checkpointing?.catch(() => undefined);
       await file.close().catch(() => undefined);
-      const store = await Store.open<SessionState>({ recovery: 'lazy', ...this.#storeOptions }, { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord });
+      const store = await Store.open<SessionState>({ recovery: 'lazy', ...this.#storeOptions }, SESSION_HOOKS);
       // Everything in memory may be behind what the file now holds: start over from it.
       for (const sid of [...this.#hot.keys()]) {
         const state = this.#hot.peek(sid);

@@ -1,5 +1,5 @@
-import { upcastJournalRecord } from '../core/events.ts';
-import { initialSessionState, reduceSession, type SessionState } from '../core/state.ts';
+import { SESSION_HOOKS } from '../core/session-hooks.ts';
+import type { SessionState } from '../core/state.ts';
 import { Store } from '../file/store.ts';
 import { listDir, resolveLayout, type LayoutOptions, type ProgressFn } from './layout.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
@@ -59,7 +59,7 @@ export async function compactDataDir(options: CompactOptions): Promise<CompactRe
       fs,
       ...(options.maxEventBytes === undefined ? {} : { maxEventBytes: options.maxEventBytes }),
     },
-    { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord },
+    SESSION_HOOKS,
   );
   try {
     // Measured after open: the open itself may truncate a torn tail or remove temp files.
