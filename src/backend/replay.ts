@@ -21,6 +21,12 @@ export interface RecoveryHooks<S> {
   initialState: (sid: string) => S;
   upcastEvent?: EventUpcaster;
   upcastState?: StateUpcaster<S>;
+  /**
+   * The state schema version the reducer produces: snapshots are written with
+   * it, and older ones go through `upcastState`. A backend's own
+   * `stateSchemaVersion` option, when given, wins; without either it is 1.
+   */
+  stateSchemaVersion?: number;
 }
 
 /**
@@ -56,57 +62,78 @@ export interface SessionRecovery {
   error?: string;
 }
 
-interface Entry<S> {
-  state: S;
-  report: SessionRecovery;
+/**
+ * The state of a snapshot written under state schema version `from`, as
+ * version `to`: as is when they match, through `hooks.upcastState` when older.
+ * Throws when it is newer than `to` (a downgrade) or older with no upcaster:
+ * recovery reports that session as `failed` and the others are untouched.
+ */
+export function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks: RecoveryHooks<S>, sid: string): S {
+  if (from === to) return state as S;
+  if (from > to) throw new Error(`snapshot of session ${sid} has state schema version ${from}, newer than this build's ${to}`);
+  if (hooks.upcastState === undefined) throw new Error(`snapshot of session ${sid} has state schema version ${from} and no upcastState hook is configured (current ${to})`);
+  return hooks.upcastState(state, from);
+}
+
+/** Where a session's replay starts: its newest valid snapshot (state as stored, not yet upcast), or nothing. */
+export interface ReplayStart {
+  snapshot?: { state: unknown; seq: number; stateSchemaVersion: number } | undefined;
+  /** the state schema version of this build (what the snapshot's state is upcast to) */
+  stateSchemaVersion: number;
+  damagedSnapshots?: DamagedSnapshot[];
+  /** the operator's salvage option: apply the records after a gap instead of stopping there */
+  salvage?: boolean;
 }
 
 /**
- * Rebuilds sessions from snapshots and a single pass over the journal. Feed it
- * snapshots first (`startFrom`), then every journal record in log order
- * (`apply`); it never throws for one bad session — each gets a status.
+ * The one replay of one session, shared by every backend and every way of
+ * recovering (lazy, the background pass, a rebuild, PostgreSQL): feed it the
+ * session's records in seq order (`apply`); it checks for gaps, upcasts and
+ * reduces, and never throws — the outcome is its `report`'s status:
+ * a gap makes it `damaged` (or `salvaged`, applying on past the gap), a
+ * throwing upcaster or reducer makes it `failed` at that seq, with the last
+ * good state kept.
  */
-export class RecoveryBuilder<S> {
+export class SessionReplay<S> {
+  state: S;
+  readonly report: SessionRecovery;
+  /** what the reducer, an upcaster or the snapshot's upcast threw, when `failed` */
+  cause: unknown;
   readonly #hooks: RecoveryHooks<S>;
   readonly #salvage: boolean;
-  readonly #entries = new Map<string, Entry<S>>();
 
-  constructor(hooks: RecoveryHooks<S>, salvage: boolean) {
+  constructor(hooks: RecoveryHooks<S>, sid: string, start: ReplayStart) {
     this.#hooks = hooks;
-    this.#salvage = salvage;
-  }
-
-  /** Starts `sid` from a snapshot state taken at `seq` (already upcast). */
-  startFrom(sid: string, state: S, seq: number, damagedSnapshots: DamagedSnapshot[]): void {
-    this.#entries.set(sid, { state, report: { sid, status: 'recovered', seq, snapshotSeq: seq, replayed: 0, damagedSnapshots } });
-  }
-
-  /** Records that every snapshot of `sid` was damaged: it starts from the initial state. */
-  noteDamagedSnapshots(sid: string, damaged: DamagedSnapshot[]): void {
-    this.#entry(sid).report.damagedSnapshots.push(...damaged);
-  }
-
-  /** Marks a session whose recovery could not start at all (e.g. its snapshot's state failed to upcast). */
-  fail(sid: string, error: string): void {
-    const e = this.#entry(sid);
-    e.report.status = 'failed';
-    e.report.error = error;
-  }
-
-  #entry(sid: string): Entry<S> {
-    let e = this.#entries.get(sid);
-    if (e === undefined) {
-      e = { state: this.#hooks.initialState(sid), report: { sid, status: 'recovered', seq: 0, snapshotSeq: 0, replayed: 0, damagedSnapshots: [] } };
-      this.#entries.set(sid, e);
+    this.#salvage = start.salvage === true;
+    const seq = start.snapshot?.seq ?? 0;
+    this.report = { sid, status: 'recovered', seq, snapshotSeq: seq, replayed: 0, damagedSnapshots: start.damagedSnapshots ?? [] };
+    this.state = hooks.initialState(sid);
+    if (start.snapshot !== undefined) {
+      try {
+        this.state = upcastSnapshotState(start.snapshot.state, start.snapshot.stateSchemaVersion, start.stateSchemaVersion, hooks, sid);
+      } catch (err) {
+        // Nothing after the snapshot can be applied to a state that could not be read.
+        this.fail(err, (err as Error)?.message ?? String(err));
+      }
     }
-    return e;
   }
 
-  /** One journal record, in log order. */
+  /** Whether the replay stopped for good (a throw); further records are ignored. */
+  get failed(): boolean {
+    return this.report.status === 'failed';
+  }
+
+  /** Marks the session `failed`: recovery of it could not go on. */
+  fail(cause: unknown, error: string): void {
+    this.report.status = 'failed';
+    this.report.error = error;
+    this.cause = cause;
+  }
+
+  /** The session's next record in seq order (records at or below the current seq are ignored: covered by the snapshot, or duplicates). */
   apply(record: JournalRecord): void {
-    const e = this.#entry(record.sid);
-    const r = e.report;
-    if (record.seq <= r.seq) return; // covered by the snapshot (or a duplicate): nothing to do
+    const r = this.report;
+    if (record.seq <= r.seq) return;
     if (r.status === 'failed') return;
     if (record.seq !== r.seq + 1) {
       if (r.status !== 'damaged' && r.status !== 'salvaged') {
@@ -123,14 +150,79 @@ export class RecoveryBuilder<S> {
     }
     try {
       const event = this.#hooks.upcastEvent === undefined ? record : this.#hooks.upcastEvent(record);
-      e.state = this.#hooks.reducer(e.state, event);
+      this.state = this.#hooks.reducer(this.state, event);
       r.seq = record.seq;
       r.lastLsn = record.lsn;
       r.replayed += 1;
     } catch (err) {
-      r.status = 'failed';
-      r.error = `reducer threw at seq ${record.seq} (${record.type}): ${(err as Error)?.message ?? String(err)}`;
+      this.fail(err, `reducer threw at seq ${record.seq} (${record.type}): ${(err as Error)?.message ?? String(err)}`);
     }
+  }
+
+  /** Marks the session when a damaged region of the log holds one of its records (one its snapshot covers costs nothing). */
+  noteDamage(seq: number | undefined, where: string): void {
+    if (seq !== undefined && seq <= this.report.snapshotSeq) return;
+    if (this.report.status === 'recovered' || this.report.status === 'tail-truncated') {
+      this.report.status = this.#salvage ? 'salvaged' : 'damaged';
+      this.report.error = `the journal is damaged at ${where}, in a record of this session`;
+    }
+  }
+
+  /** Marks the session whose record was the torn tail, if it recovered otherwise cleanly. */
+  noteTornTail(): void {
+    if (this.report.status === 'recovered') this.report.status = 'tail-truncated';
+  }
+}
+
+/**
+ * Rebuilds sessions from snapshots and a single pass over the journal, one
+ * {@link SessionReplay} per session. Feed it snapshots first (`startFrom`),
+ * then every journal record in log order (`apply`); it never throws for one
+ * bad session — each gets a status.
+ */
+export class RecoveryBuilder<S> {
+  readonly #hooks: RecoveryHooks<S>;
+  readonly #salvage: boolean;
+  readonly #entries = new Map<string, SessionReplay<S>>();
+
+  constructor(hooks: RecoveryHooks<S>, salvage: boolean) {
+    this.#hooks = hooks;
+    this.#salvage = salvage;
+  }
+
+  /** Starts `sid` from a snapshot state taken at `seq` (already upcast). */
+  startFrom(sid: string, state: S, seq: number, damagedSnapshots: DamagedSnapshot[]): void {
+    // Already upcast: the same version on both sides leaves the state as it is.
+    this.#entries.set(sid, new SessionReplay(this.#hooks, sid, { stateSchemaVersion: 0, salvage: this.#salvage, damagedSnapshots, snapshot: { state, seq, stateSchemaVersion: 0 } }));
+  }
+
+  /** Starts `sid` from its newest valid snapshot as stored: its state is upcast here (a failure marks the session `failed`). */
+  startFromSnapshot(sid: string, start: Omit<ReplayStart, 'salvage'>): void {
+    this.#entries.set(sid, new SessionReplay(this.#hooks, sid, { ...start, salvage: this.#salvage }));
+  }
+
+  /** Records that every snapshot of `sid` was damaged: it starts from the initial state. */
+  noteDamagedSnapshots(sid: string, damaged: DamagedSnapshot[]): void {
+    this.#entry(sid).report.damagedSnapshots.push(...damaged);
+  }
+
+  /** Marks a session whose recovery could not start at all. */
+  fail(sid: string, error: string): void {
+    this.#entry(sid).fail(undefined, error);
+  }
+
+  #entry(sid: string): SessionReplay<S> {
+    let e = this.#entries.get(sid);
+    if (e === undefined) {
+      e = new SessionReplay(this.#hooks, sid, { stateSchemaVersion: 0, salvage: this.#salvage });
+      this.#entries.set(sid, e);
+    }
+    return e;
+  }
+
+  /** One journal record, in log order. */
+  apply(record: JournalRecord): void {
+    this.#entry(record.sid).apply(record);
   }
 
   /** Records that `sid` started from a whole-table checkpoint entry (proven by the journal) instead of a snapshot. */
@@ -144,23 +236,15 @@ export class RecoveryBuilder<S> {
   /** Marks a session named in a damaged region of the log: it may have lost an event there. */
   noteDamage(sid: string, seq: number | undefined, where: string): void {
     // Only sessions known from elsewhere: a legible id may itself be damaged bytes (the region's report keeps it).
-    const e = this.#entries.get(sid);
-    if (e === undefined) return;
-    // A damaged record that a snapshot already covers costs nothing.
-    if (seq !== undefined && seq <= e.report.snapshotSeq) return;
-    if (e.report.status === 'recovered' || e.report.status === 'tail-truncated') {
-      e.report.status = this.#salvage ? 'salvaged' : 'damaged';
-      e.report.error = `the journal is damaged at ${where}, in a record of this session`;
-    }
+    this.#entries.get(sid)?.noteDamage(seq, where);
   }
 
   /** Marks the session whose record was the torn tail, if it recovered otherwise cleanly. */
   noteTornTail(sid: string): void {
-    const e = this.#entries.get(sid);
-    if (e !== undefined && e.report.status === 'recovered') e.report.status = 'tail-truncated';
+    this.#entries.get(sid)?.noteTornTail();
   }
 
   sessions(): Map<string, { state: S; report: SessionRecovery }> {
-    return this.#entries;
+    return this.#entries as Map<string, { state: S; report: SessionRecovery }>;
   }
 }

@@ -5,7 +5,7 @@ import type { FileSystem } from '../storage/fs-port.ts';
 import type { Journal } from './journal/journal.ts';
 import type { SnapshotStore } from './snapshot-store.ts';
 import { errorChannel, recoveryChannel, type ErrorMessage, type RecoveryMessage } from '../telemetry/channels.ts';
-import { RecoveryBuilder, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from '../backend/replay.ts';
+import { RecoveryBuilder, SessionReplay, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from '../backend/replay.ts';
 import type { RecoveredSession } from '../backend/backend.ts';
 
 export type { RecoveredSession };
@@ -158,44 +158,19 @@ export class RecoveryCoordinator<S> {
     // The pass got there while the snapshot loaded: its result (handed over, or still to come).
     if (!this.#pending.has(sid)) return this.#handoff.get(sid) ?? this.#waitForPass(sid);
     this.#pending.delete(sid);
-    const report: SessionRecovery = { sid, status: 'recovered', seq: snapshot?.seq ?? 0, snapshotSeq: snapshot?.seq ?? 0, replayed: 0, damagedSnapshots: damaged };
-    let state = hooks.initialState(sid);
-    try {
-      if (snapshot !== undefined) {
-        journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, newestOnDisk);
-        state = upcastSnapshotState(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
-      }
-      const records = await journal.readSession(sid, report.seq + 1);
-      for (const record of records) {
-        if (record.seq !== report.seq + 1) {
-          report.missing = [report.seq + 1, record.seq - 1];
-          report.status = 'damaged';
-          report.skipped = records.length - report.replayed;
-          break;
-        }
-        try {
-          state = hooks.reducer(state, hooks.upcastEvent === undefined ? record : hooks.upcastEvent(record));
-        } catch (err) {
-          report.status = 'failed';
-          report.error = `reducer threw at seq ${record.seq} (${record.type}): ${(err as Error)?.message ?? String(err)}`;
-          break;
-        }
-        report.seq = record.seq;
-        report.lastLsn = record.lsn;
-        report.replayed += 1;
-      }
-    } catch (err) {
-      report.status = 'failed';
-      report.error = (err as Error)?.message ?? String(err);
-    }
-    for (const { seq, where } of this.#damageBySession.get(sid) ?? []) {
-      if (seq !== undefined && seq <= report.snapshotSeq) continue;
-      if (report.status === 'recovered') {
-        report.status = 'damaged';
-        report.error = `the journal is damaged at ${where}, in a record of this session`;
+    const replay = new SessionReplay(hooks, sid, { snapshot, stateSchemaVersion: this.#o.stateSchemaVersion, damagedSnapshots: damaged });
+    const report = replay.report;
+    if (snapshot !== undefined) journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, newestOnDisk);
+    if (!replay.failed) {
+      try {
+        for (const record of await journal.readSession(sid, report.seq + 1)) replay.apply(record);
+      } catch (err) {
+        replay.fail(err, (err as Error)?.message ?? String(err));
       }
     }
-    if (report.status === 'recovered' && this.#torn.has(sid)) report.status = 'tail-truncated';
+    for (const { seq, where } of this.#damageBySession.get(sid) ?? []) replay.noteDamage(seq, where);
+    if (this.#torn.has(sid)) replay.noteTornTail();
+    const state = replay.state;
     const result = await this.#settle(sid, state, report);
     this.#publish(sid, report, snapshot === undefined ? 'journal' : 'snapshot', 'access', started);
     return result;
@@ -211,16 +186,15 @@ export class RecoveryCoordinator<S> {
     const lastSeq = journal.lastSeq(sid);
     if (lastSeq === 0 && snapshots.seqs(sid).length === 0) return undefined;
     const { snapshot, damaged } = await snapshots.loadNewest(sid);
-    let state = snapshot === undefined ? hooks.initialState(sid) : upcastSnapshotState<S>(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
-    const report: SessionRecovery = { sid, status: 'recovered', seq: snapshot?.seq ?? 0, snapshotSeq: snapshot?.seq ?? 0, replayed: 0, damagedSnapshots: damaged };
-    for (const record of await journal.readSession(sid, report.seq + 1)) {
-      if (record.seq !== report.seq + 1) {
-        throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid}: event ${report.seq + 1} is missing (next is ${record.seq})`, { sessionId: sid, seq: report.seq + 1 });
-      }
-      state = hooks.reducer(state, hooks.upcastEvent === undefined ? record : hooks.upcastEvent(record));
-      report.seq = record.seq;
-      report.replayed += 1;
+    const replay = new SessionReplay(hooks, sid, { snapshot, stateSchemaVersion: this.#o.stateSchemaVersion, damagedSnapshots: damaged });
+    const report = replay.report;
+    if (!replay.failed) for (const record of await journal.readSession(sid, report.seq + 1)) replay.apply(record);
+    if (report.missing !== undefined) {
+      throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid}: event ${report.missing[0]} is missing (next is ${report.missing[1] + 1})`, { sessionId: sid, seq: report.missing[0] });
     }
+    // The session recovered before, so a throw now is a bug or a change of code since: the caller gets it as thrown.
+    if (replay.failed) throw replay.cause;
+    const state = replay.state;
     report.status = journal.quarantineReason(sid) === undefined ? 'recovered' : 'damaged';
     return { state, seq: report.seq, status: report.status, report };
   }
@@ -382,15 +356,7 @@ export class RecoveryCoordinator<S> {
       }
       out.set(sid, snapshot.seq);
       journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, snapshots.seqs(sid).at(-1) ?? 0);
-      let state: S;
-      try {
-        state = upcastSnapshotState(snapshot.state, snapshot.stateSchemaVersion, this.#o.stateSchemaVersion, hooks, sid);
-      } catch (err) {
-        builder.startFrom(sid, hooks.initialState(sid), snapshot.seq, damaged);
-        builder.fail(sid, (err as Error).message);
-        continue;
-      }
-      builder.startFrom(sid, state, snapshot.seq, damaged);
+      builder.startFromSnapshot(sid, { snapshot, stateSchemaVersion: this.#o.stateSchemaVersion, damagedSnapshots: damaged });
       if (++n % 64 === 0) await yieldToLoop();
     }
     return out;
@@ -497,11 +463,4 @@ export class RecoveryCoordinator<S> {
 
 function yieldToLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
-}
-
-export function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks: RecoveryHooks<S>, sid: string): S {
-  if (from === to) return state as S;
-  if (from > to) throw new Error(`snapshot of session ${sid} has state schema version ${from}, newer than this build's ${to}`);
-  if (hooks.upcastState === undefined) throw new Error(`snapshot of session ${sid} has state schema version ${from} and no upcastState hook is configured (current ${to})`);
-  return hooks.upcastState(state, from);
 }

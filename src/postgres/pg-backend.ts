@@ -5,7 +5,7 @@ import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { assertSessionId } from '../core/ids.ts';
 import type { JournalRecord } from '../core/record.ts';
 import type { AppendInput, AppendResult, DedupeEntry } from '../backend/backend.ts';
-import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from '../backend/replay.ts';
+import { SessionReplay, type DamagedSnapshot, type RecoveryHooks } from '../backend/replay.ts';
 import { decodeSnapshot, encodeSnapshot } from '../backend/snapshot-codec.ts';
 import { migrate, quoteSchema } from './migrations.ts';
 import { resolvePgBackendOptions, type PgBackendOptions, type ResolvedPgBackendOptions } from './options.ts';
@@ -611,60 +611,38 @@ export class PgBackend<S> implements SessionBackend<S> {
 
   async #rebuild(sid: string): Promise<Rebuilt<S>> {
     const { rows: snaps } = await this.#pool.query<SnapshotRow>(this.#sql.snapshots, [sid]);
-    const report: SessionRecovery = { sid, status: 'recovered', seq: 0, snapshotSeq: 0, replayed: 0, damagedSnapshots: [] };
-    let state: S = this.#hooks.initialState(sid);
+    const damagedSnapshots: DamagedSnapshot[] = [];
     const cids = new Map<string, AppendResult>();
-    let quarantined: string | undefined;
-    let status: RecoveryStatus = 'recovered';
+    let snapshot: { state: unknown; seq: number; stateSchemaVersion: number } | undefined;
     for (const row of snaps) {
       const seq = Number(row.seq);
       const where = `snapshots(${sid}, ${seq})`;
       const decoded = await decodeSnapshot(row.body);
       if (typeof decoded === 'string' || decoded.sid !== sid || decoded.seq !== seq) {
-        report.damagedSnapshots.push({ file: where, reason: typeof decoded === 'string' ? decoded : 'header names another session or seq' });
+        damagedSnapshots.push({ file: where, reason: typeof decoded === 'string' ? decoded : 'header names another session or seq' });
         continue;
       }
-      try {
-        state = upcastSnapshotState(decoded.state, decoded.stateSchemaVersion, this.options.stateSchemaVersion, this.#hooks, sid);
-      } catch (err) {
-        status = 'failed';
-        report.error = (err as Error).message;
-      }
-      report.seq = seq;
-      report.snapshotSeq = seq;
+      snapshot = decoded;
       for (const [cid, s, , ts] of decoded.dedupe) cids.set(cid, { sid, seq: s, lsn: 0, ts, duplicate: false });
       break;
     }
+    const replay = new SessionReplay(this.#hooks, sid, { snapshot, stateSchemaVersion: this.options.stateSchemaVersion, damagedSnapshots });
+    const report = replay.report;
     const { rows: events } = await this.#pool.query<EventRow>(this.#sql.eventsFrom, [sid, report.seq + 1]);
     const { rows: maxRows } = await this.#pool.query<{ max: string | null }>(this.#sql.maxSeq, [sid]);
     const maxEventSeq = Number(maxRows[0]?.max ?? 0);
     for (const row of events) {
       const record = toRecord(sid, row);
       if (record.cid !== undefined) cids.set(record.cid, { sid, seq: record.seq, lsn: 0, ts: record.ts, duplicate: false });
-      if (status !== 'recovered') continue;
-      if (record.seq !== report.seq + 1) {
-        status = 'damaged';
-        report.missing = [report.seq + 1, record.seq - 1];
-        continue;
-      }
-      try {
-        state = this.#hooks.reducer(state, this.#hooks.upcastEvent === undefined ? record : this.#hooks.upcastEvent(record));
-        report.seq = record.seq;
-        report.replayed += 1;
-      } catch (err) {
-        status = 'failed';
-        report.error = `reducer threw at seq ${record.seq} (${record.type}): ${(err as Error)?.message ?? String(err)}`;
-      }
+      replay.apply(record);
     }
-    if (status === 'recovered' && report.snapshotSeq === 0 && snaps.length > 0 && events.length > 0 && Number(events[0]!.seq) !== 1) {
-      // Every snapshot was damaged and the events they covered were released: the start is missing.
-      status = 'damaged';
-      report.missing = [1, Number(events[0]!.seq) - 1];
-    }
-    report.status = status;
+    // Rows carry no LSN (it is always 0): the report names none.
+    delete report.lastLsn;
+    const status = report.status;
+    let quarantined: string | undefined;
     if (status === 'damaged') quarantined = `events ${report.missing?.[0]}..${report.missing?.[1]} are missing or damaged`;
     if (status === 'failed') quarantined = report.error ?? 'recovery failed';
-    if (report.skipped === undefined && status === 'damaged') report.skipped = events.filter((e) => Number(e.seq) > report.seq).length;
+    const state = replay.state;
     while (cids.size > this.options.dedupeWindow) cids.delete(cids.keys().next().value as string);
     const lastSeq = Math.max(report.seq, maxEventSeq, Number(snaps[0]?.seq ?? 0));
     if (snaps.length === 0 && events.length === 0 && maxEventSeq === 0) return { session: undefined, lastSeq: 0, cids, quarantined: undefined };
@@ -837,13 +815,6 @@ function toRecord(sid: string, row: EventRow): JournalRecord {
   const record: JournalRecord = { lsn: 0, sid, seq: Number(row.seq), ts: row.ts, type: row.type, v: row.v, data: JSON.parse(row.data) as unknown };
   if (row.cid !== null) record.cid = row.cid;
   return record;
-}
-
-function upcastSnapshotState<S>(state: unknown, from: number, to: number, hooks: RecoveryHooks<S>, sid: string): S {
-  if (from === to) return state as S;
-  if (from > to) throw new Error(`snapshot of session ${sid} has state schema version ${from}, newer than this build's ${to}`);
-  if (hooks.upcastState === undefined) throw new Error(`snapshot of session ${sid} has state schema version ${from} and no upcastState hook is configured (current ${to})`);
-  return hooks.upcastState(state, from);
 }
 
 /** Every statement, with the schema spliced in once. */
