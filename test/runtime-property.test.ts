@@ -82,7 +82,7 @@ import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
 import { createArbor, type Arbor, type ArborOptions, type Session } from '../src/runtime.ts';
 import { initialSessionState, reduceSession, type SessionState } from '../src/core/state.ts';
-import { upcastJournalRecord } from '../src/core/events.ts';
+import { SESSION_HOOKS } from '../src/core/session-hooks.ts';
 import { openStore } from '../src/file/store.ts';
 import { ArborError, ErrorCodes, isArborError, type ErrorCode } from '../src/core/errors.ts';
 import { MemoryFileSystem, mulberry32 } from '../src/testing/memory-fs.ts';
@@ -103,7 +103,8 @@ const STUCK_TURNS = 20_000;
 const SESSIONS = ['s0', 's1', 's2', 's3'] as const;
 
 const portOf = (memfs: MemoryFileSystem): FileSystem => memfs;
-const HOOKS = { initialState: initialSessionState, reducer: reduceSession, upcastEvent: upcastJournalRecord };
+// The runtime's own hooks: the state version its snapshots carry comes with them.
+const HOOKS = SESSION_HOOKS;
 
 // ---------------------------------------------------------------------------
 // What fast-check generates

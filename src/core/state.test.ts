@@ -17,6 +17,8 @@ import {
   pendingInterruption,
   reduceSession,
   reduceSessionValidated,
+  SESSION_STATE_VERSION,
+  upcastSessionState,
 } from './state.ts';
 import type { SessionState } from './state.ts';
 import { thrown } from '../../test/helpers/assertions.ts';
@@ -85,6 +87,8 @@ test('initialSessionState is empty, idle, at seq 0 and frozen', () => {
     toolExecutions: [],
     commands: [],
     stream: { status: 'idle' },
+    createdAt: 0,
+    updatedAt: 0,
   });
   assertFrozenTree(s, SHARED_PATHS);
   assert.equal(pendingInterruption(s), undefined);
@@ -648,4 +652,75 @@ test('property: reducing random valid histories is deterministic, pure and count
     }),
     { numRuns: 200 },
   );
+});
+
+// ---------------------------------------------------------------------------
+// createdAt / updatedAt (state version 2) and the state upcaster
+// ---------------------------------------------------------------------------
+
+test('createdAt is the ts of the first event and updatedAt of the last, for every event type that moves seq', () => {
+  // given a history whose first event is not a message
+  const log = new Log();
+  log.add('session_config_changed', { key: 'model', newValue: 'm' });
+  log.add('user_message_sent', { messageId: 'u1', content: 'hello' });
+  log.add('permission_decided', { permission: 'fs', decision: 'granted' });
+  // when
+  const states = log.records.map((_, i) => reduceAll(log.records.slice(0, i + 1)));
+  // then
+  assert.deepEqual(states.map((s) => [s.createdAt, s.updatedAt]), [[1001, 1001], [1001, 1002], [1001, 1003]]);
+});
+
+/** A state as version 1 stored it: today's state without the version 2 fields. */
+function asV1(state: SessionState): Record<string, unknown> {
+  const { createdAt: _c, updatedAt: _u, ...v1 } = JSON.parse(JSON.stringify(state)) as SessionState;
+  return v1;
+}
+
+test('upcastSessionState v1 → v2 takes createdAt/updatedAt from the earliest and latest timestamps the state holds', () => {
+  // given a v1 state with messages, a command and a tool execution
+  const log = new Log();
+  log.add('session_config_changed', { key: 'model', newValue: 'm' });
+  log.add('user_message_sent', { messageId: 'u1', content: 'hello' });
+  log.add('command_executed', { commandId: 'c1', command: 'clear' });
+  log.add('mcp_tool_executed', { executionId: 'x1', server: 'fs', tool: 'read', args: {} });
+  log.add('permission_decided', { permission: 'fs', decision: 'granted' });
+  const today = reduceAll(log.records);
+  // when
+  const up = upcastSessionState(asV1(today), 1);
+  // then everything else is as it was; the times are what the v1 state could tell (no ts for config or permission)
+  assert.deepEqual({ ...up, createdAt: 0, updatedAt: 0 }, { ...today, createdAt: 0, updatedAt: 0 });
+  assert.deepEqual([up.createdAt, up.updatedAt], [1002, 1004]);
+  assert.ok(Object.isFrozen(up));
+  // and the next event sets updatedAt exactly
+  const next = reduceSession(up, { lsn: 6, sid: SID, seq: 6, ts: 2000, type: 'user_message_sent', v: 1, data: { messageId: 'u2', content: 'more' } });
+  assert.deepEqual([next.createdAt, next.updatedAt], [1002, 2000]);
+});
+
+test('upcastSessionState v1 → v2 of a state with no timestamp gives 0 and 0; the next event sets both', () => {
+  // given a v1 state with only a config change
+  const log = new Log();
+  log.add('session_config_changed', { key: 'model', newValue: 'm' });
+  // when
+  const up = upcastSessionState(asV1(reduceAll(log.records)), 1);
+  const next = reduceSession(up, { lsn: 2, sid: SID, seq: 2, ts: 3000, type: 'user_message_sent', v: 1, data: { messageId: 'u1', content: 'hi' } });
+  // then
+  assert.deepEqual([up.createdAt, up.updatedAt], [0, 0]);
+  assert.deepEqual([next.createdAt, next.updatedAt], [3000, 3000]);
+});
+
+for (const version of [0, SESSION_STATE_VERSION + 1, 1.5]) {
+  test(`upcastSessionState refuses state version ${version} with ARBOR_INVALID_INPUT naming stateSchemaVersion`, () => {
+    // when
+    const err = thrown(() => upcastSessionState(asV1(initialSessionState(SID)), version));
+    // then
+    assert.equal(err.code, ErrorCodes.INVALID_INPUT);
+    assert.equal(err.details.field, 'stateSchemaVersion');
+    assert.equal(err.details.sessionId, SID);
+  });
+}
+
+test('upcastSessionState refuses a state that is not an object, naming state', () => {
+  const err = thrown(() => upcastSessionState(null, 1));
+  assert.equal(err.code, ErrorCodes.INVALID_INPUT);
+  assert.equal(err.details.field, 'state');
 });

@@ -11,8 +11,13 @@ import type { CriticalEventType, EventData } from './events.ts';
  * values, tool args and results) are shared with the record, not copied.
  */
 
-/** Version of the SessionState shape, for snapshot upcasters. */
-export const SESSION_STATE_VERSION = 1;
+/**
+ * Version of the SessionState shape, written into every snapshot; older
+ * snapshots are rewritten by {@link upcastSessionState} when read.
+ * - 1: the first shape;
+ * - 2: adds `createdAt` and `updatedAt`.
+ */
+export const SESSION_STATE_VERSION = 2;
 
 /** Who a message is from; `system` is used for notices such as an interrupted answer. */
 export type MessageRole = 'user' | 'assistant' | 'system';
@@ -94,6 +99,14 @@ export interface SessionState {
   readonly toolExecutions: readonly ToolExecution[];
   readonly commands: readonly CommandExecution[];
   readonly stream: StreamState;
+  /**
+   * Wall-clock ms (the event's `ts`) of the session's first committed event;
+   * 0 before it. For a session that began under state version 1 it is the
+   * earliest time that state still held (see {@link upcastSessionState}).
+   */
+  readonly createdAt: number;
+  /** Wall-clock ms (the event's `ts`) of the session's last committed event; 0 before the first. */
+  readonly updatedAt: number;
 }
 
 /** The text of the notice shown in place of an interrupted answer. */
@@ -136,6 +149,8 @@ export function initialSessionState(id: string): SessionState {
     toolExecutions: EMPTY,
     commands: EMPTY,
     stream: IDLE,
+    createdAt: 0,
+    updatedAt: 0,
   });
 }
 
@@ -314,7 +329,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
       const d = checkShape(record, type);
       const metadata = d.metadata === undefined && d.clientMessageId === undefined ? undefined : frozen({ ...d.metadata, clientMessageId: d.clientMessageId });
       const message: Message = frozen({ id: d.messageId, role: 'user', content: d.content, seq, ts, metadata });
-      return next(state, seq, { messages: append(state.messages, message) });
+      return next(state, record, { messages: append(state.messages, message) });
     }
     case 'assistant_stream_started': {
       const d = checkShape(record, type);
@@ -328,7 +343,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         startedSeq: seq,
         retryOf: d.retryOf,
       });
-      return next(state, seq, { stream });
+      return next(state, record, { stream });
     }
     case 'assistant_response_completed': {
       const d = checkShape(record, type);
@@ -341,7 +356,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         retryOf: s?.retryOf,
       });
       const message: Message = frozen({ id: d.messageId, role: 'assistant', content: d.content, seq, ts, metadata });
-      return next(state, seq, { messages: append(state.messages, message), stream: s === undefined ? state.stream : IDLE });
+      return next(state, record, { messages: append(state.messages, message), stream: s === undefined ? state.stream : IDLE });
     }
     case 'stream_interrupted': {
       const d = checkShape(record, type);
@@ -362,21 +377,21 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         metadata: metadata as unknown as Readonly<Record<string, unknown>>,
       });
       const stream = matchingStream(state, d.messageId) === undefined ? state.stream : IDLE;
-      return next(state, seq, { messages: append(state.messages, notice), stream });
+      return next(state, record, { messages: append(state.messages, notice), stream });
     }
     case 'session_config_changed': {
       const d = checkShape(record, type);
-      return next(state, seq, { config: put(state.config, d.key, d.newValue) });
+      return next(state, record, { config: put(state.config, d.key, d.newValue) });
     }
     case 'permission_decided': {
       const d = checkShape(record, type);
       const entry: PermissionEntry = frozen({ decision: d.decision, scope: d.scope, seq });
-      return next(state, seq, { permissions: put(state.permissions, d.permission, entry) });
+      return next(state, record, { permissions: put(state.permissions, d.permission, entry) });
     }
     case 'mcp_server_connected': {
       const d = checkShape(record, type);
       const entry: McpServerEntry = Object.freeze({ config: frozen(d.config), connectedSeq: seq });
-      return next(state, seq, { mcpServers: put(state.mcpServers, d.server, entry) });
+      return next(state, record, { mcpServers: put(state.mcpServers, d.server, entry) });
     }
     case 'mcp_tool_executed': {
       const d = checkShape(record, type);
@@ -391,12 +406,12 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         seq,
         ts,
       });
-      return next(state, seq, { toolExecutions: append(state.toolExecutions, execution) });
+      return next(state, record, { toolExecutions: append(state.toolExecutions, execution) });
     }
     case 'system_notice_added': {
       const d = checkShape(record, type);
       const notice: Message = frozen({ id: d.noticeId, role: 'system', content: d.content, seq, ts, metadata: d.metadata === undefined ? undefined : frozen(d.metadata) });
-      return next(state, seq, { messages: append(state.messages, notice) });
+      return next(state, record, { messages: append(state.messages, notice) });
     }
     case 'command_executed': {
       const d = checkShape(record, type);
@@ -409,7 +424,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         seq,
         ts,
       });
-      return next(state, seq, { commands: append(state.commands, command) });
+      return next(state, record, { commands: append(state.commands, command) });
     }
     default: {
       // Unreachable while every critical type has a case; the compiler checks it.
@@ -424,8 +439,10 @@ function matchingStream(state: SessionState, messageId: string): StreamingState 
   return state.stream.status === 'streaming' && state.stream.messageId === messageId ? state.stream : undefined;
 }
 
-function next(state: SessionState, seq: number, changes: Partial<SessionState>): SessionState {
-  return Object.freeze({ ...state, ...changes, seq });
+function next(state: SessionState, record: JournalRecord, changes: Partial<SessionState>): SessionState {
+  const { seq, ts } = record;
+  // createdAt is set by the first event; also by the next one for a v1 session whose upcast found no time (0).
+  return Object.freeze({ ...state, ...changes, seq, createdAt: state.createdAt === 0 ? ts : state.createdAt, updatedAt: ts });
 }
 
 /**
@@ -437,4 +454,67 @@ export function reduceSessionValidated(state: SessionState, record: JournalRecor
   if (!isCriticalEventType(record.type)) return reduceSession(state, record); // refuses it, with the reason
   const data = parseEventData(record.type, record.data, { sessionId: record.sid });
   return reduceSession(state, { ...record, data });
+}
+
+// ---------------------------------------------------------------------------
+// State upcasters: a snapshot written under an older SESSION_STATE_VERSION is
+// rewritten, one version step at a time, into the current shape when read.
+// Each step is pure and knows only what the older state holds.
+// ---------------------------------------------------------------------------
+
+/** The earliest and latest `ts` a v1 state still holds (messages, tool executions, commands); 0 when none. */
+function knownTimes(state: Data): { first: number; last: number } {
+  let first = 0;
+  let last = 0;
+  for (const key of ['messages', 'toolExecutions', 'commands']) {
+    const list = state[key];
+    if (!Array.isArray(list)) continue;
+    for (const item of list) {
+      const ts = isPlainObject(item) ? item.ts : undefined;
+      if (typeof ts !== 'number' || !Number.isFinite(ts) || ts <= 0) continue;
+      if (first === 0 || ts < first) first = ts;
+      if (ts > last) last = ts;
+    }
+  }
+  return { first, last };
+}
+
+/**
+ * v1 → v2: adds `createdAt` and `updatedAt` from the timestamps the v1 state
+ * holds. It cannot know the times of events that left no timestamp in the
+ * state (config changes, permission decisions, MCP connections, the start of
+ * a stream): so `createdAt` may be later than the true first event and
+ * `updatedAt` earlier than the true last one, and both are 0 for a session
+ * with no message, tool execution or command. The next event sets `updatedAt`
+ * exactly (and `createdAt` when it is 0).
+ */
+function stateV1toV2(state: Data): Data {
+  const { first, last } = knownTimes(state);
+  return { ...state, createdAt: first, updatedAt: last };
+}
+
+const STATE_UPCASTERS: Readonly<Record<number, (state: Data) => Data>> = Object.freeze({ 1: stateV1toV2 });
+
+/**
+ * A session state stored under state version `fromVersion` (a snapshot), in
+ * the current shape ({@link SESSION_STATE_VERSION}), frozen at the top level.
+ * Throws ARBOR_INVALID_INPUT (`details.field` = `stateSchemaVersion`, or
+ * `state` when it is not an object) for a version it has no way from;
+ * recovery reports that session as failed.
+ */
+export function upcastSessionState(state: unknown, fromVersion: number): SessionState {
+  if (!isPlainObject(state)) {
+    throw new ArborError(ErrorCodes.INVALID_INPUT, `a session state of version ${fromVersion} is not an object`, { field: 'state', stateSchemaVersion: fromVersion });
+  }
+  const refuse = (why: string): never => {
+    throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${String(state.id)}: state version ${fromVersion} ${why}`, { field: 'stateSchemaVersion', sessionId: state.id, stateSchemaVersion: fromVersion });
+  };
+  if (!Number.isSafeInteger(fromVersion) || fromVersion < 1) refuse('is not a version');
+  if (fromVersion > SESSION_STATE_VERSION) refuse(`is newer than this build's ${SESSION_STATE_VERSION}`);
+  let s: Data = state;
+  for (let v = fromVersion; v < SESSION_STATE_VERSION; v += 1) {
+    const step = STATE_UPCASTERS[v] ?? refuse(`has no upcaster to ${v + 1}`);
+    s = step(s);
+  }
+  return Object.freeze(s) as unknown as SessionState;
 }

@@ -100,7 +100,8 @@ export class Store<S> implements SessionBackend<S> {
    */
   static async open<S>(options: Partial<StoreOptions>, hooks: RecoveryHooks<S>, internals: StoreInternals = {}): Promise<Store<S>> {
     const started = performance.now();
-    const o = resolveStoreOptions(options);
+    // Without the option, the hooks say which state version their reducer produces.
+    const o = resolveStoreOptions({ ...options, stateSchemaVersion: options.stateSchemaVersion ?? hooks.stateSchemaVersion });
     const fs: FileSystem = o.fs ?? new NodeFileSystem();
     const lock = await DirectoryLock.acquire({ fs, dir: o.dataDir, ...(internals.lockPid === undefined ? {} : { pid: internals.lockPid }) });
     let journal: Journal | undefined;

@@ -129,6 +129,6 @@ export function resolvePgBackendOptions<S>(options: PgBackendOptions<S>): Readon
     maxQueueRecords: integer('maxQueueRecords', options.maxQueueRecords ?? d.maxQueueRecords, 1),
     maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes ?? d.maxQueueBytes, 1),
     maxEventBytes: integer('maxEventBytes', options.maxEventBytes ?? d.maxEventBytes, 1, 256 * 1024 * 1024),
-    stateSchemaVersion: integer('stateSchemaVersion', options.stateSchemaVersion ?? d.stateSchemaVersion, 1, 2 ** 32 - 1),
+    stateSchemaVersion: integer('stateSchemaVersion', options.stateSchemaVersion ?? options.hooks.stateSchemaVersion ?? d.stateSchemaVersion, 1, 2 ** 32 - 1),
   });
 }
