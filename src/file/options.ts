@@ -1,6 +1,7 @@
 import { posix as path } from 'node:path';
 import type { Durability } from './journal/journal.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
+import { boolean, positiveInteger } from '../core/validate.ts';
 
 /** Options of the storage engine. Every field has a default in DEFAULT_STORE_OPTIONS. */
 export interface StoreOptions {
@@ -84,12 +85,6 @@ export type ResolvedStoreOptions = Readonly<StoreOptions & { journalDir: string;
 
 const DURABILITIES: readonly Durability[] = ['fsync', 'write', 'buffered'];
 
-function positiveInteger(name: string, value: unknown, max = Number.MAX_SAFE_INTEGER): void {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
-    throw new RangeError(`option ${name} must be an integer from 1 to ${max}, got ${JSON.stringify(value)}`);
-  }
-}
-
 /** Merges `options` over the defaults, validates every field (naming it on error) and freezes the result. */
 export function resolveStoreOptions(options: Partial<StoreOptions> = {}): ResolvedStoreOptions {
   for (const key of Object.keys(options)) {
@@ -117,10 +112,7 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   positiveInteger('maxSnapshotsPerSession', merged.maxSnapshotsPerSession, 1000);
   positiveInteger('dedupeWindow', merged.dedupeWindow);
   positiveInteger('stateSchemaVersion', merged.stateSchemaVersion, 2 ** 32 - 1);
-  if (typeof merged.salvage !== 'boolean') throw new TypeError(`option salvage must be a boolean, got ${JSON.stringify(merged.salvage)}`);
-  for (const key of ['enableJournal', 'enableSnapshots'] as const) {
-    if (typeof merged[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(merged[key])}`);
-  }
+  for (const key of ['salvage', 'enableJournal', 'enableSnapshots'] as const) boolean(key, merged[key]);
   if (!merged.enableJournal && !merged.enableSnapshots) {
     throw new RangeError('options enableJournal and enableSnapshots cannot both be false: nothing would be kept on disk (use the in-memory filesystem for a store that keeps nothing)');
   }

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { RecoveryHooks } from '../backend/replay.ts';
 import { SCHEMA_NAME_PATTERN } from './migrations.ts';
+import { integer as integerOption } from '../core/validate.ts';
 
 /** Options of `PgBackend.open`. Give `connectionString` or `pool`. */
 export interface PgBackendOptions<S> {
@@ -79,10 +80,7 @@ export const DEFAULT_PG_BACKEND_OPTIONS = Object.freeze({
 });
 
 function integer(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    throw new RangeError(`PgBackend option ${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(value)}`);
-  }
-  return value;
+  return integerOption(name, value, min, max, 'PgBackend');
 }
 
 export function defaultNodeId(): string {
