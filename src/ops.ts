@@ -10,4 +10,3 @@ export { backupDataDir, restoreBackup, readManifest, MANIFEST_FILE, type BackupM
 export { readRestoreMarker, writeRestoreMarker, restoreNoticeText, restoreNoticeFor, RESTORE_MARKER_FILE, type RestoreMarker, type RestoreNoticeMetadata } from './file/restore-marker.ts';
 export { BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName } from './ops/bench.ts';
 export { exists as pathExists } from './ops/layout.ts';
-export { OpsError, type OpsErrorKind } from './ops/ops-error.ts';

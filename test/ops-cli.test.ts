@@ -76,6 +76,9 @@ test('usage errors exit 2 with a message; help exits 0', async () => {
   const noDir = await runCli(['verify', '--data-dir', join(tmp.dir, 'does-not-exist')]);
   assert.equal(noDir.code, 2);
   assert.match(noDir.stderr, /--data-dir .*does-not-exist: no such directory/);
+  const noDirJson = await runCli(['verify', '--data-dir', join(tmp.dir, 'does-not-exist'), '--json']);
+  assert.equal(noDirJson.code, 2);
+  assert.deepEqual([json(noDirJson).error.code, json(noDirJson).error.kind, json(noDirJson).error.details.option], ['ARBOR_USAGE', 'usage', 'dataDir']);
   const badLimit = await runCli(['inspect', 'alpha', '--data-dir', fixture, '--limit', 'many']);
   assert.equal(badLimit.code, 2);
   assert.match(badLimit.stderr, /--limit/);
@@ -337,8 +340,9 @@ test('backup and restore: manifest, marker, refusals; a tampered backup is refus
   const again = await runCli(['restore', backup, '--data-dir', target]);
   assert.equal(again.code, 1);
   assert.match(again.stderr, /is not empty/);
-  const noSrc = await runCli(['restore', join(tmp.dir, 'nope'), '--data-dir', join(tmp.dir, 'x')]);
+  const noSrc = await runCli(['restore', join(tmp.dir, 'nope'), '--data-dir', join(tmp.dir, 'x'), '--json']);
   assert.equal(noSrc.code, 2);
+  assert.deepEqual([json(noSrc).error.code, json(noSrc).error.details.option], ['ARBOR_USAGE', 'src']);
 
   // A changed byte in a backed-up file: refused, naming the file; the target is left as it was.
   const tampered = join(tmp.dir, 'backup-tampered');
@@ -348,6 +352,8 @@ test('backup and restore: manifest, marker, refusals; a tampered backup is refus
   const t = await runCli(['restore', tampered, '--data-dir', join(tmp.dir, 'restored-tampered')]);
   assert.equal(t.code, 1);
   assert.match(t.stderr, new RegExp(`backup file ${victim.replace(/\./g, '\\.')}: sha256 .* does not match`));
+  const tJson = await runCli(['restore', tampered, '--data-dir', join(tmp.dir, 'restored-tampered'), '--json']);
+  assert.deepEqual([tJson.code, json(tJson).error.code, json(tJson).error.details.file], [1, 'ARBOR_CORRUPTION', victim]);
   assert.equal(existsSync(join(tmp.dir, 'restored-tampered')), false, 'nothing is left behind');
 
   // No manifest: not a backup.

@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Argument, Command, InvalidArgumentError, Option, type CommanderError } from 'commander';
-import { isArborError, isSessionId, NodeFileSystem } from '../index.ts';
-import { backupDataDir, restoreBackup, BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName, compactDataDir, inspectSession, type InspectReport, pathExists as exists, OpsError, verifyDataDir, type VerifyReport } from '../ops.ts';
+import { ArborError, ErrorCodes, isArborError, isSessionId, NodeFileSystem } from '../index.ts';
+import { backupDataDir, restoreBackup, BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName, compactDataDir, inspectSession, type InspectReport, pathExists as exists, verifyDataDir, type VerifyReport } from '../ops.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -16,6 +16,14 @@ import { join } from 'node:path';
 /** Exit code for usage errors (commander's own default is 1). */
 export const EXIT_USAGE = 2;
 export const EXIT_FAILED = 1;
+
+/**
+ * The exit code for a failure, from its code: 2 for a usage or configuration
+ * error (ARBOR_USAGE, ARBOR_CONFIG_INVALID), 1 for everything else.
+ */
+export function exitCodeOf(err: unknown): number {
+  return isArborError(err, ErrorCodes.USAGE) || isArborError(err, ErrorCodes.CONFIG_INVALID) ? EXIT_USAGE : EXIT_FAILED;
+}
 
 /**
  * commander calls this instead of exiting: help and version exit 0, every
@@ -105,17 +113,17 @@ function out(line = ''): void {
 /**
  * Runs a command's body; maps failures onto exit codes with a message that
  * names the command. With --json a failure is also one JSON document on stdout:
- * `{"error": {"message", "kind", "code"?, "details"}}`.
+ * `{"error": {"message", "kind", "code"?, "details"}}` (`kind` is `usage` when the exit code is 2).
  */
 async function run(name: string, json: boolean | undefined, body: () => Promise<number>): Promise<void> {
   try {
     process.exitCode = await body();
   } catch (err) {
     const message = (err as Error)?.message ?? String(err);
-    const usage = err instanceof OpsError && err.kind === 'usage';
+    const usage = exitCodeOf(err) === EXIT_USAGE;
     const code = isArborError(err) ? err.code : undefined;
     if (json === true) {
-      const details = err instanceof OpsError || isArborError(err) ? err.details : {};
+      const details = isArborError(err) ? err.details : {};
       printJson({ error: { message, kind: usage ? 'usage' : 'failed', ...(code === undefined ? {} : { code }), details } });
     }
     if (usage) {
@@ -124,14 +132,14 @@ async function run(name: string, json: boolean | undefined, body: () => Promise<
       return;
     }
     process.stderr.write(`arbor ${name}: failed${code === undefined ? '' : ` [${code}]`}: ${message}\n`);
-    if (!(err instanceof OpsError) && !isArborError(err) && process.env.ARBOR_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
+    if (!isArborError(err) && process.env.ARBOR_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
     process.exitCode = EXIT_FAILED;
   }
 }
 
 /** Refuses a --data-dir that does not exist (read-only commands must not create it). */
 async function assertDataDir(dataDir: string): Promise<void> {
-  if (!(await exists(new NodeFileSystem(), dataDir))) throw new OpsError('usage', `--data-dir ${dataDir}: no such directory`, { option: 'dataDir' });
+  if (!(await exists(new NodeFileSystem(), dataDir))) throw new ArborError(ErrorCodes.USAGE, `--data-dir ${dataDir}: no such directory`, { option: 'dataDir', dataDir });
 }
 
 function where(d: { file?: string; offset?: number; length?: number; session?: string; seq?: number | [number, number] }): string {
@@ -255,7 +263,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (src: string, o: CommonOptions) =>
       run('restore', o.json, async () => {
-        if (!(await exists(new NodeFileSystem(), src))) throw new OpsError('usage', `<src> ${src}: no such directory`, { src });
+        if (!(await exists(new NodeFileSystem(), src))) throw new ArborError(ErrorCodes.USAGE, `<src> ${src}: no such directory`, { option: 'src', src });
         const bar = progressBar('restore', o.json !== true, 'bytes');
         const r = await restoreBackup({ ...layoutOf(o), src, onProgress: bar.update }).finally(bar.stop);
         if (o.json === true) {
@@ -307,7 +315,7 @@ export function registerOpsCommands(program: Command): void {
           }
           printJson(doc);
         }
-        if (failed !== undefined) throw new OpsError('failed', `bench/${failed.name} exited with ${failed.exitCode}`, { benchmark: failed.name });
+        if (failed !== undefined) throw new ArborError(ErrorCodes.OPS_FAILED, `bench/${failed.name} exited with ${failed.exitCode}`, { benchmark: failed.name, exitCode: failed.exitCode });
         return 0;
       }),
     );

@@ -43,6 +43,12 @@ export const ErrorCodes = {
   NOT_OWNER: 'ARBOR_NOT_OWNER',
   /** This process lost the session's lease (another process took it over); the write was not committed. */
   FENCED: 'ARBOR_FENCED',
+  /** A bad argument or option of a command (the CLI exits 2); `details` names it. Nothing was done. */
+  USAGE: 'ARBOR_USAGE',
+  /** The configuration is invalid (the CLI exits 2); `details.problems` lists each option with its source. */
+  CONFIG_INVALID: 'ARBOR_CONFIG_INVALID',
+  /** An operations command (backup, restore, inspect, bench…) could not do its work; `details` names what. */
+  OPS_FAILED: 'ARBOR_OPS_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -1,7 +1,7 @@
 import { posix as path } from 'node:path';
 import { hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
 import { isSessionId } from '../core/ids.ts';
-import { OpsError } from '../ops/ops-error.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
 
 /**
  * The restore marker: a file `RESTORED.json` in the root of a data directory
@@ -66,7 +66,7 @@ export async function writeRestoreMarker(fs: FileSystem, dataDir: string, marker
 
 /**
  * Reads `<dataDir>/RESTORED.json`. Resolves undefined when there is none (the
- * directory was not restored from a backup); throws an OpsError naming the file
+ * directory was not restored from a backup); throws ARBOR_CORRUPTION naming the file
  * and the field when it exists but is malformed.
  */
 export async function readRestoreMarker(fs: FileSystem, dataDir: string): Promise<RestoreMarker | undefined> {
@@ -78,7 +78,7 @@ export async function readRestoreMarker(fs: FileSystem, dataDir: string): Promis
     if (hasCode(err, 'ENOENT')) return undefined;
     throw err;
   }
-  const bad = (field: string, why: string): OpsError => new OpsError('failed', `restore marker ${file}: ${field} ${why}`, { file, field });
+  const bad = (field: string, why: string): ArborError => new ArborError(ErrorCodes.CORRUPTION, `restore marker ${file}: ${field} ${why}`, { file, field });
   let value: unknown;
   try {
     value = JSON.parse(text);

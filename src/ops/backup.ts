@@ -9,7 +9,7 @@ import { decodeSnapshotHeader } from '../backend/snapshot-codec.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
 import { exists, listDir, readIfPresent, resolveLayout, type LayoutOptions, type ProgressFn } from './layout.ts';
-import { OpsError } from './ops-error.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { RESTORE_MARKER_FILE, restoreNoticeText, writeRestoreMarker, type RestoreMarker } from '../file/restore-marker.ts';
 import { SNAPSHOT_FILE, verifyDataDir, type VerifyReport } from './verify.ts';
 
@@ -108,14 +108,14 @@ async function assertEmptyTarget(fs: FileSystem, dir: string, what: string, opti
   let entries: string[];
   try {
     const st = await fs.stat(dir);
-    if (!st.isDirectory) throw new OpsError('failed', `${what} ${dir} exists and is not a directory`, { [option]: dir });
+    if (!st.isDirectory) throw new ArborError(ErrorCodes.OPS_FAILED, `${what} ${dir} exists and is not a directory`, { option, [option]: dir });
     entries = await fs.readdir(dir);
   } catch (err) {
     if (hasCode(err, 'ENOENT')) return;
     throw err;
   }
   if (entries.length > 0) {
-    throw new OpsError('failed', `${what} ${dir} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}); it must be empty or not exist`, { [option]: dir });
+    throw new ArborError(ErrorCodes.OPS_FAILED, `${what} ${dir} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}); it must be empty or not exist`, { option, [option]: dir });
   }
 }
 
@@ -143,7 +143,7 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
   const maxRelists = options.maxRelists ?? 50;
   const maxRecordBytes = options.maxEventBytes ?? DEFAULT_STORE_OPTIONS.maxEventBytes;
   if (!(await exists(fs, journalDir)) && !(await exists(fs, snapshotDir))) {
-    throw new OpsError('usage', `--data-dir ${dataDir}: no journals/ or snapshots/ directory there; nothing to back up`, { dataDir });
+    throw new ArborError(ErrorCodes.USAGE, `--data-dir ${dataDir}: no journals/ or snapshots/ directory there; nothing to back up`, { option: 'dataDir', dataDir });
   }
   if (dfs === fs) {
     const inside = (child: string, parent: string): boolean => {
@@ -151,7 +151,7 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
       return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
     };
     for (const d of [journalDir, snapshotDir]) {
-      if (inside(dest, d) || inside(d, dest)) throw new OpsError('usage', `backup destination ${dest} overlaps ${d}: choose a directory outside the data directory's journal and snapshot directories`, { dest });
+      if (inside(dest, d) || inside(d, dest)) throw new ArborError(ErrorCodes.USAGE, `backup destination ${dest} overlaps ${d}: choose a directory outside the data directory's journal and snapshot directories`, { option: 'dest', dest });
     }
   }
   await assertEmptyTarget(dfs, dest, 'backup destination', 'dest');
@@ -227,7 +227,7 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
     if (names.length === 0 || journalFiles.length > 0) break;
     // Every listed segment was deleted under us (the log moved on): list again.
     journalRelists += 1;
-    if (journalRelists > maxRelists) throw new OpsError('failed', `backup of ${journalDir}: every listed segment was deleted before it could be copied, ${maxRelists} times in a row`, { journalDir });
+    if (journalRelists > maxRelists) throw new ArborError(ErrorCodes.OPS_FAILED, `backup of ${journalDir}: every listed segment was deleted before it could be copied, ${maxRelists} times in a row`, { journalDir });
   }
   await dfs.syncDir(destJournals);
 
@@ -270,7 +270,7 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
     if (missing.length === 0) break;
     snapshotRelists += 1;
     if (snapshotRelists > maxRelists) {
-      throw new OpsError('failed', `backup of ${snapshotDir}: the newest snapshots of ${missing.length} sessions kept being replaced before they could be copied (${missing.slice(0, 3).join(', ')})`, { snapshotDir });
+      throw new ArborError(ErrorCodes.OPS_FAILED, `backup of ${snapshotDir}: the newest snapshots of ${missing.length} sessions kept being replaced before they could be copied (${missing.slice(0, 3).join(', ')})`, { snapshotDir });
     }
   }
   await dfs.syncDir(destSnapshots);
@@ -312,7 +312,7 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
   };
 }
 
-/** Reads and checks a backup's manifest; throws an OpsError naming the file and field. */
+/** Reads and checks a backup's manifest; throws ARBOR_OPS_FAILED when it is missing, ARBOR_CORRUPTION naming the file and field when it is bad. */
 export async function readManifest(fs: FileSystem, src: string): Promise<BackupManifest> {
   const file = path.join(src, MANIFEST_FILE);
   let text: string;
@@ -320,11 +320,11 @@ export async function readManifest(fs: FileSystem, src: string): Promise<BackupM
     text = Buffer.from(await fs.readFile(file)).toString('utf8');
   } catch (err) {
     if (hasCode(err, 'ENOENT')) {
-      throw new OpsError('failed', `${src} holds no ${MANIFEST_FILE}: not a complete Arbor backup (a backup writes its manifest last)`, { src, file });
+      throw new ArborError(ErrorCodes.OPS_FAILED, `${src} holds no ${MANIFEST_FILE}: not a complete Arbor backup (a backup writes its manifest last)`, { src, file });
     }
     throw err;
   }
-  const bad = (field: string, why: string): OpsError => new OpsError('failed', `backup manifest ${file}: ${field} ${why}`, { file, field });
+  const bad = (field: string, why: string): ArborError => new ArborError(ErrorCodes.CORRUPTION, `backup manifest ${file}: ${field} ${why}`, { file, field });
   let m: Record<string, unknown>;
   try {
     m = JSON.parse(text) as Record<string, unknown>;
@@ -410,12 +410,12 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       try {
         bytes = await sfs.readFile(from);
       } catch (err) {
-        if (hasCode(err, 'ENOENT')) throw new OpsError('failed', `backup file ${f.path} listed in the manifest is missing from ${options.src}`, { file: f.path });
+        if (hasCode(err, 'ENOENT')) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} listed in the manifest is missing from ${options.src}`, { file: f.path });
         throw err;
       }
-      if (bytes.length !== f.bytes) throw new OpsError('failed', `backup file ${f.path} is ${bytes.length} bytes, the manifest says ${f.bytes}`, { file: f.path });
+      if (bytes.length !== f.bytes) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} is ${bytes.length} bytes, the manifest says ${f.bytes}`, { file: f.path });
       const hash = sha256(bytes);
-      if (hash !== f.sha256) throw new OpsError('failed', `backup file ${f.path}: sha256 ${hash} does not match the manifest's ${f.sha256}`, { file: f.path });
+      if (hash !== f.sha256) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path}: sha256 ${hash} does not match the manifest's ${f.sha256}`, { file: f.path });
       const [dir, name] = f.path.split('/') as [string, string];
       const to = path.join(dir === 'journals' ? journalDir : snapshotDir, name);
       written.push(to);

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { OpsError } from './ops-error.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
 
 export const BENCHMARKS = ['journal', 'runtime'] as const;
 export type BenchmarkName = (typeof BENCHMARKS)[number];
@@ -55,7 +55,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchResult>
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   for (const name of options.which) {
     if (!existsSync(join(root, 'bench', name, 'run.ts'))) {
-      throw new OpsError('failed', `benchmark bench/${name}/run.ts not found under ${root}: the benchmarks ship with Arbor's source checkout, not with the installed package`, { benchmark: name });
+      throw new ArborError(ErrorCodes.OPS_FAILED, `benchmark bench/${name}/run.ts not found under ${root}: the benchmarks ship with Arbor's source checkout, not with the installed package`, { benchmark: name });
     }
   }
   const peersInstalled = existsSync(join(root, 'bench', 'node_modules'));

@@ -7,7 +7,7 @@ import { scanSegment } from '../file/journal/segment-scanner.ts';
 import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
 import { decodeSnapshot, type SnapshotContent } from '../backend/snapshot-codec.ts';
 import { listDir, readIfPresent, resolveLayout, type LayoutOptions } from './layout.ts';
-import { OpsError } from './ops-error.ts';
+import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { SNAPSHOT_FILE } from './verify.ts';
 
 export interface TimelineSnapshot {
@@ -168,7 +168,7 @@ export async function inspectSession(sid: string, options: InspectOptions): Prom
     if (newestRead >= newestListed) break;
   }
   if (found.length === 0 && snapshots.length === 0) {
-    throw new OpsError('failed', `session ${sid} has no snapshot and no journal records in ${dataDir}`, { sessionId: sid, dataDir });
+    throw new ArborError(ErrorCodes.OPS_FAILED, `session ${sid} has no snapshot and no journal records in ${dataDir}`, { sessionId: sid, dataDir });
   }
 
   // The state recovery would rebuild.

@@ -11,6 +11,8 @@ function problemsOf(fn: () => unknown): ConfigError['problems'] {
     fn();
   } catch (err) {
     assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    assert.equal(err.code, 'ARBOR_CONFIG_INVALID');
+    assert.deepEqual(err.details.options, err.problems.map((p) => p.option));
     return err.problems;
   }
   assert.fail('expected a ConfigError');

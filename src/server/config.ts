@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { SCHEMA_NAME_PATTERN } from '../index.ts';
+import { ArborError, ErrorCodes, SCHEMA_NAME_PATTERN } from '../index.ts';
 
 /**
  * The server's and CLI's configuration: every option of the persistence
@@ -180,13 +180,17 @@ export const DEFAULT_CONFIG: Readonly<ArborConfig> = Object.freeze(Object.fromEn
 /** Where a value came from, for error messages. */
 export type ConfigSource = 'default' | `file ${string}` | `env ${string}` | 'code';
 
-/** Start-up stops with this: every invalid option, each named with its value, source and what is accepted. */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
+/**
+ * Start-up stops with this: every invalid option, each named with its value,
+ * source and what is accepted. An ArborError with code ARBOR_CONFIG_INVALID
+ * (the CLI exits 2); `details.options` names the options, `details.problems`
+ * holds the list as `problems` does.
+ */
+export class ConfigError extends ArborError {
   readonly problems: readonly { option: string; source: ConfigSource | undefined; message: string }[];
 
   constructor(problems: ConfigError['problems']) {
-    super(`invalid configuration:\n${problems.map((p) => `  - ${p.message}`).join('\n')}`);
+    super(ErrorCodes.CONFIG_INVALID, `invalid configuration:\n${problems.map((p) => `  - ${p.message}`).join('\n')}`, { options: problems.map((p) => p.option), problems });
     this.problems = problems;
   }
 }

@@ -60,6 +60,10 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.NOT_OWNER]: { status: 421, retryAfter: true },
   // This node lost the session while writing: nothing was committed; a retry reaches the new owner.
   [ErrorCodes.FENCED]: { status: 503, retryAfter: true },
+  // The CLI's and operations' codes: no request can cause them, so reaching here is a server fault.
+  [ErrorCodes.USAGE]: { status: 500, retryAfter: false },
+  [ErrorCodes.CONFIG_INVALID]: { status: 500, retryAfter: false },
+  [ErrorCodes.OPS_FAILED]: { status: 500, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */
