@@ -381,6 +381,7 @@ export class RecoveryCoordinator<S> {
       if (this.#stopped) return false;
       const bytes = await ahead!;
       ahead = read(k + 1);
+      // A failed read-ahead surfaces when its turn comes (awaited above), not as an unhandled rejection before.
       ahead?.catch(() => undefined);
       const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
       const frames = segment.frames;

@@ -173,6 +173,7 @@ export class SnapshotStore {
     try {
       bytes = await this.#o.fs.readFile(path.join(this.#o.dir, snapshotFileName(sid, seq)));
     } catch {
+      // Unreadable is not intact; the caller falls back to plain recovery, which reports the file itself.
       return false;
     }
     const meta = decodeSnapshotHeader(bytes);

@@ -144,6 +144,8 @@ export class Store<S> implements SessionBackend<S> {
       }
       return store;
     } catch (err) {
+      // The open failed: that error is the one to report. Cleaning up is best effort (a lock left
+      // behind names this dead process and is taken over by the next open).
       await journal?.close().catch(() => undefined);
       await lock.release().catch(() => undefined);
       throw err;

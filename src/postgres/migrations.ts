@@ -110,6 +110,8 @@ export async function migrate(pool: Pool, schema: string): Promise<MigrationResu
       await client.query('COMMIT');
       return { applied, version: SCHEMA_VERSION };
     } catch (err) {
+      // The migration's own error is the one to report; a ROLLBACK on a broken connection fails too, and the
+      // server rolls the transaction back when the connection goes.
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }

@@ -8,6 +8,7 @@ import type { AppendInput, AppendResult, DedupeEntry } from '../backend/backend.
 import { SessionReplay, type DamagedSnapshot, type RecoveryHooks } from '../backend/replay.ts';
 import { decodeSnapshot, encodeSnapshot } from '../backend/snapshot-codec.ts';
 import { migrate, quoteSchema } from './migrations.ts';
+import { errorChannel, type ErrorMessage } from '../telemetry/channels.ts';
 import { resolvePgBackendOptions, type PgBackendOptions, type ResolvedPgBackendOptions } from './options.ts';
 
 /** Knobs for tests only; not part of the documented surface. */
@@ -171,11 +172,13 @@ export class PgBackend<S> implements SessionBackend<S> {
     const ownsPool = options.pool === undefined;
     const pool = options.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, application_name: `arbor ${o.nodeId}`.slice(0, 63) });
     // An idle client that dies (server restart) emits 'error' on the pool; without a listener that kills the process.
-    const onIdleError = (): void => undefined;
+    // The pool replaces the client by itself; the operator hears of it.
+    const onIdleError = (err: Error): void => reportError(ErrorCodes.IO_ERROR, `an idle PostgreSQL connection failed: ${err.message}`);
     if (ownsPool) pool.on('error', onIdleError);
     try {
       await migrate(pool, o.schema);
     } catch (err) {
+      // The migration's error is the one to report; ending a pool whose server is unreachable fails too.
       if (ownsPool) await pool.end().catch(() => undefined);
       throw err;
     }
@@ -470,8 +473,9 @@ export class PgBackend<S> implements SessionBackend<S> {
     for (const listener of this.#listeners) {
       try {
         listener(held.sid, reason);
-      } catch {
-        // A listener's failure must not stop the others hearing of the loss.
+      } catch (err) {
+        // A listener's failure must not stop the others hearing of the loss; it is reported, not lost.
+        reportError(ErrorCodes.HANDLER_CRASHED, `an onSessionLost listener threw: ${(err as Error)?.message ?? String(err)}`, held.sid);
       }
     }
   }
@@ -497,8 +501,9 @@ export class PgBackend<S> implements SessionBackend<S> {
       try {
         const { rows } = await this.#pool.query<{ sid: string }>(this.#sql.renew, [this.nodeId, this.options.leaseMs, sids, epochs]);
         renewed = new Set(rows.map((r) => r.sid));
-      } catch {
+      } catch (err) {
         // The database is unreachable: keep the old deadlines; sessions step back when they pass.
+        reportError(ErrorCodes.IO_ERROR, `lease renewal of node ${this.nodeId} failed: ${(err as Error)?.message ?? String(err)}`);
         return;
       }
       for (const [sid, l] of loading) {
@@ -522,6 +527,7 @@ export class PgBackend<S> implements SessionBackend<S> {
   #serial<T>(sid: string, op: () => Promise<T>): Promise<T> {
     const prev = this.#sessionOps.get(sid) ?? Promise.resolve();
     const next = prev.then(op, op);
+    // The caller gets the failure through `next`; the chain only has to go on for the next operation.
     const tail = next.catch(() => undefined);
     this.#sessionOps.set(sid, tail);
     void tail.then(() => {
@@ -603,7 +609,8 @@ export class PgBackend<S> implements SessionBackend<S> {
       this.#lost.delete(sid);
       return rebuilt.session;
     } catch (err) {
-      // Reads failed: give the lease back rather than hold a session nobody serves.
+      // Reads failed: give the lease back rather than hold a session nobody serves. If that fails too the
+      // lease expires by itself within leaseMs; the load's own error is the one to report.
       await this.#pool.query(this.#sql.release, [[sid], [epoch], this.nodeId]).catch(() => undefined);
       throw err;
     }
@@ -741,6 +748,8 @@ export class PgBackend<S> implements SessionBackend<S> {
         await client.query(this.#sql.releaseEvents, [sid]);
         await client.query('COMMIT');
       } catch (err) {
+        // The snapshot's own error is reported below; a ROLLBACK on a broken connection fails too, and the
+        // server rolls the transaction back when the connection goes.
         await client.query('ROLLBACK').catch(() => undefined);
         if (err instanceof ArborError) throw err;
         throw new ArborError(ErrorCodes.IO_ERROR, `snapshot of session ${sid} at seq ${seq} failed: ${(err as Error).message}`, { sessionId: sid, seq }, { cause: err });
@@ -787,10 +796,15 @@ export class PgBackend<S> implements SessionBackend<S> {
       const held = [...this.#held.values()];
       this.#held.clear();
       if (held.length > 0) {
-        await this.#pool.query(this.#sql.release, [held.map((h) => h.sid), held.map((h) => h.epoch), this.nodeId]).catch(() => undefined);
+        // Not released: other nodes wait up to leaseMs to take these sessions over. Closing goes on.
+        await this.#pool.query(this.#sql.release, [held.map((h) => h.sid), held.map((h) => h.epoch), this.nodeId]).catch((err: unknown) => {
+          reportError(ErrorCodes.IO_ERROR, `node ${this.nodeId} could not release ${held.length} leases at close; they expire within leaseMs: ${(err as Error)?.message ?? String(err)}`);
+        });
       }
     } finally {
-      if (this.#ownsPool) await this.#pool.end().catch(() => undefined);
+      if (this.#ownsPool) {
+        await this.#pool.end().catch((err: unknown) => reportError(ErrorCodes.IO_ERROR, `closing the PostgreSQL pool failed: ${(err as Error)?.message ?? String(err)}`));
+      }
       this.#state = 'closed';
     }
   }
@@ -803,6 +817,12 @@ export class PgBackend<S> implements SessionBackend<S> {
 /** Opens a PostgreSQL backend; see `PgBackend.open`. */
 export function openPgBackend<S>(options: PgBackendOptions<S>, internals: PgBackendInternals = {}): Promise<PgBackend<S>> {
   return PgBackend.open(options, internals);
+}
+
+/** Reports a failure that is handled here (nothing is thrown for it) on the telemetry error channel. */
+function reportError(code: string, message: string, sessionId?: string): void {
+  if (!errorChannel.hasSubscribers) return;
+  errorChannel.publish({ source: 'postgres', code, message, ...(sessionId === undefined ? {} : { sessionId }) } satisfies ErrorMessage);
 }
 
 /** A unique violation of the (sid, cid) index: a clientMessageId stored before. */

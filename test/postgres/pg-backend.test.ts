@@ -15,6 +15,7 @@ import { PgBackend, type PgBackendInternals } from '../../src/postgres/pg-backen
 import type { PgBackendOptions } from '../../src/postgres/options.ts';
 import { migrate, SCHEMA_VERSION } from '../../src/postgres/migrations.ts';
 import { isArborError } from '../../src/core/errors.ts';
+import { subscribeTelemetry, type ErrorMessage } from '../../src/telemetry/channels.ts';
 import { hooks, type ChatState } from '../crash/power-loss-harness.ts';
 import { PG_URL, announcePostgres, dropSchema, freshSchemaName, pgSkip, testPool } from '../helpers/postgres.ts';
 import { rejectsWith } from '../helpers/assertions.ts';
@@ -233,7 +234,7 @@ pgTest('a lease the database did not renew (it expired) makes the node step back
   });
 });
 
-pgTest('renewals that fail (database unreachable) make the node step back when its leases would end', async () => {
+pgTest('renewals that fail (database unreachable) make the node step back when its leases would end; the failures and a throwing listener reach the error channel', async () => {
   await withSchema(async ({ schema }) => {
     // given a node whose pool can be cut off from the database
     const pool = testPool(3);
@@ -241,8 +242,13 @@ pgTest('renewals that fail (database unreachable) make the node step back when i
     const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
     (pool as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args) => (cutOff ? Promise.reject(new Error('connect ECONNREFUSED (simulated)')) : query(...args));
     const a = await PgBackend.open<ChatState>({ pool, schema, hooks, nodeId: 'node-a', leaseMs: 1000, renewEveryMs: 100 });
+    const errors: ErrorMessage[] = [];
+    const unsubscribe = subscribeTelemetry({ error: (m) => errors.push(m) });
     try {
       const lost: [string, string][] = [];
+      a.onSessionLost(() => {
+        throw new Error('a listener with a bug');
+      });
       a.onSessionLost((sid, reason) => lost.push([sid, reason]));
       await a.loadSession('s');
       await a.append(ev('s', 1));
@@ -253,7 +259,11 @@ pgTest('renewals that fail (database unreachable) make the node step back when i
       assert.deepEqual(lost, [['s', 'lease expired before it was renewed']]);
       await rejectsWith(a.append(ev('s', 2)), 'ARBOR_FENCED');
       cutOff = false;
+      // and each failed renewal was reported, as was the listener that threw (the next listener still heard)
+      assert.ok(errors.some((m) => m.source === 'postgres' && m.code === 'ARBOR_IO_ERROR'), JSON.stringify(errors));
+      assert.ok(errors.some((m) => m.source === 'postgres' && m.code === 'ARBOR_HANDLER_CRASHED' && m.sessionId === 's'), JSON.stringify(errors));
     } finally {
+      unsubscribe();
       await a.close();
       await pool.end();
     }

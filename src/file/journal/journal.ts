@@ -607,6 +607,7 @@ export class Journal {
       await fs.rename(temp, path.join(dir, name));
       await fs.syncDir(dir);
     } catch (err) {
+      // The write or sync failure is what the caller must see; closing the abandoned temp file's handle can only add noise.
       await handle.close().catch(() => undefined);
       throw err;
     }
@@ -691,6 +692,8 @@ export class Journal {
       }
     }
     this.#state = 'closed';
+    // Everything acknowledged was synced above (or the sync's failure is `error`): a failing close(2) of the
+    // synced segment loses nothing, and the error that matters is already the one thrown.
     await this.#handle.close().catch(() => undefined);
     // A journal that failed before close() was called reported it already; a failure while closing is news.
     if (!failedBefore && error !== undefined) throw error;
@@ -730,6 +733,7 @@ export class Journal {
         out.push(record);
       }
     } finally {
+      // Read-only handles: a failed close loses nothing, and must not hide the read's own outcome.
       for (const h of handles.values()) await h.close().catch(() => undefined);
     }
     return out;
@@ -816,6 +820,7 @@ export class Journal {
   deleteReleasedSegments(): Promise<string[]> {
     // Serialised: two snapshots finishing together must not both unlink the same segment.
     const run = this.#deleting.then(() => this.#deleteReleased());
+    // The caller gets the failure through `run`; the chain only has to go on for the next deletion.
     this.#deleting = run.catch(() => undefined);
     return run;
   }
