@@ -4,6 +4,7 @@ import { cpSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createArbor, initialSessionState, INTERRUPTED_NOTICE_CONTENT, MockProvider, openPgBackend, reduceSession, type SessionState } from '../src/index.ts';
+import { inspectSession } from '../src/ops.ts';
 import { announcePostgres, dropSchema, freshSchemaName, PG_URL, pgSkip } from './helpers/postgres.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -65,6 +66,15 @@ test('a data dir of state version 1 opens with createArbor: every message intact
 
   // and no session failed: the v1 snapshots went through the upcaster
   for (const r of arbor.recoveryReport().sessions) assert.equal(r.status, 'recovered', `${r.sid}: ${r.error}`);
+});
+
+test('arbor inspect rebuilds a session of the v1 fixture through the same upcaster (read-only)', async () => {
+  // when
+  const r = await inspectSession('snapshotted', { dataDir: FIXTURE });
+  // then
+  assert.equal(r.state.problem, undefined);
+  assert.deepEqual([r.state.fromSnapshotSeq, r.state.replayed, r.state.seq, r.state.messages.total], [7, 3, 10, 6]);
+  assert.deepEqual([r.state.createdAt, r.state.updatedAt], [at(0), at(9)]);
 });
 
 test('a state-version-1 session goes on after the upgrade, and its next snapshot is read back as version 2', async (t) => {

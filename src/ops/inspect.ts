@@ -1,6 +1,7 @@
 import { posix as path } from 'node:path';
-import { upcastJournalRecord } from '../core/events.ts';
-import { initialSessionState, reduceSession, type SessionState } from '../core/state.ts';
+import { SESSION_STATE_VERSION, type SessionState } from '../core/state.ts';
+import { SESSION_HOOKS } from '../core/session-hooks.ts';
+import { SessionReplay } from '../backend/replay.ts';
 import { assertSessionId } from '../core/ids.ts';
 import { SEGMENT_FILE_PATTERN, type JournalRecord } from '../file/journal/format.ts';
 import { scanSegment } from '../file/journal/segment-scanner.ts';
@@ -38,6 +39,9 @@ export interface StateSummary {
   /** journal events replayed over it */
   replayed: number;
   seq: number;
+  /** wall-clock ms of the session's first and last event (0 when unknown: see SessionState) */
+  createdAt: number;
+  updatedAt: number;
   messages: { total: number; user: number; assistant: number; system: number };
   lastMessage?: { id: string; role: string; seq: number; preview: string };
   stream: SessionState['stream'];
@@ -173,24 +177,23 @@ export async function inspectSession(sid: string, options: InspectOptions): Prom
 
   // The state recovery would rebuild.
   const newest = [...contents.keys()].sort((a, b) => b - a)[0];
-  let state = newest === undefined ? initialSessionState(sid) : (contents.get(newest)!.state as SessionState);
-  let seq = newest ?? 0;
-  let replayed = 0;
+  // The same replay as recovery's: snapshot state upcast to this build's version, gap check, reducer.
+  const replay = new SessionReplay(SESSION_HOOKS, sid, { snapshot: newest === undefined ? undefined : contents.get(newest), stateSchemaVersion: SESSION_STATE_VERSION });
+  const { report } = replay;
+  const snapshotUnreadable = replay.failed;
+  for (const { record } of found) replay.apply(record);
+  const state = replay.state;
+  const seq = report.seq;
+  const replayed = report.replayed;
   let problem: string | undefined;
-  for (const { record, file, offset } of found) {
-    if (record.seq <= seq) continue;
-    if (record.seq !== seq + 1) {
-      problem = `event ${seq + 1} is missing (the journal continues at seq ${record.seq}, ${file} offset ${offset})`;
-      break;
-    }
-    try {
-      state = reduceSession(state, upcastJournalRecord(record));
-    } catch (err) {
-      problem = `event ${record.seq} (${file} offset ${offset}) does not apply: ${(err as Error).message}`;
-      break;
-    }
-    seq = record.seq;
-    replayed += 1;
+  const at = (seqOf: number): { file: string; offset: number; record: JournalRecord } | undefined => found.find((f) => f.record.seq === seqOf);
+  if (report.missing !== undefined) {
+    const next = at(report.missing[1] + 1);
+    problem = `event ${report.missing[0]} is missing (the journal continues at seq ${report.missing[1] + 1}${next === undefined ? '' : `, ${next.file} offset ${next.offset}`})`;
+  } else if (replay.failed) {
+    const bad = at(seq + 1);
+    const why = (replay.cause as Error | undefined)?.message ?? report.error ?? 'unknown';
+    problem = snapshotUnreadable || bad === undefined ? `the snapshot at seq ${report.snapshotSeq} does not load: ${why}` : `event ${bad.record.seq} (${bad.file} offset ${bad.offset}) does not apply: ${why}`;
   }
   const byRole = { user: 0, assistant: 0, system: 0 };
   for (const m of state.messages) byRole[m.role] += 1;
@@ -216,6 +219,8 @@ export async function inspectSession(sid: string, options: InspectOptions): Prom
       fromSnapshotSeq: newest ?? 0,
       replayed,
       seq,
+      createdAt: state.createdAt,
+      updatedAt: state.updatedAt,
       messages: { total: state.messages.length, ...byRole },
       ...(last === undefined ? {} : { lastMessage: { id: last.id, role: last.role, seq: last.seq, preview: preview(last.content) } }),
       stream: state.stream,
