@@ -43,6 +43,8 @@ export const ErrorCodes = {
   NOT_OWNER: 'ARBOR_NOT_OWNER',
   /** This process lost the session's lease (another process took it over); the write was not committed. */
   FENCED: 'ARBOR_FENCED',
+  /** Loading the session took longer than `recoveryTimeoutMs`: the load was abandoned, the next access tries again. */
+  RECOVERY_TIMEOUT: 'ARBOR_RECOVERY_TIMEOUT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
