@@ -116,13 +116,14 @@ export class SessionManager {
   /**
    * Another process took the session over: everything known of it is
    * stale; its next command loads it again as a fresh recovery. The actor
-   * stays while it has work or subscribers.
+   * stays: the answer the loss aborted is still ending on it, and a second
+   * actor would load the session beside it (each load takes the lease anew
+   * and fences the other's writes).
    */
   lost(r: SessionRecord): void {
     r.seen = false;
     r.lastEvent = undefined;
     r.eventsSinceSnapshot = 0;
-    if (r.actor !== undefined && r.actor.mailboxDepth === 0 && !r.actor.hasSubscribers) r.actor = undefined;
     if (r.phase !== 'stopped') r.phase = 'lost';
   }
 
