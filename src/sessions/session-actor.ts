@@ -111,8 +111,9 @@ export class SessionActor {
     for (const listener of this.#listeners) {
       try {
         listener(update);
-      } catch {
+      } catch (err) {
         // A subscriber's bug is not the session's: it must not stop delivery to the others.
+        this.#ctx.failed(this.id, 'subscriber', err);
       }
     }
   }
@@ -287,8 +288,8 @@ export class SessionActor {
       });
     } catch (err) {
       this.#streams.delete(messageId);
-      // Nothing started, nothing to end (the session is closing or stopped, or the write failed).
-      this.#ctx.failed(this.id, 'stream', err);
+      // Nothing started, nothing to end. A stopped session was reported when it stopped; a failed write is news.
+      if (!isArborError(err, ErrorCodes.SESSION_STOPPED) && !isArborError(err, ErrorCodes.CLOSED)) this.#ctx.failed(this.id, 'stream', err);
       return;
     }
     const started = performance.now();
