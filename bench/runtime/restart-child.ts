@@ -6,7 +6,7 @@
  *   node --import tsx bench/runtime/restart-child.ts recover --data-dir DIR --probe SID --expect-sessions N --expect-seq E
  *
  * `write` opens Arbor on DIR and appends E session events to each of N sessions
- * through `arbor.store.append` (the runtime's own store: valid session events,
+ * through `arbor.backend.append` (the runtime's own store: valid session events,
  * recovered by the reducer like any others), in rounds of one event per session
  * with up to WINDOW appends in flight. With `--kind turns` (the default) the
  * events are complete turns (user_message_sent {messageId, content},
