@@ -58,7 +58,7 @@ test('after reopen(), an existing session answers its next message, and the answ
 test('recoveryTimeoutMs: a load that takes too long is abandoned with ARBOR_RECOVERY_TIMEOUT, nothing of it stays, and the next access loads the session again', async () => {
   // given a session that was passivated (snapshotted, dropped from memory)
   const fs = new GatedFileSystem(new MemoryFileSystem());
-  const arbor = await createArbor({ dataDir: '/data', fs, llm: new HangingProvider(), recoveryTimeoutMs: 50 });
+  const arbor = await createArbor({ dataDir: '/data', fs, llm: new HangingProvider(), recoveryTimeoutMs: 2000 });
   const errors: ErrorMessage[] = [];
   const unsubscribe = subscribeTelemetry({ error: (m) => errors.push(m) });
   try {
@@ -139,3 +139,31 @@ test('a background failure is not swallowed: a checkpoint that cannot be written
   }
 });
 
+
+test('a background recovery pass that fails is reported on the telemetry error channel, and the runtime says it is degraded', async () => {
+  // given a data directory with sessions to recover after a restart
+  const fs = new MemoryFileSystem();
+  const first = await createArbor({ dataDir: '/data', fs, llm: new HangingProvider() });
+  for (const sid of ['a', 'b', 'c']) {
+    await first.session(sid).sendMessage({ content: `hello ${sid}` });
+    await first.session(sid).idle();
+  }
+  await first.close();
+  const errors: ErrorMessage[] = [];
+  const unsubscribe = subscribeTelemetry({ error: (m) => errors.push(m) });
+  // when the journal's segments stop being readable once the runtime is open (the pass reads them after its first await)
+  const arbor = await createArbor({ dataDir: '/data', fs, llm: new HangingProvider() });
+  fs.injectFault({ op: 'readFile', error: 'EIO', persistent: true, pathIncludes: '.wal' });
+  try {
+    await assert.rejects(arbor.whenRecovered());
+    await new Promise((r) => setImmediate(r));
+    // then the failure was published with a code, and the runtime is degraded
+    assert.ok(errors.some((m) => m.source === 'recovery' && m.code.length > 0), JSON.stringify(errors));
+    assert.equal(arbor.state, 'degraded');
+    assert.equal(arbor.health().state, 'degraded');
+  } finally {
+    unsubscribe();
+    fs.clearFaults();
+    await arbor.close();
+  }
+});
