@@ -535,7 +535,6 @@ export class Arbor {
     if (backend.reopen === undefined) return Promise.reject(new ArborError(ErrorCodes.INVALID_INPUT, `reopen() is for the file store; this arbor runs on ${backend.kind}`, { field: 'backend' }));
     this.#assertOpen();
     this.#reopening ??= (async () => {
-      const from = this.#state;
       this.#state = 'reopening';
       try {
         for (const actor of this.#sessions.actors()) actor.abortStreams('the journal failed while this answer was streaming');
@@ -558,8 +557,8 @@ export class Arbor {
         this.#state = 'open';
         this.#startRecovery();
       } catch (err) {
-        this.#state = from === 'reopening' ? 'degraded' : from;
-        if (this.#state === 'open') this.#state = 'degraded';
+        // The old backend still refuses writes (or is closed): reads go on, another reopen() may succeed.
+        this.#state = 'degraded';
         throw err;
       }
     })().finally(() => {
