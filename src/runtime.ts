@@ -1,23 +1,21 @@
 import { ArborError, ErrorCodes, isArborError } from './core/errors.ts';
 import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
-import { readRestoreMarker, restoreNoticeFor, type RestoreMarker } from './file/restore-marker.ts';
-import { NodeFileSystem } from './storage/node-fs.ts';
+import { restoreNoticeFor, type RestoreMarker } from './core/restore-notice.ts';
 import { assertSessionId } from './core/ids.ts';
 import { SESSION_HOOKS } from './core/session-hooks.ts';
 import { initialSessionState, pendingInterruption, type SessionState } from './core/state.ts';
-import type { EventData } from './core/events.ts';
 import { HotTier } from './hot/hot-tier.ts';
 import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
-import type { StoreOptions } from './file/options.ts';
-import { Store, type RecoveredSession, type RecoveryReport } from './file/store.ts';
-import type { CheckpointEntry } from './file/table-checkpoint.ts';
-import type { SessionBackend } from './backend/backend.ts';
-import type { JournalRecord } from './core/record.ts';
+import type { CheckpointInput, RecoveredSession, SessionBackend } from './backend/backend.ts';
 import type { SessionRecovery } from './backend/replay.ts';
-import { openPgBackend, type PgBackendInternals, type PgBackendOptions } from './postgres/index.ts';
-import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext, type SessionUpdate } from './sessions/session-actor.ts';
-import type { Chunk } from './sessions/chunk-buffer.ts';
+import { openBackend, type PostgresOptions, type RecoveryReport, type StoreOptions } from './backends.ts';
+import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext } from './sessions/session-actor.ts';
+import { REMEMBER, Session } from './sessions/session.ts';
+import { SessionManager, type SessionRecord } from './sessions/session-manager.ts';
+import { SnapshotScheduler } from './sessions/snapshot-scheduler.ts';
+
+export { Session } from './sessions/session.ts';
 
 /** Options of the runtime, on top of the storage engine's. Every field has a default in DEFAULT_RUNTIME_OPTIONS. */
 export interface RuntimeOptions {
@@ -59,8 +57,12 @@ export interface RuntimeOptions {
    * database, each session owned by one process at a time through a fenced
    * lease (see PgBackendOptions; `hooks` are the runtime's).
    */
-  postgres: (Omit<PgBackendOptions<SessionState>, 'hooks'> & PgBackendInternals) | undefined;
-  /** A command whose session takes longer than this to load from disk fails with ARBOR_IO_ERROR (the load goes on; a retry joins it). */
+  postgres: PostgresOptions<SessionState> | undefined;
+  /**
+   * A command whose session takes longer than this to load fails with
+   * ARBOR_RECOVERY_TIMEOUT: the load is abandoned (its result, if it ever
+   * comes, is dropped), and the next access to the session loads it again.
+   */
   recoveryTimeoutMs: number;
 }
 
@@ -96,13 +98,15 @@ function positiveInteger(name: string, value: unknown): number {
 /** Health figures of a running Arbor (the server turns them into /health). */
 export interface ArborHealth {
   ok: boolean;
+  /** the runtime's lifecycle (see `Arbor.state`) */
+  state: ArborState;
   /** 'file' or 'postgres' */
   backend: string;
   hot: { sessions: number; approxBytes: number };
   /** `failure`: why a failed journal failed (`errno`: e.g. ENOSPC, EIO); `reopens`: times `reopen()` resumed it */
   journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number; failure?: { code: string; errno: string | undefined; message: string }; reopens: number };
-  /** `lost`: sessions another process took over from this one (multi-node) */
-  sessions: { active: number; stopped: string[]; crashes: number; lost: number };
+  /** `lost`: sessions another process took over from this one (multi-node); `failedToLoad`: sessions whose last load failed (the next access tries again) */
+  sessions: { active: number; stopped: string[]; crashes: number; lost: number; failedToLoad: number };
   /** sessions recovered per status so far, and those still waiting for the background pass */
   recovery: RecoveryReport['counts'] & { pending: number };
   /** the last whole-table checkpoint this process wrote */
@@ -110,47 +114,42 @@ export interface ArborHealth {
 }
 
 /**
- * The runtime: the storage engine, the hot tier, one actor per active session,
- * a supervisor, and background snapshots. `createArbor` opens the store,
- * recovers every session, and marks streams cut by the last process death as
- * interrupted.
+ * The runtime's lifecycle: `opening` (createArbor has not resolved), `open`,
+ * `degraded` (the backend refuses writes, e.g. a failed journal, or the
+ * background recovery pass failed: reads go on, `reopen()` may bring writes
+ * back), `reopening`, `closing`, `closed`.
+ */
+export type ArborState = 'opening' | 'open' | 'degraded' | 'reopening' | 'closing' | 'closed';
+
+type Backend = SessionBackend<SessionState, RecoveryReport>;
+
+/**
+ * The runtime: the storage backend, the hot tier, one record (and actor) per
+ * active session, a supervisor, and background snapshots. `createArbor`
+ * opens the backend, recovers every session, and marks streams cut by the
+ * last process death as interrupted.
  */
 export class Arbor {
-  #backend: SessionBackend<SessionState>;
-  /** The backend when it is the file store (lazy recovery, checkpoint, journal figures); undefined on PostgreSQL. */
-  #file: Store<SessionState> | undefined;
-  /** The storage options the file store was opened with (reopen uses them again). */
-  #storeOptions: Partial<StoreOptions> = {};
+  #backend: Backend;
+  #state: ArborState = 'opening';
   #reopening: Promise<void> | undefined;
-  /** Loads on PostgreSQL, for recoveryReport (the file store keeps its own). */
+  /** Loads on a backend without lazy recovery, for recoveryReport (one with it keeps its own). */
   readonly #loads: SessionRecovery[] = [];
   readonly #hot = new HotTier<SessionState>();
   readonly #o: Readonly<RuntimeOptions> & { llm: LlmProvider };
-  readonly #actors = new Map<string, SessionActor>();
-  readonly #handles = new Map<string, Session>();
-  readonly #lastActivity = new Map<string, number>();
-  readonly #eventsSinceSnapshot = new Map<string, number>();
-  readonly #snapshotting = new Map<string, Promise<void>>();
-  /** Sessions past snapshotEveryEvents, waiting for the background snapshot worker (insertion-ordered). */
-  readonly #snapshotQueue = new Set<string>();
-  #snapshotWorker: Promise<void> | undefined;
-  readonly #stopped = new Set<string>();
-  /** Sessions this process has had in memory (recovered, loaded or created): later loads are not recoveries. */
-  readonly #seen = new Set<string>();
-  /** Recovered by the background pass with interrupted turns to journal before their next command. */
-  readonly #needsRepair = new Set<string>();
-  readonly #evicting = new Set<string>();
-  /** seq and LSN of each in-memory session's last event, when known: what a checkpoint entry must carry. */
-  readonly #lastEvent = new Map<string, { seq: number; lsn: number }>();
+  readonly #sessions = new SessionManager();
+  readonly #snapshots: SnapshotScheduler;
   #changedSinceCheckpoint = 0;
   #lastCheckpoint: { at: number; entries: number; bytes: number } | undefined;
   #checkpointing: Promise<void> | undefined;
-  /** The background recovery pass (lazy recovery); resolves when every session is recovered. */
+  /** The background recovery pass, as the backend runs it (whenRecovered rejects with its failure). */
   #recoveryPass: Promise<void> | undefined;
+  /** The same pass, its failure reported: what shutdown and reopen wait for. */
+  #recoveryPassSettled: Promise<void> | undefined;
   #crashCount = 0;
   #sessionsLost = 0;
   #reopens = 0;
-  /** Set when the data directory was restored from a backup (`arbor restore`): its sessions show a notice once. */
+  /** Set when the data was restored from a backup (`arbor restore`): its sessions show a notice once. */
   #restoreMarker: RestoreMarker | undefined;
   #recoveries = 0;
   #recoveryWaiters: (() => void)[] = [];
@@ -158,10 +157,14 @@ export class Arbor {
   #closing: Promise<void> | undefined;
   readonly #ctx: SessionContext;
 
-  private constructor(backend: SessionBackend<SessionState>, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
+  private constructor(backend: Backend, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
     this.#backend = backend;
-    this.#file = backend instanceof Store ? backend : undefined;
     this.#o = options;
+    this.#snapshots = new SnapshotScheduler(
+      (sid) => this.#snapshot(sid),
+      (sid, err) => publishError('snapshot', ErrorCodes.IO_ERROR, err, sid),
+      () => this.#closing !== undefined,
+    );
     const self = this;
     this.#ctx = {
       get store() {
@@ -176,20 +179,17 @@ export class Arbor {
       streamBufferChunks: options.streamBufferChunks,
       activate: (sid) => this.#activate(sid),
       restoreNotice: (state) => (this.#restoreMarker === undefined ? undefined : restoreNoticeFor(this.#restoreMarker, state)) as { content: string; metadata: Record<string, unknown> } | undefined,
-      committed: (sid, state, lsn) => {
-        this.#lastEvent.set(sid, { seq: state.seq, lsn });
-        this.#changedSinceCheckpoint += 1;
-        this.#committed(sid);
-      },
+      committed: (sid, state, lsn) => this.#committed(sid, state, lsn),
       crashed: (sid, err, stopped) => {
         this.#crashCount += 1;
-        if (stopped) this.#stopped.add(sid);
+        if (stopped) this.#sessions.record(sid).phase = 'stopped';
         publishError('handler', stopped ? ErrorCodes.SESSION_STOPPED : ErrorCodes.HANDLER_CRASHED, err, sid);
       },
+      failed: (sid, source, err) => publishError(source, ErrorCodes.IO_ERROR, err, sid),
     };
   }
 
-  /** Opens the store in `options.dataDir`, recovers every session and starts background work. */
+  /** Opens the backend (`options.dataDir`, or `options.postgres`), recovers every session and starts background work. */
   static async create(options: ArborOptions = {}): Promise<Arbor> {
     const storeOptions: Partial<StoreOptions> = {};
     const runtime: Partial<RuntimeOptions> = {};
@@ -203,14 +203,8 @@ export class Arbor {
       if (typeof o[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(o[key])}`);
     }
     const llm = o.llm ?? new MockProvider();
-    const hooks = SESSION_HOOKS;
-    const backend: SessionBackend<SessionState> =
-      o.postgres !== undefined
-        ? await openPgBackend<SessionState>({ ...o.postgres, hooks }, { unsafeDisableFencing: o.postgres.unsafeDisableFencing === true })
-        : // Lazy recovery unless asked otherwise: the runtime answers as soon as the journal is indexed.
-          await Store.open<SessionState>({ recovery: 'lazy', ...storeOptions }, hooks);
+    const backend = await openBackend<SessionState>({ store: storeOptions, postgres: o.postgres }, SESSION_HOOKS);
     const arbor = new Arbor(backend, Object.freeze({ ...o, llm }));
-    arbor.#storeOptions = storeOptions;
     await arbor.#start();
     return arbor;
   }
@@ -218,19 +212,37 @@ export class Arbor {
   async #start(): Promise<void> {
     // An eager open rebuilt everything already; a lazy one recovers each session on first access
     // (#activate) and all of them in the background, through the same #recovered.
-    // On PostgreSQL sessions are only ever loaded on access: loading them all would take every lease.
+    // A backend without lazy recovery (PostgreSQL) only loads on access: loading them all would take every lease.
     this.#backend.onSessionLost((sid, reason) => this.#lost(sid, reason));
-    const file = this.#file;
-    if (file !== undefined) {
-      this.#restoreMarker = await readRestoreMarker(file.options.fs ?? new NodeFileSystem(), file.options.dataDir);
-      for (const [sid, r] of file.recovered) this.#recovered(sid, r);
-      file.dropRecovered();
-      this.#recoveryPass = file.recoverAll((sid, r) => this.#recovered(sid, r));
-      this.#recoveryPass.catch(() => undefined);
+    try {
+      this.#restoreMarker = await this.#backend.restoreMarker?.();
+    } catch (err) {
+      await this.#backend.close();
+      throw err;
     }
+    this.#startRecovery();
     const tick = Math.min(this.#o.snapshotIntervalMs, Math.max(1000, Math.floor(this.#o.sessionIdleTimeoutMs / 2)));
-    this.#timer = setInterval(() => void this.#background().catch(() => undefined), tick);
+    this.#timer = setInterval(() => void this.#background().catch((err: unknown) => publishError('background', ErrorCodes.IO_ERROR, err)), tick);
     this.#timer.unref();
+    this.#state = 'open';
+  }
+
+  /** Hands the sessions an eager open rebuilt to the hot tier and starts the background pass, if the backend has one. */
+  #startRecovery(): void {
+    const recovery = this.#backend.recovery;
+    if (recovery === undefined) {
+      this.#recoveryPass = undefined;
+      this.#recoveryPassSettled = undefined;
+      return;
+    }
+    for (const [sid, r] of recovery.takeRecovered()) this.#recovered(sid, r);
+    const pass = recovery.recoverAll((sid, r) => this.#recovered(sid, r));
+    this.#recoveryPass = pass;
+    this.#recoveryPassSettled = pass.catch((err: unknown) => {
+      // Sessions the pass did not reach still load on access; what is lost is the guarantee that all of them are checked.
+      publishError('recovery', ErrorCodes.IO_ERROR, err);
+      if (this.#state === 'open') this.#state = 'degraded';
+    });
   }
 
   /**
@@ -241,57 +253,59 @@ export class Arbor {
    * command that arrives later.
    */
   #recovered(sid: string, r: RecoveredSession<SessionState>): void {
-    if (this.#seen.has(sid) || this.#closing !== undefined) return;
+    if (this.#closing !== undefined) return;
+    const rec = this.#sessions.record(sid);
+    if (rec.seen || rec.phase === 'loading') return;
     const healthy = r.status !== 'damaged' && r.status !== 'failed';
     const restored = this.#restoreMarker !== undefined && restoreNoticeFor(this.#restoreMarker, r.state) !== undefined;
     const repair = healthy && (pendingInterruption(r.state) !== undefined || unansweredRequests(r.state).length > 0 || restored);
     // Without hot storage nothing stays in memory: the session is loaded when it is used.
     if (!this.#o.enableHotStorage && !repair) return;
-    this.#seen.add(sid);
     this.#hot.store(sid, r.state);
-    if (r.report.lastLsn !== undefined) this.#lastEvent.set(sid, { seq: r.seq, lsn: r.report.lastLsn });
+    if (r.report.lastLsn !== undefined) rec.lastEvent = { seq: r.seq, lsn: r.report.lastLsn };
+    this.#sessions.loaded(rec, repair);
     if (repair) {
-      this.#needsRepair.add(sid);
-      void this.#actor(sid).run('recover', async () => undefined, true).catch(() => undefined);
+      void this.#actor(rec).run('recover', async () => undefined, true).catch((err: unknown) => publishError('recovery', ErrorCodes.IO_ERROR, err, sid));
     }
   }
 
   /**
    * Whether the session has any durable event or snapshot (without creating
-   * it). On PostgreSQL this loads it, taking its lease.
+   * it). When it has, it is loaded: on a multi-node backend this takes its
+   * lease (or rejects with ARBOR_NOT_OWNER naming the owner).
    */
   async exists(id: string): Promise<boolean> {
     assertSessionId(id);
     if ((this.#hot.peek(id)?.seq ?? 0) > 0) return true;
-    const file = this.#file;
-    if (file !== undefined) return file.journal.lastSeq(id) > 0 || file.snapshots.seqs(id).length > 0;
-    return (await this.session(id).load()).seq > 0;
+    if (!(await this.#backend.exists(id))) return false;
+    // A backend that keeps sessions itself (files) answers from its index; one with ownership hands the session over on load.
+    if (this.#backend.recovery === undefined) return (await this.session(id).load()).seq > 0;
+    return true;
   }
 
   /** The session with this id (created on first use). `tenant` is reserved for the server's tenancy. */
   session(id: string, _options: { tenant?: string } = {}): Session {
     assertSessionId(id);
     this.#assertOpen();
-    let handle = this.#handles.get(id);
-    if (handle === undefined) {
-      handle = new Session(id, this, () => this.#actor(id), () => this.#hot.peek(id), () => this.#file?.isPendingRecovery(id) ?? false);
-      this.#handles.set(id, handle);
-    }
-    return handle;
+    const rec = this.#sessions.record(id);
+    rec.handle ??= new Session(
+      id,
+      this,
+      () => this.#actor(rec),
+      () => this.#hot.peek(id),
+      () => this.#backend.recovery?.isPending(id) ?? false,
+    );
+    return rec.handle;
   }
 
   #assertOpen(): void {
     if (this.#closing !== undefined) throw new ArborError(ErrorCodes.CLOSED, 'arbor is closed');
   }
 
-  #actor(sid: string): SessionActor {
-    let actor = this.#actors.get(sid);
-    if (actor === undefined) {
-      actor = new SessionActor(sid, this.#ctx);
-      this.#actors.set(sid, actor);
-    }
-    this.#lastActivity.set(sid, Date.now());
-    return actor;
+  #actor(rec: SessionRecord): SessionActor {
+    rec.actor ??= new SessionActor(rec.id, this.#ctx);
+    rec.lastActivityAt = Date.now();
+    return rec.actor;
   }
 
   /**
@@ -301,24 +315,35 @@ export class Arbor {
    * the actor repairs what the last process death left (interrupted turns).
    */
   async #activate(sid: string): Promise<{ state: SessionState; fresh: boolean }> {
-    this.#lastActivity.set(sid, Date.now());
+    const rec = this.#sessions.record(sid);
+    rec.lastActivityAt = Date.now();
     const hot = this.#hot.retrieve(sid);
-    if (hot !== undefined) return { state: hot, fresh: this.#needsRepair.delete(sid) };
+    if (hot !== undefined) return { state: hot, fresh: this.#sessions.takeRepair(rec) };
     // At most maxConcurrentRecoveries loads at once, so a burst of returning sessions cannot swamp the disk.
     while (this.#recoveries >= this.#o.maxConcurrentRecoveries) await new Promise<void>((r) => this.#recoveryWaiters.push(r));
     this.#recoveries += 1;
     try {
       const again = this.#hot.retrieve(sid);
-      if (again !== undefined) return { state: again, fresh: this.#needsRepair.delete(sid) };
-      const loaded = await this.#withTimeout(this.#backend.loadSession(sid), sid);
-      if (loaded !== undefined && this.#file === undefined) this.#loads.push(loaded.report);
+      if (again !== undefined) return { state: again, fresh: this.#sessions.takeRepair(rec) };
+      const before = rec.phase;
+      if (rec.phase !== 'stopped') rec.phase = 'loading';
+      let loaded: RecoveredSession<SessionState> | undefined;
+      try {
+        loaded = await this.#withTimeout(this.#backend.loadSession(sid), sid);
+      } catch (err) {
+        // Failed to load: nothing of it is in memory, and the next access loads it again.
+        rec.loadFailure = err;
+        if (rec.phase === 'loading') rec.phase = before === 'lost' ? 'lost' : 'pending';
+        throw err;
+      }
+      if (loaded !== undefined && this.#backend.recovery === undefined) this.#loads.push(loaded.report);
       // The background pass may have brought it in meanwhile (and queued its repair).
       const raced = this.#hot.retrieve(sid);
-      if (raced !== undefined) return { state: raced, fresh: this.#needsRepair.delete(sid) };
+      if (raced !== undefined) return { state: raced, fresh: this.#sessions.takeRepair(rec) };
       const state = loaded?.state ?? initialSessionState(sid);
-      if (loaded?.report.lastLsn !== undefined) this.#lastEvent.set(sid, { seq: loaded.seq, lsn: loaded.report.lastLsn });
-      const fresh = !this.#seen.has(sid) && loaded !== undefined && loaded.status !== 'damaged' && loaded.status !== 'failed';
-      this.#seen.add(sid);
+      if (loaded?.report.lastLsn !== undefined) rec.lastEvent = { seq: loaded.seq, lsn: loaded.report.lastLsn };
+      const fresh = !rec.seen && loaded !== undefined && loaded.status !== 'damaged' && loaded.status !== 'failed';
+      this.#sessions.loaded(rec, false);
       this.#hot.store(sid, state);
       return { state, fresh };
     } finally {
@@ -327,26 +352,35 @@ export class Arbor {
     }
   }
 
+  /**
+   * The load, or ARBOR_RECOVERY_TIMEOUT after recoveryTimeoutMs. A load that
+   * timed out is abandoned: whatever it resolves with later is dropped, and a
+   * failure is still reported.
+   */
   #withTimeout<T>(load: Promise<T>, sid: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ArborError(ErrorCodes.IO_ERROR, `loading session ${sid} took longer than recoveryTimeoutMs (${this.#o.recoveryTimeoutMs} ms); it goes on in the background, retry shortly`, { sessionId: sid, field: 'recoveryTimeoutMs' })), this.#o.recoveryTimeoutMs);
+      timer = setTimeout(() => {
+        load.catch((err: unknown) => publishError('recovery', ErrorCodes.IO_ERROR, err, sid));
+        const err = new ArborError(ErrorCodes.RECOVERY_TIMEOUT, `loading session ${sid} took longer than recoveryTimeoutMs (${this.#o.recoveryTimeoutMs} ms); it was abandoned, the next access loads it again`, { sessionId: sid, field: 'recoveryTimeoutMs' });
+        publishError('recovery', ErrorCodes.RECOVERY_TIMEOUT, err, sid);
+        reject(err);
+      }, this.#o.recoveryTimeoutMs);
     });
     return Promise.race([load, timeout]).finally(() => clearTimeout(timer));
   }
 
-  #committed(sid: string): void {
-    this.#lastActivity.set(sid, Date.now());
-    const n = (this.#eventsSinceSnapshot.get(sid) ?? 0) + 1;
-    this.#eventsSinceSnapshot.set(sid, n);
+  #committed(sid: string, state: SessionState, lsn: number): void {
+    const rec = this.#sessions.record(sid);
+    rec.lastEvent = { seq: state.seq, lsn };
+    this.#changedSinceCheckpoint += 1;
+    rec.lastActivityAt = Date.now();
+    rec.eventsSinceSnapshot += 1;
     if (!this.#o.enableHotStorage) {
-      this.#evictSoon(sid);
+      this.#evictSoon(rec);
       return;
     }
-    if (n >= this.#o.snapshotEveryEvents && !this.#snapshotQueue.has(sid)) {
-      this.#snapshotQueue.add(sid);
-      this.#drainSnapshotQueue();
-    }
+    if (rec.eventsSinceSnapshot >= this.#o.snapshotEveryEvents && !this.#snapshots.has(sid)) this.#snapshots.enqueue(sid);
   }
 
   /**
@@ -355,93 +389,78 @@ export class Arbor {
    * memory; snapshotted first when it reached its threshold, or always when
    * the journal is off (then the snapshot is all that keeps it).
    */
-  #evictSoon(sid: string): void {
-    if (this.#evicting.has(sid)) return;
-    this.#evicting.add(sid);
+  #evictSoon(rec: SessionRecord): void {
+    if (rec.evicting) return;
+    rec.evicting = true;
     setImmediate(() => {
-      this.#evicting.delete(sid);
+      rec.evicting = false;
       if (this.#closing !== undefined) return;
-      const snapshot = !(this.#file?.options.enableJournal ?? true) || (this.#eventsSinceSnapshot.get(sid) ?? 0) >= this.#o.snapshotEveryEvents;
-      void this.#passivate(sid, snapshot).catch(() => undefined);
-    });
-  }
-
-  /**
-   * Threshold snapshots are taken by one background worker, one session per
-   * event-loop turn, never on the commit path: when many sessions cross the
-   * threshold together, their encodings are spread out instead of stalling
-   * the loop (and every ack behind it) in one burst.
-   */
-  #drainSnapshotQueue(): void {
-    if (this.#snapshotWorker !== undefined) return;
-    this.#snapshotWorker = (async () => {
-      for (const sid of this.#snapshotQueue) {
-        this.#snapshotQueue.delete(sid);
-        if (this.#closing !== undefined) break;
-        await new Promise<void>((r) => setImmediate(r));
-        await this.#snapshot(sid).catch((err: unknown) => publishError('snapshot', ErrorCodes.IO_ERROR, err, sid));
-      }
-    })().finally(() => {
-      this.#snapshotWorker = undefined;
-      if (this.#snapshotQueue.size > 0 && this.#closing === undefined) this.#drainSnapshotQueue();
+      const snapshot = !(this.#backend.persistence?.journal ?? true) || rec.eventsSinceSnapshot >= this.#o.snapshotEveryEvents;
+      void this.#passivate(rec.id, snapshot).catch((err: unknown) => publishError('passivation', ErrorCodes.IO_ERROR, err, rec.id));
     });
   }
 
   /** Snapshots the session's current committed state in the background; one at a time per session. */
   #snapshot(sid: string): Promise<void> {
-    const running = this.#snapshotting.get(sid);
-    if (running !== undefined) return running;
-    if (!(this.#file?.options.enableSnapshots ?? true)) {
+    const rec = this.#sessions.record(sid);
+    if (rec.snapshotting !== undefined) return rec.snapshotting;
+    if (!(this.#backend.persistence?.snapshots ?? true)) {
       // Snapshots are off: the journal keeps everything (and is never compacted).
-      this.#eventsSinceSnapshot.set(sid, 0);
+      rec.eventsSinceSnapshot = 0;
       return Promise.resolve();
     }
     const state = this.#hot.peek(sid);
     if (state === undefined || state.seq === 0) return Promise.resolve();
-    this.#eventsSinceSnapshot.set(sid, 0);
+    rec.eventsSinceSnapshot = 0;
     const p = this.#backend
       .snapshot(sid, state, state.seq)
       .then(() => undefined)
-      .finally(() => this.#snapshotting.delete(sid));
-    this.#snapshotting.set(sid, p);
+      .finally(() => {
+        rec.snapshotting = undefined;
+      });
+    rec.snapshotting = p;
     return p;
   }
 
   /** Periodic work: snapshot sessions with new events and those pinning the oldest segment; passivate idle ones. */
   async #background(): Promise<void> {
-    if (this.#closing !== undefined) return;
+    if (this.#closing !== undefined || this.#reopening !== undefined) return;
     // Through the same one-at-a-time worker as threshold snapshots: the sessions pinning the oldest
     // segment first (so the journal stays bounded), then every session with new events.
-    for (const sid of this.#backend.sessionsToSnapshot()) if (this.#hot.has(sid)) this.#snapshotQueue.add(sid);
-    for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) this.#snapshotQueue.add(sid);
-    this.#drainSnapshotQueue();
-    await this.#snapshotWorker;
-    if (this.#o.tableCheckpoint && this.#changedSinceCheckpoint > 0 && Date.now() - (this.#lastCheckpoint?.at ?? 0) >= this.#o.checkpointIntervalMs) await this.checkpoint();
+    for (const sid of this.#backend.sessionsToSnapshot()) if (this.#hot.has(sid)) this.#snapshots.add(sid);
+    for (const rec of this.#sessions.values()) if (rec.eventsSinceSnapshot > 0) this.#snapshots.add(rec.id);
+    this.#snapshots.start();
+    await this.#snapshots.idle();
+    if (this.#o.tableCheckpoint && this.#changedSinceCheckpoint > 0 && Date.now() - (this.#lastCheckpoint?.at ?? 0) >= this.#o.checkpointIntervalMs) {
+      await this.checkpoint().catch((err: unknown) => publishError('checkpoint', ErrorCodes.IO_ERROR, err));
+    }
     const now = Date.now();
-    for (const [sid, last] of this.#lastActivity) {
-      if (now - last < this.#o.sessionIdleTimeoutMs) continue;
-      await this.passivate(sid);
+    for (const rec of [...this.#sessions.values()]) {
+      if ((rec.phase !== 'hot' && rec.phase !== 'stopped') || !this.#hot.has(rec.id)) continue;
+      if (now - rec.lastActivityAt < this.#o.sessionIdleTimeoutMs) continue;
+      await this.passivate(rec.id).catch((err: unknown) => publishError('passivation', ErrorCodes.IO_ERROR, err, rec.id));
     }
   }
 
   /**
-   * Writes the whole-table checkpoint now: every session in memory whose last
-   * event's LSN is known, in one file, encoded in slices off the commit path.
-   * Runs in the background every `checkpointIntervalMs`.
+   * Writes the whole-table checkpoint now, when the backend has one: every
+   * session in memory whose last event's LSN is known, in one file, encoded
+   * in slices off the commit path. Runs in the background every
+   * `checkpointIntervalMs`.
    */
   checkpoint(): Promise<void> {
-    const file = this.#file;
-    if (file === undefined) return Promise.resolve(); // PostgreSQL: each node loads what it owns, on access
+    const checkpoint = this.#backend.checkpoint;
+    if (checkpoint === undefined) return Promise.resolve(); // e.g. PostgreSQL: each node loads what it owns, on access
     this.#checkpointing ??= (async () => {
       const changed = this.#changedSinceCheckpoint;
-      const entries: CheckpointEntry<SessionState>[] = [];
+      const entries: CheckpointInput<SessionState>[] = [];
       for (const sid of this.#hot.keys()) {
         const state = this.#hot.peek(sid);
-        const last = this.#lastEvent.get(sid);
+        const last = this.#sessions.get(sid)?.lastEvent;
         if (state === undefined || last === undefined || last.seq !== state.seq) continue;
-        entries.push({ sid, seq: state.seq, lsn: last.lsn, state, dedupe: file.journal.dedupeEntries(sid, state.seq) });
+        entries.push({ sid, seq: state.seq, lsn: last.lsn, state });
       }
-      const written = await file.writeCheckpoint(entries);
+      const written = await checkpoint.write(entries);
       this.#changedSinceCheckpoint -= changed;
       this.#lastCheckpoint = { at: Date.now(), ...written };
     })().finally(() => {
@@ -456,21 +475,32 @@ export class Arbor {
   }
 
   async #passivate(sid: string, snapshot: boolean): Promise<boolean> {
-    const actor = this.#actors.get(sid);
-    if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
-    if (snapshot && ((this.#eventsSinceSnapshot.get(sid) ?? 0) > 0 || (await this.#backend.snapshotSeq(sid)) !== this.#hot.peek(sid)?.seq)) await this.#snapshot(sid);
-    if (actor !== undefined && (actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming')) return false;
+    const rec = this.#sessions.get(sid);
+    if (rec === undefined) {
+      // Never used here: nothing to drop, but a multi-node backend may hold its lease (exists() took it).
+      await this.#backend.release(sid);
+      return true;
+    }
+    const busy = (): boolean => rec.actor !== undefined && (rec.actor.mailboxDepth > 0 || this.#hot.peek(sid)?.stream.status === 'streaming');
+    if (busy()) return false;
+    const before = rec.phase;
+    if (rec.phase === 'hot') rec.phase = 'passivating';
+    try {
+      if (snapshot && (rec.eventsSinceSnapshot > 0 || (await this.#backend.snapshotSeq(sid)) !== this.#hot.peek(sid)?.seq)) await this.#snapshot(sid);
+    } catch (err) {
+      if (rec.phase === 'passivating') rec.phase = before;
+      throw err;
+    }
+    if (busy()) {
+      if (rec.phase === 'passivating') rec.phase = before;
+      return false;
+    }
     const state = this.#hot.peek(sid);
-    if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
+    if (state !== undefined) rec.handle?.[REMEMBER](state);
     this.#hot.delete(sid);
-    this.#lastEvent.delete(sid);
-    // An actor with subscribers stays (it is small): they keep receiving once the session is loaded back.
-    if (actor === undefined || !actor.hasSubscribers) this.#actors.delete(sid);
-    this.#lastActivity.delete(sid);
-    // Without a snapshot the count goes on, so the threshold still triggers one (enableHotStorage: false).
-    if (snapshot) this.#eventsSinceSnapshot.delete(sid);
+    this.#sessions.passivated(rec, snapshot);
     // A multi-node backend hands the session back: any node may take it next.
-    await this.#backend.release(sid).catch(() => undefined);
+    await this.#backend.release(sid).catch((err: unknown) => publishError('release', ErrorCodes.IO_ERROR, err, sid));
     return true;
   }
 
@@ -480,98 +510,114 @@ export class Arbor {
    * it again, from the backend, as a fresh recovery.
    */
   #lost(sid: string, reason: string): void {
-    const actor = this.#actors.get(sid);
-    actor?.abortStreams(`this server lost the session to another: ${reason}`);
+    const rec = this.#sessions.record(sid);
+    rec.actor?.abortStreams(`this server lost the session to another: ${reason}`);
     const state = this.#hot.peek(sid);
-    if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
+    if (state !== undefined) rec.handle?.[REMEMBER](state);
     this.#hot.delete(sid);
-    this.#seen.delete(sid);
-    this.#needsRepair.delete(sid);
-    this.#lastEvent.delete(sid);
-    this.#eventsSinceSnapshot.delete(sid);
-    this.#lastActivity.delete(sid);
-    if (actor !== undefined && actor.mailboxDepth === 0 && !actor.hasSubscribers) this.#actors.delete(sid);
+    this.#sessions.lost(rec);
     this.#sessionsLost += 1;
   }
 
   /**
-   * After the journal failed (a full or failing disk: it refuses every write
-   * from then on, because a retried fsync cannot be trusted), reopens the
-   * file store in this process, as a restart would: running answers end as
-   * interrupted, every session is recovered again from disk (on access and in
-   * the background), and writes resume. Records of the failed batch that did
-   * reach the file come back like the one unacknowledged event a crash may
-   * leave (a retried clientMessageId finds its original). Rejects, leaving the
-   * journal failed, when the disk still fails. Only for the file backend.
+   * After the backend refused writes for good (a failed journal on a full or
+   * failing disk: a retried fsync cannot be trusted), reopens it in this
+   * process, as a restart would: running answers end as interrupted, every
+   * session is recovered again from what is durable (on access and in the
+   * background), and writes resume. Records of the failed batch that did
+   * reach the disk come back like the one unacknowledged event a crash may
+   * leave (a retried clientMessageId finds its original). Rejects, leaving
+   * the backend failed, when the disk still fails; rejects with
+   * ARBOR_INVALID_INPUT on a backend that cannot reopen (PostgreSQL).
    */
   reopen(): Promise<void> {
-    const file = this.#file;
-    if (file === undefined) return Promise.reject(new ArborError(ErrorCodes.INVALID_INPUT, `reopen() is for the file store; this arbor runs on ${this.#backend.kind}`, { field: 'backend' }));
+    const backend = this.#backend;
+    if (backend.reopen === undefined) return Promise.reject(new ArborError(ErrorCodes.INVALID_INPUT, `reopen() is for the file store; this arbor runs on ${backend.kind}`, { field: 'backend' }));
     this.#assertOpen();
     this.#reopening ??= (async () => {
-      for (const actor of this.#actors.values()) actor.abortStreams('the journal failed while this answer was streaming');
-      await Promise.all([...this.#actors.values()].map((a) => a.settled()));
-      file.stopRecovery();
-      await this.#recoveryPass?.catch(() => undefined);
-      await this.#snapshotWorker;
-      await Promise.all([...this.#snapshotting.values()].map((p) => p.catch(() => undefined)));
-      await this.#checkpointing?.catch(() => undefined);
-      await file.close().catch(() => undefined);
-      const store = await Store.open<SessionState>({ recovery: 'lazy', ...this.#storeOptions }, SESSION_HOOKS);
-      // Everything in memory may be behind what the file now holds: start over from it.
-      for (const sid of [...this.#hot.keys()]) {
-        const state = this.#hot.peek(sid);
-        if (state !== undefined) this.#handles.get(sid)?.[REMEMBER](state);
-        this.#hot.delete(sid);
+      this.#state = 'reopening';
+      try {
+        for (const actor of this.#sessions.actors()) actor.abortStreams('the journal failed while this answer was streaming');
+        await Promise.all([...this.#sessions.actors()].map((a) => a.settled()));
+        backend.recovery?.stop();
+        await this.#recoveryPassSettled;
+        await this.#snapshots.idle();
+        await this.#settleBackgroundWrites();
+        const reopened = await backend.reopen!();
+        // Everything in memory may be behind what the backend now holds: start over from it.
+        for (const sid of [...this.#hot.keys()]) {
+          const state = this.#hot.peek(sid);
+          if (state !== undefined) this.#sessions.get(sid)?.handle?.[REMEMBER](state);
+          this.#hot.delete(sid);
+        }
+        this.#sessions.reopened();
+        this.#snapshots.clear();
+        this.#backend = reopened;
+        this.#reopens += 1;
+        this.#state = 'open';
+        this.#startRecovery();
+      } catch (err) {
+        // The old backend still refuses writes (or is closed): reads go on, another reopen() may succeed.
+        this.#state = 'degraded';
+        throw err;
       }
-      this.#seen.clear();
-      this.#needsRepair.clear();
-      this.#lastEvent.clear();
-      this.#eventsSinceSnapshot.clear();
-      this.#snapshotQueue.clear();
-      this.#backend = store;
-      this.#file = store;
-      this.#reopens += 1;
-      this.#recoveryPass = store.recoverAll((sid, r) => this.#recovered(sid, r));
-      this.#recoveryPass.catch(() => undefined);
     })().finally(() => {
       this.#reopening = undefined;
     });
     return this.#reopening;
   }
 
+  /** Waits for running snapshots and the checkpoint; their failures were reported where they happened. */
+  async #settleBackgroundWrites(): Promise<void> {
+    const running: Promise<unknown>[] = [];
+    for (const rec of this.#sessions.values()) if (rec.snapshotting !== undefined) running.push(rec.snapshotting);
+    if (this.#checkpointing !== undefined) running.push(this.#checkpointing);
+    await Promise.allSettled(running);
+  }
+
+  /**
+   * The runtime's lifecycle (see ArborState). `degraded` also shows while the
+   * backend refuses writes (a failed journal) before anyone reopened it.
+   */
+  get state(): ArborState {
+    if (this.#state === 'open' && this.#backend.stats().state === 'failed') return 'degraded';
+    return this.#state;
+  }
+
   /** Health figures: hot tier, journal writer, sessions, recovery. */
   health(): ArborHealth {
     const memory = this.#hot.memory();
     const stats = this.#backend.stats();
-    const j = this.#file?.journal;
+    const j = this.#backend.journalFigures?.();
     return {
       ok: stats.state === 'open',
+      state: this.state,
       backend: this.#backend.kind,
       hot: { sessions: this.#hot.size, approxBytes: memory.approxBytes },
       journal: {
         state: stats.state,
         queueDepth: stats.queueDepth,
         lastFlushAgeMs: Date.now() - stats.lastFlushAt,
-        segments: j?.segmentNames().length ?? 0,
+        segments: j?.segments ?? 0,
         bytes: stats.journalBytes,
         syncedLsn: j?.syncedLsn ?? 0,
-        ...(j?.failure === undefined ? {} : { failure: { code: j.failure.code, errno: errnoOf(j.failure), message: j.failure.message } }),
+        ...(j?.failure === undefined ? {} : { failure: j.failure }),
         reopens: this.#reopens,
       },
-      sessions: { active: this.#actors.size, stopped: [...this.#stopped], crashes: this.#crashCount, lost: this.#sessionsLost },
-      recovery: { ...this.#recoveryCounts(), pending: this.#file?.pendingRecoveries ?? 0 },
+      sessions: { active: this.#sessions.activeActors, stopped: this.#sessions.stopped(), crashes: this.#crashCount, lost: this.#sessionsLost, failedToLoad: this.#sessions.failedToLoad() },
+      recovery: { ...this.#recoveryCounts(), pending: this.#backend.recovery?.pendingCount() ?? 0 },
       checkpoint: this.#lastCheckpoint,
     };
   }
 
   /**
    * What recovery found, per session, so far (`pending` counts those the
-   * background pass has not reached). On PostgreSQL: the sessions this
-   * process loaded (each on first access).
+   * background pass has not reached). On a backend without lazy recovery
+   * (PostgreSQL): the sessions this process loaded (each on first access).
    */
   recoveryReport(): RecoveryReport {
-    if (this.#file !== undefined) return this.#file.recoveryReport();
+    const recovery = this.#backend.recovery;
+    if (recovery !== undefined) return recovery.report();
     return {
       durationMs: 0,
       counts: this.#recoveryCounts(),
@@ -583,15 +629,16 @@ export class Arbor {
     };
   }
 
-  /** Sessions recovered so far per status; on PostgreSQL, those this process loaded. */
+  /** Sessions recovered so far per status; without lazy recovery, those this process loaded. */
   #recoveryCounts(): RecoveryReport['counts'] {
-    if (this.#file !== undefined) return this.#file.recoveryCounts();
+    const recovery = this.#backend.recovery;
+    if (recovery !== undefined) return recovery.counts();
     const counts: RecoveryReport['counts'] = { recovered: 0, 'tail-truncated': 0, damaged: 0, salvaged: 0, failed: 0 };
     for (const r of this.#loads) counts[r.status] += 1;
     return counts;
   }
 
-  /** Resolves once every session is recovered (the background pass is done), with the report. */
+  /** Resolves once every session is recovered (the background pass is done), with the report; rejects when the pass failed. */
   async whenRecovered(): Promise<RecoveryReport> {
     await this.#recoveryPass;
     return this.recoveryReport();
@@ -602,21 +649,15 @@ export class Arbor {
     return this.#closing !== undefined;
   }
 
-  /** The file store underneath (for operations tooling and tests); throws on another backend. */
-  get store(): Store<SessionState> {
-    if (this.#file === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `arbor runs on the ${this.#backend.kind} backend, not the file store`, { field: 'store' });
-    return this.#file;
-  }
-
-  /** The storage backend underneath: the file store, or PostgreSQL. */
-  get backend(): SessionBackend<SessionState> {
+  /** The storage backend underneath (the file store, or PostgreSQL); what it can do beyond the interface shows in its optional capabilities. */
+  get backend(): Backend {
     return this.#backend;
   }
 
   /**
    * Stops intake, interrupts running streams (each ends with
    * stream_interrupted), drains every mailbox, snapshots sessions with new
-   * events, flushes and closes the store. Idempotent.
+   * events, flushes and closes the backend. Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close();
@@ -624,35 +665,33 @@ export class Arbor {
   }
 
   async #close(): Promise<void> {
+    this.#state = 'closing';
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    await this.#reopening?.catch(() => undefined); // its caller has the failure
     // Sessions not recovered yet stay as they are on disk; the next start recovers them.
-    this.#file?.stopRecovery();
-    await this.#recoveryPass?.catch(() => undefined);
-    for (const actor of this.#actors.values()) actor.abortStreams('the server shut down while this answer was streaming');
-    await Promise.all([...this.#actors.values()].map((a) => a.settled()));
+    this.#backend.recovery?.stop();
+    await this.#recoveryPassSettled;
+    const actors = [...this.#sessions.actors()];
+    for (const actor of actors) actor.drain('the server shut down while this answer was streaming');
+    await Promise.all(actors.map((a) => a.settled()));
     // Requests accepted while shutting down, or queued behind an aborted answer, end with a notice too.
-    await Promise.all([...this.#actors.values()].map((a) => a.interruptUnanswered('the server shut down before this answer started').catch(() => undefined)));
-    await this.#snapshotWorker;
-    await Promise.all([...this.#snapshotting.values()].map((p) => p.catch(() => undefined)));
-    for (const [sid, n] of this.#eventsSinceSnapshot) if (n > 0) await this.#snapshot(sid).catch(() => undefined);
+    await Promise.all(actors.map((a) => a.interruptUnanswered('the server shut down before this answer started').catch((err: unknown) => publishError('close', ErrorCodes.IO_ERROR, err, a.id))));
+    await this.#snapshots.idle();
+    await this.#settleBackgroundWrites();
+    for (const rec of this.#sessions.values()) {
+      if (rec.eventsSinceSnapshot > 0) await this.#snapshot(rec.id).catch((err: unknown) => publishError('snapshot', ErrorCodes.IO_ERROR, err, rec.id));
+    }
     // No checkpoint at close: the final snapshots cover every session, so it would add nothing.
-    await this.#checkpointing?.catch(() => undefined);
-    await this.#backend.close();
+    try {
+      await this.#backend.close();
+    } finally {
+      this.#state = 'closed';
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-/** The errno code (ENOSPC, EIO, …) somewhere in an error's cause chain. */
-function errnoOf(err: unknown): string | undefined {
-  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; depth += 1) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return undefined;
 }
 
 /** Tells telemetry about an error the runtime handled (only when someone listens). */
@@ -662,130 +701,7 @@ function publishError(source: string, fallbackCode: string, err: unknown, sessio
   errorChannel.publish({ source, code, message: (err as Error)?.message ?? String(err), ...(sessionId === undefined ? {} : { sessionId }) } satisfies ErrorMessage);
 }
 
-/** Runtime-internal: tells a session handle the state its session was dropped from memory with. */
-const REMEMBER = Symbol('remember');
-
-/**
- * A session as applications use it. Every method goes through the session's
- * mailbox; every write resolves only once its event is durable.
- */
-export class Session {
-  readonly id: string;
-  readonly #arbor: Arbor;
-  readonly #actor: () => SessionActor;
-  readonly #peek: () => SessionState | undefined;
-  readonly #pending: () => boolean;
-  #last: SessionState;
-
-  constructor(id: string, arbor: Arbor, actor: () => SessionActor, peek: () => SessionState | undefined, pending: () => boolean) {
-    this.id = id;
-    this.#arbor = arbor;
-    this.#actor = actor;
-    this.#peek = peek;
-    this.#pending = pending;
-    this.#last = peek() ?? initialSessionState(id);
-  }
-
-  [REMEMBER](state: SessionState): void {
-    this.#last = state;
-  }
-
-  /** Runs a command on the actor; intake stops when close() begins (ARBOR_CLOSED). */
-  #command<T>(run: (actor: SessionActor) => Promise<T>): Promise<T> {
-    if (this.#arbor.closing) return Promise.reject(new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new commands`, { sessionId: this.id }));
-    return run(this.#actor());
-  }
-
-  /**
-   * The committed state (immutable). A session dropped from memory shows the
-   * state it was dropped with. Right after a restart, a session the
-   * background pass has not reached yet throws ARBOR_NOT_LOADED: `await
-   * session.load()` (or any command) recovers it at once.
-   */
-  get state(): SessionState {
-    const hot = this.#peek();
-    if (hot !== undefined) this.#last = hot;
-    else if (this.#pending()) {
-      throw new ArborError(ErrorCodes.NOT_LOADED, `session ${this.id} is still being recovered; await session.load() first`, { sessionId: this.id });
-    }
-    return this.#last;
-  }
-
-  /**
-   * The committed state, recovering the session first if needed (on first
-   * access after a restart: its snapshot and journal records, and the
-   * interrupted turns the last process death left). Works while closing.
-   */
-  async load(): Promise<SessionState> {
-    await this.#actor().run('load', async () => undefined, true);
-    return this.state;
-  }
-
-  /**
-   * Sends the user's message. Resolves with `{ messageId, seq }` once the
-   * message is durable, and starts the assistant's streamed answer. A retried
-   * `clientMessageId` resolves with the original message and starts nothing.
-   */
-  sendMessage(input: { content: string; clientMessageId?: string; metadata?: Record<string, unknown> }): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
-    return this.#command((a) => a.sendMessage(input.content, input.clientMessageId, input.metadata));
-  }
-
-  /** Regenerates the last answer (the interrupted one first). */
-  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
-    return this.#command((a) => a.retry());
-  }
-
-  changeConfig(key: string, value: unknown): Promise<{ seq: number }> {
-    return this.#command((a) => a.changeConfig(key, value));
-  }
-
-  decidePermission(decision: EventData<'permission_decided'>): Promise<{ seq: number }> {
-    return this.#command((a) => a.decidePermission(decision));
-  }
-
-  recordToolExecution(event: { type: 'mcp_server_connected'; data: EventData<'mcp_server_connected'> } | { type: 'mcp_tool_executed'; data: EventData<'mcp_tool_executed'> }): Promise<{ seq: number }> {
-    return this.#command((a) => a.recordToolExecution(event));
-  }
-
-  executeCommand(command: string, args: readonly unknown[] = []): Promise<{ commandId: string; seq: number; result: unknown }> {
-    return this.#command((a) => a.executeCommand(command, args));
-  }
-
-  /**
-   * Sends a recoverable event (`typing_indicator`, `ui_state_changed`,
-   * `cache_updated`) to this session's subscribers. Validated (ARBOR_INVALID_INPUT
-   * naming the field), never written to disk, not part of the state.
-   */
-  publish<T extends 'typing_indicator' | 'ui_state_changed' | 'cache_updated'>(type: T, data: EventData<T>): void {
-    if (this.#arbor.closing) throw new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new events`, { sessionId: this.id });
-    this.#actor().publishRecoverable(type, data);
-  }
-
-  /** Committed events, stream chunks and recoverable events as they happen; returns the unsubscribe function. */
-  subscribe(listener: (update: SessionUpdate) => void): () => void {
-    return this.#actor().subscribe(listener);
-  }
-
-  /** Buffered chunks of a streaming message from `fromIndex`: what a reconnecting client missed. */
-  chunks(messageId: string, fromIndex = 0): Chunk[] {
-    return this.#actor().chunksSince(messageId, fromIndex);
-  }
-
-  /**
-   * Journaled events with seq ≥ `fromSeq` that no snapshot has released yet,
-   * in order (older ones are summarised by `state`).
-   */
-  events(options: { fromSeq?: number } = {}): Promise<JournalRecord[]> {
-    return this.#arbor.backend.read(this.id, options.fromSeq ?? 1);
-  }
-
-  /** Resolves when the commands queued so far and every answer they started have ended (completed or interrupted). */
-  idle(): Promise<void> {
-    return this.#actor().settled();
-  }
-}
-
-/** Opens Arbor: the store in `dataDir` (default ./data), recovery, background snapshots. */
+/** Opens Arbor: the backend (files in `dataDir`, default ./data, or PostgreSQL), recovery, background snapshots. */
 export function createArbor(options: ArborOptions = {}): Promise<Arbor> {
   return Arbor.create(options);
 }

@@ -90,6 +90,7 @@ import type { FileSystem } from '../src/storage/fs-port.ts';
 import { MockProvider } from '../src/llm/mock-provider.ts';
 import type { JournalRecord } from '../src/file/journal/format.ts';
 import type { CommandHandler } from '../src/sessions/session-actor.ts';
+import { fileStore } from './helpers/file-store.ts';
 
 const RUNS = Number(process.env.ARBOR_PROPERTY_RUNS ?? 0) || undefined;
 const SEED = process.env.ARBOR_PROPERTY_SEED === undefined ? 0x5eed_a7b0 : Number(process.env.ARBOR_PROPERTY_SEED);
@@ -490,7 +491,7 @@ async function quiesce(world: World, stopWhenFrozen = true): Promise<boolean> {
     // Once close() began, handles refuse every call (idle() included): only the commands in flight are waited for.
     void Promise.all([...world.outstanding, ...(world.closing ? [] : world.logs.map((l) => l.handle.idle()))]).then(() => (idle = true));
     if (!(await until(world, () => idle, 'quiescence', stopWhenFrozen))) return false;
-    if (world.outstanding.size === 0 && (world.closing || world.arbor.store.journal.queueDepth === 0)) return true;
+    if (world.outstanding.size === 0 && (world.closing || fileStore(world.arbor).journal.queueDepth === 0)) return true;
   }
   throw new Error('stuck: commands keep being outstanding');
 }
@@ -584,7 +585,7 @@ function firstDifference(a: SessionState, b: SessionState): string {
 
 /** Waits until the runtime has journaled the interruption of every stream recovery found running. */
 async function settleRecovery(arbor: Arbor, orphaned: readonly string[]): Promise<void> {
-  const settled = () => arbor.store.journal.queueDepth === 0 && orphaned.every((sid) => arbor.session(sid).state.stream.status === 'idle');
+  const settled = () => fileStore(arbor).journal.queueDepth === 0 && orphaned.every((sid) => arbor.session(sid).state.stream.status === 'idle');
   for (let i = 0; !settled(); i += 1) {
     if (i > STUCK_TURNS) throw new Error(`stuck: orphaned streams of ${orphaned.join(', ')} were never interrupted`);
     await turn();

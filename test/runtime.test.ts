@@ -13,6 +13,7 @@ import { AiSdkProvider, createArbor, INTERRUPTED_NOTICE_CONTENT, isArborError, M
 import { startOpenAiCompatibleServer } from './helpers/openai-compatible-server.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
+import { fileStore } from './helpers/file-store.ts';
 
 // ---- helpers -------------------------------------------------------------------------
 
@@ -330,7 +331,7 @@ describe('clientMessageId', () => {
     const before = s.state;
     await first.close();
     const second = await fx.open(options);
-    const segments = second.store.journal.segmentNames();
+    const segments = fileStore(second).journal.segmentNames();
     assert.ok(
       segments.every((name) => Number.parseInt(name, 10) > originalLsn),
       `the segment holding the original request was not deleted (${segments.join(', ')}; lsn ${originalLsn}): the test would not exercise dedupe from snapshots`,
@@ -919,7 +920,7 @@ describe('passivation', () => {
 
     // then: dropped from memory, with a snapshot at its last seq; its last state still readable
     assert.equal(arbor.health().hot.sessions, 1);
-    assert.equal(arbor.store.snapshots.seqs('sleepy').at(-1), before.seq);
+    assert.equal(fileStore(arbor).snapshots.seqs('sleepy').at(-1), before.seq);
     assert.deepEqual(s.state, before);
 
     // when: the next message arrives
@@ -1129,7 +1130,7 @@ describe('recoverable events and the journal bound', () => {
     // then subscribers got them, and nothing reached the journal or the state
     assert.deepEqual(seen, [['typing_indicator', { userId: 'u1', typing: true }], ['ui_state_changed', { component: 'sidebar', state: { open: true } }]]);
     assert.equal(s.state.seq, 0);
-    assert.equal(arbor.store.journal.lastSeq('r'), 0);
+    assert.equal(fileStore(arbor).journal.lastSeq('r'), 0);
     // and bad input names the field
     assert.throws(() => s.publish('typing_indicator', { userId: 'u1', typing: 'yes' } as never), (e: unknown) => isArborError(e, 'ARBOR_INVALID_INPUT') && e.details.field === 'data.typing');
     assert.throws(() => s.publish('user_message_sent' as never, { messageId: 'm', content: 'x' } as never), (e: unknown) => isArborError(e, 'ARBOR_INVALID_INPUT') && e.details.field === 'type');
@@ -1146,12 +1147,12 @@ describe('recoverable events and the journal bound', () => {
       });
       // when a few sessions write far more than one segment holds (about 10 segments' worth)
       for (let i = 0; i < 120; i += 1) await arbor.session(`j${i % 3}`).changeConfig('k', 'v'.repeat(600) + i);
-      for (let i = 0; i < 100 && arbor.store.journal.segmentNames().length > 2; i += 1) await new Promise((r) => setTimeout(r, 10));
-      const segments = arbor.store.journal.segmentNames();
+      for (let i = 0; i < 100 && fileStore(arbor).journal.segmentNames().length > 2; i += 1) await new Promise((r) => setTimeout(r, 10));
+      const segments = fileStore(arbor).journal.segmentNames();
       if (intervalMs === 20) {
         // then the sessions pinning the oldest segment were snapshotted and the sealed segments deleted
         assert.ok(segments.length <= 2, `${segments.length} segments left`);
-        assert.ok(arbor.store.snapshots.count() >= 3);
+        assert.ok(fileStore(arbor).snapshots.count() >= 3);
       } else {
         // (control: without the checkpointer in time, they pile up)
         assert.ok(segments.length > 5, `${segments.length} segments`);

@@ -6,7 +6,7 @@
  *   node --import tsx bench/runtime/restart-child.ts recover --data-dir DIR --probe SID --expect-sessions N --expect-seq E
  *
  * `write` opens Arbor on DIR and appends E session events to each of N sessions
- * through `arbor.store.append` (the runtime's own store: valid session events,
+ * through `arbor.backend.append` (the runtime's own store: valid session events,
  * recovered by the reducer like any others), in rounds of one event per session
  * with up to WINDOW appends in flight. With `--kind turns` (the default) the
  * events are complete turns (user_message_sent {messageId, content},
@@ -36,7 +36,7 @@ const modulesLoadedMs = performance.now();
 
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { createArbor, MockProvider } from '../../src/index.ts';
+import { createArbor, MockProvider, type SessionState, type Store } from '../../src/index.ts';
 import { writeLineSync as line } from '../../test/helpers/child-io.ts';
 
 
@@ -79,7 +79,8 @@ function eventFor(kind: 'turns' | 'user-only', r: number, events: number, ids: {
 
 async function write(dataDir: string, sessions: number, events: number, kind: 'turns' | 'user-only'): Promise<void> {
   const arbor = await createArbor({ dataDir });
-  const store = arbor.store;
+  // The runtime's own file store (createArbor with a dataDir): the bench appends to its journal directly.
+  const store = arbor.backend as Store<SessionState>;
   const t0 = performance.now();
   const total = sessions * events;
   const ids = Array.from({ length: sessions }, () => ({ user: '', assistant: '' }));
@@ -128,7 +129,7 @@ async function recover(dataDir: string, probe: string, expectSessions: number, e
   // Everything below is verification, after the timeline.
   await session.idle();
   // Every append since open is the probe's (its message and answer) or a notice recovery wrote.
-  const appendedByRecovery = arbor.store.journal.nextLsn - 1 - arbor.recoveryReport().journal.records - (session.state.seq - seqBefore);
+  const appendedByRecovery = (arbor.backend as Store<SessionState>).journal.nextLsn - 1 - arbor.recoveryReport().journal.records - (session.state.seq - seqBefore);
   const h = arbor.health();
   const report = arbor.recoveryReport();
   let sampleOk = 0;

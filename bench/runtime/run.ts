@@ -1282,7 +1282,7 @@ function render(r: Results): string {
   out.push('');
 
   const s = r.restart;
-  out.push(`(c) Restart after SIGKILL: ${fmtInt(s.sessions)} sessions × ${s.eventsPerSession} events = ${fmtInt(s.events)} journaled events (complete turns: user message, stream started, answer completed), no snapshot; written through arbor.store.append`);
+  out.push(`(c) Restart after SIGKILL: ${fmtInt(s.sessions)} sessions × ${s.eventsPerSession} events = ${fmtInt(s.events)} journaled events (complete turns: user message, stream started, answer completed), no snapshot; written through arbor.backend.append`);
   out.push(`   written in ${fmtInt(s.write.ms)} ms (${fmtInt(s.write.eventsPerSec)} events/s), journal ${mib(s.write.journalBytes)} in ${s.write.segments} segment(s)`);
   const run = (name: string, x: RestartRun): string[] => [
     name,

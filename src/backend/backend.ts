@@ -1,5 +1,6 @@
 import type { JournalRecord } from '../core/record.ts';
 import type { RecoveryStatus, SessionRecovery } from './replay.ts';
+import type { RestoreMarker } from '../core/restore-notice.ts';
 
 /** A session as recovery rebuilt it. */
 export interface RecoveredSession<S> {
@@ -71,7 +72,7 @@ export interface BackendStats {
  *   process holds the session's lease at the epoch it loaded it with;
  *   otherwise it rejects with ARBOR_FENCED and tells `onSessionLost` listeners.
  */
-export interface SessionBackend<S> {
+export interface SessionBackend<S, R extends RecoveryReportBase = RecoveryReportBase> {
   /** 'file' or 'postgres' */
   readonly kind: string;
   /** Ids of every session with durable data (for the background recovery pass). */
@@ -91,4 +92,77 @@ export interface SessionBackend<S> {
   onSessionLost(listener: (sid: string, reason: string) => void): void;
   stats(): BackendStats;
   close(): Promise<void>;
+  /** Whether the session has any durable event or snapshot; loads nothing and takes no lease. */
+  exists(sid: string): Promise<boolean>;
+
+  // Optional capabilities: what only some backends can do. The runtime asks `if (backend.recovery)`, never which backend it is.
+
+  /** Lazy recovery after a restart (files): sessions come back on first access and in one background pass. */
+  readonly recovery?: RecoveryCapability<S, R>;
+  /** The whole-table checkpoint (files): an accelerator for the next start's background pass. */
+  readonly checkpoint?: CheckpointCapability<S>;
+  /** Which halves of the storage are on; absent means both (a backend that cannot turn them off). */
+  readonly persistence?: { journal: boolean; snapshots: boolean };
+  /**
+   * After the backend refused writes for good (a failed journal), opens it
+   * again from what is durable and returns the new instance; this one is
+   * closed. Rejects, leaving this one as it was, when the storage still fails.
+   */
+  reopen?(): Promise<SessionBackend<S, R>>;
+  /** The marker a restore from a backup left in the storage, when there is one (see core/restore-notice). */
+  restoreMarker?(): Promise<RestoreMarker | undefined>;
+  /** Journal figures for health checks (files: segments, synced LSN, why it failed). */
+  journalFigures?(): JournalFigures;
+}
+
+/** A failure that made the backend refuse writes: its code, the errno underneath (ENOSPC, EIO…) and message. */
+export interface BackendFailure {
+  code: string;
+  errno: string | undefined;
+  message: string;
+}
+
+/** Journal figures of a backend that keeps a segmented log. */
+export interface JournalFigures {
+  segments: number;
+  syncedLsn: number;
+  failure?: BackendFailure;
+}
+
+/** What every recovery report holds, whatever the backend adds to it. */
+export interface RecoveryReportBase {
+  counts: Record<RecoveryStatus, number>;
+  sessions: SessionRecovery[];
+  pending: number;
+  completedAt?: number;
+}
+
+/**
+ * Lazy recovery: a backend that answers before every session is rebuilt.
+ * `recoverAll` is the background pass (it joins a running one); each session
+ * is rebuilt once, either by it or by `loadSession` on first access.
+ */
+export interface RecoveryCapability<S, R extends RecoveryReportBase = RecoveryReportBase> {
+  /** Sessions rebuilt while opening (an eager open); handed over once, then forgotten. */
+  takeRecovered(): [string, RecoveredSession<S>][];
+  recoverAll(onSession: (sid: string, r: RecoveredSession<S>) => void): Promise<void>;
+  /** Stops the background pass at its next slice; sessions not reached stay pending. */
+  stop(): void;
+  isPending(sid: string): boolean;
+  pendingCount(): number;
+  counts(): Record<RecoveryStatus, number>;
+  report(): R;
+}
+
+/** One session in the whole-table checkpoint: a committed state and the LSN of its last event. */
+export interface CheckpointInput<S> {
+  sid: string;
+  seq: number;
+  lsn: number;
+  state: S;
+}
+
+/** Writing the whole-table checkpoint; the backend adds what else an entry needs (its dedupe window). */
+export interface CheckpointCapability<S> {
+  write(entries: Iterable<CheckpointInput<S>>): Promise<{ bytes: number; entries: number }>;
 }

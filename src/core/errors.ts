@@ -49,6 +49,8 @@ export const ErrorCodes = {
   CONFIG_INVALID: 'ARBOR_CONFIG_INVALID',
   /** An operations command (backup, restore, inspect, bench…) could not do its work; `details` names what. */
   OPS_FAILED: 'ARBOR_OPS_FAILED',
+  /** Loading the session took longer than `recoveryTimeoutMs`: the load was abandoned, the next access tries again. */
+  RECOVERY_TIMEOUT: 'ARBOR_RECOVERY_TIMEOUT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -4,7 +4,8 @@ import type { JournalRecord } from './journal/format.ts';
 import { Journal, type AppendInput, type AppendResult, type JournalOpenReport } from './journal/journal.ts';
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from './options.ts';
 import { posix as path } from 'node:path';
-import type { BackendStats, SessionBackend } from '../backend/backend.ts';
+import type { BackendStats, CheckpointCapability, JournalFigures, RecoveryCapability, SessionBackend } from '../backend/backend.ts';
+import { readRestoreMarker, type RestoreMarker } from './restore-marker.ts';
 import { snapshotChannel, type SnapshotMessage } from '../telemetry/channels.ts';
 import { writeTableCheckpoint, type CheckpointEntry } from './table-checkpoint.ts';
 import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery-coordinator.ts';
@@ -52,7 +53,7 @@ export interface StoreInternals {
  * Durability is the journal's (see `Journal.append`); snapshots only ever
  * release journal records after they are durable themselves.
  */
-export class Store<S> implements SessionBackend<S> {
+export class Store<S> implements SessionBackend<S, RecoveryReport> {
   readonly kind = 'file';
   readonly options: ResolvedStoreOptions;
   readonly journal: Journal;
@@ -65,6 +66,8 @@ export class Store<S> implements SessionBackend<S> {
   #closing: Promise<void> | undefined;
 
   readonly #fs: FileSystem;
+  /** What `open` was given, so that `reopen` can open the same store again. */
+  #reopenWith: { options: Partial<StoreOptions>; hooks: RecoveryHooks<S>; internals: StoreInternals } | undefined;
 
   private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>) {
     this.options = options;
@@ -137,6 +140,7 @@ export class Store<S> implements SessionBackend<S> {
         }
       }
       const store = new Store<S>(o, fs, lock, journal, snapshots, hooks);
+      store.#reopenWith = { options, hooks, internals };
       store.#openReport.durationMs = performance.now() - started;
       if (o.recovery === 'eager' || o.salvage) {
         await store.#recovery.runPass((sid, r) => store.#recovered.set(sid, r));
@@ -302,6 +306,71 @@ export class Store<S> implements SessionBackend<S> {
   /** Never called: one process owns the whole data directory. */
   onSessionLost(_listener: (sid: string, reason: string) => void): void {}
 
+  /** Whether the session has a journal record or a snapshot file. */
+  async exists(sid: string): Promise<boolean> {
+    assertSessionId(sid);
+    return this.journal.lastSeq(sid) > 0 || this.snapshots.seqs(sid).length > 0;
+  }
+
+  /** Lazy recovery, as the runtime drives it (see SessionBackend.recovery). */
+  readonly recovery: RecoveryCapability<S, RecoveryReport> = {
+    takeRecovered: () => {
+      const taken = [...this.#recovered];
+      this.dropRecovered();
+      return taken;
+    },
+    recoverAll: (onSession) => this.recoverAll(onSession),
+    stop: () => this.stopRecovery(),
+    isPending: (sid) => this.isPendingRecovery(sid),
+    pendingCount: () => this.pendingRecoveries,
+    counts: () => this.recoveryCounts(),
+    report: () => this.recoveryReport(),
+  };
+
+  /** The whole-table checkpoint; each entry gets the session's dedupe window from the journal. */
+  readonly checkpoint: CheckpointCapability<S> = {
+    write: (entries) => {
+      const journal = this.journal;
+      return this.writeCheckpoint(
+        (function* () {
+          for (const e of entries) yield { ...e, dedupe: journal.dedupeEntries(e.sid, e.seq) };
+        })(),
+      );
+    },
+  };
+
+  /** Which halves of the storage are on (`enableJournal`, `enableSnapshots`). */
+  get persistence(): { journal: boolean; snapshots: boolean } {
+    return { journal: this.options.enableJournal, snapshots: this.options.enableSnapshots };
+  }
+
+  /**
+   * Closes this store (whatever state its journal is in) and opens the same
+   * data directory again, as a restart would: the new store recovers lazily.
+   */
+  async reopen(): Promise<Store<S>> {
+    const again = this.#reopenWith;
+    if (again === undefined) throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
+    await this.close().catch(() => undefined);
+    return Store.open<S>({ ...again.options, recovery: 'lazy' }, again.hooks, again.internals);
+  }
+
+  /** The restore marker `arbor restore` left in the data directory, if any. */
+  restoreMarker(): Promise<RestoreMarker | undefined> {
+    return readRestoreMarker(this.#fs, this.options.dataDir);
+  }
+
+  /** Segments, synced LSN, and why the journal failed (with the errno underneath). */
+  journalFigures(): JournalFigures {
+    const j = this.journal;
+    const failure = j.failure;
+    return {
+      segments: j.segmentNames().length,
+      syncedLsn: j.syncedLsn,
+      ...(failure === undefined ? {} : { failure: { code: failure.code, errno: errnoOf(failure), message: failure.message } }),
+    };
+  }
+
   stats(): BackendStats {
     const j = this.journal;
     return { state: j.state, queueDepth: j.queueDepth, lastFlushAt: j.lastFlushAt, journalBytes: j.sizeBytes() };
@@ -332,6 +401,16 @@ export class Store<S> implements SessionBackend<S> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** The errno code (ENOSPC, EIO, …) somewhere in an error's cause chain. */
+function errnoOf(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; depth += 1) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 /** Opens the storage engine; see `Store.open`. */

@@ -689,6 +689,14 @@ export class PgBackend<S> implements SessionBackend<S> {
     return rows.map((r) => r.sid);
   }
 
+  /** Whether the session has a stored event or snapshot; needs no lease. */
+  async exists(sid: string): Promise<boolean> {
+    assertSessionId(sid);
+    this.#assertOpen();
+    const { rows } = await this.#pool.query<{ found: boolean }>(this.#sql.exists, [sid]);
+    return rows[0]?.found === true;
+  }
+
   /** The session's stored events with seq ≥ `fromSeq`, in order; needs no lease. */
   async read(sid: string, fromSeq = 1): Promise<JournalRecord[]> {
     assertSessionId(sid);
@@ -899,5 +907,6 @@ function statements(q: string) {
     findCids: `SELECT e.sid, e.cid, e.seq, e.ts FROM ${q}.events e JOIN unnest($1::text[], $2::text[]) AS k(sid, cid) ON e.sid = k.sid AND e.cid = k.cid`,
     maxSeq: `SELECT max(seq) AS max FROM ${q}.events WHERE sid = $1`,
     sessionIds: `SELECT sid FROM ${q}.events UNION SELECT sid FROM ${q}.snapshots`,
+    exists: `SELECT EXISTS (SELECT 1 FROM ${q}.events WHERE sid = $1) OR EXISTS (SELECT 1 FROM ${q}.snapshots WHERE sid = $1) AS found`,
   };
 }

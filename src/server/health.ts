@@ -137,8 +137,8 @@ export class HealthChecker {
 
   async #runProbe(): Promise<CheckResult> {
     if (this.#arbor.backend.kind !== 'file') return { status: 'ok', message: `sessions live in ${this.#arbor.backend.kind}, which recovers itself; each is rebuilt from it on first access` };
-    const store = this.#arbor.store;
-    const sessions = [...new Set([...store.journal.sessions().keys(), ...store.snapshots.sessions()])];
+    const store = this.#arbor.backend;
+    const sessions = await store.sessionIds();
     if (sessions.length === 0) return { status: 'ok', message: 'no session on disk yet: nothing to recover' };
     const sid = sessions[this.#probeCursor++ % sessions.length]!;
     const started = performance.now();

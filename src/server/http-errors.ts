@@ -56,6 +56,7 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.PROVIDER_ERROR]: { status: 502, retryAfter: false },
   // Still being recovered after a restart (the server loads before it reads, so this is rare): try again shortly.
   [ErrorCodes.NOT_LOADED]: { status: 503, retryAfter: true },
+  [ErrorCodes.RECOVERY_TIMEOUT]: { status: 503, retryAfter: true },
   // Another node owns the session (the router forwards such requests; this is what is left when it cannot).
   [ErrorCodes.NOT_OWNER]: { status: 421, retryAfter: true },
   // This node lost the session while writing: nothing was committed; a retry reaches the new owner.

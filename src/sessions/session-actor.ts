@@ -43,6 +43,8 @@ export interface SessionContext {
   committed(sid: string, state: SessionState, lsn: number): void;
   /** Told when a handler crashed and the session was restarted, or stopped. */
   crashed(sid: string, error: unknown, stopped: boolean): void;
+  /** Told about a failure no caller awaits (ending an answer, repairing after a restart): telemetry reports it. */
+  failed(sid: string, source: string, error: unknown): void;
 }
 
 /**
@@ -60,12 +62,19 @@ export class SessionActor {
   readonly #listeners = new Set<(u: SessionUpdate) => void>();
   readonly #chunks: ChunkBuffer;
   #crashes: number[] = [];
-  #stopped: unknown;
+  /**
+   * `running`: takes commands and starts answers. `draining` (the runtime is
+   * closing): answers queued but not started are not started any more.
+   * `stopped`: crashed too often; only internal work (ending answers) runs.
+   * Aborting the running answers (reopen, a lost lease) changes nothing here:
+   * the session goes on answering afterwards.
+   */
+  #state: 'running' | 'draining' | 'stopped' = 'running';
+  /** The crash that stopped the session. */
+  #stopCause: unknown;
   /** Streams run one after another: the next answer starts when the previous one ended. */
   #streamChain: Promise<void> = Promise.resolve();
   readonly #streams = new Map<string, AbortController>();
-  /** Set at shutdown: answers queued but not started are not started any more. */
-  #shuttingDown: string | undefined;
 
   constructor(id: string, ctx: SessionContext) {
     this.id = id;
@@ -78,8 +87,13 @@ export class SessionActor {
     return this.#mailbox.depth;
   }
 
+  /** The actor's lifecycle (see the field). */
+  get state(): 'running' | 'draining' | 'stopped' {
+    return this.#state;
+  }
+
   get stopped(): boolean {
-    return this.#stopped !== undefined;
+    return this.#state === 'stopped';
   }
 
   /** Subscribes to committed events and chunks; returns the unsubscribe function. */
@@ -97,8 +111,9 @@ export class SessionActor {
     for (const listener of this.#listeners) {
       try {
         listener(update);
-      } catch {
+      } catch (err) {
         // A subscriber's bug is not the session's: it must not stop delivery to the others.
+        this.#ctx.failed(this.id, 'subscriber', err);
       }
     }
   }
@@ -114,8 +129,8 @@ export class SessionActor {
    * still runs on a stopped session, so every started turn gets its terminal event.
    */
   run<T>(name: string, task: (state: SessionState) => Promise<T>, internal = false): Promise<T> {
-    if (this.#stopped !== undefined && !internal) {
-      return Promise.reject(new ArborError(ErrorCodes.SESSION_STOPPED, `session ${this.id} was stopped after ${this.#crashes.length} crashes within ${this.#ctx.restartWindowMs} ms`, { sessionId: this.id }, { cause: this.#stopped }));
+    if (this.#state === 'stopped' && !internal) {
+      return Promise.reject(new ArborError(ErrorCodes.SESSION_STOPPED, `session ${this.id} was stopped after ${this.#crashes.length} crashes within ${this.#ctx.restartWindowMs} ms`, { sessionId: this.id }, { cause: this.#stopCause }));
     }
     return this.#mailbox.run(async () => {
       const { state: loaded, fresh } = await this.#ctx.activate(this.id);
@@ -127,7 +142,10 @@ export class SessionActor {
         if (isArborError(err)) throw err;
         const { crashes, stop } = afterCrash(this.#crashes, Date.now(), this.#ctx.maxRestarts, this.#ctx.restartWindowMs);
         this.#crashes = crashes;
-        if (stop) this.#stopped = err;
+        if (stop) {
+          this.#state = 'stopped';
+          this.#stopCause = err;
+        }
         this.#ctx.crashed(this.id, err, stop);
         throw new ArborError(ErrorCodes.HANDLER_CRASHED, `session ${this.id}: ${name} crashed (${(err as Error)?.message ?? String(err)}); ${stop ? 'the session is stopped' : 'restarted from its last committed state'}`, { sessionId: this.id, command: name, stopped: stop }, { cause: err });
       }
@@ -231,7 +249,7 @@ export class SessionActor {
   // ---- streaming --------------------------------------------------------------
 
   #queueStream(requestMessageId: string, retryOf: string | undefined): void {
-    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf)).catch(() => undefined);
+    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf)).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
   }
 
   /** Resolves when every answer queued so far has ended (completed or interrupted). */
@@ -255,7 +273,7 @@ export class SessionActor {
    * stream_interrupted when the provider fails or the runtime shuts down.
    */
   async #stream(requestMessageId: string, retryOf: string | undefined): Promise<void> {
-    if (this.#shuttingDown !== undefined) return;
+    if (this.#state === 'draining') return;
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
     let turns: ChatTurn[] = [];
@@ -268,9 +286,11 @@ export class SessionActor {
         const data = { messageId, requestMessageId, provider: llm.name, model: llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
         await this.commit(state, 'assistant_stream_started', data);
       });
-    } catch {
+    } catch (err) {
       this.#streams.delete(messageId);
-      return; // nothing started, nothing to end (the session is closing or stopped)
+      // Nothing started, nothing to end. A stopped session was reported when it stopped; a failed write is news.
+      if (!isArborError(err, ErrorCodes.SESSION_STOPPED) && !isArborError(err, ErrorCodes.CLOSED)) this.#ctx.failed(this.id, 'stream', err);
+      return;
     }
     const started = performance.now();
     let content = '';
@@ -301,7 +321,7 @@ export class SessionActor {
       }
       this.#chunks.forget(messageId);
     };
-    await this.run('endStream', terminal, true).catch(() => undefined);
+    await this.run('endStream', terminal, true).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
   }
 
   /**
@@ -323,16 +343,25 @@ export class SessionActor {
       // Restored from a backup: the user sees that anything after it was lost.
       const restored = this.#ctx.restoreNotice(state);
       if (restored !== undefined) ({ state } = await this.commit(state, 'system_notice_added', { noticeId: randomUUID(), content: restored.content, metadata: restored.metadata } as EventData<'system_notice_added'>));
-    } catch {
-      // see above
+    } catch (err) {
+      // See above: the command meets the failure too; telemetry hears of it here.
+      this.#ctx.failed(this.id, 'recovery', err);
     }
     return state;
   }
 
-  /** Aborts every running stream with `reason`; each ends with stream_interrupted. */
+  /**
+   * Aborts every running stream with `reason`; each ends with
+   * stream_interrupted. Later answers start as usual (see `drain`).
+   */
   abortStreams(reason: string): void {
-    this.#shuttingDown = reason;
     for (const controller of this.#streams.values()) controller.abort(reason);
+  }
+
+  /** The runtime is closing: aborts the running streams and starts no queued answer any more. */
+  drain(reason: string): void {
+    if (this.#state === 'running') this.#state = 'draining';
+    this.abortStreams(reason);
   }
 
   /**

@@ -60,6 +60,27 @@ export class GatedFileSystem extends ForwardingFileSystem {
     return new GatedHandle(handle, this);
   }
 
+  #readGate: { includes: string; open: Promise<void>; release: () => void } | undefined;
+
+  /** From now on, `readFile` of a path containing `includes` waits until `releaseReads()` (a load that hangs). */
+  holdReads(includes: string): void {
+    let release!: () => void;
+    const open = new Promise<void>((r) => (release = r));
+    this.#readGate = { includes, open, release };
+  }
+
+  releaseReads(): void {
+    this.#readGate?.release();
+    this.#readGate = undefined;
+  }
+
+  override async readFile(p: string): Promise<Uint8Array> {
+    this.bump('readFile');
+    const gate = this.#readGate;
+    if (gate !== undefined && p.includes(gate.includes)) await gate.open;
+    return super.readFile(p);
+  }
+
   override unlink(p: string): Promise<void> {
     this.bump('unlink');
     return super.unlink(p);

@@ -1,0 +1,35 @@
+/**
+ * The composition of the runtime side: the one module that knows the
+ * concrete backends. The runtime and the sessions see only SessionBackend
+ * (and its optional capabilities); this file opens the file store or the
+ * PostgreSQL backend for them.
+ */
+import type { SessionBackend } from './backend/backend.ts';
+import type { RecoveryHooks } from './backend/replay.ts';
+import type { StoreOptions } from './file/options.ts';
+import { Store, type RecoveryReport } from './file/store.ts';
+import { openPgBackend, type PgBackendInternals, type PgBackendOptions } from './postgres/index.ts';
+
+export type { StoreOptions } from './file/options.ts';
+export type { RecoveryReport } from './file/store.ts';
+
+/** How to reach PostgreSQL (the runtime supplies the hooks). */
+export type PostgresOptions<S> = Omit<PgBackendOptions<S>, 'hooks'> & PgBackendInternals;
+
+/** What `openBackend` opens: PostgreSQL when `postgres` is set, else the file store with `store`. */
+export interface BackendChoice<S> {
+  store: Partial<StoreOptions>;
+  postgres: PostgresOptions<S> | undefined;
+}
+
+/**
+ * Opens the backend the options name. The file store opens with lazy
+ * recovery unless `store.recovery` says otherwise, so the runtime answers
+ * as soon as the journal is indexed.
+ */
+export async function openBackend<S>(choice: BackendChoice<S>, hooks: RecoveryHooks<S>): Promise<SessionBackend<S, RecoveryReport>> {
+  if (choice.postgres !== undefined) {
+    return openPgBackend<S>({ ...choice.postgres, hooks }, { unsafeDisableFencing: choice.postgres.unsafeDisableFencing === true });
+  }
+  return Store.open<S>({ recovery: 'lazy', ...choice.store }, hooks);
+}
