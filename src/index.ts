@@ -21,7 +21,7 @@ export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
 export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage } from './telemetry/channels.ts';
 
 // The storage engine on its own (your own events and reducer), and the backend contract.
-export type { SessionBackend, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry } from './backend/backend.ts';
+export type { SessionBackend, BackendOwnership, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry } from './backend/backend.ts';
 export type { Reducer, RecoveryHooks, RecoveryStatus, SessionRecovery, EventUpcaster, StateUpcaster, DamagedSnapshot } from './backend/replay.ts';
 export { openStore, Store, type RecoveryReport } from './file/store.ts';
 export { DEFAULT_STORE_OPTIONS, resolveStoreOptions, type StoreOptions, type ResolvedStoreOptions } from './file/options.ts';

@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { serve } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
-import { createArbor, ErrorCodes, PgBackend, type Arbor, type ArborOptions } from '../index.ts';
+import { createArbor, ErrorCodes, type Arbor, type ArborOptions } from '../index.ts';
 import { toArborOptions, unsafeDisableFencingFromEnv } from './arbor-options.ts';
 import type { ArborConfig, OptionName } from './config.ts';
 import { PrometheusMetrics } from './prometheus.ts';
@@ -101,8 +101,9 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   if (ignored.length > 0) logger.debug({ options: ignored }, 'options left at their defaults: this runtime build does not take them yet');
   if (unsafeDisableFencing) logger.warn('ARBOR_UNSAFE_DISABLE_FENCING=1: PostgreSQL writes are NOT fenced (test-only; never in production)');
   const report = arbor.recoveryReport();
-  const pgBackend = arbor.backend instanceof PgBackend ? arbor.backend : undefined;
-  const node = pgBackend === undefined ? undefined : { nodeId: pgBackend.nodeId, nodeAddress: pgBackend.options.nodeAddress };
+  // A backend shared with other nodes says who this node is to them: requests are routed by it.
+  const ownership = arbor.backend.ownership;
+  const node = ownership === undefined ? undefined : { nodeId: ownership.nodeId, nodeAddress: ownership.nodeAddress };
   logger.info(config.databaseUrl === undefined ? { dataDir: config.dataDir, recovery: report.counts } : { backend: 'postgres', schema: config.pgSchema, node }, 'arbor opened');
   const metrics = new PrometheusMetrics(arbor);
   const stopOtel = startOtelMetrics(arbor);
@@ -120,7 +121,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
     maxBodyBytes: config.maxBodyBytes,
     retryAfterSeconds: config.retryAfterSeconds,
     shutdown: shutdown.signal,
-    ...(node === undefined ? {} : { node: { ...node, leaseMs: config.leaseMs } }),
+    ...(ownership === undefined ? {} : { node: { nodeId: ownership.nodeId, nodeAddress: ownership.nodeAddress, leaseMs: ownership.leaseMs } }),
   });
   handler = (req, env) => app.fetch(req, env);
   logger.info({ url }, 'listening');
