@@ -643,7 +643,41 @@ export class Arbor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+
+  /**
+   * Whether a write would be taken now, from the backend's state alone: no
+   * I/O and no walk over sessions, cheap enough to ask before every write.
+   * Refusals: ARBOR_JOURNAL_FAILED (a write or sync failed and the journal
+   * refuses everything until `reopen()`; `errno` says which, e.g. ENOSPC or
+   * EIO) and ARBOR_CLOSED (the backend is closing or closed). It says nothing
+   * about one session (quarantined, stopped, owned by another node): its
+   * command answers that. While `close()` drains it stays `ok` until the
+   * backend closes; new commands are refused with ARBOR_CLOSED all the same.
+   */
+  writable(): ArborWritable {
+    const backend = this.backend;
+    const state = backend.stats().state;
+    // Fast path, taken by every write: one look at the backend's state.
+    if (state === 'open') return WRITABLE;
+    const known = REFUSALS.get(backend);
+    if (known !== undefined && known.state === state) return known.answer;
+    // A failed journal stays failed until reopen() swaps the backend: its failure is read once, not per write.
+    const failure = this.health().journal.failure;
+    const answer: ArborWritable =
+      failure === undefined
+        ? { ok: false, code: ErrorCodes.CLOSED, message: `the ${backend.kind} backend is ${state}` }
+        : { ok: false, code: ErrorCodes.JOURNAL_FAILED, message: `the journal failed (${failure.message})`, ...(failure.errno === undefined ? {} : { errno: failure.errno }) };
+    REFUSALS.set(backend, { state, answer });
+    return answer;
+  }
 }
+
+/** What `arbor.writable()` answers: `ok`, or why writes are refused now. */
+export type ArborWritable = { readonly ok: true } | { readonly ok: false; readonly code: (typeof ErrorCodes)['JOURNAL_FAILED' | 'CLOSED']; readonly message: string; readonly errno?: string };
+
+const WRITABLE: ArborWritable = Object.freeze({ ok: true });
+/** The refusal last computed per backend and state (the failure behind a failed journal does not change). */
+const REFUSALS = new WeakMap<object, { state: string; answer: ArborWritable }>();
 
 /** The errno code (ENOSPC, EIO, …) somewhere in an error's cause chain. */
 function errnoOf(err: unknown): string | undefined {

@@ -48,6 +48,50 @@ class HeldPassFileSystem extends ForwardingFileSystem {
   }
 }
 
+test('a write to a session in memory neither builds the health report nor loads the session before its command, and reads the disk once per writeGateMaxAgeMs', async () => {
+  const { dir, cleanup } = tempDir('arbor-write-path-');
+  let statfsCalls = 0;
+  const countingDisk: StatFs = async (path) => {
+    statfsCalls += 1;
+    return halfEmptyDisk(path);
+  };
+  try {
+    const server = await start(join(dir, 'data'), { health: { statfs: countingDisk, writeGateMaxAgeMs: 3_600_000 } });
+    try {
+      assert.equal((await call(server, 'POST', '/v1/sessions', { id: 'w' })).status, 201);
+      // given counters on the runtime's health report and on the session's load
+      const arbor = server.arbor;
+      const session = arbor.session('w');
+      const health = arbor.health.bind(arbor);
+      const load = session.load.bind(session);
+      let healthCalls = 0;
+      let loadCalls = 0;
+      arbor.health = () => {
+        healthCalls += 1;
+        return health();
+      };
+      session.load = () => {
+        loadCalls += 1;
+        return load();
+      };
+      statfsCalls = 0;
+      // when messages are sent
+      for (let i = 0; i < 10; i += 1) {
+        const r = await call(server, 'POST', '/v1/sessions/w/messages', { content: `m${i}` });
+        assert.equal(r.status, 202, JSON.stringify(r.body));
+        await session.idle();
+      }
+      // then none of them built the health report, loaded the session first, or read the disk
+      assert.deepEqual({ healthCalls, loadCalls, statfsCalls }, { healthCalls: 0, loadCalls: 0, statfsCalls: 0 });
+      assert.equal(arbor.writable().ok, true);
+    } finally {
+      await server.close();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
 test('ownership: the PostgreSQL backend says which node this is; the file store is owned by no one', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('own');
   t.after(() => dropSchema(schema));

@@ -89,20 +89,43 @@ export class HealthChecker {
     return { status, checks };
   }
 
-  #diskAt = 0;
-  #diskLast: Promise<CheckResult> | undefined;
+  /** The newest disk reading (by the time it started), what the write gate reuses. */
+  #diskReading: { at: number; result: CheckResult } | undefined;
+  /** A reading the write gate started and other writes wait for, rather than each starting its own. */
+  #diskRead: Promise<CheckResult> | undefined;
 
   /**
    * The disk check. `cached`: reuse a reading younger than writeGateMaxAgeMs
-   * (the write gate asks on every write; statfs is cheap, but not free).
+   * (what the write gate asks; concurrent writes share one new reading).
+   * Without it the disk is read now, and that reading feeds the gate too.
    */
   disk(cached = false): Promise<CheckResult> {
-    const now = Date.now();
-    if (!cached || this.#diskLast === undefined || now - this.#diskAt > this.#o.writeGateMaxAgeMs) {
-      this.#diskAt = now;
-      this.#diskLast = this.#disk();
-    }
-    return this.#diskLast;
+    if (!cached) return this.#readDisk();
+    const fresh = this.cachedDisk();
+    if (fresh !== undefined) return Promise.resolve(fresh);
+    this.#diskRead ??= this.#readDisk().finally(() => {
+      this.#diskRead = undefined;
+    });
+    return this.#diskRead;
+  }
+
+  /**
+   * The last disk reading while it is younger than writeGateMaxAgeMs, with
+   * no I/O and no wait (the write gate's fast path); undefined when it is
+   * older, and `disk(true)` must read again.
+   */
+  cachedDisk(): CheckResult | undefined {
+    const r = this.#diskReading;
+    return r !== undefined && Date.now() - r.at < this.#o.writeGateMaxAgeMs ? r.result : undefined;
+  }
+
+  #readDisk(): Promise<CheckResult> {
+    const at = Date.now();
+    return this.#disk().then((result) => {
+      // Readings may finish out of order: the one that started last wins.
+      if (this.#diskReading === undefined || at >= this.#diskReading.at) this.#diskReading = { at, result };
+      return result;
+    });
   }
 
   /** The fullest of the filesystems holding the data, journal and snapshot directories. */
