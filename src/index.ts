@@ -4,7 +4,7 @@
  * `arbor-runtime/testing`, operations tooling in `arbor-runtime/ops`, the HTTP
  * server in `arbor-runtime/server`.
  */
-export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, type ArborOptions, type RuntimeOptions, type ArborHealth, type ArborWritable } from './runtime.ts';
+export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, type ArborOptions, type RuntimeOptions, type ArborHealth, type ArborWritable, type RecoveryProbe } from './runtime.ts';
 export type { SessionUpdate, CommandHandler } from './sessions/session-actor.ts';
 export type { Chunk } from './sessions/chunk-buffer.ts';
 
