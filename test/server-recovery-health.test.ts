@@ -215,6 +215,36 @@ test('a write to a session in memory neither builds the health report nor loads 
   }
 });
 
+test('a background failure the runtime publishes (a crashed command handler) reaches the log with its code and session', async () => {
+  const { dir, cleanup } = tempDir('arbor-error-log-');
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString('utf8').split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  try {
+    const commands = {
+      boom: () => {
+        throw new Error('the handler broke');
+      },
+    };
+    const server = await start(join(dir, 'data'), { logger: pino({ level: 'info' }, sink), arborOverrides: { commands } });
+    try {
+      // when a command handler crashes
+      await assert.rejects(server.arbor.session('crashy').executeCommand('boom'), (err: unknown) => isArborError(err) && err.code === 'ARBOR_HANDLER_CRASHED');
+    } finally {
+      await server.close();
+    }
+    // then the log has it at error, with the code and the session
+    const logged = lines.find((l) => l.code === 'ARBOR_HANDLER_CRASHED');
+    assert.deepEqual([logged?.level, logged?.source, logged?.sessionId], [50, 'handler', 'crashy']);
+  } finally {
+    cleanup();
+  }
+});
+
 test('ownership: the PostgreSQL backend says which node this is; the file store is owned by no one; neither is probed wrongly', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('own');
   t.after(() => dropSchema(schema));

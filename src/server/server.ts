@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { serve } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
-import { createArbor, ErrorCodes, type Arbor, type ArborOptions } from '../index.ts';
+import { createArbor, ErrorCodes, subscribeTelemetry, type Arbor, type ArborOptions } from '../index.ts';
 import { toArborOptions, unsafeDisableFencingFromEnv } from './arbor-options.ts';
 import type { ArborConfig, OptionName } from './config.ts';
 import { PrometheusMetrics } from './prometheus.ts';
@@ -86,6 +86,9 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   const listenUrl = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   const url = listenUrl;
 
+  // Failures the runtime handled in the background (a snapshot, the recovery pass, a crashed handler) reach the log
+  // with their code, from the first recovery on. The channel is process-wide: a second server in the process logs them too.
+  const stopErrorLog = subscribeTelemetry({ error: (m) => logger.error({ source: m.source, code: m.code, ...(m.sessionId === undefined ? {} : { sessionId: m.sessionId }) }, m.message) });
   let arbor: Arbor;
   let ignored: OptionName[];
   try {
@@ -96,6 +99,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
     // Nothing is served: stop listening, so the port is free again.
     await new Promise<void>((r) => server.close(() => r()));
     server.closeAllConnections();
+    stopErrorLog();
     throw err;
   }
   if (ignored.length > 0) logger.debug({ options: ignored }, 'options left at their defaults: this runtime build does not take them yet');
@@ -141,6 +145,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
       stopOtel();
       metrics.close();
       streams.close();
+      stopErrorLog();
       logger.info('stopped');
     })();
     return closing;
