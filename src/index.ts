@@ -4,7 +4,7 @@
  * `arbor-runtime/testing`, operations tooling in `arbor-runtime/ops`, the HTTP
  * server in `arbor-runtime/server`.
  */
-export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, type ArborOptions, type RuntimeOptions, type ArborHealth } from './runtime.ts';
+export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, type ArborOptions, type RuntimeOptions, type ArborHealth, type ArborWritable, type RecoveryProbe } from './runtime.ts';
 export type { SessionUpdate, CommandHandler } from './sessions/session-actor.ts';
 export type { Chunk } from './sessions/chunk-buffer.ts';
 
@@ -21,7 +21,7 @@ export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
 export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage } from './telemetry/channels.ts';
 
 // The storage engine on its own (your own events and reducer), and the backend contract.
-export type { SessionBackend, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry } from './backend/backend.ts';
+export type { SessionBackend, BackendOwnership, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry } from './backend/backend.ts';
 export type { Reducer, RecoveryHooks, RecoveryStatus, SessionRecovery, EventUpcaster, StateUpcaster, DamagedSnapshot } from './backend/replay.ts';
 export { openStore, Store, type RecoveryReport } from './file/store.ts';
 export { DEFAULT_STORE_OPTIONS, resolveStoreOptions, type StoreOptions, type ResolvedStoreOptions } from './file/options.ts';

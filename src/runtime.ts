@@ -692,6 +692,154 @@ export class Arbor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+
+  /**
+   * Whether a write would be taken now, from the backend's state alone: no
+   * I/O and no walk over sessions, cheap enough to ask before every write.
+   * Refusals: ARBOR_JOURNAL_FAILED (a write or sync failed and the journal
+   * refuses everything until `reopen()`; `errno` says which, e.g. ENOSPC or
+   * EIO) and ARBOR_CLOSED (the backend is closing or closed). It says nothing
+   * about one session (quarantined, stopped, owned by another node): its
+   * command answers that. While `close()` drains it stays `ok` until the
+   * backend closes; new commands are refused with ARBOR_CLOSED all the same.
+   */
+  writable(): ArborWritable {
+    const backend = this.backend;
+    const state = backend.stats().state;
+    // Fast path, taken by every write: one look at the backend's state.
+    if (state === 'open') return WRITABLE;
+    const known = REFUSALS.get(backend);
+    if (known !== undefined && known.state === state) return known.answer;
+    // A failed journal stays failed until reopen() swaps the backend: its failure is read once, not per write.
+    const failure = this.health().journal.failure;
+    const answer: ArborWritable =
+      failure === undefined
+        ? { ok: false, code: ErrorCodes.CLOSED, message: `the ${backend.kind} backend is ${state}` }
+        : { ok: false, code: ErrorCodes.JOURNAL_FAILED, message: `the journal failed (${failure.message})`, ...(failure.errno === undefined ? {} : { errno: failure.errno }) };
+    REFUSALS.set(backend, { state, answer });
+    return answer;
+  }
+
+  /**
+   * The recovery probe behind /health: rebuilds session `sid` from the
+   * backend exactly as a restart would (its newest snapshot and the journal
+   * records after it, read and decoded) and compares that state, field by
+   * field, with the one in memory. A session not in memory yet (after a
+   * restart, before the background pass reached it) is loaded first: that
+   * is its lazy recovery, and it is what gets compared. Commits landing
+   * while it reads are told apart from a difference. What it finds is the
+   * answer, never a rejection (a rebuild that fails is `outcome: 'error'`
+   * with its code); it rejects only with ARBOR_INVALID_INPUT (`field:
+   * 'backend'`) on a backend several processes share (`backend.ownership`),
+   * where a rebuild would take the session's lease from the copy it is
+   * compared with, and with ARBOR_CLOSED once close() began.
+   */
+  async probeRecovery(sid: string): Promise<RecoveryProbe> {
+    const backend = this.backend;
+    if (backend.ownership !== undefined) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid} is not probed: on the ${backend.kind} backend a rebuild takes the session's lease from its owner`, { field: 'backend', sessionId: sid });
+    }
+    const session = this.session(sid);
+    const started = performance.now();
+    const found = (probe: Omit<RecoveryProbe, 'sessionId' | 'durationMs'>): RecoveryProbe => ({ sessionId: sid, ...probe, durationMs: Math.round((performance.now() - started) * 100) / 100 });
+    try {
+      for (let attempt = 1; attempt <= PROBE_ATTEMPTS; attempt += 1) {
+        // The copy in memory, without a trip through the mailbox when it is there. A handle that never
+        // had the session shows the empty state: loading it (its lazy recovery, after a restart) gives the real one.
+        const known = knownState(session);
+        const before = known === undefined || known.seq === 0 ? await session.load() : known;
+        const rebuilt = await backend.loadSession(sid);
+        const after = session.state;
+        if (rebuilt === undefined) {
+          if (after.seq === 0) return found({ outcome: 'match', seq: 0, message: `session ${sid} has no event yet` });
+          return found({ outcome: 'missing', liveSeq: after.seq, message: `session ${sid} has ${after.seq} committed events in memory, but the backend holds nothing of it` });
+        }
+        // Everything committed before the read began must be in the backend; more may have landed since.
+        if (rebuilt.seq < before.seq) {
+          return found({ outcome: 'mismatch', seq: rebuilt.seq, liveSeq: before.seq, path: 'seq', message: `session ${sid} rebuilt at seq ${rebuilt.seq}, but ${before.seq} events were committed` });
+        }
+        const live = rebuilt.seq === after.seq ? after : rebuilt.seq === before.seq ? before : undefined;
+        // Commits landed while the backend was read, and no state in memory has the rebuilt seq: look again.
+        if (live === undefined) continue;
+        const path = firstDifference(rebuilt.state, live, 'state');
+        if (path !== undefined) {
+          return found({ outcome: 'mismatch', seq: rebuilt.seq, liveSeq: live.seq, path, message: `session ${sid} rebuilt at seq ${rebuilt.seq} differs from the state in memory at ${path}` });
+        }
+        if (rebuilt.status === 'damaged') return found({ outcome: 'damaged', seq: rebuilt.seq, message: `session ${sid} is damaged (readable, writes refused); its rebuilt state equals the one in memory` });
+        return found({ outcome: 'match', seq: rebuilt.seq, message: `session ${sid} rebuilt at seq ${rebuilt.seq} equals the state in memory` });
+      }
+      return found({ outcome: 'moved', seq: session.state.seq, message: `session ${sid} took new events during each of ${PROBE_ATTEMPTS} rebuilds: only their seqs were compared` });
+    } catch (err) {
+      return found({ outcome: 'error', code: isArborError(err) ? err.code : ((err as { code?: unknown })?.code as string | undefined) ?? ErrorCodes.IO_ERROR, message: `rebuilding session ${sid} failed: ${(err as Error)?.message ?? String(err)}` });
+    }
+  }
+}
+
+/** What `arbor.writable()` answers: `ok`, or why writes are refused now. */
+export type ArborWritable = { readonly ok: true } | { readonly ok: false; readonly code: (typeof ErrorCodes)['JOURNAL_FAILED' | 'CLOSED']; readonly message: string; readonly errno?: string };
+
+/** What `arbor.probeRecovery(sid)` found. */
+export interface RecoveryProbe {
+  sessionId: string;
+  /**
+   * `match`: the rebuilt state equals the one in memory; `damaged`: equal, and
+   * the session is quarantined; `mismatch`: they differ (`path` says where,
+   * e.g. `state.messages[3].content`, or `seq` when committed events are
+   * missing); `missing`: the backend holds nothing of a session with committed
+   * events; `moved`: new events landed during every rebuild, so only seqs were
+   * compared; `error`: the rebuild failed (`code`).
+   */
+  outcome: 'match' | 'damaged' | 'mismatch' | 'missing' | 'moved' | 'error';
+  /** seq of the rebuilt state */
+  seq?: number;
+  /** seq of the state in memory it was compared with, when they differ */
+  liveSeq?: number;
+  path?: string;
+  code?: string;
+  message: string;
+  durationMs: number;
+}
+
+const WRITABLE: ArborWritable = Object.freeze({ ok: true });
+/** The refusal last computed per backend and state (the failure behind a failed journal does not change). */
+const REFUSALS = new WeakMap<object, { state: string; answer: ArborWritable }>();
+/** Rebuilds tried before a session that keeps taking events is compared by seq only. */
+const PROBE_ATTEMPTS = 3;
+
+/** The session's state in memory without a trip through its mailbox; undefined while it is still being recovered. */
+function knownState(session: Session): SessionState | undefined {
+  try {
+    return session.state;
+  } catch (err) {
+    if (isArborError(err, ErrorCodes.NOT_LOADED)) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Where two JSON-like values differ (`state.messages[2].content`), or
+ * undefined when they are equal. A key holding undefined equals a missing
+ * key: snapshot codecs may keep or drop either.
+ */
+function firstDifference(a: unknown, b: unknown, path: string): string | undefined {
+  if (a === b || (Number.isNaN(a) && Number.isNaN(b))) return undefined;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null || Array.isArray(a) !== Array.isArray(b)) return path;
+  if (Array.isArray(a)) {
+    const other = b as unknown[];
+    if (a.length !== other.length) return `${path}.length`;
+    for (let i = 0; i < a.length; i += 1) {
+      const d = firstDifference(a[i], other[i], `${path}[${i}]`);
+      if (d !== undefined) return d;
+    }
+    return undefined;
+  }
+  const ra = a as Record<string, unknown>;
+  const rb = b as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(ra), ...Object.keys(rb)])) {
+    const d = firstDifference(ra[key], rb[key], `${path}.${key}`);
+    if (d !== undefined) return d;
+  }
+  return undefined;
 }
 
 /** Tells telemetry about an error the runtime handled (only when someone listens). */

@@ -113,6 +113,23 @@ export interface SessionBackend<S, R extends RecoveryReportBase = RecoveryReport
   restoreMarker?(): Promise<RestoreMarker | undefined>;
   /** Journal figures for health checks (files: segments, synced LSN, why it failed). */
   journalFigures?(): JournalFigures;
+  /**
+   * Present on a backend that several processes share, each session owned by
+   * one of them at a time (PostgreSQL): who this process is to the others.
+   * On such a backend `loadSession` takes the session's lease, so it is never
+   * a read-only look at a session this process serves.
+   */
+  readonly ownership?: BackendOwnership;
+}
+
+/** This process as the other processes sharing a backend see it: what the server routes requests by. */
+export interface BackendOwnership {
+  /** Unique among the processes sharing the backend; owners are named by it. */
+  readonly nodeId: string;
+  /** Where other nodes forward requests for sessions this process owns; undefined when none was configured. */
+  readonly nodeAddress: string | undefined;
+  /** How long a lease outlives its last renewal: how long a dead owner keeps its sessions. */
+  readonly leaseMs: number;
 }
 
 /** A failure that made the backend refuse writes: its code, the errno underneath (ENOSPC, EIO…) and message. */

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { BackendStats, RecoveredSession, SessionBackend } from '../backend/backend.ts';
+import type { BackendOwnership, BackendStats, RecoveredSession, SessionBackend } from '../backend/backend.ts';
 import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../backend/append-checks.ts';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { assertSessionId } from '../core/ids.ts';
@@ -190,6 +190,11 @@ export class PgBackend<S> implements SessionBackend<S> {
 
   get nodeId(): string {
     return this.options.nodeId;
+  }
+
+  /** This node as the others see it (the server routes requests for sessions it does not own by it). */
+  get ownership(): BackendOwnership {
+    return { nodeId: this.options.nodeId, nodeAddress: this.options.nodeAddress, leaseMs: this.options.leaseMs };
   }
 
   // ---- appends and the group committer ----------------------------------

@@ -257,7 +257,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
    * exactly like a missing one, so ids cannot be probed across tenants.
    * Without tokens every session is served, including those the library wrote.
    */
-  async function find(c: Context<Env>): Promise<{ session: Session; state: SessionState }> {
+  async function find(c: Context<Env>, use: 'read' | 'write'): Promise<{ session: Session; state: SessionState }> {
     const id = c.req.param('id')!;
     assertSessionId(id);
     const notFound = new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${id} not found`);
@@ -268,8 +268,11 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     };
     if (!(await arbor.exists(id))) return missing();
     const session = arbor.session(id);
-    // Recovered (first access after a restart) or loaded back (passivated) before it is read.
-    const state = await session.load();
+    // A read gets the session recovered (first access after a restart) or loaded back (passivated) first.
+    // A write needs only its tenant, which never changes: any state this process knows of the session
+    // says it, and the command loads the session itself, so the write makes one trip through the mailbox, not two.
+    const known = use === 'write' ? knownState(session) : undefined;
+    const state = known !== undefined && known.seq > 0 ? known : await session.load();
     if (state.seq === 0) return missing();
     // An open server (no tokens) has one tenant: it also serves sessions written without the server.
     if (auth.enabled && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
@@ -284,13 +287,15 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
    * Retry-After period: writing resumes without a restart.
    */
   async function assertWritable(): Promise<void> {
-    const disk = await health.disk(true);
+    // Fast path: the last disk reading while it is fresh, and the runtime's own answer; no I/O, no health report.
+    const disk = health.cachedDisk() ?? (await health.disk(true));
     if (disk.status === 'fail') throw new HttpError(507, HttpErrorCodes.DISK_FULL, `writes are refused: ${disk.message}`, true);
-    const journal = arbor.health().journal;
-    if (journal.state !== 'failed' && journal.state !== 'closed') return;
+    const writable = arbor.writable();
+    if (writable.ok) return;
+    // Closing: the command itself answers ARBOR_CLOSED.
     if (arbor.closing) return;
-    const full = journal.failure?.errno === 'ENOSPC';
-    const refuse = (why: string) => new HttpError(full ? 507 : 503, full ? HttpErrorCodes.DISK_FULL : ErrorCodes.JOURNAL_FAILED, `writes are refused: the journal failed (${journal.failure?.message ?? journal.state}); ${why}`, true);
+    const full = writable.errno === 'ENOSPC';
+    const refuse = (why: string) => new HttpError(full ? 507 : 503, full ? HttpErrorCodes.DISK_FULL : ErrorCodes.JOURNAL_FAILED, `writes are refused: ${writable.message}; ${why}`, true);
     if (Date.now() - lastReopenAt < deps.retryAfterSeconds * 1000) throw refuse('it is reopened once the disk works again');
     lastReopenAt = Date.now();
     try {
@@ -336,12 +341,12 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   });
 
   app.get('/v1/sessions/:id', async (c) => {
-    const { state } = await find(c);
+    const { state } = await find(c, 'read');
     return c.json(sessionView(state));
   });
 
   app.post('/v1/sessions/:id/messages', async (c) => {
-    const { session } = await find(c);
+    const { session } = await find(c, 'write');
     const body = parseBody(MessageBody, await readJson(c, maxBodyBytes));
     await assertWritable();
     streams.watch(session);
@@ -351,7 +356,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   });
 
   app.post('/v1/sessions/:id/retry', async (c) => {
-    const { session } = await find(c);
+    const { session } = await find(c, 'write');
     await assertWritable();
     streams.watch(session);
     const r = await session.retry();
@@ -359,7 +364,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   });
 
   app.get('/v1/sessions/:id/stream', async (c) => {
-    const { session } = await find(c);
+    const { session } = await find(c, 'read');
     const resume = parseLastEventId(c.req.header('last-event-id') ?? c.req.query('lastEventId'));
     streams.watch(session);
     return streamSSE(c, (stream) => runStream(stream, session, resume));
@@ -434,6 +439,16 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   });
 
   return { app, streams };
+}
+
+/** The session's state this process knows, without a trip through its mailbox; undefined while it is still being recovered. */
+function knownState(session: Session): SessionState | undefined {
+  try {
+    return session.state;
+  } catch (err) {
+    if (isArborError(err) && err.code === ErrorCodes.NOT_LOADED) return undefined;
+    throw err;
+  }
 }
 
 /**

@@ -53,16 +53,23 @@ export function diskStatus(usedPct: number, warnPct: number, failPct: number): '
 /**
  * The health checks of seed §8.3: the hot tier (sessions, memory), the
  * journal writer (state, queue depth, age of the last flush), disk space, and
- * a real recovery probe: one session (a different one each time) is rebuilt
- * from its newest snapshot and its journal tail, read and decoded from disk
- * exactly as a restart would, and compared with the live state.
+ * recovery: how many sessions are still waiting for it (`pending`, and
+ * `completedAt` once none is), and a real probe: one session (a different one
+ * each time) is rebuilt from its newest snapshot and its journal tail, read
+ * and decoded exactly as a restart would, and its state compared with the
+ * live one (`arbor.probeRecovery`). A node still recovering is up: sessions
+ * not reached yet are recovered on first access, so `pending` alone never
+ * fails the check.
  */
 export class HealthChecker {
   readonly #arbor: Arbor;
   readonly #o: Required<HealthOptions>;
-  #probeAt = 0;
-  #probe: CheckResult | undefined;
+  #probe: { at: number; result: Promise<CheckResult> } | undefined;
   #probeCursor = 0;
+  /** The newest disk reading (by the time it started), what the write gate reuses. */
+  #diskReading: { at: number; result: CheckResult } | undefined;
+  /** A reading the write gate started and other writes wait for, rather than each starting its own. */
+  #diskRead: Promise<CheckResult> | undefined;
 
   constructor(arbor: Arbor, options: HealthOptions) {
     this.#arbor = arbor;
@@ -82,27 +89,45 @@ export class HealthChecker {
     } else {
       journalWriter = { status: 'ok', message: `journal open, ${j.queueDepth} records queued`, ...j };
     }
-    const [diskSpace, recovery] = await Promise.all([this.disk(), this.#recoveryProbe()]);
+    const [diskSpace, recovery] = await Promise.all([this.disk(), this.#recovery()]);
     const checks = { hotStorage, journalWriter, diskSpace, recovery };
     const statuses = Object.values(checks).map((c) => c.status);
     const status = statuses.includes('fail') ? 'fail' : statuses.includes('warn') ? 'warn' : 'ok';
     return { status, checks };
   }
 
-  #diskAt = 0;
-  #diskLast: Promise<CheckResult> | undefined;
-
   /**
    * The disk check. `cached`: reuse a reading younger than writeGateMaxAgeMs
-   * (the write gate asks on every write; statfs is cheap, but not free).
+   * (what the write gate asks; concurrent writes share one new reading).
+   * Without it the disk is read now, and that reading feeds the gate too.
    */
   disk(cached = false): Promise<CheckResult> {
-    const now = Date.now();
-    if (!cached || this.#diskLast === undefined || now - this.#diskAt > this.#o.writeGateMaxAgeMs) {
-      this.#diskAt = now;
-      this.#diskLast = this.#disk();
-    }
-    return this.#diskLast;
+    if (!cached) return this.#readDisk();
+    const fresh = this.cachedDisk();
+    if (fresh !== undefined) return Promise.resolve(fresh);
+    this.#diskRead ??= this.#readDisk().finally(() => {
+      this.#diskRead = undefined;
+    });
+    return this.#diskRead;
+  }
+
+  /**
+   * The last disk reading while it is younger than writeGateMaxAgeMs, with
+   * no I/O and no wait (the write gate's fast path); undefined when it is
+   * older, and `disk(true)` must read again.
+   */
+  cachedDisk(): CheckResult | undefined {
+    const r = this.#diskReading;
+    return r !== undefined && Date.now() - r.at < this.#o.writeGateMaxAgeMs ? r.result : undefined;
+  }
+
+  #readDisk(): Promise<CheckResult> {
+    const at = Date.now();
+    return this.#disk().then((result) => {
+      // Readings may finish out of order: the one that started last wins.
+      if (this.#diskReading === undefined || at >= this.#diskReading.at) this.#diskReading = { at, result };
+      return result;
+    });
   }
 
   /** The fullest of the filesystems holding the data, journal and snapshot directories. */
@@ -127,35 +152,49 @@ export class HealthChecker {
     return worst!;
   }
 
-  async #recoveryProbe(): Promise<CheckResult> {
+  /** Recovery progress, and the probe's last result (run at most every probeEveryMs). */
+  async #recovery(): Promise<CheckResult> {
     const now = Date.now();
-    if (this.#probe !== undefined && now - this.#probeAt < this.#o.probeEveryMs) return this.#probe;
-    this.#probeAt = now;
-    this.#probe = await this.#runProbe();
-    return this.#probe;
+    if (this.#probe === undefined || now - this.#probe.at >= this.#o.probeEveryMs) this.#probe = { at: now, result: this.#runProbe() };
+    const probe = await this.#probe.result;
+    // Read after the probe, which may have recovered the session it picked.
+    const report = this.#arbor.recoveryReport();
+    const progress = { pending: report.pending, completedAt: report.completedAt ?? null };
+    if (report.pending === 0) return { ...probe, ...progress };
+    return { ...probe, ...progress, message: `${probe.message}; recovering: ${report.pending} sessions not recovered yet (each is recovered on first access)` };
   }
 
   async #runProbe(): Promise<CheckResult> {
-    if (this.#arbor.backend.kind !== 'file') return { status: 'ok', message: `sessions live in ${this.#arbor.backend.kind}, which recovers itself; each is rebuilt from it on first access` };
-    const store = this.#arbor.backend;
-    const sessions = await store.sessionIds();
-    if (sessions.length === 0) return { status: 'ok', message: 'no session on disk yet: nothing to recover' };
-    const sid = sessions[this.#probeCursor++ % sessions.length]!;
-    const started = performance.now();
+    const backend = this.#arbor.backend;
+    if (backend.ownership !== undefined) {
+      return { status: 'ok', message: `sessions live in ${backend.kind}, shared with other nodes: a rebuild would take a session's lease from its owner, so none is probed; each is rebuilt from it on first access` };
+    }
+    let sid: string | undefined;
     try {
-      const liveBefore = this.#arbor.session(sid).state.seq;
-      const loaded = await store.loadSession(sid);
-      const liveAfter = this.#arbor.session(sid).state.seq;
-      const durationMs = Math.round((performance.now() - started) * 100) / 100;
-      if (loaded === undefined) return { status: 'fail', message: `session ${sid} is listed on disk but could not be found when read back`, sessionId: sid };
-      // The live state may move on while we read; what was committed before the read must be on disk.
-      if (loaded.seq < liveBefore && liveBefore > 0) {
-        return { status: 'fail', message: `session ${sid} read back at seq ${loaded.seq}, but ${liveBefore} events were committed`, sessionId: sid, diskSeq: loaded.seq, liveSeq: liveAfter };
+      const sessions = await backend.sessionIds();
+      if (sessions.length === 0) return { status: 'ok', message: 'no session stored yet: nothing to recover' };
+      sid = sessions[this.#probeCursor++ % sessions.length]!;
+      const p = await this.#arbor.probeRecovery(sid);
+      const from = backend.kind === 'file' ? 'disk' : backend.kind;
+      switch (p.outcome) {
+        case 'match':
+        case 'moved':
+          return { status: 'ok', message: `session ${sid} rebuilt from ${from} at seq ${p.seq} in ${p.durationMs} ms, ${p.outcome === 'match' ? 'equal to the state in memory' : 'while it took new events (seq compared only)'}`, sessionId: sid, seq: p.seq, durationMs: p.durationMs };
+        case 'damaged':
+          return { status: 'warn', message: `session ${sid} is damaged on ${from} (readable, writes refused)`, sessionId: sid, seq: p.seq, durationMs: p.durationMs };
+        default:
+          return {
+            status: 'fail',
+            message: p.message,
+            sessionId: sid,
+            ...(p.seq === undefined ? {} : { diskSeq: p.seq }),
+            ...(p.liveSeq === undefined ? {} : { liveSeq: p.liveSeq }),
+            ...(p.path === undefined ? {} : { differsAt: p.path }),
+            ...(p.code === undefined ? {} : { code: p.code }),
+          };
       }
-      if (loaded.status === 'damaged') return { status: 'warn', message: `session ${sid} is damaged on disk (readable, writes refused)`, sessionId: sid, seq: loaded.seq, durationMs };
-      return { status: 'ok', message: `session ${sid} rebuilt from disk at seq ${loaded.seq} in ${durationMs} ms`, sessionId: sid, seq: loaded.seq, durationMs };
     } catch (err) {
-      return { status: 'fail', message: `recovering session ${sid} from disk failed: ${(err as Error).message}`, sessionId: sid, code: (err as { code?: unknown }).code };
+      return { status: 'fail', message: `the recovery probe failed${sid === undefined ? '' : ` on session ${sid}`}: ${(err as Error).message}`, ...(sid === undefined ? {} : { sessionId: sid }), code: (err as { code?: unknown }).code };
     }
   }
 }

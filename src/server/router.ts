@@ -8,7 +8,7 @@ import { hasErrnoCause } from './http-errors.ts';
  */
 export const FORWARDED_BY_HEADER = 'x-arbor-forwarded-by';
 
-/** What this node is on PostgreSQL: its id and lease length (the server passes them to the router). */
+/** This node on a backend shared with other nodes (`backend.ownership`): its id, address and lease length, what the router needs. */
 export interface NodeInfo {
   nodeId: string;
   nodeAddress: string | undefined;

@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { serve } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
-import { createArbor, ErrorCodes, PgBackend, type Arbor, type ArborOptions } from '../index.ts';
+import { createArbor, ErrorCodes, subscribeTelemetry, type Arbor, type ArborOptions } from '../index.ts';
 import { toArborOptions, unsafeDisableFencingFromEnv } from './arbor-options.ts';
 import type { ArborConfig, OptionName } from './config.ts';
 import { PrometheusMetrics } from './prometheus.ts';
@@ -86,6 +86,9 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   const listenUrl = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   const url = listenUrl;
 
+  // Failures the runtime handled in the background (a snapshot, the recovery pass, a crashed handler) reach the log
+  // with their code, from the first recovery on. The channel is process-wide: a second server in the process logs them too.
+  const stopErrorLog = subscribeTelemetry({ error: (m) => logger.error({ source: m.source, code: m.code, ...(m.sessionId === undefined ? {} : { sessionId: m.sessionId }) }, m.message) });
   let arbor: Arbor;
   let ignored: OptionName[];
   try {
@@ -96,13 +99,15 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
     // Nothing is served: stop listening, so the port is free again.
     await new Promise<void>((r) => server.close(() => r()));
     server.closeAllConnections();
+    stopErrorLog();
     throw err;
   }
   if (ignored.length > 0) logger.debug({ options: ignored }, 'options left at their defaults: this runtime build does not take them yet');
   if (unsafeDisableFencing) logger.warn('ARBOR_UNSAFE_DISABLE_FENCING=1: PostgreSQL writes are NOT fenced (test-only; never in production)');
   const report = arbor.recoveryReport();
-  const pgBackend = arbor.backend instanceof PgBackend ? arbor.backend : undefined;
-  const node = pgBackend === undefined ? undefined : { nodeId: pgBackend.nodeId, nodeAddress: pgBackend.options.nodeAddress };
+  // A backend shared with other nodes says who this node is to them: requests are routed by it.
+  const ownership = arbor.backend.ownership;
+  const node = ownership === undefined ? undefined : { nodeId: ownership.nodeId, nodeAddress: ownership.nodeAddress };
   logger.info(config.databaseUrl === undefined ? { dataDir: config.dataDir, recovery: report.counts } : { backend: 'postgres', schema: config.pgSchema, node }, 'arbor opened');
   const metrics = new PrometheusMetrics(arbor);
   const stopOtel = startOtelMetrics(arbor);
@@ -120,7 +125,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
     maxBodyBytes: config.maxBodyBytes,
     retryAfterSeconds: config.retryAfterSeconds,
     shutdown: shutdown.signal,
-    ...(node === undefined ? {} : { node: { ...node, leaseMs: config.leaseMs } }),
+    ...(ownership === undefined ? {} : { node: { nodeId: ownership.nodeId, nodeAddress: ownership.nodeAddress, leaseMs: ownership.leaseMs } }),
   });
   handler = (req, env) => app.fetch(req, env);
   logger.info({ url }, 'listening');
@@ -140,6 +145,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
       stopOtel();
       metrics.close();
       streams.close();
+      stopErrorLog();
       logger.info('stopped');
     })();
     return closing;
