@@ -61,7 +61,12 @@ if (needsServer) {
 /** The path of a Node 24 binary from the registry package `node@24` (npm caches it after the first run). */
 function node24Binary() {
   const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-  const r = spawnSync(npm, ['exec', '--yes', `--package=node@${SECOND_MAJOR}`, '--', 'node', '-p', 'process.execPath'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  // Run from inside npm (npm test, npm exec -c), npm_config_* variables of the outer
+  // command reach this one: an inherited `call` makes `npm exec -- node` a usage error.
+  const env = { ...process.env };
+  delete env.npm_config_call;
+  delete env.npm_config_package;
+  const r = spawnSync(npm, ['exec', '--yes', `--package=node@${SECOND_MAJOR}`, '--', 'node', '-p', 'process.execPath'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   const path = r.stdout?.trim() ?? '';
   if (r.status !== 0 || path === '' || !existsSync(path)) {
     console.error(`run-tests: could not get Node ${SECOND_MAJOR} from the registry package node@${SECOND_MAJOR} (npm exec exited ${r.status}${r.error ? `: ${r.error.message}` : ''})`);
