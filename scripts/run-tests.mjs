@@ -2,18 +2,32 @@
 // Runs every *.test.ts under src/ and test/ with node:test through tsx.
 // Node 20's `--test` does not expand globs, so the file list is built here.
 //
+//   node scripts/run-tests.mjs [--node-24] [substring...]
+//
+// A substring keeps only the test files whose path contains it.
+//
+// --node-24 (what `npm test` passes) runs the suite a second time on Node 24
+// LTS when the running node is another major: the binary comes from the
+// registry package `node@24` through `npm exec` (which installs its platform
+// binary package, also from the registry, into npm's cache; nothing else is
+// downloaded). It is resolved before the first run, so a registry that cannot
+// be reached fails the run at once rather than after the first suite.
+//
 // The PostgreSQL tests need a server. Unless ARBOR_TEST_DATABASE_URL names one,
 // the run goes through scripts/with-postgres.sh, which starts a throwaway server
 // (installing the Debian package when it is missing and this is root with
-// apt-get) and stops it afterwards. Where PostgreSQL can be neither found nor
-// installed, the PostgreSQL tests are skipped with a loud warning
-// (ARBOR_REQUIRE_POSTGRES=1 turns that into a failure).
+// apt-get) and stops it afterwards; both Node versions use that one server.
+// Where PostgreSQL can be neither found nor installed, the PostgreSQL tests are
+// skipped with a loud warning (ARBOR_REQUIRE_POSTGRES=1 turns that into a failure).
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
+const SECOND_MAJOR = 24;
+const args = process.argv.slice(2);
+const alsoNode24 = args.includes(`--node-${SECOND_MAJOR}`);
+const filter = args.filter((a) => a !== `--node-${SECOND_MAJOR}`);
 const roots = ['src', 'test'];
-const filter = process.argv.slice(2);
 const files = roots
   .flatMap((root) => readdirSync(root, { recursive: true }).map((f) => join(root, String(f))))
   .filter((f) => f.endsWith('.test.ts'))
@@ -36,8 +50,45 @@ function postgresAvailable() {
   return process.getuid?.() === 0 && onPath('apt-get');
 }
 
-const nodeTest = [process.execPath, '--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files];
 const needsServer = process.env.ARBOR_TEST_DATABASE_URL === undefined && process.env.ARBOR_NO_POSTGRES !== '1' && postgresAvailable();
-const [cmd, ...args] = needsServer ? ['scripts/with-postgres.sh', ...nodeTest] : nodeTest;
-const result = spawnSync(cmd, args, { stdio: 'inherit' });
-process.exit(result.status ?? 1);
+if (needsServer) {
+  // Start the server once and run this script again inside it: it then sees
+  // ARBOR_TEST_DATABASE_URL and runs every Node version against that server.
+  const result = spawnSync('scripts/with-postgres.sh', [process.execPath, ...process.argv.slice(1)], { stdio: 'inherit' });
+  process.exit(result.status ?? 1);
+}
+
+/** The path of a Node 24 binary from the registry package `node@24` (npm caches it after the first run). */
+function node24Binary() {
+  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+  // Run from inside npm (npm test, npm exec -c), npm_config_* variables of the outer
+  // command reach this one: an inherited `call` makes `npm exec -- node` a usage error.
+  const env = { ...process.env };
+  delete env.npm_config_call;
+  delete env.npm_config_package;
+  const r = spawnSync(npm, ['exec', '--yes', `--package=node@${SECOND_MAJOR}`, '--', 'node', '-p', 'process.execPath'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const path = r.stdout?.trim() ?? '';
+  if (r.status !== 0 || path === '' || !existsSync(path)) {
+    console.error(`run-tests: could not get Node ${SECOND_MAJOR} from the registry package node@${SECOND_MAJOR} (npm exec exited ${r.status}${r.error ? `: ${r.error.message}` : ''})`);
+    process.exit(1);
+  }
+  return path;
+}
+
+const runs = [{ label: process.version, node: process.execPath }];
+if (alsoNode24 && Number(process.versions.node.split('.')[0]) !== SECOND_MAJOR) {
+  const node = node24Binary();
+  const version = spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  runs.push({ label: version, node });
+}
+
+let status = 0;
+for (const run of runs) {
+  if (runs.length > 1) console.log(`\n# run-tests: ${files.length} test files on Node ${run.label} (${run.node})\n`);
+  const result = spawnSync(run.node, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files], { stdio: 'inherit' });
+  const code = result.status ?? 1;
+  if (runs.length > 1) console.log(`\n# run-tests: Node ${run.label}: ${code === 0 ? 'passed' : `failed (exit ${code})`}\n`);
+  // Run every version even after a failure: which versions fail is part of the answer.
+  if (status === 0) status = code;
+}
+process.exit(status);

@@ -137,13 +137,49 @@ test('short writes are completed by the write loop', async () => {
 
 const isRoot = process.getuid?.() === 0;
 
+/**
+ * Runs `body` on a fresh tmpfs of `size`, then closes every store it opened and
+ * only then unmounts: a store still open holds files on the mount, so unmounting
+ * first fails with EBUSY, hides the body's own failure and leaves the mount
+ * behind. The first failure is the one reported: the body's, else the clean-up's.
+ */
+async function onTmpfs(size: string, body: (mountPoint: string, open: typeof openStore<ChatState>) => Promise<void>): Promise<void> {
+  const mountPoint = mkdtempSync(join(tmpdir(), 'arbor-enospc-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', mountPoint]);
+  const stores: Store<ChatState>[] = [];
+  const failures: unknown[] = [];
+  try {
+    await body(mountPoint, async (options, storeHooks) => {
+      const store = await openStore<ChatState>(options, storeHooks);
+      stores.push(store);
+      return store;
+    });
+  } catch (err) {
+    failures.push(err);
+  }
+  // Store.close is idempotent, so closing what the body closed already costs nothing.
+  for (const store of stores) await store.close().catch((err: unknown) => failures.push(err));
+  try {
+    execFileSync('umount', [mountPoint], { stdio: 'pipe' });
+    rmSync(mountPoint, { recursive: true, force: true });
+  } catch (err) {
+    failures.push(err);
+    // Still busy (a file the body opened itself): detach it rather than leave it mounted.
+    try {
+      execFileSync('umount', ['--lazy', mountPoint], { stdio: 'pipe' });
+      rmSync(mountPoint, { recursive: true, force: true });
+    } catch {
+      // The first failure below names the mount point's trouble already.
+    }
+  }
+  if (failures.length > 0) throw failures[0];
+}
+
 test('real ENOSPC on a small tmpfs: appends fail with a coded error, acknowledged events survive, writing resumes after reopen', { skip: isRoot ? false : 'needs root to mount a tmpfs' }, async () => {
   // given a data dir on a 256 KiB tmpfs
-  const mountPoint = mkdtempSync(join(tmpdir(), 'arbor-enospc-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k,mode=0700', 'tmpfs', mountPoint]);
-  try {
+  await onTmpfs('256k', async (mountPoint, open) => {
     const dataDir = join(mountPoint, 'data');
-    const store = await openStore<ChatState>({ dataDir, journalMaxSizeMb: 1 }, hooks);
+    const store = await open({ dataDir, journalMaxSizeMb: 1 }, hooks);
     const acked: number[] = [];
     let failure: unknown;
     // when appends fill the disk
@@ -162,14 +198,11 @@ test('real ENOSPC on a small tmpfs: appends fail with a coded error, acknowledge
     // and once space is freed, a reopened store holds every acknowledged event and writes again
     writeFileSync(join(mountPoint, 'probe'), '');
     unlinkSync(join(mountPoint, 'probe'));
-    const reopened = await openStore<ChatState>({ dataDir, journalMaxSizeMb: 1 }, hooks);
+    const reopened = await open({ dataDir, journalMaxSizeMb: 1 }, hooks);
     const ns = reopened.recovered.get('a')!.state.ns;
     assert.deepEqual(ns.slice(0, acked.length), acked);
     // (the refused record may have left a torn tail, which open truncated to make room again)
     await reopened.append({ sid: 'a', type: 't', data: { n: 0, text: 'small' } });
     await reopened.close();
-  } finally {
-    execFileSync('umount', [mountPoint]);
-    rmSync(mountPoint, { recursive: true, force: true });
-  }
+  });
 });

@@ -1,14 +1,26 @@
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../server.ts';
 import { registerOpsCommands } from './ops.ts';
 import { registerServeCommand } from './serve.ts';
 
+/**
+ * The installed package's version, read at run time from its package.json.
+ * The path is relative to this module, which sits two levels below the package
+ * root both as `src/cli/main.ts` and as the built `dist/cli/main.js`.
+ */
+export function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  if (typeof manifest.version !== 'string') throw new Error('package.json has no version');
+  return manifest.version;
+}
+
 /** The `arbor` command line: `serve` and the operations commands. */
 export function buildProgram(): Command {
   const program = new Command('arbor')
     .description('Arbor: a durable session runtime for LLM chat agents')
+    .version(packageVersion(), '-V, --version', 'print the version of arbor-runtime')
     .showHelpAfterError()
     // A usage error exits 2 (commander's default is 1), so scripts can tell it from a failure.
     .exitOverride((err) => {

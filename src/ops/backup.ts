@@ -7,7 +7,6 @@ import { scanSegment } from '../file/journal/segment-scanner.ts';
 import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
 import { decodeSnapshotHeader } from '../backend/snapshot-codec.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
-import { NodeFileSystem } from '../storage/node-fs.ts';
 import { exists, listDir, readIfPresent, resolveLayout, type LayoutOptions, type ProgressFn } from './layout.ts';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { RESTORE_MARKER_FILE, restoreNoticeText, writeRestoreMarker, type RestoreMarker } from '../file/restore-marker.ts';
@@ -460,7 +459,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     await fs.syncDir(journalDir).catch(() => undefined);
     await fs.syncDir(snapshotDir).catch(() => undefined);
     // The port has no rmdir; on the real disk, remove the directories this restore created.
-    if (fs instanceof NodeFileSystem) for (const d of createdDirs.reverse()) await rmdir(d).catch(() => undefined);
+    if (fs.realPaths === true) for (const d of createdDirs.reverse()) await rmdir(d).catch(() => undefined);
     throw err;
   }
 }

@@ -50,6 +50,13 @@ export interface FileHandle {
 }
 
 export interface FileSystem {
+  /**
+   * True when paths name files on this machine's disk: every such filesystem
+   * sees the same files, a directory may be named relatively or absolutely,
+   * and `node:fs` reaches them too. Unset for an in-memory filesystem, whose
+   * files only it holds. A wrapper forwards its inner filesystem's answer.
+   */
+  readonly realPaths?: boolean;
   open(path: string, flags: OpenFlags, mode?: number): Promise<FileHandle>;
   /** Whole-file read; ENOENT when missing. */
   readFile(path: string): Promise<Uint8Array>;

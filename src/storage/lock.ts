@@ -3,7 +3,6 @@ import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { resolve } from 'node:path';
 import { ensureDir, hasCode, writeFully, type FileSystem } from './fs-port.ts';
-import { NodeFileSystem } from './node-fs.ts';
 
 export const LOCK_FILE = 'LOCK';
 
@@ -28,11 +27,11 @@ export interface LockOptions {
  * this process that is not in here was left by a store whose close failed: stale.
  */
 const heldInProcess = new WeakMap<object, Set<string>>();
-/** Every NodeFileSystem instance is the same disk. */
+/** Every filesystem with real paths is the same disk, however many instances (and wrappers) name it. */
 const REAL_DISK = {};
 
 function heldSet(fs: FileSystem): Set<string> {
-  const key = fs instanceof NodeFileSystem ? REAL_DISK : fs;
+  const key = fs.realPaths === true ? REAL_DISK : fs;
   let set = heldInProcess.get(key);
   if (set === undefined) {
     set = new Set();
@@ -71,7 +70,7 @@ export class DirectoryLock {
     this.#fs = fs;
     this.#dir = dir;
     // On the real disk the same directory may be named relatively or absolutely.
-    this.#file = fs instanceof NodeFileSystem ? resolve(dir, LOCK_FILE) : path.join(dir, LOCK_FILE);
+    this.#file = fs.realPaths === true ? resolve(dir, LOCK_FILE) : path.join(dir, LOCK_FILE);
   }
 
   static async acquire(options: LockOptions): Promise<DirectoryLock> {

@@ -42,6 +42,7 @@ class NodeFileHandle implements FileHandle {
 
 /** The real filesystem, through `fs.promises` (off the event loop). */
 export class NodeFileSystem implements FileSystem {
+  readonly realPaths = true;
   async open(path: string, flags: OpenFlags, mode = 0o600): Promise<FileHandle> {
     return new NodeFileHandle(await fsp.open(path, FLAGS[flags], mode));
   }

@@ -41,6 +41,10 @@ export class ForwardingFileSystem implements FileSystem {
   constructor(inner: FileSystem) {
     this.inner = inner;
   }
+  /** The inner filesystem's: a wrapper of the real disk still names real files. */
+  get realPaths(): boolean | undefined {
+    return this.inner.realPaths;
+  }
   /** Wraps each opened handle; the default returns it as it is. */
   protected wrapHandle(handle: FileHandle, _path: string): FileHandle {
     return handle;

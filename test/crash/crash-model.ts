@@ -2,7 +2,7 @@
  * What the SIGKILL crash child (`kill-child.ts`) and its parent
  * (`kill-harness.ts`) agree on: the session state and reducer both open the
  * store with, the event shape, which appends carry a clientMessageId or an
- * expectedSeq, the named kill points, and a small seeded PRNG.
+ * expectedSeq. The kill points and the PRNG come from `arbor-runtime/testing`.
  */
 import type { JournalRecord } from '../../src/file/journal/format.ts';
 import type { RecoveryHooks } from '../../src/backend/replay.ts';
@@ -79,36 +79,5 @@ export function usesExpectedSeq(n: number): boolean {
   return n % 4 === 1;
 }
 
-/**
- * Named kill points (see kill-child.ts for where each fires):
- * - mid-batch-write: half of a .wal batch write reached the file, then SIGKILL;
- * - after-write-before-sync: SIGKILL on entering datasync() of a .wal;
- * - after-sync-before-ack: SIGKILL right after datasync() of a .wal resolved;
- * - mid-snapshot: SIGKILL halfway through writing a .snap.tmp, or just before / after its rename;
- * - mid-deletion: a .wal unlinked, SIGKILL before the directory sync;
- * - mid-rotation: SIGKILL just before / after a .wal.tmp is renamed to .wal.
- */
-export const KILL_POINTS = ['mid-batch-write', 'after-write-before-sync', 'after-sync-before-ack', 'mid-snapshot', 'mid-deletion', 'mid-rotation'] as const;
-export type KillPoint = (typeof KILL_POINTS)[number];
-
-export function isKillPoint(s: string): s is KillPoint {
-  return (KILL_POINTS as readonly string[]).includes(s);
-}
-
-/** Sub-variants of a kill point, one picked from the seed. */
-export const KILL_VARIANTS: Record<KillPoint, readonly string[]> = {
-  'mid-batch-write': ['half-written'],
-  'after-write-before-sync': ['before-datasync'],
-  'after-sync-before-ack': ['after-datasync'],
-  'mid-snapshot': ['tmp-half-written', 'before-rename', 'after-rename'],
-  'mid-deletion': ['after-unlink'],
-  'mid-rotation': ['before-rename', 'after-rename'],
-};
-
 /** mulberry32, the seeded PRNG the in-memory filesystem's crash images use too. */
-export { mulberry32 as prng } from '../../src/testing/memory-fs.ts';
-
-/** An integer in [lo, hi]. */
-export function randInt(rand: () => number, lo: number, hi: number): number {
-  return lo + Math.floor(rand() * (hi - lo + 1));
-}
+export { mulberry32 as prng, randInt, KILL_POINTS, type KillPoint } from '../../src/testing.ts';

@@ -1,7 +1,7 @@
 /**
  * The crash child: opens an Arbor store on a data directory and appends to many
  * sessions under load until it is SIGKILLed — by its parent at a random moment,
- * or by itself at a named kill point. Run by kill-harness.ts as
+ * or by itself at a named kill point. Run by crash-lane.ts as
  *
  *   node --import tsx test/crash/kill-child.ts --data-dir DIR [options]
  *
@@ -13,7 +13,7 @@
  *   --think-ms T          each session worker pauses a random 0..T ms between appends (default 20; 0: none)
  *   --segment-mb X        journalMaxSizeMb (default 0.05: segments rotate constantly)
  *   --snapshot-every K    snapshot a session each time its acked seq is a multiple of K (default 25)
- *   --kill-point NAME     one of KILL_POINTS (crash-model.ts); none: wait for the parent's SIGKILL
+ *   --kill-point NAME     one of KILL_POINTS (arbor-runtime/testing); none: wait for the parent's SIGKILL
  *   --kill-at N           SIGKILL at the N-th occurrence of the kill point (default 1)
  *   --seed S              seeds text lengths and the kill point's variant (default 1)
  *   --max-ms MS           give up after MS without being killed: print `done`, exit 0 (default 60000)
@@ -40,29 +40,10 @@
  */
 import { parseArgs } from 'node:util';
 import type { AppendInput } from '../../src/file/journal/journal.ts';
-import type { FileHandle, FileSystem } from '../../src/storage/fs-port.ts';
-import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing/forwarding-fs.ts';
 import { NodeFileSystem } from '../../src/storage/node-fs.ts';
+import { KillingFileSystem, KillSwitch, isKillPoint, mulberry32 as prng, randInt, writeLineSync as line, type KillPoint } from '../../src/testing.ts';
 import { openStore, type Store } from '../../src/file/store.ts';
-import {
-  EVENT_TYPE,
-  KILL_VARIANTS,
-  TEXT_MAX,
-  TEXT_MIN,
-  cidFor,
-  crashHooks,
-  crashReducer,
-  initialCrashState,
-  isKillPoint,
-  prng,
-  randInt,
-  sessionId,
-  usesExpectedSeq,
-  type CrashEventData,
-  type CrashState,
-  type KillPoint,
-} from './crash-model.ts';
-import { writeLineSync as line } from '../helpers/child-io.ts';
+import { EVENT_TYPE, TEXT_MAX, TEXT_MIN, cidFor, crashHooks, crashReducer, initialCrashState, sessionId, usesExpectedSeq, type CrashEventData, type CrashState } from './crash-model.ts';
 
 // ---- output ------------------------------------------------------------------
 
@@ -70,114 +51,6 @@ import { writeLineSync as line } from '../helpers/child-io.ts';
 function die(message: string, code = 3): never {
   process.stderr.write(`kill-child: ${message}\n`);
   process.exit(code);
-}
-
-// ---- kill points ---------------------------------------------------------------
-
-class KillSwitch {
-  readonly point: KillPoint | undefined;
-  readonly variant: string | undefined;
-  readonly at: number;
-  #count = 0;
-
-  constructor(point: KillPoint | undefined, at: number, rand: () => number) {
-    this.point = point;
-    this.at = at;
-    if (point !== undefined) {
-      const variants = KILL_VARIANTS[point];
-      this.variant = variants[randInt(rand, 0, variants.length - 1)];
-    }
-  }
-
-  /** Counts an occurrence of (point, variant); true at the one to die at. */
-  hit(point: KillPoint, variant: string): boolean {
-    if (point !== this.point || variant !== this.variant) return false;
-    this.#count += 1;
-    return this.#count === this.at;
-  }
-
-  /** Announces the kill, then SIGKILLs this process. Never returns. */
-  fire(): never {
-    line(`kill ${this.point} ${this.variant} ${this.#count}`);
-    process.kill(process.pid, 'SIGKILL');
-    // SIGKILL to oneself is delivered before kill(2) returns; never let anything run after it anyway.
-    for (;;);
-  }
-}
-
-const isWal = (p: string): boolean => p.endsWith('.wal');
-const isWalTmp = (p: string): boolean => p.endsWith('.wal.tmp');
-const isSnapTmp = (p: string): boolean => p.endsWith('.snap.tmp');
-
-/**
- * A FileHandle that knows its file's current path and fires the kill switch at
- * the write/sync points. The path follows renames: the journal opens a new
- * segment as `<lsn>.wal.tmp`, writes its header, renames it to `<lsn>.wal` and
- * then appends batches through the same handle.
- */
-class KillingFileHandle extends ForwardingFileHandle {
-  readonly #ks: KillSwitch;
-  readonly #onClose: (h: KillingFileHandle) => void;
-  path: string;
-
-  constructor(inner: FileHandle, path: string, ks: KillSwitch, onClose: (h: KillingFileHandle) => void) {
-    super(inner);
-    this.path = path;
-    this.#ks = ks;
-    this.#onClose = onClose;
-  }
-
-  override async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    const torn = (isWal(this.path) && this.#ks.hit('mid-batch-write', 'half-written')) || (isSnapTmp(this.path) && this.#ks.hit('mid-snapshot', 'tmp-half-written'));
-    if (torn) {
-      // Only the first half of the bytes reaches the file.
-      await super.write(buffer, offset, Math.max(1, Math.floor(length / 2)), position);
-      this.#ks.fire();
-    }
-    return super.write(buffer, offset, length, position);
-  }
-
-  override async datasync(): Promise<void> {
-    if (isWal(this.path) && this.#ks.hit('after-write-before-sync', 'before-datasync')) this.#ks.fire();
-    await super.datasync();
-    if (isWal(this.path) && this.#ks.hit('after-sync-before-ack', 'after-datasync')) this.#ks.fire();
-  }
-
-  override close(): Promise<void> {
-    this.#onClose(this);
-    return super.close();
-  }
-}
-
-/** NodeFileSystem behind a proxy that SIGKILLs the process at the configured kill point. */
-class KillingFileSystem extends ForwardingFileSystem {
-  readonly #ks: KillSwitch;
-  /** open handles, so a rename can update their paths */
-  readonly #handles = new Set<KillingFileHandle>();
-
-  constructor(inner: FileSystem, ks: KillSwitch) {
-    super(inner);
-    this.#ks = ks;
-  }
-
-  protected override wrapHandle(handle: FileHandle, path: string): FileHandle {
-    const wrapped = new KillingFileHandle(handle, path, this.#ks, (h) => this.#handles.delete(h));
-    this.#handles.add(wrapped);
-    return wrapped;
-  }
-
-  override async rename(from: string, to: string): Promise<void> {
-    const point: KillPoint | undefined = isSnapTmp(from) ? 'mid-snapshot' : isWalTmp(from) ? 'mid-rotation' : undefined;
-    if (point !== undefined && this.#ks.hit(point, 'before-rename')) this.#ks.fire();
-    await super.rename(from, to);
-    for (const h of this.#handles) if (h.path === from) h.path = to;
-    if (point !== undefined && this.#ks.hit(point, 'after-rename')) this.#ks.fire();
-  }
-
-  override async unlink(path: string): Promise<void> {
-    await super.unlink(path);
-    if (isWal(path) && this.#ks.hit('mid-deletion', 'after-unlink')) this.#ks.fire();
-  }
 }
 
 // ---- arguments -------------------------------------------------------------------

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { KILL_POINTS, randInt, type KillPoint } from './crash-model.ts';
-import { CrashLane, DEFAULT_CHILD_CONFIG, KILL_AT_MAX, randomPlan, runLane, type ChildConfig, type CycleReport, type KillPlan } from './kill-harness.ts';
+import { CrashLane, DEFAULT_CHILD_CONFIG, KILL_AT_MAX, randomPlan, runLane, type ChildConfig, type CycleReport, type KillPlan } from './crash-lane.ts';
 
 const BASE_SEED = process.env.ARBOR_CRASH_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.ARBOR_CRASH_SEED);
 const C = DEFAULT_CHILD_CONFIG;

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { KILL_POINTS, prng, randInt, type KillPoint } from './crash-model.ts';
-import { CrashLane, CrashViolation, randomPlan, type ChildConfig, type CycleReport } from './kill-harness.ts';
+import { CrashLane, CrashViolation, randomPlan, type ChildConfig, type CycleReport } from './crash-lane.ts';
 
 const { values: a } = parseArgs({
   options: {

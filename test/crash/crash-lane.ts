@@ -1,8 +1,8 @@
 /**
- * Parent side of the SIGKILL crash tests: runs kill-child.ts on a data
- * directory, collects what it acknowledged, SIGKILLs it (at a random moment,
- * or lets it kill itself at a named kill point), then opens the store in this
- * process and checks that recovery holds every acknowledged event, in order,
+ * Arbor's own SIGKILL crash scenario, on the kill harness of
+ * `arbor-runtime/testing`: runs kill-child.ts on a data directory, collects
+ * what it acknowledged, SIGKILLs it (at a random moment, or lets it kill
+ * itself at a named kill point), then opens the store in this process and checks that recovery holds every acknowledged event, in order,
  * with no gap and no duplicate. A `CrashLane` owns one data directory and
  * repeats that cycle on it, so the history grows across kills.
  *
@@ -19,21 +19,29 @@
  * - the journal still holds exactly seqs snapshotSeq+1..seq for the session,
  *   contiguous, and each record's n equals the acked n for that seq.
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openStore } from '../../src/file/store.ts';
 import {
-  EVENT_TYPE,
-  TEXT_MAX,
-  TEXT_MIN,
-  checkCrashState,
-  crashHooks,
-  prng,
+  CrashViolation,
+  describePlan,
+  killChildProblems,
+  mulberry32 as prng,
   randInt,
-  type CrashEventData,
-  type CrashState,
+  randomPlan as randomPlanOf,
+  runKillChild,
+  type KillChildRun,
+  type KillPlan,
   type KillPoint,
-} from './crash-model.ts';
+} from '../../src/testing.ts';
+import { EVENT_TYPE, TEXT_MAX, TEXT_MIN, checkCrashState, crashHooks, type CrashEventData, type CrashState } from './crash-model.ts';
+
+export { CrashViolation, describePlan, type KillPlan } from '../../src/testing.ts';
+
+/** A child's run, with the snapshots (`snap <sid> <seq> <deleted segments>` lines) it reported. */
+interface ChildRun extends KillChildRun {
+  snapshots: number;
+  deletedSegments: number;
+}
 
 export const CHILD_PATH = fileURLToPath(new URL('./kill-child.ts', import.meta.url));
 
@@ -58,17 +66,6 @@ export const DEFAULT_CHILD_CONFIG: Readonly<ChildConfig> = Object.freeze({
   thinkMs: 20,
 });
 
-/** How a cycle's child dies. */
-export type KillPlan =
-  /** the parent SIGKILLs it `delayMs` after spawning it, or after it printed `ready` */
-  | { kind: 'random'; delayMs: number; from: 'spawn' | 'ready' }
-  /** it SIGKILLs itself at the `at`-th occurrence of `point` */
-  | { kind: 'point'; point: KillPoint; at: number };
-
-export function describePlan(plan: KillPlan): string {
-  return plan.kind === 'random' ? `SIGKILL ${plan.delayMs} ms after ${plan.from}` : `SIGKILL at ${plan.point} #${plan.at}`;
-}
-
 /** How many occurrences of each kill point a child reaches quickly (at N in 1..max it dies within about a second). */
 export const KILL_AT_MAX: Record<KillPoint, number> = {
   'mid-batch-write': 300,
@@ -79,14 +76,9 @@ export const KILL_AT_MAX: Record<KillPoint, number> = {
   'mid-rotation': 12,
 };
 
-/** A random plan: a named kill point with probability `pointRatio` (from `points`), else a random-time kill. */
+/** A random plan for this workload: a named kill point with probability `pointRatio` (from `points`), else a random-time kill. */
 export function randomPlan(rand: () => number, pointRatio = 0, points: readonly KillPoint[] = []): KillPlan {
-  if (points.length > 0 && rand() < pointRatio) {
-    const point = points[randInt(rand, 0, points.length - 1)]!;
-    return { kind: 'point', point, at: randInt(rand, 1, KILL_AT_MAX[point]) };
-  }
-  // Mostly under load after the store opened; sometimes from spawn, which can land in recovery itself.
-  return rand() < 0.15 ? { kind: 'random', delayMs: randInt(rand, 150, 700), from: 'spawn' } : { kind: 'random', delayMs: randInt(rand, 0, 300), from: 'ready' };
+  return randomPlanOf(rand, pointRatio, points, KILL_AT_MAX);
 }
 
 export interface CycleReport {
@@ -106,36 +98,6 @@ export interface CycleReport {
   killLine: string | undefined;
   recoveredEvents: number;
   durationMs: number;
-}
-
-/** A broken guarantee (or a cycle that could not run as planned), with the data directory to inspect. */
-export class CrashViolation extends Error {
-  readonly dataDir: string;
-  readonly problems: string[];
-  constructor(dataDir: string, context: string, problems: string[]) {
-    const shown = problems.slice(0, 20);
-    super(`${context}: ${problems.length} problem(s) in data dir ${dataDir}\n  - ${shown.join('\n  - ')}${problems.length > shown.length ? `\n  … and ${problems.length - shown.length} more` : ''}`);
-    this.name = 'CrashViolation';
-    this.dataDir = dataDir;
-    this.problems = problems;
-  }
-}
-
-interface ChildRun {
-  pid: number | undefined;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  acks: [sid: string, seq: number, n: number][];
-  ready: boolean;
-  readyPid: number | undefined;
-  killLine: string | undefined;
-  violations: string[];
-  snapshots: number;
-  deletedSegments: number;
-  done: boolean;
-  stderr: string;
-  unknownLines: string[];
-  timedOut: boolean;
 }
 
 /** One data directory, killed and recovered over and over. */
@@ -162,15 +124,7 @@ export class CrashLane {
     const context = `cycle ${this.cycles} (${describePlan(plan)}, ${this.config.durability}, seed ${seed})`;
     const run = await this.#runChild(plan, seed, options.timeoutMs ?? 30_000);
     const problems: string[] = [];
-    if (run.timedOut) problems.push(`the child did not die within the timeout${plan.kind === 'point' ? ` (kill point ${plan.point} #${plan.at} never reached)` : ''}`);
-    else if (run.signal !== 'SIGKILL') problems.push(`the child exited with code ${run.code} signal ${run.signal}, not by SIGKILL${run.stderr ? `; stderr: ${run.stderr.trim().slice(0, 2000)}` : ''}`);
-    if (run.done) problems.push('the child ran out its --max-ms without being killed');
-    if (plan.kind === 'point' && !run.timedOut && (run.killLine === undefined || run.killLine.split(' ')[1] !== plan.point)) {
-      problems.push(`expected the child to announce kill point ${plan.point}, got ${JSON.stringify(run.killLine)}`);
-    }
-    if (run.ready && run.readyPid !== run.pid) problems.push(`ready line names pid ${run.readyPid}, the child is ${run.pid}`);
-    for (const v of run.violations) problems.push(`child: ${v}`);
-    for (const l of run.unknownLines.slice(0, 5)) problems.push(`child printed an unexpected line: ${JSON.stringify(l.slice(0, 200))}`);
+    problems.push(...killChildProblems(run, plan));
     problems.push(...this.#recordAcks(run.acks));
     // Verify even when the run was off, so the report says what recovery found too.
     const verified = await this.#verify(run).catch((err: unknown) => {
@@ -194,7 +148,7 @@ export class CrashLane {
     };
   }
 
-  #runChild(plan: KillPlan, seed: number, timeoutMs: number): Promise<ChildRun> {
+  async #runChild(plan: KillPlan, seed: number, timeoutMs: number): Promise<ChildRun> {
     const c = this.config;
     const argv = [
       '--import',
@@ -219,92 +173,25 @@ export class CrashLane {
       '--max-ms',
       String(timeoutMs + 5000),
     ];
-    if (plan.kind === 'point') argv.push('--kill-point', plan.point, '--kill-at', String(plan.at));
-    const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const run: ChildRun = {
-      pid: child.pid,
-      code: null,
-      signal: null,
-      acks: [],
-      ready: false,
-      readyPid: undefined,
-      killLine: undefined,
-      violations: [],
-      snapshots: 0,
-      deletedSegments: 0,
-      done: false,
-      stderr: '',
-      unknownLines: [],
-      timedOut: false,
-    };
-    let killTimer: NodeJS.Timeout | undefined;
-    const killChild = (): void => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    };
-    if (plan.kind === 'random' && plan.from === 'spawn') killTimer = setTimeout(killChild, plan.delayMs);
-    const timeout = setTimeout(() => {
-      run.timedOut = true;
-      killChild();
-    }, timeoutMs);
-
-    let partial = '';
-    const onLine = (text: string): void => {
+    let snapshots = 0;
+    let deletedSegments = 0;
+    const onLine = (text: string): boolean => {
       const parts = text.split(' ');
-      switch (parts[0]) {
-        case 'ack':
-          run.acks.push([parts[1]!, Number(parts[2]), Number(parts[3])]);
-          break;
-        case 'snap':
-          run.snapshots += 1;
-          run.deletedSegments += Number(parts[3]);
-          break;
-        case 'ready':
-          run.ready = true;
-          run.readyPid = Number(parts[1]);
-          if (plan.kind === 'random' && plan.from === 'ready') killTimer = setTimeout(killChild, plan.delayMs);
-          break;
-        case 'kill':
-          run.killLine = text;
-          break;
-        case 'violation':
-          run.violations.push(text.slice('violation '.length));
-          break;
-        case 'done':
-          run.done = true;
-          break;
-        default:
-          run.unknownLines.push(text);
-      }
+      if (parts[0] !== 'snap') return false;
+      snapshots += 1;
+      deletedSegments += Number(parts[3]);
+      return true;
     };
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      const lines = (partial + chunk).split('\n');
-      // A trailing partial line was cut by the kill: its ack is not counted (that only weakens the check).
-      partial = lines.pop()!;
-      for (const l of lines) if (l.length > 0) onLine(l);
-    });
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => {
-      if (run.stderr.length < 20_000) run.stderr += chunk;
-    });
-    return new Promise((resolve, reject) => {
-      child.on('error', reject);
-      // 'close': the process exited and its stdout is drained, so every line it wrote has been seen.
-      child.on('close', (code, signal) => {
-        clearTimeout(killTimer);
-        clearTimeout(timeout);
-        run.code = code;
-        run.signal = signal;
-        resolve(run);
-      });
-    });
+    const run = await runKillChild({ argv, plan, timeoutMs, onLine });
+    return { ...run, snapshots, deletedSegments };
   }
 
   /** Checks the acks of one run against the lane's knowledge and records them. */
   #recordAcks(acks: ChildRun['acks']): string[] {
     const problems: string[] = [];
     const lastInRun = new Map<string, number>();
-    for (const [sid, seq, n] of acks) {
+    for (const { sid, seq, fields } of acks) {
+      const n = Number(fields[0]);
       if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(n)) {
         problems.push(`malformed ack ${sid} ${seq} ${n}`);
         continue;
