@@ -1,3 +1,4 @@
+import { boolean, positiveInteger } from './core/validate.ts';
 import { ArborError, ErrorCodes, isArborError } from './core/errors.ts';
 import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
 import { restoreNoticeFor, type RestoreMarker } from './core/restore-notice.ts';
@@ -87,13 +88,6 @@ export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
 export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
 
 const RUNTIME_KEYS = new Set(Object.keys(DEFAULT_RUNTIME_OPTIONS));
-
-function positiveInteger(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`option ${name} must be a positive integer, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
 
 /** Health figures of a running Arbor (the server turns them into /health). */
 export interface ArborHealth {
@@ -199,9 +193,7 @@ export class Arbor {
     }
     const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
     for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries', 'checkpointIntervalMs', 'recoveryTimeoutMs'] as const) positiveInteger(key, o[key]);
-    for (const key of ['tableCheckpoint', 'enableHotStorage'] as const) {
-      if (typeof o[key] !== 'boolean') throw new TypeError(`option ${key} must be a boolean, got ${JSON.stringify(o[key])}`);
-    }
+    for (const key of ['tableCheckpoint', 'enableHotStorage'] as const) boolean(key, o[key]);
     const llm = o.llm ?? new MockProvider();
     const backend = await openBackend<SessionState>({ store: storeOptions, postgres: o.postgres }, SESSION_HOOKS);
     const arbor = new Arbor(backend, Object.freeze({ ...o, llm }));
