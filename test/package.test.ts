@@ -7,11 +7,10 @@
  * It reads `dist/`, which `npm ci` (`prepare`) and `npm test` build.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { repoRoot, runCli, type CliResult } from './ops/run-cli.ts';
+import { repoRoot, runCli, runNode } from './ops/run-cli.ts';
 
 interface Manifest {
   name: string;
@@ -24,17 +23,7 @@ const manifest = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')
 /** A dynamic import by a computed name, so the typecheck does not need `dist/` to exist. */
 const load = (specifier: string): Promise<Record<string, unknown>> => import(specifier);
 
-function run(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[]) => runNode(args);
 
 test('the package is arbor-runtime with the entries ., ./testing, ./ops and ./server, each with its types', () => {
   // given / when: the manifest

@@ -9,14 +9,10 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the real CLI from source (`node --import tsx src/cli/main.ts ...args`) and collects its output. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+/** Runs `node ...args` in the repository root and collects its output and exit code. */
+export function runNode(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ARBOR_DATA_DIR: undefined, ARBOR_JOURNAL_DIR: undefined, ARBOR_SNAPSHOT_DIR: undefined, ...env },
-    });
+    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -24,6 +20,11 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Cli
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Runs the real CLI from source (`node --import tsx src/cli/main.ts ...args`) and collects its output. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return runNode(['--import', 'tsx', 'src/cli/main.ts', ...args], { ...process.env, ARBOR_DATA_DIR: undefined, ARBOR_JOURNAL_DIR: undefined, ARBOR_SNAPSHOT_DIR: undefined, ...env });
 }
 
 /** Parses the one JSON document a `--json` run prints, with the output in the failure message. */
