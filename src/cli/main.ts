@@ -1,8 +1,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from '../server.ts';
-import { registerOpsCommands } from './ops.ts';
+import { exitCodeOf, registerOpsCommands } from './ops.ts';
 import { registerServeCommand } from './serve.ts';
 
 /**
@@ -32,7 +31,7 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** Runs the CLI with `argv`; a ConfigError or start-up failure prints its message and exits 1 (2 for configuration). */
+/** Runs the CLI with `argv`; a failure prints its message and exits with the code its error code maps to (2 for usage and configuration, else 1). */
 export async function main(argv: readonly string[] = process.argv): Promise<void> {
   const program = buildProgram();
   if (argv.length <= 2) {
@@ -44,12 +43,9 @@ export async function main(argv: readonly string[] = process.argv): Promise<void
     await program.parseAsync([...argv]);
   } catch (err) {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
-    if (err instanceof ConfigError) {
-      process.stderr.write(`arbor: ${err.message}\n`);
-      process.exit(2);
-    }
+    // The exit code comes from the error's code (2 for ARBOR_USAGE / ARBOR_CONFIG_INVALID), as for every command.
     process.stderr.write(`arbor: ${(err as Error)?.message ?? String(err)}\n`);
-    process.exit(1);
+    process.exit(exitCodeOf(err));
   }
 }
 
