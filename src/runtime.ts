@@ -157,7 +157,7 @@ export class Arbor {
     this.#snapshots = new SnapshotScheduler(
       (sid) => this.#snapshot(sid),
       (sid, err) => publishError('snapshot', ErrorCodes.IO_ERROR, err, sid),
-      () => this.#closing !== undefined,
+      () => this.#shuttingDown,
     );
     const self = this;
     this.#ctx = {
@@ -245,7 +245,7 @@ export class Arbor {
    * command that arrives later.
    */
   #recovered(sid: string, r: RecoveredSession<SessionState>): void {
-    if (this.#closing !== undefined) return;
+    if (this.#shuttingDown) return;
     const rec = this.#sessions.record(sid);
     if (rec.seen || rec.phase === 'loading') return;
     const healthy = r.status !== 'damaged' && r.status !== 'failed';
@@ -291,7 +291,7 @@ export class Arbor {
   }
 
   #assertOpen(): void {
-    if (this.#closing !== undefined) throw new ArborError(ErrorCodes.CLOSED, 'arbor is closed');
+    if (this.#shuttingDown) throw new ArborError(ErrorCodes.CLOSED, 'arbor is closed');
   }
 
   #actor(rec: SessionRecord): SessionActor {
@@ -386,7 +386,7 @@ export class Arbor {
     rec.evicting = true;
     setImmediate(() => {
       rec.evicting = false;
-      if (this.#closing !== undefined) return;
+      if (this.#shuttingDown) return;
       const snapshot = !(this.#backend.persistence?.journal ?? true) || rec.eventsSinceSnapshot >= this.#o.snapshotEveryEvents;
       void this.#passivate(rec.id, snapshot).catch((err: unknown) => publishError('passivation', ErrorCodes.IO_ERROR, err, rec.id));
     });
@@ -416,7 +416,7 @@ export class Arbor {
 
   /** Periodic work: snapshot sessions with new events and those pinning the oldest segment; passivate idle ones. */
   async #background(): Promise<void> {
-    if (this.#closing !== undefined || this.#reopening !== undefined) return;
+    if (this.#shuttingDown || this.#reopening !== undefined) return;
     // Through the same one-at-a-time worker as threshold snapshots: the sessions pinning the oldest
     // segment first (so the journal stays bounded), then every session with new events.
     for (const sid of this.#backend.sessionsToSnapshot()) if (this.#hot.has(sid)) this.#snapshots.add(sid);
@@ -546,11 +546,12 @@ export class Arbor {
         this.#snapshots.clear();
         this.#backend = reopened;
         this.#reopens += 1;
-        this.#state = 'open';
+        // close() may have begun while this ran (it waits for the reopen): closing stays closing.
+        if (this.#state === 'reopening') this.#state = 'open';
         this.#startRecovery();
       } catch (err) {
         // The old backend still refuses writes (or is closed): reads go on, another reopen() may succeed.
-        this.#state = 'degraded';
+        if (this.#state === 'reopening') this.#state = 'degraded';
         throw err;
       }
     })().finally(() => {
@@ -638,7 +639,12 @@ export class Arbor {
 
   /** True once close() has begun. */
   get closing(): boolean {
-    return this.#closing !== undefined;
+    return this.#shuttingDown;
+  }
+
+  /** close() has begun: read from the one lifecycle field (`#closing` only memoises close()'s promise). */
+  get #shuttingDown(): boolean {
+    return this.#state === 'closing' || this.#state === 'closed';
   }
 
   /** The storage backend underneath (the file store, or PostgreSQL); what it can do beyond the interface shows in its optional capabilities. */

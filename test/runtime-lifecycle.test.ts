@@ -167,3 +167,25 @@ test('a background recovery pass that fails is reported on the telemetry error c
     await arbor.close();
   }
 });
+
+test('close() during a reopen: the reopen finishing does not turn a closing runtime back to open', async () => {
+  // given a failed journal, and a disk that works again
+  const fs = new MemoryFileSystem();
+  const arbor = await createArbor({ dataDir: '/data', fs });
+  const chat = arbor.session('c');
+  await chat.sendMessage({ content: 'hello' });
+  await chat.idle();
+  fs.injectFault({ op: 'datasync', error: 'ENOSPC', persistent: true });
+  await assert.rejects(chat.changeConfig('k', 1), (err: unknown) => isArborError(err, 'ARBOR_IO_ERROR'));
+  fs.clearFaults();
+  // when close() begins while the reopen runs
+  const reopened = arbor.reopen();
+  const closed = arbor.close();
+  await reopened;
+  // then the runtime reads closing (or closed) from the moment close() began, never open again
+  assert.ok(arbor.closing);
+  assert.notEqual(arbor.state, 'open');
+  assert.ok(arbor.state === 'closing' || arbor.state === 'closed', `state is ${arbor.state}`);
+  await closed;
+  assert.equal(arbor.state, 'closed');
+});
