@@ -51,6 +51,8 @@ export const ErrorCodes = {
   OPS_FAILED: 'ARBOR_OPS_FAILED',
   /** Loading the session took longer than `recoveryTimeoutMs`: the load was abandoned, the next access tries again. */
   RECOVERY_TIMEOUT: 'ARBOR_RECOVERY_TIMEOUT',
+  /** A session with this id already exists (creating or forking into it). Nothing was written. */
+  SESSION_EXISTS: 'ARBOR_SESSION_EXISTS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
