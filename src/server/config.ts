@@ -58,6 +58,8 @@ export interface ArborConfig {
   host: string;
   port: number;
   tokens: readonly TokenEntry[];
+  /** SHA-256 hashes (lowercase hex) of the operators' bearer tokens: they see /health in full. */
+  operatorTokens: readonly string[];
   maxBodyBytes: number;
   maxHeaderBytes: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -80,7 +82,7 @@ export interface ArborConfig {
   leaseMs: number;
 }
 
-type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens';
+type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens' | 'hashes';
 
 interface OptionSpec {
   kind: Kind;
@@ -144,6 +146,13 @@ export const OPTION_SPECS = {
     default: [],
     accepts: 'env: `tenant:sha256hex,…`; file: `[{"tenant", "sha256"}]` (tenant: 1-128 of A-Z a-z 0-9 _ -; sha256: 64 lowercase hex digits)',
     meaning: 'bearer tokens by tenant, as SHA-256 hashes of the tokens; none: the server is open (one tenant)',
+    secret: true,
+  },
+  operatorTokens: {
+    kind: 'hashes',
+    default: [],
+    accepts: 'env: `sha256hex,…`; file: `["sha256hex", …]` (64 lowercase hex digits each)',
+    meaning: "operators' bearer tokens, as SHA-256 hashes: with one, GET /health shows every detail (sessions included); without, only statuses",
     secret: true,
   },
   maxBodyBytes: int(1024 * 1024, 1, 256 * 1024 * 1024, 'largest request body (HTTP 413 beyond)'),
@@ -213,6 +222,8 @@ function schemaOf(spec: OptionSpec): z.ZodType {
       return z.enum(spec.values as [string, ...string[]]);
     case 'tokens':
       return z.array(z.strictObject({ tenant: z.string().regex(TENANT), sha256: z.string().regex(SHA256_HEX) }));
+    case 'hashes':
+      return z.array(z.string().regex(SHA256_HEX));
   }
 }
 
@@ -229,6 +240,8 @@ function fromEnvText(spec: OptionSpec, raw: string): unknown {
       if (raw === 'true' || raw === '1') return true;
       if (raw === 'false' || raw === '0') return false;
       return raw;
+    case 'hashes':
+      return raw.split(',').map((h) => h.trim()).filter((h) => h !== '');
     case 'tokens':
       return raw.split(',').filter((s) => s.trim() !== '').map((entry) => {
         const at = entry.lastIndexOf(':');
@@ -254,6 +267,7 @@ function shown(option: OptionName, value: unknown): string {
     // Hashes are not secrets, but a plain token pasted by mistake would be: show only its shape.
     return `[${value.map((t) => (typeof t === 'object' && t !== null ? `{tenant: ${JSON.stringify((t as TokenEntry).tenant)}, sha256: <${String((t as TokenEntry).sha256).length} chars>}` : `<${String(t).length} chars>`)).join(', ')}]`;
   }
+  if (OPTION_SPECS[option].kind === 'hashes' && Array.isArray(value)) return `[${value.map((h) => `<${String(h).length} chars>`).join(', ')}]`;
   if ((OPTION_SPECS[option] as OptionSpec).secret) return '<hidden>';
   return JSON.stringify(value);
 }
@@ -344,12 +358,12 @@ export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze({ ...(values as unknown as ArborConfig), tokens: Object.freeze((values.tokens as TokenEntry[]).map((t) => Object.freeze({ ...t }))) });
+  return Object.freeze({ ...(values as unknown as ArborConfig), tokens: Object.freeze((values.tokens as TokenEntry[]).map((t) => Object.freeze({ ...t }))), operatorTokens: Object.freeze([...(values.operatorTokens as string[])]) });
 }
 
 /** The options that only the server and CLI use (never passed to createArbor). */
 export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
-  'host', 'port', 'tokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
+  'host', 'port', 'tokens', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
   'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'mockChunks', 'mockChunkDelayMs',
   // mapped to createArbor's `postgres` option by toArborOptions
   'databaseUrl', 'pgSchema', 'nodeId', 'nodeAddress', 'leaseMs',
