@@ -667,6 +667,13 @@ export class Arbor {
     return this.#state;
   }
 
+  /** Ids (storage ids) of the sessions whose committed state is in memory now. */
+  sessionsInMemory(): string[] {
+    const out: string[] = [];
+    for (const sid of this.#hot.keys()) if ((this.#hot.peek(sid)?.seq ?? 0) > 0) out.push(sid);
+    return out;
+  }
+
   /** Health figures: hot tier, journal writer, sessions, recovery. */
   health(): ArborHealth {
     const memory = this.#hot.memory();
@@ -817,15 +824,18 @@ export class Arbor {
    * is its lazy recovery, and it is what gets compared. Commits landing
    * while it reads are told apart from a difference. What it finds is the
    * answer, never a rejection (a rebuild that fails is `outcome: 'error'`
-   * with its code); it rejects only with ARBOR_INVALID_INPUT (`field:
-   * 'backend'`) on a backend several processes share (`backend.ownership`),
-   * where a rebuild would take the session's lease from the copy it is
-   * compared with, and with ARBOR_CLOSED once close() began.
+   * with its code). On a backend several processes share
+   * (`backend.ownership`) the rebuild is read-only (`peekSession`: no lease
+   * taken) and only a session this process holds in memory is probed; it
+   * rejects with ARBOR_INVALID_INPUT (`field: 'backend'`) for any other, and
+   * with ARBOR_CLOSED once close() began.
    */
   async probeRecovery(sid: string): Promise<RecoveryProbe> {
     const backend = this.backend;
-    if (backend.ownership !== undefined) {
-      throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid} is not probed: on the ${backend.kind} backend a rebuild takes the session's lease from its owner`, { field: 'backend', sessionId: sid });
+    // Shared with other nodes: the rebuild is read-only (no lease), and only of a session this node holds in memory.
+    const shared = backend.ownership !== undefined;
+    if (shared && (this.#hot.peek(sid)?.seq ?? 0) === 0) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid} is not probed: on the ${backend.kind} backend only sessions this node holds are (loading it would take its lease from its owner)`, { field: 'backend', sessionId: sid });
     }
     const session = this.session(sid);
     const started = performance.now();
@@ -836,7 +846,7 @@ export class Arbor {
         // had the session shows the empty state: loading it (its lazy recovery, after a restart) gives the real one.
         const known = knownState(session);
         const before = known === undefined || known.seq === 0 ? await session.load() : known;
-        const rebuilt = await backend.loadSession(sid);
+        const rebuilt = shared ? await backend.peekSession(sid) : await backend.loadSession(sid);
         const after = session.state;
         if (rebuilt === undefined) {
           if (after.seq === 0) return found({ outcome: 'match', seq: 0, message: `session ${sid} has no event yet` });

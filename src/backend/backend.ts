@@ -149,6 +149,15 @@ export interface SessionBackend<S, R extends RecoveryReportBase = RecoveryReport
    * a read-only look at a session this process serves.
    */
   readonly ownership?: BackendOwnership;
+  /** Health checks only this backend can make (PostgreSQL: its connection pool, lease renewal), by name; /health shows each. */
+  checkHealth?(): Promise<Record<string, BackendCheck>>;
+}
+
+/** One backend health check: `warn` keeps /health at 200, `fail` makes it 503; details beside. */
+export interface BackendCheck {
+  status: 'ok' | 'warn' | 'fail';
+  message: string;
+  [detail: string]: unknown;
 }
 
 /** This process as the other processes sharing a backend see it: what the server routes requests by. */

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { BackendOwnership, BackendStats, RecoveredSession, SessionBackend, StoredSession } from '../backend/backend.ts';
+import type { BackendCheck, BackendOwnership, BackendStats, RecoveredSession, SessionBackend, StoredSession } from '../backend/backend.ts';
 import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../backend/append-checks.ts';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { assertSessionId } from '../core/ids.ts';
@@ -8,7 +8,7 @@ import type { AppendInput, AppendResult, DedupeEntry } from '../backend/backend.
 import { SessionReplay, type DamagedSnapshot, type RecoveryHooks } from '../backend/replay.ts';
 import { decodeSnapshot, encodeSnapshot } from '../backend/snapshot-codec.ts';
 import { migrate, quoteSchema } from './migrations.ts';
-import { errorChannel, type ErrorMessage } from '../telemetry/channels.ts';
+import { errorChannel, journalWriteChannel, leaseChannel, recoveryChannel, snapshotChannel, type ErrorMessage, type JournalWriteMessage, type LeaseMessage, type RecoveryMessage, type SnapshotMessage } from '../telemetry/channels.ts';
 import { resolvePgBackendOptions, type PgBackendOptions, type ResolvedPgBackendOptions } from './options.ts';
 
 /** Knobs for tests only; not part of the documented surface. */
@@ -153,6 +153,9 @@ export class PgBackend<S> implements SessionBackend<S> {
   #flushedEvents = 0;
   #fencedAppends = 0;
   #sessionsLost = 0;
+  /** performance.now() of the last lease renewal the database answered (or of opening) */
+  #lastRenewalAt = performance.now();
+  #renewalFailure: string | undefined;
 
   private constructor(options: Readonly<ResolvedPgBackendOptions>, pool: pg.Pool, ownsPool: boolean, hooks: RecoveryHooks<S>, internals: PgBackendInternals) {
     this.options = options;
@@ -349,6 +352,7 @@ export class PgBackend<S> implements SessionBackend<S> {
       live.push(p);
     }
     let attempt = live;
+    const started = performance.now();
     for (let round = 0; attempt.length > 0; round += 1) {
       let committed: Set<string>;
       try {
@@ -371,6 +375,12 @@ export class PgBackend<S> implements SessionBackend<S> {
       }
       this.#flushes += 1;
       this.#lastFlushAt = Date.now();
+      if (journalWriteChannel.hasSubscribers) {
+        let bytes = 0;
+        for (const p of attempt) bytes += p.bytes;
+        // The COMMIT is as durable as the server's synchronous_commit (on by default: flushed to its WAL).
+        journalWriteChannel.publish({ batchSize: attempt.length, bytes, durationMs: performance.now() - started, durability: 'fsync', queueDepth: this.#queue.length } satisfies JournalWriteMessage);
+      }
       for (const p of attempt) {
         if (!committed.has(p.held.sid)) {
           // Another node took the lease (or it expired): this write was fenced and is not in the table.
@@ -394,6 +404,7 @@ export class PgBackend<S> implements SessionBackend<S> {
    */
   #failBatch(batch: Pending[], err: unknown): void {
     const message = (err as Error)?.message ?? String(err);
+    reportError(ErrorCodes.IO_ERROR, `a flush of ${batch.length} events failed, none is acknowledged: ${message}`);
     for (const p of batch) {
       if (this.#held.get(p.held.sid) === p.held) this.#lose(p.held, `a write failed: ${message}`);
       p.held.pending -= 1;
@@ -475,6 +486,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     this.#held.delete(held.sid);
     this.#lost.set(held.sid, reason);
     this.#sessionsLost += 1;
+    publishLease(held.sid, 'lost', this.nodeId, held.epoch, reason);
     for (const listener of this.#listeners) {
       try {
         listener(held.sid, reason);
@@ -498,7 +510,20 @@ export class PgBackend<S> implements SessionBackend<S> {
       if (this.#fencing) for (const h of [...this.#held.values()]) if (now > h.validUntil) this.#lose(h, 'lease expired before it was renewed');
       const held = [...this.#held.values()];
       const loading = [...this.#loading.entries()];
-      if (held.length === 0 && loading.length === 0) return;
+      if (held.length === 0 && loading.length === 0) {
+        // Nothing to renew: no lag, unless renewals were failing (the database is asked once, to know when they would work again).
+        if (this.#renewalFailure !== undefined) {
+          try {
+            await this.#pool.query('SELECT 1');
+          } catch (err) {
+            this.#renewalFailure = (err as Error)?.message ?? String(err);
+            return;
+          }
+        }
+        this.#lastRenewalAt = now;
+        this.#renewalFailure = undefined;
+        return;
+      }
       const sids = [...held.map((h) => h.sid), ...loading.map(([sid]) => sid)];
       const epochs = [...held.map((h) => h.epoch), ...loading.map(([, l]) => l.epoch)];
       const sentAt = performance.now();
@@ -506,7 +531,10 @@ export class PgBackend<S> implements SessionBackend<S> {
       try {
         const { rows } = await this.#pool.query<{ sid: string }>(this.#sql.renew, [this.nodeId, this.options.leaseMs, sids, epochs]);
         renewed = new Set(rows.map((r) => r.sid));
+        this.#lastRenewalAt = sentAt;
+        this.#renewalFailure = undefined;
       } catch (err) {
+        this.#renewalFailure = (err as Error)?.message ?? String(err);
         // The database is unreachable: keep the old deadlines; sessions step back when they pass.
         reportError(ErrorCodes.IO_ERROR, `lease renewal of node ${this.nodeId} failed: ${(err as Error)?.message ?? String(err)}`);
         return;
@@ -581,6 +609,7 @@ export class PgBackend<S> implements SessionBackend<S> {
 
   async #load(sid: string): Promise<RecoveredSession<S> | undefined> {
     this.#assertOpen();
+    const started = performance.now();
     // Appends queued under the current lease go out (or fail) before the epoch changes under them.
     if ((this.#held.get(sid)?.pending ?? 0) > 0) await this.#drained();
     const { epoch, sentAt } = await this.#acquire(sid);
@@ -612,6 +641,18 @@ export class PgBackend<S> implements SessionBackend<S> {
       };
       this.#held.set(sid, held);
       this.#lost.delete(sid);
+      publishLease(sid, 'taken', this.nodeId, epoch);
+      if (recoveryChannel.hasSubscribers) {
+        const r = rebuilt.session?.report;
+        recoveryChannel.publish({
+          sessionId: sid,
+          kind: r === undefined ? 'new' : r.snapshotSeq > 0 ? 'snapshot' : 'journal',
+          trigger: 'access',
+          replayed: r?.replayed ?? 0,
+          durationMs: performance.now() - started,
+          status: r?.status ?? 'recovered',
+        } satisfies RecoveryMessage);
+      }
       return rebuilt.session;
     } catch (err) {
       // Reads failed: give the lease back rather than hold a session nobody serves. If that fails too the
@@ -682,6 +723,7 @@ export class PgBackend<S> implements SessionBackend<S> {
       if (this.#held.get(sid) !== held) return;
       this.#held.delete(sid);
       await this.#pool.query(this.#sql.release, [[sid], [held.epoch], this.nodeId]);
+      publishLease(sid, 'released', this.nodeId, held.epoch);
     });
   }
 
@@ -831,6 +873,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     if (seq > held.durableSeq) throw new ArborError(ErrorCodes.IO_ERROR, `snapshot of session ${sid}: events up to seq ${seq} did not commit`, { sessionId: sid, seq });
     const dedupe: DedupeEntry[] = [];
     for (const [cid, r] of held.cids) if (!(r instanceof Promise) && r.seq <= seq) dedupe.push([cid, r.seq, 0, r.ts]);
+    const started = performance.now();
     const ts = Date.now();
     const body = await encodeSnapshot({ sid, seq, lsn: 0, ts, stateSchemaVersion: this.options.stateSchemaVersion, state, dedupe });
     const client = await this.#pool.connect();
@@ -859,7 +902,57 @@ export class PgBackend<S> implements SessionBackend<S> {
     } finally {
       client.release();
     }
+    if (snapshotChannel.hasSubscribers) snapshotChannel.publish({ sessionId: sid, seq, bytes: body.length, durationMs: performance.now() - started } satisfies SnapshotMessage);
     return { bytes: body.length };
+  }
+
+  /**
+   * The PostgreSQL health checks: `database` (a round trip through the pool
+   * within a deadline; the pool's connections, idle and waiting clients) and
+   * `leases` (how long since the database last renewed this node's leases,
+   * against leaseMs: past half of it warn, past all of it fail — its sessions
+   * are being taken over).
+   */
+  async checkHealth(): Promise<Record<string, BackendCheck>> {
+    const max = (this.#pool as unknown as { options?: { max?: number } }).options?.max ?? this.options.poolSize;
+    const poolFigures = () => ({ total: this.#pool.totalCount, idle: this.#pool.idleCount, waiting: this.#pool.waitingCount, max });
+    let pool = poolFigures();
+    const timeoutMs = Math.max(500, Math.min(5_000, this.options.leaseMs));
+    let database: BackendCheck;
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.#pool.query('SELECT 1'),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
+      const roundTripMs = Math.round((performance.now() - started) * 100) / 100;
+      pool = poolFigures();
+      // Saturated: every connection busy and clients queueing for one (a moment's queue while connections open is not).
+      database =
+        pool.waiting > 0 && pool.idle === 0 && pool.total >= pool.max
+          ? { status: 'warn', message: `PostgreSQL answered in ${roundTripMs} ms, but ${pool.waiting} clients wait for one of the pool's ${pool.max} connections`, roundTripMs, pool }
+          : { status: 'ok', message: `PostgreSQL answered in ${roundTripMs} ms; pool: ${pool.total} connections, ${pool.idle} idle`, roundTripMs, pool };
+    } catch (err) {
+      database = { status: 'fail', message: `PostgreSQL did not answer: ${(err as Error)?.message ?? String(err)}`, pool };
+    } finally {
+      clearTimeout(timer);
+    }
+    const held = this.#held.size + this.#loading.size;
+    // Leases that could not be renewed are lost when they run out, so a failing renewal is lag even once none is held.
+    const lagMs = held === 0 && this.#renewalFailure === undefined ? 0 : Math.round(performance.now() - this.#lastRenewalAt);
+    const leaseMs = this.options.leaseMs;
+    const figures = { heldSessions: held, renewalLagMs: lagMs, leaseMs, renewEveryMs: this.options.renewEveryMs, sessionsLost: this.#sessionsLost, ...(this.#renewalFailure === undefined ? {} : { lastFailure: this.#renewalFailure }) };
+    const why = this.#renewalFailure === undefined ? '' : ` (last renewal failed: ${this.#renewalFailure})`;
+    const leases: BackendCheck =
+      lagMs > leaseMs
+        ? { status: 'fail', message: `leases not renewed for ${lagMs} ms, past leaseMs ${leaseMs}: this node's sessions (${held} held, ${this.#sessionsLost} lost so far) go to other nodes${why}`, ...figures }
+        : lagMs > leaseMs / 2
+          ? { status: 'warn', message: `leases of ${held} sessions renewed ${lagMs} ms ago, over half of leaseMs ${leaseMs}${why}`, ...figures }
+          : { status: 'ok', message: `${held} leases held, renewed ${lagMs} ms ago (leaseMs ${leaseMs})`, ...figures };
+    return { database, leases };
   }
 
   // ---- lifecycle ------------------------------------------------------------
@@ -925,6 +1018,12 @@ export function openPgBackend<S>(options: PgBackendOptions<S>, internals: PgBack
 function reportError(code: string, message: string, sessionId?: string): void {
   if (!errorChannel.hasSubscribers) return;
   errorChannel.publish({ source: 'postgres', code, message, ...(sessionId === undefined ? {} : { sessionId }) } satisfies ErrorMessage);
+}
+
+/** Tells telemetry a lease was taken, released or lost (only when someone listens). */
+function publishLease(sessionId: string, event: LeaseMessage['event'], nodeId: string, epoch: number, reason?: string): void {
+  if (!leaseChannel.hasSubscribers) return;
+  leaseChannel.publish({ sessionId, event, nodeId, epoch, ...(reason === undefined ? {} : { reason }) } satisfies LeaseMessage);
 }
 
 /** A unique violation of the (sid, cid) index: a clientMessageId stored before. */

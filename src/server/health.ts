@@ -10,7 +10,8 @@ export interface CheckResult {
 
 export interface HealthReport {
   status: 'ok' | 'warn' | 'fail';
-  checks: { hotStorage: CheckResult; journalWriter: CheckResult; diskSpace: CheckResult; recovery: CheckResult };
+  /** the four checks every backend has, and those only its backend makes (PostgreSQL: `database`, `leases`) */
+  checks: { hotStorage: CheckResult; journalWriter: CheckResult; diskSpace: CheckResult; recovery: CheckResult; [backendCheck: string]: CheckResult };
 }
 
 /** The few fields of `fs.statfs` the disk check reads (injectable in tests). */
@@ -89,8 +90,8 @@ export class HealthChecker {
     } else {
       journalWriter = { status: 'ok', message: `journal open, ${j.queueDepth} records queued`, ...j };
     }
-    const [diskSpace, recovery] = await Promise.all([this.disk(), this.#recovery()]);
-    const checks = { hotStorage, journalWriter, diskSpace, recovery };
+    const [diskSpace, recovery, backendChecks] = await Promise.all([this.disk(), this.#recovery(), this.#backendChecks()]);
+    const checks = { ...backendChecks, hotStorage, journalWriter, diskSpace, recovery };
     const statuses = Object.values(checks).map((c) => c.status);
     const status = statuses.includes('fail') ? 'fail' : statuses.includes('warn') ? 'warn' : 'ok';
     return { status, checks };
@@ -152,6 +153,17 @@ export class HealthChecker {
     return worst!;
   }
 
+  /** The backend's own checks (PostgreSQL: the pool, lease renewal); a check that throws is a failed one. */
+  async #backendChecks(): Promise<Record<string, CheckResult>> {
+    const backend = this.#arbor.backend;
+    if (backend.checkHealth === undefined) return {};
+    try {
+      return await backend.checkHealth();
+    } catch (err) {
+      return { [backend.kind]: { status: 'fail', message: `the ${backend.kind} health checks failed: ${(err as Error)?.message ?? String(err)}` } };
+    }
+  }
+
   /** Recovery progress, and the probe's last result (run at most every probeEveryMs). */
   async #recovery(): Promise<CheckResult> {
     const now = Date.now();
@@ -166,13 +178,12 @@ export class HealthChecker {
 
   async #runProbe(): Promise<CheckResult> {
     const backend = this.#arbor.backend;
-    if (backend.ownership !== undefined) {
-      return { status: 'ok', message: `sessions live in ${backend.kind}, shared with other nodes: a rebuild would take a session's lease from its owner, so none is probed; each is rebuilt from it on first access` };
-    }
     let sid: string | undefined;
     try {
-      const sessions = await backend.sessionIds();
-      if (sessions.length === 0) return { status: 'ok', message: 'no session stored yet: nothing to recover' };
+      // Shared with other nodes: only the sessions this node holds are probed (rebuilt read-only, no lease taken).
+      const shared = backend.ownership !== undefined;
+      const sessions = shared ? this.#arbor.sessionsInMemory() : await backend.sessionIds();
+      if (sessions.length === 0) return { status: 'ok', message: shared ? `this node holds no session of ${backend.kind} yet: nothing to probe` : 'no session stored yet: nothing to recover' };
       sid = sessions[this.#probeCursor++ % sessions.length]!;
       const p = await this.#arbor.probeRecovery(sid);
       const from = backend.kind === 'file' ? 'disk' : backend.kind;

@@ -11,6 +11,7 @@ export const PROMETHEUS_METRICS = Object.freeze({
   recoveries: 'arbor_recoveries_total',
   recoverySeconds: 'arbor_recovery_duration_seconds',
   errors: 'arbor_errors_total',
+  leases: 'arbor_leases_total',
   hotSessions: 'arbor_hot_sessions',
   hotBytes: 'arbor_hot_bytes',
   journalQueueDepth: 'arbor_journal_queue_depth',
@@ -47,7 +48,9 @@ export class PrometheusMetrics {
     const recoveries = new Counter({ name: M.recoveries, help: 'Sessions recovered, by where the state came from, when, and outcome', labelNames: ['kind', 'trigger', 'status'], registers });
     const recoverySeconds = new Histogram({ name: M.recoverySeconds, help: 'Recovery of one session, seconds', labelNames: ['kind'], buckets: [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers });
     const errors = new Counter({ name: M.errors, help: 'Errors the runtime handled, by source and code', labelNames: ['source', 'code'], registers });
+    const leases = new Counter({ name: M.leases, help: 'Session leases taken, released and lost by this node (PostgreSQL)', labelNames: ['event'], registers });
     this.#unsubscribe = subscribeTelemetry({
+      lease: (m) => leases.inc({ event: m.event }),
       journalWrite: (m) => {
         writeSeconds.observe({ durability: m.durability }, m.durationMs / 1000);
         batchRecords.observe(m.batchSize);

@@ -18,6 +18,8 @@ export const CHANNELS = Object.freeze({
   recovery: 'arbor:recovery',
   /** An error the runtime handled: a failed sync, a failed snapshot, a crashed handler. */
   error: 'arbor:error',
+  /** A session's lease taken, released or lost (multi-node backends: PostgreSQL). */
+  lease: 'arbor:lease',
 });
 
 export interface JournalWriteMessage {
@@ -58,16 +60,28 @@ export interface ErrorMessage {
   sessionId?: string;
 }
 
+export interface LeaseMessage {
+  sessionId: string;
+  /** `taken`: this node acquired it (a load); `released`: given up (passivation); `lost`: taken over, expired or fenced */
+  event: 'taken' | 'released' | 'lost';
+  nodeId: string;
+  epoch: number;
+  /** why it was lost */
+  reason?: string;
+}
+
 export const journalWriteChannel = diagnostics_channel.channel(CHANNELS.journalWrite);
 export const snapshotChannel = diagnostics_channel.channel(CHANNELS.snapshot);
 export const recoveryChannel = diagnostics_channel.channel(CHANNELS.recovery);
 export const errorChannel = diagnostics_channel.channel(CHANNELS.error);
+export const leaseChannel = diagnostics_channel.channel(CHANNELS.lease);
 
 export interface TelemetryListeners {
   journalWrite?: (m: JournalWriteMessage) => void;
   snapshot?: (m: SnapshotMessage) => void;
   recovery?: (m: RecoveryMessage) => void;
   error?: (m: ErrorMessage) => void;
+  lease?: (m: LeaseMessage) => void;
 }
 
 /** Subscribes the given listeners; returns the function that unsubscribes them all. */
@@ -83,5 +97,6 @@ export function subscribeTelemetry(listeners: TelemetryListeners): () => void {
   add(CHANNELS.snapshot, listeners.snapshot);
   add(CHANNELS.recovery, listeners.recovery);
   add(CHANNELS.error, listeners.error);
+  add(CHANNELS.lease, listeners.lease);
   return () => undo.forEach((f) => f());
 }
