@@ -71,7 +71,7 @@ function lockedMessage(dir: string, owner: LockOwner, sameHost: boolean): string
   const todo = sameHost
     ? `stop it first (kill ${owner.pid}; an \`arbor serve\` shuts down cleanly on SIGTERM), or use another data directory (--data-dir / ARBOR_DATA_DIR); while an \`arbor serve\` holds it, talk to that server over HTTP instead (\`arbor chat <session> --url http://127.0.0.1:4000\`)`
     : `stop it on ${owner.host} first, or use another data directory (--data-dir / ARBOR_DATA_DIR); remove ${LOCK_FILE} only if that host is gone for good`;
-  return `data directory ${dir} is in use by another process (${who}): one process at a time opens a data directory. To go on: ${todo}`;
+  return `data directory ${dir} is locked by another process (${who}): one process at a time opens a data directory. To go on: ${todo}`;
 }
 
 /**

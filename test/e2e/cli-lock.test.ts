@@ -16,7 +16,7 @@ test('the demo on a data directory a running arbor serve holds exits 1 naming th
     const demo = await runNode(['--import', 'tsx', 'examples/chat.ts'], { ...clean, ARBOR_DATA_DIR: dataDir });
     assert.equal(demo.code, 1, demo.stdout + demo.stderr);
     const pid = server.child.pid!;
-    assert.match(demo.stderr, new RegExp(`in use by another process \\(pid ${pid} on \\S+, since \\d{4}-\\d\\d-\\d\\dT`));
+    assert.match(demo.stderr, new RegExp(`locked by another process \\(pid ${pid} on \\S+, since \\d{4}-\\d\\d-\\d\\dT`));
     assert.match(demo.stderr, /running `[^`]*main\.ts serve --host 127\.0\.0\.1 --port 0 --data-dir /, 'the holder\'s command line');
     assert.match(demo.stderr, new RegExp(`kill ${pid}`));
     assert.match(demo.stderr, /--data-dir/);
