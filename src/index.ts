@@ -7,8 +7,10 @@
 export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, ARBOR_OPTION_NAMES, type ArborOptions, type RuntimeOptions, type ArborHealth, type ArborWritable, type RecoveryProbe } from './runtime.ts';
 export type { SessionUpdate, CommandHandler } from './sessions/session-actor.ts';
 export type { Chunk } from './sessions/chunk-buffer.ts';
+export type { SessionSummary, SessionPage, ListOptions } from './sessions/session-list.ts';
+export { DEFAULT_TENANT, MAX_TENANT_SESSION_ID_CHARS, storageSessionId, publicSessionId, isTenantStorageId } from './sessions/tenancy.ts';
 
-export { initialSessionState, reduceSession, pendingInterruption, INTERRUPTED_NOTICE_CONTENT, type SessionState, type Message } from './core/state.ts';
+export { initialSessionState, reduceSession, pendingInterruption, INTERRUPTED_NOTICE_CONTENT, type SessionState, type Message, type ForkLink } from './core/state.ts';
 export { parseEventData, CRITICAL_EVENT_TYPES, RECOVERABLE_EVENT_TYPES, CURRENT_EVENT_VERSION, EventUpcasters, eventUpcasters, type EventType, type EventData } from './core/events.ts';
 export type { JournalRecord } from './core/record.ts';
 export { ArborError, ErrorCodes, isArborError, type ErrorCode } from './core/errors.ts';
@@ -21,7 +23,7 @@ export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
 export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage } from './telemetry/channels.ts';
 
 // The storage engine on its own (your own events and reducer), and the backend contract.
-export type { SessionBackend, BackendOwnership, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry } from './backend/backend.ts';
+export type { SessionBackend, BackendOwnership, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry, StoredSession } from './backend/backend.ts';
 export type { Reducer, RecoveryHooks, RecoveryStatus, SessionRecovery, EventUpcaster, StateUpcaster, DamagedSnapshot } from './backend/replay.ts';
 export { openStore, Store, type RecoveryReport } from './file/store.ts';
 export { DEFAULT_STORE_OPTIONS, resolveStoreOptions, type StoreOptions, type ResolvedStoreOptions } from './file/options.ts';

@@ -16,6 +16,9 @@ import { SessionActor, unansweredRequests, type CommandHandler, type SessionCont
 import { REMEMBER, Session } from './sessions/session.ts';
 import { SessionManager, type SessionRecord } from './sessions/session-manager.ts';
 import { SnapshotScheduler } from './sessions/snapshot-scheduler.ts';
+import { SessionLister, type ListOptions, type SessionPage } from './sessions/session-list.ts';
+import { isTenantStorageId, MAX_TENANT_SESSION_ID_CHARS, parseStorageId, storageSessionId } from './sessions/tenancy.ts';
+import { randomUUID } from 'node:crypto';
 
 export { Session } from './sessions/session.ts';
 
@@ -151,6 +154,9 @@ export class Arbor {
   #timer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
   readonly #ctx: SessionContext;
+  readonly #lister = new SessionLister(() => this.#backend, (sid) => this.#hot.peek(sid));
+  /** Storage ids of forks being made: a second fork into the same id is refused while the first runs. */
+  readonly #forking = new Set<string>();
 
   private constructor(backend: Backend, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
     this.#backend = backend;
@@ -277,8 +283,19 @@ export class Arbor {
     return true;
   }
 
-  /** The session with this id (created on first use). `tenant` is reserved for the server's tenancy. */
-  session(id: string, _options: { tenant?: string } = {}): Session {
+  /**
+   * The session with this id (created on first use). With `tenant`, the
+   * session `id` of that tenant: each tenant has its own id space (see
+   * docs/sessions-api.md); the handle's `id` is then the storage id
+   * (`__t<tag>_<id>`). Without it (or with the tenant `default`), the
+   * session stored under `id` itself.
+   */
+  session(id: string, options: { tenant?: string } = {}): Session {
+    const sid = options.tenant === undefined ? id : storageSessionId(id, options.tenant);
+    return this.#session(sid);
+  }
+
+  #session(id: string): Session {
     assertSessionId(id);
     this.#assertOpen();
     const rec = this.#sessions.record(id);
@@ -290,6 +307,77 @@ export class Arbor {
       () => this.#backend.recovery?.isPending(id) ?? false,
     );
     return rec.handle;
+  }
+
+  /**
+   * One page of the stored sessions of `tenant` (without it: of the default
+   * id space), most recently active first: `{ sessions: [{ id, createdAt,
+   * updatedAt, seq, status, messageCount, title? }], nextCursor }`. Pass
+   * `nextCursor` back as `cursor` for the next page: a paging never repeats
+   * or skips a session that existed when it began, however the sessions
+   * change meanwhile (docs/sessions-api.md). Rejects with ARBOR_INVALID_INPUT
+   * naming `limit` (1–200, default 50) or `cursor` (not issued for this tenant).
+   */
+  sessions(options: ListOptions = {}): Promise<SessionPage> {
+    try {
+      this.#assertOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#lister.list(options);
+  }
+
+  /**
+   * Forks session `sid` (a storage id, as `session.id`): a new session, in
+   * the same tenant, whose state is the source's as it stood after its event
+   * `atSeq` (default: its last): the same messages, config and permission
+   * decisions. The new session's first event is `forked_from`; the source
+   * records `fork_created`. `id` is the new session's id in that tenant
+   * (default: a random UUID). Rejects with ARBOR_INVALID_INPUT naming
+   * `atSeq` (beyond the source's seq, below 1, or no longer held: its events
+   * were compacted and no kept snapshot lies at or below it), with
+   * ARBOR_SESSION_EXISTS when `id` is taken, ARBOR_INVALID_SESSION_ID for a
+   * bad `id`. The source is not changed otherwise.
+   */
+  async fork(sid: string, options: { id?: string; atSeq?: number } = {}): Promise<Session> {
+    this.#assertOpen();
+    assertSessionId(sid);
+    const { tag } = parseStorageId(sid);
+    const id = options.id ?? randomUUID();
+    assertSessionId(id);
+    if (isTenantStorageId(id)) throw new ArborError(ErrorCodes.INVALID_SESSION_ID, `invalid session id ${JSON.stringify(id)}: ids of the form __t<tag>_… are reserved`, { field: 'id', sessionId: id });
+    if (tag !== '' && id.length > MAX_TENANT_SESSION_ID_CHARS) storageSessionId(id, 'x'); // throws, naming the limit
+    const forkSid = tag === '' ? id : `__t${tag}_${id}`;
+    const source = this.#session(sid);
+    const current = await source.load();
+    if (current.seq === 0) throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid} has no event: there is nothing to fork`, { field: 'sessionId', sessionId: sid });
+    const atSeq = options.atSeq ?? current.seq;
+    if (typeof atSeq !== 'number' || !Number.isSafeInteger(atSeq) || atSeq < 1 || atSeq > current.seq) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `atSeq ${JSON.stringify(atSeq)} is not a seq of session ${sid} (1 to ${current.seq})`, { field: 'atSeq', sessionId: sid, seq: current.seq });
+    }
+    if (this.#forking.has(forkSid) || (await this.exists(forkSid))) throw new ArborError(ErrorCodes.SESSION_EXISTS, `session ${id} already exists`, { sessionId: forkSid });
+    this.#forking.add(forkSid);
+    try {
+      const at = atSeq === current.seq ? current : (await this.#backend.peekSession(sid, atSeq))?.state;
+      if (at === undefined || at.seq !== atSeq) throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid}: its state at seq ${atSeq} is no longer held`, { field: 'atSeq', sessionId: sid, atSeq });
+      // The fork starts idle (an answer streaming at atSeq is not the fork's), created by its forked_from event.
+      const { forkedFrom: _from, forks: _forks, ...rest } = at;
+      const seed: SessionState = Object.freeze({ ...rest, id: forkSid, stream: initialSessionState(forkSid).stream, createdAt: 0 });
+      // A handle asked for earlier may hold the empty state: the seeded one is loaded instead.
+      if (this.#hot.peek(forkSid)?.seq === 0) this.#hot.delete(forkSid);
+      await this.#backend.seedSession(forkSid, seed, atSeq);
+      const rec = this.#sessions.record(forkSid);
+      const fork = this.#session(forkSid);
+      // Not a restart: the fork holds exactly the source's messages up to atSeq, with nothing to repair.
+      rec.seen = true;
+      const actor = this.#actor(rec);
+      await actor.run('fork', async (state) => void (await actor.commit(state, 'forked_from', { sourceId: sid, atSeq })));
+      const sourceActor = this.#actor(this.#sessions.record(sid));
+      await sourceActor.run('fork', async (state) => void (await sourceActor.commit(state, 'fork_created', { forkId: forkSid, atSeq })));
+      return fork;
+    } finally {
+      this.#forking.delete(forkSid);
+    }
   }
 
   #assertOpen(): void {

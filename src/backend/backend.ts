@@ -38,6 +38,13 @@ export interface AppendInput {
 /** A clientMessageId remembered with the result of its append; carried in snapshots so dedupe survives segment deletion. */
 export type DedupeEntry = [cid: string, seq: number, lsn: number, ts: number];
 
+/** One stored session as `listSessions` names it. */
+export interface StoredSession {
+  sid: string;
+  /** seq of its newest durable event (or snapshot) */
+  seq: number;
+}
+
 /** Figures for health checks and metrics. */
 export interface BackendStats {
   /** 'open' | 'closing' | 'closed' | 'failed' */
@@ -94,6 +101,28 @@ export interface SessionBackend<S, R extends RecoveryReportBase = RecoveryReport
   close(): Promise<void>;
   /** Whether the session has any durable event or snapshot; loads nothing and takes no lease. */
   exists(sid: string): Promise<boolean>;
+
+  // Listing and forking (docs/sessions-api.md): read-only looks that take no lease, and seeding a new session.
+
+  /** Every stored session with the seq of its newest durable event or snapshot; loads nothing and takes no lease. */
+  listSessions(): Promise<StoredSession[]>;
+  /**
+   * The session rebuilt read-only from what is stored (newest valid snapshot
+   * at or below `atSeq`, then the held events up to `atSeq`); takes no lease
+   * and changes nothing, so it may lag a live owner's unflushed appends.
+   * Undefined when nothing is stored. With `atSeq`: rejects with
+   * ARBOR_INVALID_INPUT (`details.field` = 'atSeq', `details.oldestSeq`) when
+   * that point is no longer reachable (its events were released by a
+   * snapshot and no kept snapshot lies at or below it).
+   */
+  peekSession(sid: string, atSeq?: number): Promise<RecoveredSession<S> | undefined>;
+  /**
+   * Starts a new session whose history begins with `state` as its state after
+   * event `seq` (stored as a snapshot: the next append gets `seq + 1`).
+   * Rejects with ARBOR_SESSION_EXISTS when anything is stored for `sid`.
+   * On a multi-node backend this takes the session's lease.
+   */
+  seedSession(sid: string, state: S, seq: number): Promise<void>;
 
   // Optional capabilities: what only some backends can do. The runtime asks `if (backend.recovery)`, never which backend it is.
 

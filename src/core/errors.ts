@@ -55,6 +55,8 @@ export const ErrorCodes = {
   IDEMPOTENCY_MISMATCH: 'ARBOR_IDEMPOTENCY_MISMATCH',
   /** An option of `createArbor` that is unknown or of the wrong shape; `details.option` names it. Nothing was opened. */
   INVALID_OPTION: 'ARBOR_INVALID_OPTION',
+  /** A session with this id already exists (creating or forking into it). Nothing was written. */
+  SESSION_EXISTS: 'ARBOR_SESSION_EXISTS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

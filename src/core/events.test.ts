@@ -148,6 +148,24 @@ const CASES: TypeCase[] = [
     ],
   },
   {
+    type: 'forked_from',
+    valid: { sourceId: 's1', atSeq: 3 },
+    full: { sourceId: '__tAAAAAAAAAAAA_s1', atSeq: 0 },
+    bad: [
+      { name: 'negative atSeq', data: { sourceId: 's1', atSeq: -1 }, field: 'data.atSeq' },
+      { name: 'missing sourceId', data: { atSeq: 1 }, field: 'data.sourceId' },
+    ],
+  },
+  {
+    type: 'fork_created',
+    valid: { forkId: 'f1', atSeq: 3 },
+    full: { forkId: 'f1', atSeq: 12 },
+    bad: [
+      { name: 'fractional atSeq', data: { forkId: 'f1', atSeq: 1.5 }, field: 'data.atSeq' },
+      { name: 'empty forkId', data: { forkId: '', atSeq: 1 }, field: 'data.forkId' },
+    ],
+  },
+  {
     type: 'llm_chunk_received',
     valid: { messageId: 'a1', index: 0, text: '' },
     full: { messageId: 'a1', index: 41, text: 'Hel' },
@@ -193,7 +211,7 @@ test('the test table covers every event type exactly once', () => {
   const covered = CASES.map((c) => c.type);
   // then
   assert.deepEqual([...covered].sort(), [...all].sort());
-  assert.equal(new Set(covered).size, 14);
+  assert.equal(new Set(covered).size, 16);
 });
 
 for (const c of CASES) {
@@ -300,8 +318,8 @@ test('parseEvent returns the typed event for a run-time type and refuses an unkn
 
 test('critical and recoverable type lists are disjoint, frozen and classified by the guards', () => {
   // then
-  // the seed's nine, and system_notice_added (a visible notice from the runtime, e.g. after a restore)
-  assert.equal(CRITICAL_EVENT_TYPES.length, 10);
+  // the seed's nine, system_notice_added (a visible notice from the runtime, e.g. after a restore), and the fork links
+  assert.equal(CRITICAL_EVENT_TYPES.length, 12);
   assert.equal(RECOVERABLE_EVENT_TYPES.length, 4);
   assert.ok(Object.isFrozen(CRITICAL_EVENT_TYPES) && Object.isFrozen(RECOVERABLE_EVENT_TYPES));
   for (const t of CRITICAL_EVENT_TYPES) {
@@ -319,7 +337,7 @@ test('critical and recoverable type lists are disjoint, frozen and classified by
 test('every event type has a current version, all 1 now', () => {
   // then
   for (const t of [...CRITICAL_EVENT_TYPES, ...RECOVERABLE_EVENT_TYPES]) assert.equal(CURRENT_EVENT_VERSION[t], 1, t);
-  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 14);
+  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 16);
 });
 
 // ---------------------------------------------------------------------------

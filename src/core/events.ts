@@ -140,6 +140,16 @@ const CRITICAL_SCHEMAS = {
     scope: z.enum(['once', 'session', 'always']).optional(),
     reason: z.string().max(MAX_REASON_CHARS).optional(),
   }),
+  /** The first event of a fork: this session began as a copy of `sourceId` at its seq `atSeq` (docs/sessions-api.md). */
+  forked_from: z.strictObject({
+    sourceId: id(),
+    atSeq: z.int().nonnegative(),
+  }),
+  /** A fork of this session was made at `atSeq`: it is session `forkId`. */
+  fork_created: z.strictObject({
+    forkId: id(),
+    atSeq: z.int().nonnegative(),
+  }),
 };
 
 /**
@@ -207,6 +217,8 @@ export const CURRENT_EVENT_VERSION: Readonly<Record<EventType, number>> = Object
   mcp_tool_executed: 1,
   session_config_changed: 1,
   permission_decided: 1,
+  forked_from: 1,
+  fork_created: 1,
   llm_chunk_received: 1,
   typing_indicator: 1,
   ui_state_changed: 1,

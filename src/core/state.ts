@@ -107,6 +107,17 @@ export interface SessionState {
   readonly createdAt: number;
   /** Wall-clock ms (the event's `ts`) of the session's last committed event; 0 before the first. */
   readonly updatedAt: number;
+  /** Set by `forked_from`: the session this one was forked from, at which of its seqs, and the seq of the link. Absent otherwise. */
+  readonly forkedFrom?: ForkLink;
+  /** Appended by `fork_created`: the forks made of this session. Absent until the first. */
+  readonly forks?: readonly ForkLink[];
+}
+
+/** One end of a fork (see `forked_from` / `fork_created`): the other session, the seq of the source it was cut at, and the seq of this event. */
+export interface ForkLink {
+  readonly sessionId: string;
+  readonly atSeq: number;
+  readonly seq: number;
 }
 
 /** The text of the notice shown in place of an interrupted answer. */
@@ -273,6 +284,14 @@ function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T)
       needString(record, d, 'content');
       allowObject(record, d, 'metadata');
       break;
+    case 'forked_from':
+      needString(record, d, 'sourceId');
+      if (typeof d.atSeq !== 'number') refuse(record, 'data.atSeq', 'is not a number');
+      break;
+    case 'fork_created':
+      needString(record, d, 'forkId');
+      if (typeof d.atSeq !== 'number') refuse(record, 'data.atSeq', 'is not a number');
+      break;
     case 'command_executed':
       needString(record, d, 'commandId');
       needString(record, d, 'command');
@@ -425,6 +444,14 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         ts,
       });
       return next(state, record, { commands: append(state.commands, command) });
+    }
+    case 'forked_from': {
+      const d = checkShape(record, type);
+      return next(state, record, { forkedFrom: Object.freeze({ sessionId: d.sourceId, atSeq: d.atSeq, seq }) });
+    }
+    case 'fork_created': {
+      const d = checkShape(record, type);
+      return next(state, record, { forks: append(state.forks ?? EMPTY, Object.freeze({ sessionId: d.forkId, atSeq: d.atSeq, seq })) });
     }
     default: {
       // Unreachable while every critical type has a case; the compiler checks it.

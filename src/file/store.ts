@@ -4,12 +4,12 @@ import type { JournalRecord } from './journal/format.ts';
 import { Journal, type AppendInput, type AppendResult, type JournalOpenReport } from './journal/journal.ts';
 import { resolveStoreOptions, type ResolvedStoreOptions, type StoreOptions } from './options.ts';
 import { posix as path } from 'node:path';
-import type { BackendStats, CheckpointCapability, JournalFigures, RecoveryCapability, SessionBackend } from '../backend/backend.ts';
+import type { BackendStats, CheckpointCapability, JournalFigures, RecoveryCapability, SessionBackend, StoredSession } from '../backend/backend.ts';
 import { readRestoreMarker, type RestoreMarker } from './restore-marker.ts';
 import { snapshotChannel, type SnapshotMessage } from '../telemetry/channels.ts';
 import { writeTableCheckpoint, type CheckpointEntry } from './table-checkpoint.ts';
 import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery-coordinator.ts';
-import type { RecoveryHooks, RecoveryStatus, SessionRecovery } from '../backend/replay.ts';
+import { SessionReplay, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from '../backend/replay.ts';
 import { SnapshotStore } from './snapshot-store.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import { DirectoryLock, type LockOwner } from '../storage/lock.ts';
@@ -66,12 +66,16 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   #closing: Promise<void> | undefined;
 
   readonly #fs: FileSystem;
+  readonly #hooks: RecoveryHooks<S>;
+  /** Sessions being seeded (a fork): a second seed of the same id is refused while the first writes. */
+  readonly #seeding = new Set<string>();
   /** What `open` was given, so that `reopen` can open the same store again. */
   #reopenWith: { options: Partial<StoreOptions>; hooks: RecoveryHooks<S>; internals: StoreInternals } | undefined;
 
   private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>) {
     this.options = options;
     this.#fs = fs;
+    this.#hooks = hooks;
     this.#lock = lock;
     this.journal = journal;
     this.snapshots = snapshots;
@@ -312,6 +316,57 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     return this.journal.lastSeq(sid) > 0 || this.snapshots.seqs(sid).length > 0;
   }
 
+  /** Every session with a journal record or a snapshot file, with its last seq (from the in-memory indexes: no I/O). */
+  async listSessions(): Promise<StoredSession[]> {
+    const out: StoredSession[] = [];
+    for (const sid of await this.sessionIds()) out.push({ sid, seq: Math.max(this.journal.lastSeq(sid), this.snapshots.seqs(sid).at(-1) ?? 0) });
+    return out;
+  }
+
+  /**
+   * The session rebuilt read-only: its newest valid snapshot at or below
+   * `atSeq`, then the journal records after it up to `atSeq`. Changes no
+   * index, takes no part in recovery (a session still pending stays pending).
+   */
+  async peekSession(sid: string, atSeq?: number): Promise<RecoveredSession<S> | undefined> {
+    assertSessionId(sid);
+    const newest = Math.max(this.journal.lastSeq(sid), this.snapshots.seqs(sid).at(-1) ?? 0);
+    if (newest === 0) return undefined;
+    const upTo = atSeq ?? Number.MAX_SAFE_INTEGER;
+    const { snapshot, damaged } = await this.snapshots.loadNewest(sid, upTo);
+    const replay = new SessionReplay(this.#hooks, sid, { snapshot, stateSchemaVersion: this.options.stateSchemaVersion, damagedSnapshots: damaged });
+    if (!replay.failed) {
+      for (const record of await this.journal.readSession(sid, replay.report.seq + 1)) {
+        if (record.seq > upTo) break;
+        replay.apply(record);
+      }
+    }
+    if (atSeq !== undefined && replay.report.seq !== atSeq) {
+      const records = await this.journal.readSession(sid, 1);
+      const oldestSeq = Math.min(this.snapshots.seqs(sid)[0] ?? Number.MAX_SAFE_INTEGER, (records[0]?.seq ?? Number.MAX_SAFE_INTEGER) - 1);
+      throw unreachableSeq(sid, atSeq, oldestSeq);
+    }
+    const report = replay.report;
+    if (report.status === 'recovered' && this.journal.quarantineReason(sid) !== undefined) report.status = 'damaged';
+    return { state: replay.state, seq: report.seq, status: report.status, report };
+  }
+
+  /** Writes `state` as the snapshot of a new session at `seq`; the journal then numbers its next event `seq + 1`. */
+  async seedSession(sid: string, state: S, seq: number): Promise<void> {
+    assertSessionId(sid);
+    if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
+    if (!this.options.enableSnapshots) throw new ArborError(ErrorCodes.INVALID_INPUT, `snapshots are turned off (enableSnapshots: false): session ${sid} cannot be seeded from a state`, { field: 'enableSnapshots', sessionId: sid });
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new ArborError(ErrorCodes.INVALID_INPUT, `seed of session ${sid}: seq ${seq} is not a non-negative integer`, { field: 'seq', sessionId: sid });
+    if (this.#seeding.has(sid) || (await this.exists(sid))) throw new ArborError(ErrorCodes.SESSION_EXISTS, `session ${sid} already exists`, { sessionId: sid });
+    this.#seeding.add(sid);
+    try {
+      await this.snapshots.write({ sid, seq, lsn: this.journal.syncedLsn, ts: Date.now(), stateSchemaVersion: this.options.stateSchemaVersion, state, dedupe: [] });
+      this.journal.noteSnapshot(sid, seq);
+    } finally {
+      this.#seeding.delete(sid);
+    }
+  }
+
   /** Lazy recovery, as the runtime drives it (see SessionBackend.recovery). */
   readonly recovery: RecoveryCapability<S, RecoveryReport> = {
     takeRecovered: () => {
@@ -401,6 +456,11 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** A point of a session's history that is no longer held (see SessionBackend.peekSession). */
+function unreachableSeq(sid: string, atSeq: number, oldestSeq: number): ArborError {
+  return new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid}: its state at seq ${atSeq} is no longer held (the oldest reachable seq is ${oldestSeq}: earlier events were compacted into snapshots)`, { field: 'atSeq', sessionId: sid, atSeq, oldestSeq });
 }
 
 /** The errno code (ENOSPC, EIO, …) somewhere in an error's cause chain. */

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { BackendOwnership, BackendStats, RecoveredSession, SessionBackend } from '../backend/backend.ts';
+import type { BackendOwnership, BackendStats, RecoveredSession, SessionBackend, StoredSession } from '../backend/backend.ts';
 import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../backend/append-checks.ts';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { assertSessionId } from '../core/ids.ts';
@@ -710,6 +710,95 @@ export class PgBackend<S> implements SessionBackend<S> {
     return rows.map((r) => toRecord(sid, r));
   }
 
+  /** Every session with events or snapshots in the database (every node's), with its newest seq; takes no lease. */
+  async listSessions(): Promise<StoredSession[]> {
+    this.#assertOpen();
+    const { rows } = await this.#pool.query<{ sid: string; seq: string }>(this.#sql.listSessions);
+    return rows.map((r) => ({ sid: r.sid, seq: Number(r.seq) }));
+  }
+
+  /**
+   * The session rebuilt read-only from its rows (newest valid snapshot at or
+   * below `atSeq`, then the events after it up to `atSeq`): committed data
+   * only, whichever node owns it; takes no lease.
+   */
+  async peekSession(sid: string, atSeq?: number): Promise<RecoveredSession<S> | undefined> {
+    assertSessionId(sid);
+    this.#assertOpen();
+    const upTo = atSeq ?? Number.MAX_SAFE_INTEGER;
+    const { rows: snaps } = await this.#pool.query<SnapshotRow>(this.#sql.snapshotsUpTo, [sid, upTo]);
+    const damagedSnapshots: DamagedSnapshot[] = [];
+    let snapshot: { state: unknown; seq: number; stateSchemaVersion: number } | undefined;
+    for (const row of snaps) {
+      const seq = Number(row.seq);
+      const decoded = await decodeSnapshot(row.body);
+      if (typeof decoded === 'string' || decoded.sid !== sid || decoded.seq !== seq) {
+        damagedSnapshots.push({ file: `snapshots(${sid}, ${seq})`, reason: typeof decoded === 'string' ? decoded : 'header names another session or seq' });
+        continue;
+      }
+      snapshot = decoded;
+      break;
+    }
+    const replay = new SessionReplay(this.#hooks, sid, { snapshot, stateSchemaVersion: this.options.stateSchemaVersion, damagedSnapshots });
+    const { rows: events } = await this.#pool.query<EventRow>(this.#sql.eventsBetween, [sid, replay.report.seq + 1, upTo]);
+    if (snaps.length === 0 && events.length === 0) {
+      if (atSeq === undefined || !(await this.exists(sid))) return undefined;
+    }
+    for (const row of events) replay.apply(toRecord(sid, row));
+    const report = replay.report;
+    delete report.lastLsn;
+    if (atSeq !== undefined && report.seq !== atSeq) {
+      const { rows } = await this.#pool.query<{ oldest: string | null }>(this.#sql.oldestSeq, [sid]);
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid}: its state at seq ${atSeq} is no longer held (the oldest reachable seq is ${rows[0]?.oldest ?? 0}: earlier events were compacted into snapshots)`, {
+        field: 'atSeq',
+        sessionId: sid,
+        atSeq,
+        oldestSeq: Number(rows[0]?.oldest ?? 0),
+      });
+    }
+    return { state: replay.state, seq: report.seq, status: report.status, report };
+  }
+
+  /**
+   * Starts a new session from `state` at `seq`: takes its lease, refuses
+   * (ARBOR_SESSION_EXISTS) when anything is stored for it, and stores the
+   * snapshot in one fenced transaction.
+   */
+  async seedSession(sid: string, state: S, seq: number): Promise<void> {
+    assertSessionId(sid);
+    this.#assertOpen();
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new ArborError(ErrorCodes.INVALID_INPUT, `seed of session ${sid}: seq ${seq} is not a non-negative integer`, { field: 'seq', sessionId: sid });
+    const existing = await this.loadSession(sid);
+    const held = this.#held.get(sid);
+    if (existing !== undefined || held === undefined || held.lastSeq > 0) throw new ArborError(ErrorCodes.SESSION_EXISTS, `session ${sid} already exists`, { sessionId: sid });
+    const ts = Date.now();
+    const body = await encodeSnapshot({ sid, seq, lsn: 0, ts, stateSchemaVersion: this.options.stateSchemaVersion, state, dedupe: [] });
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      try {
+        if (this.#fencing) {
+          const { rows } = await client.query(this.#sql.checkLease, [sid, this.nodeId, held.epoch]);
+          if (rows.length === 0) throw new ArborError(ErrorCodes.FENCED, `seed of session ${sid}: not written, node ${this.nodeId} no longer holds the lease`, { sessionId: sid, epoch: held.epoch });
+        }
+        // The primary key refuses a second seed of the same session from another node.
+        await client.query(this.#sql.seedSnapshot, [sid, seq, ts, this.options.stateSchemaVersion, body.length, body]);
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        if (err instanceof ArborError) throw err;
+        if ((err as { code?: unknown }).code === '23505') throw new ArborError(ErrorCodes.SESSION_EXISTS, `session ${sid} already exists`, { sessionId: sid });
+        throw new ArborError(ErrorCodes.IO_ERROR, `seed of session ${sid} at seq ${seq} failed: ${(err as Error).message}`, { sessionId: sid, seq }, { cause: err });
+      }
+    } finally {
+      client.release();
+    }
+    if (this.#held.get(sid) === held) {
+      held.lastSeq = seq;
+      held.durableSeq = seq;
+    }
+  }
+
   async snapshotSeq(sid: string): Promise<number> {
     assertSessionId(sid);
     this.#assertOpen();
@@ -900,6 +989,11 @@ function statements(q: string) {
     checkLease: `SELECT 1 FROM ${q}.leases WHERE sid = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`,
     snapshots: `SELECT seq, body, state_schema_version FROM ${q}.snapshots WHERE sid = $1 ORDER BY seq DESC`,
     snapshotSeq: `SELECT max(seq) AS max FROM ${q}.snapshots WHERE sid = $1`,
+    snapshotsUpTo: `SELECT seq, body, state_schema_version FROM ${q}.snapshots WHERE sid = $1 AND seq <= $2 ORDER BY seq DESC`,
+    eventsBetween: `SELECT seq, ts, type, v, data, cid FROM ${q}.events WHERE sid = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq`,
+    oldestSeq: `SELECT least((SELECT min(seq) FROM ${q}.snapshots WHERE sid = $1), (SELECT min(seq) - 1 FROM ${q}.events WHERE sid = $1)) AS oldest`,
+    seedSnapshot: `INSERT INTO ${q}.snapshots (sid, seq, ts, state_schema_version, bytes, body) VALUES ($1, $2, $3, $4, $5, $6)`,
+    listSessions: `SELECT sid, max(seq) AS seq FROM (SELECT sid, max(seq) AS seq FROM ${q}.events GROUP BY sid UNION ALL SELECT sid, max(seq) AS seq FROM ${q}.snapshots GROUP BY sid) AS s GROUP BY sid`,
     insertSnapshot: `
       INSERT INTO ${q}.snapshots (sid, seq, ts, state_schema_version, bytes, body) VALUES ($1, $2, $3, $4, $5, $6)
       ON CONFLICT (sid, seq) DO UPDATE SET ts = excluded.ts, state_schema_version = excluded.state_schema_version, bytes = excluded.bytes, body = excluded.body`,

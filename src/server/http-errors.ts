@@ -40,6 +40,7 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.INVALID_INPUT]: { status: 400, retryAfter: false },
   [ErrorCodes.UNKNOWN_COMMAND]: { status: 400, retryAfter: false },
   [ErrorCodes.SEQ_CONFLICT]: { status: 409, retryAfter: false },
+  [ErrorCodes.SESSION_EXISTS]: { status: 409, retryAfter: false },
   [ErrorCodes.NOTHING_TO_RETRY]: { status: 409, retryAfter: false },
   // The idempotency key was used before for another message: like Stripe's, a changed body is refused.
   [ErrorCodes.IDEMPOTENCY_MISMATCH]: { status: 409, retryAfter: false },

@@ -11,6 +11,7 @@ export interface SessionHost {
   /** True once close() has begun: intake stops. */
   readonly closing: boolean;
   readonly backend: SessionBackend<SessionState>;
+  fork(sid: string, options: { id?: string; atSeq?: number }): Promise<Session>;
 }
 
 /** Runtime-internal: tells a session handle the state its session was dropped from memory with. */
@@ -129,6 +130,16 @@ export class Session {
    */
   events(options: { fromSeq?: number } = {}): Promise<JournalRecord[]> {
     return this.#arbor.backend.read(this.id, options.fromSeq ?? 1);
+  }
+
+  /**
+   * A new session (same tenant) holding this one's state as it stood after
+   * event `atSeq` (default: the last): see `arbor.fork`. `id` is the new
+   * session's id (default: a random UUID).
+   */
+  fork(options: { id?: string; atSeq?: number } = {}): Promise<Session> {
+    if (this.#arbor.closing) return Promise.reject(new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new commands`, { sessionId: this.id }));
+    return this.#arbor.fork(this.id, options);
   }
 
   /** Resolves when the commands queued so far and every answer they started have ended (completed or interrupted). */
