@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { mockReplyChunks } from '../../src/llm/mock-provider.ts';
-import { runCliWithInput } from '../ops/run-cli.ts';
+import { repoRoot, runCliWithInput } from '../ops/run-cli.ts';
 import { startServe } from '../helpers/serve-process.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -68,6 +69,31 @@ test('arbor chat --url against a real server: the answer streams, a turn cut by 
     assert.doesNotMatch(local.stderr, /\n\s+at /, 'no stack trace');
   } finally {
     await server.stop('SIGTERM');
+    cleanup();
+  }
+});
+
+// util-linux `script` gives the chat a pseudo-terminal (where it shows a prompt and reads typed lines).
+const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
+
+test('arbor chat in a pseudo-terminal: a prompt, the streamed answer, /history, /quit', { skip: hasScript ? false : 'no util-linux script(1) for a pseudo-terminal' }, async () => {
+  const { dir, cleanup } = tempDir('arbor-chat-');
+  try {
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ARBOR_')));
+    const command = `${JSON.stringify(process.execPath)} --import tsx src/cli/main.ts chat tty --data-dir ${JSON.stringify(join(dir, 'data'))}`;
+    const child = spawn('script', ['-qfec', command, '/dev/null'], { cwd: repoRoot, env: { ...clean, ARBOR_MOCK_CHUNK_DELAY_MS: '0' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    // Typed ahead: the terminal holds the lines until the chat reads them; stdin stays open (a closed one hangs up the terminal).
+    child.stdin.write('hello\r/history\r/quit\r');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.stdin.destroy();
+    const text = out.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '');
+    assert.equal(code, 0, text);
+    assert.match(text, /you> /, 'a prompt');
+    assert.ok(text.includes(`assistant> ${answer('hello')}\n`), text);
+    assert.ok(text.includes(`you> hello\nassistant> ${answer('hello')}\n`), `the history:\n${text}`);
+  } finally {
     cleanup();
   }
 });
