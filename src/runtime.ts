@@ -337,9 +337,10 @@ export class Arbor {
    * `atSeq` (beyond the source's seq, below 1, or no longer held: its events
    * were compacted and no kept snapshot lies at or below it), with
    * ARBOR_SESSION_EXISTS when `id` is taken, ARBOR_INVALID_SESSION_ID for a
-   * bad `id`. The source is not changed otherwise.
+   * bad `id`. The source is not changed otherwise. `tenant`: the fork's
+   * tenant (default: the source's id space).
    */
-  async fork(sid: string, options: { id?: string; atSeq?: number } = {}): Promise<Session> {
+  async fork(sid: string, options: { id?: string; atSeq?: number; tenant?: string } = {}): Promise<Session> {
     this.#assertOpen();
     assertSessionId(sid);
     const { tag } = parseStorageId(sid);
@@ -347,7 +348,8 @@ export class Arbor {
     assertSessionId(id);
     if (isTenantStorageId(id)) throw new ArborError(ErrorCodes.INVALID_SESSION_ID, `invalid session id ${JSON.stringify(id)}: ids of the form __t<tag>_… are reserved`, { field: 'id', sessionId: id });
     if (tag !== '' && id.length > MAX_TENANT_SESSION_ID_CHARS) storageSessionId(id, 'x'); // throws, naming the limit
-    const forkSid = tag === '' ? id : `__t${tag}_${id}`;
+    // In the tenant given (the server's caller), else in the source's own id space.
+    const forkSid = options.tenant !== undefined ? storageSessionId(id, options.tenant) : tag === '' ? id : `__t${tag}_${id}`;
     const source = this.#session(sid);
     const current = await source.load();
     if (current.seq === 0) throw new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid} has no event: there is nothing to fork`, { field: 'sessionId', sessionId: sid });

@@ -4,7 +4,7 @@ import { routePath } from 'hono/route';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { ArborError, assertSessionId, ErrorCodes, isArborError, isSessionId, parseEventData, type Arbor, type JournalRecord, type Session, type SessionState, type SessionUpdate } from '../index.ts';
+import { ArborError, assertSessionId, ErrorCodes, isArborError, isSessionId, isTenantStorageId, parseEventData, publicSessionId, storageSessionId, type Arbor, type JournalRecord, type Session, type SessionState, type SessionUpdate } from '../index.ts';
 import type { PrometheusMetrics } from './prometheus.ts';
 import { TokenAuthenticator } from './auth.ts';
 import type { HealthChecker } from './health.ts';
@@ -52,26 +52,44 @@ export interface SessionView {
   seq: number;
   status: 'idle' | 'streaming';
   streaming?: { messageId: string; requestMessageId: string };
-  messages: { id: string; role: string; content: string; seq: number; metadata?: Readonly<Record<string, unknown>> }[];
+  messages: MessageView[];
   config: Record<string, unknown>;
+  /** the session this one was forked from (docs/sessions-api.md) */
+  forkedFrom?: { id: string; atSeq: number };
+  /** forks made of this session */
+  forks?: { id: string; atSeq: number }[];
 }
 
-export function sessionView(state: SessionState): SessionView {
+type MessageView = { id: string; role: string; content: string; seq: number; metadata?: Readonly<Record<string, unknown>> };
+
+function messageView(m: SessionState['messages'][number]): MessageView {
+  return { id: m.id, role: m.role, content: m.content, seq: m.seq, ...(m.metadata === undefined ? {} : { metadata: m.metadata }) };
+}
+
+/** The session as clients see it; `newest`: only the newest that many messages (`?messages=<n>`), else all. */
+export function sessionView(state: SessionState, newest?: number): SessionView {
   const config: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(state.config)) if (!key.startsWith(RESERVED_PREFIX)) config[key] = value;
+  const messages = newest === undefined ? state.messages : newest === 0 ? [] : state.messages.slice(-newest);
   return {
-    id: state.id,
+    id: publicSessionId(state.id),
     seq: state.seq,
     status: state.stream.status,
     ...(state.stream.status === 'streaming' ? { streaming: { messageId: state.stream.messageId, requestMessageId: state.stream.requestMessageId } } : {}),
-    messages: state.messages.map((m) => ({ id: m.id, role: m.role, content: m.content, seq: m.seq, ...(m.metadata === undefined ? {} : { metadata: m.metadata }) })),
+    messages: messages.map(messageView),
     config,
+    ...(state.forkedFrom === undefined ? {} : { forkedFrom: { id: publicSessionId(state.forkedFrom.sessionId), atSeq: state.forkedFrom.atSeq } }),
+    ...(state.forks === undefined ? {} : { forks: state.forks.map((f) => ({ id: publicSessionId(f.sessionId), atSeq: f.atSeq })) }),
   };
 }
 
 const CreateBody = z.strictObject({
   id: z.string().optional(),
   config: z.record(z.string(), z.unknown()).optional(),
+});
+const ForkBody = z.strictObject({
+  id: z.string().optional(),
+  atSeq: z.int().optional(),
 });
 const MessageBody = z.strictObject({
   content: z.string(),
@@ -151,9 +169,29 @@ function isReservedConfigEvent(e: JournalRecord): boolean {
   return e.type === 'session_config_changed' && String((e.data as { key?: unknown }).key).startsWith(RESERVED_PREFIX);
 }
 
-function eventMessage(e: JournalRecord): { id: string; event: string; data: string } {
-  return { id: String(e.seq), event: e.type, data: JSON.stringify({ seq: e.seq, type: e.type, ts: e.ts, data: e.data }) };
+/** An event's data as clients see it: the sessions a fork link names by the ids their tenant knows. */
+function publicEventData(e: JournalRecord): unknown {
+  const d = e.data as Record<string, unknown>;
+  if (e.type === 'forked_from' && typeof d.sourceId === 'string') return { ...d, sourceId: publicSessionId(d.sourceId) };
+  if (e.type === 'fork_created' && typeof d.forkId === 'string') return { ...d, forkId: publicSessionId(d.forkId) };
+  return e.data;
 }
+
+function eventMessage(e: JournalRecord): { id: string; event: string; data: string } {
+  return { id: String(e.seq), event: e.type, data: JSON.stringify({ seq: e.seq, type: e.type, ts: e.ts, data: publicEventData(e) }) };
+}
+
+/** An optional integer query parameter within [min, max]; anything else is a 400 naming it. */
+function intQuery(c: Context, name: string, min: number, max: number): number | undefined {
+  const raw = c.req.query(name);
+  if (raw === undefined) return undefined;
+  if (!/^[0-9]{1,15}$/.test(raw) || Number(raw) < min || Number(raw) > max) throw invalid(name, `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw.slice(0, 40))}`);
+  return Number(raw);
+}
+
+/** Page sizes of the list, messages and events routes. */
+const MAX_PAGE = 200;
+const DEFAULT_PAGE = 50;
 
 /** The HTTP API of DESIGN §7 on Hono: sessions, messages, SSE, retry, /health and /metrics. */
 export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex } {
@@ -207,8 +245,17 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
    */
   const node = deps.node;
   const route = async (c: Context<Env>, next: () => Promise<void>): Promise<Response | void> => {
-    const id = c.req.param('id');
-    if (node === undefined || id === undefined || !isSessionId(id)) return next();
+    const raw = c.req.param('id');
+    if (node === undefined || raw === undefined || !isSessionId(raw) || isTenantStorageId(raw)) return next();
+    let id: string;
+    try {
+      id = sidOf(c, raw);
+      // A session the tenant created under its own id, before tenants had their own id space.
+      const legacy = legacyId(c, raw);
+      if (legacy !== undefined && !(await arbor.backend.exists(id)) && (await arbor.backend.exists(legacy))) id = legacy;
+    } catch {
+      return next(); // the handler meets and reports it
+    }
     const forwardedBy = c.req.header(FORWARDED_BY_HEADER);
     for (let attempt = 1; ; attempt += 1) {
       const askedAt = performance.now();
@@ -253,20 +300,52 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
 
 
   /**
+   * The storage id of session `id` of the request's tenant: each tenant has
+   * its own id space (docs/sessions-api.md). Without tokens (one tenant) the
+   * id itself. Ids of the storage form `__t<tag>_…` are refused (400).
+   */
+  function sidOf(c: Context<Env>, id: string): string {
+    assertSessionId(id);
+    if (isTenantStorageId(id)) throw new ArborError(ErrorCodes.INVALID_SESSION_ID, `invalid session id ${JSON.stringify(id.slice(0, 40))}: ids of the form __t<tag>_… are reserved`, { field: 'id', sessionId: id });
+    return auth.enabled ? storageSessionId(id, c.get('tenant')) : id;
+  }
+
+  /** Where a tenant's session `id` was stored before tenants had their own id space (its own id), when that differs from sidOf. */
+  function legacyId(c: Context<Env>, id: string): string | undefined {
+    return auth.enabled && sidOf(c, id) !== id ? id : undefined;
+  }
+
+  /** Whether session `sid` is stored under its own id and its recorded tenant is the request's (a session of that tenant from before per-tenant ids). */
+  async function ownedLegacy(c: Context<Env>, sid: string): Promise<boolean> {
+    try {
+      if (!(await arbor.exists(sid))) return false;
+      return (await arbor.session(sid).load()).config[TENANT_CONFIG_KEY] === c.get('tenant');
+    } catch (err) {
+      if (isArborError(err, ErrorCodes.NOT_OWNER)) return false;
+      throw err;
+    }
+  }
+
+  /**
    * The session `id` of the request's tenant. Another tenant's session is 404,
-   * exactly like a missing one, so ids cannot be probed across tenants.
-   * Without tokens every session is served, including those the library wrote.
+   * exactly like a missing one, so ids cannot be probed across tenants (and
+   * another tenant's `id` is another session anyway). Without tokens every
+   * session stored under its own id is served, including those the library wrote.
    */
   async function find(c: Context<Env>, use: 'read' | 'write'): Promise<{ session: Session; state: SessionState }> {
-    const id = c.req.param('id')!;
-    assertSessionId(id);
-    const notFound = new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${id} not found`);
+    const requested = c.req.param('id')!;
+    let id = sidOf(c, requested);
+    const notFound = new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${requested} not found`);
     // On PostgreSQL asking took the lease of a session that does not exist: it is handed back, so any node can create it.
     const missing = async (): Promise<never> => {
       if (deps.node !== undefined) await arbor.passivate(id).catch(() => false);
       throw notFound;
     };
-    if (!(await arbor.exists(id))) return missing();
+    if (!(await arbor.exists(id))) {
+      const legacy = legacyId(c, requested);
+      if (legacy === undefined || !(await arbor.exists(legacy))) return missing();
+      id = legacy;
+    }
     const session = arbor.session(id);
     // A read gets the session recovered (first access after a restart) or loaded back (passivated) first.
     // A write needs only its tenant, which never changes: any state this process knows of the session
@@ -275,7 +354,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     const state = known !== undefined && known.seq > 0 ? known : await session.load();
     if (state.seq === 0) return missing();
     // An open server (no tokens) has one tenant: it also serves sessions written without the server.
-    if (auth.enabled && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
+    // A tenant's storage id proves its tenant; a session under its own id must have recorded the tenant.
+    if (auth.enabled && !isTenantStorageId(id) && state.config[TENANT_CONFIG_KEY] !== c.get('tenant')) throw notFound;
     return { session, state };
   }
 
@@ -307,8 +387,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
 
   app.post('/v1/sessions', async (c) => {
     const body = parseBody(CreateBody, await readJson(c, maxBodyBytes));
-    const id = body.id ?? randomUUID();
-    assertSessionId(id);
+    const requested = body.id ?? randomUUID();
+    const id = sidOf(c, requested);
     const config = Object.entries(body.config ?? {});
     for (const [key, newValue] of config) {
       if (key.startsWith(RESERVED_PREFIX)) throw invalid(`config.${key}`, `config key ${JSON.stringify(key)} is reserved (keys starting with "${RESERVED_PREFIX}")`);
@@ -321,7 +401,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     }
     await assertWritable();
     // Claimed before the existence check's await, so two concurrent creates cannot both pass.
-    if (creating.has(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
+    if (creating.has(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${requested} already exists`);
     creating.add(id);
     try {
       // On PostgreSQL a session another node holds exists too.
@@ -329,7 +409,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
         if (isArborError(err) && err.code === ErrorCodes.NOT_OWNER) return true;
         throw err;
       });
-      if (exists) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} already exists`);
+      const legacy = legacyId(c, requested);
+      if (exists || (legacy !== undefined && (await ownedLegacy(c, legacy)))) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${requested} already exists`);
       const session = arbor.session(id);
       streams.watch(session);
       await session.changeConfig(TENANT_CONFIG_KEY, c.get('tenant'));
@@ -340,9 +421,61 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     }
   });
 
+  app.get('/v1/sessions', async (c) => {
+    const limit = intQuery(c, 'limit', 1, MAX_PAGE);
+    const cursor = c.req.query('cursor');
+    // Without tokens, the one id space of the open server; with them, the caller's tenant only.
+    const page = await arbor.sessions({ ...(auth.enabled ? { tenant: c.get('tenant') } : {}), ...(limit === undefined ? {} : { limit }), ...(cursor === undefined ? {} : { cursor }) });
+    return c.json(page);
+  });
+
   app.get('/v1/sessions/:id', async (c) => {
+    const newest = intQuery(c, 'messages', 0, Number.MAX_SAFE_INTEGER);
     const { state } = await find(c, 'read');
-    return c.json(sessionView(state));
+    return c.json(sessionView(state, newest));
+  });
+
+  app.get('/v1/sessions/:id/messages', async (c) => {
+    const limit = intQuery(c, 'limit', 1, MAX_PAGE) ?? DEFAULT_PAGE;
+    const before = intQuery(c, 'before', 1, Number.MAX_SAFE_INTEGER);
+    const { state } = await find(c, 'read');
+    // Messages are in seq order: the page is the `limit` newest below `before`, oldest first.
+    const all = state.messages;
+    let end = all.length;
+    if (before !== undefined) {
+      let lo = 0;
+      while (lo < end) {
+        const mid = (lo + end) >>> 1;
+        if (all[mid]!.seq < before) lo = mid + 1;
+        else end = mid;
+      }
+    }
+    const start = Math.max(0, end - limit);
+    return c.json({ messages: all.slice(start, end).map(messageView), nextBefore: start > 0 ? all[start]!.seq : null });
+  });
+
+  app.get('/v1/sessions/:id/events', async (c) => {
+    const limit = intQuery(c, 'limit', 1, MAX_PAGE) ?? DEFAULT_PAGE;
+    const fromSeq = intQuery(c, 'fromSeq', 1, Number.MAX_SAFE_INTEGER) ?? 1;
+    const { session } = await find(c, 'read');
+    // The events still held (older ones were compacted into snapshots); the server's own tenant record is not shown.
+    const held = await session.events({ fromSeq });
+    const visible = held.filter((e) => !isReservedConfigEvent(e));
+    const page = visible.slice(0, limit);
+    return c.json({
+      events: page.map((e) => ({ seq: e.seq, type: e.type, ts: e.ts, data: publicEventData(e) })),
+      nextFromSeq: visible.length > limit ? page.at(-1)!.seq + 1 : null,
+    });
+  });
+
+  app.post('/v1/sessions/:id/fork', async (c) => {
+    const { session } = await find(c, 'write');
+    const body = parseBody(ForkBody, await readJson(c, maxBodyBytes));
+    if (body.id !== undefined) sidOf(c, body.id);
+    await assertWritable();
+    const fork = await arbor.fork(session.id, { ...(body.id === undefined ? {} : { id: body.id }), ...(body.atSeq === undefined ? {} : { atSeq: body.atSeq }), ...(auth.enabled ? { tenant: c.get('tenant') } : {}) });
+    streams.watch(fork);
+    return c.json(sessionView(fork.state), 201);
   });
 
   app.post('/v1/sessions/:id/messages', async (c) => {
@@ -366,8 +499,9 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   app.get('/v1/sessions/:id/stream', async (c) => {
     const { session } = await find(c, 'read');
     const resume = parseLastEventId(c.req.header('last-event-id') ?? c.req.query('lastEventId'));
+    const newest = intQuery(c, 'messages', 0, Number.MAX_SAFE_INTEGER);
     streams.watch(session);
-    return streamSSE(c, (stream) => runStream(stream, session, resume));
+    return streamSSE(c, (stream) => runStream(stream, session, resume, newest));
   });
 
   /**
@@ -375,7 +509,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
    * the client missed after its Last-Event-ID, then forward live updates,
    * skipping any the replay already sent: every update exactly once.
    */
-  async function runStream(stream: SSEStreamingApi, session: Session, resume: Resume): Promise<void> {
+  async function runStream(stream: SSEStreamingApi, session: Session, resume: Resume, newest?: number): Promise<void> {
     const queue: SessionUpdate[] = [];
     let wake: (() => void) | undefined;
     let overflow = false;
@@ -407,7 +541,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     };
     try {
       const plan = await planReplay(session, resume, streams);
-      if (plan.reset !== undefined) await stream.writeSSE({ id: String(plan.reset.seq), event: 'state', data: JSON.stringify(sessionView(plan.reset)) });
+      if (plan.reset !== undefined) await stream.writeSSE({ id: String(plan.reset.seq), event: 'state', data: JSON.stringify(sessionView(plan.reset, newest)) });
       lastSeq = plan.clientSeq;
       if (resume.kind === 'chunk') sentChunk.set(resume.messageId, resume.index);
       for (const u of plan.updates) await send(u);
@@ -427,11 +561,24 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     }
   }
 
+  /**
+   * GET /health. Its details name sessions (the recovery probe's) of every
+   * tenant, so once the server has tokens (tenants' or operators') only an
+   * operator's token (`operatorTokens`) sees them; anyone else, tenants
+   * included, gets the statuses alone. An open server (no tokens at all) has
+   * one tenant, who can read every session anyway: it shows everything.
+   */
   app.get('/health', async (c) => {
     const report = await health.check();
+    const code = report.status === 'fail' ? 503 : 200;
+    const open = !auth.enabled && !auth.hasOperators;
+    if (!open && !auth.isOperator(c.req.header('authorization'))) {
+      const checks = Object.fromEntries(Object.entries(report.checks).map(([name, check]) => [name, { status: check.status }]));
+      return c.json({ status: report.status, checks }, code);
+    }
     // On several nodes: which node answered, and how many sessions it lost to others (taken over, or fenced).
     const body = node === undefined ? report : { ...report, node: { id: node.nodeId, address: node.nodeAddress ?? null, sessionsLost: arbor.health().sessions.lost } };
-    return c.json(body, report.status === 'fail' ? 503 : 200);
+    return c.json(body, code);
   });
 
   app.get('/metrics', async (c) => {

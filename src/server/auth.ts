@@ -17,9 +17,28 @@ export function hashToken(token: string): string {
  */
 export class TokenAuthenticator {
   readonly #entries: readonly { tenant: string; hash: Buffer }[];
+  readonly #operators: readonly Buffer[];
 
-  constructor(tokens: readonly TokenEntry[]) {
+  /** `operatorHashes`: SHA-256 hashes of the operators' tokens (option `operatorTokens`), who see /health in full. */
+  constructor(tokens: readonly TokenEntry[], operatorHashes: readonly string[] = []) {
     this.#entries = tokens.map((t) => ({ tenant: t.tenant, hash: Buffer.from(t.sha256, 'hex') }));
+    this.#operators = operatorHashes.map((h) => Buffer.from(h, 'hex'));
+  }
+
+  /** Whether operator tokens are configured. */
+  get hasOperators(): boolean {
+    return this.#operators.length > 0;
+  }
+
+  /** Whether the request's Authorization header carries an operator's token (compared like tenants' tokens: every hash, in constant time). */
+  isOperator(authorization: string | undefined): boolean {
+    if (this.#operators.length === 0) return false;
+    const match = /^Bearer ([\x21-\x7e]{1,4096})$/.exec(authorization ?? '');
+    if (match === null) return false;
+    const presented = createHash('sha256').update(match[1]!, 'utf8').digest();
+    let found = false;
+    for (const hash of this.#operators) if (timingSafeEqual(presented, hash)) found = true;
+    return found;
   }
 
   /** False: every request belongs to {@link OPEN_TENANT}. */

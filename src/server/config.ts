@@ -59,6 +59,8 @@ export interface ArborConfig {
   port: number;
   tokens: readonly TokenEntry[];
   tokensFile: string | undefined;
+  /** SHA-256 hashes (lowercase hex) of the operators' bearer tokens: they see /health in full. */
+  operatorTokens: readonly string[];
   maxBodyBytes: number;
   maxHeaderBytes: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -81,7 +83,7 @@ export interface ArborConfig {
   leaseMs: number;
 }
 
-type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens';
+type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens' | 'hashes';
 
 interface OptionSpec {
   kind: Kind;
@@ -150,6 +152,13 @@ export const OPTION_SPECS = {
     secret: true,
   },
   tokensFile: { ...path(undefined, 'a file of bearer tokens, added to `tokens`: a JSON array `[{"tenant", "sha256"}]` or lines `tenant:sha256hex` (# comments)'), flag: '--tokens-file <file>' },
+  operatorTokens: {
+    kind: 'hashes',
+    default: [],
+    accepts: 'env: `sha256hex,…`; file: `["sha256hex", …]` (64 lowercase hex digits each)',
+    meaning: "operators' bearer tokens, as SHA-256 hashes: with one, GET /health shows every detail (sessions included); without, only statuses",
+    secret: true,
+  },
   maxBodyBytes: int(1024 * 1024, 1, 256 * 1024 * 1024, 'largest request body (HTTP 413 beyond)'),
   maxHeaderBytes: int(16 * 1024, 1024, 1024 * 1024, 'largest request head (HTTP 431 beyond)'),
   logLevel: { ...oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'log level (one line per request at debug)'), flag: '--log-level <level>' },
@@ -262,6 +271,8 @@ function schemaOf(spec: OptionSpec): z.ZodType {
       return z.enum(spec.values as [string, ...string[]]);
     case 'tokens':
       return z.array(z.strictObject({ tenant: z.string().regex(TENANT), sha256: z.string().regex(SHA256_HEX) }));
+    case 'hashes':
+      return z.array(z.string().regex(SHA256_HEX));
   }
 }
 
@@ -278,6 +289,8 @@ function fromEnvText(spec: OptionSpec, raw: string): unknown {
       if (raw === 'true' || raw === '1') return true;
       if (raw === 'false' || raw === '0') return false;
       return raw;
+    case 'hashes':
+      return raw.split(',').map((h) => h.trim()).filter((h) => h !== '');
     case 'tokens':
       return raw.split(',').filter((s) => s.trim() !== '').map((entry) => {
         const at = entry.lastIndexOf(':');
@@ -305,6 +318,7 @@ function shown(option: OptionName, value: unknown): string {
     // Hashes are not secrets, but a plain token pasted by mistake would be: show only its shape.
     return `[${value.map((t) => (typeof t === 'object' && t !== null ? `{tenant: ${JSON.stringify((t as TokenEntry).tenant)}, sha256: <${String((t as TokenEntry).sha256).length} chars>}` : `<${String(t).length} chars>`)).join(', ')}]`;
   }
+  if (OPTION_SPECS[option].kind === 'hashes' && Array.isArray(value)) return `[${value.map((h) => `<${String(h).length} chars>`).join(', ')}]`;
   if ((OPTION_SPECS[option] as OptionSpec).secret) return '<hidden>';
   return JSON.stringify(value);
 }
@@ -419,7 +433,7 @@ export function resolveConfig(input: LoadConfigInput = {}): ResolvedConfig {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  const config = Object.freeze({ ...(values as unknown as ArborConfig), tokens: Object.freeze((values.tokens as TokenEntry[]).map((t) => Object.freeze({ ...t }))) });
+  const config = Object.freeze({ ...(values as unknown as ArborConfig), tokens: Object.freeze((values.tokens as TokenEntry[]).map((t) => Object.freeze({ ...t }))), operatorTokens: Object.freeze([...(values.operatorTokens as string[])]) });
   return { config, sources: Object.freeze(sources as Record<OptionName, ConfigSource>), warnings: unknownEnvWarnings(env) };
 }
 
@@ -483,7 +497,7 @@ export function optionsHelp(): string {
 
 /** The options that only the server and CLI use (never passed to createArbor). */
 export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
-  'host', 'port', 'tokens', 'tokensFile', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
+  'host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
   'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'mockChunks', 'mockChunkDelayMs',
   // mapped to createArbor's `postgres` option by toArborOptions
   'databaseUrl', 'pgSchema', 'nodeId', 'nodeAddress', 'leaseMs',

@@ -118,7 +118,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   setMaxListeners(0, shutdown.signal);
   const { app, streams } = createApp({
     arbor,
-    auth: new TokenAuthenticator(config.tokens),
+    auth: new TokenAuthenticator(config.tokens, config.operatorTokens),
     health,
     metrics,
     logger,

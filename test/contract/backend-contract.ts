@@ -264,4 +264,65 @@ export function backendContract(name: string, makeStorage: () => Promise<Backend
     b = await reopen();
     assert.equal((await b.loadSession('s'))?.seq, 2);
   });
+
+  contractTest('listSessions names every stored session with its newest seq, and takes no lease', async ({ backend, reopen }) => {
+    let b = backend();
+    for (const sid of ['l1', 'l2']) await b.loadSession(sid);
+    for (let i = 1; i <= 3; i += 1) await b.append(ev('l1', i));
+    await b.append(ev('l2', 1));
+    await b.snapshot('l2', replay([1]), 1);
+    // when listed, and again after a reopen (nothing loaded)
+    const sorted = (xs: { sid: string; seq: number }[]) => [...xs].sort((x, y) => x.sid.localeCompare(y.sid));
+    assert.deepEqual(sorted(await b.listSessions()), [{ sid: 'l1', seq: 3 }, { sid: 'l2', seq: 1 }]);
+    b = await reopen();
+    assert.deepEqual(sorted(await b.listSessions()), [{ sid: 'l1', seq: 3 }, { sid: 'l2', seq: 1 }]);
+    // then a session only listed or peeked can still be loaded and written (no lease was taken)
+    assert.deepEqual((await b.peekSession('l1'))?.state, replay([1, 2, 3]));
+    await b.loadSession('l1');
+    assert.equal((await b.append(ev('l1', 4))).seq, 4);
+  });
+
+  contractTest('peekSession rebuilds the state at a seq from a kept snapshot and held events, and names the oldest reachable seq otherwise', async ({ backend }) => {
+    const b = backend();
+    assert.equal(await b.peekSession('nothing'), undefined);
+    await b.loadSession('p');
+    for (let i = 1; i <= 9; i += 1) {
+      await b.append(ev('p', i));
+      if (i % 3 === 0) await b.snapshot('p', replay(Array.from({ length: i }, (_, k) => k + 1)), i);
+    }
+    // snapshots at 6 and 9 are kept (two per session): each kept snapshot's seq is reachable, and every seq from the newest on
+    const upTo = (n: number) => replay(Array.from({ length: n }, (_, k) => k + 1));
+    for (const at of [6, 9]) {
+      const peeked = await b.peekSession('p', at);
+      assert.equal(peeked?.seq, at);
+      assert.deepEqual(peeked?.state, upTo(at));
+    }
+    // between kept snapshots it depends on what the backend still holds (PostgreSQL: the events after the oldest kept
+    // snapshot; files: the records after the newest): the right state, or the refusal naming atSeq
+    for (const at of [7, 8]) {
+      const peeked = await b.peekSession('p', at).catch((err: unknown) => err);
+      if (peeked instanceof Error) assert.equal((peeked as { details?: { field?: unknown } }).details?.field, 'atSeq');
+      else assert.deepEqual((peeked as { state?: unknown } | undefined)?.state, upTo(at));
+    }
+    assert.equal((await b.peekSession('p'))?.seq, 9);
+    // when a point before the oldest kept snapshot is asked for
+    const err = await rejectsWith(b.peekSession('p', 4), 'ARBOR_INVALID_INPUT', { field: 'atSeq', atSeq: 4 });
+    assert.equal(err.details.oldestSeq, 6);
+  });
+
+  contractTest('seedSession starts a new session from a state at a seq; the next append follows it; an existing one is refused', async ({ backend, reopen }) => {
+    let b = backend();
+    await b.seedSession('seeded', replay([1, 2, 3, 4]), 4);
+    await b.loadSession('seeded');
+    assert.equal((await b.append(ev('seeded', 5))).seq, 5);
+    await rejectsWith(b.seedSession('seeded', replay([]), 1), 'ARBOR_SESSION_EXISTS');
+    await b.loadSession('other');
+    await b.append(ev('other', 1));
+    await rejectsWith(b.seedSession('other', replay([]), 3), 'ARBOR_SESSION_EXISTS');
+    // then after a reopen it rebuilds from the seed and its own events
+    b = await reopen();
+    const loaded = await b.loadSession('seeded');
+    assert.deepEqual([loaded?.seq, loaded?.state], [5, replay([1, 2, 3, 4, 5])]);
+    assert.deepEqual((await b.read('seeded')).map((r) => r.seq), [5]);
+  });
 }

@@ -40,7 +40,7 @@ test('arbor chat on a data directory: streams the answer, /history, and the next
   }
 });
 
-test('arbor chat --url against a real server: the answer streams, a turn cut by kill -9 comes back as a notice, /retry answers it; without --url the held data directory is refused with advice', async () => {
+test('arbor chat --url against a real server: the answer streams, a turn cut by kill -9 comes back as a notice, /retry answers it; arbor sessions --url lists it; without --url the held data directory is refused with advice', async () => {
   const { dir, cleanup } = tempDir('arbor-chat-');
   const dataDir = join(dir, 'data');
   // given a server that answers slowly, killed with -9 in the middle of an answer
@@ -60,6 +60,13 @@ test('arbor chat --url against a real server: the answer streams, a turn cut by 
     // /stop is answered: the running answer is stopped, or this build says it cannot stop one
     assert.match(r.stdout, /\[notice\] (this runtime cannot stop an answer yet|.*stopped)/);
     assert.ok(r.stdout.includes(`you> hi\nassistant> ${answer('hi')}\n`), 'the history');
+
+    // arbor sessions against the server: GET /v1/sessions
+    const listed = await runCliWithInput(['sessions', '--url', server.url, '--json'], '');
+    assert.equal(listed.code, 0, listed.stderr);
+    const page = JSON.parse(listed.stdout) as { sessions: { id: string; messageCount: number }[] };
+    assert.deepEqual(page.sessions.map((s) => s.id), ['desk']);
+    assert.ok(page.sessions[0]!.messageCount >= 5, listed.stdout);
 
     // the data directory is held by the server: the chat says to use --url
     const local = await runCliWithInput(['chat', 'desk', '--data-dir', dataDir], 'hi\n');
