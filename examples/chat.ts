@@ -5,9 +5,17 @@
  * is a clean shutdown; `kill -9` is a crash) and the next run shows the
  * interrupted turn and retries it.
  */
-import { createArbor, INTERRUPTED_NOTICE_CONTENT } from '../src/index.ts';
+import { createArbor, INTERRUPTED_NOTICE_CONTENT, isArborError, type Arbor } from '../src/index.ts';
 
-const arbor = await createArbor({ dataDir: process.env.ARBOR_DATA_DIR ?? './data' });
+let arbor: Arbor;
+try {
+  arbor = await createArbor({ dataDir: process.env.ARBOR_DATA_DIR ?? './data' });
+} catch (err) {
+  // Another process (often `arbor serve`) holds the data directory: say who and what to do, without a stack trace.
+  if (!isArborError(err, 'ARBOR_LOCKED')) throw err;
+  console.error(`demo: ${err.message}`);
+  process.exit(1);
+}
 const chat = arbor.session('demo');
 await chat.load(); // recovered on first access; every other session is recovered in the background
 console.log(`"demo" has ${chat.state.messages.length} message(s)`);

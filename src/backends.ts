@@ -6,11 +6,13 @@
  */
 import type { SessionBackend } from './backend/backend.ts';
 import type { RecoveryHooks } from './backend/replay.ts';
-import type { StoreOptions } from './file/options.ts';
+import { DEFAULT_STORE_OPTIONS, type StoreOptions } from './file/options.ts';
 import { Store, type RecoveryReport } from './file/store.ts';
 import { openPgBackend, type PgBackendInternals, type PgBackendOptions } from './postgres/index.ts';
 
 export type { StoreOptions } from './file/options.ts';
+/** The storage engine's option names (createArbor takes them beside the runtime's). */
+export const STORE_OPTION_NAMES: readonly string[] = Object.freeze(Object.keys(DEFAULT_STORE_OPTIONS));
 export type { RecoveryReport } from './file/store.ts';
 
 /** How to reach PostgreSQL (the runtime supplies the hooks). */

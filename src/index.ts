@@ -4,7 +4,7 @@
  * `arbor-runtime/testing`, operations tooling in `arbor-runtime/ops`, the HTTP
  * server in `arbor-runtime/server`.
  */
-export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, type ArborOptions, type RuntimeOptions, type ArborHealth, type ArborWritable, type RecoveryProbe } from './runtime.ts';
+export { createArbor, Arbor, Session, DEFAULT_RUNTIME_OPTIONS, ARBOR_OPTION_NAMES, type ArborOptions, type RuntimeOptions, type ArborHealth, type ArborWritable, type RecoveryProbe } from './runtime.ts';
 export type { SessionUpdate, CommandHandler } from './sessions/session-actor.ts';
 export type { Chunk } from './sessions/chunk-buffer.ts';
 export type { SessionSummary, SessionPage, ListOptions } from './sessions/session-list.ts';
@@ -32,3 +32,4 @@ export type { DamagedRegion, TornTail } from './file/journal/segment-scanner.ts'
 export { PgBackend, openPgBackend, DEFAULT_PG_BACKEND_OPTIONS, SCHEMA_NAME_PATTERN, type PgBackendOptions, type PgBackendStats } from './postgres/index.ts';
 export type { FileSystem, FileHandle, FileStat, OpenFlags } from './storage/fs-port.ts';
 export { NodeFileSystem } from './storage/node-fs.ts';
+export { closestName, editDistance } from './core/suggest.ts';

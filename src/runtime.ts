@@ -10,7 +10,8 @@ import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
 import type { CheckpointInput, RecoveredSession, SessionBackend } from './backend/backend.ts';
 import type { SessionRecovery } from './backend/replay.ts';
-import { openBackend, type PostgresOptions, type RecoveryReport, type StoreOptions } from './backends.ts';
+import { openBackend, STORE_OPTION_NAMES, type PostgresOptions, type RecoveryReport, type StoreOptions } from './backends.ts';
+import { closestName } from './core/suggest.ts';
 import { SessionActor, unansweredRequests, type CommandHandler, type SessionContext } from './sessions/session-actor.ts';
 import { REMEMBER, Session } from './sessions/session.ts';
 import { SessionManager, type SessionRecord } from './sessions/session-manager.ts';
@@ -191,6 +192,7 @@ export class Arbor {
 
   /** Opens the backend (`options.dataDir`, or `options.postgres`), recovers every session and starts background work. */
   static async create(options: ArborOptions = {}): Promise<Arbor> {
+    checkOptionShapes(options);
     const storeOptions: Partial<StoreOptions> = {};
     const runtime: Partial<RuntimeOptions> = {};
     for (const [key, value] of Object.entries(options)) {
@@ -945,6 +947,50 @@ function publishError(source: string, fallbackCode: string, err: unknown, sessio
   if (!errorChannel.hasSubscribers) return;
   const code = isArborError(err) ? err.code : fallbackCode;
   errorChannel.publish({ source, code, message: (err as Error)?.message ?? String(err), ...(sessionId === undefined ? {} : { sessionId }) } satisfies ErrorMessage);
+}
+
+/** Every option createArbor takes: the runtime's and the storage engine's. */
+export const ARBOR_OPTION_NAMES: readonly string[] = Object.freeze([...Object.keys(DEFAULT_RUNTIME_OPTIONS), ...STORE_OPTION_NAMES]);
+
+/**
+ * Refuses, before anything is opened, an option createArbor does not know
+ * (naming the closest known one and listing them all) and an `llm` that is
+ * not a provider (without `stream()` every turn would end interrupted).
+ * ARBOR_INVALID_OPTION with `details.option`.
+ */
+function checkOptionShapes(options: ArborOptions): void {
+  if (typeof options !== 'object' || options === null) {
+    throw new ArborError(ErrorCodes.INVALID_OPTION, `createArbor takes an object of options, got ${options === null ? 'null' : typeof options}`, { option: 'options' });
+  }
+  const known = new Set(ARBOR_OPTION_NAMES);
+  for (const key of Object.keys(options)) {
+    if (known.has(key)) continue;
+    const near = closestName(key, ARBOR_OPTION_NAMES);
+    throw new ArborError(
+      ErrorCodes.INVALID_OPTION,
+      `unknown option ${JSON.stringify(key)} of createArbor${near === undefined ? '' : `; did you mean ${JSON.stringify(near)}?`} Known options: ${ARBOR_OPTION_NAMES.join(', ')}`,
+      { option: key, ...(near === undefined ? {} : { suggestion: near }), known: ARBOR_OPTION_NAMES },
+    );
+  }
+  const llm = options.llm as unknown;
+  if (llm !== undefined) {
+    const stream = typeof llm === 'object' && llm !== null ? (llm as { stream?: unknown }).stream : undefined;
+    if (typeof stream !== 'function') {
+      const shape = llm === null ? 'null' : typeof llm !== 'object' ? typeof llm : `an object with ${Object.keys(llm).length === 0 ? 'no keys' : `keys ${Object.keys(llm).slice(0, 8).join(', ')}`}`;
+      throw new ArborError(
+        ErrorCodes.INVALID_OPTION,
+        `option llm must be an LLM provider: an object with a stream(request) method returning an async iterable of text (and name, model), e.g. new AiSdkProvider({...}) or new MockProvider(); got ${shape}`,
+        { option: 'llm' },
+      );
+    }
+  }
+  const commands = options.commands as unknown;
+  if (commands !== undefined) {
+    if (typeof commands !== 'object' || commands === null) throw new ArborError(ErrorCodes.INVALID_OPTION, `option commands must be an object of command handlers by name, got ${commands === null ? 'null' : typeof commands}`, { option: 'commands' });
+    for (const [name, handler] of Object.entries(commands)) {
+      if (typeof handler !== 'function') throw new ArborError(ErrorCodes.INVALID_OPTION, `option commands.${name} must be a function (the handler of executeCommand(${JSON.stringify(name)}, args)), got ${typeof handler}`, { option: `commands.${name}` });
+    }
+  }
 }
 
 /** Opens Arbor: the backend (files in `dataDir`, default ./data, or PostgreSQL), recovery, background snapshots. */

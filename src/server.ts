@@ -3,7 +3,7 @@
  * configuration, the HTTP server, and the metrics exporters an application
  * embedding Arbor can use on its own.
  */
-export { loadConfig, ConfigError, DEFAULT_CONFIG, OPTION_SPECS, envVarOf, type OptionName, type ArborConfig, type TokenEntry, type LoadConfigInput } from './server/config.ts';
+export { loadConfig, resolveConfig, ConfigError, DEFAULT_CONFIG, OPTION_SPECS, OPTION_NAMES, OTHER_ENV_VARS, envVarOf, flagNameOf, displayValue, parseFlagValue, optionsHelp, unknownEnvWarnings, type OptionName, type ArborConfig, type TokenEntry, type LoadConfigInput, type ResolvedConfig, type ConfigSource } from './server/config.ts';
 export { toArborOptions, providerFor } from './server/arbor-options.ts';
 export { startServer, type RunningServer, type StartServerOptions } from './server/server.ts';
 export { createApp, sessionView, TENANT_CONFIG_KEY, type SessionView } from './server/app.ts';

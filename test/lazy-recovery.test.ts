@@ -231,7 +231,7 @@ test('after a SIGKILL, the next start recovers sessions from the whole-table che
   // and every session is exactly as it was when the process died (JSON round trip: the child sent it as text)
   for (const [sid, state] of Object.entries(ready.states)) {
     assert.deepEqual(JSON.parse(JSON.stringify(arbor.session(sid).state)), state, `session ${sid}`);
-    const again = await arbor.session(sid).sendMessage({ content: 'retried', clientMessageId: `${sid}-0` });
+    const again = await arbor.session(sid).sendMessage({ content: 'hello 0', clientMessageId: `${sid}-0` });
     assert.equal(again.duplicate, true, `session ${sid}: a retried clientMessageId was written again`);
   }
   await arbor.close();

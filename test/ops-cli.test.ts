@@ -190,7 +190,7 @@ test('verify and inspect work while a server holds the lock; compact refuses wit
     const c = await runCli(['compact', '--data-dir', dir]);
     assert.equal(c.code, 1);
     assert.match(c.stderr, /ARBOR_LOCKED/);
-    assert.match(c.stderr, new RegExp(`locked by pid ${process.pid}`));
+    assert.match(c.stderr, new RegExp(`locked by another process \\(pid ${process.pid} `));
     const cj = await runCli(['compact', '--data-dir', dir, '--json']);
     assert.equal(cj.code, 1);
     assert.equal(json(cj).error.code, 'ARBOR_LOCKED', 'with --json a failure is one JSON document too');

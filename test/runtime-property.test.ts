@@ -231,6 +231,8 @@ interface SessionLog {
   acks: Ack[];
   /** clientMessageIds issued so far, acknowledged or not */
   cids: string[];
+  /** the content each clientMessageId was issued with: a reuse sends it again (other content is refused with ARBOR_IDEMPOTENCY_MISMATCH) */
+  cidContent: Map<string, string>;
 }
 
 interface World {
@@ -375,10 +377,11 @@ function issue(world: World, op: Op): Promise<void> {
       if (cmd.cid.kind === 'fresh' || (cmd.cid.kind === 'reuse' && log.cids.length === 0)) {
         cid = `${log.sid}-cid${log.cids.length}`;
         log.cids.push(cid);
+        log.cidContent.set(cid, cmd.content);
       } else if (cmd.cid.kind === 'reuse') {
         cid = log.cids[cmd.cid.pick % log.cids.length];
       }
-      p = session.sendMessage({ content: cmd.content, ...(cid === undefined ? {} : { clientMessageId: cid }) }).then((r) => {
+      p = session.sendMessage({ content: cid === undefined ? cmd.content : log.cidContent.get(cid)!, ...(cid === undefined ? {} : { clientMessageId: cid }) }).then((r) => {
         if (r.duplicate) {
           world.stats.duplicates += 1;
           log.acks.push({ cmd: 'send', seq: r.seq, type: 'user_message_sent', id: r.messageId, cid, duplicate: true });
@@ -754,7 +757,7 @@ async function checkImage(world: World, image: MemoryFileSystem, runtimeCopy: Me
     for (const log of world.logs) {
       const session = arbor.session(log.sid);
       for (const a of log.acks.filter((x) => x.cid !== undefined && x.duplicate !== true)) {
-        const again = await session.sendMessage({ content: 'retried', clientMessageId: a.cid! });
+        const again = await session.sendMessage({ content: log.cidContent.get(a.cid!)!, clientMessageId: a.cid! });
         if (!again.duplicate || again.seq !== a.seq || again.messageId !== a.id) problems.push(`${log.sid}: retried ${a.cid} after the crash gave ${JSON.stringify(again)}, original ${a.id}@${a.seq}`);
       }
       if (!isDeepStrictEqual(session.state, F.get(log.sid))) problems.push(`${log.sid}: retried clientMessageIds changed the state`);
@@ -820,7 +823,7 @@ async function run(setup: Setup, lifetimes: Lifetime[], stats: Stats): Promise<v
   const arbor = await createArbor(arborOptions(partial, memfs));
   const world: World = {
     ...partial,
-    logs: SESSIONS.map((sid) => ({ sid, history: [], handle: undefined as unknown as Session, published: [], crashes: 0, stopped: false, acks: [], cids: [] })),
+    logs: SESSIONS.map((sid) => ({ sid, history: [], handle: undefined as unknown as Session, published: [], crashes: 0, stopped: false, acks: [], cids: [], cidContent: new Map() })),
     nextToken: 0,
     stats,
     life: 0,
@@ -913,7 +916,7 @@ test('a user message with a lone surrogate is refused (a snapshot could not give
   const session = arbor.session('s1');
   // given a string UTF-8 cannot carry (msgpack snapshots would turn it into U+FFFD)
   // then it is refused, naming the field, and nothing is written
-  await assert.rejects(session.sendMessage({ content: 'a\uD800b' }), (err: unknown) => isArborError(err, 'ARBOR_INVALID_INPUT') && err.details.field === 'data.content');
+  await assert.rejects(session.sendMessage({ content: 'a\uD800b' }), (err: unknown) => isArborError(err, 'ARBOR_INVALID_INPUT') && err.details.field === 'content');
   assert.equal(session.state.seq, 0);
   await arbor.close();
 });

@@ -733,9 +733,9 @@ describe('validation', () => {
     const eventsBefore = (await s.events()).length;
 
     // when / then: message content empty, too long, not a string
-    await rejectsWith(s.sendMessage({ content: '' }), 'ARBOR_INVALID_INPUT', { field: 'data.content' });
-    await rejectsWith(s.sendMessage({ content: 'x'.repeat(100_001) }), 'ARBOR_INVALID_INPUT', { field: 'data.content' });
-    await rejectsWith(s.sendMessage({ content: 42 as unknown as string }), 'ARBOR_INVALID_INPUT', { field: 'data.content' });
+    await rejectsWith(s.sendMessage({ content: '' }), 'ARBOR_INVALID_INPUT', { field: 'content' });
+    await rejectsWith(s.sendMessage({ content: 'x'.repeat(100_001) }), 'ARBOR_INVALID_INPUT', { field: 'content' });
+    await rejectsWith(s.sendMessage({ content: 42 as unknown as string }), 'ARBOR_INVALID_INPUT', { field: 'content' });
     await rejectsWith(s.sendMessage({ content: 'ok', metadata: { f: () => 1 } as unknown as Record<string, unknown> }), 'ARBOR_INVALID_INPUT');
     // config values that are not JSON
     for (const value of [() => 1, undefined, Number.NaN, Number.POSITIVE_INFINITY, new Date(0), new Map(), { nested: undefined }, [1, undefined], 10n]) {

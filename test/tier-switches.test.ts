@@ -27,7 +27,7 @@ test('enableJournal: false writes no event to the journal; a clean close keeps e
   await arbor.close();
   const again = await createArbor({ dataDir: dir, llm: llm(), enableJournal: false });
   assert.equal((await again.session('j').load()).seq, 3, 'the close-time snapshot keeps the session');
-  assert.equal((await again.session('j').sendMessage({ content: 'retry', clientMessageId: 'one' })).duplicate, true);
+  assert.equal((await again.session('j').sendMessage({ content: 'one', clientMessageId: 'one' })).duplicate, true);
   await again.close();
 
   // the cost: a crash loses every event since the last snapshot

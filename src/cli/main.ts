@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { exitCodeOf, registerOpsCommands } from './ops.ts';
 import { registerServeCommand } from './serve.ts';
+import { registerClientCommands } from './chat.ts';
 
 /**
  * The installed package's version, read at run time from its package.json.
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
       process.exit(2);
     });
   registerServeCommand(program);
+  registerClientCommands(program);
   registerOpsCommands(program);
   return program;
 }

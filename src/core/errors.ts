@@ -51,6 +51,10 @@ export const ErrorCodes = {
   OPS_FAILED: 'ARBOR_OPS_FAILED',
   /** Loading the session took longer than `recoveryTimeoutMs`: the load was abandoned, the next access tries again. */
   RECOVERY_TIMEOUT: 'ARBOR_RECOVERY_TIMEOUT',
+  /** A `clientMessageId` came again with different content: refused (the original stays); the same content returns the original. */
+  IDEMPOTENCY_MISMATCH: 'ARBOR_IDEMPOTENCY_MISMATCH',
+  /** An option of `createArbor` that is unknown or of the wrong shape; `details.option` names it. Nothing was opened. */
+  INVALID_OPTION: 'ARBOR_INVALID_OPTION',
   /** A session with this id already exists (creating or forking into it). Nothing was written. */
   SESSION_EXISTS: 'ARBOR_SESSION_EXISTS',
 } as const;

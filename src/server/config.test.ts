@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, DEFAULT_CONFIG, envVarOf, loadConfig, OPTION_NAMES, OPTION_SPECS } from './config.ts';
+import { ConfigError, DEFAULT_CONFIG, displayValue, envVarOf, loadConfig, OPTION_NAMES, OPTION_SPECS, optionsHelp, parseFlagValue, resolveConfig, unknownEnvWarnings } from './config.ts';
 import { toArborOptions, unsafeDisableFencingFromEnv } from './arbor-options.ts';
 import { tempDir } from '../../test/helpers/tmp.ts';
 
@@ -148,7 +148,7 @@ test('toArborOptions: a switch the runtime does not accept is never silently dro
     assert.equal(problems[0]!.option, key);
   }
   // every option is either passed, server-only or reported as ignored
-  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'llm', 'llmMaxRetries', 'pgSchema', 'leaseMs'].includes(key), key);
+  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'llm', 'llmMaxRetries', 'pgSchema', 'leaseMs'].includes(key), key);
   // (pgSchema and leaseMs go into the postgres option, present once databaseUrl is set: tested below)
 });
 
@@ -190,4 +190,64 @@ test('ARBOR_UNSAFE_DISABLE_FENCING (test-only) is off by default and refused unl
   assert.equal(problemsOf(() => unsafeDisableFencingFromEnv({ ARBOR_UNSAFE_DISABLE_FENCING: 'yes', NODE_ENV: 'test' }))[0]!.option, 'ARBOR_UNSAFE_DISABLE_FENCING');
   const config = loadConfig({ env: { ARBOR_DATABASE_URL: 'postgres://db/arbor' } });
   assert.equal((toArborOptions(config, undefined, { unsafeDisableFencing: true }).options.postgres as { unsafeDisableFencing?: boolean }).unsafeDisableFencing, true);
+});
+
+test('resolveConfig says where each value came from: default, file, env, flag (flags win)', () => {
+  const { dir, cleanup } = tempDir('arbor-config-');
+  try {
+    const file = join(dir, 'arbor.json');
+    writeFileSync(file, JSON.stringify({ port: 4100, mailboxCapacity: 7, durability: 'write' }));
+    const r = resolveConfig({ env: { ARBOR_PORT: '4200', ARBOR_DURABILITY: 'buffered' }, configFile: file, flags: { durability: parseFlagValue('durability', 'fsync') } });
+    assert.equal(r.config.mailboxCapacity, 7);
+    assert.equal(r.sources.mailboxCapacity, `file ${file}`);
+    assert.equal(r.config.port, 4200);
+    assert.equal(r.sources.port, 'env ARBOR_PORT');
+    assert.equal(r.config.durability, 'fsync');
+    assert.equal(r.sources.durability, 'flag --durability');
+    assert.equal(r.sources.maxRestarts, 'default');
+  } finally {
+    cleanup();
+  }
+});
+
+test('a flag value is parsed as its option and refused naming the flag and what it accepts', () => {
+  assert.equal(parseFlagValue('port', '8080'), 8080);
+  assert.throws(() => parseFlagValue('port', '70000'), /--port must be an integer from 0 to 65535, got "70000"/);
+  assert.throws(() => parseFlagValue('durability', 'sometimes'), /--durability must be one of fsync, write, buffered/);
+});
+
+test('unknown ARBOR_* variables are warnings naming the closest real variable; known ones and other prefixes are not', () => {
+  const warnings = unknownEnvWarnings({ ARBOR_DATADIR: 'x', ARBOR_PORT: '1', ARBOR_TOKEN: 't', ARBOR_CONFIG: 'c', HOME: '/', ARBOR_MOCK_CHUNK: '3' });
+  assert.equal(warnings.length, 2);
+  assert.match(warnings[0]!, /ARBOR_DATADIR .*did you mean ARBOR_DATA_DIR\?/);
+  assert.match(warnings[1]!, /ARBOR_MOCK_CHUNK .*did you mean ARBOR_MOCK_CHUNKS\?/);
+  assert.deepEqual(resolveConfig({ env: { ARBOR_LOGLEVEL: 'debug' } }).warnings.length, 1);
+});
+
+test('tokensFile adds its tokens (lines or JSON) to the others; an unreadable one is a configuration error naming it', () => {
+  const { dir, cleanup } = tempDir('arbor-config-');
+  try {
+    const a = 'a'.repeat(64);
+    const b = 'b'.repeat(64);
+    const lines = join(dir, 'tokens.txt');
+    writeFileSync(lines, `# tenants\nacme:${a}\n`);
+    const json = join(dir, 'tokens.json');
+    writeFileSync(json, JSON.stringify([{ tenant: 'beta', sha256: b }]));
+    assert.deepEqual(loadConfig({ env: { ARBOR_TOKENS: `beta:${b}` }, flags: { tokensFile: lines } }).tokens, [{ tenant: 'beta', sha256: b }, { tenant: 'acme', sha256: a }]);
+    const r = resolveConfig({ env: {}, flags: { tokensFile: json } });
+    assert.deepEqual(r.config.tokens, [{ tenant: 'beta', sha256: b }]);
+    assert.equal(r.sources.tokens, `file ${json}`);
+    const problems = problemsOf(() => loadConfig({ env: { ARBOR_TOKENS_FILE: join(dir, 'missing') } }));
+    assert.equal(problems[0]!.option, 'tokensFile');
+  } finally {
+    cleanup();
+  }
+});
+
+test('the options help is generated from the table: every option with its env variable; secrets are masked when shown', () => {
+  const help = optionsHelp();
+  for (const k of OPTION_NAMES) assert.match(help, new RegExp(`\\n  ${k} +${envVarOf(k)}`), k);
+  assert.equal(displayValue('llmApiKey', 'sk-secret'), '<hidden>');
+  assert.equal(displayValue('databaseUrl', 'postgres://u:pw@db/x'), '<hidden>');
+  assert.equal(displayValue('port', 4000), '4000');
 });

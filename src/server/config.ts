@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ArborError, ErrorCodes, SCHEMA_NAME_PATTERN } from '../index.ts';
+import { ArborError, closestName, ErrorCodes, SCHEMA_NAME_PATTERN } from '../index.ts';
 
 /**
  * The server's and CLI's configuration: every option of the persistence
@@ -58,6 +58,7 @@ export interface ArborConfig {
   host: string;
   port: number;
   tokens: readonly TokenEntry[];
+  tokensFile: string | undefined;
   /** SHA-256 hashes (lowercase hex) of the operators' bearer tokens: they see /health in full. */
   operatorTokens: readonly string[];
   maxBodyBytes: number;
@@ -95,6 +96,8 @@ interface OptionSpec {
   values?: readonly string[];
   /** Kept out of error messages and logs. */
   secret?: boolean;
+  /** The `arbor serve` / `arbor config print` flag that sets it, e.g. `--port <port>` (the options people change). */
+  flag?: string;
 }
 
 const MAX_INT = Number.MAX_SAFE_INTEGER;
@@ -112,7 +115,7 @@ const oneOf = (def: string, values: readonly string[], meaning: string): OptionS
 
 /** Every option: kind, default, what it accepts, what it means. Keys are the option names. */
 export const OPTION_SPECS = {
-  dataDir: path('./data', 'root of everything on disk; holds the LOCK file'),
+  dataDir: { ...path('./data', 'root of everything on disk; holds the LOCK file'), flag: '--data-dir <dir>' },
   journalDir: path(undefined, 'journal segments (default `<dataDir>/journals`)'),
   snapshotDir: path(undefined, 'snapshots (default `<dataDir>/snapshots`)'),
   journalBatchSize: int(10, 1, MAX_INT, '`buffered` durability: write once this many events are queued'),
@@ -125,7 +128,7 @@ export const OPTION_SPECS = {
   enableHotStorage: bool(true, 'keep committed states in memory (off: every command loads the session from disk)'),
   enableJournal: bool(true, 'journal critical events (off: nothing is durable between snapshots)'),
   enableSnapshots: bool(true, 'take snapshots (off: restart replays the whole journal, which is never compacted)'),
-  durability: oneOf('fsync', ['fsync', 'write', 'buffered'], 'when an append is acknowledged (see Guarantees)'),
+  durability: { ...oneOf('fsync', ['fsync', 'write', 'buffered'], 'when an append is acknowledged: fsync (after it is on disk), write (in the OS, synced every journalFlushIntervalMs), buffered (batched in memory)'), flag: '--durability <mode>' },
   journalMaxBatchRecords: int(10_000, 1, MAX_INT, 'cap on events per group-commit batch'),
   journalMaxBatchBytes: int(8 * 1024 * 1024, 1, MAX_INT, 'cap on bytes per group-commit batch'),
   journalMaxQueueRecords: int(100_000, 1, MAX_INT, 'queued events before ARBOR_QUEUE_FULL (HTTP 503)'),
@@ -139,8 +142,8 @@ export const OPTION_SPECS = {
   restartWindowMs: int(10_000, 1, MAX_INT, 'window of maxRestarts'),
   streamBufferChunks: int(10_000, 1, MAX_INT, 'chunks kept per session for clients that reconnect mid-stream'),
   maxConcurrentRecoveries: int(8, 1, MAX_INT, 'sessions loaded back from disk at once'),
-  host: { kind: 'string', default: '127.0.0.1', accepts: 'a host name or IP address', meaning: 'address the server listens on' },
-  port: int(4000, 0, 65_535, 'TCP port (0: any free port)'),
+  host: { kind: 'string', default: '127.0.0.1', accepts: 'a host name or IP address', meaning: 'address the server listens on', flag: '--host <host>' },
+  port: { ...int(4000, 0, 65_535, 'TCP port (0: any free port)'), flag: '--port <port>' },
   tokens: {
     kind: 'tokens',
     default: [],
@@ -148,6 +151,7 @@ export const OPTION_SPECS = {
     meaning: 'bearer tokens by tenant, as SHA-256 hashes of the tokens; none: the server is open (one tenant)',
     secret: true,
   },
+  tokensFile: { ...path(undefined, 'a file of bearer tokens, added to `tokens`: a JSON array `[{"tenant", "sha256"}]` or lines `tenant:sha256hex` (# comments)'), flag: '--tokens-file <file>' },
   operatorTokens: {
     kind: 'hashes',
     default: [],
@@ -157,18 +161,18 @@ export const OPTION_SPECS = {
   },
   maxBodyBytes: int(1024 * 1024, 1, 256 * 1024 * 1024, 'largest request body (HTTP 413 beyond)'),
   maxHeaderBytes: int(16 * 1024, 1024, 1024 * 1024, 'largest request head (HTTP 431 beyond)'),
-  logLevel: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'log level (one line per request at debug)'),
+  logLevel: { ...oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'log level (one line per request at debug)'), flag: '--log-level <level>' },
   diskWarnPercent: int(85, 1, 100, '/health warns when the disk of the data, journal or snapshot directory is fuller than this'),
   diskFailPercent: int(95, 1, 100, '/health fails (503) and writes are refused (507) while one of those disks is fuller than this'),
   retryAfterSeconds: int(5, 1, 3600, 'Retry-After sent with 429, 503 and 507'),
-  llm: oneOf('mock', ['mock', 'openai-compatible'], 'the LLM provider'),
-  llmBaseUrl: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: '`openai-compatible`: endpoint, e.g. `http://127.0.0.1:11434/v1`' },
-  llmModel: { kind: 'string', default: undefined, accepts: 'a model name', meaning: '`openai-compatible`: model' },
+  llm: { ...oneOf('mock', ['mock', 'openai-compatible'], 'the LLM provider'), flag: '--llm <provider>' },
+  llmBaseUrl: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: '`openai-compatible`: endpoint, e.g. `http://127.0.0.1:11434/v1`', flag: '--llm-base-url <url>' },
+  llmModel: { kind: 'string', default: undefined, accepts: 'a model name', meaning: '`openai-compatible`: model', flag: '--llm-model <model>' },
   llmApiKey: { kind: 'string', default: undefined, accepts: 'a string', meaning: '`openai-compatible`: API key (sent as a bearer token)', secret: true },
   llmMaxRetries: int(2, 0, 10, '`openai-compatible`: retries of a failed request before its first chunk (2 s, 4 s backoff)'),
   mockChunks: int(undefined, 1, 100_000, '`mock`: chunks per answer (default 8)'),
   mockChunkDelayMs: int(undefined, 0, 2_147_483_647, '`mock`: pause before each chunk (default 20)'),
-  databaseUrl: { kind: 'string', default: undefined, accepts: 'a postgres:// or postgresql:// URL', meaning: 'run on PostgreSQL instead of files under dataDir (several nodes share one database); `arbor serve --postgres <url>`', secret: true },
+  databaseUrl: { kind: 'string', default: undefined, accepts: 'a postgres:// or postgresql:// URL', meaning: 'run on PostgreSQL instead of files under dataDir (several nodes share one database)', secret: true, flag: '--postgres <url>' },
   pgSchema: { kind: 'string', default: 'arbor', accepts: 'a schema name: 1-63 of a-z 0-9 _, starting with a letter or _', meaning: 'PostgreSQL schema of the tables (created when missing)' },
   nodeId: { kind: 'string', default: undefined, accepts: '1-200 characters', meaning: "this node's name in the lease table; unique per process (default `<host>-<pid>-<random>`)" },
   nodeAddress: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: 'where the other nodes reach this one to forward requests (default: the URL the server listens on; with host 0.0.0.0 or ::, `http://<hostname>:<port>`)' },
@@ -186,8 +190,53 @@ export function envVarOf(option: string): string {
 /** Defaults of every option (frozen). */
 export const DEFAULT_CONFIG: Readonly<ArborConfig> = Object.freeze(Object.fromEntries(OPTION_NAMES.map((k) => [k, OPTION_SPECS[k].default])) as unknown as ArborConfig);
 
-/** Where a value came from, for error messages. */
-export type ConfigSource = 'default' | `file ${string}` | `env ${string}` | 'code';
+/** Where a value came from, for error messages and `arbor config print`. */
+export type ConfigSource = 'default' | `file ${string}` | `env ${string}` | `flag ${string}` | 'code';
+
+/** The flag's name alone (`--port` of `--port <port>`). */
+export function flagNameOf(option: OptionName): string | undefined {
+  return (OPTION_SPECS[option] as OptionSpec).flag?.split(' ')[0];
+}
+
+/**
+ * `ARBOR_*` variables that are not options but are read elsewhere: the config
+ * file's path, the CLI client's token and server URL, and switches of the tests
+ * and benchmarks. Anything else under `ARBOR_` is a warning (a typo, most likely).
+ */
+export const OTHER_ENV_VARS: Readonly<Record<string, string>> = Object.freeze({
+  ARBOR_CONFIG: 'the JSON config file (--config)',
+  ARBOR_TOKEN: 'the bearer token `arbor chat` and `arbor sessions` send to a server',
+  ARBOR_URL: 'the server `arbor chat` and `arbor sessions` talk to (--url)',
+  ARBOR_UNSAFE_DISABLE_FENCING: 'test-only switch (refused unless NODE_ENV=test)',
+  ARBOR_TEST_DATABASE_URL: 'tests: the PostgreSQL server to use',
+  ARBOR_REQUIRE_POSTGRES: 'tests: fail instead of skipping without PostgreSQL',
+  ARBOR_NO_POSTGRES: 'tests: skip PostgreSQL',
+  ARBOR_PROPERTY_SEED: 'tests: replay a property test',
+  ARBOR_PROPERTY_PATH: 'tests: replay a property test',
+  ARBOR_PROPERTY_RUNS: 'tests: property test runs',
+  ARBOR_CRASH_SEED: 'tests: replay a crash test',
+  ARBOR_CRASH_OUTCOMES: 'tests: crash test outcomes',
+  ARBOR_BENCH_ROOT: 'arbor bench: where the benchmarks are',
+  ARBOR_TEST_DEBUG: 'tests: debug output',
+  ARBOR_DEBUG: 'debug output',
+});
+
+/**
+ * One warning per `ARBOR_*` variable in `env` that is neither an option's nor
+ * one of OTHER_ENV_VARS, naming the closest real variable: a misspelt
+ * variable must not be ignored silently.
+ */
+export function unknownEnvWarnings(env: NodeJS.ProcessEnv = process.env): string[] {
+  const known = [...OPTION_NAMES.map(envVarOf), ...Object.keys(OTHER_ENV_VARS)];
+  const knownSet = new Set(known);
+  const warnings: string[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith('ARBOR_') || knownSet.has(name)) continue;
+    const near = closestName(name, known);
+    warnings.push(`environment variable ${name} is not an Arbor setting and is ignored${near === undefined ? '' : `; did you mean ${near}?`} (\`arbor serve --help\` lists every variable)`);
+  }
+  return warnings;
+}
 
 /**
  * Start-up stops with this: every invalid option, each named with its value,
@@ -254,8 +303,10 @@ function fromEnvText(spec: OptionSpec, raw: string): unknown {
 
 /** Inputs of {@link loadConfig}. */
 export interface LoadConfigInput {
-  /** Highest precedence: command-line flags and code. `undefined` values are ignored. */
+  /** Highest precedence: code. `undefined` values are ignored. */
   overrides?: Partial<Record<OptionName, unknown>>;
+  /** Command-line flags (as high as overrides; their source reads `flag --port`). `undefined` values are ignored. */
+  flags?: Partial<Record<OptionName, unknown>>;
   /** Default `process.env`. */
   env?: NodeJS.ProcessEnv;
   /** A JSON config file; default `env.ARBOR_CONFIG`. */
@@ -279,6 +330,18 @@ function shown(option: OptionName, value: unknown): string {
  * its value, where it came from and what is accepted.
  */
 export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
+  return resolveConfig(input).config;
+}
+
+/** What {@link resolveConfig} gives: the configuration, where each value came from, and warnings (unknown `ARBOR_*` variables). */
+export interface ResolvedConfig {
+  config: Readonly<ArborConfig>;
+  sources: Readonly<Record<OptionName, ConfigSource>>;
+  warnings: readonly string[];
+}
+
+/** {@link loadConfig} with each value's source, for `arbor config print`. */
+export function resolveConfig(input: LoadConfigInput = {}): ResolvedConfig {
   const env = input.env ?? process.env;
   const problems: { option: string; source: ConfigSource | undefined; message: string }[] = [];
   const values: Record<string, unknown> = { ...DEFAULT_CONFIG };
@@ -312,11 +375,23 @@ export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
     values[key] = fromEnvText(OPTION_SPECS[key], raw);
     sources[key] = `env ${variable}`;
   }
-  for (const [key, value] of Object.entries(input.overrides ?? {})) {
-    if (value === undefined) continue;
-    if (!(key in OPTION_SPECS)) throw new TypeError(`unknown option ${key}; known options: ${OPTION_NAMES.join(', ')}`);
-    values[key] = value;
-    sources[key] = 'code';
+  for (const [layer, given] of [['flag', input.flags], ['code', input.overrides]] as const) {
+    for (const [key, value] of Object.entries(given ?? {})) {
+      if (value === undefined) continue;
+      if (!(key in OPTION_SPECS)) throw new TypeError(`unknown option ${key}; known options: ${OPTION_NAMES.join(', ')}`);
+      values[key] = value;
+      sources[key] = layer === 'flag' ? `flag ${flagNameOf(key as OptionName) ?? key}` : 'code';
+    }
+  }
+  // A tokens file adds its tokens to the others.
+  const tokensFile = values.tokensFile;
+  if (typeof tokensFile === 'string' && tokensFile !== '') {
+    const read = readTokensFile(tokensFile);
+    if (typeof read === 'string') problems.push({ option: 'tokensFile', source: sources.tokensFile, message: `option tokensFile = ${JSON.stringify(tokensFile)} (from ${sources.tokensFile}): ${read}` });
+    else if (read.length > 0) {
+      values.tokens = [...(Array.isArray(values.tokens) ? values.tokens : []), ...read];
+      if (sources.tokens === 'default') sources.tokens = `file ${tokensFile}`;
+    }
   }
 
   for (const key of OPTION_NAMES) {
@@ -358,12 +433,71 @@ export function loadConfig(input: LoadConfigInput = {}): Readonly<ArborConfig> {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze({ ...(values as unknown as ArborConfig), tokens: Object.freeze((values.tokens as TokenEntry[]).map((t) => Object.freeze({ ...t }))), operatorTokens: Object.freeze([...(values.operatorTokens as string[])]) });
+  const config = Object.freeze({ ...(values as unknown as ArborConfig), tokens: Object.freeze((values.tokens as TokenEntry[]).map((t) => Object.freeze({ ...t }))), operatorTokens: Object.freeze([...(values.operatorTokens as string[])]) });
+  return { config, sources: Object.freeze(sources as Record<OptionName, ConfigSource>), warnings: unknownEnvWarnings(env) };
+}
+
+/** The tokens of a tokens file (a JSON array of `{tenant, sha256}`, or lines `tenant:sha256hex`), or why it cannot be read. */
+function readTokensFile(file: string): unknown[] | string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return `could not be read: ${(err as Error).message}`;
+  }
+  if (text.trimStart().startsWith('[')) {
+    try {
+      const parsed: unknown = JSON.parse(text);
+      return Array.isArray(parsed) ? parsed : 'is not a JSON array of {"tenant", "sha256"}';
+    } catch (err) {
+      return `is not valid JSON: ${(err as Error).message}`;
+    }
+  }
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  return fromEnvText(OPTION_SPECS.tokens, lines.join(',')) as unknown[];
+}
+
+/** A value as `arbor config print` shows it: secrets masked (`<hidden>`), token hashes shortened. */
+export function displayValue(option: OptionName, value: unknown): string {
+  if (value === undefined) return '(unset)';
+  if (OPTION_SPECS[option].kind === 'tokens' && Array.isArray(value)) {
+    return value.length === 0 ? '[] (open server)' : value.map((t: TokenEntry) => `${t.tenant}:${t.sha256.slice(0, 8)}…`).join(', ');
+  }
+  if ((OPTION_SPECS[option] as OptionSpec).secret) return '<hidden>';
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+/** Parses a flag's text as its option (as the environment's is) and checks it; the message says what is accepted. */
+export function parseFlagValue(option: OptionName, raw: string): unknown {
+  const spec = OPTION_SPECS[option] as OptionSpec;
+  const value = fromEnvText(spec, raw);
+  if (!SCHEMAS[option].safeParse(value).success) throw new RangeError(`${flagNameOf(option) ?? option} must be ${spec.accepts}, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+/**
+ * Help text of every option, generated from OPTION_SPECS: the config file key
+ * (the option's name), its environment variable, its flag if it has one, the
+ * default and what it means.
+ */
+export function optionsHelp(): string {
+  const rows = OPTION_NAMES.map((k) => {
+    const spec = OPTION_SPECS[k] as OptionSpec;
+    const def = spec.default === undefined ? '' : ` (default ${Array.isArray(spec.default) ? 'none' : JSON.stringify(spec.default)})`;
+    return { left: `  ${k}`, mid: `${envVarOf(k)}${spec.flag === undefined ? '' : `, ${flagNameOf(k)}`}`, right: `${spec.meaning.replace(/`/g, '')}${def}` };
+  });
+  const w1 = Math.max(...rows.map((r) => r.left.length));
+  const w2 = Math.max(...rows.map((r) => r.mid.length));
+  return [
+    'Every option: config file key, environment variable (and flag), meaning.',
+    'Precedence: defaults < config file (--config / ARBOR_CONFIG) < environment < flags.',
+    ...rows.map((r) => `${r.left.padEnd(w1)}  ${r.mid.padEnd(w2)}  ${r.right}`),
+  ].join('\n');
 }
 
 /** The options that only the server and CLI use (never passed to createArbor). */
 export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
-  'host', 'port', 'tokens', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
+  'host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
   'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'mockChunks', 'mockChunkDelayMs',
   // mapped to createArbor's `postgres` option by toArborOptions
   'databaseUrl', 'pgSchema', 'nodeId', 'nodeAddress', 'leaseMs',

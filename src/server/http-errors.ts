@@ -42,6 +42,8 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.SEQ_CONFLICT]: { status: 409, retryAfter: false },
   [ErrorCodes.SESSION_EXISTS]: { status: 409, retryAfter: false },
   [ErrorCodes.NOTHING_TO_RETRY]: { status: 409, retryAfter: false },
+  // The idempotency key was used before for another message: like Stripe's, a changed body is refused.
+  [ErrorCodes.IDEMPOTENCY_MISMATCH]: { status: 409, retryAfter: false },
   // A damaged session stays readable; its writes wait for an operator's salvage.
   [ErrorCodes.SESSION_QUARANTINED]: { status: 409, retryAfter: false },
   [ErrorCodes.SESSION_STOPPED]: { status: 409, retryAfter: false },
@@ -66,6 +68,7 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.USAGE]: { status: 500, retryAfter: false },
   [ErrorCodes.CONFIG_INVALID]: { status: 500, retryAfter: false },
   [ErrorCodes.OPS_FAILED]: { status: 500, retryAfter: false },
+  [ErrorCodes.INVALID_OPTION]: { status: 500, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */

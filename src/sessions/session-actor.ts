@@ -179,10 +179,20 @@ export class SessionActor {
     return this.run('sendMessage', async (state) => {
       const messageId = randomUUID();
       const data = { messageId, content, ...(clientMessageId === undefined ? {} : { clientMessageId }), ...(metadata === undefined ? {} : { metadata }) };
-      const { result } = await this.commit(state, 'user_message_sent', data as EventData<'user_message_sent'>, clientMessageId);
+      const { result } = await this.commit(state, 'user_message_sent', data as EventData<'user_message_sent'>, clientMessageId).catch((err: unknown) => {
+        throw asCallerField(err, this.id);
+      });
       if (result.duplicate) {
         // A retried request: the original message, no second answer.
-        const original = this.#ctx.hot.peek(this.id)?.messages.find((m) => m.seq === result.seq);
+        const original = (state.messages.find((m) => m.seq === result.seq) ?? this.#ctx.hot.peek(this.id)?.messages.find((m) => m.seq === result.seq));
+        // The same key for another message is a client bug, not a retry: refused, as idempotency keys are elsewhere (Stripe).
+        if (original !== undefined && original.content !== content) {
+          throw new ArborError(
+            ErrorCodes.IDEMPOTENCY_MISMATCH,
+            `session ${this.id}: clientMessageId ${JSON.stringify(clientMessageId)} was used for message ${original.id} (seq ${result.seq}) with different content; use a new clientMessageId for a new message`,
+            { sessionId: this.id, field: 'clientMessageId', clientMessageId, messageId: original.id, seq: result.seq },
+          );
+        }
         return { messageId: original?.id ?? messageId, seq: result.seq, duplicate: true };
       }
       this.#queueStream(messageId, undefined);
@@ -428,4 +438,19 @@ export function retryTarget(state: SessionState): { requestMessageId: string; re
     if (m.role === 'user') return { requestMessageId: m.id, retryOf: undefined };
   }
   return undefined;
+}
+
+/**
+ * A refused field of sendMessage's event (`data.content`) named as the caller
+ * spelt it (`content`): the library's and the HTTP API's field names are the
+ * same, the event's wrapper is an implementation detail.
+ */
+function asCallerField(err: unknown, sessionId: string): unknown {
+  if (!isArborError(err, ErrorCodes.INVALID_INPUT)) return err;
+  const field = err.details.field;
+  if (typeof field !== 'string' || !field.startsWith('data.')) return err;
+  const name = field.slice('data.'.length);
+  const issues = Array.isArray(err.details.issues) ? (err.details.issues as { field: string; message: string }[]) : [];
+  const why = issues.find((i) => i.field === field)?.message ?? err.message;
+  return new ArborError(ErrorCodes.INVALID_INPUT, `invalid ${name} of a message to session ${sessionId}: ${why}`, { ...err.details, field: name }, { cause: err });
 }

@@ -10,6 +10,17 @@ export interface LockOwner {
   pid: number;
   host: string;
   startedAt: string;
+  /** The owner's command line (`process.argv`, shortened), so a refused process can say who holds the directory. Absent in locks of older versions. */
+  command?: string;
+}
+
+/** The longest command line kept in the lock file. */
+const MAX_COMMAND_CHARS = 300;
+
+/** This process's command line as the lock records it: node's path left out, long lines cut. */
+export function commandLine(argv: readonly string[] = process.argv): string {
+  const text = argv.slice(1).join(' ');
+  return text.length > MAX_COMMAND_CHARS ? `${text.slice(0, MAX_COMMAND_CHARS - 1)}…` : text;
 }
 
 export interface LockOptions {
@@ -18,6 +29,7 @@ export interface LockOptions {
   /** Identity written into the lock; injectable for tests. */
   pid?: number;
   host?: string;
+  command?: string;
   /** Whether a process with this pid is alive on this host; injectable for tests. */
   isAlive?: (pid: number) => boolean;
 }
@@ -51,6 +63,18 @@ export function processIsAlive(pid: number): boolean {
 }
 
 /**
+ * What a process refused the lock is told: who holds the directory (pid, host,
+ * since when, its command line) and what to do about it.
+ */
+function lockedMessage(dir: string, owner: LockOwner, sameHost: boolean): string {
+  const who = `pid ${owner.pid} on ${owner.host}${typeof owner.startedAt === 'string' ? `, since ${owner.startedAt}` : ''}${typeof owner.command === 'string' && owner.command !== '' ? `, running \`${owner.command}\`` : ''}`;
+  const todo = sameHost
+    ? `stop it first (kill ${owner.pid}; an \`arbor serve\` shuts down cleanly on SIGTERM), or use another data directory (--data-dir / ARBOR_DATA_DIR); while an \`arbor serve\` holds it, talk to that server over HTTP instead (\`arbor chat <session> --url http://127.0.0.1:4000\`)`
+    : `stop it on ${owner.host} first, or use another data directory (--data-dir / ARBOR_DATA_DIR); remove ${LOCK_FILE} only if that host is gone for good`;
+  return `data directory ${dir} is locked by another process (${who}): one process at a time opens a data directory. To go on: ${todo}`;
+}
+
+/**
  * One process per data directory. The lock is a file `LOCK` holding the
  * owner's pid, host and start time, created exclusively and made durable
  * (file and directory synced). A lock left by a dead process on this host, or
@@ -75,7 +99,7 @@ export class DirectoryLock {
 
   static async acquire(options: LockOptions): Promise<DirectoryLock> {
     const lock = new DirectoryLock(options.fs, options.dir);
-    const me: LockOwner = { pid: options.pid ?? process.pid, host: options.host ?? hostname(), startedAt: new Date().toISOString() };
+    const me: LockOwner = { pid: options.pid ?? process.pid, host: options.host ?? hostname(), startedAt: new Date().toISOString(), command: options.command ?? commandLine() };
     const isAlive = options.isAlive ?? processIsAlive;
     await ensureDir(options.fs, options.dir, 0o700);
     for (let attempt = 0; attempt < 2; attempt += 1) {
@@ -92,11 +116,7 @@ export class DirectoryLock {
         const sameHost = owner.host === me.host;
         const leftByThisProcess = sameHost && owner.pid === me.pid && !heldSet(options.fs).has(lock.#file);
         if (!leftByThisProcess && (!sameHost || isAlive(owner.pid))) {
-          throw new ArborError(
-            ErrorCodes.LOCKED,
-            `data directory ${options.dir} is locked by pid ${owner.pid} on ${owner.host} (since ${owner.startedAt}); stop that process first${sameHost ? '' : ', or remove the LOCK file if that host is gone'}`,
-            { dir: options.dir, owner },
-          );
+          throw new ArborError(ErrorCodes.LOCKED, lockedMessage(options.dir, owner, sameHost), { dir: options.dir, owner });
         }
       }
       if (owner !== 'missing') {
