@@ -5,6 +5,7 @@ import { AiSdkProvider, createArbor, MockProvider, subscribeTelemetry, withTrace
 import { mockReplyChunks } from '../src/llm/mock-provider.ts';
 import { startOpenAiCompatibleServer } from './helpers/openai-compatible-server.ts';
 import { HangingProvider } from './helpers/hanging-provider.ts';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { tempDir } from './helpers/tmp.ts';
 
 /** Collects what the runtime publishes on the turn channels and the journal channel while `fn` runs. */
@@ -86,6 +87,33 @@ test('interrupted turns say why: provider_error with the HTTP status, shutdown a
       assert.deepEqual([turns[0]!.outcome, turns[0]!.finishReason], ['completed', 'stop']);
     });
   } finally {
+    await fake.close();
+    cleanup();
+  }
+});
+
+test('AiSdkProvider telemetry passes experimental_telemetry to the AI SDK: its spans carry the session and message ids; off by default', async () => {
+  const fake = await startOpenAiCompatibleServer({ mode: 'ok' });
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const { dir, cleanup } = tempDir('arbor-aisdk-otel-');
+  try {
+    const tracer = provider.getTracer('ai-test');
+    for (const [name, telemetry] of [['traced', { isEnabled: true, tracer }], ['quiet', undefined]] as const) {
+      const arbor = await createArbor({ dataDir: join(dir, name), llm: new AiSdkProvider({ baseURL: fake.baseURL, model: 'test-model', maxRetries: 0, ...(telemetry === undefined ? {} : { telemetry }) }) });
+      await arbor.session(name).sendMessage({ content: 'hi' });
+      await arbor.session(name).idle();
+      await arbor.close();
+    }
+    const spans = exporter.getFinishedSpans();
+    const root = spans.find((s) => s.name === 'ai.streamText');
+    assert.ok(root !== undefined, spans.map((s) => s.name).join(', '));
+    assert.equal(root.attributes['ai.telemetry.metadata.arbor.session.id'], 'traced');
+    assert.equal(typeof root.attributes['ai.telemetry.metadata.arbor.message.id'], 'string');
+    assert.ok(!spans.some((s) => s.attributes['ai.telemetry.metadata.arbor.session.id'] === 'quiet'), 'telemetry is off unless asked for');
+    assert.throws(() => new AiSdkProvider({ baseURL: fake.baseURL, model: 'm', telemetry: 'yes' as never }), TypeError);
+  } finally {
+    await provider.shutdown();
     await fake.close();
     cleanup();
   }

@@ -9,12 +9,7 @@ import { OTEL_INSTRUMENTS, startOtelMetrics } from '../src/server/otel.ts';
 import { loadConfig } from '../src/server/config.ts';
 import { startServer } from '../src/server/server.ts';
 import { tempDir } from './helpers/tmp.ts';
-
-/** The value of one sample line of Prometheus text (`name{labels} value`); undefined when absent. */
-function sample(text: string, name: string, labels = ''): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels === '' ? ' ' : `{${labels}} `}`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+import { sample } from './helpers/prometheus.ts';
 
 const write: JournalWriteMessage = { batchSize: 7, bytes: 2100, durationMs: 1.5, durability: 'fsync', queueDepth: 3 };
 

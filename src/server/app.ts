@@ -386,6 +386,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     });
     const onShutdown = () => wake?.();
     shutdown.addEventListener('abort', onShutdown);
+    const sseClosed = metrics.sseOpened();
     stream.onAbort(() => wake?.());
     let lastSeq = 0;
     const sentChunk = new Map<string, number>();
@@ -422,6 +423,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
         if (queue.length === 0 && !shutdown.aborted && !stream.aborted) await stream.write(': ping\n\n');
       }
     } finally {
+      sseClosed();
       unsubscribe();
       shutdown.removeEventListener('abort', onShutdown);
     }
