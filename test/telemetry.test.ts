@@ -95,6 +95,18 @@ test('OpenTelemetry: instruments on the meter report channel messages and health
     // then the histograms count it once, and the gauges show the session and its bytes
     assert.equal(count(after.get(OTEL_INSTRUMENTS.journalWriteDuration)) - count(before.get(OTEL_INSTRUMENTS.journalWriteDuration)), 1);
     assert.equal(after.get(OTEL_INSTRUMENTS.journalBatchSize)?.dataPointType, DataPointType.HISTOGRAM);
+    // in seconds, as the semantic conventions say: the 1.5 ms batch is 0.0015 s
+    const duration = after.get(OTEL_INSTRUMENTS.journalWriteDuration) as HistogramMetricData;
+    assert.equal(duration.descriptor.unit, 's');
+    const sum = (m: MetricData | undefined) => (m as HistogramMetricData | undefined)?.dataPoints.reduce((n, p) => n + (p.value.sum ?? 0), 0) ?? 0;
+    assert.ok(Math.abs(sum(duration) - sum(before.get(OTEL_INSTRUMENTS.journalWriteDuration)) - 0.0015) < 1e-9, `recorded ${sum(duration) - sum(before.get(OTEL_INSTRUMENTS.journalWriteDuration))}`);
+    assert.equal(after.get(OTEL_INSTRUMENTS.journalLastFlushAge)?.descriptor.unit, 's');
+    // and the turn was counted, with its tokens
+    const total = (m: MetricData | undefined) => (m?.dataPoints as { value: number }[] | undefined)?.reduce((n, p) => n + p.value, 0) ?? 0;
+    assert.equal(total(after.get(OTEL_INSTRUMENTS.llmStreamsStarted)), 1);
+    assert.equal(total(after.get(OTEL_INSTRUMENTS.llmStreamsCompleted)), 1);
+    assert.equal(count(after.get(OTEL_INSTRUMENTS.llmTokenUsage)), 2);
+    assert.equal(count(after.get(OTEL_INSTRUMENTS.llmTimeToFirstChunk)), 1);
     const gauge = (name: string) => after.get(name)?.dataPoints[0]?.value as number | undefined;
     assert.equal(gauge(OTEL_INSTRUMENTS.hotSessions), 1);
     assert.ok(gauge(OTEL_INSTRUMENTS.journalBytes)! > 0);
