@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/server/config.ts';
 import { startServer } from '../../src/server/server.ts';
@@ -99,6 +101,57 @@ test('a provider answering 500 counts a provider error and an interrupted stream
   } finally {
     await server.close();
     await fake.close();
+    cleanup();
+  }
+});
+
+test('docs/grafana-dashboard.json parses, and every metric and label it queries is exported by a live arbor serve', async () => {
+  const dashboard = JSON.parse(readFileSync(fileURLToPath(new URL('../../docs/grafana-dashboard.json', import.meta.url)), 'utf8')) as { panels: { id: number; title: string; targets: { expr: string }[] }[] };
+  const titles = dashboard.panels.map((p) => p.title);
+  for (const wanted of ['Appends/s', 'Ack latency p99', 'fsync', 'Streams', 'Time to first chunk', 'Tokens', 'Errors', 'Sessions', 'Event loop', 'Memory']) assert.ok(titles.includes(wanted), `panel ${wanted}`);
+  assert.equal(new Set(dashboard.panels.map((p) => p.id)).size, dashboard.panels.length, 'panel ids are unique');
+  const { dir, cleanup } = tempDir('arbor-dashboard-');
+  const server = await startServe(['--data-dir', join(dir, 'data')], { ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '0' });
+  try {
+    // given a server that answered one message (so labelled series exist)
+    assert.equal((await post(`${server.url}/v1/sessions`, { id: 'dash' })).status, 201);
+    const stream = new SseClient(`${server.url}/v1/sessions/dash/stream`);
+    assert.equal((await post(`${server.url}/v1/sessions/dash/messages`, { content: 'hi' })).status, 202);
+    await stream.until((e) => e.event === 'assistant_response_completed');
+    stream.close();
+    const text = await scrape(server.url);
+    const families = metricFamilies(text);
+    let checked = 0;
+    for (const panel of dashboard.panels) {
+      assert.ok(panel.targets.length > 0, `${panel.title} has queries`);
+      for (const { expr } of panel.targets) {
+        for (const [, series, selector] of expr.matchAll(/\b((?:arbor|process|nodejs)_[a-z0-9_]+)(?:\{([^}]*)\})?/g)) {
+          // then the series is a family, or a histogram's _bucket/_sum/_count
+          const base = series!.replace(/_(bucket|sum|count)$/, '');
+          const kind = families.get(series!) ?? (base !== series ? families.get(base) : undefined);
+          assert.ok(kind !== undefined, `${panel.title}: ${series} is not exported`);
+          if (base !== series && !families.has(series!)) assert.equal(kind, 'histogram', `${panel.title}: ${series}`);
+          // and every label it selects on (but instance, which Prometheus adds) is one the series carries
+          const lines = text.split('\n').filter((l) => l.startsWith(`${series}{`));
+          for (const [, label] of (selector ?? '').matchAll(/([a-z_]+)=~?"/g)) {
+            if (label === 'instance' || lines.length === 0) continue;
+            assert.ok(lines.some((l) => l.includes(`${label}="`)), `${panel.title}: ${series} has no label ${label}`);
+          }
+          checked += 1;
+        }
+        // and the labels it groups by are on the series it groups
+        for (const [, labels, inner] of expr.matchAll(/by \(([^)]*)\) \(rate\(([a-z0-9_]+)/g)) {
+          const lines = text.split('\n').filter((l) => l.startsWith(`${inner}{`));
+          if (lines.length === 0) continue;
+          for (const label of labels!.split(',').map((l) => l.trim())) assert.ok(lines.some((l) => l.includes(`${label}="`)), `${panel.title}: ${inner} has no label ${label}`);
+        }
+      }
+    }
+    assert.ok(checked >= 25, `queried series checked: ${checked}`);
+    // the POST route the ack-latency panel selects is the route label the server writes
+    assert.ok(text.includes('arbor_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/sessions/:id/messages"}'));
+  } finally {
+    await server.stop('SIGKILL');
     cleanup();
   }
 });
