@@ -274,7 +274,9 @@ export function startOtelTracing(tracer: Tracer = trace.getTracer('arbor')): Ote
       const ctx = trace.setSpan(parent, span);
       try {
         // The OTel context (for an application's own instrumentation) and Arbor's trace parent (for the turns).
-        await context.with(ctx, () => withTraceParent(ctx, handle));
+        // Not when nothing records: an AsyncLocalStorage run is not free on every Node version.
+        if (span.isRecording()) await context.with(ctx, () => withTraceParent(ctx, handle));
+        else await handle();
       } catch (err) {
         span.recordException(err as Error);
         span.setStatus({ code: SpanStatusCode.ERROR, message: messageOf(err) });

@@ -11,7 +11,7 @@ import type { HotTier } from '../hot/hot-tier.ts';
 import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
 import { Mailbox } from './mailbox.ts';
 import { afterCrash } from './restart-intensity.ts';
-import { currentTraceParent, epochMs, llmTurnChannel, turnStartChannel, type LlmTurnMessage, type TokenUsage, type TurnInterruption } from '../telemetry/channels.ts';
+import { currentTraceParent, epochMs, llmTurnChannel, turnStartChannel, type LlmTurnMessage, type TurnInterruption } from '../telemetry/channels.ts';
 import { LlmProviderError, type StreamFinish } from '../llm/provider.ts';
 
 /** What subscribers receive: committed critical events (in seq order) and stream chunks. */
@@ -349,7 +349,7 @@ export class SessionActor {
     if (llmTurnChannel.hasSubscribers) {
       const llmFacts = { chunks: index, llmStartTime, llmDurationMs: llmEndedAt - started, ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }) };
       if (failure === undefined) {
-        turnEnded({ outcome: 'completed', ...llmFacts, ...(finish?.finishReason === undefined ? {} : { finishReason: finish.finishReason }), ...(finish?.usage === undefined ? {} : { usage: finish.usage as TokenUsage }) });
+        turnEnded({ outcome: 'completed', ...llmFacts, ...(finish?.finishReason === undefined ? {} : { finishReason: finish.finishReason }), ...(finish?.usage === undefined ? {} : { usage: finish.usage }) });
       } else {
         const aborted = isAbortError(failure) || controller.signal.aborted;
         const interruption: TurnInterruption = !aborted ? 'provider_error' : shuttingDown || this.#isDraining() ? 'shutdown' : 'aborted';
