@@ -20,7 +20,7 @@ export { MockProvider } from './llm/mock-provider.ts';
 export { AiSdkProvider } from './llm/ai-sdk-provider.ts';
 export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
 
-export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage, type LeaseMessage } from './telemetry/channels.ts';
+export { CHANNELS, subscribeTelemetry, publishToolStep, withTraceParent, currentTraceParent, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage, type TurnStartMessage, type LlmTurnMessage, type ToolStepMessage, type TokenUsage, type TurnInterruption, type LeaseMessage } from './telemetry/channels.ts';
 
 // The storage engine on its own (your own events and reducer), and the backend contract.
 export type { SessionBackend, BackendOwnership, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry, StoredSession } from './backend/backend.ts';

@@ -105,6 +105,8 @@ export interface ArborHealth {
   journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number; failure?: { code: string; errno: string | undefined; message: string }; reopens: number };
   /** `lost`: sessions another process took over from this one (multi-node); `failedToLoad`: sessions whose last load failed (the next access tries again) */
   sessions: { active: number; stopped: string[]; crashes: number; lost: number; failedToLoad: number };
+  /** commands queued or running in the live sessions' mailboxes: in all, and in the fullest one */
+  mailbox: { queued: number; max: number };
   /** sessions recovered per status so far, and those still waiting for the background pass */
   recovery: RecoveryReport['counts'] & { pending: number };
   /** the last whole-table checkpoint this process wrote */
@@ -697,6 +699,7 @@ export class Arbor {
         reopens: this.#reopens,
       },
       sessions: { active: this.#sessions.activeActors, stopped: this.#sessions.stopped(), crashes: this.#crashCount, lost: this.#sessionsLost, failedToLoad: this.#sessions.failedToLoad() },
+      mailbox: (({ total, max }) => ({ queued: total, max }))(this.#sessions.mailboxDepth()),
       recovery: { ...this.#recoveryCounts(), pending: this.#backend.recovery?.pendingCount() ?? 0 },
       checkpoint: this.#lastCheckpoint,
     };

@@ -10,5 +10,5 @@ export { createApp, sessionView, TENANT_CONFIG_KEY, type SessionView } from './s
 export { hashToken, TokenAuthenticator, OPEN_TENANT } from './server/auth.ts';
 export { HealthChecker, type HealthReport, type CheckResult, type HealthOptions } from './server/health.ts';
 export { HttpErrorCodes, STATUS_BY_CODE } from './server/http-errors.ts';
-export { PrometheusMetrics, PROMETHEUS_METRICS } from './server/prometheus.ts';
-export { startOtelMetrics, OTEL_INSTRUMENTS } from './server/otel.ts';
+export { PrometheusMetrics, PROMETHEUS_METRICS, PROCESS_METRICS } from './server/prometheus.ts';
+export { startOtelMetrics, startOtelTracing, OTEL_INSTRUMENTS, OTEL_SPANS, type OtelTracing, type HttpOutcome } from './server/otel.ts';

@@ -9,12 +9,7 @@ import { OTEL_INSTRUMENTS, startOtelMetrics } from '../src/server/otel.ts';
 import { loadConfig } from '../src/server/config.ts';
 import { startServer } from '../src/server/server.ts';
 import { tempDir } from './helpers/tmp.ts';
-
-/** The value of one sample line of Prometheus text (`name{labels} value`); undefined when absent. */
-function sample(text: string, name: string, labels = ''): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels === '' ? ' ' : `{${labels}} `}`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+import { sample } from './helpers/prometheus.ts';
 
 const write: JournalWriteMessage = { batchSize: 7, bytes: 2100, durationMs: 1.5, durability: 'fsync', queueDepth: 3 };
 
@@ -100,6 +95,18 @@ test('OpenTelemetry: instruments on the meter report channel messages and health
     // then the histograms count it once, and the gauges show the session and its bytes
     assert.equal(count(after.get(OTEL_INSTRUMENTS.journalWriteDuration)) - count(before.get(OTEL_INSTRUMENTS.journalWriteDuration)), 1);
     assert.equal(after.get(OTEL_INSTRUMENTS.journalBatchSize)?.dataPointType, DataPointType.HISTOGRAM);
+    // in seconds, as the semantic conventions say: the 1.5 ms batch is 0.0015 s
+    const duration = after.get(OTEL_INSTRUMENTS.journalWriteDuration) as HistogramMetricData;
+    assert.equal(duration.descriptor.unit, 's');
+    const sum = (m: MetricData | undefined) => (m as HistogramMetricData | undefined)?.dataPoints.reduce((n, p) => n + (p.value.sum ?? 0), 0) ?? 0;
+    assert.ok(Math.abs(sum(duration) - sum(before.get(OTEL_INSTRUMENTS.journalWriteDuration)) - 0.0015) < 1e-9, `recorded ${sum(duration) - sum(before.get(OTEL_INSTRUMENTS.journalWriteDuration))}`);
+    assert.equal(after.get(OTEL_INSTRUMENTS.journalLastFlushAge)?.descriptor.unit, 's');
+    // and the turn was counted, with its tokens
+    const total = (m: MetricData | undefined) => (m?.dataPoints as { value: number }[] | undefined)?.reduce((n, p) => n + p.value, 0) ?? 0;
+    assert.equal(total(after.get(OTEL_INSTRUMENTS.llmStreamsStarted)), 1);
+    assert.equal(total(after.get(OTEL_INSTRUMENTS.llmStreamsCompleted)), 1);
+    assert.equal(count(after.get(OTEL_INSTRUMENTS.llmTokenUsage)), 2);
+    assert.equal(count(after.get(OTEL_INSTRUMENTS.llmTimeToFirstChunk)), 1);
     const gauge = (name: string) => after.get(name)?.dataPoints[0]?.value as number | undefined;
     assert.equal(gauge(OTEL_INSTRUMENTS.hotSessions), 1);
     assert.ok(gauge(OTEL_INSTRUMENTS.journalBytes)! > 0);

@@ -1,6 +1,9 @@
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { streamText } from 'ai';
-import { abortError, LlmAbortError, LlmProviderError, type LlmProvider, type StreamRequest } from './provider.ts';
+import { abortError, LlmAbortError, LlmProviderError, type LlmProvider, type StreamFinish, type StreamRequest } from './provider.ts';
+
+/** The AI SDK's `experimental_telemetry` settings, passed through to `streamText`. */
+export type AiSdkTelemetry = NonNullable<Parameters<typeof streamText>[0]['experimental_telemetry']>;
 
 /** Options of a provider that speaks the OpenAI chat-completions protocol through the AI SDK. */
 export interface AiSdkProviderOptions {
@@ -20,6 +23,27 @@ export interface AiSdkProviderOptions {
    * A stream that fails after its first chunk is never retried here.
    */
   maxRetries?: number;
+  /**
+   * The AI SDK's own OpenTelemetry spans (`ai.streamText`, `ai.streamText.doStream`):
+   * `true` turns them on (through the global tracer provider, inputs and outputs
+   * recorded), an object is passed as `experimental_telemetry` as it is. Each
+   * call adds `arbor.session.id` and `arbor.message.id` to its metadata. Off by default.
+   */
+  telemetry?: boolean | AiSdkTelemetry;
+}
+
+function usageOf(u: { inputTokens?: number | undefined; outputTokens?: number | undefined; totalTokens?: number | undefined; reasoningTokens?: number | undefined; cachedInputTokens?: number | undefined; inputTokenDetails?: { cacheReadTokens?: number | undefined }; outputTokenDetails?: { reasoningTokens?: number | undefined } } | undefined): StreamFinish['usage'] {
+  if (u === undefined) return undefined;
+  const out: NonNullable<StreamFinish['usage']> = {};
+  const set = (k: keyof typeof out, v: number | undefined) => {
+    if (typeof v === 'number' && Number.isFinite(v)) out[k] = v;
+  };
+  set('inputTokens', u.inputTokens);
+  set('outputTokens', u.outputTokens);
+  set('totalTokens', u.totalTokens);
+  set('reasoningTokens', u.outputTokenDetails?.reasoningTokens ?? u.reasoningTokens);
+  set('cachedInputTokens', u.inputTokenDetails?.cacheReadTokens ?? u.cachedInputTokens);
+  return Object.keys(out).length === 0 ? undefined : out;
 }
 
 /** The SDK's error shapes, read by duck-typing so we do not depend on its classes. */
@@ -53,6 +77,7 @@ export class AiSdkProvider implements LlmProvider {
   readonly model: string;
   readonly #maxRetries: number;
   readonly #sdk: ReturnType<typeof createOpenAICompatible>;
+  readonly #telemetry: AiSdkTelemetry | undefined;
 
   constructor(options: AiSdkProviderOptions) {
     if (typeof options.baseURL !== 'string' || !/^https?:\/\//.test(options.baseURL)) {
@@ -68,6 +93,10 @@ export class AiSdkProvider implements LlmProvider {
     this.name = options.name ?? 'openai-compatible';
     this.model = options.model;
     this.#maxRetries = maxRetries;
+    if (options.telemetry !== undefined && typeof options.telemetry !== 'boolean' && (typeof options.telemetry !== 'object' || options.telemetry === null)) {
+      throw new TypeError(`option telemetry must be a boolean or the AI SDK's experimental_telemetry settings, got ${JSON.stringify(options.telemetry)}`);
+    }
+    this.#telemetry = options.telemetry === true ? { isEnabled: true } : options.telemetry === false ? undefined : options.telemetry;
     this.#sdk = createOpenAICompatible({
       name: this.name,
       baseURL: options.baseURL,
@@ -98,6 +127,9 @@ export class AiSdkProvider implements LlmProvider {
         // Errors are surfaced below through the fullStream 'error' part; the
         // default handler would also print every one of them with console.error.
         onError: () => {},
+        ...(this.#telemetry === undefined
+          ? {}
+          : { experimental_telemetry: { functionId: 'arbor.answer', ...this.#telemetry, metadata: { ...this.#telemetry.metadata, 'arbor.session.id': request.sessionId, 'arbor.message.id': request.messageId } } }),
       });
       let finished = false;
       for await (const part of result.fullStream) {
@@ -128,6 +160,10 @@ export class AiSdkProvider implements LlmProvider {
               });
             }
             finished = true;
+            {
+              const usage = usageOf(part.totalUsage);
+              request.onFinish?.({ finishReason: part.finishReason, ...(usage === undefined ? {} : { usage }) });
+            }
             break;
           default:
             break;

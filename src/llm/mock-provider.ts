@@ -125,5 +125,8 @@ export class MockProvider implements LlmProvider {
       await pause(this.chunkDelayMs, signal, () => abortError(this.name, `while waiting for chunk ${i + 1} of ${parts.length}`, signal));
       yield parts[i] as string;
     }
+    // A mock's token counts: the prompt's whitespace-separated words in, one token per chunk out.
+    const inputTokens = request.messages.reduce((n, m) => n + (m.content.match(/\S+/g)?.length ?? 0), 0);
+    request.onFinish?.({ finishReason: 'stop', usage: { inputTokens, outputTokens: parts.length, totalTokens: inputTokens + parts.length } });
   }
 }

@@ -1,3 +1,5 @@
+import type { TokenUsage } from '../telemetry/channels.ts';
+
 /**
  * The one interface every LLM provider sits behind. A session asks a provider
  * for a streamed answer and relays the chunks; it never sees HTTP or SDK types.
@@ -19,6 +21,18 @@ export interface StreamRequest {
   signal: AbortSignal;
   /** Overrides the provider's default model for this request. */
   model?: string;
+  /**
+   * Told once, when the answer is complete, what the provider reported about
+   * it: its finish reason and token usage (each absent when not reported).
+   * The session publishes them on the `arbor:llm:turn` telemetry channel.
+   */
+  onFinish?: (finish: StreamFinish) => void;
+}
+
+/** What a provider reports when an answer is complete. */
+export interface StreamFinish {
+  finishReason?: string;
+  usage?: TokenUsage;
 }
 
 /**

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { ArborError, assertSessionId, ErrorCodes, isArborError, isSessionId, isTenantStorageId, parseEventData, publicSessionId, storageSessionId, type Arbor, type JournalRecord, type Session, type SessionState, type SessionUpdate } from '../index.ts';
 import type { PrometheusMetrics } from './prometheus.ts';
+import type { OtelTracing } from './otel.ts';
 import { TokenAuthenticator } from './auth.ts';
 import type { HealthChecker } from './health.ts';
 import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors.ts';
@@ -37,6 +38,8 @@ export interface AppDeps {
   shutdown: AbortSignal;
   /** On PostgreSQL: this node, for routing requests to the owner of each session. */
   node?: NodeInfo;
+  /** OpenTelemetry traces: a span per request, the parent of the turns it starts. */
+  tracing?: OtelTracing;
 }
 
 /** Attempts to reach a session's owner (or take it over) before a request is refused. */
@@ -207,7 +210,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
       c.header('Retry-After', String(deps.retryAfterSeconds));
       return c.json(errorBody(err), 503);
     }
-    await next();
+    if (deps.tracing === undefined) await next();
+    else await deps.tracing.request(c.req.method, c.req.path, c.req.raw.headers, next, () => ({ route: routePath(c, -1), status: c.res.status }));
     const route = routePath(c, -1);
     const seconds = (performance.now() - started) / 1000;
     metrics.observeRequest(c.req.method, route, c.res.status, seconds);
@@ -520,6 +524,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     });
     const onShutdown = () => wake?.();
     shutdown.addEventListener('abort', onShutdown);
+    const sseClosed = metrics.sseOpened();
     stream.onAbort(() => wake?.());
     let lastSeq = 0;
     const sentChunk = new Map<string, number>();
@@ -556,6 +561,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
         if (queue.length === 0 && !shutdown.aborted && !stream.aborted) await stream.write(': ping\n\n');
       }
     } finally {
+      sseClosed();
       unsubscribe();
       shutdown.removeEventListener('abort', onShutdown);
     }

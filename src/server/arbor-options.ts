@@ -4,7 +4,7 @@ import { ConfigError, DEFAULT_CONFIG, envVarOf, SERVER_ONLY_OPTIONS, type ArborC
 /** The LLM provider the configuration selects. */
 export function providerFor(config: Readonly<ArborConfig>): LlmProvider {
   if (config.llm === 'openai-compatible') {
-    return new AiSdkProvider({ baseURL: config.llmBaseUrl!, model: config.llmModel!, maxRetries: config.llmMaxRetries, ...(config.llmApiKey === undefined ? {} : { apiKey: config.llmApiKey }) });
+    return new AiSdkProvider({ baseURL: config.llmBaseUrl!, model: config.llmModel!, maxRetries: config.llmMaxRetries, ...(config.llmTelemetry ? { telemetry: true } : {}), ...(config.llmApiKey === undefined ? {} : { apiKey: config.llmApiKey }) });
   }
   return new MockProvider({
     ...(config.mockChunks === undefined ? {} : { chunks: config.mockChunks }),

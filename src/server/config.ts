@@ -73,6 +73,7 @@ export interface ArborConfig {
   llmModel: string | undefined;
   llmApiKey: string | undefined;
   llmMaxRetries: number;
+  llmTelemetry: boolean;
   mockChunks: number | undefined;
   mockChunkDelayMs: number | undefined;
   // PostgreSQL and several nodes
@@ -170,6 +171,7 @@ export const OPTION_SPECS = {
   llmModel: { kind: 'string', default: undefined, accepts: 'a model name', meaning: '`openai-compatible`: model', flag: '--llm-model <model>' },
   llmApiKey: { kind: 'string', default: undefined, accepts: 'a string', meaning: '`openai-compatible`: API key (sent as a bearer token)', secret: true },
   llmMaxRetries: int(2, 0, 10, '`openai-compatible`: retries of a failed request before its first chunk (2 s, 4 s backoff)'),
+  llmTelemetry: bool(false, "`openai-compatible`: the AI SDK's own OpenTelemetry spans (`experimental_telemetry`, prompts and answers recorded) through the global tracer provider"),
   mockChunks: int(undefined, 1, 100_000, '`mock`: chunks per answer (default 8)'),
   mockChunkDelayMs: int(undefined, 0, 2_147_483_647, '`mock`: pause before each chunk (default 20)'),
   databaseUrl: { kind: 'string', default: undefined, accepts: 'a postgres:// or postgresql:// URL', meaning: 'run on PostgreSQL instead of files under dataDir (several nodes share one database)', secret: true, flag: '--postgres <url>' },
@@ -498,7 +500,7 @@ export function optionsHelp(): string {
 /** The options that only the server and CLI use (never passed to createArbor). */
 export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
   'host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
-  'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'mockChunks', 'mockChunkDelayMs',
+  'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'llmTelemetry', 'mockChunks', 'mockChunkDelayMs',
   // mapped to createArbor's `postgres` option by toArborOptions
   'databaseUrl', 'pgSchema', 'nodeId', 'nodeAddress', 'leaseMs',
 ]);

@@ -8,7 +8,8 @@ import { createArbor, ErrorCodes, subscribeTelemetry, type Arbor, type ArborOpti
 import { toArborOptions, unsafeDisableFencingFromEnv } from './arbor-options.ts';
 import type { ArborConfig, OptionName } from './config.ts';
 import { PrometheusMetrics } from './prometheus.ts';
-import { startOtelMetrics } from './otel.ts';
+import type { MeterProvider, TracerProvider } from '@opentelemetry/api';
+import { startOtelMetrics, startOtelTracing } from './otel.ts';
 import { createApp } from './app.ts';
 import { TokenAuthenticator } from './auth.ts';
 import { HealthChecker, type HealthOptions } from './health.ts';
@@ -36,6 +37,10 @@ export interface StartServerOptions {
   health?: Partial<HealthOptions>;
   /** Options passed to createArbor over the configuration's (tests pass a filesystem that fails). */
   arborOverrides?: ArborOptions;
+  /** Where the OpenTelemetry spans go (default: the global tracer provider, a no-op unless the application installed an SDK). */
+  tracerProvider?: TracerProvider;
+  /** Where the OpenTelemetry metrics go (default: the global meter provider). */
+  meterProvider?: MeterProvider;
 }
 
 /** How long open connections get to finish after Arbor closed, before they are cut. */
@@ -110,7 +115,8 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
   const node = ownership === undefined ? undefined : { nodeId: ownership.nodeId, nodeAddress: ownership.nodeAddress };
   logger.info(config.databaseUrl === undefined ? { dataDir: config.dataDir, recovery: report.counts } : { backend: 'postgres', schema: config.pgSchema, node }, 'arbor opened');
   const metrics = new PrometheusMetrics(arbor);
-  const stopOtel = startOtelMetrics(arbor);
+  const stopOtel = startOtelMetrics(arbor, options.meterProvider?.getMeter('arbor'));
+  const tracing = startOtelTracing(options.tracerProvider?.getTracer('arbor'));
   const extraDirs = [config.journalDir, config.snapshotDir].filter((d): d is string => d !== undefined);
   const health = new HealthChecker(arbor, { dataDir: config.dataDir, extraDirs, diskWarnPercent: config.diskWarnPercent, diskFailPercent: config.diskFailPercent, ...options.health });
   const shutdown = new AbortController();
@@ -125,6 +131,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
     maxBodyBytes: config.maxBodyBytes,
     retryAfterSeconds: config.retryAfterSeconds,
     shutdown: shutdown.signal,
+    tracing,
     ...(ownership === undefined ? {} : { node: { nodeId: ownership.nodeId, nodeAddress: ownership.nodeAddress, leaseMs: ownership.leaseMs } }),
   });
   handler = (req, env) => app.fetch(req, env);
@@ -143,6 +150,7 @@ export async function startServer(config: Readonly<ArborConfig>, options: StartS
       await closed;
       clearTimeout(grace);
       stopOtel();
+      tracing.stop();
       metrics.close();
       streams.close();
       stopErrorLog();

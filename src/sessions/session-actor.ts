@@ -11,6 +11,8 @@ import type { HotTier } from '../hot/hot-tier.ts';
 import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
 import { Mailbox } from './mailbox.ts';
 import { afterCrash } from './restart-intensity.ts';
+import { currentTraceParent, epochMs, llmTurnChannel, turnStartChannel, type LlmTurnMessage, type TurnInterruption } from '../telemetry/channels.ts';
+import { LlmProviderError, type StreamFinish } from '../llm/provider.ts';
 
 /** What subscribers receive: committed critical events (in seq order) and stream chunks. */
 export type SessionUpdate =
@@ -176,6 +178,7 @@ export class SessionActor {
 
   /** The user's message: durable when this resolves; the assistant's answer then streams. */
   sendMessage(content: string, clientMessageId?: string, metadata?: Record<string, unknown>): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
+    const parent = traceParent();
     return this.run('sendMessage', async (state) => {
       const messageId = randomUUID();
       const data = { messageId, content, ...(clientMessageId === undefined ? {} : { clientMessageId }), ...(metadata === undefined ? {} : { metadata }) };
@@ -195,17 +198,18 @@ export class SessionActor {
         }
         return { messageId: original?.id ?? messageId, seq: result.seq, duplicate: true };
       }
-      this.#queueStream(messageId, undefined);
+      this.#queueStream(messageId, undefined, parent);
       return { messageId, seq: result.seq, duplicate: false };
     });
   }
 
   /** Regenerates the last answer: the interrupted one if the last turn was interrupted, else the last one. */
   retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
+    const parent = traceParent();
     return this.run('retry', async (state) => {
       const target = retryTarget(state);
       if (target === undefined) throw new ArborError(ErrorCodes.NOTHING_TO_RETRY, `session ${this.id} has no answer to retry`, { sessionId: this.id });
-      this.#queueStream(target.requestMessageId, target.retryOf);
+      this.#queueStream(target.requestMessageId, target.retryOf, parent);
       return target;
     });
   }
@@ -258,8 +262,13 @@ export class SessionActor {
 
   // ---- streaming --------------------------------------------------------------
 
-  #queueStream(requestMessageId: string, retryOf: string | undefined): void {
-    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf)).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+  /** Read through a method: a check at the top of #stream must not narrow what later awaits may change. */
+  #isDraining(): boolean {
+    return this.#state === 'draining';
+  }
+
+  #queueStream(requestMessageId: string, retryOf: string | undefined, parent?: unknown): void {
+    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf, parent)).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
   }
 
   /** Resolves when every answer queued so far has ended (completed or interrupted). */
@@ -282,11 +291,18 @@ export class SessionActor {
    * journal exactly one terminal event: the completed answer, or
    * stream_interrupted when the provider fails or the runtime shuts down.
    */
-  async #stream(requestMessageId: string, retryOf: string | undefined): Promise<void> {
+  async #stream(requestMessageId: string, retryOf: string | undefined, parent: unknown): Promise<void> {
     if (this.#state === 'draining') return;
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
     let turns: ChatTurn[] = [];
+    // Telemetry: the turn starts before its start is journaled (the batch acknowledging it links to the turn).
+    const turnStarted = performance.now();
+    const turn = { sessionId: this.id, messageId, requestMessageId, provider: llm.name, model: llm.model };
+    if (turnStartChannel.hasSubscribers) turnStartChannel.publish({ ...turn, ...(retryOf === undefined ? {} : { retryOf }), startTime: epochMs(), ...(parent === undefined ? {} : { parent }) });
+    const turnEnded = (facts: Omit<LlmTurnMessage, 'sessionId' | 'messageId' | 'requestMessageId' | 'provider' | 'model' | 'durationMs'>): void => {
+      if (llmTurnChannel.hasSubscribers) llmTurnChannel.publish({ ...turn, ...facts, durationMs: performance.now() - turnStarted } satisfies LlmTurnMessage);
+    };
     // Registered before the start is journaled, so a shutdown that begins meanwhile aborts this answer too.
     const controller = new AbortController();
     this.#streams.set(messageId, controller);
@@ -300,15 +316,21 @@ export class SessionActor {
       this.#streams.delete(messageId);
       // Nothing started, nothing to end. A stopped session was reported when it stopped; a failed write is news.
       if (!isArborError(err, ErrorCodes.SESSION_STOPPED) && !isArborError(err, ErrorCodes.CLOSED)) this.#ctx.failed(this.id, 'stream', err);
+      turnEnded({ outcome: 'interrupted', interruption: 'not_started', reason: (err as Error)?.message ?? String(err), chunks: 0 });
       return;
     }
     const started = performance.now();
+    const llmStartTime = epochMs();
+    let firstChunkAt: number | undefined;
+    let llmEndedAt: number | undefined;
+    let finish: StreamFinish | undefined;
     let content = '';
     let index = 0;
     let failure: unknown;
     try {
       if (controller.signal.aborted) throw new Error(String(controller.signal.reason));
-      for await (const text of llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal })) {
+      for await (const text of llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal, onFinish: (f) => (finish = f) })) {
+        firstChunkAt ??= performance.now();
         content += text;
         const chunk = { messageId, index, text };
         index += 1;
@@ -318,8 +340,10 @@ export class SessionActor {
     } catch (err) {
       failure = err;
     } finally {
+      llmEndedAt = performance.now();
       this.#streams.delete(messageId);
     }
+    const shuttingDown = this.#isDraining();
     const terminal = async (state: SessionState): Promise<void> => {
       if (pendingInterruption(state)?.messageId !== messageId) return; // already ended (e.g. interrupted at shutdown)
       if (failure === undefined) {
@@ -332,6 +356,17 @@ export class SessionActor {
       this.#chunks.forget(messageId);
     };
     await this.run('endStream', terminal, true).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+    if (llmTurnChannel.hasSubscribers) {
+      const llmFacts = { chunks: index, llmStartTime, llmDurationMs: llmEndedAt - started, ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }) };
+      if (failure === undefined) {
+        turnEnded({ outcome: 'completed', ...llmFacts, ...(finish?.finishReason === undefined ? {} : { finishReason: finish.finishReason }), ...(finish?.usage === undefined ? {} : { usage: finish.usage }) });
+      } else {
+        const aborted = isAbortError(failure) || controller.signal.aborted;
+        const interruption: TurnInterruption = !aborted ? 'provider_error' : shuttingDown || this.#isDraining() ? 'shutdown' : 'aborted';
+        const statusCode = failure instanceof LlmProviderError ? failure.statusCode : undefined;
+        turnEnded({ outcome: 'interrupted', interruption, reason: aborted ? String(controller.signal.reason ?? 'aborted') : ((failure as Error)?.message ?? String(failure)), ...llmFacts, ...(statusCode === undefined ? {} : { statusCode }), ...(aborted ? {} : { error: (failure as Error)?.message ?? String(failure) }) });
+      }
+    }
   }
 
   /**
@@ -391,6 +426,11 @@ export class SessionActor {
       return pending.length;
     }, true);
   }
+}
+
+/** The trace parent of the caller (see `withTraceParent`), read only when someone traces turns. */
+function traceParent(): unknown {
+  return turnStartChannel.hasSubscribers ? currentTraceParent() : undefined;
 }
 
 /**

@@ -66,6 +66,18 @@ export class SessionManager {
     for (const r of this.#records.values()) if (r.actor !== undefined) yield r.actor;
   }
 
+  /** Commands queued or running in the live actors' mailboxes: in all, and in the fullest one. */
+  mailboxDepth(): { total: number; max: number } {
+    let total = 0;
+    let max = 0;
+    for (const r of this.#records.values()) {
+      const depth = r.actor?.mailboxDepth ?? 0;
+      total += depth;
+      if (depth > max) max = depth;
+    }
+    return { total, max };
+  }
+
   get activeActors(): number {
     let n = 0;
     for (const r of this.#records.values()) if (r.actor !== undefined) n += 1;

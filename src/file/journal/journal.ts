@@ -552,7 +552,8 @@ export class Journal {
     this.#lastFlushAt = Date.now();
     for (const p of batch) p.resolve?.({ sid: p.sid, seq: p.seq, lsn: p.lsn, ts: p.ts, duplicate: false });
     if (journalWriteChannel.hasSubscribers) {
-      journalWriteChannel.publish({ batchSize: batch.length, bytes: written.bytes, durationMs: performance.now() - written.started, durability: this.#o.durability, queueDepth: this.queueDepth } satisfies JournalWriteMessage);
+      const sessionIds = [...new Set(batch.map((p) => p.sid))];
+      journalWriteChannel.publish({ batchSize: batch.length, sessionIds, bytes: written.bytes, durationMs: performance.now() - written.started, durability: this.#o.durability, queueDepth: this.queueDepth } satisfies JournalWriteMessage);
     }
   }
 
