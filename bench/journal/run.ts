@@ -10,6 +10,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
@@ -160,6 +161,26 @@ async function loadMemoryFileSystem(): Promise<{ name: string; make: () => FileS
   }
 }
 
+/**
+ * CPU time of this process's main thread alone (user + system, ms), from
+ * /proc/self/task/<pid>/stat on Linux (clock ticks, 10 ms each: read over
+ * windows of seconds); undefined elsewhere. Unlike process.cpuUsage() it
+ * leaves out V8's GC helpers and the libuv pool, and unlike the event loop's
+ * active time it does not count the time the thread waited for a core on a
+ * busy machine.
+ */
+function mainThreadCpuMs(): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'latin1');
+    // Fields after the command name (which may hold spaces), from field 3 on: utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+const CLOCK_TICKS = 100;
+
 // ---- 1. Arbor, closed loop ----------------------------------------------------
 
 interface ArborClosedResult {
@@ -183,6 +204,8 @@ interface ArborClosedResult {
   eventLoopUtilization: number;
   /** main-thread busy time (event-loop utilisation's active time, GC pauses included) per append */
   mainThreadUsPerAppend: number;
+  /** the main thread's own CPU time per append (Linux /proc; NaN elsewhere) */
+  mainThreadCpuUsPerAppend: number;
   /** Arbor's own fdatasync calls, as the journal waited for them */
   datasyncP50Ms: number;
   datasyncP99Ms: number;
@@ -200,6 +223,7 @@ class ArborClosedPhase implements Phase {
   #cpuUs = 0;
   #eluActive = 0;
   #eluIdle = 0;
+  #mainCpuMs = 0;
   readonly #dir: string;
   readonly #fs: CountingFileSystem;
   readonly #store: Store<null>;
@@ -251,6 +275,7 @@ class ArborClosedPhase implements Phase {
     const io0 = this.#fs.snapshot();
     const elu0 = performance.eventLoopUtilization();
     const cpu0 = process.cpuUsage();
+    const main0 = mainThreadCpuMs();
     mStart = performance.now();
     measuring = true;
     this.#fs.recording = true;
@@ -258,6 +283,8 @@ class ArborClosedPhase implements Phase {
     measuring = false;
     this.#fs.recording = false;
     this.#windowMs += performance.now() - mStart;
+    const main1 = mainThreadCpuMs();
+    this.#mainCpuMs += main0 === undefined || main1 === undefined ? Number.NaN : main1 - main0;
     const cpu = process.cpuUsage(cpu0);
     const elu = performance.eventLoopUtilization(elu0);
     const io1 = this.#fs.snapshot();
@@ -291,6 +318,7 @@ class ArborClosedPhase implements Phase {
       cpuCores: this.#cpuUs / 1000 / this.#windowMs,
       eventLoopUtilization: this.#eluActive / Math.max(1e-9, this.#eluActive + this.#eluIdle),
       mainThreadUsPerAppend: (this.#eluActive * 1000) / Math.max(1, n),
+      mainThreadCpuUsPerAppend: (this.#mainCpuMs * 1000) / Math.max(1, n),
       datasyncP50Ms: this.#fs.datasyncLatency.summary().p50,
       datasyncP99Ms: this.#fs.datasyncLatency.summary().p99,
     };
@@ -593,6 +621,8 @@ interface CpuResult {
   wallUsPerAppend: number;
   /** process CPU (user + system, all threads, GC helpers included) per append */
   cpuUsPerAppend: number;
+  /** the main thread's own CPU time per append (Linux /proc; NaN elsewhere) */
+  mainCpuUsPerAppend: number;
   maxAppendsPerSecPerCore: number;
 }
 
@@ -611,16 +641,19 @@ async function cpuCost(fsName: string, makeFs: () => FileSystem, sessions: numbe
     };
     await run(cfg.cpuWarmupAppends);
     const cpu0 = process.cpuUsage();
+    const main0 = mainThreadCpuMs();
     const t0 = performance.now();
     const appends = await run(cfg.cpuAppends);
     const wallUs = (performance.now() - t0) * 1000;
     const cpu = process.cpuUsage(cpu0);
+    const main1 = mainThreadCpuMs();
+    const mainCpuUsPerAppend = main0 === undefined || main1 === undefined ? Number.NaN : ((main1 - main0) * 1000) / appends;
     const wallUsPerAppend = wallUs / appends;
     const cpuUsPerAppend = (cpu.user + cpu.system) / appends;
     // Wall time over-counts when the process is descheduled (a busy machine); process CPU over-counts
     // V8's helper threads. Both bound the main thread's CPU from above: take the tighter one.
     const usPerAppend = Math.min(wallUsPerAppend, cpuUsPerAppend);
-    return { fs: fsName, sessions, appends, usPerAppend, wallUsPerAppend, cpuUsPerAppend, maxAppendsPerSecPerCore: 1e6 / usPerAppend };
+    return { fs: fsName, sessions, appends, usPerAppend, wallUsPerAppend, cpuUsPerAppend, mainCpuUsPerAppend, maxAppendsPerSecPerCore: 1e6 / usPerAppend };
   } finally {
     await store.close();
   }
@@ -890,13 +923,14 @@ function issueGoals(at1000: ArborClosedResult, raw1000: RawResult, moderate: Res
       `raw write+fdatasync ceiling at that batch ${fmtInt(raw1000.recordsPerSec)} records/s`,
       `${fmt(at1000.appendsPerSec / 400_000, 2)} of the target; ${pct(at1000.appendsPerSec / raw1000.recordsPerSec)} of the ceiling`,
     ),
-    goal(
-      `4b: ≤ 2 µs main-thread CPU per append at ${at1000.sessions} sessions`,
-      at1000.mainThreadUsPerAppend <= 2,
-      `${fmt(at1000.mainThreadUsPerAppend, 2)} µs main-thread busy time per append on the disk (process CPU, all threads: ${fmt(at1000.cpuUsPerAppend, 2)} µs)`,
-      `no disk (NullFileSystem): ${fmt(nullFs.usPerAppend, 2)} µs per append`,
-      `${fmt(at1000.mainThreadUsPerAppend / 2, 2)} of the 2 µs budget`,
-    ),
+    ((main) =>
+      goal(
+        `4b: ≤ 2 µs main-thread CPU per append at ${at1000.sessions} sessions`,
+        main <= 2,
+        `${fmt(main, 2)} µs ${Number.isFinite(at1000.mainThreadCpuUsPerAppend) ? "of the main thread's own CPU time" : 'main-thread busy time'} per append on the disk (main-thread busy time, waits for a core included: ${fmt(at1000.mainThreadUsPerAppend, 2)} µs; process CPU, all threads: ${fmt(at1000.cpuUsPerAppend, 2)} µs)`,
+        `no disk (NullFileSystem): ${fmt(nullFs.usPerAppend, 2)} µs per append (min of wall and process CPU)`,
+        `${fmt(main / 2, 2)} of the 2 µs budget`,
+      ))(Number.isFinite(at1000.mainThreadCpuUsPerAppend) ? at1000.mainThreadCpuUsPerAppend : at1000.mainThreadUsPerAppend),
     peers.skipped
       ? goal('4c: ≥ 40× SQLite synchronous=FULL', undefined, 'SQLite not measured', peers.reason, '-')
       : goal(
@@ -927,7 +961,7 @@ function render(r: Results): string {
   out.push(`1+2. Durable appends (durability 'fsync', Store.append, each session a closed loop) beside raw write+fdatasync of the same batch`);
   out.push(
     table(
-      ['sessions', 'Arbor appends/s', 'ack p50 ms', 'ack p99 ms', 'its sync p50', 'its sync p99', 'recs/sync', 'KiB/sync', 'CPU µs/append', 'main µs/append', 'cores busy', 'loop busy', 'raw recs/s', 'raw p50 ms', 'raw p99 ms', 'of ceiling'],
+      ['sessions', 'Arbor appends/s', 'ack p50 ms', 'ack p99 ms', 'its sync p50', 'its sync p99', 'recs/sync', 'KiB/sync', 'CPU µs/append', 'main CPU µs', 'main busy µs', 'cores busy', 'loop busy', 'raw recs/s', 'raw p50 ms', 'raw p99 ms', 'of ceiling'],
       r.arbor.map((a, i) => {
         const raw = r.raw[i]!;
         return [
@@ -940,6 +974,7 @@ function render(r: Results): string {
           fmt(a.avgBatchRecords, 1),
           fmt(a.avgBatchBytes / 1024, 1),
           fmt(a.cpuUsPerAppend, 1),
+          fmt(a.mainThreadCpuUsPerAppend, 2),
           fmt(a.mainThreadUsPerAppend, 2),
           fmt(a.cpuCores, 2),
           pct(a.eventLoopUtilization),
@@ -952,7 +987,7 @@ function render(r: Results): string {
     ),
   );
   out.push(`   raw single-record write+fdatasync (${r.rawSingle.batchBytes} B): ${fmtInt(r.rawSingle.syncsPerSec)} syncs/s, p50 ${fmt(r.rawSingle.syncP50Ms, 3)} ms, p99 ${fmt(r.rawSingle.syncP99Ms, 3)} ms`);
-  out.push(`   (its sync: Arbor's own fdatasync calls; CPU: process CPU time, all threads; main: main-thread busy time (event-loop utilisation's active time); cores busy: process CPU time / wall time; loop busy: main-thread event-loop utilisation)`);
+  out.push(`   (its sync: Arbor's own fdatasync calls; CPU: process CPU time, all threads; main CPU: the main thread's own CPU time (/proc); main busy: its event-loop active time, waits for a core included; cores busy: process CPU time / wall time; loop busy: main-thread event-loop utilisation)`);
   out.push('');
   const m = r.moderate;
   out.push(`3. Moderate load: open loop, ${m.sessions} sessions × ${fmt(m.targetRate / m.sessions, 0)}/s = ${fmtInt(m.targetRate)} appends/s target`);
@@ -971,7 +1006,7 @@ function render(r: Results): string {
   out.push(`   µs/append = min(wall, process CPU) per append: both bound the main thread's CPU from above`);
   out.push(
     table(
-      ['filesystem', 'sessions', 'appends', 'µs/append', 'wall µs', 'process CPU µs', 'max appends/s per core'],
+      ['filesystem', 'sessions', 'appends', 'µs/append', 'wall µs', 'process CPU µs', 'main-thread CPU µs', 'max appends/s per core'],
       [r.cpu.primary, r.cpu.batch1, r.cpu.nullFs].map((x) => [
         x.fs,
         String(x.sessions),
@@ -979,6 +1014,7 @@ function render(r: Results): string {
         fmt(x.usPerAppend, 2),
         fmt(x.wallUsPerAppend, 2),
         fmt(x.cpuUsPerAppend, 2),
+        fmt(x.mainCpuUsPerAppend, 2),
         fmtInt(x.maxAppendsPerSecPerCore),
       ]),
     ),
