@@ -3,7 +3,7 @@
  * restart after SIGKILL, and bytes on disk of a long chat — each figure beside
  * its baseline from the same run. See bench/README.md.
  *
- *   node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S]
+ *   node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S] [--load-full]
  *
  * Targets are reported as PASS/MISS/INFO lines and never fail the run: the exit
  * code is non-zero only when the benchmark itself breaks.
@@ -58,13 +58,18 @@ interface Config extends BaseConfig {
 }
 
 function parseConfig(argv: string[]): Config {
-  const base = parseBenchArgs(argv, USAGE);
-  const { tiny } = base;
+  // --load-full: (b) at full scale, every other figure at its --tiny scale (a quick run of the load figures alone).
+  const loadFull = argv.includes('--load-full');
+  const base = parseBenchArgs(
+    argv.filter((a) => a !== '--load-full'),
+    USAGE,
+  );
+  const tiny = base.tiny || loadFull;
   return {
     ...base,
     hotKeys: tiny ? 1_000 : 10_000,
     storeManyEntries: 1_000,
-    loadSessions: tiny ? 100 : 1_000,
+    loadSessions: base.tiny ? 100 : 1_000,
     mockChunks: 8,
     mockChunkDelayMs: 20,
     restartSessions: tiny ? 200 : 10_000,
