@@ -52,6 +52,14 @@ test('bench/journal --tiny --json exits 0 and reports every figure', { timeout: 
   assert.equal(r.peers.skipped, true, 'peers run only with --peers');
   assert.ok(Array.isArray(r.targets) && r.targets.length >= 3);
   for (const t of r.targets) assert.ok(['PASS', 'MISS', 'SKIP', 'INFO'].includes(t.status), `target status ${t.status}`);
+  // Issue 10, goals 2 and 4: each judged PASS/FAIL (SKIP without SQLite) with its figure, baseline and ratio.
+  assert.equal(r.goals.length, 4);
+  for (const g of r.goals) {
+    assert.ok(['PASS', 'FAIL', 'SKIP'].includes(g.status), `goal status ${g.status}`);
+    for (const k of ['figure', 'baseline', 'ratio']) assert.ok(typeof g[k] === 'string' && g[k].length > 0, `goal ${g.goal}: ${k}`);
+    assert.equal(g.loadAverage.length, 3);
+  }
+  positive(r.arbor.at(-1).mainThreadUsPerAppend, 'arbor[1000].mainThreadUsPerAppend');
 });
 
 test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 120_000 }, async () => {
@@ -110,5 +118,11 @@ test('bench/postgres --tiny --json exits 0 and reports every figure', { timeout:
   positive(r.pg1.avgBatch, 'pg1.avgBatch');
   assert.equal(r.file.avgBatch, null);
   for (const k of ['pg3ToPg1', 'pg1ToFile', 'pg3ToFile']) positive(r.ratios[k], `ratios.${k}`);
+  // Issue 10, goal 5: the takeover timeline of each backend, and every event of every session was read.
+  for (const kind of ['pg', 'file']) {
+    for (const k of ['openMs', 'firstRequestMs', 'allTouchedMs']) positive(r.takeover[kind][k], `takeover.${kind}.${k}`);
+    assert.equal(r.takeover[kind].runs[0].events, r.takeover.sessions * r.takeover.eventsPerSession, `takeover.${kind}: every event read`);
+  }
+  for (const k of ['pg1', 'pg3', 'file']) positive(r.perNode[k], `perNode.${k}`);
   assert.ok(!String(r.database).includes('@'), 'no credentials in the report');
 });

@@ -3,7 +3,7 @@
  * restart after SIGKILL, and bytes on disk of a long chat — each figure beside
  * its baseline from the same run. See bench/README.md.
  *
- *   node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S]
+ *   node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S] [--load-full]
  *
  * Targets are reported as PASS/MISS/INFO lines and never fail the run: the exit
  * code is non-zero only when the benchmark itself breaks.
@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { loadavg } from 'node:os';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { constants as zc, brotliCompressSync } from 'node:zlib';
@@ -57,13 +58,18 @@ interface Config extends BaseConfig {
 }
 
 function parseConfig(argv: string[]): Config {
-  const base = parseBenchArgs(argv, USAGE);
-  const { tiny } = base;
+  // --load-full: (b) at full scale, every other figure at its --tiny scale (a quick run of the load figures alone).
+  const loadFull = argv.includes('--load-full');
+  const base = parseBenchArgs(
+    argv.filter((a) => a !== '--load-full'),
+    USAGE,
+  );
+  const tiny = base.tiny || loadFull;
   return {
     ...base,
     hotKeys: tiny ? 1_000 : 10_000,
     storeManyEntries: 1_000,
-    loadSessions: tiny ? 100 : 1_000,
+    loadSessions: base.tiny ? 100 : 1_000,
     mockChunks: 8,
     mockChunkDelayMs: 20,
     restartSessions: tiny ? 200 : 10_000,
@@ -1196,13 +1202,21 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
   limit(`storeMany(${many.entries}) p99 < 1 ms (aim)`, many.p99Us / 1000, 1, `${fmt(many.p99Us, 1)} µs (Map baseline ${fmt(r.hot.storeMany.map.p99Us, 1)} µs)`);
 
   const l = r.load;
-  const budget = l.idle.p99Ms + 1;
+  // Issue 10, goal 3: what Arbor adds to the loop delay the workload itself (the mock's chunk timers) causes.
+  const budget = l.mockOnly.loopDelay.p99Ms + 1;
   t.push({
-    name: `event-loop delay p99 under load ≤ idle p99 + 1 ms (${l.arbor.sessions} streaming sessions)`,
+    name: `event-loop delay p99 under load ≤ mock-alone p99 + 1 ms (${l.arbor.sessions} streaming sessions; issue 10 goal 3)`,
     status: l.arbor.loopDelay.p99Ms <= budget ? 'PASS' : 'MISS',
     actual: l.arbor.loopDelay.p99Ms,
     target: budget,
-    detail: `${fmt(l.arbor.loopDelay.p99Ms, 2)} ms vs idle ${fmt(l.idle.p99Ms, 2)} ms + 1 (mock streams alone, no Arbor: ${fmt(l.mockOnly.loopDelay.p99Ms, 2)} ms)`,
+    detail: `${fmt(l.arbor.loopDelay.p99Ms, 2)} ms vs mock streams alone (same process, no Arbor) ${fmt(l.mockOnly.loopDelay.p99Ms, 2)} ms + 1: Arbor adds ${fmt(l.arbor.loopDelay.p99Ms - l.mockOnly.loopDelay.p99Ms, 2)} ms (idle ${fmt(l.idle.p99Ms, 2)} ms); load average ${loadavg().map((x) => fmt(x, 2)).join(' / ')}`,
+  });
+  t.push({
+    name: `event-loop delay p99 under load ≤ idle p99 + 1 ms (${l.arbor.sessions} streaming sessions; the mock's own timers count against it)`,
+    status: 'INFO',
+    actual: l.arbor.loopDelay.p99Ms,
+    target: l.idle.p99Ms + 1,
+    detail: `${fmt(l.arbor.loopDelay.p99Ms, 2)} ms vs idle ${fmt(l.idle.p99Ms, 2)} ms + 1 (mock streams alone: ${fmt(l.mockOnly.loopDelay.p99Ms, 2)} ms)`,
   });
   t.push({
     name: 'sendMessage ack p50/p99 under load',

@@ -170,7 +170,8 @@ export class SessionActor {
     // Durable: now, and only now, the new state is the session's.
     this.#ctx.hot.store(this.id, next);
     this.#ctx.committed(this.id, next, result.lsn);
-    this.#publish({ kind: 'event', event: { ...record, lsn: result.lsn } });
+    // No subscriber (the common case under load): no event copy to build and throw away.
+    if (this.#listeners.size > 0) this.#publish({ kind: 'event', event: { ...record, lsn: result.lsn } });
     return { state: next, result };
   }
 
@@ -335,7 +336,7 @@ export class SessionActor {
         const chunk = { messageId, index, text };
         index += 1;
         this.#chunks.push(chunk);
-        this.#publish({ kind: 'chunk', chunk });
+        if (this.#listeners.size > 0) this.#publish({ kind: 'chunk', chunk });
       }
     } catch (err) {
       failure = err;

@@ -92,6 +92,105 @@ export function encodePayload(lsn: number, sid: string, seq: number, ts: number,
   return cid === undefined ? `${head}}` : `${head},"cid":${JSON.stringify(cid)}}`;
 }
 
+const K_LSN = Buffer.from('{"lsn":', 'latin1');
+const K_SID = Buffer.from(',"sid":"', 'latin1');
+const K_SEQ = Buffer.from('","seq":', 'latin1');
+const K_TS = Buffer.from(',"ts":', 'latin1');
+const K_TYPE = Buffer.from(',"type":', 'latin1');
+const K_V = Buffer.from(',"v":', 'latin1');
+const K_DATA = Buffer.from(',"data":', 'latin1');
+const K_CID = Buffer.from(',"cid":', 'latin1');
+/** The fixed bytes of a payload plus room for its four numbers (at most 24 characters each) and the closing brace. */
+export const PAYLOAD_FIXED_BYTES = K_LSN.length + K_SID.length + K_SEQ.length + K_TS.length + K_TYPE.length + K_V.length + K_DATA.length + K_CID.length + 4 * 24 + 1;
+
+function putBytes(buf: Buffer, at: number, lit: Uint8Array): number {
+  for (let i = 0; i < lit.length; i += 1) buf[at + i] = lit[i]!;
+  return at + lit.length;
+}
+
+/** Digits of a non-negative integer below 2³¹, written backwards from `end` (exclusive); returns where they start. */
+function putSmallDigitsBackwards(buf: Buffer, end: number, n: number, minDigits: number): number {
+  let i = end;
+  let x = n;
+  do {
+    const q = (x / 10) | 0;
+    buf[--i] = 0x30 + x - q * 10;
+    x = q;
+  } while (x > 0 || end - i < minDigits);
+  return i;
+}
+
+function digitCount(n: number): number {
+  let d = 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) d += 1;
+  return d;
+}
+
+/** The last timestamp written and its digits: appends within one millisecond share them. */
+let lastTs = -1;
+let lastTsBytes: Buffer = Buffer.alloc(0);
+
+/** A number as JSON (what JSON.stringify and template strings print), in ASCII. */
+function putNumber(buf: Buffer, at: number, n: number): number {
+  if (!Number.isSafeInteger(n) || n < 0) return at + buf.write(String(n), at, 'latin1');
+  if (n < 0x7fffffff) {
+    const d = n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : digitCount(n);
+    putSmallDigitsBackwards(buf, at + d, n, 1);
+    return at + d;
+  }
+  // Above 2³¹ (timestamps): the low 8 digits, zero-padded, and the rest, each in 32-bit arithmetic.
+  const hi = Math.floor(n / 1e8);
+  const lo = n - hi * 1e8;
+  const d = digitCount(hi) + 8;
+  putSmallDigitsBackwards(buf, at + d, lo, 8);
+  putSmallDigitsBackwards(buf, at + d - 8, hi, 1);
+  return at + d;
+}
+
+/** putNumber for the timestamp, which repeats from append to append. */
+function putTs(buf: Buffer, at: number, ts: number): number {
+  if (ts !== lastTs) {
+    const scratch = Buffer.allocUnsafe(32);
+    const n = putNumber(scratch, 0, ts);
+    lastTsBytes = scratch.subarray(0, n);
+    lastTs = ts;
+  }
+  return putBytes(buf, at, lastTsBytes);
+}
+
+/**
+ * What encodePayload returns, written as UTF-8 straight into `buf` at `at`,
+ * from the pieces already serialised (`typeJson`, `dataJson` and `cidJson` are
+ * JSON.stringify of the type, the data and the cid). The caller reserves
+ * `PAYLOAD_FIXED_BYTES + sid.length + 3 × (typeJson + dataJson + cidJson)
+ * lengths` bytes. Returns the payload's byte length.
+ */
+export function encodePayloadInto(buf: Buffer, at: number, lsn: number, sid: string, seq: number, ts: number, typeJson: string, v: number, dataJson: string, cidJson: string | undefined): number {
+  let p = putBytes(buf, at, K_LSN);
+  p = putNumber(buf, p, lsn);
+  p = putBytes(buf, p, K_SID);
+  // a validated session id: ASCII, no escaping
+  for (let i = 0; i < sid.length; i += 1) buf[p + i] = sid.charCodeAt(i);
+  p += sid.length;
+  p = putBytes(buf, p, K_SEQ);
+  p = putNumber(buf, p, seq);
+  p = putBytes(buf, p, K_TS);
+  p = putTs(buf, p, ts);
+  p = putBytes(buf, p, K_TYPE);
+  p += buf.write(typeJson, p, 'utf8');
+  p = putBytes(buf, p, K_V);
+  p = putNumber(buf, p, v);
+  p = putBytes(buf, p, K_DATA);
+  p += buf.write(dataJson, p, 'utf8');
+  if (cidJson !== undefined) {
+    p = putBytes(buf, p, K_CID);
+    p += buf.write(cidJson, p, 'utf8');
+  }
+  buf[p] = BRACE_BYTE;
+  return p + 1 - at;
+}
+const BRACE_BYTE = 0x7d;
+
 function isPositiveInt(n: unknown): n is number {
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 1;
 }

@@ -1,4 +1,5 @@
 import { randomInt } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../../core/errors.ts';
 import { ensureDir, readFully, writeFully, type FileHandle, type FileSystem } from '../../storage/fs-port.ts';
@@ -9,7 +10,8 @@ import {
   decodeHead,
   decodePayload,
   FRAME_LENGTH_OFFSET,
-  encodePayload,
+  encodePayloadInto,
+  PAYLOAD_FIXED_BYTES,
   frameCrc,
   encodeSegmentHeader,
   segmentFileName,
@@ -66,18 +68,86 @@ export interface JournalOpenReport {
   durationMs: number;
 }
 
-interface Pending {
-  sid: string;
-  seq: number;
-  lsn: number;
-  ts: number;
-  /** the encoded JSON payload */
-  payload: Buffer;
-  /** frame bytes: header + payload */
-  bytes: number;
-  cid: string | undefined;
-  resolve: ((r: AppendResult) => void) | undefined;
-  reject: ((e: unknown) => void) | undefined;
+/**
+ * A group-commit batch: its frames laid out back to back in one buffer as the
+ * appends arrive (length field and payload written at append time, the
+ * checksum filled in when the batch is written, with the seed of the segment it
+ * lands in), and per record the result it resolves with. No per-append buffer,
+ * closure or queue entry: the batch is the queue entry, and buffer and batch are
+ * recycled once written and settled.
+ */
+class Batch {
+  buf: Buffer;
+  /** bytes of frames laid out so far */
+  used = 0;
+  /** per record: the result it settles with (sid, seq, lsn, ts) */
+  readonly results: AppendResult[] = [];
+  /** per record: its session's index (no map lookup when settling) */
+  readonly idxs: SessionIndex[] = [];
+  /** per record: the frame's offset in `buf` (frame bytes = next start − start) */
+  readonly starts: number[] = [];
+  /** per record, absent under `buffered` (acknowledged at append time) */
+  readonly resolves: ((r: AppendResult) => void)[] = [];
+  readonly rejects: ((e: unknown) => void)[] = [];
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  get count(): number {
+    return this.results.length;
+  }
+
+  frameBytes(i: number): number {
+    return (i + 1 < this.starts.length ? this.starts[i + 1]! : this.used) - this.starts[i]!;
+  }
+
+  /** Room for `bytes` more at `used`, growing the buffer (copying what is laid out) when short. */
+  reserve(bytes: number): void {
+    if (this.used + bytes <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.used + bytes, this.buf.length * 2));
+    this.buf.copy(bigger, 0, 0, this.used);
+    this.buf = bigger;
+  }
+
+  reset(): void {
+    this.used = 0;
+    this.results.length = 0;
+    this.idxs.length = 0;
+    this.starts.length = 0;
+    this.resolves.length = 0;
+    this.rejects.length = 0;
+  }
+
+  rejectAll(err: unknown): void {
+    for (const reject of this.rejects) reject(err);
+  }
+}
+
+/** A fresh batch buffer's size; one grows (doubling) for big batches and keeps its size when recycled. */
+const BATCH_INITIAL_BYTES = 64 * 1024;
+/** Written batches kept for reuse (one being filled, one being written, one awaiting its sync). */
+const BATCH_POOL = 3;
+/** Batches bigger than this are not kept for reuse (a burst must not pin its memory). */
+const BATCH_POOL_MAX_BYTES = 16 * 1024 * 1024;
+
+/** JSON of event types, which repeat: a bounded cache saves a JSON.stringify per append. */
+const typeJsonCache = new Map<string, string>();
+function quotedType(type: string): string {
+  let json = typeJsonCache.get(type);
+  if (json === undefined) {
+    json = JSON.stringify(type);
+    if (typeJsonCache.size < 1024) typeJsonCache.set(type, json);
+  }
+  return json;
+}
+
+/** `new Promise(captureResolvers)` hands out the resolvers without allocating an executor closure per append. */
+let capturedResolve: ((r: AppendResult) => void) | undefined;
+let capturedReject: ((e: unknown) => void) | undefined;
+function captureResolvers(resolve: (r: AppendResult) => void, reject: (e: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
 }
 
 interface SessionIndex {
@@ -110,7 +180,8 @@ const MAX_SYNCS_IN_FLIGHT = 2;
 
 interface WrittenBatch {
   segment: Segment;
-  offsets: number[];
+  /** offset of the batch's first frame in the segment */
+  base: number;
   bytes: number;
   started: number;
 }
@@ -157,15 +228,18 @@ export class Journal {
   #state: State = 'open';
   #failure: ArborError | undefined;
   #nextLsn = 1;
-  #queue: Pending[] = [];
+  /** Batches waiting for the writer, oldest first; the last one takes new appends. */
+  #queue: Batch[] = [];
   #queueHead = 0;
+  #queuedRecords = 0;
   #queuedBytes = 0;
-  #scratch = Buffer.alloc(0);
+  /** Batches written and settled, kept for reuse. */
+  #pool: Batch[] = [];
   #deleting: Promise<unknown> = Promise.resolve();
   /** Acknowledgement promises of batches whose sync is in flight, oldest first. */
   #inflight: Promise<void>[] = [];
   /** Batches written (or being written) and not yet acknowledged, oldest first; rejected if the journal fails. */
-  #inflightBatches: Pending[][] = [];
+  #inflightBatches: Batch[] = [];
   /** Wakes the pump when it waits on an in-flight sync and a new batch could start. */
   #wake: (() => void) | undefined;
   #pumping = false;
@@ -239,7 +313,7 @@ export class Journal {
 
   /** Records queued and not yet written. */
   get queueDepth(): number {
-    return this.#queue.length - this.#queueHead;
+    return this.#queuedRecords;
   }
 
   /** Wall-clock ms of the last completed flush. */
@@ -308,50 +382,78 @@ export class Journal {
     const ts = input.ts ?? this.#o.now();
     const seq = idx.lastSeq + 1;
     const lsn = this.#nextLsn;
-    let text: string | undefined;
+    let dataJson: string | undefined;
     try {
-      text = encodePayload(lsn, sid, seq, ts, type, v, data, cid);
+      dataJson = JSON.stringify(data);
     } catch (err) {
       throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable: ${(err as Error).message}`, { field: 'data', sessionId: sid }, { cause: err });
     }
-    if (text === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} has no JSON form`, { field: 'data', sessionId: sid });
-    // Encoded to UTF-8 once, here; the flush only copies bytes.
-    const payload = Buffer.from(text, 'utf8');
-    const bytes = FRAME_HEADER_BYTES + payload.length;
-    if (bytes - FRAME_HEADER_BYTES > this.#o.maxRecordBytes) {
-      throw new ArborError(ErrorCodes.TOO_LARGE, `event of session ${sid} is ${bytes - FRAME_HEADER_BYTES} bytes; the limit is ${this.#o.maxRecordBytes}`, { sessionId: sid, bytes: bytes - FRAME_HEADER_BYTES, limit: this.#o.maxRecordBytes });
+    if (dataJson === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} has no JSON form`, { field: 'data', sessionId: sid });
+    const typeJson = quotedType(type);
+    const cidJson = cid === undefined ? undefined : JSON.stringify(cid);
+    // Encoded to UTF-8 once, straight into the batch's buffer after an 8-byte frame header (no string for
+    // the whole payload, no buffer per append); nothing is committed (`used` unchanged) until every check
+    // has passed.
+    const room = FRAME_HEADER_BYTES + PAYLOAD_FIXED_BYTES + sid.length + 3 * (typeJson.length + dataJson.length + (cidJson?.length ?? 0));
+    const batch = this.#batchFor(room);
+    const at = batch.used;
+    batch.reserve(room);
+    const buf = batch.buf;
+    const payloadBytes = encodePayloadInto(buf, at + FRAME_HEADER_BYTES, lsn, sid, seq, ts, typeJson, v, dataJson, cidJson);
+    const bytes = FRAME_HEADER_BYTES + payloadBytes;
+    if (payloadBytes > this.#o.maxRecordBytes) {
+      throw new ArborError(ErrorCodes.TOO_LARGE, `event of session ${sid} is ${payloadBytes} bytes; the limit is ${this.#o.maxRecordBytes}`, { sessionId: sid, bytes: payloadBytes, limit: this.#o.maxRecordBytes });
     }
-    if (this.queueDepth >= this.#o.maxQueueRecords || this.#queuedBytes + bytes > this.#o.maxQueueBytes) {
-      throw new ArborError(ErrorCodes.QUEUE_FULL, `journal queue is full (${this.queueDepth} records, ${this.#queuedBytes} bytes); retry later`, { sessionId: sid, queueDepth: this.queueDepth, queuedBytes: this.#queuedBytes });
+    if (this.#queuedRecords >= this.#o.maxQueueRecords || this.#queuedBytes + bytes > this.#o.maxQueueBytes) {
+      throw new ArborError(ErrorCodes.QUEUE_FULL, `journal queue is full (${this.#queuedRecords} records, ${this.#queuedBytes} bytes); retry later`, { sessionId: sid, queueDepth: this.#queuedRecords, queuedBytes: this.#queuedBytes });
     }
     // Past every check: from here the append is committed to the queue.
     this.#nextLsn = lsn + 1;
     idx.lastSeq = seq;
+    const result: AppendResult = { sid, seq, lsn, ts, duplicate: false };
     if (!this.#o.writes) {
       // The journal is off: numbered and acknowledged, nothing written (snapshots alone keep state).
-      const result = { sid, seq, lsn, ts, duplicate: false };
       if (cid !== undefined) this.#rememberCid(idx, cid, result);
       this.#writtenLsn = lsn;
       this.#syncedLsn = lsn;
       return Promise.resolve(result);
     }
-    const pending: Pending = { sid, seq, lsn, ts, payload, bytes, cid, resolve: undefined, reject: undefined };
+    buf.writeUInt32LE(payloadBytes, at + FRAME_LENGTH_OFFSET);
+    batch.starts.push(at);
+    batch.used = at + bytes;
+    batch.results.push(result);
+    batch.idxs.push(idx);
     let promise: Promise<AppendResult>;
     if (this.#o.durability === 'buffered') {
       // Acknowledged at once, by contract: the write happens later.
       promise = Promise.resolve({ sid, seq, lsn, ts, duplicate: false });
       if (cid !== undefined) this.#rememberCid(idx, cid, { sid, seq, lsn, ts, duplicate: false });
     } else {
-      promise = new Promise<AppendResult>((resolve, reject) => {
-        pending.resolve = resolve;
-        pending.reject = reject;
-      });
+      promise = new Promise<AppendResult>(captureResolvers);
+      batch.resolves.push(capturedResolve!);
+      batch.rejects.push(capturedReject!);
+      capturedResolve = undefined;
+      capturedReject = undefined;
       if (cid !== undefined) this.#rememberCid(idx, cid, promise);
     }
-    this.#queue.push(pending);
+    this.#queuedRecords += 1;
     this.#queuedBytes += bytes;
     this.#schedule();
     return promise;
+  }
+
+  /**
+   * The batch the next append goes into: the newest queued one, unless it is
+   * full (its record cap, or its byte cap with up to `room` more bytes), when
+   * a new one is queued. (`room` is a bound: a batch may end a little below
+   * the byte cap.)
+   */
+  #batchFor(room: number): Batch {
+    const last = this.#queueHead < this.#queue.length ? this.#queue[this.#queue.length - 1]! : undefined;
+    if (last !== undefined && (last.count === 0 || (last.count < this.#o.maxBatchRecords && last.used + room <= this.#o.maxBatchBytes))) return last;
+    const fresh = this.#pool.pop() ?? new Batch(BATCH_INITIAL_BYTES);
+    this.#queue.push(fresh);
+    return fresh;
   }
 
   #rememberCid(idx: SessionIndex, cid: string, result: AppendResult | Promise<AppendResult>): void {
@@ -386,7 +488,11 @@ export class Journal {
   #schedule(): void {
     if (this.#pumping) {
       // The pump may be waiting on an in-flight sync: let it start this batch now (pipelining).
-      if (this.#o.durability !== 'buffered' || this.queueDepth >= this.#o.batchSize) this.#wake?.();
+      if (this.#wake !== undefined && (this.#o.durability !== 'buffered' || this.#queuedRecords >= this.#o.batchSize)) {
+        const wake = this.#wake;
+        this.#wake = undefined;
+        wake();
+      }
       return;
     }
     if (this.#scheduled) return;
@@ -455,59 +561,59 @@ export class Journal {
     }
   }
 
-  #takeBatch(): Pending[] {
-    const batch: Pending[] = [];
-    let bytes = 0;
-    while (this.#queueHead < this.#queue.length && batch.length < this.#o.maxBatchRecords) {
-      const p = this.#queue[this.#queueHead]!;
-      if (batch.length > 0 && bytes + p.bytes > this.#o.maxBatchBytes) break;
-      batch.push(p);
-      bytes += p.bytes;
-      this.#queueHead += 1;
+  /** The oldest queued batch, taken off the queue (the next append starts a new one). */
+  #takeBatch(): Batch {
+    let batch = this.#queue[this.#queueHead++]!;
+    // A batch left empty by a refused append holds nothing to write.
+    while (batch.count === 0 && this.#queueHead < this.#queue.length) {
+      this.#recycle(batch);
+      batch = this.#queue[this.#queueHead++]!;
     }
-    this.#queuedBytes -= bytes;
+    this.#queuedRecords -= batch.count;
+    this.#queuedBytes -= batch.used;
     if (this.#queueHead === this.#queue.length) {
-      this.#queue = [];
+      this.#queue.length = 0;
       this.#queueHead = 0;
-    } else if (this.#queueHead > 4096 && this.#queueHead * 2 > this.#queue.length) {
+    } else if (this.#queueHead > 64) {
       this.#queue = this.#queue.slice(this.#queueHead);
       this.#queueHead = 0;
     }
     return batch;
   }
 
-  /** Frames the batch and writes it (rotating first when it would overflow the segment). Not yet synced. */
-  async #writeBatch(batch: Pending[]): Promise<WrittenBatch> {
+  #recycle(batch: Batch): void {
+    if (this.#pool.length >= BATCH_POOL || batch.buf.length > BATCH_POOL_MAX_BYTES) return;
+    batch.reset();
+    this.#pool.push(batch);
+  }
+
+  /** Checksums the batch's frames and writes it (rotating first when it would overflow the segment). Not yet synced. */
+  async #writeBatch(batch: Batch): Promise<WrittenBatch> {
     const started = performance.now();
-    let total = 0;
-    for (const p of batch) total += p.bytes;
+    const total = batch.used;
     // From here until acknowledged, the batch fails with the journal (the pump's catch calls #fail).
     this.#inflightBatches.push(batch);
+    const firstLsn = batch.results[0]!.lsn;
     if (this.#active.size > SEGMENT_HEADER_BYTES && this.#active.size + total > this.#o.maxSegmentBytes) {
       await this.#drainInflight();
-      await this.#rotate(batch[0]!.lsn);
+      await this.#rotate(firstLsn);
     }
     const segment = this.#active;
-    // One scratch buffer, reused: the previous write has completed before the next batch is framed.
-    if (this.#scratch.length < total) this.#scratch = Buffer.allocUnsafe(Math.max(total, this.#scratch.length * 2));
-    const buffer = this.#scratch.subarray(0, total);
-    const offsets = new Array<number>(batch.length);
-    let at = 0;
-    for (let i = 0; i < batch.length; i += 1) {
-      const p = batch[i]!;
-      const end = at + p.bytes;
-      buffer.writeUInt32LE(p.payload.length, at + FRAME_LENGTH_OFFSET);
-      p.payload.copy(buffer, at + FRAME_HEADER_BYTES);
-      buffer.writeUInt32LE(frameCrc(segment.header.seed, buffer.subarray(at, end)), at);
-      offsets[i] = segment.size + at;
-      at = end;
+    const seed = segment.header.seed;
+    const buffer = batch.buf;
+    const starts = batch.starts;
+    // The frames' length fields and payloads are in place since append(): only the checksums are left,
+    // each seeded with the segment this batch lands in.
+    for (let i = 0, n = starts.length; i < n; i += 1) {
+      const at = starts[i]!;
+      const end = i + 1 < n ? starts[i + 1]! : total;
+      buffer.writeUInt32LE(crc32(buffer.subarray(at + FRAME_LENGTH_OFFSET, end), seed), at);
     }
-    // Invariant: byte counts taken at append time match the framing.
-    if (at !== total) throw new Error(`journal invariant: batch framed to ${at} bytes, expected ${total}`);
-    await writeFully(this.#handle, buffer, segment.size);
+    const base = segment.size;
+    await writeFully(this.#handle, buffer.subarray(0, total), base);
     segment.size += total;
-    this.#writtenLsn = batch[batch.length - 1]!.lsn;
-    return { segment, offsets, bytes: total, started };
+    this.#writtenLsn = batch.results[batch.count - 1]!.lsn;
+    return { segment, base, bytes: total, started };
   }
 
   /**
@@ -515,7 +621,7 @@ export class Journal {
    * `buffered` its sync starts now and the batch settles after it and after
    * every earlier batch; under `write` it settles at once.
    */
-  #commit(batch: Pending[], written: WrittenBatch): void {
+  #commit(batch: Batch, written: WrittenBatch): void {
     if (this.#o.durability === 'write') {
       this.#ensureTimer();
       this.#inflightBatches.shift();
@@ -525,7 +631,7 @@ export class Journal {
     const lastLsn = this.#writtenLsn;
     const sync = this.#handle.datasync();
     const previous = this.#inflight.at(-1);
-    const done: Promise<void> = Promise.all([sync, previous]).then(
+    const done: Promise<void> = (previous === undefined ? sync : Promise.all([sync, previous])).then(
       () => {
         if (this.#state === 'failed') return;
         if (lastLsn > this.#syncedLsn) this.#syncedLsn = lastLsn;
@@ -538,23 +644,30 @@ export class Journal {
     this.#inflight.push(done);
   }
 
-  /** Indexes and acknowledges a batch that is as durable as the mode promises. */
-  #settle(batch: Pending[], written: WrittenBatch): void {
-    const { segment, offsets } = written;
-    for (let i = 0; i < batch.length; i += 1) {
-      const p = batch[i]!;
-      const idx = this.#sessions.get(p.sid)!;
+  /** Indexes and acknowledges a batch that is as durable as the mode promises, then recycles it. */
+  #settle(batch: Batch, written: WrittenBatch): void {
+    const { segment, base } = written;
+    const { results, idxs, starts, resolves } = batch;
+    const n = results.length;
+    const segId = segment.id;
+    let live = 0;
+    for (let i = 0; i < n; i += 1) {
+      const r = results[i]!;
+      const idx = idxs[i]!;
       // A snapshot may already cover a record written late (buffered mode): it pins nothing then.
-      if (p.seq <= idx.covered) continue;
-      idx.locs.push(p.seq, segment.id, offsets[i]!, p.bytes);
-      segment.live += 1;
+      if (r.seq <= idx.covered) continue;
+      const start = starts[i]!;
+      idx.locs.push(r.seq, segId, base + start, (i + 1 < n ? starts[i + 1]! : batch.used) - start);
+      live += 1;
     }
+    segment.live += live;
     this.#lastFlushAt = Date.now();
-    for (const p of batch) p.resolve?.({ sid: p.sid, seq: p.seq, lsn: p.lsn, ts: p.ts, duplicate: false });
+    for (let i = 0; i < resolves.length; i += 1) resolves[i]!(results[i]!);
     if (journalWriteChannel.hasSubscribers) {
-      const sessionIds = [...new Set(batch.map((p) => p.sid))];
-      journalWriteChannel.publish({ batchSize: batch.length, sessionIds, bytes: written.bytes, durationMs: performance.now() - written.started, durability: this.#o.durability, queueDepth: this.queueDepth } satisfies JournalWriteMessage);
+      const sessionIds = [...new Set(results.map((r) => r.sid))];
+      journalWriteChannel.publish({ batchSize: n, sessionIds, bytes: written.bytes, durationMs: performance.now() - written.started, durability: this.#o.durability, queueDepth: this.queueDepth } satisfies JournalWriteMessage);
     }
+    this.#recycle(batch);
   }
 
   /** Waits until every in-flight sync has settled (and its batch was acknowledged or failed). */
@@ -615,25 +728,28 @@ export class Journal {
     return { segment: { id: firstLsn, name, header, size: SEGMENT_HEADER_BYTES, live: 0 }, handle };
   }
 
-  #fail(err: unknown, batch: Pending[]): void {
+  #fail(err: unknown, batch: Batch[]): void {
     if (this.#state === 'failed') return;
     const cause = err instanceof ArborError ? err : new ArborError(ErrorCodes.IO_ERROR, `journal write failed: ${(err as Error)?.message ?? String(err)}`, { segment: this.#active?.name }, { cause: err });
     this.#state = 'failed';
     this.#failure = cause;
     if (this.#timer !== undefined) clearInterval(this.#timer);
-    for (const p of batch) p.reject?.(cause);
+    for (const b of batch) b.rejectAll(cause);
     // Every batch written but not yet acknowledged fails with it: a later sync cannot vouch for an earlier failed one.
-    for (const b of this.#inflightBatches) for (const p of b) p.reject?.(cause);
+    for (const b of this.#inflightBatches) b.rejectAll(cause);
     this.#inflightBatches = [];
     this.#inflight = [];
-    this.#wake?.();
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
     const rest = this.#queue.slice(this.#queueHead);
     this.#queue = [];
     this.#queueHead = 0;
+    this.#queuedRecords = 0;
     this.#queuedBytes = 0;
     const failed = new ArborError(ErrorCodes.JOURNAL_FAILED, `journal failed before this append was written: ${cause.message}`, {}, { cause });
     if (errorChannel.hasSubscribers) errorChannel.publish({ source: 'journal', code: cause.code, message: cause.message } satisfies ErrorMessage);
-    for (const p of rest) p.reject?.(failed);
+    for (const b of rest) b.rejectAll(failed);
   }
 
   /**
