@@ -192,3 +192,36 @@ test('finish reason and usage come from an OpenAI-compatible server, per-session
     assert.deepEqual(history.at(-1)!.parts.map((p) => p.type), ['reasoning', 'text']);
   });
 });
+
+test("tenants and tokens of /v1/sessions: no token is 401, another tenant's chat is 404 and untouched, a tenant with createSessions: false creates none", async () => {
+  const { dir, cleanup } = tempDir('arbor-chat-');
+  const { hashToken } = await import('../../src/server/auth.ts');
+  const configFile = join(dir, 'config.json');
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(configFile, JSON.stringify({ tokens: [{ tenant: 'acme', sha256: hashToken('acme-token') }, { tenant: 'globex', sha256: hashToken('globex-token') }, { tenant: 'readonly', sha256: hashToken('ro-token'), createSessions: false }] }));
+  const server = await startServe(['--data-dir', join(dir, 'data'), '--config', configFile], { ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '0' });
+  try {
+    const { url } = server;
+    const as = (token: string) => new DefaultChatTransport<UIMessage>({ api: `${url}/v1/chat`, headers: { authorization: `Bearer ${token}` } });
+    const send = (token: string, chatId: string) => as(token).sendMessages({ trigger: 'submit-message', chatId, messageId: undefined, messages: [user(`u-${chatId}`, 'secret')], abortSignal: undefined });
+    // given acme's chat, created on first use
+    await chunksOf(await send('acme-token', 'acme-chat'));
+    // then without a token: 401
+    assert.equal((await fetch(`${url}/v1/chat/acme-chat/messages`)).status, 401);
+    // and globex gets 404 for every route of it, exactly like a missing chat, and writes nothing
+    await assert.rejects(send('globex-token', 'acme-chat'), /not found/);
+    const globex = { authorization: 'Bearer globex-token' };
+    for (const [method, path] of [['GET', 'messages'], ['GET', 'stream'], ['POST', 'stop']] as const) {
+      assert.equal((await fetch(`${url}/v1/chat/acme-chat/${path}`, { method, headers: globex })).status, 404, path);
+    }
+    await assert.rejects(as('globex-token').sendMessages({ trigger: 'regenerate-message', chatId: 'acme-chat', messageId: undefined, messages: [user('u-acme-chat', 'secret')], abortSignal: undefined }), /not found/);
+    const history = (await (await fetch(`${url}/v1/chat/acme-chat/messages`, { headers: { authorization: 'Bearer acme-token' } })).json()) as UIMessage[];
+    assert.deepEqual(history.map((m) => m.role), ['user', 'assistant']);
+    // and a tenant whose token says createSessions: false gets 404 for a new chat, and nothing is created
+    await assert.rejects(send('ro-token', 'ro-chat'), /not found/);
+    assert.equal((await fetch(`${url}/v1/sessions/ro-chat`, { headers: { authorization: 'Bearer acme-token' } })).status, 404);
+  } finally {
+    await server.stop('SIGKILL');
+    cleanup();
+  }
+});
