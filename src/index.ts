@@ -11,14 +11,17 @@ export type { SessionSummary, SessionPage, ListOptions } from './sessions/sessio
 export { DEFAULT_TENANT, MAX_TENANT_SESSION_ID_CHARS, storageSessionId, publicSessionId, isTenantStorageId } from './sessions/tenancy.ts';
 
 export { initialSessionState, reduceSession, pendingInterruption, INTERRUPTED_NOTICE_CONTENT, type SessionState, type Message, type ForkLink } from './core/state.ts';
+export { textPart, textParts, textOfParts, findToolPart, appendStreamParts, updateToolPart, type MessagePart, type TextPart, type ReasoningPart, type StepStartPart, type ToolPart, type ToolPartState, type ToolApproval } from './core/state.ts';
+export { toUIMessage, toUIPart, toolUIPartType, type UIMessageShape, type UIPartShape } from './core/ui-message.ts';
 export { parseEventData, CRITICAL_EVENT_TYPES, RECOVERABLE_EVENT_TYPES, CURRENT_EVENT_VERSION, EventUpcasters, eventUpcasters, type EventType, type EventData } from './core/events.ts';
 export type { JournalRecord } from './core/record.ts';
 export { ArborError, ErrorCodes, isArborError, type ErrorCode } from './core/errors.ts';
 export { assertSessionId, isSessionId, SESSION_ID_PATTERN } from './core/ids.ts';
 
 export { MockProvider } from './llm/mock-provider.ts';
-export { AiSdkProvider } from './llm/ai-sdk-provider.ts';
-export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
+export { AiSdkProvider, LanguageModelProvider, type LanguageModelProviderOptions } from './llm/ai-sdk-provider.ts';
+export type { LlmProvider, StreamRequest, ChatTurn, LlmStreamPart, LlmUsage } from './llm/provider.ts';
+export { TurnLog, type UIChunk } from './sessions/turn-log.ts';
 
 export { CHANNELS, subscribeTelemetry, publishToolStep, withTraceParent, currentTraceParent, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage, type TurnStartMessage, type LlmTurnMessage, type ToolStepMessage, type TokenUsage, type TurnInterruption, type LeaseMessage } from './telemetry/channels.ts';
 

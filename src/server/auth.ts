@@ -18,10 +18,13 @@ export function hashToken(token: string): string {
 export class TokenAuthenticator {
   readonly #entries: readonly { tenant: string; hash: Buffer }[];
   readonly #operators: readonly Buffer[];
+  /** Tenants with a token marked `createSessions: false`. */
+  readonly #noCreate: ReadonlySet<string>;
 
   /** `operatorHashes`: SHA-256 hashes of the operators' tokens (option `operatorTokens`), who see /health in full. */
   constructor(tokens: readonly TokenEntry[], operatorHashes: readonly string[] = []) {
     this.#entries = tokens.map((t) => ({ tenant: t.tenant, hash: Buffer.from(t.sha256, 'hex') }));
+    this.#noCreate = new Set(tokens.filter((t) => t.createSessions === false).map((t) => t.tenant));
     this.#operators = operatorHashes.map((h) => Buffer.from(h, 'hex'));
   }
 
@@ -39,6 +42,11 @@ export class TokenAuthenticator {
     let found = false;
     for (const hash of this.#operators) if (timingSafeEqual(presented, hash)) found = true;
     return found;
+  }
+
+  /** Whether `tenant` may have a session created on first use (POST /v1/chat): not when one of its tokens says `createSessions: false`. */
+  mayCreateSessions(tenant: string): boolean {
+    return !this.#noCreate.has(tenant);
   }
 
   /** False: every request belongs to {@link OPEN_TENANT}. */

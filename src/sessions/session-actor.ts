@@ -1,18 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { ArborError, ErrorCodes, isArborError } from '../core/errors.ts';
 import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
-import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, type SessionState } from '../core/state.ts';
+import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, type MessagePart, type SessionState } from '../core/state.ts';
 import type { JournalRecord } from '../core/record.ts';
 import type { AppendResult } from '../backend/backend.ts';
-import type { ChatTurn, LlmProvider } from '../llm/provider.ts';
-import { isAbortError } from '../llm/provider.ts';
+import type { ChatTurn, LlmProvider, LlmUsage, StreamRequest } from '../llm/provider.ts';
+import { isAbortError, streamPartsOf } from '../llm/provider.ts';
+import { FINISH_REASONS, TurnLog, type UIChunk } from './turn-log.ts';
 import type { SessionBackend } from '../backend/backend.ts';
 import type { HotTier } from '../hot/hot-tier.ts';
 import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
 import { Mailbox } from './mailbox.ts';
 import { afterCrash } from './restart-intensity.ts';
 import { currentTraceParent, epochMs, llmTurnChannel, turnStartChannel, type LlmTurnMessage, type TurnInterruption } from '../telemetry/channels.ts';
-import { LlmProviderError, type StreamFinish } from '../llm/provider.ts';
+import { LlmProviderError } from '../llm/provider.ts';
 
 /** What subscribers receive: committed critical events (in seq order) and stream chunks. */
 export type SessionUpdate =
@@ -77,6 +78,10 @@ export class SessionActor {
   /** Streams run one after another: the next answer starts when the previous one ended. */
   #streamChain: Promise<void> = Promise.resolve();
   readonly #streams = new Map<string, AbortController>();
+  /** Answers queued or streaming, in order, with their UI message streams (see TurnLog). */
+  readonly #turns: TurnLog[] = [];
+  /** The latest turn of each request still queued or streaming. */
+  readonly #turnByRequest = new Map<string, TurnLog>();
 
   constructor(id: string, ctx: SessionContext) {
     this.id = id;
@@ -178,11 +183,16 @@ export class SessionActor {
   // ---- commands -------------------------------------------------------------
 
   /** The user's message: durable when this resolves; the assistant's answer then streams. */
-  sendMessage(content: string, clientMessageId?: string, metadata?: Record<string, unknown>): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
+  sendMessage(
+    content: string,
+    clientMessageId?: string,
+    metadata?: Record<string, unknown>,
+    parts?: readonly { type: 'text'; text: string }[],
+  ): Promise<{ messageId: string; seq: number; duplicate: boolean; turn: TurnLog | undefined }> {
     const parent = traceParent();
     return this.run('sendMessage', async (state) => {
       const messageId = randomUUID();
-      const data = { messageId, content, ...(clientMessageId === undefined ? {} : { clientMessageId }), ...(metadata === undefined ? {} : { metadata }) };
+      const data = { messageId, content, ...(clientMessageId === undefined ? {} : { clientMessageId }), ...(metadata === undefined ? {} : { metadata }), ...(parts === undefined ? {} : { parts }) };
       const { result } = await this.commit(state, 'user_message_sent', data as EventData<'user_message_sent'>, clientMessageId).catch((err: unknown) => {
         throw asCallerField(err, this.id);
       });
@@ -197,22 +207,44 @@ export class SessionActor {
             { sessionId: this.id, field: 'clientMessageId', clientMessageId, messageId: original.id, seq: result.seq },
           );
         }
-        return { messageId: original?.id ?? messageId, seq: result.seq, duplicate: true };
+        const id = original?.id ?? messageId;
+        return { messageId: id, seq: result.seq, duplicate: true, turn: this.#turnByRequest.get(id) };
       }
-      this.#queueStream(messageId, undefined, parent);
-      return { messageId, seq: result.seq, duplicate: false };
+      const turn = this.#queueStream(messageId, undefined, parent);
+      return { messageId, seq: result.seq, duplicate: false, turn };
     });
   }
 
   /** Regenerates the last answer: the interrupted one if the last turn was interrupted, else the last one. */
-  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
+  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined; turn: TurnLog }> {
     const parent = traceParent();
     return this.run('retry', async (state) => {
       const target = retryTarget(state);
       if (target === undefined) throw new ArborError(ErrorCodes.NOTHING_TO_RETRY, `session ${this.id} has no answer to retry`, { sessionId: this.id });
-      this.#queueStream(target.requestMessageId, target.retryOf, parent);
-      return target;
+      const turn = this.#queueStream(target.requestMessageId, target.retryOf, parent);
+      return { ...target, turn };
     });
+  }
+
+  /** The first answer queued or streaming (its UI stream), or undefined when there is none. */
+  currentTurn(): TurnLog | undefined {
+    return this.#turns.find((t) => !t.ended);
+  }
+
+  /**
+   * Ends the answer streaming now on purpose: the provider request is aborted
+   * and the partial answer is journaled as the final one, `stopped: true`.
+   * Resolves once that is durable; `stopped: false` when nothing was streaming.
+   * Answers queued behind it still run.
+   */
+  async stop(): Promise<{ stopped: boolean; messageId: string | undefined }> {
+    const turn = this.currentTurn();
+    const messageId = turn?.messageId;
+    const controller = messageId === undefined ? undefined : this.#streams.get(messageId);
+    if (turn === undefined || controller === undefined) return { stopped: false, messageId: undefined };
+    controller.abort(STOP_REASON);
+    await turn.whenEnded();
+    return { stopped: true, messageId };
   }
 
   changeConfig(key: string, newValue: unknown): Promise<{ seq: number }> {
@@ -268,8 +300,25 @@ export class SessionActor {
     return this.#state === 'draining';
   }
 
-  #queueStream(requestMessageId: string, retryOf: string | undefined, parent?: unknown): void {
-    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf, parent)).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+  #queueStream(requestMessageId: string, retryOf: string | undefined, parent?: unknown): TurnLog {
+    const turn = new TurnLog(requestMessageId, this.#ctx.streamBufferChunks);
+    this.#turns.push(turn);
+    this.#turnByRequest.set(requestMessageId, turn);
+    const done = (): void => {
+      // Whatever happened, the turn's readers are released.
+      if (!turn.ended) {
+        turn.push({ type: 'error', errorText: 'the answer did not start' });
+        turn.end();
+      }
+      const i = this.#turns.indexOf(turn);
+      if (i >= 0) this.#turns.splice(i, 1);
+      if (this.#turnByRequest.get(requestMessageId) === turn) this.#turnByRequest.delete(requestMessageId);
+    };
+    this.#streamChain = this.#streamChain
+      .then(() => this.#stream(requestMessageId, retryOf, turn, parent))
+      .catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err))
+      .finally(done);
+    return turn;
   }
 
   /** Resolves when every answer queued so far has ended (completed or interrupted). */
@@ -289,28 +338,30 @@ export class SessionActor {
 
   /**
    * One streamed answer: journal its start, publish chunks (memory only), then
-   * journal exactly one terminal event: the completed answer, or
-   * stream_interrupted when the provider fails or the runtime shuts down.
+   * journal exactly one terminal event: the completed answer (also when
+   * stop() ended it: the partial answer, `stopped`), or stream_interrupted
+   * when the provider fails or the runtime shuts down. Its UI message stream
+   * goes to `turn` as it happens; `finish` only once the end is durable.
    */
-  async #stream(requestMessageId: string, retryOf: string | undefined, parent: unknown): Promise<void> {
+  async #stream(requestMessageId: string, retryOf: string | undefined, turn: TurnLog, parent: unknown): Promise<void> {
     if (this.#state === 'draining') return;
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
-    let turns: ChatTurn[] = [];
+    let request: Omit<StreamRequest, 'signal'> | undefined;
     // Telemetry: the turn starts before its start is journaled (the batch acknowledging it links to the turn).
     const turnStarted = performance.now();
-    const turn = { sessionId: this.id, messageId, requestMessageId, provider: llm.name, model: llm.model };
-    if (turnStartChannel.hasSubscribers) turnStartChannel.publish({ ...turn, ...(retryOf === undefined ? {} : { retryOf }), startTime: epochMs(), ...(parent === undefined ? {} : { parent }) });
-    const turnEnded = (facts: Omit<LlmTurnMessage, 'sessionId' | 'messageId' | 'requestMessageId' | 'provider' | 'model' | 'durationMs'>): void => {
-      if (llmTurnChannel.hasSubscribers) llmTurnChannel.publish({ ...turn, ...facts, durationMs: performance.now() - turnStarted } satisfies LlmTurnMessage);
+    const facts = { sessionId: this.id, messageId, requestMessageId, provider: llm.name, model: llm.model };
+    if (turnStartChannel.hasSubscribers) turnStartChannel.publish({ ...facts, ...(retryOf === undefined ? {} : { retryOf }), startTime: epochMs(), ...(parent === undefined ? {} : { parent }) });
+    const turnEnded = (end: Omit<LlmTurnMessage, 'sessionId' | 'messageId' | 'requestMessageId' | 'provider' | 'model' | 'durationMs'>, model = llm.model): void => {
+      if (llmTurnChannel.hasSubscribers) llmTurnChannel.publish({ ...facts, model, ...end, durationMs: performance.now() - turnStarted } satisfies LlmTurnMessage);
     };
     // Registered before the start is journaled, so a shutdown that begins meanwhile aborts this answer too.
     const controller = new AbortController();
     this.#streams.set(messageId, controller);
     try {
       await this.run('startStream', async (state) => {
-        turns = promptFor(state, requestMessageId);
-        const data = { messageId, requestMessageId, provider: llm.name, model: llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
+        request = { sessionId: this.id, messageId, messages: promptFor(state, requestMessageId), ...settingsOf(state.config) };
+        const data = { messageId, requestMessageId, provider: llm.name, model: request.model ?? llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
         await this.commit(state, 'assistant_stream_started', data);
       });
     } catch (err) {
@@ -318,22 +369,51 @@ export class SessionActor {
       // Nothing started, nothing to end. A stopped session was reported when it stopped; a failed write is news.
       if (!isArborError(err, ErrorCodes.SESSION_STOPPED) && !isArborError(err, ErrorCodes.CLOSED)) this.#ctx.failed(this.id, 'stream', err);
       turnEnded({ outcome: 'interrupted', interruption: 'not_started', reason: (err as Error)?.message ?? String(err), chunks: 0 });
+      turn.push({ type: 'error', errorText: `the answer could not start: ${(err as Error)?.message ?? String(err)}` });
+      turn.end();
       return;
     }
+    const model = request!.model ?? llm.model;
+    turn.push({ type: 'start', messageId, messageMetadata: { requestMessageId, provider: llm.name, model, ...(retryOf === undefined ? {} : { retryOf }) } });
     const started = performance.now();
     const llmStartTime = epochMs();
     let firstChunkAt: number | undefined;
     let llmEndedAt: number | undefined;
-    let finish: StreamFinish | undefined;
     let content = '';
+    /** the answer's parts so far; consecutive text (or reasoning) grows one part */
+    const parts: { type: 'text' | 'reasoning'; text: string }[] = [];
+    let open: { type: 'text' | 'reasoning'; id: string } | undefined;
+    const close = (): void => {
+      if (open !== undefined) turn.push({ type: `${open.type}-end`, id: open.id });
+      open = undefined;
+    };
     let index = 0;
+    let received = 0;
+    let finishReason: string | undefined;
+    let usage: LlmUsage | undefined;
     let failure: unknown;
     try {
       if (controller.signal.aborted) throw new Error(String(controller.signal.reason));
-      for await (const text of llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal, onFinish: (f) => (finish = f) })) {
+      for await (const part of streamPartsOf(llm, { ...request!, signal: controller.signal })) {
+        if (part.type === 'finish') {
+          finishReason = part.finishReason;
+          usage = part.usage;
+          continue;
+        }
         firstChunkAt ??= performance.now();
-        content += text;
-        const chunk = { messageId, index, text };
+        received += 1;
+        const last = parts.at(-1);
+        if (last?.type === part.type) last.text += part.text;
+        else parts.push({ type: part.type, text: part.text });
+        if (open?.type !== part.type) {
+          close();
+          open = { type: part.type, id: `${messageId}:${parts.length - 1}` };
+          turn.push({ type: `${part.type}-start`, id: open.id });
+        }
+        turn.push({ type: `${part.type}-delta`, id: open.id, delta: part.text });
+        if (part.type !== 'text') continue;
+        content += part.text;
+        const chunk = { messageId, index, text: part.text };
         index += 1;
         this.#chunks.push(chunk);
         if (this.#listeners.size > 0) this.#publish({ kind: 'chunk', chunk });
@@ -345,27 +425,51 @@ export class SessionActor {
       this.#streams.delete(messageId);
     }
     const shuttingDown = this.#isDraining();
+    const stopped = failure !== undefined && controller.signal.reason === STOP_REASON;
+    let outcome: 'completed' | 'stopped' | 'interrupted' | undefined;
+    let reason = '';
+    let metadata: Readonly<Record<string, unknown>> | undefined;
     const terminal = async (state: SessionState): Promise<void> => {
       if (pendingInterruption(state)?.messageId !== messageId) return; // already ended (e.g. interrupted at shutdown)
-      if (failure === undefined) {
-        const stats = { chunks: index, durationMs: performance.now() - started, finishReason: 'stop' };
-        await this.commit(state, 'assistant_response_completed', { messageId, requestMessageId, content, stats });
+      if (failure === undefined || stopped) {
+        const stats = {
+          chunks: index,
+          durationMs: performance.now() - started,
+          ...(stopped || finishReason === undefined ? {} : { finishReason }),
+          ...usage,
+          ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }),
+        };
+        // Parts only when they say more than the text: reasoning, or several runs.
+        const simple = parts.length === 0 || (parts.length === 1 && parts[0]!.type === 'text');
+        const data = { messageId, requestMessageId, content, stats, ...(simple ? {} : { parts: parts as MessagePart[] }), ...(stopped ? { stopped: true as const } : {}) };
+        const { state: after } = await this.commit(state, 'assistant_response_completed', data as EventData<'assistant_response_completed'>);
+        metadata = findMessage(after, messageId)?.metadata;
+        outcome = stopped ? 'stopped' : 'completed';
       } else {
-        const reason = isAbortError(failure) || controller.signal.aborted ? String(controller.signal.reason ?? 'aborted') : `provider error: ${(failure as Error)?.message ?? String(failure)}`;
+        reason = isAbortError(failure) || controller.signal.aborted ? String(controller.signal.reason ?? 'aborted') : `provider error: ${(failure as Error)?.message ?? String(failure)}`;
         await this.commit(state, 'stream_interrupted', { messageId, requestMessageId, reason });
+        outcome = 'interrupted';
       }
       this.#chunks.forget(messageId);
     };
     await this.run('endStream', terminal, true).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+    close();
+    if (outcome === 'completed' || outcome === 'stopped') {
+      const chunk: UIChunk = { type: 'finish', ...(finishReason !== undefined && FINISH_REASONS.has(finishReason) && !stopped ? { finishReason } : {}), ...(metadata === undefined ? {} : { messageMetadata: metadata }) };
+      turn.push(chunk);
+    } else {
+      turn.push({ type: 'error', errorText: outcome === 'interrupted' ? `the answer was interrupted: ${reason}` : 'the answer could not be saved' });
+    }
+    turn.end();
     if (llmTurnChannel.hasSubscribers) {
-      const llmFacts = { chunks: index, llmStartTime, llmDurationMs: llmEndedAt - started, ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }) };
-      if (failure === undefined) {
-        turnEnded({ outcome: 'completed', ...llmFacts, ...(finish?.finishReason === undefined ? {} : { finishReason: finish.finishReason }), ...(finish?.usage === undefined ? {} : { usage: finish.usage }) });
+      const llmFacts = { chunks: received, llmStartTime, llmDurationMs: (llmEndedAt ?? performance.now()) - started, ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }) };
+      if (failure === undefined || stopped) {
+        turnEnded({ outcome: 'completed', ...llmFacts, ...(finishReason === undefined || stopped ? {} : { finishReason }), ...(usage === undefined ? {} : { usage: { ...usage } }) }, model);
       } else {
         const aborted = isAbortError(failure) || controller.signal.aborted;
         const interruption: TurnInterruption = !aborted ? 'provider_error' : shuttingDown || this.#isDraining() ? 'shutdown' : 'aborted';
         const statusCode = failure instanceof LlmProviderError ? failure.statusCode : undefined;
-        turnEnded({ outcome: 'interrupted', interruption, reason: aborted ? String(controller.signal.reason ?? 'aborted') : ((failure as Error)?.message ?? String(failure)), ...llmFacts, ...(statusCode === undefined ? {} : { statusCode }), ...(aborted ? {} : { error: (failure as Error)?.message ?? String(failure) }) });
+        turnEnded({ outcome: 'interrupted', interruption, reason: aborted ? String(controller.signal.reason ?? 'aborted') : ((failure as Error)?.message ?? String(failure)), ...llmFacts, ...(statusCode === undefined ? {} : { statusCode }), ...(aborted ? {} : { error: (failure as Error)?.message ?? String(failure) }) }, model);
       }
     }
   }
@@ -432,6 +536,24 @@ export class SessionActor {
 /** The trace parent of the caller (see `withTraceParent`), read only when someone traces turns. */
 function traceParent(): unknown {
   return turnStartChannel.hasSubscribers ? currentTraceParent() : undefined;
+}
+
+/** The abort reason of stop(): the answer ends as completed, `stopped`, not interrupted. */
+const STOP_REASON = 'stopped on request';
+
+/**
+ * The per-session settings a turn applies (config keys `model`, `system`,
+ * `temperature`, `maxOutputTokens`). Config holds any JSON the application
+ * sets, so a value of another type (or out of range) is not a setting: it is
+ * left out, and the provider's default applies.
+ */
+export function settingsOf(config: Readonly<Record<string, unknown>>): Pick<StreamRequest, 'model' | 'system' | 'temperature' | 'maxOutputTokens'> {
+  const out: Pick<StreamRequest, 'model' | 'system' | 'temperature' | 'maxOutputTokens'> = {};
+  if (typeof config.model === 'string' && config.model.length > 0) out.model = config.model;
+  if (typeof config.system === 'string' && config.system.length > 0) out.system = config.system;
+  if (typeof config.temperature === 'number' && config.temperature >= 0 && config.temperature <= 2) out.temperature = config.temperature;
+  if (typeof config.maxOutputTokens === 'number' && Number.isSafeInteger(config.maxOutputTokens) && config.maxOutputTokens > 0) out.maxOutputTokens = config.maxOutputTokens;
+  return out;
 }
 
 /**
