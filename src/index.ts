@@ -17,6 +17,8 @@ export { assertSessionId, isSessionId, SESSION_ID_PATTERN } from './core/ids.ts'
 export { MockProvider } from './llm/mock-provider.ts';
 export { AiSdkProvider } from './llm/ai-sdk-provider.ts';
 export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
+export { MCP_SERVERS_SCHEMA, parseMcpServers, type McpServerConfig, type McpServerStatus } from './tools/mcp.ts';
+export type { ArborTool } from './tools/registry.ts';
 
 export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage } from './telemetry/channels.ts';
 

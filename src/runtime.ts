@@ -15,6 +15,8 @@ import { SessionActor, unansweredRequests, type CommandHandler, type SessionCont
 import { REMEMBER, Session } from './sessions/session.ts';
 import { SessionManager, type SessionRecord } from './sessions/session-manager.ts';
 import { SnapshotScheduler } from './sessions/snapshot-scheduler.ts';
+import { ToolRegistry, type ArborTool } from './tools/registry.ts';
+import { McpServers, parseMcpServers, type McpEvent, type McpServerConfig, type McpServerStatus } from './tools/mcp.ts';
 
 export { Session } from './sessions/session.ts';
 
@@ -65,6 +67,19 @@ export interface RuntimeOptions {
    * comes, is dropped), and the next access to the session loads it again.
    */
   recoveryTimeoutMs: number;
+  /**
+   * Tools the model may call: AI SDK `tool()` definitions, each with an
+   * `execute`; `idempotent: true` marks one safe to repeat (docs/tools.md).
+   */
+  tools: Readonly<Record<string, ArborTool>>;
+  /** MCP servers whose tools the model may call: `{ command, args?, env? }` (stdio) or `{ url, headers? }`. */
+  mcpServers: Readonly<Record<string, McpServerConfig>>;
+  /** Model calls per turn at most: each step runs the tool calls of the one before. */
+  maxToolSteps: number;
+  /** Tools whose every call waits for an approval (beside MCP destructive ones and `needsApproval`). */
+  toolsNeedApproval: readonly string[];
+  /** Told when an MCP server connects, fails or dies (the server logs it). */
+  onMcpEvent: ((event: McpEvent) => void) | undefined;
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
@@ -83,6 +98,11 @@ export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   enableHotStorage: true,
   postgres: undefined,
   recoveryTimeoutMs: 30_000,
+  tools: Object.freeze({}),
+  mcpServers: Object.freeze({}),
+  maxToolSteps: 10,
+  toolsNeedApproval: Object.freeze([]),
+  onMcpEvent: undefined,
 });
 
 export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
@@ -105,6 +125,8 @@ export interface ArborHealth {
   recovery: RecoveryReport['counts'] & { pending: number };
   /** the last whole-table checkpoint this process wrote */
   checkpoint: { at: number; entries: number; bytes: number } | undefined;
+  /** each configured MCP server (connected, failed, closed) and the tools registered in all */
+  tools: { registered: number; mcpServers: Record<string, McpServerStatus> };
 }
 
 /**
@@ -150,10 +172,14 @@ export class Arbor {
   #timer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
   readonly #ctx: SessionContext;
+  readonly #tools: ToolRegistry;
+  readonly #mcp: McpServers;
 
-  private constructor(backend: Backend, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
+  private constructor(backend: Backend, options: Readonly<RuntimeOptions> & { llm: LlmProvider }, tools: ToolRegistry, mcp: McpServers) {
     this.#backend = backend;
     this.#o = options;
+    this.#tools = tools;
+    this.#mcp = mcp;
     this.#snapshots = new SnapshotScheduler(
       (sid) => this.#snapshot(sid),
       (sid, err) => publishError('snapshot', ErrorCodes.IO_ERROR, err, sid),
@@ -194,9 +220,24 @@ export class Arbor {
     const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
     for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries', 'checkpointIntervalMs', 'recoveryTimeoutMs'] as const) positiveInteger(key, o[key]);
     for (const key of ['tableCheckpoint', 'enableHotStorage'] as const) boolean(key, o[key]);
+    positiveInteger('maxToolSteps', o.maxToolSteps);
     const llm = o.llm ?? new MockProvider();
-    const backend = await openBackend<SessionState>({ store: storeOptions, postgres: o.postgres }, SESSION_HOOKS);
-    const arbor = new Arbor(backend, Object.freeze({ ...o, llm }));
+    const tools = new ToolRegistry(o.tools, { needsApproval: o.toolsNeedApproval });
+    const mcpServers = parseMcpServers(o.mcpServers);
+    const mcp = new McpServers(tools, (e) => {
+      if (e.type !== 'connected') publishError('mcp', ErrorCodes.TOOL_SERVER_FAILED, new Error(`MCP server ${e.server} ${e.type}: ${e.type === 'failed' ? e.error : (e.error ?? '')}`));
+      o.onMcpEvent?.(e);
+    });
+    // Servers start before the node serves: a turn never sees a half-registered tool set.
+    await mcp.connect(mcpServers);
+    let backend: Backend;
+    try {
+      backend = await openBackend<SessionState>({ store: storeOptions, postgres: o.postgres }, SESSION_HOOKS);
+    } catch (err) {
+      await mcp.close();
+      throw err;
+    }
+    const arbor = new Arbor(backend, Object.freeze({ ...o, llm }), tools, mcp);
     await arbor.#start();
     return arbor;
   }
@@ -600,6 +641,7 @@ export class Arbor {
       sessions: { active: this.#sessions.activeActors, stopped: this.#sessions.stopped(), crashes: this.#crashCount, lost: this.#sessionsLost, failedToLoad: this.#sessions.failedToLoad() },
       recovery: { ...this.#recoveryCounts(), pending: this.#backend.recovery?.pendingCount() ?? 0 },
       checkpoint: this.#lastCheckpoint,
+      tools: { registered: this.#tools.size, mcpServers: this.#mcp.status() },
     };
   }
 
@@ -679,6 +721,7 @@ export class Arbor {
     for (const rec of this.#sessions.values()) {
       if (rec.eventsSinceSnapshot > 0) await this.#snapshot(rec.id).catch((err: unknown) => publishError('snapshot', ErrorCodes.IO_ERROR, err, rec.id));
     }
+    await this.#mcp.close();
     // No checkpoint at close: the final snapshots cover every session, so it would add nothing.
     try {
       await this.#backend.close();

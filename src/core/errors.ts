@@ -51,6 +51,12 @@ export const ErrorCodes = {
   OPS_FAILED: 'ARBOR_OPS_FAILED',
   /** Loading the session took longer than `recoveryTimeoutMs`: the load was abandoned, the next access tries again. */
   RECOVERY_TIMEOUT: 'ARBOR_RECOVERY_TIMEOUT',
+  /** An MCP server failed to start or died; its tools were withdrawn, the others keep working. */
+  TOOL_SERVER_FAILED: 'ARBOR_TOOL_SERVER_FAILED',
+  /** A tool call was refused without running: denied, or a repeat of a call that is not safe to repeat (`details.reason`). */
+  TOOL_CALL_REFUSED: 'ARBOR_TOOL_CALL_REFUSED',
+  /** No pending tool approval with this id (or toolCallId) in the session. */
+  NO_SUCH_APPROVAL: 'ARBOR_NO_SUCH_APPROVAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
