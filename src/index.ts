@@ -9,6 +9,8 @@ export type { SessionUpdate, CommandHandler } from './sessions/session-actor.ts'
 export type { Chunk } from './sessions/chunk-buffer.ts';
 
 export { initialSessionState, reduceSession, pendingInterruption, INTERRUPTED_NOTICE_CONTENT, type SessionState, type Message } from './core/state.ts';
+export { textPart, textParts, textOfParts, findToolPart, appendStreamParts, updateToolPart, type MessagePart, type TextPart, type ReasoningPart, type StepStartPart, type ToolPart, type ToolPartState, type ToolApproval } from './core/state.ts';
+export { toUIMessage, toUIPart, toolUIPartType, type UIMessageShape, type UIPartShape } from './core/ui-message.ts';
 export { parseEventData, CRITICAL_EVENT_TYPES, RECOVERABLE_EVENT_TYPES, CURRENT_EVENT_VERSION, EventUpcasters, eventUpcasters, type EventType, type EventData } from './core/events.ts';
 export type { JournalRecord } from './core/record.ts';
 export { ArborError, ErrorCodes, isArborError, type ErrorCode } from './core/errors.ts';

@@ -16,6 +16,8 @@ announcePostgres('test/state-migration.test.ts');
 const at = (tick: number): number => BASE_TS + 1000 * tick;
 
 function texts(state: SessionState): [string, string, string][] {
+  // every message has its text as parts too (state version 3), whatever version it was written under
+  for (const m of state.messages) assert.deepEqual(m.parts, m.content === '' ? [] : [{ type: 'text', text: m.content }], `parts of ${m.id}`);
   return state.messages.map((m) => [m.id, m.role, m.content]);
 }
 
@@ -77,7 +79,7 @@ test('arbor inspect rebuilds a session of the v1 fixture through the same upcast
   assert.deepEqual([r.state.createdAt, r.state.updatedAt], [at(0), at(9)]);
 });
 
-test('a state-version-1 session goes on after the upgrade, and its next snapshot is read back as version 2', async (t) => {
+test('a state-version-1 session goes on after the upgrade, and its next snapshot is read back as the current version', async (t) => {
   // given the v1 fixture, opened once and written to
   const { dir, cleanup } = tempDir();
   cpSync(FIXTURE, dir, { recursive: true });
@@ -87,11 +89,11 @@ test('a state-version-1 session goes on after the upgrade, and its next snapshot
   const ack = await session.sendMessage({ content: 'One more?' });
   await session.idle();
   const before = session.state;
-  // when it closes (final snapshots, now of version 2) and opens again
+  // when it closes (final snapshots, now of the current version) and opens again
   await arbor.close();
   // (the header's stateSchemaVersion, a u32 at offset 12: docs/ on the snapshot format)
   const newest = readdirSync(join(dir, 'snapshots')).filter((f) => f.startsWith('snapshotted.') && f.endsWith('.snap')).sort().at(-1)!;
-  assert.equal(readFileSync(join(dir, 'snapshots', newest)).readUInt32LE(12), 2);
+  assert.equal(readFileSync(join(dir, 'snapshots', newest)).readUInt32LE(12), 3);
   arbor = await createArbor({ dataDir: dir, llm });
   t.after(async () => {
     await arbor.close();
@@ -132,4 +134,56 @@ test('on PostgreSQL a snapshot of state version 1 goes through the same upcaster
   assert.deepEqual(loaded.messages.filter((m) => m.role === 'user').map((m) => m.content), ['first', 'second', 'third']);
   assert.deepEqual([loaded.createdAt, loaded.updatedAt >= at(5)], [at(0), true]);
   assert.equal(arbor.recoveryReport().sessions.find((r) => r.sid === sid)?.status ?? 'recovered', 'recovered');
+});
+
+// A data directory written while the session state was version 2 (test/fixtures/state-v2, made by its make-fixture.ts).
+const FIXTURE_V2 = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'state-v2', 'arbor-data');
+
+test('a data dir of state version 2 opens with createArbor: every message intact, with parts; history as UIMessages', async (t) => {
+  // given a copy of the v2 fixture
+  const { dir, cleanup } = tempDir();
+  cpSync(FIXTURE_V2, dir, { recursive: true });
+  // when today's runtime opens it
+  const arbor = await createArbor({ dataDir: dir, llm: new MockProvider({ chunks: 2, chunkDelayMs: 0 }) });
+  t.after(async () => {
+    await arbor.close();
+    cleanup();
+  });
+  // then the snapshotted session (v2 snapshot at seq 8 + an interrupted turn from the journal) is whole
+  const s = await arbor.session('snapshotted').load();
+  assert.deepEqual(texts(s), [
+    ['v2-u1', 'user', 'What is a part?'],
+    ['v2-a1', 'assistant', 'A piece of a message.'],
+    ['v2-u2', 'user', 'Say nothing.'],
+    ['v2-a2', 'assistant', ''],
+    ['v2-n1', 'system', 'Restored from a backup.'],
+    ['v2-u3', 'user', 'And then?'],
+    ['v2-a3:interrupted', 'system', INTERRUPTED_NOTICE_CONTENT],
+  ]);
+  assert.deepEqual([s.seq, s.createdAt, s.updatedAt], [11, at(0), at(10)]);
+  assert.deepEqual(s.messages[2]!.metadata, { lang: 'en', clientMessageId: 'client-2' });
+  assert.deepEqual(s.config, { system: 'Be brief.' });
+  // and the history as UIMessages: the user message keeps its client id, the empty answer has no parts
+  const ui = arbor.session('snapshotted').uiMessages();
+  assert.deepEqual(ui.map((m) => [m.id, m.role, m.parts.map((p) => p.text)]), [
+    ['v2-u1', 'user', ['What is a part?']],
+    ['v2-a1', 'assistant', ['A piece of a message.']],
+    ['client-2', 'user', ['Say nothing.']],
+    ['v2-a2', 'assistant', []],
+    ['v2-n1', 'system', ['Restored from a backup.']],
+    ['v2-u3', 'user', ['And then?']],
+    ['v2-a3:interrupted', 'system', [INTERRUPTED_NOTICE_CONTENT]],
+  ]);
+  // and the session snapshotted mid-stream (a v2 stream in flight) gets its notice, and answers again
+  const streaming = await arbor.session('streaming').load();
+  assert.deepEqual(texts(streaming), [
+    ['streaming-u1', 'user', 'Tell me a long story.'],
+    ['streaming-a1:interrupted', 'system', INTERRUPTED_NOTICE_CONTENT],
+  ]);
+  await arbor.session('streaming').retry();
+  await arbor.session('streaming').idle();
+  const answered = arbor.session('streaming').state;
+  assert.equal(answered.messages.at(-1)!.role, 'assistant');
+  assert.ok(answered.messages.at(-1)!.parts.length > 0);
+  for (const r of arbor.recoveryReport().sessions) assert.equal(r.status, 'recovered', `${r.sid}: ${r.error}`);
 });

@@ -66,6 +66,38 @@ const name = () => z.string().min(1).max(MAX_NAME_CHARS);
  */
 const stateKey = () => name().refine((s) => s !== '__proto__', { error: '"__proto__" is reserved' });
 
+// Message parts (state version 3; the types are in core/state.ts). Each maps
+// 1:1 onto a part of the AI SDK's UIMessage (see core/ui-message.ts).
+const textPartSchema = () => z.strictObject({ type: z.literal('text'), text: z.string().max(MAX_ASSISTANT_CONTENT_CHARS) });
+const reasoningPartSchema = () => z.strictObject({ type: z.literal('reasoning'), text: z.string().max(MAX_ASSISTANT_CONTENT_CHARS) });
+const stepStartPartSchema = () => z.strictObject({ type: z.literal('step-start') });
+const MAX_PARTS = 10_000;
+
+/** The states a stored tool part can be in (the AI SDK's, less the wire-only `input-streaming`). */
+export const TOOL_PART_STATES = ['input-available', 'approval-requested', 'approval-responded', 'output-available', 'output-error', 'output-denied'] as const;
+
+/**
+ * A tool part as stored in a message (`ToolPart` in core/state.ts). For the
+ * data of events that carry a whole tool part.
+ */
+export const TOOL_PART_SCHEMA = z.strictObject({
+  type: z.literal('tool'),
+  toolCallId: id(),
+  toolName: name(),
+  dynamic: z.boolean().optional(),
+  title: z.string().max(MAX_NAME_CHARS).optional(),
+  input: json().optional(),
+  state: z.enum(TOOL_PART_STATES),
+  output: json().optional(),
+  errorText: z.string().max(MAX_REASON_CHARS).optional(),
+  outcome: z.literal('unknown').optional(),
+  approval: z.strictObject({ id: id(), approved: z.boolean().optional(), reason: z.string().max(MAX_REASON_CHARS).optional() }).optional(),
+  providerExecuted: z.boolean().optional(),
+});
+
+/** A part an answer's own events carry: text, reasoning or a step boundary (tool parts come from the tool events). */
+export const ANSWER_PART_SCHEMA = z.discriminatedUnion('type', [textPartSchema(), reasoningPartSchema(), stepStartPartSchema()]);
+
 /** Critical event schemas: journaled, replayed by the reducer. */
 const CRITICAL_SCHEMAS = {
   user_message_sent: z.strictObject({
@@ -73,6 +105,8 @@ const CRITICAL_SCHEMAS = {
     content: z.string().min(1).max(MAX_USER_CONTENT_CHARS),
     clientMessageId: id().optional(),
     metadata: jsonRecord().optional(),
+    /** The message's parts when it came with them (POST /v1/chat); absent: one text part of `content`. Text only, joined they are `content`. */
+    parts: z.array(textPartSchema()).min(1).max(MAX_PARTS).optional(),
   }),
   command_executed: z.strictObject({
     commandId: id(),
@@ -102,8 +136,21 @@ const CRITICAL_SCHEMAS = {
         inputTokens: z.int().nonnegative().optional(),
         outputTokens: z.int().nonnegative().optional(),
         finishReason: name().optional(),
+        totalTokens: z.int().nonnegative().optional(),
+        reasoningTokens: z.int().nonnegative().optional(),
+        cachedInputTokens: z.int().nonnegative().optional(),
+        /** from the request to the first chunk */
+        timeToFirstChunkMs: z.number().nonnegative().optional(),
       })
       .optional(),
+    /**
+     * The answer's parts after those journaled during the turn (its stream's
+     * `parts`): absent means one text part of `content` less the text those
+     * already hold. Written when the answer has reasoning or several parts.
+     */
+    parts: z.array(ANSWER_PART_SCHEMA).max(MAX_PARTS).optional(),
+    /** Ended on purpose (stop()): the partial answer is the final one. */
+    stopped: z.literal(true).optional(),
   }),
   stream_interrupted: z.strictObject({
     messageId: id(),

@@ -18,8 +18,12 @@ import {
   reduceSession,
   reduceSessionValidated,
   SESSION_STATE_VERSION,
+  appendStreamParts,
+  updateToolPart,
   upcastSessionState,
 } from './state.ts';
+import type { ToolPart } from './state.ts';
+import { toUIMessage } from './ui-message.ts';
 import type { SessionState } from './state.ts';
 import { thrown } from '../../test/helpers/assertions.ts';
 
@@ -104,8 +108,8 @@ test('user_message_sent appends a user message with seq and ts', () => {
   // then
   assert.equal(s.seq, 2);
   assert.deepEqual(s.messages, [
-    { id: 'u1', role: 'user', content: 'hello', seq: 1, ts: 1001 },
-    { id: 'u2', role: 'user', content: 'again', seq: 2, ts: 1002, metadata: { lang: 'en', clientMessageId: 'c2' } },
+    { id: 'u1', role: 'user', content: 'hello', parts: [{ type: 'text', text: 'hello' }], seq: 1, ts: 1001 },
+    { id: 'u2', role: 'user', content: 'again', parts: [{ type: 'text', text: 'again' }], seq: 2, ts: 1002, metadata: { lang: 'en', clientMessageId: 'c2' } },
   ]);
 });
 
@@ -117,7 +121,7 @@ test('assistant_stream_started puts the stream in flight', () => {
   // when
   const s = reduceAll(log.records);
   // then
-  assert.deepEqual(s.stream, { status: 'streaming', messageId: 'a1', requestMessageId: 'u1', provider: 'mock', model: 'echo', startedSeq: 2 });
+  assert.deepEqual(s.stream, { status: 'streaming', messageId: 'a1', requestMessageId: 'u1', provider: 'mock', model: 'echo', startedSeq: 2, parts: [] });
   assert.equal(pendingInterruption(s), s.stream);
   assert.deepEqual(interruptionEventData(s, 'restart'), { messageId: 'a1', requestMessageId: 'u1', reason: 'restart' });
   assert.equal(s.messages.length, 1, 'no message until the answer completes');
@@ -136,9 +140,10 @@ test('assistant_response_completed appends the answer with stats and request, an
     id: 'a1',
     role: 'assistant',
     content: 'hello!',
+    parts: [{ type: 'text', text: 'hello!' }],
     seq: 3,
     ts: 1003,
-    metadata: { requestMessageId: 'u1', stats: { chunks: 2, outputTokens: 3 }, provider: 'mock', model: 'echo' },
+    metadata: { requestMessageId: 'u1', stats: { chunks: 2, outputTokens: 3 }, provider: 'mock', model: 'echo', usage: { outputTokens: 3 } },
   });
   assert.deepEqual(s.stream, { status: 'idle' });
   assert.equal(pendingInterruption(s), undefined);
@@ -152,7 +157,7 @@ test('assistant_response_completed without a start still appends the answer', ()
   // when
   const s = reduceAll(log.records);
   // then
-  assert.deepEqual(s.messages, [{ id: 'a1', role: 'assistant', content: '', seq: 1, ts: 1001, metadata: { requestMessageId: 'u1' } }]);
+  assert.deepEqual(s.messages, [{ id: 'a1', role: 'assistant', content: '', parts: [], seq: 1, ts: 1001, metadata: { requestMessageId: 'u1' } }]);
   assert.deepEqual(s.stream, { status: 'idle' });
 });
 
@@ -177,7 +182,7 @@ test('a second start replaces the stream in flight', () => {
   // when
   const s = reduceAll(log.records);
   // then
-  assert.deepEqual(pendingInterruption(s), { status: 'streaming', messageId: 'a2', requestMessageId: 'u1', provider: 'other', startedSeq: 2 });
+  assert.deepEqual(pendingInterruption(s), { status: 'streaming', messageId: 'a2', requestMessageId: 'u1', provider: 'other', startedSeq: 2, parts: [] });
 });
 
 test('session_config_changed sets config[key] to newValue', () => {
@@ -270,6 +275,7 @@ test('interrupted flow: started → interrupted leaves a notice with the origina
     id: interruptedNoticeId('a1'),
     role: 'system',
     content: INTERRUPTED_NOTICE_CONTENT,
+    parts: [{ type: 'text', text: INTERRUPTED_NOTICE_CONTENT }],
     seq: 3,
     ts: 1003,
     metadata: {
@@ -723,4 +729,99 @@ test('upcastSessionState refuses a state that is not an object, naming state', (
   const err = thrown(() => upcastSessionState(null, 1));
   assert.equal(err.code, ErrorCodes.INVALID_INPUT);
   assert.equal(err.details.field, 'state');
+});
+
+// ---------------------------------------------------------------------------
+// Message parts (state version 3)
+// ---------------------------------------------------------------------------
+
+test('user_message_sent with parts keeps them; an answer with reasoning, usage and stopped keeps its parts and metadata', () => {
+  // given
+  const log = new Log();
+  log.add('user_message_sent', { messageId: 'u1', content: 'hi there', clientMessageId: 'ui-1', parts: [{ type: 'text', text: 'hi ' }, { type: 'text', text: 'there' }] });
+  log.add('assistant_stream_started', { messageId: 'a1', requestMessageId: 'u1', provider: 'mock' });
+  log.add('assistant_response_completed', {
+    messageId: 'a1',
+    requestMessageId: 'u1',
+    content: 'Hel',
+    parts: [{ type: 'reasoning', text: 'think' }, { type: 'text', text: 'Hel' }],
+    stats: { chunks: 2, finishReason: 'stop', inputTokens: 5, outputTokens: 2, totalTokens: 7 },
+    stopped: true,
+  });
+  // when
+  const s = reduceAll(log.records.map((r) => ({ ...r, data: parseEventData(r.type as CriticalEventType, r.data) })));
+  // then
+  assert.deepEqual(s.messages[0]!.parts, [{ type: 'text', text: 'hi ' }, { type: 'text', text: 'there' }]);
+  assert.deepEqual(s.messages[1]!.parts, [{ type: 'reasoning', text: 'think' }, { type: 'text', text: 'Hel' }]);
+  assert.deepEqual(
+    [s.messages[1]!.metadata?.finishReason, s.messages[1]!.metadata?.usage, s.messages[1]!.metadata?.stopped],
+    ['stop', { inputTokens: 5, outputTokens: 2, totalTokens: 7 }, true],
+  );
+  assertFrozenTree(s, SHARED_PATHS);
+  // and as UIMessages, the user message keeps its client id
+  assert.deepEqual(toUIMessage(s.messages[0]!).id, 'ui-1');
+  assert.deepEqual(toUIMessage(s.messages[1]!).parts, [{ type: 'reasoning', text: 'think', state: 'done' }, { type: 'text', text: 'Hel', state: 'done' }]);
+});
+
+test('parts journaled during a turn come first in the answer; a tool part is updated in the stream, then in its message', () => {
+  // given a turn that journaled text and a tool call before completing
+  const log = new Log();
+  log.add('user_message_sent', { messageId: 'u1', content: 'weather?' });
+  log.add('assistant_stream_started', { messageId: 'a1', requestMessageId: 'u1', provider: 'mock' });
+  let s = reduceAll(log.records);
+  const call: ToolPart = { type: 'tool', toolCallId: 'c1', toolName: 'weather', input: { city: 'Oslo' }, state: 'input-available' };
+  s = { ...s, ...appendStreamParts(s, 'a1', [{ type: 'text', text: 'Let me look. ' }, call]) };
+  assert.equal(appendStreamParts(s, 'other', [call]), undefined);
+  s = { ...s, ...updateToolPart(s, 'c1', (p) => ({ ...p, state: 'output-available', output: { c: 3 } })) };
+  // when the answer completes without parts of its own
+  s = reduceSession(s, { lsn: 3, sid: SID, seq: 3, ts: 1003, type: 'assistant_response_completed', v: 1, data: { messageId: 'a1', requestMessageId: 'u1', content: 'Let me look. 3 degrees.' } });
+  // then the earlier parts come first and the completion adds only the rest of the text
+  assert.deepEqual(s.messages[1]!.parts, [
+    { type: 'text', text: 'Let me look. ' },
+    { type: 'tool', toolCallId: 'c1', toolName: 'weather', input: { city: 'Oslo' }, state: 'output-available', output: { c: 3 } },
+    { type: 'text', text: '3 degrees.' },
+  ]);
+  // and a later update (e.g. recovery) reaches the part in the message
+  const after = { ...s, ...updateToolPart(s, 'c1', (p) => ({ ...p, state: 'output-error', output: undefined, errorText: 'unknown', outcome: 'unknown' })) };
+  assert.deepEqual(toUIMessage(after.messages[1]!).parts[1], { type: 'tool-weather', toolCallId: 'c1', state: 'output-error', input: { city: 'Oslo' }, errorText: 'unknown' });
+  assert.equal(updateToolPart(s, 'nope', (p) => p), undefined);
+});
+
+test('stream_interrupted keeps an answer that journaled parts, before its notice', () => {
+  // given
+  const log = new Log();
+  log.add('user_message_sent', { messageId: 'u1', content: 'go' });
+  log.add('assistant_stream_started', { messageId: 'a1', requestMessageId: 'u1', provider: 'mock' });
+  let s = reduceAll(log.records);
+  s = { ...s, ...appendStreamParts(s, 'a1', [{ type: 'tool', toolCallId: 'c1', toolName: 'rm', dynamic: true, input: {}, state: 'input-available' }]) };
+  // when
+  s = reduceSession(s, { lsn: 3, sid: SID, seq: 3, ts: 1003, type: 'stream_interrupted', v: 1, data: { messageId: 'a1', requestMessageId: 'u1', reason: 'restart' } });
+  // then
+  assert.deepEqual(s.messages.map((m) => [m.id, m.role, m.parts.length]), [['u1', 'user', 1], ['a1', 'assistant', 1], ['a1:interrupted', 'system', 1]]);
+  assert.equal(s.messages[1]!.metadata?.interrupted, true);
+  assert.deepEqual(toUIMessage(s.messages[1]!).parts[0], { type: 'dynamic-tool', toolName: 'rm', toolCallId: 'c1', state: 'input-available', input: {} });
+  assert.equal(s.stream.status, 'idle');
+});
+
+/** A state as version 2 stored it: today's state without `parts`. */
+function asV2(state: SessionState): Record<string, unknown> {
+  const plain = JSON.parse(JSON.stringify(state)) as Record<string, unknown> & { messages: Record<string, unknown>[]; stream: Record<string, unknown> };
+  for (const m of plain.messages) delete m.parts;
+  delete plain.stream.parts;
+  return plain;
+}
+
+test('upcastSessionState v2 → v3 gives every message one text part of its content (none when empty) and a stream in flight no parts', () => {
+  // given a v2 state with a user message, an empty answer, a notice and a stream in flight
+  const log = new Log();
+  log.add('user_message_sent', { messageId: 'u1', content: 'hello', clientMessageId: 'c1' });
+  log.add('assistant_response_completed', { messageId: 'a1', requestMessageId: 'u1', content: '' });
+  log.add('system_notice_added', { noticeId: 'n1', content: 'restored' });
+  log.add('assistant_stream_started', { messageId: 'a2', requestMessageId: 'u1', provider: 'mock' });
+  const today = reduceAll(log.records);
+  // when
+  const up = upcastSessionState(asV2(today), 2);
+  // then it is the state today's reducer builds
+  assert.deepEqual(up, today);
+  assert.ok(Object.isFrozen(up) && up.messages.every((m) => Object.isFrozen(m) && Object.isFrozen(m.parts)));
 });

@@ -15,18 +15,96 @@ import type { CriticalEventType, EventData } from './events.ts';
  * Version of the SessionState shape, written into every snapshot; older
  * snapshots are rewritten by {@link upcastSessionState} when read.
  * - 1: the first shape;
- * - 2: adds `createdAt` and `updatedAt`.
+ * - 2: adds `createdAt` and `updatedAt`;
+ * - 3: every message holds `parts` (beside `content`, its text), and a stream
+ *   in flight holds the `parts` journaled so far in its turn.
  */
-export const SESSION_STATE_VERSION = 2;
+export const SESSION_STATE_VERSION = 3;
 
 /** Who a message is from; `system` is used for notices such as an interrupted answer. */
 export type MessageRole = 'user' | 'assistant' | 'system';
+
+// ---------------------------------------------------------------------------
+// Message parts. Each maps 1:1 onto a part of the AI SDK's UIMessage (ai@6):
+// text → TextUIPart, reasoning → ReasoningUIPart, step-start → StepStartUIPart,
+// tool → ToolUIPart (`type: 'tool-<toolName>'`) or, when `dynamic`, a
+// DynamicToolUIPart (`type: 'dynamic-tool'`, `toolName`). See core/ui-message.ts.
+// ---------------------------------------------------------------------------
+
+/** A run of text. */
+export interface TextPart {
+  readonly type: 'text';
+  readonly text: string;
+}
+
+/** The model's reasoning, shown apart from the answer. */
+export interface ReasoningPart {
+  readonly type: 'reasoning';
+  readonly text: string;
+}
+
+/** The boundary of a step of a multi-step turn (a model call after tool results). */
+export interface StepStartPart {
+  readonly type: 'step-start';
+}
+
+/**
+ * Where a tool call is: the states of the AI SDK's ToolUIPart. `input-streaming`
+ * is never stored (the input is only journaled whole); it exists on the wire only.
+ */
+export type ToolPartState =
+  | 'input-available'
+  | 'approval-requested'
+  | 'approval-responded'
+  | 'output-available'
+  | 'output-error'
+  | 'output-denied';
+
+/** The approval of one tool call: requested (`approved` absent), then answered. */
+export interface ToolApproval {
+  /** the approval's id, as the SDK's `tool-approval-request` chunk and `addToolApprovalResponse` carry it */
+  readonly id: string;
+  readonly approved?: boolean;
+  readonly reason?: string;
+}
+
+/** One tool call of an answer, with its input and outcome. */
+export interface ToolPart {
+  readonly type: 'tool';
+  readonly toolCallId: string;
+  readonly toolName: string;
+  /** true: shown as the SDK's `dynamic-tool` part (a tool whose schema is only known at run time, e.g. MCP); else `tool-<toolName>`. */
+  readonly dynamic?: boolean;
+  readonly title?: string;
+  /** JSON; absent only if the call failed before its input was known */
+  readonly input?: unknown;
+  readonly state: ToolPartState;
+  /** with state 'output-available' */
+  readonly output?: unknown;
+  /** with state 'output-error' */
+  readonly errorText?: string;
+  /**
+   * 'unknown': the process stopped after the call was journaled as started and
+   * before its finish, so whether it ran is unknown; state is 'output-error'
+   * and `errorText` says so. Such a call is never re-run blindly.
+   */
+  readonly outcome?: 'unknown';
+  readonly approval?: ToolApproval;
+  /** the provider ran it (not Arbor) */
+  readonly providerExecuted?: boolean;
+}
+
+/** One part of a message. */
+export type MessagePart = TextPart | ReasoningPart | StepStartPart | ToolPart;
 
 /** One visible message of the conversation. */
 export interface Message {
   readonly id: string;
   readonly role: MessageRole;
+  /** The message's text: its text parts joined (what /v1/sessions clients read). */
   readonly content: string;
+  /** Its parts, in order (state version 3). A user or system message has text parts only. */
+  readonly parts: readonly MessagePart[];
   /** seq of the event that produced it */
   readonly seq: number;
   /** wall-clock milliseconds of that event */
@@ -82,6 +160,11 @@ export interface StreamingState {
   /** seq of its `assistant_stream_started` */
   readonly startedSeq: number;
   readonly retryOf?: string;
+  /**
+   * The answer's parts journaled so far in this turn (tool calls, and text or
+   * reasoning that preceded them), in order; the completion appends its own.
+   */
+  readonly parts: readonly MessagePart[];
 }
 
 /** Whether an answer is being streamed. */
@@ -136,6 +219,70 @@ export function interruptedNoticeMetadata(message: Message): InterruptedNoticeMe
 const IDLE: StreamState = Object.freeze({ status: 'idle' });
 const EMPTY: readonly never[] = Object.freeze([]);
 const EMPTY_RECORD: Readonly<Record<string, never>> = Object.freeze({});
+
+/** A frozen text part. */
+export function textPart(text: string): TextPart {
+  return Object.freeze({ type: 'text', text });
+}
+
+/** The parts of a text-only message: one text part, or none for empty text. */
+export function textParts(text: string): readonly MessagePart[] {
+  return text.length === 0 ? EMPTY : Object.freeze([textPart(text)]);
+}
+
+/** The text of `parts`: their text parts joined (a message's `content`). */
+export function textOfParts(parts: readonly MessagePart[]): string {
+  let out = '';
+  for (const p of parts) if (p.type === 'text') out += p.text;
+  return out;
+}
+
+/** The tool part with this call id in `parts`, if any. */
+export function findToolPart(parts: readonly MessagePart[], toolCallId: string): ToolPart | undefined {
+  for (const p of parts) if (p.type === 'tool' && p.toolCallId === toolCallId) return p;
+  return undefined;
+}
+
+/**
+ * The changes to `state` that append `parts` to the answer in flight for
+ * `messageId` (its `stream.parts`), or undefined when that answer is not the
+ * one streaming. For reducer cases of events journaled during a turn (e.g. a
+ * tool call that starts: the text that preceded it, then its tool part).
+ */
+export function appendStreamParts(state: SessionState, messageId: string, parts: readonly MessagePart[]): Partial<SessionState> | undefined {
+  const s = matchingStream(state, messageId);
+  if (s === undefined) return undefined;
+  return { stream: Object.freeze({ ...s, parts: Object.freeze([...s.parts, ...parts.map((p) => frozen(p))]) }) };
+}
+
+/**
+ * The changes to `state` that replace the tool part `toolCallId` with
+ * `update(part)`: in the answer in flight if it is there, else in the latest
+ * message that holds it (a call finished or decided after its turn ended, e.g.
+ * by recovery or an approval). Undefined when no part has that id.
+ */
+export function updateToolPart(state: SessionState, toolCallId: string, update: (part: ToolPart) => ToolPart): Partial<SessionState> | undefined {
+  const replace = (parts: readonly MessagePart[]): readonly MessagePart[] | undefined => {
+    const i = parts.findIndex((p) => p.type === 'tool' && p.toolCallId === toolCallId);
+    if (i < 0) return undefined;
+    const copy = [...parts];
+    copy[i] = frozen(update(parts[i] as ToolPart));
+    return Object.freeze(copy);
+  };
+  if (state.stream.status === 'streaming') {
+    const parts = replace(state.stream.parts);
+    if (parts !== undefined) return { stream: Object.freeze({ ...state.stream, parts }) };
+  }
+  for (let i = state.messages.length - 1; i >= 0; i--) {
+    const m = state.messages[i]!;
+    const parts = replace(m.parts);
+    if (parts === undefined) continue;
+    const messages = [...state.messages];
+    messages[i] = Object.freeze({ ...m, parts });
+    return { messages: Object.freeze(messages) };
+  }
+  return undefined;
+}
 
 /** The state of session `id` before its first event. */
 export function initialSessionState(id: string): SessionState {
@@ -221,6 +368,17 @@ function allowObject(record: JournalRecord, d: Data, key: string): void {
   if (d[key] !== undefined && !isPlainObject(d[key])) refuse(record, `data.${key}`, 'is not an object');
 }
 
+function allowParts(record: JournalRecord, d: Data): void {
+  const parts = d.parts;
+  if (parts === undefined) return;
+  if (!Array.isArray(parts)) refuse(record, 'data.parts', 'is not an array');
+  for (let i = 0; i < parts.length; i++) {
+    const p: unknown = parts[i];
+    if (!isPlainObject(p) || typeof p.type !== 'string') refuse(record, `data.parts.${i}`, 'is not a part');
+    if ((p.type === 'text' || p.type === 'reasoning') && typeof p.text !== 'string') refuse(record, `data.parts.${i}.text`, 'is not a string');
+  }
+}
+
 /** Checks what the reducer relies on for `type` (see the note above); returns the data typed. */
 function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T): EventData<T> {
   const d = record.data;
@@ -231,6 +389,7 @@ function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T)
       needString(record, d, 'content');
       allowString(record, d, 'clientMessageId');
       allowObject(record, d, 'metadata');
+      allowParts(record, d);
       break;
     case 'assistant_stream_started':
       needString(record, d, 'messageId');
@@ -244,6 +403,8 @@ function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T)
       needString(record, d, 'requestMessageId');
       needString(record, d, 'content');
       allowObject(record, d, 'stats');
+      allowParts(record, d);
+      if (d.stopped !== undefined && d.stopped !== true) refuse(record, 'data.stopped', 'is not true');
       break;
     case 'stream_interrupted':
       needString(record, d, 'messageId');
@@ -328,7 +489,8 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
     case 'user_message_sent': {
       const d = checkShape(record, type);
       const metadata = d.metadata === undefined && d.clientMessageId === undefined ? undefined : frozen({ ...d.metadata, clientMessageId: d.clientMessageId });
-      const message: Message = frozen({ id: d.messageId, role: 'user', content: d.content, seq, ts, metadata });
+      const parts = d.parts === undefined ? textParts(d.content) : Object.freeze(d.parts.map((p) => frozen(p)));
+      const message: Message = frozen({ id: d.messageId, role: 'user', content: d.content, parts, seq, ts, metadata });
       return next(state, record, { messages: append(state.messages, message) });
     }
     case 'assistant_stream_started': {
@@ -342,24 +504,45 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         model: d.model,
         startedSeq: seq,
         retryOf: d.retryOf,
+        parts: EMPTY,
       });
       return next(state, record, { stream });
     }
     case 'assistant_response_completed': {
       const d = checkShape(record, type);
       const s = matchingStream(state, d.messageId);
+      const usage = usageOf(d);
       const metadata = frozen({
         requestMessageId: d.requestMessageId,
         stats: d.stats === undefined ? undefined : frozen(d.stats),
         provider: s?.provider,
         model: s?.model,
         retryOf: s?.retryOf,
+        finishReason: d.stats?.finishReason,
+        usage,
+        stopped: d.stopped,
       });
-      const message: Message = frozen({ id: d.messageId, role: 'assistant', content: d.content, seq, ts, metadata });
+      const earlier = s?.parts ?? EMPTY;
+      const parts = Object.freeze([...earlier, ...(d.parts === undefined ? textParts(restOfText(d.content, earlier)) : d.parts.map((p) => frozen(p)))]);
+      const message: Message = frozen({ id: d.messageId, role: 'assistant', content: d.content, parts, seq, ts, metadata });
       return next(state, record, { messages: append(state.messages, message), stream: s === undefined ? state.stream : IDLE });
     }
     case 'stream_interrupted': {
       const d = checkShape(record, type);
+      const s = matchingStream(state, d.messageId);
+      // An answer that journaled parts (tool calls) before it was interrupted is kept, partial, before the notice.
+      const partial: Message | undefined =
+        s === undefined || s.parts.length === 0
+          ? undefined
+          : Object.freeze({
+              id: d.messageId,
+              role: 'assistant',
+              content: textOfParts(s.parts),
+              parts: s.parts,
+              seq,
+              ts,
+              metadata: frozen({ requestMessageId: d.requestMessageId, provider: s.provider, model: s.model, retryOf: s.retryOf, interrupted: true }),
+            });
       const request = findMessage(state, d.requestMessageId);
       const metadata: InterruptedNoticeMetadata = Object.freeze({
         interrupted: true,
@@ -372,12 +555,13 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         id: interruptedNoticeId(d.messageId),
         role: 'system',
         content: INTERRUPTED_NOTICE_CONTENT,
+        parts: INTERRUPTED_NOTICE_PARTS,
         seq,
         ts,
         metadata: metadata as unknown as Readonly<Record<string, unknown>>,
       });
-      const stream = matchingStream(state, d.messageId) === undefined ? state.stream : IDLE;
-      return next(state, record, { messages: append(state.messages, notice), stream });
+      const messages = partial === undefined ? append(state.messages, notice) : Object.freeze([...state.messages, partial, notice]);
+      return next(state, record, { messages, stream: s === undefined ? state.stream : IDLE });
     }
     case 'session_config_changed': {
       const d = checkShape(record, type);
@@ -410,7 +594,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
     }
     case 'system_notice_added': {
       const d = checkShape(record, type);
-      const notice: Message = frozen({ id: d.noticeId, role: 'system', content: d.content, seq, ts, metadata: d.metadata === undefined ? undefined : frozen(d.metadata) });
+      const notice: Message = frozen({ id: d.noticeId, role: 'system', content: d.content, parts: textParts(d.content), seq, ts, metadata: d.metadata === undefined ? undefined : frozen(d.metadata) });
       return next(state, record, { messages: append(state.messages, notice) });
     }
     case 'command_executed': {
@@ -432,6 +616,22 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
       return refuse(record, 'type', `has no reducer case (${String(unhandled)})`);
     }
   }
+}
+
+const INTERRUPTED_NOTICE_PARTS = textParts(INTERRUPTED_NOTICE_CONTENT);
+
+/** Token usage of a completed answer, for its metadata; undefined when the provider reported none. */
+function usageOf(d: EventData<'assistant_response_completed'>): Readonly<Record<string, number>> | undefined {
+  const st = d.stats;
+  if (st === undefined) return undefined;
+  const u = frozen({ inputTokens: st.inputTokens, outputTokens: st.outputTokens, totalTokens: st.totalTokens, reasoningTokens: st.reasoningTokens, cachedInputTokens: st.cachedInputTokens });
+  return Object.keys(u).length === 0 ? undefined : (u as Readonly<Record<string, number>>);
+}
+
+/** `content` less the text the answer's earlier parts already hold (when it starts with it). */
+function restOfText(content: string, earlier: readonly MessagePart[]): string {
+  const prior = textOfParts(earlier);
+  return prior.length > 0 && content.startsWith(prior) ? content.slice(prior.length) : content;
 }
 
 /** The stream in flight when it is the one for `messageId`. An end for another message leaves it in flight. */
@@ -493,7 +693,25 @@ function stateV1toV2(state: Data): Data {
   return { ...state, createdAt: first, updatedAt: last };
 }
 
-const STATE_UPCASTERS: Readonly<Record<number, (state: Data) => Data>> = Object.freeze({ 1: stateV1toV2 });
+/**
+ * v2 → v3: every message gets `parts`: one text part holding its content (none
+ * for an empty answer), which is all a v2 message could be; a stream in flight
+ * gets `parts: []` (nothing but text existed, and text is only journaled on
+ * completion). `content` stays as it was.
+ */
+function stateV2toV3(state: Data): Data {
+  const messages = Array.isArray(state.messages)
+    ? Object.freeze(
+        state.messages.map((m: unknown) =>
+          isPlainObject(m) && !Array.isArray(m.parts) ? Object.freeze({ ...m, parts: textParts(typeof m.content === 'string' ? m.content : '') }) : m,
+        ),
+      )
+    : state.messages;
+  const stream = isPlainObject(state.stream) && state.stream.status === 'streaming' && !Array.isArray(state.stream.parts) ? Object.freeze({ ...state.stream, parts: EMPTY }) : state.stream;
+  return { ...state, messages, stream };
+}
+
+const STATE_UPCASTERS: Readonly<Record<number, (state: Data) => Data>> = Object.freeze({ 1: stateV1toV2, 2: stateV2toV3 });
 
 /**
  * A session state stored under state version `fromVersion` (a snapshot), in

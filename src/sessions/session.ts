@@ -5,6 +5,7 @@ import type { JournalRecord } from '../core/record.ts';
 import type { SessionBackend } from '../backend/backend.ts';
 import type { SessionActor, SessionUpdate } from './session-actor.ts';
 import type { Chunk } from './chunk-buffer.ts';
+import { toUIMessage, type UIMessageShape } from '../core/ui-message.ts';
 
 /** What a session handle needs of the runtime that made it. */
 export interface SessionHost {
@@ -61,6 +62,15 @@ export class Session {
       throw new ArborError(ErrorCodes.NOT_LOADED, `session ${this.id} is still being recovered; await session.load() first`, { sessionId: this.id });
     }
     return this.#last;
+  }
+
+  /**
+   * The history as the AI SDK's `UIMessage[]` (structurally; cast to your
+   * `UIMessage` type), with parts: what `useChat({ messages })` takes. Reads
+   * `state`, so the same rules apply (load() first after a restart).
+   */
+  uiMessages(): UIMessageShape[] {
+    return this.state.messages.map(toUIMessage);
   }
 
   /**
