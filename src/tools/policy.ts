@@ -190,7 +190,3 @@ export function decideCall(input: {
 export function mayRerunAutomatically(safety: ToolSafety): boolean {
   return safety.idempotent && !safety.alwaysNeedsApproval;
 }
-
-/** The text a call of unknown outcome shows (its part's errorText) and the model is told. */
-export const UNKNOWN_OUTCOME_TEXT =
-  'The outcome of this tool call is unknown: the server stopped after the call started and before it finished. It may or may not have taken effect; it was not run again.';
