@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ArborError, ErrorCodes, isArborError } from '../core/errors.ts';
 import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
-import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, type SessionState } from '../core/state.ts';
+import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, toolCallsInFlight, type SessionState } from '../core/state.ts';
 import type { JournalRecord } from '../core/record.ts';
 import type { AppendResult } from '../backend/backend.ts';
 import type { ChatTurn, LlmProvider } from '../llm/provider.ts';
@@ -335,6 +335,10 @@ export class SessionActor {
   async #repairAfterRestart(loaded: SessionState): Promise<SessionState> {
     let state = loaded;
     try {
+      // A tool call journaled as started and never finished: whether it ran is unknown. Say so; never re-run it here.
+      for (const { toolCallId, call } of toolCallsInFlight(state)) {
+        ({ state } = await this.commit(state, 'tool_call_finished', { messageId: call.messageId, toolCallId, outcome: 'unknown' }));
+      }
       const orphaned = interruptionEventData(state, 'the server stopped while this answer was streaming');
       if (orphaned !== undefined) ({ state } = await this.commit(state, 'stream_interrupted', orphaned));
       for (const requestMessageId of unansweredRequests(state)) {
