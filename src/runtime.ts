@@ -193,6 +193,8 @@ export class Arbor {
       hot: this.#hot,
       llm: options.llm,
       commands: options.commands,
+      tools,
+      maxToolSteps: options.maxToolSteps,
       mailboxCapacity: options.mailboxCapacity,
       maxRestarts: options.maxRestarts,
       restartWindowMs: options.restartWindowMs,

@@ -1,6 +1,7 @@
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { streamText } from 'ai';
-import { abortError, LlmAbortError, LlmProviderError, type LlmProvider, type StreamRequest } from './provider.ts';
+import { abortError, LlmAbortError, LlmProviderError, type LlmProvider, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
+import { streamAiSdkStep } from './ai-sdk-step.ts';
 
 /** Options of a provider that speaks the OpenAI chat-completions protocol through the AI SDK. */
 export interface AiSdkProviderOptions {
@@ -48,7 +49,7 @@ function messageOf(err: unknown): string {
  * ends `textStream` normally. So this reads `fullStream` and turns its `error`
  * part into an {@link LlmProviderError} and its `abort` part into an AbortError.
  */
-export class AiSdkProvider implements LlmProvider {
+export class AiSdkProvider implements LlmProvider, ToolStepProvider {
   readonly name: string;
   readonly model: string;
   readonly #maxRetries: number;
@@ -74,6 +75,12 @@ export class AiSdkProvider implements LlmProvider {
       ...(options.apiKey !== undefined ? { apiKey: options.apiKey } : {}),
       ...(options.headers !== undefined ? { headers: options.headers } : {}),
     });
+  }
+
+  /** One step of a turn with tools (see streamAiSdkStep). */
+  streamStep(request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined> {
+    const modelId = request.model ?? this.model;
+    return streamAiSdkStep({ name: this.name, modelId, model: this.#sdk.chatModel(modelId), maxRetries: this.#maxRetries }, request);
   }
 
   async *stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {

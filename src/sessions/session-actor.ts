@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ArborError, ErrorCodes, isArborError } from '../core/errors.ts';
 import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
-import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, toolCallsInFlight, type SessionState } from '../core/state.ts';
+import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingApprovals, pendingInterruption, reduceSession, toolCallsInFlight, type SessionState, type ToolPart } from '../core/state.ts';
 import type { JournalRecord } from '../core/record.ts';
 import type { AppendResult } from '../backend/backend.ts';
 import type { ChatTurn, LlmProvider } from '../llm/provider.ts';
@@ -11,6 +11,11 @@ import type { HotTier } from '../hot/hot-tier.ts';
 import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
 import { Mailbox } from './mailbox.ts';
 import { afterCrash } from './restart-intensity.ts';
+import type { ToolRegistry } from '../tools/registry.ts';
+import { canCallTools } from '../llm/provider.ts';
+import { modelMessagesFor } from './model-messages.ts';
+import { priorCallsFor, runToolCalls, type AnswerPart, type ModelToolCall, type ToolChunk, type ToolRunnerDeps } from './tool-runner.ts';
+import { toolLoop } from './tool-loop.ts';
 
 /** What subscribers receive: committed critical events (in seq order) and stream chunks. */
 export type SessionUpdate =
@@ -27,6 +32,10 @@ export interface SessionContext {
   readonly hot: HotTier<SessionState>;
   readonly llm: LlmProvider;
   readonly commands: Readonly<Record<string, CommandHandler>>;
+  /** The tools a turn may call (application tools and those of the MCP servers that are up). */
+  readonly tools: ToolRegistry;
+  /** Model calls per turn at most. */
+  readonly maxToolSteps: number;
   readonly mailboxCapacity: number;
   readonly maxRestarts: number;
   readonly restartWindowMs: number;
@@ -208,8 +217,32 @@ export class SessionActor {
     });
   }
 
-  decidePermission(data: EventData<'permission_decided'>): Promise<{ seq: number }> {
-    return this.run('decidePermission', async (state) => ({ seq: (await this.commit(state, 'permission_decided', data)).result.seq }));
+  /**
+   * Journals a decision. With `approvalId` (or `toolCallId`) it answers a
+   * pending tool approval (`permission` defaults to the tool's); once no
+   * approval of that answer is pending, the paused turn continues: the
+   * approved calls run (under the intent log), then the model goes on.
+   * ARBOR_NO_SUCH_APPROVAL when nothing with that id is pending.
+   */
+  decidePermission(input: Omit<EventData<'permission_decided'>, 'permission'> & { permission?: string }): Promise<{ seq: number }> {
+    return this.run('decidePermission', async (state) => {
+      let data = input as EventData<'permission_decided'>;
+      const answers = input.approvalId !== undefined || input.toolCallId !== undefined;
+      const pending = answers ? pendingApprovals(state).find((p) => (input.approvalId === undefined || p.approvalId === input.approvalId) && (input.toolCallId === undefined || p.toolCallId === input.toolCallId)) : undefined;
+      if (answers) {
+        if (pending === undefined) {
+          throw new ArborError(ErrorCodes.NO_SUCH_APPROVAL, `session ${this.id} has no pending tool approval ${input.approvalId ?? input.toolCallId}`, { sessionId: this.id, field: input.approvalId === undefined ? 'toolCallId' : 'approvalId' });
+        }
+        data = { ...input, permission: input.permission ?? `tool:${pending.tool}`, approvalId: pending.approvalId, toolCallId: pending.toolCallId };
+      }
+      const { state: after, result } = await this.commit(state, 'permission_decided', data);
+      if (pending !== undefined && !pendingApprovals(after).some((p) => p.messageId === pending.messageId)) {
+        const paused = findMessage(after, pending.messageId);
+        const request = paused?.metadata?.requestMessageId;
+        if (typeof request === 'string') this.#queueStream(request, undefined, pending.messageId);
+      }
+      return { seq: result.seq };
+    });
   }
 
   recordToolExecution(event: { type: 'mcp_server_connected'; data: EventData<'mcp_server_connected'> } | { type: 'mcp_tool_executed'; data: EventData<'mcp_tool_executed'> }): Promise<{ seq: number }> {
@@ -248,8 +281,26 @@ export class SessionActor {
 
   // ---- streaming --------------------------------------------------------------
 
-  #queueStream(requestMessageId: string, retryOf: string | undefined): void {
-    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf)).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+  #queueStream(requestMessageId: string, retryOf: string | undefined, continues?: string): void {
+    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf, continues)).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+  }
+
+  /** Where a turn's tool chunks go (the UI message stream of the turn); none by default. */
+  #toolChunk(_messageId: string, _chunk: ToolChunk): void {}
+
+  /** What the tool runner needs of this actor for the answer `messageId`. */
+  #toolDeps(messageId: string, start: SessionState): ToolRunnerDeps {
+    let latest = start;
+    return {
+      registry: this.#ctx.tools,
+      journal: async (type, data) => {
+        latest = await this.run(`tool ${type}`, async (state) => (await this.commit(state, type, data)).state, true);
+        return latest;
+      },
+      chunk: (c) => this.#toolChunk(messageId, c),
+      current: () => this.#ctx.hot.peek(this.id) ?? latest,
+      now: () => Date.now(),
+    };
   }
 
   /** Resolves when every answer queued so far has ended (completed or interrupted). */
@@ -272,11 +323,14 @@ export class SessionActor {
    * journal exactly one terminal event: the completed answer, or
    * stream_interrupted when the provider fails or the runtime shuts down.
    */
-  async #stream(requestMessageId: string, retryOf: string | undefined): Promise<void> {
+  async #stream(requestMessageId: string, retryOf: string | undefined, continues?: string): Promise<void> {
     if (this.#state === 'draining') return;
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
     let turns: ChatTurn[] = [];
+    // A turn with tools: the model may call them, step by step (tool-loop.ts).
+    const withTools = this.#ctx.tools.size > 0 && canCallTools(llm) ? llm : undefined;
+    let startState: SessionState | undefined;
     // Registered before the start is journaled, so a shutdown that begins meanwhile aborts this answer too.
     const controller = new AbortController();
     this.#streams.set(messageId, controller);
@@ -284,7 +338,7 @@ export class SessionActor {
       await this.run('startStream', async (state) => {
         turns = promptFor(state, requestMessageId);
         const data = { messageId, requestMessageId, provider: llm.name, model: llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
-        await this.commit(state, 'assistant_stream_started', data);
+        startState = (await this.commit(state, 'assistant_stream_started', data)).state;
       });
     } catch (err) {
       this.#streams.delete(messageId);
@@ -296,9 +350,16 @@ export class SessionActor {
     let content = '';
     let index = 0;
     let failure: unknown;
+    let finishReason = 'stop';
+    /** a turn with tools: its parts after the last journaled tool event */
+    let rest: readonly AnswerPart[] | undefined;
     try {
       if (controller.signal.aborted) throw new Error(String(controller.signal.reason));
-      for await (const text of llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal })) {
+      const source = withTools === undefined ? llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal }) : this.#toolTurn(withTools, startState!, { messageId, requestMessageId, retryOf, continues, signal: controller.signal }, (f, r) => {
+              finishReason = f;
+              rest = r;
+            });
+      for await (const text of source) {
         content += text;
         const chunk = { messageId, index, text };
         index += 1;
@@ -313,8 +374,8 @@ export class SessionActor {
     const terminal = async (state: SessionState): Promise<void> => {
       if (pendingInterruption(state)?.messageId !== messageId) return; // already ended (e.g. interrupted at shutdown)
       if (failure === undefined) {
-        const stats = { chunks: index, durationMs: performance.now() - started, finishReason: 'stop' };
-        await this.commit(state, 'assistant_response_completed', { messageId, requestMessageId, content, stats });
+        const stats = { chunks: index, durationMs: performance.now() - started, finishReason };
+        await this.commit(state, 'assistant_response_completed', { messageId, requestMessageId, content, stats, ...(rest === undefined || rest.length === 0 ? {} : { parts: [...rest] }) });
       } else {
         const reason = isAbortError(failure) || controller.signal.aborted ? String(controller.signal.reason ?? 'aborted') : `provider error: ${(failure as Error)?.message ?? String(failure)}`;
         await this.commit(state, 'stream_interrupted', { messageId, requestMessageId, reason });
@@ -322,6 +383,46 @@ export class SessionActor {
       this.#chunks.forget(messageId);
     };
     await this.run('endStream', terminal, true).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+  }
+
+  /**
+   * The text of a turn with tools: runs the approved calls of a continuation
+   * first, then the model step by step (tool-loop.ts), yielding the text.
+   */
+  async *#toolTurn(
+    provider: Parameters<typeof toolLoop>[0]['provider'],
+    start: SessionState,
+    turn: { messageId: string; requestMessageId: string; retryOf: string | undefined; continues: string | undefined; signal: AbortSignal },
+    onFinish: (finishReason: string, rest: readonly AnswerPart[]) => void,
+  ): AsyncGenerator<string, void, undefined> {
+    const deps = this.#toolDeps(turn.messageId, start);
+    let state = start;
+    if (turn.continues !== undefined) {
+      // The approved calls of the paused answer run now (a once grant answers its own call only); denied ones stay denied.
+      const approved: ModelToolCall[] = [];
+      for (const p of findMessage(state, turn.continues)?.parts ?? []) {
+        if (p.type === 'tool' && p.state === 'approval-responded' && p.approval?.approved === true && !Object.hasOwn(state.toolCallsInFlight ?? {}, p.toolCallId)) {
+          approved.push({ toolCallId: p.toolCallId, toolName: p.toolName, input: p.input });
+        }
+      }
+      if (approved.length > 0) state = (await runToolCalls(deps, { state, messageId: turn.continues, calls: approved, before: [], prior: priorCallsFor(state, undefined) })).state;
+    }
+    // A retried answer that was interrupted carries on from its partial: the model learns what ran and what is unknown.
+    const retried = turn.retryOf === undefined ? undefined : findMessage(state, turn.retryOf);
+    const extra = turn.continues !== undefined ? [turn.continues] : retried?.metadata?.interrupted === true && retried.parts.some((p): p is ToolPart => p.type === 'tool') ? [retried.id] : [];
+    const messages = modelMessagesFor(state, turn.requestMessageId, extra);
+    for await (const part of toolLoop({
+      provider,
+      request: { sessionId: this.id, messageId: turn.messageId, tools: this.#ctx.tools.definitions(), signal: turn.signal },
+      messages,
+      maxSteps: this.#ctx.maxToolSteps,
+      deps,
+      messageId: turn.messageId,
+      prior: priorCallsFor(state, turn.retryOf),
+    })) {
+      if (part.type === 'text') yield part.text;
+      else if (part.type === 'finish') onFinish(part.finishReason, part.rest);
+    }
   }
 
   /**

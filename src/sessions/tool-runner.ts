@@ -43,6 +43,8 @@ export interface ToolRunnerDeps {
   journal<T extends CriticalEventType>(type: T, data: EventData<T>): Promise<SessionState>;
   /** Tells the turn's stream. */
   chunk(c: ToolChunk): void;
+  /** The session's committed state now (grants decided meanwhile count). */
+  current(): SessionState;
   now(): number;
 }
 
@@ -119,7 +121,7 @@ export async function runToolCalls(
     const dynamic = entry.dynamic ? { dynamic: true } : {};
     deps.chunk({ type: 'tool-input-available', toolCallId, toolName, input: callInput, ...dynamic });
     const needsApproval = await needsApprovalFor(entry.tool, entry.safety, callInput, { toolCallId });
-    const grant = state.permissions[toolPermission(toolName)] as GrantEntry | undefined;
+    const grant = deps.current().permissions[toolPermission(toolName)] as GrantEntry | undefined;
     const decision = decideCall({ toolName, toolCallId, callInput, safety: entry.safety, needsApproval, prior: input.prior, grant, now: deps.now(), ...(input.refuseRepeats === undefined ? {} : { refuseRepeats: input.refuseRepeats }) });
     if (decision.action === 'refuse') {
       state = await deps.journal('tool_call_finished', { messageId: input.messageId, toolCallId, tool: toolName, input: callInput as never, error: decision.message, refused: decision.reason, ...dynamic, ...takeBefore() });
