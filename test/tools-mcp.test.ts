@@ -26,7 +26,7 @@ test('MCP over stdio: a real server\'s tools are registered with their hints; a 
     // then
     const status = servers.status();
     assert.equal(status.one?.state, 'connected');
-    assert.deepEqual([...status.one!.tools].sort(), ['delete_item', 'fail', 'lookup', 'record_note', 'slow_write']);
+    assert.deepEqual([...status.one!.tools].sort(), ['delete_item', 'fail', 'lookup', 'record_note', 'slow_lookup', 'slow_write']);
     assert.equal(status.broken?.state, 'failed');
     assert.ok(events.some((e) => e.type === 'failed' && e.server === 'broken'));
     assert.equal(servers.healthy, false);

@@ -16,6 +16,7 @@ import { canCallTools } from '../llm/provider.ts';
 import { modelMessagesFor } from './model-messages.ts';
 import { priorCallsFor, runToolCalls, type AnswerPart, type ModelToolCall, type ToolChunk, type ToolRunnerDeps } from './tool-runner.ts';
 import { toolLoop } from './tool-loop.ts';
+import { mayRerunAutomatically } from '../tools/policy.ts';
 
 /** What subscribers receive: committed critical events (in seq order) and stream chunks. */
 export type SessionUpdate =
@@ -411,6 +412,19 @@ export class SessionActor {
     const retried = turn.retryOf === undefined ? undefined : findMessage(state, turn.retryOf);
     const extra = turn.continues !== undefined ? [turn.continues] : retried?.metadata?.interrupted === true && retried.parts.some((p): p is ToolPart => p.type === 'tool') ? [retried.id] : [];
     const messages = modelMessagesFor(state, turn.requestMessageId, extra);
+    // retry() of an interrupted answer re-runs, by itself, only its calls of unknown outcome whose tool is safe to repeat.
+    const reruns: ModelToolCall[] = [];
+    if (extra.length > 0 && turn.continues === undefined) {
+      for (const p of retried?.parts ?? []) {
+        const entry = p.type === 'tool' && p.outcome === 'unknown' ? this.#ctx.tools.get(p.toolName) : undefined;
+        if (p.type === 'tool' && entry !== undefined && mayRerunAutomatically(entry.safety)) reruns.push({ toolCallId: randomUUID(), toolName: p.toolName, input: p.input });
+      }
+    }
+    if (reruns.length > 0) {
+      const { results } = await runToolCalls(deps, { state, messageId: turn.messageId, calls: reruns, before: [], prior: [] });
+      messages.push({ role: 'assistant', content: reruns.map((c) => ({ type: 'tool-call' as const, toolCallId: c.toolCallId, toolName: c.toolName, input: c.input ?? {} })) });
+      messages.push({ role: 'tool', content: results.map((r) => ({ type: 'tool-result' as const, toolCallId: r.toolCallId, toolName: r.toolName, output: r.error === undefined ? { type: 'json' as const, value: (r.output ?? null) as never } : { type: 'error-text' as const, value: r.error } })) });
+    }
     for await (const part of toolLoop({
       provider,
       request: { sessionId: this.id, messageId: turn.messageId, tools: this.#ctx.tools.definitions(), signal: turn.signal },

@@ -12,6 +12,8 @@
  * - `slow_write` ({ text }): not safe to repeat: records FIRST, then waits
  *   MCP_TEST_SLOW_MS (default 60 s) before answering: the window in which a
  *   test SIGKILLs the Arbor server.
+ * - `slow_lookup` ({ key }): `idempotentHint: true`, records first, then waits
+ *   MCP_TEST_SLOW_LOOKUP_MS (default MCP_TEST_SLOW_MS).
  * - `fail` ({}): answers an MCP tool error (isError).
  */
 import { appendFileSync, openSync, fsyncSync, closeSync, readFileSync, existsSync } from 'node:fs';
@@ -78,6 +80,11 @@ async function main(): Promise<void> {
     record('slow_write', { text: t });
     await new Promise((r) => setTimeout(r, slowMs));
     return text(`written: ${t}`);
+  });
+  server.registerTool('slow_lookup', { description: 'Looks up slowly (idempotent).', inputSchema: { key: z.string() }, annotations: { idempotentHint: true } }, async ({ key }) => {
+    record('slow_lookup', { key });
+    await new Promise((r) => setTimeout(r, process.env.MCP_TEST_SLOW_LOOKUP_MS === undefined ? slowMs : Number(process.env.MCP_TEST_SLOW_LOOKUP_MS)));
+    return text(`value of ${key}`);
   });
   server.registerTool('fail', { description: 'Always fails.', inputSchema: {} }, async () => {
     record('fail', {});
