@@ -17,12 +17,13 @@ export { ArborError, ErrorCodes, isArborError, type ErrorCode } from './core/err
 export { assertSessionId, isSessionId, SESSION_ID_PATTERN } from './core/ids.ts';
 
 export { MockProvider } from './llm/mock-provider.ts';
-export { AiSdkProvider } from './llm/ai-sdk-provider.ts';
-export type { LlmProvider, StreamRequest, ChatTurn } from './llm/provider.ts';
+export { AiSdkProvider, LanguageModelProvider, type LanguageModelProviderOptions } from './llm/ai-sdk-provider.ts';
+export type { LlmProvider, StreamRequest, ChatTurn, LlmStreamPart, LlmUsage } from './llm/provider.ts';
+export { TurnLog, type UIChunk } from './sessions/turn-log.ts';
 export { MCP_SERVERS_SCHEMA, parseMcpServers, type McpServerConfig, type McpServerStatus } from './tools/mcp.ts';
 export type { ArborTool } from './tools/registry.ts';
 
-export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage } from './telemetry/channels.ts';
+export { CHANNELS, subscribeTelemetry, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage, type LlmTurnMessage } from './telemetry/channels.ts';
 
 // The storage engine on its own (your own events and reducer), and the backend contract.
 export type { SessionBackend, BackendOwnership, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry } from './backend/backend.ts';

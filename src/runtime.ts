@@ -8,6 +8,8 @@ import { initialSessionState, pendingInterruption, toolCallsInFlight, type Sessi
 import { HotTier } from './hot/hot-tier.ts';
 import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
+import { LanguageModelProvider } from './llm/ai-sdk-provider.ts';
+import type { LanguageModel } from 'ai';
 import type { CheckpointInput, RecoveredSession, SessionBackend } from './backend/backend.ts';
 import type { SessionRecovery } from './backend/replay.ts';
 import { openBackend, type PostgresOptions, type RecoveryReport, type StoreOptions } from './backends.ts';
@@ -24,6 +26,14 @@ export { Session } from './sessions/session.ts';
 export interface RuntimeOptions {
   /** The LLM provider (default: the deterministic mock, shaped by ARBOR_MOCK_CHUNKS / ARBOR_MOCK_CHUNK_DELAY_MS). */
   llm: LlmProvider | undefined;
+  /**
+   * Any AI SDK `LanguageModel` (ai@6), e.g. `anthropic('claude-sonnet-4-5')` or
+   * `openai('gpt-4o')`, instead of `llm`: answers stream through the SDK's
+   * `streamText`, with the model's finish reason and usage.
+   */
+  model: LanguageModel | undefined;
+  /** With `model`: other models a session may pick with its `model` config, by name. */
+  models: Readonly<Record<string, LanguageModel>> | undefined;
   /** Handlers for `session.executeCommand(name, args)`. */
   commands: Readonly<Record<string, CommandHandler>>;
   /** A session without commands for this long is snapshotted and dropped from memory. */
@@ -84,6 +94,8 @@ export interface RuntimeOptions {
 
 export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   llm: undefined,
+  model: undefined,
+  models: undefined,
   commands: Object.freeze({}),
   sessionIdleTimeoutMs: 3_600_000,
   snapshotEveryEvents: 100,
@@ -222,8 +234,16 @@ export class Arbor {
     const o = { ...DEFAULT_RUNTIME_OPTIONS, ...Object.fromEntries(Object.entries(runtime).filter(([, v]) => v !== undefined)) } as RuntimeOptions;
     for (const key of ['sessionIdleTimeoutMs', 'snapshotEveryEvents', 'snapshotIntervalMs', 'mailboxCapacity', 'maxRestarts', 'restartWindowMs', 'streamBufferChunks', 'maxConcurrentRecoveries', 'checkpointIntervalMs', 'recoveryTimeoutMs'] as const) positiveInteger(key, o[key]);
     for (const key of ['tableCheckpoint', 'enableHotStorage'] as const) boolean(key, o[key]);
+    if (o.llm !== undefined && o.model !== undefined) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, 'give createArbor either llm (an LlmProvider) or model (an AI SDK LanguageModel), not both', { field: 'model' });
+    }
     positiveInteger('maxToolSteps', o.maxToolSteps);
-    const llm = o.llm ?? new MockProvider();
+    let llm: LlmProvider;
+    try {
+      llm = o.llm ?? (o.model !== undefined ? new LanguageModelProvider({ model: o.model, ...(o.models === undefined ? {} : { models: o.models }) }) : new MockProvider());
+    } catch (err) {
+      throw new ArborError(ErrorCodes.INVALID_INPUT, `option model: ${(err as Error).message}`, { field: 'model' }, { cause: err });
+    }
     const tools = new ToolRegistry(o.tools, { needsApproval: o.toolsNeedApproval });
     const mcpServers = parseMcpServers(o.mcpServers);
     const mcp = new McpServers(tools, (e) => {

@@ -1,6 +1,6 @@
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
-import { streamText } from 'ai';
-import { abortError, LlmAbortError, LlmProviderError, type LlmProvider, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
+import { streamText, type LanguageModel } from 'ai';
+import { abortError, LlmAbortError, LlmProviderError, textOfStream, type LlmProvider, type LlmStreamPart, type LlmUsage, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
 import { streamAiSdkStep } from './ai-sdk-step.ts';
 
 /** Options of a provider that speaks the OpenAI chat-completions protocol through the AI SDK. */
@@ -40,14 +40,7 @@ function messageOf(err: unknown): string {
 
 /**
  * An {@link LlmProvider} for any OpenAI-compatible endpoint, through the AI SDK's
- * `streamText`.
- *
- * Failures always throw, as the interface demands. That needs care: `streamText`
- * never rejects its `textStream` for an HTTP error status, a malformed event or a
- * stream that ends without a finish reason — the text stream just ends early and
- * the error goes to `onError` (whose default is `console.error`). An abort also
- * ends `textStream` normally. So this reads `fullStream` and turns its `error`
- * part into an {@link LlmProviderError} and its `abort` part into an AbortError.
+ * `streamText` (see streamModel for how failures are caught).
  */
 export class AiSdkProvider implements LlmProvider, ToolStepProvider {
   readonly name: string;
@@ -83,82 +76,195 @@ export class AiSdkProvider implements LlmProvider, ToolStepProvider {
     return streamAiSdkStep({ name: this.name, modelId, model: this.#sdk.chatModel(modelId), maxRetries: this.#maxRetries }, request);
   }
 
-  async *stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
-    const { signal } = request;
-    const model = request.model ?? this.model;
-    // Fast path: the SDK would also send nothing, but this names the phase and skips building a request.
-    if (signal.aborted) throw abortError(this.name, 'before the request was sent', signal);
+  stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
+    return textOfStream(this.streamParts(request));
+  }
 
-    // Our own controller as well as the caller's: when the consumer stops iterating
-    // early (break, or a throw in its loop), `finally` aborts it so the HTTP
-    // connection is closed instead of streaming on into the void.
-    const local = new AbortController();
-    const abortSignal = AbortSignal.any([signal, local.signal]);
-    let received = 0;
-    try {
-      const result = streamText({
-        model: this.#sdk.chatModel(model),
-        messages: request.messages.map((turn) => ({ role: turn.role, content: turn.content })),
-        allowSystemInMessages: true,
-        abortSignal,
-        maxRetries: this.#maxRetries,
-        // Errors are surfaced below through the fullStream 'error' part; the
-        // default handler would also print every one of them with console.error.
-        onError: () => {},
-      });
-      let finished = false;
-      for await (const part of result.fullStream) {
-        switch (part.type) {
-          case 'text-delta':
-            if (part.text.length > 0) {
-              received++;
-              yield part.text;
-            }
-            break;
-          case 'abort':
-            throw abortError(this.name, `after ${received} chunk(s)`, signal);
-          case 'error':
-            // Failure branch: an HTTP error status, an unparsable event or a stream that
-            // ended without a finish reason. Any text already yielded is a partial answer.
-            throw new LlmProviderError(
-              `${this.name}: ${model} failed after ${received} chunk(s): ${messageOf(part.error)}`,
-              { provider: this.name, model, statusCode: statusCodeOf(part.error) },
-              { cause: part.error },
-            );
-          case 'finish':
-            // Belt and braces: the SDK sends an 'error' part before a finish with reason
-            // 'error', but a finish that says error must never pass for a complete answer.
-            if (part.finishReason === 'error') {
-              throw new LlmProviderError(`${this.name}: ${model} finished with reason "error" after ${received} chunk(s)`, {
-                provider: this.name,
-                model,
-              });
-            }
-            finished = true;
-            break;
-          default:
-            break;
-        }
-      }
-      // Defensive: ai@6 always ends fullStream with a 'finish' (or an 'error'/'abort'
-      // part, handled above); if a future version does not, a truncated answer must still throw.
-      if (!finished) {
-        throw new LlmProviderError(`${this.name}: ${model} stream ended without a finish after ${received} chunk(s)`, { provider: this.name, model });
-      }
-    } catch (err) {
-      if (err instanceof LlmAbortError || err instanceof LlmProviderError) throw err;
-      // Once the caller aborted, whatever broke the stream (fetch's AbortError, a
-      // torn-down transport) is reported as the abort it is.
-      if (signal.aborted) throw abortError(this.name, `after ${received} chunk(s)`, signal);
-      // Failure branch: the fullStream itself rejected — the connection was cut mid-stream
-      // (the SDK says "Failed to process successful response") or the request failed.
-      throw new LlmProviderError(
-        `${this.name}: ${model} failed after ${received} chunk(s): ${messageOf(err)}`,
-        { provider: this.name, model, statusCode: statusCodeOf(err) },
-        { cause: err },
-      );
-    } finally {
-      local.abort();
+  streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
+    const model = request.model ?? this.model;
+    return streamModel({ name: this.name, modelId: model, model: this.#sdk.chatModel(model), maxRetries: this.#maxRetries }, request);
+  }
+}
+
+/** Options of a provider around any AI SDK language model. */
+export interface LanguageModelProviderOptions {
+  /** Any AI SDK `LanguageModel` (ai@6: a `LanguageModelV3` such as `anthropic('claude-…')`, or a gateway id string). */
+  model: LanguageModel;
+  /**
+   * Other models a session may pick with its `model` config, by name. The
+   * default model is also found under its own id.
+   */
+  models?: Readonly<Record<string, LanguageModel>>;
+  /** Shown in errors, logs and the journal (default: the model's provider id). */
+  name?: string;
+  /** Retries before the first chunk (default 2, the AI SDK's). */
+  maxRetries?: number;
+}
+
+function modelIdOf(model: LanguageModel): string {
+  return typeof model === 'string' ? model : model.modelId;
+}
+
+/**
+ * An {@link LlmProvider} around any AI SDK `LanguageModel`: what
+ * `createArbor({ model })` builds. A session's `model` config picks one of
+ * `models` (or the default by its id); an unknown name fails the turn with an
+ * {@link LlmProviderError} that names it.
+ */
+export class LanguageModelProvider implements LlmProvider, ToolStepProvider {
+  readonly name: string;
+  readonly model: string;
+  readonly #default: LanguageModel;
+  readonly #models: Readonly<Record<string, LanguageModel>>;
+  readonly #maxRetries: number;
+
+  constructor(options: LanguageModelProviderOptions) {
+    const m: unknown = options.model;
+    const isModel = typeof m === 'string' ? m.length > 0 : typeof m === 'object' && m !== null && typeof (m as { doStream?: unknown }).doStream === 'function';
+    if (!isModel) throw new TypeError('option model must be an AI SDK LanguageModel (an object with doStream, e.g. openai("gpt-4o"), or a model id string)');
+    const maxRetries = options.maxRetries ?? 2;
+    if (!Number.isSafeInteger(maxRetries) || maxRetries < 0 || maxRetries > 10) {
+      throw new RangeError(`option maxRetries must be an integer from 0 to 10, got ${String(options.maxRetries)}`);
     }
+    this.#default = options.model;
+    this.model = modelIdOf(options.model);
+    this.name = options.name ?? (typeof options.model === 'string' ? 'gateway' : options.model.provider);
+    this.#models = Object.freeze({ ...options.models });
+    this.#maxRetries = maxRetries;
+  }
+
+  stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
+    return textOfStream(this.streamParts(request));
+  }
+
+  /** One step of a turn with tools (see streamAiSdkStep), with the same model choice as streamParts. */
+  async *streamStep(request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined> {
+    const wanted = request.model ?? this.model;
+    const model = Object.hasOwn(this.#models, wanted) ? this.#models[wanted]! : wanted === this.model ? this.#default : undefined;
+    if (model === undefined) throw new LlmProviderError(`${this.name}: no model ${JSON.stringify(wanted)}; pass it in createArbor({ models })`, { provider: this.name, model: wanted });
+    yield* streamAiSdkStep({ name: this.name, modelId: wanted, model, maxRetries: this.#maxRetries }, request);
+  }
+
+  async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
+    const wanted = request.model ?? this.model;
+    const model = Object.hasOwn(this.#models, wanted) ? this.#models[wanted]! : wanted === this.model ? this.#default : undefined;
+    if (model === undefined) {
+      const known = [this.model, ...Object.keys(this.#models)].join(', ');
+      throw new LlmProviderError(`${this.name}: no model ${JSON.stringify(wanted)} (known: ${known}); pass it in createArbor({ models })`, { provider: this.name, model: wanted });
+    }
+    yield* streamModel({ name: this.name, modelId: wanted, model, maxRetries: this.#maxRetries }, request);
+  }
+}
+
+function usageOf(u: { inputTokens?: number | undefined; outputTokens?: number | undefined; totalTokens?: number | undefined; outputTokenDetails?: { reasoningTokens?: number | undefined }; inputTokenDetails?: { cacheReadTokens?: number | undefined } } | undefined): LlmUsage | undefined {
+  if (u === undefined) return undefined;
+  const out: LlmUsage = {};
+  const put = (key: keyof LlmUsage, v: number | undefined): void => {
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) out[key] = v;
+  };
+  put('inputTokens', u.inputTokens);
+  put('outputTokens', u.outputTokens);
+  put('totalTokens', u.totalTokens);
+  put('reasoningTokens', u.outputTokenDetails?.reasoningTokens);
+  put('cachedInputTokens', u.inputTokenDetails?.cacheReadTokens);
+  return Object.keys(out).length === 0 ? undefined : out;
+}
+
+/**
+ * One answer from an AI SDK model through `streamText`, as parts.
+ *
+ * Failures always throw, as the provider interface demands. That needs care:
+ * `streamText` never rejects its `textStream` for an HTTP error status, a
+ * malformed event or a stream that ends without a finish reason — the text
+ * stream just ends early and the error goes to `onError` (whose default is
+ * `console.error`). An abort also ends `textStream` normally. So this reads
+ * `fullStream` and turns its `error` part into an {@link LlmProviderError} and
+ * its `abort` part into an AbortError.
+ */
+async function* streamModel(target: { name: string; modelId: string; model: LanguageModel; maxRetries: number }, request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
+  const { signal } = request;
+  const { name, modelId: model } = target;
+  // Fast path: the SDK would also send nothing, but this names the phase and skips building a request.
+  if (signal.aborted) throw abortError(name, 'before the request was sent', signal);
+
+  // Our own controller as well as the caller's: when the consumer stops iterating
+  // early (break, or a throw in its loop), `finally` aborts it so the HTTP
+  // connection is closed instead of streaming on into the void.
+  const local = new AbortController();
+  const abortSignal = AbortSignal.any([signal, local.signal]);
+  let received = 0;
+  try {
+    const result = streamText({
+      model: target.model,
+      messages: request.messages.map((turn) => ({ role: turn.role, content: turn.content })),
+      allowSystemInMessages: true,
+      ...(request.system === undefined ? {} : { system: request.system }),
+      ...(request.temperature === undefined ? {} : { temperature: request.temperature }),
+      ...(request.maxOutputTokens === undefined ? {} : { maxOutputTokens: request.maxOutputTokens }),
+      abortSignal,
+      maxRetries: target.maxRetries,
+      // Errors are surfaced below through the fullStream 'error' part; the
+      // default handler would also print every one of them with console.error.
+      onError: () => {},
+    });
+    let finished = false;
+    for await (const part of result.fullStream) {
+      switch (part.type) {
+        case 'text-delta':
+          if (part.text.length > 0) {
+            received++;
+            yield { type: 'text', text: part.text };
+          }
+          break;
+        case 'reasoning-delta':
+          if (part.text.length > 0) {
+            received++;
+            yield { type: 'reasoning', text: part.text };
+          }
+          break;
+        case 'abort':
+          throw abortError(name, `after ${received} chunk(s)`, signal);
+        case 'error':
+          // Failure branch: an HTTP error status, an unparsable event or a stream that
+          // ended without a finish reason. Any text already yielded is a partial answer.
+          throw new LlmProviderError(
+            `${name}: ${model} failed after ${received} chunk(s): ${messageOf(part.error)}`,
+            { provider: name, model, statusCode: statusCodeOf(part.error) },
+            { cause: part.error },
+          );
+        case 'finish': {
+          // Belt and braces: the SDK sends an 'error' part before a finish with reason
+          // 'error', but a finish that says error must never pass for a complete answer.
+          if (part.finishReason === 'error') {
+            throw new LlmProviderError(`${name}: ${model} finished with reason "error" after ${received} chunk(s)`, { provider: name, model });
+          }
+          finished = true;
+          const usage = usageOf(part.totalUsage);
+          yield { type: 'finish', finishReason: part.finishReason, ...(usage === undefined ? {} : { usage }) };
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    // Defensive: ai@6 always ends fullStream with a 'finish' (or an 'error'/'abort'
+    // part, handled above); if a future version does not, a truncated answer must still throw.
+    if (!finished) {
+      throw new LlmProviderError(`${name}: ${model} stream ended without a finish after ${received} chunk(s)`, { provider: name, model });
+    }
+  } catch (err) {
+    if (err instanceof LlmAbortError || err instanceof LlmProviderError) throw err;
+    // Once the caller aborted, whatever broke the stream (fetch's AbortError, a
+    // torn-down transport) is reported as the abort it is.
+    if (signal.aborted) throw abortError(name, `after ${received} chunk(s)`, signal);
+    // Failure branch: the fullStream itself rejected — the connection was cut mid-stream
+    // (the SDK says "Failed to process successful response") or the request failed.
+    throw new LlmProviderError(
+      `${name}: ${model} failed after ${received} chunk(s): ${messageOf(err)}`,
+      { provider: name, model, statusCode: statusCodeOf(err) },
+      { cause: err },
+    );
+  } finally {
+    local.abort();
   }
 }

@@ -1,4 +1,4 @@
-import { abortError, type ChatTurn, type LlmProvider, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
+import { abortError, textOfStream, type ChatTurn, type LlmProvider, type LlmStreamPart, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
 
 /** Options of the mock provider; each falls back to its environment variable, then to the default. */
 export interface MockProviderOptions {
@@ -117,14 +117,28 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
         : (fromEnv(env, 'ARBOR_MOCK_CHUNK_DELAY_MS', 0, MAX_CHUNK_DELAY_MS) ?? DEFAULT_MOCK_OPTIONS.chunkDelayMs);
   }
 
-  async *stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
+  stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
+    return textOfStream(this.streamParts(request));
+  }
+
+  /**
+   * The chunks of {@link mockReplyChunks}, then a finish. Usage counts one
+   * token per code point of the prompt (system prompt included) and one per
+   * chunk of the answer. With `maxOutputTokens` below the chunk count, the
+   * answer stops after that many chunks with finish reason `length`.
+   */
+  async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
     const { signal } = request;
     const parts = mockReplyChunks(request.messages, this.chunks);
-    for (let i = 0; i < parts.length; i++) {
+    const limit = request.maxOutputTokens === undefined ? parts.length : Math.min(parts.length, request.maxOutputTokens);
+    for (let i = 0; i < limit; i++) {
       // The pause comes before each chunk, so the first one also takes chunkDelayMs (a time-to-first-token).
       await pause(this.chunkDelayMs, signal, () => abortError(this.name, `while waiting for chunk ${i + 1} of ${parts.length}`, signal));
-      yield parts[i] as string;
+      yield { type: 'text', text: parts[i] as string };
     }
+    let inputTokens = request.system === undefined ? 0 : Array.from(request.system).length;
+    for (const turn of request.messages) inputTokens += Array.from(turn.content).length;
+    yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
   }
 }
 

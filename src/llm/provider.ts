@@ -19,7 +19,32 @@ export interface StreamRequest {
   signal: AbortSignal;
   /** Overrides the provider's default model for this request. */
   model?: string;
+  /** The session's system prompt (config `system`), sent before the conversation. */
+  system?: string;
+  /** Sampling temperature (config `temperature`). */
+  temperature?: number;
+  /** The most tokens the answer may have (config `maxOutputTokens`). */
+  maxOutputTokens?: number;
 }
+
+/** Tokens an answer used, as the provider reported them (any may be missing). */
+export interface LlmUsage {
+  inputTokens?: number;
+  outputTokens?: number;
+  totalTokens?: number;
+  reasoningTokens?: number;
+  cachedInputTokens?: number;
+}
+
+/**
+ * One piece of a streamed answer, from {@link LlmProvider.streamParts}: text,
+ * reasoning, and one `finish` last, with the model's finish reason (the AI
+ * SDK's: `stop`, `length`, `content-filter`, `tool-calls`, `other`) and usage.
+ */
+export type LlmStreamPart =
+  | { type: 'text'; text: string }
+  | { type: 'reasoning'; text: string }
+  | { type: 'finish'; finishReason: string; usage?: LlmUsage };
 
 /**
  * A source of streamed answers.
@@ -35,6 +60,27 @@ export interface LlmProvider {
   /** The model used when a request names none. */
   readonly model: string;
   stream(request: StreamRequest): AsyncIterable<string>;
+  /**
+   * The answer as parts (text, reasoning, then one finish with reason and
+   * usage), under the same failure and abort rules as `stream`. Optional: the
+   * runtime falls back to `stream` (text only, finish reason `stop`, no usage).
+   */
+  streamParts?(request: StreamRequest): AsyncIterable<LlmStreamPart>;
+}
+
+/** `provider.streamParts`, or its `stream` as parts: text chunks, then finish `stop` without usage. */
+export async function* streamPartsOf(provider: LlmProvider, request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
+  if (provider.streamParts !== undefined) {
+    yield* provider.streamParts(request);
+    return;
+  }
+  for await (const text of provider.stream(request)) yield { type: 'text', text };
+  yield { type: 'finish', finishReason: 'stop' };
+}
+
+/** `parts` as text only: what `stream` yields when a provider implements `streamParts`. */
+export async function* textOfStream(parts: AsyncIterable<LlmStreamPart>): AsyncGenerator<string, void, undefined> {
+  for await (const part of parts) if (part.type === 'text') yield part.text;
 }
 
 /** Thrown by providers when the request's signal aborts; `name` is `'AbortError'`, `cause` is the signal's reason. */

@@ -11,6 +11,7 @@ import type { HealthChecker } from './health.ts';
 import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors.ts';
 import { FORWARDED_BY_HEADER, forwardRequest, type ForwardResult, type NodeInfo } from './router.ts';
 import { StreamIndex } from './stream-index.ts';
+import { chatBodySessionId, registerChatRoutes } from './chat.ts';
 
 /**
  * The config key under which a session's tenant is journaled at creation (a
@@ -44,7 +45,7 @@ const MAX_ROUTING_ATTEMPTS = 4;
 /** The longest a request waits for an unreachable owner's lease to run out. */
 const MAX_LEASE_WAIT_MS = 30_000;
 
-type Env = { Variables: { tenant: string; body: Uint8Array | undefined } };
+type Env = { Variables: { tenant: string; body: Uint8Array | undefined; routeId: string | undefined } };
 
 /** What GET /v1/sessions/:id answers. */
 export interface SessionView {
@@ -207,7 +208,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
    */
   const node = deps.node;
   const route = async (c: Context<Env>, next: () => Promise<void>): Promise<Response | void> => {
-    const id = c.req.param('id');
+    // POST /v1/chat names its session in the body (read by the middleware below), the other routes in the path.
+    const id = c.get('routeId') ?? c.req.param('id');
     if (node === undefined || id === undefined || !isSessionId(id)) return next();
     const forwardedBy = c.req.header(FORWARDED_BY_HEADER);
     for (let attempt = 1; ; attempt += 1) {
@@ -250,6 +252,13 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   };
   app.use('/v1/sessions/:id', route);
   app.use('/v1/sessions/:id/*', route);
+  app.use('/v1/chat/:id', route);
+  app.use('/v1/chat/:id/*', route);
+  app.use('/v1/chat', async (c, next) => {
+    if (node === undefined || c.req.method !== 'POST') return next();
+    c.set('routeId', chatBodySessionId(await readJson(c, maxBodyBytes)));
+    return route(c, next);
+  });
 
 
   /**
@@ -257,8 +266,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
    * exactly like a missing one, so ids cannot be probed across tenants.
    * Without tokens every session is served, including those the library wrote.
    */
-  async function find(c: Context<Env>, use: 'read' | 'write'): Promise<{ session: Session; state: SessionState }> {
-    const id = c.req.param('id')!;
+  async function find(c: Context<Env>, use: 'read' | 'write', id: string = c.req.param('id')!): Promise<{ session: Session; state: SessionState }> {
     assertSessionId(id);
     const notFound = new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${id} not found`);
     // On PostgreSQL asking took the lease of a session that does not exist: it is handed back, so any node can create it.
@@ -426,6 +434,37 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
       shutdown.removeEventListener('abort', onShutdown);
     }
   }
+
+  registerChatRoutes(app, {
+    find: (c, use) => find(c as Context<Env>, use),
+    findOrCreate: async (c, id) => {
+      assertSessionId(id);
+      const tenant = (c as Context<Env>).get('tenant');
+      const exists = await arbor.exists(id).catch((err: unknown) => {
+        if (isArborError(err) && err.code === ErrorCodes.NOT_OWNER) return true;
+        throw err;
+      });
+      if (exists) return (await find(c as Context<Env>, 'write', id)).session;
+      if (!auth.mayCreateSessions(tenant)) {
+        if (deps.node !== undefined) await arbor.passivate(id).catch(() => false);
+        throw new HttpError(404, HttpErrorCodes.SESSION_NOT_FOUND, `session ${id} not found (tenant ${tenant} does not create sessions on first use)`);
+      }
+      if (creating.has(id)) throw new HttpError(409, HttpErrorCodes.SESSION_EXISTS, `session ${id} is being created; retry`, true);
+      creating.add(id);
+      try {
+        const session = arbor.session(id);
+        streams.watch(session);
+        await session.changeConfig(TENANT_CONFIG_KEY, tenant);
+        return session;
+      } finally {
+        creating.delete(id);
+      }
+    },
+    assertWritable,
+    readJson: (c) => readJson(c as Context<Env>, maxBodyBytes),
+    watch: (session) => streams.watch(session),
+    keepAliveMs: SSE_HEARTBEAT_MS,
+  });
 
   app.get('/health', async (c) => {
     const report = await health.check();

@@ -17,9 +17,17 @@ export function hashToken(token: string): string {
  */
 export class TokenAuthenticator {
   readonly #entries: readonly { tenant: string; hash: Buffer }[];
+  /** Tenants with a token marked `createSessions: false`. */
+  readonly #noCreate: ReadonlySet<string>;
 
   constructor(tokens: readonly TokenEntry[]) {
     this.#entries = tokens.map((t) => ({ tenant: t.tenant, hash: Buffer.from(t.sha256, 'hex') }));
+    this.#noCreate = new Set(tokens.filter((t) => t.createSessions === false).map((t) => t.tenant));
+  }
+
+  /** Whether `tenant` may have a session created on first use (POST /v1/chat): not when one of its tokens says `createSessions: false`. */
+  mayCreateSessions(tenant: string): boolean {
+    return !this.#noCreate.has(tenant);
   }
 
   /** False: every request belongs to {@link OPEN_TENANT}. */

@@ -17,6 +17,8 @@ import { ArborError, ErrorCodes, MCP_SERVERS_SCHEMA, SCHEMA_NAME_PATTERN, type M
 export interface TokenEntry {
   tenant: string;
   sha256: string;
+  /** false: this token's requests never create a session (POST /v1/chat to a new id is 404); default true */
+  createSessions?: boolean;
 }
 
 /** The resolved configuration (frozen). */
@@ -225,7 +227,7 @@ function schemaOf(spec: OptionSpec): z.ZodType {
     case 'enum':
       return z.enum(spec.values as [string, ...string[]]);
     case 'tokens':
-      return z.array(z.strictObject({ tenant: z.string().regex(TENANT), sha256: z.string().regex(SHA256_HEX) }));
+      return z.array(z.strictObject({ tenant: z.string().regex(TENANT), sha256: z.string().regex(SHA256_HEX), createSessions: z.boolean().optional() }));
     case 'mcpServers':
       return MCP_SERVERS_SCHEMA;
     case 'strings':

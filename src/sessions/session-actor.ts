@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { ArborError, ErrorCodes, isArborError } from '../core/errors.ts';
 import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
-import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingApprovals, pendingInterruption, reduceSession, toolCallsInFlight, type SessionState, type ToolPart } from '../core/state.ts';
+import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingApprovals, pendingInterruption, reduceSession, toolCallsInFlight, type MessagePart, type SessionState, type ToolPart } from '../core/state.ts';
 import type { JournalRecord } from '../core/record.ts';
 import type { AppendResult } from '../backend/backend.ts';
-import type { ChatTurn, LlmProvider } from '../llm/provider.ts';
-import { isAbortError } from '../llm/provider.ts';
+import type { ChatTurn, LlmProvider, LlmStreamPart, LlmUsage, StreamRequest } from '../llm/provider.ts';
+import { isAbortError, streamPartsOf } from '../llm/provider.ts';
+import { llmTurnChannel, type LlmTurnMessage } from '../telemetry/channels.ts';
+import { FINISH_REASONS, TurnLog, type UIChunk } from './turn-log.ts';
 import type { SessionBackend } from '../backend/backend.ts';
 import type { HotTier } from '../hot/hot-tier.ts';
 import { ChunkBuffer, type Chunk } from './chunk-buffer.ts';
@@ -85,6 +87,10 @@ export class SessionActor {
   /** Streams run one after another: the next answer starts when the previous one ended. */
   #streamChain: Promise<void> = Promise.resolve();
   readonly #streams = new Map<string, AbortController>();
+  /** Answers queued or streaming, in order, with their UI message streams (see TurnLog). */
+  readonly #turns: TurnLog[] = [];
+  /** The latest turn of each request still queued or streaming. */
+  readonly #turnByRequest = new Map<string, TurnLog>();
 
   constructor(id: string, ctx: SessionContext) {
     this.id = id;
@@ -185,29 +191,56 @@ export class SessionActor {
   // ---- commands -------------------------------------------------------------
 
   /** The user's message: durable when this resolves; the assistant's answer then streams. */
-  sendMessage(content: string, clientMessageId?: string, metadata?: Record<string, unknown>): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
+  sendMessage(
+    content: string,
+    clientMessageId?: string,
+    metadata?: Record<string, unknown>,
+    parts?: readonly { type: 'text'; text: string }[],
+  ): Promise<{ messageId: string; seq: number; duplicate: boolean; turn: TurnLog | undefined }> {
     return this.run('sendMessage', async (state) => {
       const messageId = randomUUID();
-      const data = { messageId, content, ...(clientMessageId === undefined ? {} : { clientMessageId }), ...(metadata === undefined ? {} : { metadata }) };
+      const data = { messageId, content, ...(clientMessageId === undefined ? {} : { clientMessageId }), ...(metadata === undefined ? {} : { metadata }), ...(parts === undefined ? {} : { parts }) };
       const { result } = await this.commit(state, 'user_message_sent', data as EventData<'user_message_sent'>, clientMessageId);
       if (result.duplicate) {
         // A retried request: the original message, no second answer.
         const original = this.#ctx.hot.peek(this.id)?.messages.find((m) => m.seq === result.seq);
-        return { messageId: original?.id ?? messageId, seq: result.seq, duplicate: true };
+        const id = original?.id ?? messageId;
+        return { messageId: id, seq: result.seq, duplicate: true, turn: this.#turnByRequest.get(id) };
       }
-      this.#queueStream(messageId, undefined);
-      return { messageId, seq: result.seq, duplicate: false };
+      const turn = this.#queueStream(messageId, undefined);
+      return { messageId, seq: result.seq, duplicate: false, turn };
     });
   }
 
   /** Regenerates the last answer: the interrupted one if the last turn was interrupted, else the last one. */
-  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
+  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined; turn: TurnLog }> {
     return this.run('retry', async (state) => {
       const target = retryTarget(state);
       if (target === undefined) throw new ArborError(ErrorCodes.NOTHING_TO_RETRY, `session ${this.id} has no answer to retry`, { sessionId: this.id });
-      this.#queueStream(target.requestMessageId, target.retryOf);
-      return target;
+      const turn = this.#queueStream(target.requestMessageId, target.retryOf);
+      return { ...target, turn };
     });
+  }
+
+  /** The first answer queued or streaming (its UI stream), or undefined when there is none. */
+  currentTurn(): TurnLog | undefined {
+    return this.#turns.find((t) => !t.ended);
+  }
+
+  /**
+   * Ends the answer streaming now on purpose: the provider request is aborted
+   * and the partial answer is journaled as the final one, `stopped: true`.
+   * Resolves once that is durable; `stopped: false` when nothing was streaming.
+   * Answers queued behind it still run.
+   */
+  async stop(): Promise<{ stopped: boolean; messageId: string | undefined }> {
+    const turn = this.currentTurn();
+    const messageId = turn?.messageId;
+    const controller = messageId === undefined ? undefined : this.#streams.get(messageId);
+    if (turn === undefined || controller === undefined) return { stopped: false, messageId: undefined };
+    controller.abort(STOP_REASON);
+    await turn.whenEnded();
+    return { stopped: true, messageId };
   }
 
   changeConfig(key: string, newValue: unknown): Promise<{ seq: number }> {
@@ -282,15 +315,29 @@ export class SessionActor {
 
   // ---- streaming --------------------------------------------------------------
 
-  #queueStream(requestMessageId: string, retryOf: string | undefined, continues?: string): void {
-    this.#streamChain = this.#streamChain.then(() => this.#stream(requestMessageId, retryOf, continues)).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+  #queueStream(requestMessageId: string, retryOf: string | undefined, continues?: string): TurnLog {
+    const turn = new TurnLog(requestMessageId, this.#ctx.streamBufferChunks);
+    this.#turns.push(turn);
+    this.#turnByRequest.set(requestMessageId, turn);
+    const done = (): void => {
+      // Whatever happened, the turn's readers are released.
+      if (!turn.ended) {
+        turn.push({ type: 'error', errorText: 'the answer did not start' });
+        turn.end();
+      }
+      const i = this.#turns.indexOf(turn);
+      if (i >= 0) this.#turns.splice(i, 1);
+      if (this.#turnByRequest.get(requestMessageId) === turn) this.#turnByRequest.delete(requestMessageId);
+    };
+    this.#streamChain = this.#streamChain
+      .then(() => this.#stream(requestMessageId, retryOf, turn, continues))
+      .catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err))
+      .finally(done);
+    return turn;
   }
 
-  /** Where a turn's tool chunks go (the UI message stream of the turn); none by default. */
-  #toolChunk(_messageId: string, _chunk: ToolChunk): void {}
-
-  /** What the tool runner needs of this actor for the answer `messageId`. */
-  #toolDeps(messageId: string, start: SessionState): ToolRunnerDeps {
+  /** What the tool runner needs of this actor for the answer `messageId`; tool chunks go to its UI stream. */
+  #toolDeps(turn: TurnLog, start: SessionState): ToolRunnerDeps {
     let latest = start;
     return {
       registry: this.#ctx.tools,
@@ -298,7 +345,7 @@ export class SessionActor {
         latest = await this.run(`tool ${type}`, async (state) => (await this.commit(state, type, data)).state, true);
         return latest;
       },
-      chunk: (c) => this.#toolChunk(messageId, c),
+      chunk: (c) => turn.push(c),
       current: () => this.#ctx.hot.peek(this.id) ?? latest,
       now: () => Date.now(),
     };
@@ -321,14 +368,16 @@ export class SessionActor {
 
   /**
    * One streamed answer: journal its start, publish chunks (memory only), then
-   * journal exactly one terminal event: the completed answer, or
-   * stream_interrupted when the provider fails or the runtime shuts down.
+   * journal exactly one terminal event: the completed answer (also when
+   * stop() ended it: the partial answer, `stopped`), or stream_interrupted
+   * when the provider fails or the runtime shuts down. Its UI message stream
+   * goes to `turn` as it happens; `finish` only once the end is durable.
    */
-  async #stream(requestMessageId: string, retryOf: string | undefined, continues?: string): Promise<void> {
+  async #stream(requestMessageId: string, retryOf: string | undefined, turn: TurnLog, continues?: string): Promise<void> {
     if (this.#state === 'draining') return;
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
-    let turns: ChatTurn[] = [];
+    let request: Omit<StreamRequest, 'signal'> | undefined;
     // A turn with tools: the model may call them, step by step (tool-loop.ts).
     const withTools = this.#ctx.tools.size > 0 && canCallTools(llm) ? llm : undefined;
     let startState: SessionState | undefined;
@@ -337,32 +386,70 @@ export class SessionActor {
     this.#streams.set(messageId, controller);
     try {
       await this.run('startStream', async (state) => {
-        turns = promptFor(state, requestMessageId);
-        const data = { messageId, requestMessageId, provider: llm.name, model: llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
+        request = { sessionId: this.id, messageId, messages: promptFor(state, requestMessageId), ...settingsOf(state.config) };
+        const data = { messageId, requestMessageId, provider: llm.name, model: request.model ?? llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
         startState = (await this.commit(state, 'assistant_stream_started', data)).state;
       });
     } catch (err) {
       this.#streams.delete(messageId);
       // Nothing started, nothing to end. A stopped session was reported when it stopped; a failed write is news.
       if (!isArborError(err, ErrorCodes.SESSION_STOPPED) && !isArborError(err, ErrorCodes.CLOSED)) this.#ctx.failed(this.id, 'stream', err);
+      turn.push({ type: 'error', errorText: `the answer could not start: ${(err as Error)?.message ?? String(err)}` });
+      turn.end();
       return;
     }
+    const model = request!.model ?? llm.model;
+    turn.push({ type: 'start', messageId, messageMetadata: { requestMessageId, provider: llm.name, model, ...(retryOf === undefined ? {} : { retryOf }) } });
     const started = performance.now();
+    let firstChunkAt: number | undefined;
     let content = '';
+    /** the answer's parts so far; consecutive text (or reasoning) grows one part */
+    const parts: { type: 'text' | 'reasoning'; text: string }[] = [];
+    let open: { type: 'text' | 'reasoning'; id: string } | undefined;
+    const close = (): void => {
+      if (open !== undefined) turn.push({ type: `${open.type}-end`, id: open.id });
+      open = undefined;
+    };
     let index = 0;
+    let received = 0;
+    let finishReason: string | undefined;
+    let usage: LlmUsage | undefined;
     let failure: unknown;
-    let finishReason = 'stop';
     /** a turn with tools: its parts after the last journaled tool event */
     let rest: readonly AnswerPart[] | undefined;
     try {
       if (controller.signal.aborted) throw new Error(String(controller.signal.reason));
-      const source = withTools === undefined ? llm.stream({ sessionId: this.id, messageId, messages: turns, signal: controller.signal }) : this.#toolTurn(withTools, startState!, { messageId, requestMessageId, retryOf, continues, signal: controller.signal }, (f, r) => {
-              finishReason = f;
-              rest = r;
-            });
-      for await (const text of source) {
-        content += text;
-        const chunk = { messageId, index, text };
+      const source =
+        withTools === undefined
+          ? streamPartsOf(llm, { ...request!, signal: controller.signal })
+          : this.#toolTurn(withTools, startState!, turn, { messageId, requestMessageId, retryOf, continues, signal: controller.signal, ...(request!.model === undefined ? {} : { model: request!.model }) });
+      for await (const part of source) {
+        if (part.type === 'finish') {
+          finishReason = part.finishReason;
+          usage = part.usage;
+          if ('rest' in part) rest = part.rest;
+          continue;
+        }
+        if (part.type === 'journaled') {
+          // The parts so far are in the journal now (the tool events carried them).
+          close();
+          parts.length = 0;
+          continue;
+        }
+        firstChunkAt ??= performance.now();
+        received += 1;
+        const last = parts.at(-1);
+        if (last !== undefined && last.type === part.type) last.text += part.text;
+        else parts.push({ type: part.type, text: part.text });
+        if (open?.type !== part.type) {
+          close();
+          open = { type: part.type, id: `${messageId}:${parts.length - 1}` };
+          turn.push({ type: `${part.type}-start`, id: open.id });
+        }
+        turn.push({ type: `${part.type}-delta`, id: open!.id, delta: part.text });
+        if (part.type !== 'text') continue;
+        content += part.text;
+        const chunk = { messageId, index, text: part.text };
         index += 1;
         this.#chunks.push(chunk);
         this.#publish({ kind: 'chunk', chunk });
@@ -372,18 +459,58 @@ export class SessionActor {
     } finally {
       this.#streams.delete(messageId);
     }
+    const stopped = failure !== undefined && controller.signal.reason === STOP_REASON;
+    let outcome: LlmTurnMessage['outcome'] | undefined;
+    let reason = '';
+    let metadata: Readonly<Record<string, unknown>> | undefined;
     const terminal = async (state: SessionState): Promise<void> => {
       if (pendingInterruption(state)?.messageId !== messageId) return; // already ended (e.g. interrupted at shutdown)
-      if (failure === undefined) {
-        const stats = { chunks: index, durationMs: performance.now() - started, finishReason };
-        await this.commit(state, 'assistant_response_completed', { messageId, requestMessageId, content, stats, ...(rest === undefined || rest.length === 0 ? {} : { parts: [...rest] }) });
+      if (failure === undefined || stopped) {
+        const stats = {
+          chunks: index,
+          durationMs: performance.now() - started,
+          ...(stopped || finishReason === undefined ? {} : { finishReason }),
+          ...usage,
+          ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }),
+        };
+        // Parts only when they say more than the text: reasoning, or several runs.
+        const finalParts: readonly MessagePart[] = rest ?? parts;
+        const simple = rest === undefined ? parts.length === 0 || (parts.length === 1 && parts[0]!.type === 'text') : rest.length === 0;
+        const data = { messageId, requestMessageId, content, stats, ...(simple ? {} : { parts: finalParts as MessagePart[] }), ...(stopped ? { stopped: true as const } : {}) };
+        const { state: after } = await this.commit(state, 'assistant_response_completed', data as EventData<'assistant_response_completed'>);
+        metadata = findMessage(after, messageId)?.metadata;
+        outcome = stopped ? 'stopped' : 'completed';
       } else {
-        const reason = isAbortError(failure) || controller.signal.aborted ? String(controller.signal.reason ?? 'aborted') : `provider error: ${(failure as Error)?.message ?? String(failure)}`;
+        reason = isAbortError(failure) || controller.signal.aborted ? String(controller.signal.reason ?? 'aborted') : `provider error: ${(failure as Error)?.message ?? String(failure)}`;
         await this.commit(state, 'stream_interrupted', { messageId, requestMessageId, reason });
+        outcome = 'interrupted';
       }
       this.#chunks.forget(messageId);
     };
     await this.run('endStream', terminal, true).catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err));
+    close();
+    if (outcome === 'completed' || outcome === 'stopped') {
+      const chunk: UIChunk = { type: 'finish', ...(finishReason !== undefined && FINISH_REASONS.has(finishReason) && !stopped ? { finishReason } : {}), ...(metadata === undefined ? {} : { messageMetadata: metadata }) };
+      turn.push(chunk);
+    } else {
+      turn.push({ type: 'error', errorText: outcome === 'interrupted' ? `the answer was interrupted: ${reason}` : 'the answer could not be saved' });
+    }
+    turn.end();
+    if (outcome !== undefined && llmTurnChannel.hasSubscribers) {
+      const message: LlmTurnMessage = {
+        sessionId: this.id,
+        messageId,
+        provider: llm.name,
+        model,
+        outcome,
+        ...(finishReason === undefined || stopped ? {} : { finishReason }),
+        ...(usage === undefined ? {} : { usage: { ...usage } }),
+        ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }),
+        durationMs: performance.now() - started,
+        chunks: received,
+      };
+      llmTurnChannel.publish(message);
+    }
   }
 
   /**
@@ -393,10 +520,10 @@ export class SessionActor {
   async *#toolTurn(
     provider: Parameters<typeof toolLoop>[0]['provider'],
     start: SessionState,
-    turn: { messageId: string; requestMessageId: string; retryOf: string | undefined; continues: string | undefined; signal: AbortSignal },
-    onFinish: (finishReason: string, rest: readonly AnswerPart[]) => void,
-  ): AsyncGenerator<string, void, undefined> {
-    const deps = this.#toolDeps(turn.messageId, start);
+    uiTurn: TurnLog,
+    turn: { messageId: string; requestMessageId: string; retryOf: string | undefined; continues: string | undefined; signal: AbortSignal; model?: string },
+  ): AsyncGenerator<LlmStreamPart | { type: 'journaled' } | { type: 'finish'; finishReason: string; usage?: LlmUsage; rest: readonly AnswerPart[] }, void, undefined> {
+    const deps = this.#toolDeps(uiTurn, start);
     let state = start;
     if (turn.continues !== undefined) {
       // The approved calls of the paused answer run now (a once grant answers its own call only); denied ones stay denied.
@@ -427,15 +554,17 @@ export class SessionActor {
     }
     for await (const part of toolLoop({
       provider,
-      request: { sessionId: this.id, messageId: turn.messageId, tools: this.#ctx.tools.definitions(), signal: turn.signal },
+      request: { sessionId: this.id, messageId: turn.messageId, tools: this.#ctx.tools.definitions(), signal: turn.signal, ...(turn.model === undefined ? {} : { model: turn.model }) },
       messages,
       maxSteps: this.#ctx.maxToolSteps,
       deps,
       messageId: turn.messageId,
       prior: priorCallsFor(state, turn.retryOf),
     })) {
-      if (part.type === 'text') yield part.text;
-      else if (part.type === 'finish') onFinish(part.finishReason, part.rest);
+      if (part.type === 'finish') {
+        const usage: LlmUsage = { ...(part.usage?.inputTokens ? { inputTokens: part.usage.inputTokens } : {}), ...(part.usage?.outputTokens ? { outputTokens: part.usage.outputTokens } : {}) };
+        yield { type: 'finish', finishReason: part.finishReason, ...(Object.keys(usage).length === 0 ? {} : { usage }), rest: part.rest };
+      } else yield part;
     }
   }
 
@@ -500,6 +629,24 @@ export class SessionActor {
       return pending.length;
     }, true);
   }
+}
+
+/** The abort reason of stop(): the answer ends as completed, `stopped`, not interrupted. */
+const STOP_REASON = 'stopped on request';
+
+/**
+ * The per-session settings a turn applies (config keys `model`, `system`,
+ * `temperature`, `maxOutputTokens`). Config holds any JSON the application
+ * sets, so a value of another type (or out of range) is not a setting: it is
+ * left out, and the provider's default applies.
+ */
+export function settingsOf(config: Readonly<Record<string, unknown>>): Pick<StreamRequest, 'model' | 'system' | 'temperature' | 'maxOutputTokens'> {
+  const out: Pick<StreamRequest, 'model' | 'system' | 'temperature' | 'maxOutputTokens'> = {};
+  if (typeof config.model === 'string' && config.model.length > 0) out.model = config.model;
+  if (typeof config.system === 'string' && config.system.length > 0) out.system = config.system;
+  if (typeof config.temperature === 'number' && config.temperature >= 0 && config.temperature <= 2) out.temperature = config.temperature;
+  if (typeof config.maxOutputTokens === 'number' && Number.isSafeInteger(config.maxOutputTokens) && config.maxOutputTokens > 0) out.maxOutputTokens = config.maxOutputTokens;
+  return out;
 }
 
 /**

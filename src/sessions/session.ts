@@ -6,6 +6,8 @@ import type { SessionBackend } from '../backend/backend.ts';
 import type { SessionActor, SessionUpdate } from './session-actor.ts';
 import type { Chunk } from './chunk-buffer.ts';
 import { toUIMessage, type UIMessageShape } from '../core/ui-message.ts';
+import { uiChunksOfAnswer, type TurnLog, type UIChunk } from './turn-log.ts';
+import { INTERRUPTED_NOTICE_CONTENT } from '../core/state.ts';
 
 /** What a session handle needs of the runtime that made it. */
 export interface SessionHost {
@@ -88,13 +90,86 @@ export class Session {
    * message is durable, and starts the assistant's streamed answer. A retried
    * `clientMessageId` resolves with the original message and starts nothing.
    */
-  sendMessage(input: { content: string; clientMessageId?: string; metadata?: Record<string, unknown> }): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
-    return this.#command((a) => a.sendMessage(input.content, input.clientMessageId, input.metadata));
+  async sendMessage(input: { content: string; clientMessageId?: string; metadata?: Record<string, unknown> }): Promise<{ messageId: string; seq: number; duplicate: boolean }> {
+    const { messageId, seq, duplicate } = await this.#command((a) => a.sendMessage(input.content, input.clientMessageId, input.metadata));
+    return { messageId, seq, duplicate };
+  }
+
+  /**
+   * As sendMessage, for a message made of text parts (an AI SDK UIMessage's:
+   * `content` is their text joined), and with the answer's UI message stream
+   * (AI SDK protocol v1 chunks) from its first chunk, live until it ends. A
+   * retried `clientMessageId` starts nothing: its stream is the original
+   * answer's, live while it streams, else rebuilt from the state.
+   */
+  async sendMessageStream(input: {
+    parts: readonly { type: 'text'; text: string }[];
+    clientMessageId?: string;
+    metadata?: Record<string, unknown>;
+    signal?: AbortSignal;
+  }): Promise<{ messageId: string; seq: number; duplicate: boolean; stream: AsyncIterable<UIChunk> }> {
+    const content = input.parts.map((p) => p.text).join('');
+    const r = await this.#command((a) => a.sendMessage(content, input.clientMessageId, input.metadata, input.parts));
+    const stream = r.turn !== undefined && !r.turn.ended ? r.turn.read(input.signal) : this.#answerStream(r.messageId, input.signal);
+    return { messageId: r.messageId, seq: r.seq, duplicate: r.duplicate, stream };
+  }
+
+  /** The stream of the answer to `requestMessageId` already in the state: rebuilt from it (its interruption as an error). */
+  async *#answerStream(requestMessageId: string, signal: AbortSignal | undefined): AsyncGenerator<UIChunk, void, undefined> {
+    // Waits for a turn that is still being ended (its terminal event being journaled).
+    const turn = this.#actor().currentTurn();
+    if (turn !== undefined && turn.requestMessageId === requestMessageId) {
+      yield* turn.read(signal);
+      return;
+    }
+    const state = this.state;
+    for (let i = state.messages.length - 1; i >= 0; i -= 1) {
+      const m = state.messages[i]!;
+      if (m.role === 'assistant' && m.metadata?.requestMessageId === requestMessageId) {
+        yield* uiChunksOfAnswer(m);
+        return;
+      }
+      const notice = m.role === 'system' && m.metadata?.interrupted === true ? m : undefined;
+      if (notice !== undefined && (notice.metadata?.originalRequest as { messageId?: unknown } | undefined)?.messageId === requestMessageId) {
+        yield { type: 'start', messageId: String(notice.metadata?.interruptedMessageId ?? notice.id) };
+        yield { type: 'error', errorText: `${INTERRUPTED_NOTICE_CONTENT} (${String(notice.metadata?.reason ?? 'interrupted')})` };
+        return;
+      }
+    }
+    // Not answered yet and not queued here (e.g. the process restarted meanwhile): nothing to send.
   }
 
   /** Regenerates the last answer (the interrupted one first). */
-  retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
-    return this.#command((a) => a.retry());
+  async retry(): Promise<{ requestMessageId: string; retryOf: string | undefined }> {
+    const { requestMessageId, retryOf } = await this.#command((a) => a.retry());
+    return { requestMessageId, retryOf };
+  }
+
+  /** As retry, with the new answer's UI message stream from its first chunk. */
+  async retryStream(options: { signal?: AbortSignal } = {}): Promise<{ requestMessageId: string; retryOf: string | undefined; stream: AsyncIterable<UIChunk> }> {
+    const { requestMessageId, retryOf, turn } = await this.#command((a) => a.retry());
+    return { requestMessageId, retryOf, stream: turn.read(options.signal) };
+  }
+
+  /**
+   * The UI message stream of the answer queued or streaming now, from its
+   * first chunk, then live until it ends; undefined when there is none. What
+   * a client that reloaded resumes with.
+   */
+  resumeStream(options: { signal?: AbortSignal } = {}): AsyncIterable<UIChunk> | undefined {
+    if (this.#arbor.closing) return undefined;
+    const turn: TurnLog | undefined = this.#actor().currentTurn();
+    return turn === undefined ? undefined : turn.read(options.signal);
+  }
+
+  /**
+   * Ends the answer streaming now on purpose: the provider request is
+   * aborted, and the partial answer is kept as the final one with
+   * `metadata.stopped: true` (one terminal event). Resolves once that is
+   * durable; `stopped: false` when nothing was streaming.
+   */
+  stop(): Promise<{ stopped: boolean; messageId: string | undefined }> {
+    return this.#command((a) => a.stop());
   }
 
   changeConfig(key: string, value: unknown): Promise<{ seq: number }> {

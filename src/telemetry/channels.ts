@@ -18,6 +18,8 @@ export const CHANNELS = Object.freeze({
   recovery: 'arbor:recovery',
   /** An error the runtime handled: a failed sync, a failed snapshot, a crashed handler. */
   error: 'arbor:error',
+  /** One answer ended (completed, stopped or interrupted), with its finish reason and usage. */
+  llmTurn: 'arbor:llm:turn',
 });
 
 export interface JournalWriteMessage {
@@ -58,16 +60,39 @@ export interface ErrorMessage {
   sessionId?: string;
 }
 
+/** Published once per answer, after its terminal event is journaled. */
+export interface LlmTurnMessage {
+  sessionId: string;
+  /** the assistant message */
+  messageId: string;
+  provider: string;
+  model: string;
+  /** `completed`: the model finished; `stopped`: stop() ended it (partial answer kept); `interrupted`: a provider error or shutdown */
+  outcome: 'completed' | 'stopped' | 'interrupted';
+  /** the model's finish reason (`stop`, `length`, `content-filter`, `tool-calls`, `other`); absent when it never finished */
+  finishReason?: string;
+  /** tokens, as the provider reported them (absent when it reported none) */
+  usage?: { inputTokens?: number; outputTokens?: number; totalTokens?: number; reasoningTokens?: number; cachedInputTokens?: number };
+  /** from sending the request to the first text or reasoning chunk; absent when none came */
+  timeToFirstChunkMs?: number;
+  /** from sending the request to its end */
+  durationMs: number;
+  /** text and reasoning chunks received */
+  chunks: number;
+}
+
 export const journalWriteChannel = diagnostics_channel.channel(CHANNELS.journalWrite);
 export const snapshotChannel = diagnostics_channel.channel(CHANNELS.snapshot);
 export const recoveryChannel = diagnostics_channel.channel(CHANNELS.recovery);
 export const errorChannel = diagnostics_channel.channel(CHANNELS.error);
+export const llmTurnChannel = diagnostics_channel.channel(CHANNELS.llmTurn);
 
 export interface TelemetryListeners {
   journalWrite?: (m: JournalWriteMessage) => void;
   snapshot?: (m: SnapshotMessage) => void;
   recovery?: (m: RecoveryMessage) => void;
   error?: (m: ErrorMessage) => void;
+  llmTurn?: (m: LlmTurnMessage) => void;
 }
 
 /** Subscribes the given listeners; returns the function that unsubscribes them all. */
@@ -83,5 +108,6 @@ export function subscribeTelemetry(listeners: TelemetryListeners): () => void {
   add(CHANNELS.snapshot, listeners.snapshot);
   add(CHANNELS.recovery, listeners.recovery);
   add(CHANNELS.error, listeners.error);
+  add(CHANNELS.llmTurn, listeners.llmTurn);
   return () => undo.forEach((f) => f());
 }
