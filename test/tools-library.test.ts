@@ -173,3 +173,34 @@ test('the step cap ends a turn that keeps calling tools', async (t) => {
   assert.equal(answer.role, 'assistant');
   assert.equal((answer.metadata?.stats as { finishReason?: string }).finishReason, 'tool-calls');
 });
+
+test('a real OpenAI-compatible server: a streamed tool call runs and the model answers; HTTP 500 and a connection cut mid-tool-call end the turn interrupted, with no tool event journaled and the tool never run', async (t) => {
+  const { startOpenAiCompatibleServer } = await import('./helpers/openai-compatible-server.ts');
+  const { AiSdkProvider } = await import('../src/index.ts');
+  const llmServer = await startOpenAiCompatibleServer({ chunks: ['Let me note. '], toolCall: { name: 'note', arguments: '{"text":"hello"}' } });
+  t.after(() => llmServer.close());
+  const f = fixture(t);
+  const { calls, make } = counted();
+  const arbor = await f.open({ llm: new AiSdkProvider({ baseURL: llmServer.baseURL, model: 'm', maxRetries: 0 }), tools: { note: make('note') } });
+  const s = arbor.session('s1');
+  // ok: the call runs, its result goes back, the model answers
+  llmServer.setBehavior({ mode: 'ok', chunks: ['Let me note. '] });
+  await s.sendMessage({ content: 'note hello' });
+  await s.idle();
+  assert.deepEqual(calls, [{ name: 'note', input: { text: 'hello' } }]);
+  assert.equal(toolParts(s.state)[0]?.state, 'output-available');
+  const second = llmServer.requests[1]!.body as { messages: { role: string }[] };
+  assert.ok(second.messages.some((m) => m.role === 'tool'), 'the result went back to the model');
+  // cut mid-tool-call, then HTTP 500
+  for (const mode of ['cut', 'http-500'] as const) {
+    llmServer.setBehavior({ mode });
+    const before = (await s.events()).length;
+    await s.sendMessage({ content: `again ${mode}` });
+    await s.idle();
+    const added = (await s.events()).slice(before).map((e) => e.type);
+    assert.deepEqual(added, ['user_message_sent', 'assistant_stream_started', 'stream_interrupted'], mode);
+    assert.equal(s.state.messages.at(-1)?.metadata?.interrupted, true, mode);
+  }
+  assert.equal(calls.length, 1, 'never run by a failed step');
+  assert.deepEqual(Object.keys(s.state.toolCallsInFlight ?? {}), []);
+});
