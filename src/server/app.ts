@@ -436,7 +436,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   }
 
   registerChatRoutes(app, {
-    find: (c, use) => find(c as Context<Env>, use),
+    find: (c, use, id) => find(c as Context<Env>, use, id),
     findOrCreate: async (c, id) => {
       assertSessionId(id);
       const tenant = (c as Context<Env>).get('tenant');

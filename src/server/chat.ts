@@ -21,7 +21,7 @@ import { ArborError, assertSessionId, ErrorCodes, type Session, type SessionStat
 /** What the chat routes need from the app (its closures: tenancy, disk checks, the stream index). */
 export interface ChatDeps {
   /** The session of the request's tenant (404 otherwise); `read` loads it first. */
-  find(c: Context, use: 'read' | 'write'): Promise<{ session: Session; state: SessionState }>;
+  find(c: Context, use: 'read' | 'write', id?: string): Promise<{ session: Session; state: SessionState }>;
   /** Session `id` for the request's tenant, created on first use (unless the tenant may not create sessions). */
   findOrCreate(c: Context, id: string): Promise<Session>;
   assertWritable(): Promise<void>;
@@ -126,7 +126,7 @@ export function registerChatRoutes(app: Hono<any>, deps: ChatDeps): void {
       return streamResponse(r.stream, abort, deps.keepAliveMs);
     }
     // regenerate-message: the last answer again.
-    const { session } = await deps.find(c, 'write');
+    const { session } = await deps.find(c, 'write', body.id);
     await deps.assertWritable();
     deps.watch(session);
     const r = await session.retryStream({ signal: abort.signal });

@@ -30,6 +30,12 @@ export interface FakeLlmBehavior {
    * after the first half of the arguments.
    */
   toolCall?: { name: string; arguments: string } | undefined;
+  /** `ok`: the finish_reason of the final chunk (default `stop`). */
+  finishReason?: string;
+  /** `ok`: usage sent with the final chunk (as OpenAI does with stream_options.include_usage). */
+  usage?: { prompt_tokens: number; completion_tokens: number };
+  /** Reasoning deltas (`reasoning_content`) sent before the text chunks. */
+  reasoning?: readonly string[];
 }
 
 /** One request as the server received it. */
@@ -87,13 +93,14 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(parts).toString('utf8');
 }
 
-function chunkEvent(id: string, model: string, created: number, delta: Record<string, unknown>, finishReason: string | null): string {
+function chunkEvent(id: string, model: string, created: number, delta: Record<string, unknown>, finishReason: string | null, usage?: FakeLlmBehavior['usage']): string {
   const payload = {
     id,
     object: 'chat.completion.chunk',
     created,
     model,
     choices: [{ index: 0, delta, finish_reason: finishReason }],
+    ...(usage === undefined ? {} : { usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } }),
   };
   return `data: ${JSON.stringify(payload)}\n\n`;
 }
@@ -172,6 +179,7 @@ export async function startOpenAiCompatibleServer(initial: Partial<FakeLlmBehavi
       return;
     }
     const limit = b.mode === 'cut' || b.mode === 'malformed' ? Math.min(b.cutAfterChunks, b.chunks.length) : b.chunks.length;
+    for (const text of b.reasoning ?? []) res.write(chunkEvent(id, model, created, { reasoning_content: text }, null));
     for (let i = 0; i < limit; i++) {
       await sleep(b.chunkDelayMs, closed.signal);
       if (closed.signal.aborted) return;
@@ -193,7 +201,7 @@ export async function startOpenAiCompatibleServer(initial: Partial<FakeLlmBehavi
         res.end();
         return;
       case 'ok':
-        res.write(chunkEvent(id, model, created, {}, 'stop'));
+        res.write(chunkEvent(id, model, created, {}, b.finishReason ?? 'stop', b.usage));
         res.end('data: [DONE]\n\n');
         return;
     }
