@@ -27,7 +27,7 @@ module.exports = {
       severity: 'error',
       comment: 'The file and PostgreSQL backends implement backend/; they never import sessions, the runtime, the server, the CLI or the ops tools.',
       from: { path: '^src/(file|postgres|storage)/' },
-      to: { path: '^src/(sessions|hot|llm|server|cli|ops|testing)/|^src/(runtime|index|ops|server|testing|backends)\\.ts$' },
+      to: { path: '^src/(sessions|hot|llm|tools|server|cli|ops|testing)/|^src/(runtime|index|ops|server|testing|backends)\\.ts$' },
     },
     {
       name: 'backends-do-not-know-each-other',
@@ -42,6 +42,13 @@ module.exports = {
       comment: 'The runtime and sessions see only SessionBackend; src/backends.ts alone opens a concrete backend.',
       from: { path: '^src/(sessions/|hot/|llm/|runtime\\.ts)' },
       to: { path: '^src/(file|postgres|storage|testing|server|cli|ops)/' },
+    },
+    {
+      name: 'tools-beside-sessions',
+      severity: 'error',
+      comment: 'tools/ (the tool registry, MCP clients, the safety policy) sits beside sessions/ and llm/: it may import core/ and llm/, never a backend, the transports, the CLI or the ops tools.',
+      from: { path: '^src/tools/' },
+      to: { path: '^src/(?!core/|llm/|tools/)' },
     },
     {
       name: 'telemetry-is-a-leaf',

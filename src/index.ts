@@ -22,6 +22,8 @@ export { MockProvider } from './llm/mock-provider.ts';
 export { AiSdkProvider, LanguageModelProvider, type LanguageModelProviderOptions } from './llm/ai-sdk-provider.ts';
 export type { LlmProvider, StreamRequest, ChatTurn, LlmStreamPart, LlmUsage } from './llm/provider.ts';
 export { TurnLog, type UIChunk } from './sessions/turn-log.ts';
+export { MCP_SERVERS_SCHEMA, parseMcpServers, type McpServerConfig, type McpServerStatus } from './tools/mcp.ts';
+export type { ArborTool } from './tools/registry.ts';
 
 export { CHANNELS, subscribeTelemetry, publishToolStep, withTraceParent, currentTraceParent, type TelemetryListeners, type JournalWriteMessage, type SnapshotMessage, type RecoveryMessage, type ErrorMessage, type TurnStartMessage, type LlmTurnMessage, type ToolStepMessage, type TokenUsage, type TurnInterruption, type LeaseMessage } from './telemetry/channels.ts';
 

@@ -4,7 +4,7 @@ import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
 import { restoreNoticeFor, type RestoreMarker } from './core/restore-notice.ts';
 import { assertSessionId } from './core/ids.ts';
 import { SESSION_HOOKS } from './core/session-hooks.ts';
-import { initialSessionState, pendingInterruption, type SessionState } from './core/state.ts';
+import { initialSessionState, pendingInterruption, toolCallsInFlight, type SessionState } from './core/state.ts';
 import { HotTier } from './hot/hot-tier.ts';
 import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
@@ -21,6 +21,8 @@ import { SnapshotScheduler } from './sessions/snapshot-scheduler.ts';
 import { SessionLister, type ListOptions, type SessionPage } from './sessions/session-list.ts';
 import { isTenantStorageId, MAX_TENANT_SESSION_ID_CHARS, parseStorageId, storageSessionId } from './sessions/tenancy.ts';
 import { randomUUID } from 'node:crypto';
+import { ToolRegistry, type ArborTool } from './tools/registry.ts';
+import { McpServers, parseMcpServers, type McpEvent, type McpServerConfig, type McpServerStatus } from './tools/mcp.ts';
 
 export { Session } from './sessions/session.ts';
 
@@ -79,6 +81,19 @@ export interface RuntimeOptions {
    * comes, is dropped), and the next access to the session loads it again.
    */
   recoveryTimeoutMs: number;
+  /**
+   * Tools the model may call: AI SDK `tool()` definitions, each with an
+   * `execute`; `idempotent: true` marks one safe to repeat (docs/tools.md).
+   */
+  tools: Readonly<Record<string, ArborTool>>;
+  /** MCP servers whose tools the model may call: `{ command, args?, env? }` (stdio) or `{ url, headers? }`. */
+  mcpServers: Readonly<Record<string, McpServerConfig>>;
+  /** Model calls per turn at most: each step runs the tool calls of the one before. */
+  maxToolSteps: number;
+  /** Tools whose every call waits for an approval (beside MCP destructive ones and `needsApproval`). */
+  toolsNeedApproval: readonly string[];
+  /** Told when an MCP server connects, fails or dies (the server logs it). */
+  onMcpEvent: ((event: McpEvent) => void) | undefined;
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
@@ -99,6 +114,11 @@ export const DEFAULT_RUNTIME_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   enableHotStorage: true,
   postgres: undefined,
   recoveryTimeoutMs: 30_000,
+  tools: Object.freeze({}),
+  mcpServers: Object.freeze({}),
+  maxToolSteps: 10,
+  toolsNeedApproval: Object.freeze([]),
+  onMcpEvent: undefined,
 });
 
 export type ArborOptions = Partial<StoreOptions> & Partial<RuntimeOptions>;
@@ -123,6 +143,8 @@ export interface ArborHealth {
   recovery: RecoveryReport['counts'] & { pending: number };
   /** the last whole-table checkpoint this process wrote */
   checkpoint: { at: number; entries: number; bytes: number } | undefined;
+  /** each configured MCP server (connected, failed, closed) and the tools registered in all */
+  tools: { registered: number; mcpServers: Record<string, McpServerStatus> };
 }
 
 /**
@@ -171,10 +193,14 @@ export class Arbor {
   readonly #lister = new SessionLister(() => this.#backend, (sid) => this.#hot.peek(sid));
   /** Storage ids of forks being made: a second fork into the same id is refused while the first runs. */
   readonly #forking = new Set<string>();
+  readonly #tools: ToolRegistry;
+  readonly #mcp: McpServers;
 
-  private constructor(backend: Backend, options: Readonly<RuntimeOptions> & { llm: LlmProvider }) {
+  private constructor(backend: Backend, options: Readonly<RuntimeOptions> & { llm: LlmProvider }, tools: ToolRegistry, mcp: McpServers) {
     this.#backend = backend;
     this.#o = options;
+    this.#tools = tools;
+    this.#mcp = mcp;
     this.#snapshots = new SnapshotScheduler(
       (sid) => this.#snapshot(sid),
       (sid, err) => publishError('snapshot', ErrorCodes.IO_ERROR, err, sid),
@@ -188,6 +214,8 @@ export class Arbor {
       hot: this.#hot,
       llm: options.llm,
       commands: options.commands,
+      tools,
+      maxToolSteps: options.maxToolSteps,
       mailboxCapacity: options.mailboxCapacity,
       maxRestarts: options.maxRestarts,
       restartWindowMs: options.restartWindowMs,
@@ -219,14 +247,29 @@ export class Arbor {
     if (o.llm !== undefined && o.model !== undefined) {
       throw new ArborError(ErrorCodes.INVALID_INPUT, 'give createArbor either llm (an LlmProvider) or model (an AI SDK LanguageModel), not both', { field: 'model' });
     }
+    positiveInteger('maxToolSteps', o.maxToolSteps);
     let llm: LlmProvider;
     try {
       llm = o.llm ?? (o.model !== undefined ? new LanguageModelProvider({ model: o.model, ...(o.models === undefined ? {} : { models: o.models }) }) : new MockProvider());
     } catch (err) {
       throw new ArborError(ErrorCodes.INVALID_INPUT, `option model: ${(err as Error).message}`, { field: 'model' }, { cause: err });
     }
-    const backend = await openBackend<SessionState>({ store: storeOptions, postgres: o.postgres }, SESSION_HOOKS);
-    const arbor = new Arbor(backend, Object.freeze({ ...o, llm }));
+    const tools = new ToolRegistry(o.tools, { needsApproval: o.toolsNeedApproval });
+    const mcpServers = parseMcpServers(o.mcpServers);
+    const mcp = new McpServers(tools, (e) => {
+      if (e.type !== 'connected') publishError('mcp', ErrorCodes.TOOL_SERVER_FAILED, new Error(`MCP server ${e.server} ${e.type}: ${e.type === 'failed' ? e.error : (e.error ?? '')}`));
+      o.onMcpEvent?.(e);
+    });
+    // Servers start before the node serves: a turn never sees a half-registered tool set.
+    await mcp.connect(mcpServers);
+    let backend: Backend;
+    try {
+      backend = await openBackend<SessionState>({ store: storeOptions, postgres: o.postgres }, SESSION_HOOKS);
+    } catch (err) {
+      await mcp.close();
+      throw err;
+    }
+    const arbor = new Arbor(backend, Object.freeze({ ...o, llm }), tools, mcp);
     await arbor.#start();
     return arbor;
   }
@@ -280,7 +323,7 @@ export class Arbor {
     if (rec.seen || rec.phase === 'loading') return;
     const healthy = r.status !== 'damaged' && r.status !== 'failed';
     const restored = this.#restoreMarker !== undefined && restoreNoticeFor(this.#restoreMarker, r.state) !== undefined;
-    const repair = healthy && (pendingInterruption(r.state) !== undefined || unansweredRequests(r.state).length > 0 || restored);
+    const repair = healthy && (pendingInterruption(r.state) !== undefined || toolCallsInFlight(r.state).length > 0 || unansweredRequests(r.state).length > 0 || restored);
     // Without hot storage nothing stays in memory: the session is loaded when it is used.
     if (!this.#o.enableHotStorage && !repair) return;
     this.#hot.store(sid, r.state);
@@ -722,6 +765,7 @@ export class Arbor {
       mailbox: (({ total, max }) => ({ queued: total, max }))(this.#sessions.mailboxDepth()),
       recovery: { ...this.#recoveryCounts(), pending: this.#backend.recovery?.pendingCount() ?? 0 },
       checkpoint: this.#lastCheckpoint,
+      tools: { registered: this.#tools.size, mcpServers: this.#mcp.status() },
     };
   }
 
@@ -801,6 +845,7 @@ export class Arbor {
     for (const rec of this.#sessions.values()) {
       if (rec.eventsSinceSnapshot > 0) await this.#snapshot(rec.id).catch((err: unknown) => publishError('snapshot', ErrorCodes.IO_ERROR, err, rec.id));
     }
+    await this.#mcp.close();
     // No checkpoint at close: the final snapshots cover every session, so it would add nothing.
     try {
       await this.#backend.close();

@@ -57,7 +57,7 @@ test('/health: 200 with every check when healthy, warn stays 200, a failing disk
     const ok = await call(s, 'GET', '/health');
     assert.equal(ok.status, 200);
     assert.equal(ok.body.status, 'ok');
-    assert.deepEqual(Object.keys(ok.body.checks).sort(), ['diskSpace', 'hotStorage', 'journalWriter', 'recovery']);
+    assert.deepEqual(Object.keys(ok.body.checks).sort(), ['diskSpace', 'hotStorage', 'journalWriter', 'recovery', 'tools']);
     assert.equal(ok.body.checks.hotStorage.sessions, 1);
     assert.equal(typeof ok.body.checks.journalWriter.lastFlushAgeMs, 'number');
     assert.match(ok.body.checks.recovery.message, /session h1 rebuilt from disk at seq 1/);

@@ -57,6 +57,12 @@ export const ErrorCodes = {
   INVALID_OPTION: 'ARBOR_INVALID_OPTION',
   /** A session with this id already exists (creating or forking into it). Nothing was written. */
   SESSION_EXISTS: 'ARBOR_SESSION_EXISTS',
+  /** An MCP server failed to start or died; its tools were withdrawn, the others keep working. */
+  TOOL_SERVER_FAILED: 'ARBOR_TOOL_SERVER_FAILED',
+  /** A tool call was refused without running: denied, or a repeat of a call that is not safe to repeat (`details.reason`). */
+  TOOL_CALL_REFUSED: 'ARBOR_TOOL_CALL_REFUSED',
+  /** No pending tool approval with this id (or toolCallId) in the session. */
+  NO_SUCH_APPROVAL: 'ARBOR_NO_SUCH_APPROVAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

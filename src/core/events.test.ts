@@ -145,6 +145,8 @@ const CASES: TypeCase[] = [
       { name: 'decision maybe', data: { permission: 'fs.read', decision: 'maybe' }, field: 'data.decision' },
       { name: 'scope forever', data: { permission: 'fs.read', decision: 'granted', scope: 'forever' }, field: 'data.scope' },
       { name: 'empty permission', data: { permission: '', decision: 'granted' }, field: 'data.permission' },
+      { name: 'fractional expiresAt', data: { permission: 'tool:x', decision: 'granted', expiresAt: 1.5 }, field: 'data.expiresAt' },
+      { name: 'decidedBy with a token', data: { permission: 'tool:x', decision: 'granted', decidedBy: { token: 'secret' } }, field: 'data.decidedBy.token' },
     ],
   },
   {
@@ -164,6 +166,31 @@ const CASES: TypeCase[] = [
       { name: 'fractional atSeq', data: { forkId: 'f1', atSeq: 1.5 }, field: 'data.atSeq' },
       { name: 'empty forkId', data: { forkId: '', atSeq: 1 }, field: 'data.forkId' },
     ],
+  },
+  {
+    type: 'tool_call_started',
+    valid: { messageId: 'a1', toolCallId: 't1', tool: 'lookup', input: null },
+    full: { messageId: 'a1', toolCallId: 't1', tool: 'lookup', input: { key: 'k' }, before: [{ type: 'step-start' }, { type: 'text', text: 'hm' }], dynamic: true, idempotent: true, grant: { permission: 'tool:lookup', seq: 3 } },
+    bad: [
+      { name: 'missing input', data: { messageId: 'a1', toolCallId: 't1', tool: 'lookup' }, field: 'data.input' },
+      { name: 'input not JSON', data: { messageId: 'a1', toolCallId: 't1', tool: 'lookup', input: { d: new Date(0) } }, field: 'data.input' },
+      { name: 'a tool part before', data: { messageId: 'a1', toolCallId: 't1', tool: 'lookup', input: 1, before: [{ type: 'tool' }] }, field: 'data.before.0.type' },
+    ],
+  },
+  {
+    type: 'tool_call_finished',
+    valid: { messageId: 'a1', toolCallId: 't1' },
+    full: { messageId: 'a1', toolCallId: 't1', output: { v: 1 }, error: 'boom', outcome: 'unknown', refused: 'denied', tool: 'x', input: { a: 1 }, before: [], dynamic: false, durationMs: 3.5 },
+    bad: [
+      { name: 'outcome maybe', data: { messageId: 'a1', toolCallId: 't1', outcome: 'maybe' }, field: 'data.outcome' },
+      { name: 'refused why', data: { messageId: 'a1', toolCallId: 't1', refused: 'why' }, field: 'data.refused' },
+    ],
+  },
+  {
+    type: 'tool_approval_requested',
+    valid: { messageId: 'a1', toolCallId: 't1', approvalId: 'ap1', tool: 'delete_item', input: {}, reason: 'needs-approval' },
+    full: { messageId: 'a1', toolCallId: 't1', approvalId: 'ap1', tool: 'delete_item', input: { id: 'x' }, reason: 'repeat-of-unknown-outcome', before: [{ type: 'text', text: 'x' }], dynamic: true },
+    bad: [{ name: 'unknown reason', data: { messageId: 'a1', toolCallId: 't1', approvalId: 'ap1', tool: 'd', input: {}, reason: 'because' }, field: 'data.reason' }],
   },
   {
     type: 'llm_chunk_received',
@@ -211,7 +238,7 @@ test('the test table covers every event type exactly once', () => {
   const covered = CASES.map((c) => c.type);
   // then
   assert.deepEqual([...covered].sort(), [...all].sort());
-  assert.equal(new Set(covered).size, 16);
+  assert.equal(new Set(covered).size, 19);
 });
 
 for (const c of CASES) {
@@ -318,8 +345,8 @@ test('parseEvent returns the typed event for a run-time type and refuses an unkn
 
 test('critical and recoverable type lists are disjoint, frozen and classified by the guards', () => {
   // then
-  // the seed's nine, system_notice_added (a visible notice from the runtime, e.g. after a restore), and the fork links
-  assert.equal(CRITICAL_EVENT_TYPES.length, 12);
+  // the seed's nine, system_notice_added (a visible notice from the runtime, e.g. after a restore), the fork links and the tool intent log
+  assert.equal(CRITICAL_EVENT_TYPES.length, 15);
   assert.equal(RECOVERABLE_EVENT_TYPES.length, 4);
   assert.ok(Object.isFrozen(CRITICAL_EVENT_TYPES) && Object.isFrozen(RECOVERABLE_EVENT_TYPES));
   for (const t of CRITICAL_EVENT_TYPES) {
@@ -337,7 +364,7 @@ test('critical and recoverable type lists are disjoint, frozen and classified by
 test('every event type has a current version, all 1 now', () => {
   // then
   for (const t of [...CRITICAL_EVENT_TYPES, ...RECOVERABLE_EVENT_TYPES]) assert.equal(CURRENT_EVENT_VERSION[t], 1, t);
-  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 16);
+  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 19);
 });
 
 // ---------------------------------------------------------------------------

@@ -186,6 +186,63 @@ const CRITICAL_SCHEMAS = {
     decision: z.enum(['granted', 'denied']),
     scope: z.enum(['once', 'session', 'always']).optional(),
     reason: z.string().max(MAX_REASON_CHARS).optional(),
+    /** The tool call this decision answers (an approval request); a `once` grant is good for it alone. */
+    toolCallId: id().optional(),
+    approvalId: id().optional(),
+    /** Who decided: the tenant and the id of the token (never the token). */
+    decidedBy: z.strictObject({ tenant: name().optional(), tokenId: name().optional() }).optional(),
+    /** Wall-clock ms after which the decision no longer answers. */
+    expiresAt: z.int().positive().optional(),
+  }),
+  /**
+   * A tool call is about to run: journaled (durable) BEFORE the tool runs, so
+   * a crash between this and its tool_call_finished leaves a known intent
+   * with an unknown outcome, never a side effect nobody recorded.
+   */
+  tool_call_started: z.strictObject({
+    /** the answer the call belongs to */
+    messageId: id(),
+    toolCallId: id(),
+    tool: name(),
+    input: json(),
+    /** the answer's parts streamed before this call and not journaled yet (text, reasoning, step starts) */
+    before: z.array(ANSWER_PART_SCHEMA).max(MAX_PARTS).optional(),
+    /** shown as a dynamic tool (MCP) */
+    dynamic: z.boolean().optional(),
+    /** safe to repeat (MCP readOnlyHint/idempotentHint, or `idempotent: true`): what recovery and retry() go by */
+    idempotent: z.boolean().optional(),
+    /** the grant this call runs under; a `once` grant is used up by it */
+    grant: z.strictObject({ permission: stateKey(), seq: z.int().positive() }).optional(),
+  }),
+  /**
+   * A tool call ended: `output`, or `error`; `outcome: 'unknown'` when recovery
+   * found it started and never finished (the process stopped in between);
+   * `refused` when it never ran (denied, or a repeat that is not safe), with
+   * `tool`/`input`/`before` since no start was journaled.
+   */
+  tool_call_finished: z.strictObject({
+    messageId: id(),
+    toolCallId: id(),
+    output: json().optional(),
+    error: z.string().max(MAX_REASON_CHARS).optional(),
+    outcome: z.literal('unknown').optional(),
+    refused: z.enum(['denied', 'repeat-refused']).optional(),
+    tool: name().optional(),
+    input: json().optional(),
+    before: z.array(ANSWER_PART_SCHEMA).max(MAX_PARTS).optional(),
+    dynamic: z.boolean().optional(),
+    durationMs: z.number().nonnegative().optional(),
+  }),
+  /** A tool call waits for an approval; the turn pauses (its answer ends with the request pending). */
+  tool_approval_requested: z.strictObject({
+    messageId: id(),
+    toolCallId: id(),
+    approvalId: id(),
+    tool: name(),
+    input: json(),
+    reason: z.enum(['needs-approval', 'repeat-of-unknown-outcome', 'repeat-in-retried-turn']),
+    before: z.array(ANSWER_PART_SCHEMA).max(MAX_PARTS).optional(),
+    dynamic: z.boolean().optional(),
   }),
   /** The first event of a fork: this session began as a copy of `sourceId` at its seq `atSeq` (docs/sessions-api.md). */
   forked_from: z.strictObject({
@@ -266,6 +323,9 @@ export const CURRENT_EVENT_VERSION: Readonly<Record<EventType, number>> = Object
   permission_decided: 1,
   forked_from: 1,
   fork_created: 1,
+  tool_call_started: 1,
+  tool_call_finished: 1,
+  tool_approval_requested: 1,
   llm_chunk_received: 1,
   typing_indicator: 1,
   ui_state_changed: 1,

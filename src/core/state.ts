@@ -118,6 +118,36 @@ export interface PermissionEntry {
   readonly scope?: 'once' | 'session' | 'always';
   /** seq of the decision */
   readonly seq: number;
+  /** the tool call it answered (a `once` grant is good for that call alone) */
+  readonly toolCallId?: string;
+  /** wall-clock ms after which it no longer answers */
+  readonly expiresAt?: number;
+  /** who decided: tenant and token id */
+  readonly decidedBy?: { readonly tenant?: string; readonly tokenId?: string };
+  /** a `once` grant a call has started under: used up */
+  readonly used?: boolean;
+}
+
+/** A tool call journaled as started and not yet finished: what recovery turns into an unknown outcome. */
+export interface ToolCallInFlight {
+  readonly messageId: string;
+  readonly tool: string;
+  readonly input: unknown;
+  readonly idempotent: boolean;
+  /** seq of its tool_call_started */
+  readonly startedSeq: number;
+}
+
+/** A tool call waiting for an approval (the turn paused on it). */
+export interface PendingApproval {
+  readonly approvalId: string;
+  readonly toolCallId: string;
+  readonly messageId: string;
+  readonly tool: string;
+  readonly input: unknown;
+  readonly reason: 'needs-approval' | 'repeat-of-unknown-outcome' | 'repeat-in-retried-turn';
+  /** seq of its tool_approval_requested */
+  readonly seq: number;
 }
 
 /** An MCP server the session connected, with the config it used. */
@@ -190,6 +220,10 @@ export interface SessionState {
   readonly createdAt: number;
   /** Wall-clock ms (the event's `ts`) of the session's last committed event; 0 before the first. */
   readonly updatedAt: number;
+  /** Tool calls started and not finished, by toolCallId (absent: none ever started). */
+  readonly toolCallsInFlight?: Readonly<Record<string, ToolCallInFlight>>;
+  /** Tool calls waiting for an approval, by approvalId (absent: none ever asked). */
+  readonly pendingApprovals?: Readonly<Record<string, PendingApproval>>;
   /** Set by `forked_from`: the session this one was forked from, at which of its seqs, and the seq of the link. Absent otherwise. */
   readonly forkedFrom?: ForkLink;
   /** Appended by `fork_created`: the forks made of this session. Absent until the first. */
@@ -201,6 +235,22 @@ export interface ForkLink {
   readonly sessionId: string;
   readonly atSeq: number;
   readonly seq: number;
+}
+
+/** The text a call of unknown outcome shows (its part's errorText) and the model is told on the next step. */
+export const UNKNOWN_OUTCOME_TEXT =
+  'The outcome of this tool call is unknown: the server stopped after the call started and before it finished. It may or may not have taken effect, and it was not run again.';
+
+/** Tool calls journaled as started without a finish: recovery journals `tool_call_finished { outcome: 'unknown' }` for each. */
+export function toolCallsInFlight(state: SessionState): { toolCallId: string; call: ToolCallInFlight }[] {
+  const m = state.toolCallsInFlight;
+  return m === undefined ? [] : Object.keys(m).map((toolCallId) => ({ toolCallId, call: m[toolCallId]! }));
+}
+
+/** Approvals the session waits for, oldest first. */
+export function pendingApprovals(state: SessionState): PendingApproval[] {
+  const m = state.pendingApprovals;
+  return m === undefined ? [] : Object.values(m).sort((a, b) => a.seq - b.seq);
 }
 
 /** The text of the notice shown in place of an interrupted answer. */
@@ -390,6 +440,11 @@ function allowParts(record: JournalRecord, d: Data): void {
   }
 }
 
+function allowBefore(record: JournalRecord, d: Data): void {
+  if (d.before === undefined) return;
+  allowParts(record, { parts: d.before });
+}
+
 /** Checks what the reducer relies on for `type` (see the note above); returns the data typed. */
 function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T): EventData<T> {
   const d = record.data;
@@ -457,6 +512,23 @@ function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T)
       needString(record, d, 'commandId');
       needString(record, d, 'command');
       if (d.args !== undefined && !Array.isArray(d.args)) refuse(record, 'data.args', 'is not an array');
+      break;
+    case 'tool_call_started':
+    case 'tool_approval_requested':
+      needString(record, d, 'messageId');
+      needString(record, d, 'toolCallId');
+      needString(record, d, 'tool');
+      if (!Object.hasOwn(d, 'input')) refuse(record, 'data.input', 'is missing');
+      allowBefore(record, d);
+      if (type === 'tool_approval_requested') needString(record, d, 'approvalId');
+      if (type === 'tool_call_started') allowObject(record, d, 'grant');
+      break;
+    case 'tool_call_finished':
+      needString(record, d, 'messageId');
+      needString(record, d, 'toolCallId');
+      allowString(record, d, 'error');
+      allowString(record, d, 'tool');
+      allowBefore(record, d);
       break;
   }
   return d as EventData<T>;
@@ -588,8 +660,61 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
     }
     case 'permission_decided': {
       const d = checkShape(record, type);
-      const entry: PermissionEntry = frozen({ decision: d.decision, scope: d.scope, seq });
-      return next(state, record, { permissions: put(state.permissions, d.permission, entry) });
+      const entry: PermissionEntry = frozen({ decision: d.decision, scope: d.scope, seq, toolCallId: d.toolCallId, expiresAt: d.expiresAt, decidedBy: d.decidedBy === undefined ? undefined : frozen(d.decidedBy) });
+      let changes: Changes = { permissions: put(state.permissions, d.permission, entry) };
+      // An answer to an approval request: the request is settled and its tool part shows the answer.
+      const approvalId = d.approvalId ?? (d.toolCallId === undefined ? undefined : pendingApprovals(state).find((p) => p.toolCallId === d.toolCallId)?.approvalId);
+      const pending = approvalId === undefined ? undefined : state.pendingApprovals?.[approvalId];
+      if (pending !== undefined) {
+        changes.pendingApprovals = without(state.pendingApprovals!, pending.approvalId);
+        const approved = d.decision === 'granted';
+        const part = updateToolPart({ ...state, ...changes } as SessionState, pending.toolCallId, (p) => ({
+          ...p,
+          state: approved ? 'approval-responded' : 'output-denied',
+          approval: frozen({ id: pending.approvalId, approved, reason: d.reason }),
+        }));
+        changes = { ...changes, ...part };
+      }
+      return next(state, record, changes);
+    }
+    case 'tool_call_started': {
+      const d = checkShape(record, type);
+      const call: ToolCallInFlight = Object.freeze({ messageId: d.messageId, tool: d.tool, input: d.input, idempotent: d.idempotent === true, startedSeq: seq });
+      let changes: Changes = { toolCallsInFlight: put(state.toolCallsInFlight ?? EMPTY_RECORD, d.toolCallId, call) };
+      // A `once` grant is used up by the call that runs under it (re-checked on replay: the next call asks again).
+      const grant = d.grant === undefined ? undefined : state.permissions[d.grant.permission];
+      if (grant !== undefined && grant.seq === d.grant!.seq && (grant.scope ?? 'once') === 'once') {
+        changes.permissions = put(state.permissions, d.grant!.permission, frozen({ ...grant, used: true }));
+      }
+      const merged = { ...state, ...changes } as SessionState;
+      // A call that waited for an approval already has its part (state approval-responded): it keeps it.
+      const existing = updateToolPart(merged, d.toolCallId, (p) => p);
+      const parts = existing ?? appendStreamParts(merged, d.messageId, [...(d.before ?? []), toolPartOf(d, 'input-available')]);
+      return next(state, record, { ...changes, ...parts });
+    }
+    case 'tool_call_finished': {
+      const d = checkShape(record, type);
+      const inFlight = state.toolCallsInFlight;
+      let changes: Partial<SessionState> = inFlight !== undefined && Object.hasOwn(inFlight, d.toolCallId) ? { toolCallsInFlight: without(inFlight, d.toolCallId) } : {};
+      const merged = { ...state, ...changes } as SessionState;
+      const finish = (p: ToolPart): ToolPart => {
+        if (d.outcome === 'unknown') return { ...p, state: 'output-error', errorText: UNKNOWN_OUTCOME_TEXT, outcome: 'unknown' };
+        if (d.error !== undefined) return { ...p, state: d.refused === 'denied' && p.approval !== undefined ? 'output-denied' : 'output-error', errorText: d.error };
+        return { ...p, state: 'output-available', output: d.output };
+      };
+      const updated = updateToolPart(merged, d.toolCallId, finish);
+      const parts = updated ?? (d.tool === undefined ? undefined : appendStreamParts(merged, d.messageId, [...(d.before ?? []), finish(toolPartOf({ toolCallId: d.toolCallId, tool: d.tool, input: d.input, dynamic: d.dynamic }, 'input-available'))]));
+      changes = { ...changes, ...parts };
+      return next(state, record, changes);
+    }
+    case 'tool_approval_requested': {
+      const d = checkShape(record, type);
+      const pending: PendingApproval = Object.freeze({ approvalId: d.approvalId, toolCallId: d.toolCallId, messageId: d.messageId, tool: d.tool, input: d.input, reason: d.reason, seq });
+      const changes: Partial<SessionState> = { pendingApprovals: put(state.pendingApprovals ?? EMPTY_RECORD, d.approvalId, pending) };
+      const merged = { ...state, ...changes } as SessionState;
+      const ask = (p: ToolPart): ToolPart => ({ ...p, state: 'approval-requested', approval: frozen({ id: d.approvalId }) });
+      const parts = updateToolPart(merged, d.toolCallId, ask) ?? appendStreamParts(merged, d.messageId, [...(d.before ?? []), ask(toolPartOf(d, 'input-available'))]);
+      return next(state, record, { ...changes, ...parts });
     }
     case 'mcp_server_connected': {
       const d = checkShape(record, type);
@@ -659,6 +784,21 @@ function usageOf(d: EventData<'assistant_response_completed'>): Readonly<Record<
 function restOfText(content: string, earlier: readonly MessagePart[]): string {
   const prior = textOfParts(earlier);
   return prior.length > 0 && content.startsWith(prior) ? content.slice(prior.length) : content;
+}
+
+/** Changes to a state, built up by a reducer case. */
+type Changes = { -readonly [K in keyof SessionState]?: SessionState[K] };
+
+/** A new tool part for a call. */
+function toolPartOf(d: { toolCallId: string; tool: string; input?: unknown; dynamic?: boolean | undefined }, state: ToolPart['state']): ToolPart {
+  return frozen({ type: 'tool', toolCallId: d.toolCallId, toolName: d.tool, input: d.input, state, dynamic: d.dynamic === true ? true : undefined });
+}
+
+/** A frozen copy of `map` without `key`. */
+function without<T>(map: Readonly<Record<string, T>>, key: string): Readonly<Record<string, T>> {
+  const copy = { ...map };
+  delete copy[key];
+  return Object.freeze(copy);
 }
 
 /** The stream in flight when it is the one for `messageId`. An end for another message leaves it in flight. */

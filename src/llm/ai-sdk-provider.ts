@@ -1,6 +1,7 @@
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { streamText, type LanguageModel } from 'ai';
-import { abortError, LlmAbortError, LlmProviderError, textOfStream, type LlmProvider, type LlmStreamPart, type LlmUsage, type StreamRequest } from './provider.ts';
+import { abortError, LlmAbortError, LlmProviderError, textOfStream, type LlmProvider, type LlmStreamPart, type LlmUsage, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
+import { streamAiSdkStep } from './ai-sdk-step.ts';
 
 /** The AI SDK's `experimental_telemetry` settings, passed through to `streamText`. */
 export type AiSdkTelemetry = NonNullable<Parameters<typeof streamText>[0]['experimental_telemetry']>;
@@ -59,7 +60,7 @@ function messageOf(err: unknown): string {
  * An {@link LlmProvider} for any OpenAI-compatible endpoint, through the AI SDK's
  * `streamText` (see streamModel for how failures are caught).
  */
-export class AiSdkProvider implements LlmProvider {
+export class AiSdkProvider implements LlmProvider, ToolStepProvider {
   readonly name: string;
   readonly model: string;
   readonly #maxRetries: number;
@@ -87,6 +88,12 @@ export class AiSdkProvider implements LlmProvider {
       ...(options.apiKey !== undefined ? { apiKey: options.apiKey } : {}),
       ...(options.headers !== undefined ? { headers: options.headers } : {}),
     });
+  }
+
+  /** One step of a turn with tools (see streamAiSdkStep). */
+  streamStep(request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined> {
+    const modelId = request.model ?? this.model;
+    return streamAiSdkStep({ name: this.name, modelId, model: this.#sdk.chatModel(modelId), maxRetries: this.#maxRetries }, request);
   }
 
   stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
@@ -126,7 +133,7 @@ function modelIdOf(model: LanguageModel): string {
  * `models` (or the default by its id); an unknown name fails the turn with an
  * {@link LlmProviderError} that names it.
  */
-export class LanguageModelProvider implements LlmProvider {
+export class LanguageModelProvider implements LlmProvider, ToolStepProvider {
   readonly name: string;
   readonly model: string;
   readonly #default: LanguageModel;
@@ -152,6 +159,14 @@ export class LanguageModelProvider implements LlmProvider {
 
   stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
     return textOfStream(this.streamParts(request));
+  }
+
+  /** One step of a turn with tools (see streamAiSdkStep), with the same model choice as streamParts. */
+  async *streamStep(request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined> {
+    const wanted = request.model ?? this.model;
+    const model = Object.hasOwn(this.#models, wanted) ? this.#models[wanted]! : wanted === this.model ? this.#default : undefined;
+    if (model === undefined) throw new LlmProviderError(`${this.name}: no model ${JSON.stringify(wanted)}; pass it in createArbor({ models })`, { provider: this.name, model: wanted });
+    yield* streamAiSdkStep({ name: this.name, modelId: wanted, model, maxRetries: this.#maxRetries }, request);
   }
 
   async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {

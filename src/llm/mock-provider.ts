@@ -1,4 +1,4 @@
-import { abortError, textOfStream, type ChatTurn, type LlmProvider, type LlmStreamPart, type StreamRequest } from './provider.ts';
+import { abortError, textOfStream, type ChatTurn, type LlmProvider, type LlmStreamPart, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
 
 /** Options of the mock provider; each falls back to its environment variable, then to the default. */
 export interface MockProviderOptions {
@@ -99,7 +99,7 @@ function pause(ms: number, signal: AbortSignal, onAbort: () => Error): Promise<v
  * Reads `ARBOR_MOCK_CHUNKS` and `ARBOR_MOCK_CHUNK_DELAY_MS` once, in the
  * constructor; a malformed value throws a RangeError naming the variable.
  */
-export class MockProvider implements LlmProvider {
+export class MockProvider implements LlmProvider, ToolStepProvider {
   readonly name = 'mock';
   readonly model = 'mock-echo';
   readonly chunks: number;
@@ -141,3 +141,63 @@ export class MockProvider implements LlmProvider {
     yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
   }
 }
+
+/**
+ * The tool calls the mock makes for a step: one per line `call <tool> <json input>`
+ * of the last user message, as long as no tool result follows that message
+ * (so the step after the results answers in text). Call ids are
+ * `<messageId>-<n>`, unique per answer.
+ */
+export function mockToolCalls(messages: readonly unknown[], messageId: string): { toolCallId: string; toolName: string; input: unknown }[] {
+  let lastUser = -1;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    if ((messages[i] as { role?: unknown }).role === 'user') {
+      lastUser = i;
+      break;
+    }
+  }
+  if (lastUser < 0) return [];
+  for (let i = lastUser + 1; i < messages.length; i++) if ((messages[i] as { role?: unknown }).role === 'tool') return [];
+  const content = (messages[lastUser] as { content?: unknown }).content;
+  const text = typeof content === 'string' ? content : Array.isArray(content) ? content.map((p: { text?: unknown }) => (typeof p.text === 'string' ? p.text : '')).join('') : '';
+  const out: { toolCallId: string; toolName: string; input: unknown }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^call ([A-Za-z0-9_-]+) (\{.*\})\s*$/.exec(line.trim());
+    if (m === null) continue;
+    try {
+      out.push({ toolCallId: `${messageId}-${out.length + 1}`, toolName: m[1]!, input: JSON.parse(m[2]!) as unknown });
+    } catch {
+      // not JSON: not a call
+    }
+  }
+  return out;
+}
+
+export interface MockProvider {
+  streamStep(request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined>;
+}
+
+/**
+ * One step with tools: the calls of {@link mockToolCalls} (finish reason
+ * `tool-calls`), or else the echo answer in chunks (finish `stop`).
+ */
+MockProvider.prototype.streamStep = async function* streamStep(this: MockProvider, request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined> {
+  const { signal } = request;
+  const calls = mockToolCalls(request.messages, request.messageId);
+  if (calls.length > 0) {
+    await pause(this.chunkDelayMs, signal, () => abortError(this.name, 'while deciding on tool calls', signal));
+    for (const c of calls) yield { type: 'tool-call', ...c };
+    yield { type: 'finish', finishReason: 'tool-calls' };
+    return;
+  }
+  const turns: ChatTurn[] = [];
+  for (const m of request.messages as { role?: unknown; content?: unknown }[]) {
+    if (m.role === 'user' && typeof m.content === 'string') turns.push({ role: 'user', content: m.content });
+  }
+  const parts = mockReplyChunks(turns, this.chunks);
+  for (let i = 0; i < parts.length; i++) {
+    await pause(this.chunkDelayMs, signal, () => abortError(this.name, `while waiting for chunk ${i + 1} of ${parts.length}`, signal));
+    yield { type: 'text', text: parts[i] as string };
+  }
+  yield { type: 'finish', finishReason: 'stop' };
+};

@@ -120,3 +120,36 @@ export class LlmProviderError extends Error {
     this.statusCode = details.statusCode;
   }
 }
+
+/**
+ * One model call of a multi-step turn with tools: the conversation as AI SDK
+ * model messages (tool calls and results included) and the tools the model
+ * may call (definitions only: Arbor runs each call itself).
+ */
+export interface ToolStepRequest {
+  sessionId: string;
+  messageId: string;
+  /** AI SDK `ModelMessage[]` */
+  messages: readonly unknown[];
+  /** AI SDK `ToolSet` without `execute` */
+  tools: Readonly<Record<string, unknown>>;
+  signal: AbortSignal;
+  model?: string;
+}
+
+/** A piece of one model step: text, reasoning, a tool call, then one finish. */
+export type ToolStepPart =
+  | { type: 'text'; text: string }
+  | { type: 'reasoning'; text: string }
+  | { type: 'tool-call'; toolCallId: string; toolName: string; input: unknown }
+  | { type: 'finish'; finishReason: string; usage?: { inputTokens?: number; outputTokens?: number } };
+
+/** A provider that can make tool calls: one model step per call (same failure and abort rules as `stream`). */
+export interface ToolStepProvider {
+  streamStep(request: ToolStepRequest): AsyncIterable<ToolStepPart>;
+}
+
+/** True when `llm` can make tool calls. */
+export function canCallTools(llm: object): llm is ToolStepProvider {
+  return typeof (llm as Partial<ToolStepProvider>).streamStep === 'function';
+}

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ArborError, closestName, ErrorCodes, SCHEMA_NAME_PATTERN } from '../index.ts';
+import { ArborError, closestName, ErrorCodes, MCP_SERVERS_SCHEMA, SCHEMA_NAME_PATTERN, type McpServerConfig } from '../index.ts';
 
 /**
  * The server's and CLI's configuration: every option of the persistence
@@ -84,9 +84,13 @@ export interface ArborConfig {
   nodeId: string | undefined;
   nodeAddress: string | undefined;
   leaseMs: number;
+  // tools
+  mcpServers: Readonly<Record<string, McpServerConfig>>;
+  maxToolSteps: number;
+  toolsNeedApproval: readonly string[];
 }
 
-type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens' | 'hashes';
+type Kind = 'int' | 'number' | 'boolean' | 'path' | 'string' | 'enum' | 'tokens' | 'hashes' | 'mcpServers' | 'strings';
 
 interface OptionSpec {
   kind: Kind;
@@ -181,6 +185,15 @@ export const OPTION_SPECS = {
   nodeId: { kind: 'string', default: undefined, accepts: '1-200 characters', meaning: "this node's name in the lease table; unique per process (default `<host>-<pid>-<random>`)" },
   nodeAddress: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: 'where the other nodes reach this one to forward requests (default: the URL the server listens on; with host 0.0.0.0 or ::, `http://<hostname>:<port>`)' },
   leaseMs: int(5_000, 100, 24 * 3_600_000, 'PostgreSQL: how long a session stays owned by a node that stopped renewing it; a dead node\'s sessions move after at most this long'),
+  mcpServers: {
+    kind: 'mcpServers',
+    default: {},
+    accepts: 'an object of servers by name, as MCP clients write it: `{"<name>": {"command", "args"?, "env"?}}` (stdio) or `{"<name>": {"url", "headers"?}}` (Streamable HTTP); env: the same JSON',
+    meaning: 'MCP servers whose tools the model may call (see docs/tools.md); one that fails to start or dies is reported in /health and its tools withdrawn',
+    secret: true,
+  },
+  maxToolSteps: int(10, 1, 1000, 'model calls per turn at most (each step runs the tool calls of the one before)'),
+  toolsNeedApproval: { kind: 'strings', default: [], accepts: 'a list of tool names (env: comma-separated)', meaning: 'tools whose every call waits for an approval, beside those an MCP server marks destructive' },
 } satisfies Record<keyof ArborConfig, OptionSpec>;
 
 export type OptionName = keyof ArborConfig;
@@ -277,6 +290,10 @@ function schemaOf(spec: OptionSpec): z.ZodType {
       return z.array(z.strictObject({ tenant: z.string().regex(TENANT), sha256: z.string().regex(SHA256_HEX), createSessions: z.boolean().optional() }));
     case 'hashes':
       return z.array(z.string().regex(SHA256_HEX));
+    case 'mcpServers':
+      return MCP_SERVERS_SCHEMA;
+    case 'strings':
+      return z.array(z.string().min(1));
   }
 }
 
@@ -300,6 +317,14 @@ function fromEnvText(spec: OptionSpec, raw: string): unknown {
         const at = entry.lastIndexOf(':');
         return at < 0 ? entry : { tenant: entry.slice(0, at).trim(), sha256: entry.slice(at + 1).trim() };
       });
+    case 'mcpServers':
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        return raw;
+      }
+    case 'strings':
+      return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
     default:
       return raw;
   }
@@ -401,8 +426,12 @@ export function resolveConfig(input: LoadConfigInput = {}): ResolvedConfig {
   for (const key of OPTION_NAMES) {
     const value = values[key];
     if (value === undefined) continue; // optional options without a default
-    if (!SCHEMAS[key].safeParse(value).success) {
-      problems.push({ option: key, source: sources[key], message: `option ${key} = ${shown(key, value)} (from ${sources[key]}) is invalid: expected ${OPTION_SPECS[key].accepts}` });
+    const checked = SCHEMAS[key].safeParse(value);
+    if (!checked.success) {
+      // A structured option names the field inside it that failed (mcpServers.<name>.command).
+      const path = checked.error.issues[0]?.path ?? [];
+      const at = path.length > 0 ? ` at ${[key, ...path.map(String)].join('.')}` : '';
+      problems.push({ option: key, source: sources[key], message: `option ${key} = ${shown(key, value)} (from ${sources[key]}) is invalid${at}: expected ${OPTION_SPECS[key].accepts}` });
     }
   }
   if (problems.length === 0) {

@@ -10,8 +10,8 @@ export interface CheckResult {
 
 export interface HealthReport {
   status: 'ok' | 'warn' | 'fail';
-  /** the four checks every backend has, and those only its backend makes (PostgreSQL: `database`, `leases`) */
-  checks: { hotStorage: CheckResult; journalWriter: CheckResult; diskSpace: CheckResult; recovery: CheckResult; [backendCheck: string]: CheckResult };
+  /** the checks every backend has, `tools`, and those only its backend makes (PostgreSQL: `database`, `leases`) */
+  checks: { hotStorage: CheckResult; journalWriter: CheckResult; diskSpace: CheckResult; recovery: CheckResult; tools: CheckResult; [backendCheck: string]: CheckResult };
 }
 
 /** The few fields of `fs.statfs` the disk check reads (injectable in tests). */
@@ -91,7 +91,14 @@ export class HealthChecker {
       journalWriter = { status: 'ok', message: `journal open, ${j.queueDepth} records queued`, ...j };
     }
     const [diskSpace, recovery, backendChecks] = await Promise.all([this.disk(), this.#recovery(), this.#backendChecks()]);
-    const checks = { ...backendChecks, hotStorage, journalWriter, diskSpace, recovery };
+    // A failed or dead MCP server warns: its tools are withdrawn, every other tool and the chat keep working.
+    const servers = health.tools.mcpServers;
+    const down = Object.entries(servers).filter(([, v]) => v.state !== 'connected');
+    const tools: CheckResult =
+      down.length === 0
+        ? { status: 'ok', message: `${health.tools.registered} tools, ${Object.keys(servers).length} MCP servers connected`, registered: health.tools.registered, mcpServers: servers }
+        : { status: 'warn', message: `MCP server ${down.map(([name, v]) => `${name} ${v.state}${v.error === undefined ? '' : ` (${v.error})`}`).join(', ')}: its tools are withdrawn`, registered: health.tools.registered, mcpServers: servers };
+    const checks = { ...backendChecks, hotStorage, journalWriter, diskSpace, recovery, tools };
     const statuses = Object.values(checks).map((c) => c.status);
     const status = statuses.includes('fail') ? 'fail' : statuses.includes('warn') ? 'warn' : 'ok';
     return { status, checks };

@@ -69,6 +69,9 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.CONFIG_INVALID]: { status: 500, retryAfter: false },
   [ErrorCodes.OPS_FAILED]: { status: 500, retryAfter: false },
   [ErrorCodes.INVALID_OPTION]: { status: 500, retryAfter: false },
+  [ErrorCodes.TOOL_SERVER_FAILED]: { status: 502, retryAfter: false },
+  [ErrorCodes.TOOL_CALL_REFUSED]: { status: 409, retryAfter: false },
+  [ErrorCodes.NO_SUCH_APPROVAL]: { status: 404, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */

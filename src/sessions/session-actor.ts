@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { ArborError, ErrorCodes, isArborError } from '../core/errors.ts';
 import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
-import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingInterruption, reduceSession, type MessagePart, type SessionState } from '../core/state.ts';
+import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingApprovals, pendingInterruption, reduceSession, toolCallsInFlight, type MessagePart, type SessionState, type ToolPart } from '../core/state.ts';
 import type { JournalRecord } from '../core/record.ts';
 import type { AppendResult } from '../backend/backend.ts';
-import type { ChatTurn, LlmProvider, LlmUsage, StreamRequest } from '../llm/provider.ts';
+import type { ChatTurn, LlmProvider, LlmStreamPart, LlmUsage, StreamRequest } from '../llm/provider.ts';
 import { isAbortError, streamPartsOf } from '../llm/provider.ts';
 import { FINISH_REASONS, TurnLog, type UIChunk } from './turn-log.ts';
 import type { SessionBackend } from '../backend/backend.ts';
@@ -14,6 +14,12 @@ import { Mailbox } from './mailbox.ts';
 import { afterCrash } from './restart-intensity.ts';
 import { currentTraceParent, epochMs, llmTurnChannel, turnStartChannel, type LlmTurnMessage, type TurnInterruption } from '../telemetry/channels.ts';
 import { LlmProviderError } from '../llm/provider.ts';
+import type { ToolRegistry } from '../tools/registry.ts';
+import { canCallTools } from '../llm/provider.ts';
+import { modelMessagesFor } from './model-messages.ts';
+import { priorCallsFor, runToolCalls, type AnswerPart, type ModelToolCall, type ToolChunk, type ToolRunnerDeps } from './tool-runner.ts';
+import { toolLoop } from './tool-loop.ts';
+import { mayRerunAutomatically } from '../tools/policy.ts';
 
 /** What subscribers receive: committed critical events (in seq order) and stream chunks. */
 export type SessionUpdate =
@@ -30,6 +36,10 @@ export interface SessionContext {
   readonly hot: HotTier<SessionState>;
   readonly llm: LlmProvider;
   readonly commands: Readonly<Record<string, CommandHandler>>;
+  /** The tools a turn may call (application tools and those of the MCP servers that are up). */
+  readonly tools: ToolRegistry;
+  /** Model calls per turn at most. */
+  readonly maxToolSteps: number;
   readonly mailboxCapacity: number;
   readonly maxRestarts: number;
   readonly restartWindowMs: number;
@@ -210,7 +220,7 @@ export class SessionActor {
         const id = original?.id ?? messageId;
         return { messageId: id, seq: result.seq, duplicate: true, turn: this.#turnByRequest.get(id) };
       }
-      const turn = this.#queueStream(messageId, undefined, parent);
+      const turn = this.#queueStream(messageId, undefined, undefined, parent);
       return { messageId, seq: result.seq, duplicate: false, turn };
     });
   }
@@ -221,7 +231,7 @@ export class SessionActor {
     return this.run('retry', async (state) => {
       const target = retryTarget(state);
       if (target === undefined) throw new ArborError(ErrorCodes.NOTHING_TO_RETRY, `session ${this.id} has no answer to retry`, { sessionId: this.id });
-      const turn = this.#queueStream(target.requestMessageId, target.retryOf, parent);
+      const turn = this.#queueStream(target.requestMessageId, target.retryOf, undefined, parent);
       return { ...target, turn };
     });
   }
@@ -255,8 +265,32 @@ export class SessionActor {
     });
   }
 
-  decidePermission(data: EventData<'permission_decided'>): Promise<{ seq: number }> {
-    return this.run('decidePermission', async (state) => ({ seq: (await this.commit(state, 'permission_decided', data)).result.seq }));
+  /**
+   * Journals a decision. With `approvalId` (or `toolCallId`) it answers a
+   * pending tool approval (`permission` defaults to the tool's); once no
+   * approval of that answer is pending, the paused turn continues: the
+   * approved calls run (under the intent log), then the model goes on.
+   * ARBOR_NO_SUCH_APPROVAL when nothing with that id is pending.
+   */
+  decidePermission(input: Omit<EventData<'permission_decided'>, 'permission'> & { permission?: string }): Promise<{ seq: number }> {
+    return this.run('decidePermission', async (state) => {
+      let data = input as EventData<'permission_decided'>;
+      const answers = input.approvalId !== undefined || input.toolCallId !== undefined;
+      const pending = answers ? pendingApprovals(state).find((p) => (input.approvalId === undefined || p.approvalId === input.approvalId) && (input.toolCallId === undefined || p.toolCallId === input.toolCallId)) : undefined;
+      if (answers) {
+        if (pending === undefined) {
+          throw new ArborError(ErrorCodes.NO_SUCH_APPROVAL, `session ${this.id} has no pending tool approval ${input.approvalId ?? input.toolCallId}`, { sessionId: this.id, field: input.approvalId === undefined ? 'toolCallId' : 'approvalId' });
+        }
+        data = { ...input, permission: input.permission ?? `tool:${pending.tool}`, approvalId: pending.approvalId, toolCallId: pending.toolCallId };
+      }
+      const { state: after, result } = await this.commit(state, 'permission_decided', data);
+      if (pending !== undefined && !pendingApprovals(after).some((p) => p.messageId === pending.messageId)) {
+        const paused = findMessage(after, pending.messageId);
+        const request = paused?.metadata?.requestMessageId;
+        if (typeof request === 'string') this.#queueStream(request, undefined, pending.messageId);
+      }
+      return { seq: result.seq };
+    });
   }
 
   recordToolExecution(event: { type: 'mcp_server_connected'; data: EventData<'mcp_server_connected'> } | { type: 'mcp_tool_executed'; data: EventData<'mcp_tool_executed'> }): Promise<{ seq: number }> {
@@ -300,7 +334,7 @@ export class SessionActor {
     return this.#state === 'draining';
   }
 
-  #queueStream(requestMessageId: string, retryOf: string | undefined, parent?: unknown): TurnLog {
+  #queueStream(requestMessageId: string, retryOf: string | undefined, continues?: string, parent?: unknown): TurnLog {
     const turn = new TurnLog(requestMessageId, this.#ctx.streamBufferChunks);
     this.#turns.push(turn);
     this.#turnByRequest.set(requestMessageId, turn);
@@ -315,10 +349,25 @@ export class SessionActor {
       if (this.#turnByRequest.get(requestMessageId) === turn) this.#turnByRequest.delete(requestMessageId);
     };
     this.#streamChain = this.#streamChain
-      .then(() => this.#stream(requestMessageId, retryOf, turn, parent))
+      .then(() => this.#stream(requestMessageId, retryOf, turn, continues, parent))
       .catch((err: unknown) => this.#ctx.failed(this.id, 'stream', err))
       .finally(done);
     return turn;
+  }
+
+  /** What the tool runner needs of this actor for the answer `messageId`; tool chunks go to its UI stream. */
+  #toolDeps(turn: TurnLog, start: SessionState): ToolRunnerDeps {
+    let latest = start;
+    return {
+      registry: this.#ctx.tools,
+      journal: async (type, data) => {
+        latest = await this.run(`tool ${type}`, async (state) => (await this.commit(state, type, data)).state, true);
+        return latest;
+      },
+      chunk: (c) => turn.push(c),
+      current: () => this.#ctx.hot.peek(this.id) ?? latest,
+      now: () => Date.now(),
+    };
   }
 
   /** Resolves when every answer queued so far has ended (completed or interrupted). */
@@ -343,7 +392,7 @@ export class SessionActor {
    * when the provider fails or the runtime shuts down. Its UI message stream
    * goes to `turn` as it happens; `finish` only once the end is durable.
    */
-  async #stream(requestMessageId: string, retryOf: string | undefined, turn: TurnLog, parent: unknown): Promise<void> {
+  async #stream(requestMessageId: string, retryOf: string | undefined, turn: TurnLog, continues: string | undefined, parent: unknown): Promise<void> {
     if (this.#state === 'draining') return;
     const llm = this.#ctx.llm;
     const messageId = randomUUID();
@@ -355,6 +404,9 @@ export class SessionActor {
     const turnEnded = (end: Omit<LlmTurnMessage, 'sessionId' | 'messageId' | 'requestMessageId' | 'provider' | 'model' | 'durationMs'>, model = llm.model): void => {
       if (llmTurnChannel.hasSubscribers) llmTurnChannel.publish({ ...facts, model, ...end, durationMs: performance.now() - turnStarted } satisfies LlmTurnMessage);
     };
+    // A turn with tools: the model may call them, step by step (tool-loop.ts).
+    const withTools = this.#ctx.tools.size > 0 && canCallTools(llm) ? llm : undefined;
+    let startState: SessionState | undefined;
     // Registered before the start is journaled, so a shutdown that begins meanwhile aborts this answer too.
     const controller = new AbortController();
     this.#streams.set(messageId, controller);
@@ -362,7 +414,7 @@ export class SessionActor {
       await this.run('startStream', async (state) => {
         request = { sessionId: this.id, messageId, messages: promptFor(state, requestMessageId), ...settingsOf(state.config) };
         const data = { messageId, requestMessageId, provider: llm.name, model: request.model ?? llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
-        await this.commit(state, 'assistant_stream_started', data);
+        startState = (await this.commit(state, 'assistant_stream_started', data)).state;
       });
     } catch (err) {
       this.#streams.delete(messageId);
@@ -392,25 +444,38 @@ export class SessionActor {
     let finishReason: string | undefined;
     let usage: LlmUsage | undefined;
     let failure: unknown;
+    /** a turn with tools: its parts after the last journaled tool event */
+    let rest: readonly AnswerPart[] | undefined;
     try {
       if (controller.signal.aborted) throw new Error(String(controller.signal.reason));
-      for await (const part of streamPartsOf(llm, { ...request!, signal: controller.signal })) {
+      const source =
+        withTools === undefined
+          ? streamPartsOf(llm, { ...request!, signal: controller.signal })
+          : this.#toolTurn(withTools, startState!, turn, { messageId, requestMessageId, retryOf, continues, signal: controller.signal, ...(request!.model === undefined ? {} : { model: request!.model }) });
+      for await (const part of source) {
         if (part.type === 'finish') {
           finishReason = part.finishReason;
           usage = part.usage;
+          if ('rest' in part) rest = part.rest;
+          continue;
+        }
+        if (part.type === 'journaled') {
+          // The parts so far are in the journal now (the tool events carried them).
+          close();
+          parts.length = 0;
           continue;
         }
         firstChunkAt ??= performance.now();
         received += 1;
         const last = parts.at(-1);
-        if (last?.type === part.type) last.text += part.text;
+        if (last !== undefined && last.type === part.type) last.text += part.text;
         else parts.push({ type: part.type, text: part.text });
         if (open?.type !== part.type) {
           close();
           open = { type: part.type, id: `${messageId}:${parts.length - 1}` };
           turn.push({ type: `${part.type}-start`, id: open.id });
         }
-        turn.push({ type: `${part.type}-delta`, id: open.id, delta: part.text });
+        turn.push({ type: `${part.type}-delta`, id: open!.id, delta: part.text });
         if (part.type !== 'text') continue;
         content += part.text;
         const chunk = { messageId, index, text: part.text };
@@ -440,8 +505,9 @@ export class SessionActor {
           ...(firstChunkAt === undefined ? {} : { timeToFirstChunkMs: firstChunkAt - started }),
         };
         // Parts only when they say more than the text: reasoning, or several runs.
-        const simple = parts.length === 0 || (parts.length === 1 && parts[0]!.type === 'text');
-        const data = { messageId, requestMessageId, content, stats, ...(simple ? {} : { parts: parts as MessagePart[] }), ...(stopped ? { stopped: true as const } : {}) };
+        const finalParts: readonly MessagePart[] = rest ?? parts;
+        const simple = rest === undefined ? parts.length === 0 || (parts.length === 1 && parts[0]!.type === 'text') : rest.length === 0;
+        const data = { messageId, requestMessageId, content, stats, ...(simple ? {} : { parts: finalParts as MessagePart[] }), ...(stopped ? { stopped: true as const } : {}) };
         const { state: after } = await this.commit(state, 'assistant_response_completed', data as EventData<'assistant_response_completed'>);
         metadata = findMessage(after, messageId)?.metadata;
         outcome = stopped ? 'stopped' : 'completed';
@@ -475,6 +541,61 @@ export class SessionActor {
   }
 
   /**
+   * The text of a turn with tools: runs the approved calls of a continuation
+   * first, then the model step by step (tool-loop.ts), yielding the text.
+   */
+  async *#toolTurn(
+    provider: Parameters<typeof toolLoop>[0]['provider'],
+    start: SessionState,
+    uiTurn: TurnLog,
+    turn: { messageId: string; requestMessageId: string; retryOf: string | undefined; continues: string | undefined; signal: AbortSignal; model?: string },
+  ): AsyncGenerator<LlmStreamPart | { type: 'journaled' } | { type: 'finish'; finishReason: string; usage?: LlmUsage; rest: readonly AnswerPart[] }, void, undefined> {
+    const deps = this.#toolDeps(uiTurn, start);
+    let state = start;
+    if (turn.continues !== undefined) {
+      // The approved calls of the paused answer run now (a once grant answers its own call only); denied ones stay denied.
+      const approved: ModelToolCall[] = [];
+      for (const p of findMessage(state, turn.continues)?.parts ?? []) {
+        if (p.type === 'tool' && p.state === 'approval-responded' && p.approval?.approved === true && !Object.hasOwn(state.toolCallsInFlight ?? {}, p.toolCallId)) {
+          approved.push({ toolCallId: p.toolCallId, toolName: p.toolName, input: p.input });
+        }
+      }
+      if (approved.length > 0) state = (await runToolCalls(deps, { state, messageId: turn.continues, calls: approved, before: [], prior: priorCallsFor(state, undefined) })).state;
+    }
+    // A retried answer that was interrupted carries on from its partial: the model learns what ran and what is unknown.
+    const retried = turn.retryOf === undefined ? undefined : findMessage(state, turn.retryOf);
+    const extra = turn.continues !== undefined ? [turn.continues] : retried?.metadata?.interrupted === true && retried.parts.some((p): p is ToolPart => p.type === 'tool') ? [retried.id] : [];
+    const messages = modelMessagesFor(state, turn.requestMessageId, extra);
+    // retry() of an interrupted answer re-runs, by itself, only its calls of unknown outcome whose tool is safe to repeat.
+    const reruns: ModelToolCall[] = [];
+    if (extra.length > 0 && turn.continues === undefined) {
+      for (const p of retried?.parts ?? []) {
+        const entry = p.type === 'tool' && p.outcome === 'unknown' ? this.#ctx.tools.get(p.toolName) : undefined;
+        if (p.type === 'tool' && entry !== undefined && mayRerunAutomatically(entry.safety)) reruns.push({ toolCallId: randomUUID(), toolName: p.toolName, input: p.input });
+      }
+    }
+    if (reruns.length > 0) {
+      const { results } = await runToolCalls(deps, { state, messageId: turn.messageId, calls: reruns, before: [], prior: [] });
+      messages.push({ role: 'assistant', content: reruns.map((c) => ({ type: 'tool-call' as const, toolCallId: c.toolCallId, toolName: c.toolName, input: c.input ?? {} })) });
+      messages.push({ role: 'tool', content: results.map((r) => ({ type: 'tool-result' as const, toolCallId: r.toolCallId, toolName: r.toolName, output: r.error === undefined ? { type: 'json' as const, value: (r.output ?? null) as never } : { type: 'error-text' as const, value: r.error } })) });
+    }
+    for await (const part of toolLoop({
+      provider,
+      request: { sessionId: this.id, messageId: turn.messageId, tools: this.#ctx.tools.definitions(), signal: turn.signal, ...(turn.model === undefined ? {} : { model: turn.model }) },
+      messages,
+      maxSteps: this.#ctx.maxToolSteps,
+      deps,
+      messageId: turn.messageId,
+      prior: priorCallsFor(state, turn.retryOf),
+    })) {
+      if (part.type === 'finish') {
+        const usage: LlmUsage = { ...(part.usage?.inputTokens ? { inputTokens: part.usage.inputTokens } : {}), ...(part.usage?.outputTokens ? { outputTokens: part.usage.outputTokens } : {}) };
+        yield { type: 'finish', finishReason: part.finishReason, ...(Object.keys(usage).length === 0 ? {} : { usage }), rest: part.rest };
+      } else yield part;
+    }
+  }
+
+  /**
    * Inside the mailbox, before the first command after a restart: the stream
    * the last process was running ends as stream_interrupted (with the visible
    * notice), and so does every request whose answer never started; a session
@@ -485,6 +606,10 @@ export class SessionActor {
   async #repairAfterRestart(loaded: SessionState): Promise<SessionState> {
     let state = loaded;
     try {
+      // A tool call journaled as started and never finished: whether it ran is unknown. Say so; never re-run it here.
+      for (const { toolCallId, call } of toolCallsInFlight(state)) {
+        ({ state } = await this.commit(state, 'tool_call_finished', { messageId: call.messageId, toolCallId, outcome: 'unknown' }));
+      }
       const orphaned = interruptionEventData(state, 'the server stopped while this answer was streaming');
       if (orphaned !== undefined) ({ state } = await this.commit(state, 'stream_interrupted', orphaned));
       for (const requestMessageId of unansweredRequests(state)) {

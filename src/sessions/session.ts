@@ -177,7 +177,13 @@ export class Session {
     return this.#command((a) => a.changeConfig(key, value));
   }
 
-  decidePermission(decision: EventData<'permission_decided'>): Promise<{ seq: number }> {
+  /**
+   * Journals a permission decision (`permission_decided`, with `decidedBy`,
+   * `scope` once|session|always and `expiresAt`). With `approvalId` (or
+   * `toolCallId`) it answers a pending tool approval and, once none of that
+   * answer is pending, the paused turn continues (docs/tools.md).
+   */
+  decidePermission(decision: Omit<EventData<'permission_decided'>, 'permission'> & { permission?: string }): Promise<{ seq: number }> {
     return this.#command((a) => a.decidePermission(decision));
   }
 

@@ -23,6 +23,13 @@ export interface FakeLlmBehavior {
   mode: 'ok' | 'http-500' | 'cut' | 'malformed' | 'no-finish';
   /** `cut` and `malformed` only: chunks sent before the failure. */
   cutAfterChunks: number;
+  /**
+   * After the text chunks, a tool call (its arguments streamed in two halves),
+   * finish reason `tool_calls` — only to a request without tool results (the
+   * step after the results answers in text). With `cut`, the connection is cut
+   * after the first half of the arguments.
+   */
+  toolCall?: { name: string; arguments: string } | undefined;
   /** `ok`: the finish_reason of the final chunk (default `stop`). */
   finishReason?: string;
   /** `ok`: usage sent with the final chunk (as OpenAI does with stream_options.include_usage). */
@@ -86,7 +93,7 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(parts).toString('utf8');
 }
 
-function chunkEvent(id: string, model: string, created: number, delta: Record<string, string>, finishReason: string | null, usage?: FakeLlmBehavior['usage']): string {
+function chunkEvent(id: string, model: string, created: number, delta: Record<string, unknown>, finishReason: string | null, usage?: FakeLlmBehavior['usage']): string {
   const payload = {
     id,
     object: 'chat.completion.chunk',
@@ -152,6 +159,25 @@ export async function startOpenAiCompatibleServer(initial: Partial<FakeLlmBehavi
 
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     res.flushHeaders();
+    const hasResults = Array.isArray((body as { messages?: unknown }).messages) && ((body as { messages: { role?: unknown }[] }).messages).some((m) => m.role === 'tool');
+    if (b.toolCall !== undefined && !hasResults) {
+      for (let i = 0; i < b.chunks.length; i++) {
+        res.write(chunkEvent(id, model, created, i === 0 ? { role: 'assistant', content: b.chunks[i] ?? '' } : { content: b.chunks[i] ?? '' }, null));
+        record.chunksSent++;
+      }
+      const half = Math.floor(b.toolCall.arguments.length / 2);
+      res.write(chunkEvent(id, model, created, { tool_calls: [{ index: 0, id: `call_${id}`, type: 'function', function: { name: b.toolCall.name, arguments: b.toolCall.arguments.slice(0, half) } }] }, null));
+      record.chunksSent++;
+      if (b.mode === 'cut') {
+        record.outcome = 'server-cut';
+        res.socket?.destroy();
+        return;
+      }
+      res.write(chunkEvent(id, model, created, { tool_calls: [{ index: 0, function: { arguments: b.toolCall.arguments.slice(half) } }] }, null));
+      res.write(chunkEvent(id, model, created, {}, 'tool_calls'));
+      res.end('data: [DONE]\n\n');
+      return;
+    }
     const limit = b.mode === 'cut' || b.mode === 'malformed' ? Math.min(b.cutAfterChunks, b.chunks.length) : b.chunks.length;
     for (const text of b.reasoning ?? []) res.write(chunkEvent(id, model, created, { reasoning_content: text }, null));
     for (let i = 0; i < limit; i++) {
