@@ -143,20 +143,25 @@ export async function readJournalIndex(fs: FileSystem, dir: string): Promise<Jou
   return decodeJournalIndex(bytes);
 }
 
-/** Writes the index durably (temp → fdatasync → rename → directory sync). */
-export async function writeJournalIndex(fs: FileSystem, dir: string, bytes: Uint8Array): Promise<void> {
+/**
+ * Writes the index (temp → fdatasync → rename → directory sync). With `sync`
+ * false (at close, where it must not hold the close up) the two syncs are
+ * skipped: safe, because a power loss then leaves the old index, the new one,
+ * or bytes that fail the checksums, and open checks every index it reads.
+ */
+export async function writeJournalIndex(fs: FileSystem, dir: string, bytes: Uint8Array, sync = true): Promise<void> {
   await ensureDir(fs, dir, DIR_MODE);
   const file = path.join(dir, INDEX_FILE);
   const temp = `${file}.tmp`;
   const handle = await fs.open(temp, 'w+', FILE_MODE);
   try {
     await writeFully(handle, bytes, 0);
-    await handle.datasync();
+    if (sync) await handle.datasync();
   } finally {
     await handle.close();
   }
   await fs.rename(temp, file);
-  await fs.syncDir(dir);
+  if (sync) await fs.syncDir(dir);
 }
 
 /** Removes the index (it no longer describes the journal); durable, and quiet when there is none. */

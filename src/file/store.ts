@@ -242,7 +242,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
    * cannot be indexed now (damage, a quarantined session, writes off), removes
    * any older index instead. Written with every checkpoint and at close.
    */
-  async writeJournalIndex(): Promise<{ bytes: number } | { problem: string }> {
+  async writeJournalIndex(sync = true): Promise<{ bytes: number } | { problem: string }> {
     if (this.options.useJournalIndex === false) return { problem: 'turned off' };
     const image = this.#recovery.passDamage.length > 0 ? 'the recovery pass found damage' : await this.journal.indexImage();
     const bytes = typeof image === 'string' ? undefined : encodeJournalIndex(image, this.journal.syncedLsn);
@@ -250,7 +250,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       await removeJournalIndex(this.#fs, this.checkpointDir);
       return { problem: typeof image === 'string' ? image : 'a figure does not fit the index format' };
     }
-    await writeJournalIndex(this.#fs, this.checkpointDir, bytes);
+    await writeJournalIndex(this.#fs, this.checkpointDir, bytes, sync);
     return { bytes: bytes.length };
   }
 
@@ -440,7 +440,8 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       if (this.journal.state === 'open' && this.options.enableJournal) {
         try {
           await this.journal.flush();
-          await this.writeJournalIndex();
+          // Not synced: closing must not wait for it, and a torn index is refused by its checksums.
+          await this.writeJournalIndex(false);
         } catch {
           // Only an accelerator: the close goes on, and the next open scans (close reports the journal's own failure).
         }
