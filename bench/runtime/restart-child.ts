@@ -13,6 +13,9 @@
  * assistant_stream_started, assistant_response_completed), topped up with
  * session_config_changed; with `--kind user-only` they are all
  * user_message_sent, i.e. requests that were never answered (see eventFor). It
+ * Before the last round it writes the periodic checkpoint (with the journal
+ * index), as a server that ran for a while has (`--checkpoint-before-last no`:
+ * never, so open scans the whole journal);
  * then prints one line `ready {json}` and waits, holding the lock, for the
  * parent's SIGKILL.
  *
@@ -77,7 +80,7 @@ function eventFor(kind: 'turns' | 'user-only', r: number, events: number, ids: {
   }
 }
 
-async function write(dataDir: string, sessions: number, events: number, kind: 'turns' | 'user-only'): Promise<void> {
+async function write(dataDir: string, sessions: number, events: number, kind: 'turns' | 'user-only', checkpointBeforeLast: boolean): Promise<void> {
   const arbor = await createArbor({ dataDir });
   // The runtime's own file store (createArbor with a dataDir): the bench appends to its journal directly.
   const store = arbor.backend as Store<SessionState>;
@@ -90,6 +93,12 @@ async function write(dataDir: string, sessions: number, events: number, kind: 't
   const inFlight = new Set<Promise<unknown>>();
   // Round r appends event r+1 of every session: the log interleaves sessions, as a busy server's does.
   outer: for (let r = 0; r < events; r += 1) {
+    if (r === events - 1 && events > 1 && checkpointBeforeLast) {
+      // A running server has written its periodic checkpoint (and with it the journal index) some time
+      // before it is killed: here, before the last round, so that open reads the index and scans the last round.
+      await Promise.all(inFlight);
+      await arbor.checkpoint();
+    }
     for (let i = 0; i < sessions; i += 1) {
       if (failure !== undefined) break outer;
       while (issued - done >= WINDOW) await Promise.race(inFlight);
@@ -155,6 +164,7 @@ async function recover(dataDir: string, probe: string, expectSessions: number, e
       hotSessions: h.hot.sessions,
       recoveredCounts: report.counts,
       journalRecordsScanned: report.journal.records,
+      journalIndex: report.journal.index ?? null,
       // Notices recovery appended for cut or unanswered turns, besides the probe's own (its load() repairs it before seqBefore is read).
       appendedByCreate: appendedByRecovery,
       journalBytesScanned: report.journal.bytes,
@@ -182,13 +192,14 @@ async function main(): Promise<void> {
       'expect-sessions': { type: 'string', default: '0' },
       'expect-seq': { type: 'string', default: '0' },
       kind: { type: 'string', default: 'turns' },
+      'checkpoint-before-last': { type: 'string', default: 'yes' },
     },
   });
   const dataDir = values['data-dir'];
   if (dataDir === undefined) throw new Error('--data-dir is required');
   const kind = values.kind;
   if (kind !== 'turns' && kind !== 'user-only') throw new Error(`--kind must be turns or user-only, got ${JSON.stringify(kind)}`);
-  if (positionals[0] === 'write') await write(dataDir, Number(values.sessions), Number(values.events), kind);
+  if (positionals[0] === 'write') await write(dataDir, Number(values.sessions), Number(values.events), kind, values['checkpoint-before-last'] !== 'no');
   else if (positionals[0] === 'recover') await recover(dataDir, values.probe!, Number(values['expect-sessions']), Number(values['expect-seq']));
   else throw new Error(`unknown mode ${JSON.stringify(positionals[0])}: write | recover`);
 }

@@ -1240,6 +1240,8 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
   const recoveredDetail = `${fmtInt(rc.allRecoveredFromCreateMs)} ms from createArbor until the background pass is done (${fmtInt(rc.recovered)} recovered${allOk ? '' : ', CHECK FAILED'}; createArbor itself ${fmtInt(rc.createArborMs)} ms)`;
   limit(`restart: all sessions recovered < 2 s (goal)`, allOk ? rc.allRecoveredFromCreateMs : Number.NaN, 2000, recoveredDetail);
   limit(`restart: all sessions recovered < 5 s (seed)`, allOk ? rc.allRecoveredFromCreateMs : Number.NaN, 5000, recoveredDetail);
+  const floorRatio = rc.allRecoveredFromCreateMs / Math.max(1, r.restart.rawRead.ms);
+  limit(`restart: all sessions recovered ≤ 3× the journal read-back floor (goal)`, allOk ? floorRatio : Number.NaN, 3, `${fmt(floorRatio, 2)}× (${fmtInt(rc.allRecoveredFromCreateMs)} ms against ${fmtInt(r.restart.rawRead.ms)} ms to read the journal back, same run)`);
 
   const c = r.chat;
   if (c.peers.skipped) {

@@ -1,6 +1,7 @@
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { readTableCheckpoint, type CheckpointEntry } from './table-checkpoint.ts';
-import { decodeHead, decodePayload, FRAME_HEADER_BYTES, type JournalRecord } from './journal/format.ts';
+import { decodeHead, decodePayload, decodeSegmentHeader, FRAME_HEADER_BYTES, FRAME_LENGTH_OFFSET, frameCrc, MIN_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES, type JournalRecord } from './journal/format.ts';
+import { scanSegment, type DamagedRegion } from './journal/segment-scanner.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import type { Journal } from './journal/journal.ts';
 import type { SnapshotStore } from './snapshot-store.ts';
@@ -163,7 +164,15 @@ export class RecoveryCoordinator<S> {
     if (snapshot !== undefined) journal.noteSnapshot(sid, snapshot.seq, snapshot.dedupe, newestOnDisk);
     if (!replay.failed) {
       try {
-        for (const record of await journal.readSession(sid, report.seq + 1)) replay.apply(record);
+        // A frame that fails its checksum on read-back (never scanned at open: a journal index vouched
+        // for it, or it changed since) is a gap, as the open scan would have made it.
+        const bad: { seq: number; where: string }[] = [];
+        const records = await journal.readSession(sid, report.seq + 1, (d) => {
+          this.#noteDamage({ segment: d.segment, offset: d.offset, length: d.length, reason: `${d.reason} (found on read-back)`, sessions: [{ sid, seq: d.seq }] });
+          bad.push({ seq: d.seq, where: `${d.segment} offset ${d.offset}` });
+        });
+        for (const record of records) replay.apply(record);
+        for (const { seq, where } of bad) replay.noteDamage(seq, where);
       } catch (err) {
         replay.fail(err, (err as Error)?.message ?? String(err));
       }
@@ -363,9 +372,13 @@ export class RecoveryCoordinator<S> {
   }
 
   /**
-   * Replays the frames found at open, in log order, into `builder` for the
-   * selected pending sessions. A record at or below `skipUpTo` of its session
-   * is only looked at by its head (`onCovered`), not parsed. False when stopped.
+   * Replays the segments as they were at open, in log order, into `builder`
+   * for the selected pending sessions. Every frame's checksum is checked again
+   * here (the bytes are read again, and a byte that changed since the open
+   * scan, or was never scanned because a journal index vouched for it, must
+   * not come back as data): a frame that fails is skipped, and its session
+   * shows the gap. A record at or below `skipUpTo` of its session is only
+   * looked at by its head (`onCovered`), not parsed. False when stopped.
    */
   async #replay(builder: RecoveryBuilder<S>, select: (sid: string) => boolean, skipUpTo: ReadonlyMap<string, number>, onCovered?: (head: { sid: string; seq: number; lsn: number }) => void): Promise<boolean> {
     const { journal } = this.#o;
@@ -373,6 +386,23 @@ export class RecoveryCoordinator<S> {
     const heads = skipUpTo.size > 0;
     let n = 0;
     const segments = journal.framesAtOpen() ?? [];
+    // One record's payload, its checksum already checked: its LSN, or why it does not decode.
+    const take = (payload: Uint8Array): number | string => {
+      if (heads) {
+        // Most records of a session with a snapshot or checkpoint entry are covered by it: skip them unparsed.
+        const head = decodeHead(payload);
+        if (typeof head === 'string') return head;
+        if (!this.#pending.has(head.sid) || !select(head.sid)) return head.lsn;
+        if (head.seq <= (skipUpTo.get(head.sid) ?? 0)) {
+          onCovered?.(head);
+          return head.lsn;
+        }
+      }
+      const record = decodePayload(payload);
+      if (typeof record === 'string') return record;
+      if (this.#pending.has(record.sid) && select(record.sid)) builder.apply(record as JournalRecord);
+      return record.lsn;
+    };
     // The next segment is read while this one is replayed.
     const read = (k: number) => (segments[k] === undefined ? undefined : journal.readSegment(segments[k]!.name));
     let ahead = read(0);
@@ -384,33 +414,59 @@ export class RecoveryCoordinator<S> {
       // A failed read-ahead surfaces when its turn comes (awaited above), not as an unhandled rejection before.
       ahead?.catch(() => undefined);
       const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-      const frames = segment.frames;
-      for (let i = 0; i < frames.length; i += 2) {
+      const end = Math.min(segment.end, view.length);
+      const header = decodeSegmentHeader(view);
+      if (typeof header === 'string' || header.seed !== segment.seed) continue; // the whole segment changed since open: its sessions show the gap
+      let pos = SEGMENT_HEADER_BYTES;
+      let lastLsn = header.firstLsn - 1;
+      while (pos < end) {
         if (++n % slice === 0) {
           await yieldToLoop();
           if (this.#stopped) return false;
         }
-        const offset = frames[i]!;
-        const frameBytes = frames[i + 1]!;
-        // The open scan checked this frame's checksum; the file is only appended to since, so the
-        // bytes are the same (a frame that no longer parses is skipped and shows as a gap).
-        if (offset + frameBytes > view.length) continue;
-        const payload = view.subarray(offset + FRAME_HEADER_BYTES, offset + frameBytes);
-        if (heads) {
-          // Most records of a session with a snapshot or checkpoint entry are covered by it: skip them unparsed.
-          const head = decodeHead(payload);
-          if (typeof head === 'string' || !this.#pending.has(head.sid) || !select(head.sid)) continue;
-          if (head.seq <= (skipUpTo.get(head.sid) ?? 0)) {
-            onCovered?.(head);
-            continue;
-          }
+        const length = pos + FRAME_HEADER_BYTES <= end ? view.readUInt32LE(pos + FRAME_LENGTH_OFFSET) : -1;
+        const frameEnd = pos + FRAME_HEADER_BYTES + length;
+        const lsn = length >= MIN_PAYLOAD_BYTES && frameEnd <= end && frameCrc(segment.seed, view.subarray(pos, frameEnd)) === view.readUInt32LE(pos) ? take(view.subarray(pos + FRAME_HEADER_BYTES, frameEnd)) : 'checksum mismatch';
+        if (typeof lsn === 'number' && lsn > lastLsn) {
+          lastLsn = lsn;
+          pos = frameEnd;
+          continue;
         }
-        const record = decodePayload(payload);
-        if (typeof record !== 'string' && this.#pending.has(record.sid) && select(record.sid)) builder.apply(record as JournalRecord);
+        // A frame that fails now: the scanner resyncs past it (the rest of the segment, at once; a rare path).
+        const rest = Buffer.concat([view.subarray(0, SEGMENT_HEADER_BYTES), view.subarray(pos, end)]);
+        const damage = scanSegment(
+          rest,
+          { isLast: false, maxRecordBytes: end - pos, tail: { at: pos, lastLsn } },
+          (r: { lsn: number; payload: Uint8Array }) => void take(r.payload),
+          (payload) => {
+            const h = decodeHead(payload);
+            return typeof h === 'string' ? h : { lsn: h.lsn, payload };
+          },
+        ).damage;
+        if (errorChannel.hasSubscribers) {
+          for (const d of damage) errorChannel.publish({ source: 'recovery', code: ErrorCodes.CORRUPTION, message: `${segment.name} offset ${d.offset}: ${d.reason} (found by the recovery pass's re-check; the frame is not replayed)` } satisfies ErrorMessage);
+        }
+        for (const d of damage) this.#noteDamage({ ...d, segment: segment.name });
+        break;
       }
       await yieldToLoop();
     }
     return true;
+  }
+
+  /** Damage the pass's re-check found that the open scan had not (bytes changed since, or vouched for by an index). */
+  readonly #passDamage: (DamagedRegion & { segment: string })[] = [];
+
+  /** Damage found after open joins the journal's report (once per place): the index is not written while there is any. */
+  #noteDamage(d: DamagedRegion & { segment: string }): void {
+    this.#passDamage.push(d);
+    const known = this.#o.journal.report.damage;
+    if (!known.some((k) => k.segment === d.segment && k.offset === d.offset)) known.push(d);
+  }
+
+  /** Damage the background pass found on its own re-check of every frame. */
+  get passDamage(): readonly (DamagedRegion & { segment: string })[] {
+    return this.#passDamage;
   }
 
   #finish(): void {

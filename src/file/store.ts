@@ -11,6 +11,8 @@ import { writeTableCheckpoint, type CheckpointEntry } from './table-checkpoint.t
 import { RecoveryCoordinator, type CheckpointUse, type RecoveredSession } from './recovery-coordinator.ts';
 import { SessionReplay, type RecoveryHooks, type RecoveryStatus, type SessionRecovery } from '../backend/replay.ts';
 import { SnapshotStore } from './snapshot-store.ts';
+import { encodeJournalIndex, readJournalIndex, removeJournalIndex, writeJournalIndex, type JournalIndexFile } from './journal-index.ts';
+import { detectLoss, recordLoss, type JournalLoss } from './journal-loss.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import { DirectoryLock, type LockOwner } from '../storage/lock.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
@@ -34,6 +36,12 @@ export interface RecoveryReport {
   snapshotTempFilesRemoved: string[];
   /** the previous owner of the data directory's lock, when it was stale */
   staleLock?: LockOwner | 'unreadable';
+  /**
+   * The journal ends below its durable high-water mark (kept in the journal
+   * index and the checkpoint): acknowledged events were cut from the disk.
+   * The sessions known to be affected get the loss notice (RESTORED.json).
+   */
+  loss?: JournalLoss;
 }
 
 type StoreState = 'open' | 'closing' | 'closed';
@@ -114,7 +122,11 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     let journal: Journal | undefined;
     try {
       const snapshots = await SnapshotStore.open({ fs, dir: o.snapshotDir, maxSnapshotsPerSession: o.maxSnapshotsPerSession });
+      // The persisted index (an accelerator: the journal checks it against its files, and scans in full when it does not hold).
+      const checkpointDir = path.join(o.dataDir, 'checkpoint');
+      const index: JournalIndexFile | { problem: string } = o.useJournalIndex === false ? { problem: 'turned off' } : await readJournalIndex(fs, checkpointDir);
       journal = await Journal.open({
+        ...('image' in index ? { index: index.image } : {}),
         fs,
         dir: o.journalDir,
         durability: o.durability,
@@ -143,7 +155,14 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
           }
         }
       }
+      // A journal that ends below the high-water mark an index or checkpoint of its own recorded lost acknowledged events.
+      const loss = await detectLoss({ fs, dataDir: o.dataDir, checkpointDir, journal, index });
+      if (loss !== undefined) await recordLoss({ fs, dataDir: o.dataDir, checkpointDir, journal, loss });
+      if (journal.report.index === undefined && 'problem' in index && index.problem !== 'no index' && index.problem !== 'turned off') {
+        journal.report.index = { used: false, identity: 'unknown', indexedRecords: 0, problem: index.problem };
+      }
       const store = new Store<S>(o, fs, lock, journal, snapshots, hooks);
+      if (loss !== undefined) store.#openReport.loss = loss;
       store.#reopenWith = { options, hooks, internals };
       store.#openReport.durationMs = performance.now() - started;
       if (o.recovery === 'eager' || o.salvage) {
@@ -208,9 +227,35 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
    * correctness. Each entry must be a committed state and the LSN of its
    * last event.
    */
-  writeCheckpoint(entries: Iterable<CheckpointEntry<S>>): Promise<{ bytes: number; entries: number }> {
-    if (this.#state !== 'open') return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'store is closed'));
-    return writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries });
+  async writeCheckpoint(entries: Iterable<CheckpointEntry<S>>): Promise<{ bytes: number; entries: number }> {
+    if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
+    const highWater = this.journal.syncedLsn;
+    const written = await writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries, highWater, highWaterSegment: this.#segmentIdentity() });
+    await this.writeJournalIndex();
+    return written;
+  }
+
+  /** [first LSN, salt] of the oldest segment: what ties a high-water mark to this journal. */
+  #segmentIdentity(): { id: number; salt: number } | undefined {
+    return this.journal.segmentIdentity();
+  }
+
+  /**
+   * Writes the journal index (see journal-index.ts) as of the last settled
+   * record, with the synced LSN as its high-water mark; when the journal
+   * cannot be indexed now (damage, a quarantined session, writes off), removes
+   * any older index instead. Written with every checkpoint and at close.
+   */
+  async writeJournalIndex(sync = true): Promise<{ bytes: number } | { problem: string }> {
+    if (this.options.useJournalIndex === false) return { problem: 'turned off' };
+    const image = this.#recovery.passDamage.length > 0 ? 'the recovery pass found damage' : await this.journal.indexImage();
+    const bytes = typeof image === 'string' ? undefined : encodeJournalIndex(image, this.journal.syncedLsn);
+    if (bytes === undefined) {
+      await removeJournalIndex(this.#fs, this.checkpointDir);
+      return { problem: typeof image === 'string' ? image : 'a figure does not fit the index format' };
+    }
+    await writeJournalIndex(this.#fs, this.checkpointDir, bytes, sync);
+    return { bytes: bytes.length };
   }
 
   /** What the background pass made of the checkpoint (undefined before it read it). */
@@ -446,6 +491,16 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     this.#state = 'closing';
     this.#recovery.stop();
     try {
+      // A clean close leaves an index of everything: the next open reads it instead of scanning.
+      if (this.journal.state === 'open' && this.options.enableJournal) {
+        try {
+          await this.journal.flush();
+          // Not synced: closing must not wait for it, and a torn index is refused by its checksums.
+          await this.writeJournalIndex(false);
+        } catch {
+          // Only an accelerator: the close goes on, and the next open scans (close reports the journal's own failure).
+        }
+      }
       await this.journal.close();
     } finally {
       await this.#lock.release();

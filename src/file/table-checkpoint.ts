@@ -3,7 +3,7 @@ import { posix as path } from 'node:path';
 import { Packr } from 'msgpackr';
 import { isSessionId } from '../core/ids.ts';
 import type { DedupeEntry } from './journal/journal.ts';
-import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
+import { ensureDir, hasCode, readFully, writeFully, type FileSystem } from '../storage/fs-port.ts';
 
 /**
  * The whole-table checkpoint: every session of the hot tier in one file, the
@@ -16,18 +16,26 @@ import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-p
  *
  *   file    = header entry* trailer
  *   header  = "ARBORCKP" version:u16 reserved:u16 stateSchemaVersion:u32
- *             createdAt:u64 entries:u32 headerCrc:u32             (32 bytes)
+ *             createdAt:u64 entries:u32 highWater:u64 hwSegment:u64
+ *             hwSalt:u32 reserved:u32 headerCrc:u32                 (56 bytes, version 2)
+ *   (version 1, still read: the same up to `entries`, then headerCrc:u32; 32 bytes)
  *   entry   = length:u32 crc:u32 msgpack([sid, seq, lsn, state, dedupe])
  *   trailer = 0xFFFFFFFF:u32 count:u32
- *   crc     = crc32(payload, seed = headerCrc); headerCrc = crc32(bytes 0..27)
+ *   crc     = crc32(payload, seed = headerCrc); headerCrc = crc32(the header bytes before it)
+ *
+ * `highWater` is the journal's synced LSN when the checkpoint was written and
+ * `hwSegment`/`hwSalt` the journal segment it was written against (its first
+ * LSN and salt): a journal of this data directory that ends below it lost
+ * acknowledged events (the same mark as the journal index's).
  *
  * Written to a temp file, synced, renamed, directory synced; `entries` in the
  * header and `count` in the trailer must agree with what is in between.
  */
 export const CHECKPOINT_MAGIC = Buffer.from('ARBORCKP', 'latin1');
-export const CHECKPOINT_VERSION = 1;
+export const CHECKPOINT_VERSION = 2;
 export const CHECKPOINT_FILE = 'table.ckpt';
-const HEADER_BYTES = 32;
+const HEADER_BYTES = 56;
+const V1_HEADER_BYTES = 32;
 const TRAILER_MARK = 0xffffffff;
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
@@ -50,6 +58,9 @@ export interface CheckpointWriteOptions {
   entries: Iterable<CheckpointEntry>;
   /** Entries encoded between two yields to the event loop. */
   sliceEntries?: number;
+  /** the journal's synced LSN now, and its segment (first LSN and salt) it belongs to */
+  highWater?: number;
+  highWaterSegment?: { id: number; salt: number } | undefined;
 }
 
 /** Writes the checkpoint durably (temp → sync → rename → directory sync). Resolves with its size. */
@@ -64,8 +75,11 @@ export async function writeTableCheckpoint(o: CheckpointWriteOptions): Promise<{
   header.writeUInt32LE(o.stateSchemaVersion, 12);
   header.writeBigUInt64LE(BigInt(Date.now()), 16);
   header.writeUInt32LE(list.length, 24);
-  const seed = crc32(header.subarray(0, 28));
-  header.writeUInt32LE(seed, 28);
+  header.writeBigUInt64LE(BigInt(o.highWater ?? 0), 28);
+  header.writeBigUInt64LE(BigInt(o.highWaterSegment?.id ?? 0), 36);
+  header.writeUInt32LE(o.highWaterSegment?.salt ?? 0, 44);
+  const seed = crc32(header.subarray(0, HEADER_BYTES - 4));
+  header.writeUInt32LE(seed, HEADER_BYTES - 4);
   const handle = await o.fs.open(temp, 'w+', FILE_MODE);
   let pos = 0;
   try {
@@ -100,7 +114,52 @@ export async function writeTableCheckpoint(o: CheckpointWriteOptions): Promise<{
   return { bytes: pos, entries: list.length };
 }
 
-export type CheckpointRead<S> = { entries: CheckpointEntry<S>[]; createdAt: number; stateSchemaVersion: number; bytes: number } | { problem: string };
+export type CheckpointRead<S> = { entries: CheckpointEntry<S>[]; createdAt: number; stateSchemaVersion: number; bytes: number; highWater?: CheckpointHighWater } | { problem: string };
+
+/** The durable high-water mark a checkpoint recorded: the journal's synced LSN, and the segment it belonged to. */
+export interface CheckpointHighWater {
+  lsn: number;
+  segment: number;
+  salt: number;
+  createdAt: number;
+}
+
+/** Checks a checkpoint header; its length, seed and high-water mark (version 2), or why not. */
+function checkHeader(buf: Buffer): { headerBytes: number; seed: number; highWater?: CheckpointHighWater } | { problem: string } {
+  if (buf.length < V1_HEADER_BYTES + 8) return { problem: `${CHECKPOINT_FILE} is ${buf.length} bytes, shorter than a header and trailer` };
+  if (!buf.subarray(0, 8).equals(CHECKPOINT_MAGIC)) return { problem: `${CHECKPOINT_FILE} does not start with ARBORCKP` };
+  const version = buf.readUInt16LE(8);
+  const headerBytes = version === 1 ? V1_HEADER_BYTES : HEADER_BYTES;
+  if (version !== 1 && version !== CHECKPOINT_VERSION) return { problem: `${CHECKPOINT_FILE}: unknown version ${version}` };
+  if (buf.length < headerBytes + 8) return { problem: `${CHECKPOINT_FILE} is ${buf.length} bytes, shorter than a header and trailer` };
+  const seed = crc32(buf.subarray(0, headerBytes - 4));
+  if (seed !== buf.readUInt32LE(headerBytes - 4)) return { problem: `${CHECKPOINT_FILE}: header checksum mismatch` };
+  if (version === 1) return { headerBytes, seed };
+  const lsn = Number(buf.readBigUInt64LE(28));
+  return { headerBytes, seed, ...(lsn > 0 ? { highWater: { lsn, segment: Number(buf.readBigUInt64LE(36)), salt: buf.readUInt32LE(44), createdAt: Number(buf.readBigUInt64LE(16)) } } : {}) };
+}
+
+/**
+ * Only the checkpoint's high-water mark (its header), without reading the
+ * entries: what open and `arbor verify` compare the journal's end with.
+ */
+export async function readCheckpointHighWater(fs: FileSystem, dir: string): Promise<CheckpointHighWater | undefined> {
+  let handle;
+  try {
+    handle = await fs.open(path.join(dir, CHECKPOINT_FILE), 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const head = await readFully(handle, HEADER_BYTES + 8, 0);
+    const h = checkHeader(Buffer.from(head.buffer, head.byteOffset, head.length));
+    return 'problem' in h ? undefined : h.highWater;
+  } catch {
+    return undefined;
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
 
 /**
  * Reads and checks the checkpoint in `dir`. The whole file must check out
@@ -116,14 +175,12 @@ export async function readTableCheckpoint<S>(fs: FileSystem, dir: string): Promi
     return { problem: `cannot read ${CHECKPOINT_FILE}: ${(err as Error).message}` };
   }
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-  if (buf.length < HEADER_BYTES + 8) return { problem: `${CHECKPOINT_FILE} is ${buf.length} bytes, shorter than a header and trailer` };
-  if (!buf.subarray(0, 8).equals(CHECKPOINT_MAGIC)) return { problem: `${CHECKPOINT_FILE} does not start with ARBORCKP` };
-  const seed = crc32(buf.subarray(0, 28));
-  if (seed !== buf.readUInt32LE(28)) return { problem: `${CHECKPOINT_FILE}: header checksum mismatch` };
-  if (buf.readUInt16LE(8) !== CHECKPOINT_VERSION) return { problem: `${CHECKPOINT_FILE}: unknown version ${buf.readUInt16LE(8)}` };
+  const h = checkHeader(buf);
+  if ('problem' in h) return h;
+  const { seed } = h;
   const expected = buf.readUInt32LE(24);
   const entries: CheckpointEntry<S>[] = [];
-  let pos = HEADER_BYTES;
+  let pos = h.headerBytes;
   for (;;) {
     if (pos + 8 > buf.length) return { problem: `${CHECKPOINT_FILE}: cut short at offset ${pos}` };
     const length = buf.readUInt32LE(pos);
@@ -149,5 +206,5 @@ export async function readTableCheckpoint<S>(fs: FileSystem, dir: string): Promi
     entries.push({ sid, seq, lsn, state: state as S, dedupe: dedupe as DedupeEntry[] });
     pos = end;
   }
-  return { entries, createdAt: Number(buf.readBigUInt64LE(16)), stateSchemaVersion: buf.readUInt32LE(12), bytes: buf.length };
+  return { entries, createdAt: Number(buf.readBigUInt64LE(16)), stateSchemaVersion: buf.readUInt32LE(12), bytes: buf.length, ...(h.highWater === undefined ? {} : { highWater: h.highWater }) };
 }

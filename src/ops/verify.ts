@@ -5,12 +5,14 @@ import { scanSegment } from '../file/journal/segment-scanner.ts';
 import { decodeSnapshot, SNAPSHOT_MAGIC } from '../backend/snapshot-codec.ts';
 import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
 import { isSessionId } from '../core/ids.ts';
+import { INDEX_FILE, readJournalIndex } from '../file/journal-index.ts';
+import { CHECKPOINT_FILE, readCheckpointHighWater } from '../file/table-checkpoint.ts';
 import { listDir, readIfPresent, resolveLayout, type LayoutOptions, type ProgressFn } from './layout.ts';
 
 /** One problem found by verify: what, and where (file, byte offset, session, seq). */
 export interface VerifyDamage {
-  /** `segment`, `snapshot` or `session` (a gap only visible across files) */
-  kind: 'segment' | 'snapshot' | 'session';
+  /** `segment`, `snapshot`, `session` (a gap only visible across files) or `loss` (the journal ends below its durable high-water mark) */
+  kind: 'segment' | 'snapshot' | 'session' | 'loss';
   /** path relative to the data directory's journal or snapshot directory, e.g. `journals/00000000000000000001.wal` */
   file?: string;
   offset?: number;
@@ -115,6 +117,13 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
   const segments: VerifiedSegment[] = [];
   const snapshotsOut: VerifiedSnapshot[] = [];
 
+  // The durable high-water marks, read before the segments: a live server only raises them after the
+  // records below them are on disk, so a mark read first never exceeds what the segments read next hold.
+  const checkpointDir = path.join(resolveLayout(options).dataDir, 'checkpoint');
+  const indexRead = await readJournalIndex(fs, checkpointDir);
+  const ckHigh = await readCheckpointHighWater(fs, checkpointDir);
+  const salts = new Map<number, number>();
+
   const journalNames = await listDir(fs, journalDir);
   const segmentNames = journalNames.filter((n) => SEGMENT_FILE_PATTERN.test(n));
   for (const n of journalNames) {
@@ -145,6 +154,7 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
   let sessions = new Map<string, SessionTrack>();
   let prevLastLsn: number | undefined;
   let records = 0;
+  let lastLsnSeen = 0;
   for (let i = 0; i < segmentNames.length; i += 1) {
     const name = segmentNames[i]!;
     const file = `journals/${name}`;
@@ -206,6 +216,10 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
       );
     }
     prevLastLsn = scan.header === undefined ? undefined : scan.lastLsn;
+    if (scan.header !== undefined) {
+      salts.set(id, scan.header.salt);
+      lastLsnSeen = Math.max(lastLsnSeen, scan.lastLsn);
+    }
     records += scan.records;
     const status: VerifiedSegment['status'] = found.length > 0 ? 'damaged' : scan.torn !== undefined ? 'torn-tail' : 'ok';
     const seg: VerifiedSegment = { file, bytes: bytes.length, records: scan.records, firstLsn: scan.header?.firstLsn ?? id, lastLsn: scan.lastLsn, status };
@@ -301,6 +315,34 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
       ...(snap === undefined ? {} : { newestSnapshotSeq: snap }),
       snapshots: snapshotCount.get(sid) ?? 0,
       lastSeq: Math.max(t?.last ?? 0, snap ?? 0),
+    });
+  }
+  // ---- the journal's end against its durable high-water mark ----
+  const marks: { lsn: number; where: string; at: number }[] = [];
+  if ('image' in indexRead) {
+    const named = indexRead.image.segments.filter((s) => salts.has(s.id));
+    if (named.length > 0 && named.every((s) => salts.get(s.id) === s.salt)) marks.push({ lsn: indexRead.highWater, where: `checkpoint/${INDEX_FILE}`, at: indexRead.createdAt });
+  }
+  if (ckHigh !== undefined && salts.get(ckHigh.segment) === ckHigh.salt) marks.push({ lsn: ckHigh.lsn, where: `checkpoint/${CHECKPOINT_FILE}`, at: ckHigh.createdAt });
+  const mark = marks.sort((x, y) => y.lsn - x.lsn)[0];
+  if (mark !== undefined && mark.lsn > lastLsnSeen) {
+    const affected: { sid: string; seq?: number }[] = [];
+    if ('image' in indexRead) {
+      for (const e of indexRead.image.sessions) {
+        const has = Math.max(sessions.get(e.sid)?.last ?? 0, newestValid.get(e.sid) ?? 0);
+        if (e.lastSeq > has) affected.push({ sid: e.sid, seq: has + 1 });
+      }
+    }
+    const lost = mark.lsn - lastLsnSeen;
+    damage.push({
+      kind: 'loss',
+      lostLsns: [lastLsnSeen + 1, mark.lsn],
+      ...(affected.length === 0 ? {} : { sessions: affected }),
+      reason:
+        `LOSS: the journal ends at LSN ${lastLsnSeen}, but LSNs up to ${mark.lsn} had been synced (the high-water mark in ${mark.where}, ${new Date(mark.at).toISOString()}): ` +
+        `at least ${lost} acknowledged event${lost === 1 ? '' : 's'} were cut from the disk` +
+        (affected.length === 0 ? '' : `, in ${affected.length} session${affected.length === 1 ? '' : 's'} (${affected.slice(0, 10).map((a) => `${a.sid} from seq ${a.seq}`).join(', ')}${affected.length > 10 ? ', …' : ''})`) +
+        '; not a torn write',
     });
   }
   if (segmentNames.length === 0 && snapshotsOut.length === 0) notes.push(`no journal segment and no snapshot in ${journalDir} and ${snapshotDir}: an empty or new data directory`);

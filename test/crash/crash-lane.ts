@@ -21,6 +21,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { openStore } from '../../src/file/store.ts';
+import { existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   CrashViolation,
   describePlan,
@@ -44,6 +46,9 @@ interface ChildRun extends KillChildRun {
 }
 
 export const CHILD_PATH = fileURLToPath(new URL('./kill-child.ts', import.meta.url));
+
+/** What a cycle did to the journal index before the child ran (see CrashLane.applyIndexFate). */
+export type IndexFate = 'keep' | 'removed' | 'corrupt' | 'truncated' | 'stale' | 'foreign';
 
 export interface ChildConfig {
   durability: 'fsync' | 'write';
@@ -111,6 +116,47 @@ export class CrashLane {
   /** sid → seq recovered by the last verification */
   readonly verifiedSeq = new Map<string, number>();
   cycles = 0;
+  /** An index this lane saved some cycles ago: a stale one, when put back. */
+  #savedIndex: Buffer | undefined;
+
+  /**
+   * Negative controls for the journal index: before a cycle, what becomes of
+   * `checkpoint/journal.idx` (left as the last verification wrote it, removed,
+   * a byte flipped, cut short, an older copy put back, or one of another data
+   * directory). Whatever it is, recovery must check out exactly as without it.
+   */
+  static foreignIndex: Buffer | undefined;
+
+  applyIndexFate(rand: () => number): IndexFate {
+    const file = join(this.dataDir, 'checkpoint', 'journal.idx');
+    if (!existsSync(file)) return 'keep';
+    const bytes = readFileSync(file);
+    if (this.#savedIndex === undefined || rand() < 0.1) this.#savedIndex = bytes;
+    CrashLane.foreignIndex ??= bytes;
+    const r = rand();
+    if (r < 0.5) return 'keep';
+    if (r < 0.6) {
+      rmSync(file);
+      return 'removed';
+    }
+    if (r < 0.7) {
+      const at = Math.floor(rand() * bytes.length);
+      bytes[at] = bytes[at]! ^ (1 + Math.floor(rand() * 255));
+      writeFileSync(file, bytes);
+      return 'corrupt';
+    }
+    if (r < 0.8) {
+      truncateSync(file, Math.floor(rand() * bytes.length));
+      return 'truncated';
+    }
+    if (r < 0.9) {
+      writeFileSync(file, this.#savedIndex);
+      return 'stale';
+    }
+    if (CrashLane.foreignIndex.equals(bytes)) return 'keep';
+    writeFileSync(file, CrashLane.foreignIndex);
+    return 'foreign';
+  }
 
   constructor(dataDir: string, config: Partial<ChildConfig> = {}) {
     this.dataDir = dataDir;
@@ -118,10 +164,11 @@ export class CrashLane {
   }
 
   /** Runs one child to its death under `plan`, then verifies recovery. Throws CrashViolation on any broken guarantee. */
-  async cycle(plan: KillPlan, seed: number, options: { timeoutMs?: number } = {}): Promise<CycleReport> {
+  async cycle(plan: KillPlan, seed: number, options: { timeoutMs?: number; indexFates?: () => number } = {}): Promise<CycleReport> {
     const started = performance.now();
     this.cycles += 1;
-    const context = `cycle ${this.cycles} (${describePlan(plan)}, ${this.config.durability}, seed ${seed})`;
+    const fate = options.indexFates === undefined ? 'keep' : this.applyIndexFate(options.indexFates);
+    const context = `cycle ${this.cycles} (${describePlan(plan)}, ${this.config.durability}, seed ${seed}, index ${fate})`;
     const run = await this.#runChild(plan, seed, options.timeoutMs ?? 30_000);
     const problems: string[] = [];
     problems.push(...killChildProblems(run, plan));
@@ -221,6 +268,8 @@ export class CrashLane {
     const store = await openStore<CrashState>({ dataDir: this.dataDir, durability: this.config.durability, journalMaxSizeMb: this.config.segmentMb }, crashHooks);
     try {
       const report = store.recoveryReport();
+      // A SIGKILL never takes synced records: a loss against the high-water mark would be a false alarm (or a real loss).
+      if (report.loss !== undefined) problems.push(`open reported a loss of ${report.loss.events} events (LSNs ${report.loss.lostLsns.join('..')}) against the ${report.loss.source}'s high-water mark`);
       for (const d of report.journal.damage) problems.push(`journal damage in ${d.segment} at ${d.offset} (+${d.length}): ${d.reason}`);
       for (const status of ['damaged', 'salvaged', 'failed'] as const) {
         if (report.counts[status] > 0) problems.push(`${report.counts[status]} session(s) recovered as ${status}`);

@@ -172,6 +172,8 @@ export interface HarnessResult {
   crashPoints: number;
   crashStates: number;
   violations: string[];
+  /** crash images whose journal index was tampered with (tamperIndex) */
+  tamperedImages?: number;
 }
 
 async function settle(): Promise<void> {
@@ -179,14 +181,46 @@ async function settle(): Promise<void> {
 }
 
 /** Runs `scenario` to completion once to count its fs calls, then crashes it at every call × `outcomes` images. */
-export async function runHarness(scenario: Scenario, options: { outcomes: number; seed: number; broken?: 'skip-file-sync' | 'skip-dir-sync'; stopAfterViolations?: number }): Promise<HarnessResult> {
+/**
+ * Negative controls for the journal index: each crash image's index is, before
+ * recovery, replaced by the index of another run of the same scenario (same
+ * segment names, other salts: a foreign index claiming more than this journal
+ * holds), has a byte flipped, or is cut short. Recovery must refuse it (not
+ * `used`), report no loss, and still hold every acknowledged event.
+ */
+export type IndexTamper = 'foreign' | 'flip' | 'cut';
+const INDEX_PATH = `${DATA}/checkpoint/journal.idx`;
+
+async function tamperIndex(image: MemoryFileSystem, how: IndexTamper, foreign: Uint8Array | undefined, rng: () => number): Promise<boolean> {
+  let bytes: Uint8Array | undefined = image.exists(INDEX_PATH) ? await image.readFile(INDEX_PATH) : undefined;
+  if (how === 'foreign') bytes = foreign;
+  else if (bytes !== undefined && bytes.length > 0 && how === 'flip') {
+    bytes = Uint8Array.from(bytes);
+    const at = Math.floor(rng() * bytes.length);
+    bytes[at] = bytes[at]! ^ (1 + Math.floor(rng() * 255));
+  } else if (bytes !== undefined && how === 'cut') bytes = bytes.subarray(0, Math.floor(rng() * bytes.length));
+  else return false;
+  if (bytes === undefined || !image.exists(`${DATA}/checkpoint`)) {
+    if (bytes === undefined) return false;
+    await image.mkdir(`${DATA}/checkpoint`, 0o700).catch(() => undefined);
+  }
+  const h = await image.open(INDEX_PATH, 'w+');
+  await h.write(bytes, 0, bytes.length, 0);
+  await h.close();
+  return true;
+}
+
+export async function runHarness(scenario: Scenario, options: { outcomes: number; seed: number; broken?: 'skip-file-sync' | 'skip-dir-sync'; stopAfterViolations?: number; tamperIndex?: IndexTamper; maxCrashPoints?: number }): Promise<HarnessResult> {
   const full = new MemoryFileSystem();
   await scenario.run({ fs: options.broken === undefined ? full : breakDurability(full, options.broken), ledger: new Ledger(), durability: scenario.durability });
+  const foreign = full.exists(INDEX_PATH) ? await full.readFile(INDEX_PATH) : undefined;
   const totalCalls = full.callCount;
   const violations: string[] = [];
   let crashStates = 0;
+  let tamperedImages = 0;
   const rng = mulberry32(options.seed);
-  for (let k = 1; k <= totalCalls; k += 1) {
+  const step = options.maxCrashPoints === undefined ? 1 : Math.max(1, Math.floor(totalCalls / options.maxCrashPoints));
+  for (let k = 1; k <= totalCalls; k += step) {
     const fs = new MemoryFileSystem();
     fs.freezeAfter(k);
     const ctx: ScenarioContext = { fs: options.broken === undefined ? fs : breakDurability(fs, options.broken), ledger: new Ledger(), durability: scenario.durability };
@@ -199,17 +233,19 @@ export async function runHarness(scenario: Scenario, options: { outcomes: number
       const image = fs.crashImage(rng);
       crashStates += 1;
       const where = `${scenario.name} k=${k}/${totalCalls} outcome=${o}`;
-      const problem = await checkImage(image, ctx.ledger, scenario.durability, syncedLsn, o % 25 === 0);
+      const tampered = options.tamperIndex !== undefined && (await tamperIndex(image, options.tamperIndex, foreign, rng));
+      if (tampered) tamperedImages += 1;
+      const problem = await checkImage(image, ctx.ledger, scenario.durability, syncedLsn, o % 25 === 0, tampered);
       if (problem !== undefined) {
         violations.push(`${where}: ${problem}`);
-        if (violations.length >= (options.stopAfterViolations ?? 20)) return { scenario: scenario.name, crashPoints: k, crashStates, violations };
+        if (violations.length >= (options.stopAfterViolations ?? 20)) return { scenario: scenario.name, crashPoints: k, crashStates, violations, tamperedImages };
       }
     }
   }
-  return { scenario: scenario.name, crashPoints: totalCalls, crashStates, violations };
+  return { scenario: scenario.name, crashPoints: options.maxCrashPoints === undefined ? totalCalls : Math.ceil(totalCalls / step), crashStates, violations, tamperedImages };
 }
 
-async function checkImage(image: MemoryFileSystem, ledger: Ledger, durability: Durability, syncedLsn: number, deep: boolean): Promise<string | undefined> {
+async function checkImage(image: MemoryFileSystem, ledger: Ledger, durability: Durability, syncedLsn: number, deep: boolean, tampered = false): Promise<string | undefined> {
   let store: Store<ChatState>;
   try {
     store = await openStore({ dataDir: DATA, fs: image, durability: 'fsync' }, hooks);
@@ -218,6 +254,9 @@ async function checkImage(image: MemoryFileSystem, ledger: Ledger, durability: D
   }
   try {
     const report = store.recoveryReport();
+    // Power loss never takes what was synced: the high-water mark must never call it a loss.
+    if (report.loss !== undefined) return `recovery reported a loss against the ${report.loss.source}'s high-water mark: ${JSON.stringify(report.loss)}`;
+    if (tampered && report.journal.index?.used === true) return `a tampered journal index was used: ${JSON.stringify(report.journal.index)}`;
     if (report.counts.damaged > 0 || report.counts.failed > 0) {
       const bad = report.sessions.filter((s) => s.status === 'damaged' || s.status === 'failed');
       return `recovery reported ${JSON.stringify(bad)} journal damage ${JSON.stringify(report.journal.damage)}`;

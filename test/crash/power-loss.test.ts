@@ -50,6 +50,18 @@ for (const broken of ['skip-file-sync', 'skip-dir-sync'] as const) {
   });
 }
 
+for (const tamper of ['foreign', 'flip', 'cut'] as const) {
+  test(`negative control: a journal index that is ${tamper === 'foreign' ? "another journal's (claiming more than this one holds)" : tamper === 'flip' ? 'corrupt (a flipped byte)' : 'cut short'} is refused at every crash point, no loss is reported, nothing acknowledged is lost`, async () => {
+    // given the close/reopen workload (whose clean closes write the index), crashed at many fs calls
+    const scenario = scenarios.find((s) => s.name === 'lock, close and reopen')!;
+    // when each crash image's index is replaced by a bad one before recovery
+    const result = await runHarness(scenario, { outcomes: 4, seed: 11, tamperIndex: tamper, maxCrashPoints: 60 });
+    // then recovery refused it and still holds every acknowledged event
+    assert.deepEqual(result.violations, []);
+    assert.ok((result.tamperedImages ?? 0) > 20, `only ${result.tamperedImages} images had an index to tamper with`);
+  });
+}
+
 test('breakDurability wrapper only removes the named sync', async () => {
   // given a wrapped fs that skips directory syncs
   const fs = new MemoryFileSystem();

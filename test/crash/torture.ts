@@ -4,8 +4,12 @@
  *
  *   npm run torture -- --kills 10000 [--durability fsync|write|mixed] [--parallel 2]
  *       [--point-ratio 0.25] [--cycles-per-dir 100] [--sessions 50] [--concurrency 2]
- *       [--segment-mb 0.05] [--snapshot-every 25] [--think-ms 20] [--seed N]
+ *       [--segment-mb 0.05] [--snapshot-every 25] [--think-ms 20] [--seed N] [--index-fates yes|no]
  *
+ * With --index-fates yes (the default), half the cycles first do something to
+ * the journal index the last verification left (remove it, flip a byte, cut it
+ * short, put an older copy back, or one of another data directory): recovery
+ * must check out the same, and never report a loss.
  * Runs `--parallel` lanes, each a data directory killed and restarted
  * `--cycles-per-dir` times before it is replaced by a fresh one. A fraction
  * `--point-ratio` of the kills are at a named kill point (all of them under
@@ -35,6 +39,7 @@ const { values: a } = parseArgs({
     'snapshot-every': { type: 'string', default: '25' },
     'think-ms': { type: 'string', default: '20' },
     seed: { type: 'string' },
+    'index-fates': { type: 'string', default: 'yes' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -129,7 +134,7 @@ async function lane(index: number): Promise<void> {
       const cycleSeed = randInt(rand, 1, 2 ** 31 - 1);
       let report: CycleReport;
       try {
-        report = await crashLane.cycle(plan, cycleSeed);
+        report = await crashLane.cycle(plan, cycleSeed, a['index-fates'] === 'no' ? {} : { indexFates: rand });
       } catch (err) {
         ok = false;
         failures += 1;

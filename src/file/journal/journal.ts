@@ -8,6 +8,7 @@ import {
   SEGMENT_FILE_PATTERN,
   SEGMENT_HEADER_BYTES,
   decodeHead,
+  decodeSegmentHeader,
   decodePayload,
   FRAME_LENGTH_OFFSET,
   encodePayloadInto,
@@ -52,6 +53,33 @@ export interface JournalOptions {
   writes?: boolean;
   /** Wall clock for `ts`; injectable for tests. */
   now?: () => number;
+  /**
+   * A persisted index of the journal's head (see file/journal-index.ts): when
+   * it checks out against the files, open scans only what follows it.
+   * Never trusted blindly: anything that does not match means a full scan.
+   */
+  index?: JournalIndexImage;
+}
+
+/** What a journal index holds: everything open needs of the log up to `end`. */
+export interface JournalIndexImage {
+  /** the segments up to and including the one holding `end`, oldest first */
+  segments: { id: number; salt: number; seed: number; size: number; records: number }[];
+  /** the last indexed frame: its LSN, the segment holding it, where it starts and where it ends */
+  end: { lsn: number; segment: number; frame: number; offset: number };
+  /** per session: last seq, highest seq a snapshot covers, dedupe entries, locations [seq, segmentId, offset, frameBytes]* of unreleased records */
+  sessions: { sid: string; lastSeq: number; covered: number; dedupe: DedupeEntry[]; locs: number[] }[];
+}
+
+/** What open made of the index it was given. */
+export interface JournalIndexUse {
+  used: boolean;
+  /** why it was not used */
+  problem?: string;
+  /** whether the segments it names that still exist are this journal's (same salt): 'unknown' when none exists */
+  identity: 'same' | 'foreign' | 'unknown';
+  /** records the index vouched for (not read at open) */
+  indexedRecords: number;
 }
 
 
@@ -66,6 +94,10 @@ export interface JournalOpenReport {
   /** Orphaned temporary files removed at open. */
   removedTempFiles: string[];
   durationMs: number;
+  /** What open made of the persisted index (absent when none was given). */
+  index?: JournalIndexUse;
+  /** LSN of the last valid record after open (what survived on disk). */
+  lastLsn?: number;
 }
 
 /**
@@ -186,15 +218,15 @@ interface WrittenBatch {
   started: number;
 }
 
-type ResolvedJournalOptions = Required<JournalOptions>;
+type ResolvedJournalOptions = Required<Omit<JournalOptions, 'index'>> & Pick<JournalOptions, 'index'>;
 
-/** The valid frames a segment held when the journal was opened, for replaying it in log order. */
+/** A segment as it was when the journal was opened, for replaying it in log order. */
 export interface SegmentFrames {
   name: string;
   /** the header's checksum seed (frames are re-checked on read) */
   seed: number;
-  /** flattened [offset, frameBytes] pairs, in log order */
-  frames: number[];
+  /** the end of its valid records at open: the replay rescans (checking every frame) up to here */
+  end: number;
 }
 
 type State = 'open' | 'closing' | 'closed' | 'failed';
@@ -257,6 +289,11 @@ export class Journal {
   #framesAtOpen: SegmentFrames[] | undefined = [];
   /** While set, no segment is deleted (recovery may still need any of them). */
   #deletionHeld = false;
+  /** The last settled (indexed) frame: segment id, start, end, LSN. Where a journal index may end. */
+  #settledSeg = 0;
+  #settledFrame = 0;
+  #settledEnd = 0;
+  #settledLsn = 0;
   report!: JournalOpenReport;
 
   private constructor(options: JournalOptions) {
@@ -661,6 +698,13 @@ export class Journal {
       live += 1;
     }
     segment.live += live;
+    if (n > 0) {
+      // Where the last settled frame sits: the journal index records it (and its LSN as the high-water mark).
+      this.#settledSeg = segId;
+      this.#settledFrame = base + starts[n - 1]!;
+      this.#settledEnd = base + batch.used;
+      this.#settledLsn = results[n - 1]!.lsn;
+    }
     this.#lastFlushAt = Date.now();
     for (let i = 0; i < resolves.length; i += 1) resolves[i]!(results[i]!);
     if (journalWriteChannel.hasSubscribers) {
@@ -822,7 +866,7 @@ export class Journal {
    * The session's written records with seq ≥ `fromSeq`, in order, read back from
    * the segments. Only records not yet released by a snapshot are available.
    */
-  async readSession(sid: string, fromSeq = 1): Promise<JournalRecord[]> {
+  async readSession(sid: string, fromSeq = 1, onDamaged?: (d: { seq: number; segment: string; offset: number; length: number; reason: string }) => void): Promise<JournalRecord[]> {
     const idx = this.#sessions.get(sid);
     if (idx === undefined) return [];
     const out: JournalRecord[] = [];
@@ -844,6 +888,11 @@ export class Journal {
         const payload = frame.subarray(FRAME_HEADER_BYTES);
         const ok = segment !== undefined && frame.length === frameBytes && frameCrc(segment.header.seed, frame) === Buffer.from(frame.buffer, frame.byteOffset).readUInt32LE(0);
         const record = ok ? decodePayload(payload) : 'checksum mismatch on read-back';
+        if (typeof record === 'string' && onDamaged !== undefined) {
+          // The caller takes the record as missing (a gap), as a scan that found it damaged would have.
+          onDamaged({ seq, segment: segmentFileName(segId), offset, length: frameBytes, reason: record });
+          continue;
+        }
         if (typeof record === 'string') {
           throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid} seq ${seq}: ${record} in ${segmentFileName(segId)} at offset ${offset}`, { sessionId: sid, seq, segment: segmentFileName(segId), offset });
         }
@@ -954,6 +1003,146 @@ export class Journal {
     return deleted;
   }
 
+  // ---- the persisted index (file/journal-index.ts) --------------------------
+
+  /**
+   * What a journal index needs, as of the last settled frame: every session's
+   * unreleased record locations and dedupe entries up to it. A string says why
+   * no index should be written now (writes off, failed, damage seen at open,
+   * a quarantined session): the caller then removes any older one.
+   */
+  async indexImage(): Promise<JournalIndexImage | string> {
+    if (!this.#o.writes) return 'journal writes are off';
+    if (this.#state !== 'open') return `journal is ${this.#state}`;
+    if (this.report.damage.length > 0) return 'the journal has damage';
+    if (this.#settledLsn === 0) return 'the journal holds no record';
+    const end = { lsn: this.#settledLsn, segment: this.#settledSeg, frame: this.#settledFrame, offset: this.#settledEnd };
+    // Let the dedupe promises of batches settled so far turn into plain results.
+    await new Promise<void>((r) => setImmediate(r));
+    if (this.#state !== 'open') return `journal is ${this.#state}`;
+    const segments: JournalIndexImage['segments'] = [];
+    for (const seg of this.#segments) {
+      if (seg.id > end.segment) break;
+      if (seg.size > 0xffffffff) return `segment ${seg.name} is larger than 4 GiB`;
+      segments.push({ id: seg.id, salt: seg.header.salt, seed: seg.header.seed, size: seg.id === end.segment ? end.offset : seg.size, records: seg.live });
+    }
+    if (segments.at(-1)?.id !== end.segment) return 'the last indexed segment is gone';
+    const sessions: JournalIndexImage['sessions'] = [];
+    for (const [sid, idx] of this.#sessions) {
+      if (idx.quarantined !== undefined) return `session ${sid} is quarantined`;
+      let n = idx.locs.length;
+      // Records settled after `end` (their seg/offset is past it) are left to the tail scan.
+      while (n > 0 && (idx.locs[n - 3]! > end.segment || (idx.locs[n - 3] === end.segment && idx.locs[n - 2]! >= end.offset))) n -= 4;
+      const locs = idx.locs.slice(0, n);
+      const lastSeq = Math.max(n > 0 ? locs[n - 4]! : 0, idx.covered);
+      const dedupe = this.dedupeEntries(sid, Number.MAX_SAFE_INTEGER).filter((d) => d[2] <= end.lsn);
+      if (lastSeq === 0 && dedupe.length === 0) continue;
+      sessions.push({ sid, lastSeq, covered: idx.covered, dedupe, locs });
+    }
+    return { segments, end, sessions };
+  }
+
+  /**
+   * Takes the log up to the index's end from the index instead of a scan,
+   * after checking it against the files: every segment it names exists in
+   * order, with its salt and (sealed) size, the newest one is at least as long
+   * as the index says, and its last frame is there with the right checksum and
+   * LSN. Returns the segments to scan from (and where), or why not.
+   */
+  async #adoptIndex(image: JournalIndexImage, names: string[]): Promise<{ from: number; at: number; lastLsn: number } | string> {
+    const { fs, dir } = this.#o;
+    const use = this.report.index!;
+    // Identity first: the salts of the named segments that still exist.
+    const headers = new Map<number, SegmentHeader>();
+    let matched = 0;
+    for (const s of image.segments) {
+      const name = segmentFileName(s.id);
+      if (!names.includes(name)) continue;
+      const handle = await fs.open(path.join(dir, name), 'r');
+      let head: Uint8Array;
+      try {
+        head = await readFully(handle, SEGMENT_HEADER_BYTES, 0);
+      } finally {
+        await handle.close().catch(() => undefined);
+      }
+      const header = decodeSegmentHeader(head);
+      if (typeof header === 'string') return `segment ${name}: ${header}`;
+      if (header.salt !== s.salt || header.seed !== s.seed) {
+        use.identity = 'foreign';
+        return `segment ${name} has salt ${header.salt}, the index was written for salt ${s.salt}: an index of another journal (another data directory?)`;
+      }
+      headers.set(s.id, header);
+      matched += 1;
+    }
+    use.identity = matched > 0 ? 'same' : 'unknown';
+    if (image.segments.length === 0) return 'the index names no segment';
+    for (let j = 0; j < image.segments.length; j += 1) {
+      const s = image.segments[j]!;
+      const name = segmentFileName(s.id);
+      if (names[j] !== name) return names.includes(name) ? `segment ${name} is not where the index puts it (${names[j] ?? 'nothing'} is)` : `segment ${name}, named in the index, is gone (a stale index)`;
+      const size = (await fs.stat(path.join(dir, name))).size;
+      const last = j === image.segments.length - 1;
+      if (!last && size !== s.size) return `segment ${name} is ${size} bytes, the index says ${s.size} (a stale index)`;
+      if (last && size < image.end.offset) return `segment ${name} is ${size} bytes, but the index claims records up to offset ${image.end.offset}: more than the journal holds`;
+    }
+    const lastSeg = image.segments.at(-1)!;
+    if (image.end.segment !== lastSeg.id) return 'the index ends outside its last segment';
+    const header = headers.get(lastSeg.id)!;
+    if (image.end.frame > 0) {
+      const handle = await fs.open(path.join(dir, segmentFileName(lastSeg.id)), 'r');
+      let frame: Uint8Array;
+      try {
+        frame = await readFully(handle, image.end.offset - image.end.frame, image.end.frame);
+      } finally {
+        await handle.close().catch(() => undefined);
+      }
+      const view = Buffer.from(frame.buffer, frame.byteOffset, frame.length);
+      const head = view.length > FRAME_HEADER_BYTES && frameCrc(header.seed, view) === view.readUInt32LE(0) ? decodeHead(view.subarray(FRAME_HEADER_BYTES)) : 'checksum mismatch';
+      if (typeof head === 'string' || head.lsn !== image.end.lsn) return `the last indexed record (LSN ${image.end.lsn}, ${segmentFileName(lastSeg.id)} offset ${image.end.frame}) is not there: ${typeof head === 'string' ? head : `LSN ${head.lsn} found`}`;
+    } else if (image.end.offset !== SEGMENT_HEADER_BYTES || image.end.lsn !== lastSeg.id - 1) {
+      return 'the index ends at no record but not at its segment start';
+    }
+    // It checks out: take it.
+    const live = new Map<number, number>();
+    let indexed = 0;
+    for (const e of image.sessions) {
+      const idx = newSessionIndex();
+      idx.lastSeq = e.lastSeq;
+      idx.covered = e.covered;
+      idx.locs = e.locs;
+      for (let i = 1; i < e.locs.length; i += 4) live.set(e.locs[i]!, (live.get(e.locs[i]!) ?? 0) + 1);
+      indexed += e.locs.length / 4;
+      this.#sessions.set(e.sid, idx);
+      for (const [cid, seq, lsn, ts] of e.dedupe) this.#rememberCid(idx, cid, { sid: e.sid, seq, lsn, ts, duplicate: false });
+    }
+    for (const s of image.segments.slice(0, -1)) {
+      const h = headers.get(s.id)!;
+      this.#segments.push({ id: s.id, name: segmentFileName(s.id), header: h, size: s.size, live: live.get(s.id) ?? 0 });
+      this.#framesAtOpen!.push({ name: segmentFileName(s.id), seed: h.seed, end: s.size });
+    }
+    use.used = true;
+    use.indexedRecords = indexed;
+    this.#indexedLive = live.get(lastSeg.id) ?? 0;
+    this.#settledSeg = image.end.segment;
+    this.#settledFrame = image.end.frame;
+    this.#settledEnd = image.end.offset;
+    this.#settledLsn = image.end.lsn;
+    return { from: image.segments.length - 1, at: image.end.offset, lastLsn: image.end.lsn };
+  }
+
+  /** The active segment's first LSN and salt: what ties a high-water mark to this journal. */
+  segmentIdentity(): { id: number; salt: number } | undefined {
+    return this.#active === undefined ? undefined : { id: this.#active.id, salt: this.#active.header.salt };
+  }
+
+  /** The salt of segment `id`, when it is one of this journal's segments. */
+  segmentSalt(id: number): number | undefined {
+    return this.#segments.find((s) => s.id === id)?.header.salt;
+  }
+
+  /** Unreleased records of the last indexed segment that the index vouched for (added to its live count). */
+  #indexedLive = 0;
+
   // ---- opening ------------------------------------------------------------
 
   async #open(): Promise<void> {
@@ -970,18 +1159,55 @@ export class Journal {
     }
     if (removedTempFiles.length > 0) await fs.syncDir(dir);
     const segmentNames = names.filter((n) => SEGMENT_FILE_PATTERN.test(n)).sort();
-    const report: JournalOpenReport = { segments: 0, records: 0, bytes: 0, tornTails: [], damage: [], removedTempFiles, durationMs: 0 };
+    const report: JournalOpenReport = { segments: 0, records: 0, bytes: 0, tornTails: [], damage: [], removedTempFiles, durationMs: 0, lastLsn: 0 };
+    this.report = report;
     let prevLastLsn: number | undefined;
     let nextFirstLsn = 1;
+    // With an index that checks out, the segments it covers are not read: the scan starts at its end.
+    let start = 0;
+    let tail: { at: number; lastLsn: number } | undefined;
+    if (this.#o.index !== undefined) {
+      report.index = { used: false, identity: 'unknown', indexedRecords: 0 };
+      const adopted = await this.#adoptIndex(this.#o.index, segmentNames);
+      if (typeof adopted === 'string') {
+        report.index.problem = adopted;
+        // Nothing of it stays: a full scan as if there were none.
+        this.#sessions.clear();
+        this.#segments.length = 0;
+        this.#framesAtOpen = [];
+        this.#indexedLive = 0;
+        this.#settledSeg = this.#settledFrame = this.#settledEnd = this.#settledLsn = 0;
+      } else {
+        start = adopted.from;
+        tail = { at: adopted.at, lastLsn: adopted.lastLsn };
+        nextFirstLsn = adopted.lastLsn + 1;
+      }
+    }
     // The next segment is read while this one is scanned: the disk and the CPU work at once.
     const read = (i: number): Promise<Uint8Array> | undefined => {
       const name = segmentNames[i];
       if (name === undefined) return undefined;
       const file = path.join(dir, name);
+      if (i === start && tail !== undefined) {
+        // The header and what follows the index's end, as one buffer (see ScanOptions.tail).
+        const at = tail.at;
+        return fs.chmod(file, FILE_MODE).then(async () => {
+          const handle = await fs.open(file, 'r');
+          try {
+            const size = (await handle.stat()).size;
+            const out = Buffer.alloc(SEGMENT_HEADER_BYTES + size - at);
+            out.set(await readFully(handle, SEGMENT_HEADER_BYTES, 0), 0);
+            out.set(await readFully(handle, size - at, at), SEGMENT_HEADER_BYTES);
+            return out;
+          } finally {
+            await handle.close().catch(() => undefined);
+          }
+        });
+      }
       return fs.chmod(file, FILE_MODE).then(() => fs.readFile(file));
     };
-    let ahead = read(0);
-    for (let i = 0; i < segmentNames.length; i += 1) {
+    let ahead = read(start);
+    for (let i = start; i < segmentNames.length; i += 1) {
       const name = segmentNames[i]!;
       const file = path.join(dir, name);
       const id = Number(SEGMENT_FILE_PATTERN.exec(name)![1]);
@@ -990,7 +1216,8 @@ export class Journal {
       // A failed read-ahead surfaces when its turn comes, not as an unhandled rejection before.
       ahead?.catch(() => undefined);
       const isLast = i === segmentNames.length - 1;
-      if (isLast && bytes.length < SEGMENT_HEADER_BYTES) {
+      const segTail = i === start ? tail : undefined;
+      if (isLast && segTail === undefined && bytes.length < SEGMENT_HEADER_BYTES) {
         // Our writer never leaves this (a segment appears by rename with a synced header), but a
         // truncated newest segment holds no record either way: drop it and start a fresh one below.
         report.tornTails.push({ segment: name, offset: 0, bytes: bytes.length });
@@ -999,11 +1226,10 @@ export class Journal {
         nextFirstLsn = Math.max(nextFirstLsn, id);
         continue;
       }
-      let segmentLive = 0;
-      const frames: number[] = [];
+      let segmentLive = segTail === undefined ? 0 : this.#indexedLive;
       const scan = scanSegment(
         bytes,
-        { isLast, maxRecordBytes: this.#o.maxRecordBytes },
+        { isLast, maxRecordBytes: this.#o.maxRecordBytes, ...(segTail === undefined ? {} : { tail: segTail }) },
         (record, offset, frameBytes) => {
           let idx = this.#sessions.get(record.sid);
           if (idx === undefined) {
@@ -1014,11 +1240,14 @@ export class Journal {
           idx.locs.push(record.seq, id, offset, frameBytes);
           if (record.cid !== undefined) this.#rememberCid(idx, record.cid, { sid: record.sid, seq: record.seq, lsn: record.lsn, ts: record.ts, duplicate: false });
           segmentLive += 1;
-          frames.push(offset, frameBytes);
+          this.#settledSeg = id;
+          this.#settledFrame = offset;
+          this.#settledEnd = offset + frameBytes;
+          this.#settledLsn = record.lsn;
         },
         decodeHead,
       );
-      if (scan.header !== undefined) this.#framesAtOpen!.push({ name, seed: scan.header.seed, frames });
+      if (scan.header !== undefined) this.#framesAtOpen!.push({ name, seed: scan.header.seed, end: scan.torn?.offset ?? (segTail === undefined ? bytes.length : bytes.length - SEGMENT_HEADER_BYTES + segTail.at) });
       for (const d of scan.damage) report.damage.push({ ...d, segment: name });
       if (scan.header !== undefined && scan.header.firstLsn !== id) {
         report.damage.push({ segment: name, offset: 16, length: 8, reason: `header first LSN ${scan.header.firstLsn} does not match the file name` });
@@ -1031,9 +1260,10 @@ export class Journal {
       prevLastLsn = scan.header === undefined ? undefined : scan.lastLsn;
       nextFirstLsn = Math.max(nextFirstLsn, scan.header === undefined ? id + Math.ceil(bytes.length / (FRAME_HEADER_BYTES + 40)) + 1 : scan.lastLsn + 1);
       report.records += scan.records;
+      const fileSize = segTail === undefined ? bytes.length : bytes.length - SEGMENT_HEADER_BYTES + segTail.at;
       report.bytes += bytes.length;
       if (scan.header === undefined) continue;
-      const segment: Segment = { id, name, header: scan.header, size: bytes.length, live: segmentLive };
+      const segment: Segment = { id, name, header: scan.header, size: fileSize, live: segmentLive };
       if (isLast) {
         if (scan.torn !== undefined) {
           report.tornTails.push({ ...scan.torn, segment: name });
@@ -1062,7 +1292,14 @@ export class Journal {
     this.#writtenLsn = this.#nextLsn - 1;
     this.#syncedLsn = this.#writtenLsn;
     report.segments = this.#segments.length;
+    report.records += report.index?.indexedRecords ?? 0;
+    report.lastLsn = this.#nextLsn - 1;
+    if (this.#settledSeg === 0) {
+      // No record at all: an index would end at the active segment's header.
+      this.#settledSeg = this.#active.id;
+      this.#settledEnd = SEGMENT_HEADER_BYTES;
+      this.#settledLsn = this.#active.id - 1;
+    }
     report.durationMs = performance.now() - started;
-    this.report = report;
   }
 }

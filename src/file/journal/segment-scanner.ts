@@ -68,6 +68,13 @@ export interface ScanOptions {
   /** Only the newest segment may end in a torn write; a sealed one was synced whole before the next was created. */
   isLast: boolean;
   maxRecordBytes: number;
+  /**
+   * `bytes` holds the segment's header followed by the file's bytes from
+   * offset `at` on (the part after what a journal index already vouches for):
+   * scanning starts there, after LSN `lastLsn`, and every offset reported is
+   * the file's.
+   */
+  tail?: { at: number; lastLsn: number };
 }
 
 type Attempt<R> = { ok: true; record: R; end: number } | { ok: false; reason: string };
@@ -100,7 +107,9 @@ export function scanSegment<R extends { lsn: number } = JournalRecord>(
   }
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   const damage: DamagedRegion[] = [];
-  let lastLsn = header.firstLsn - 1;
+  // In a tail scan, buffer position p is file offset p + shift.
+  const shift = options.tail === undefined ? 0 : options.tail.at - SEGMENT_HEADER_BYTES;
+  let lastLsn = options.tail?.lastLsn ?? header.firstLsn - 1;
   let pos = SEGMENT_HEADER_BYTES;
   let validEnd = pos;
   let records = 0;
@@ -129,9 +138,9 @@ export function scanSegment<R extends { lsn: number } = JournalRecord>(
       // (after a resync the missing LSNs were already reported with the damaged region)
       if (first.record.lsn !== lastLsn + 1 && !resynced) {
         // Intact bytes but missing LSNs: records vanished without a trace (e.g. a hole punched at a frame boundary).
-        damage.push({ offset: pos, length: 0, reason: `lsn jumps from ${lastLsn} to ${first.record.lsn}`, lostLsns: [lastLsn + 1, first.record.lsn - 1] });
+        damage.push({ offset: pos + shift, length: 0, reason: `lsn jumps from ${lastLsn} to ${first.record.lsn}`, lostLsns: [lastLsn + 1, first.record.lsn - 1] });
       }
-      onRecord(first.record, pos, first.end - pos);
+      onRecord(first.record, pos + shift, first.end - pos);
       resynced = false;
       lastLsn = first.record.lsn;
       records += 1;
@@ -150,22 +159,22 @@ export function scanSegment<R extends { lsn: number } = JournalRecord>(
       }
     }
     if (found?.ok) {
-      damage.push(region(view, pos, next - pos, first.reason, [lastLsn + 1, found.record.lsn - 1]));
+      damage.push({ ...region(view, pos, next - pos, first.reason, [lastLsn + 1, found.record.lsn - 1]), offset: pos + shift });
       pos = next;
       resynced = true;
       continue;
     }
     // Nothing valid follows: the end of the segment.
-    const tornReason = options.isLast ? looksTorn(view, pos, header.seed) : undefined;
+    const tornReason = options.isLast ? looksTorn(view, pos, header.seed, shift) : undefined;
     if (tornReason !== undefined) {
       const sessionId = sessionOfTornPayload(view.subarray(Math.min(size, pos + FRAME_HEADER_BYTES)));
-      torn = { offset: pos, bytes: size - pos, ...(sessionId === undefined ? {} : { sessionId }) };
+      torn = { offset: pos + shift, bytes: size - pos, ...(sessionId === undefined ? {} : { sessionId }) };
     } else {
-      damage.push(region(view, pos, size - pos, options.isLast ? `${first.reason} (not a torn write)` : `${first.reason} at the end of a sealed segment`));
+      damage.push({ ...region(view, pos, size - pos, options.isLast ? `${first.reason} (not a torn write)` : `${first.reason} at the end of a sealed segment`), offset: pos + shift });
     }
     break;
   }
-  return { header, validEnd, records, lastLsn, damage, ...(torn === undefined ? {} : { torn }) };
+  return { header, validEnd: validEnd + shift, records, lastLsn, damage, ...(torn === undefined ? {} : { torn }) };
 }
 
 const SECTOR_BYTES = 512;
@@ -175,7 +184,7 @@ const SECTOR_BYTES = 512;
  * crashed append leaves: all zeros, a frame cut short, or a frame whose end was
  * zero-filled from a sector boundary. Returns a reason when torn.
  */
-function looksTorn(view: Buffer, pos: number, seed: number): string | undefined {
+function looksTorn(view: Buffer, pos: number, seed: number, shift = 0): string | undefined {
   const size = view.length;
   let lastNonZero = size - 1;
   while (lastNonZero >= pos && view[lastNonZero] === 0) lastNonZero -= 1;
@@ -193,8 +202,9 @@ function looksTorn(view: Buffer, pos: number, seed: number): string | undefined 
     return 'frame cut short';
   }
   // A complete frame with bad content is torn only if zeros run from a sector boundary to the end of the file.
-  const zeroFrom = lastNonZero + 1;
+  // Sector boundaries are the file's: compare in file offsets.
+  const zeroFrom = lastNonZero + 1 + shift;
   const sectorStart = Math.ceil(zeroFrom / SECTOR_BYTES) * SECTOR_BYTES;
-  if (sectorStart < size && sectorStart > pos) return 'zero-filled from a sector boundary';
+  if (sectorStart < size + shift && sectorStart > pos + shift) return 'zero-filled from a sector boundary';
   return undefined;
 }

@@ -1,0 +1,177 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openStore, type Store } from '../src/index.ts';
+import { hooks, type ChatState } from './crash/power-loss-harness.ts';
+import { tempDir } from './helpers/tmp.ts';
+
+// The persisted journal index (checkpoint/journal.idx) is an accelerator: open
+// reads it and scans only the journal's tail. Whatever the index is (good,
+// stale, cut short, from another data directory, corrupt, or claiming more than
+// the journal holds), the recovered state must be exactly what a full scan of
+// the same directory gives.
+
+const BASE = { journalMaxSizeMb: 8 / 1024, maxSnapshotsPerSession: 2 };
+const SESSIONS = ['a', 'b', 'c', 'd'];
+
+/** Appends `rounds` events to every session, some with a clientMessageId. */
+async function write(store: Store<ChatState>, rounds: number, from = 0): Promise<void> {
+  for (let r = 0; r < rounds; r += 1) {
+    await Promise.all(SESSIONS.map((sid, i) => store.append({ sid, type: 't', data: { n: (from + r) * 10 + i }, ...(r % 3 === 0 ? { clientMessageId: `${sid}-${from + r}` } : {}) })));
+  }
+}
+
+/** Every session as an eager open recovers it, serialized; and the open's journal report. */
+async function recovered(dataDir: string, useJournalIndex: boolean): Promise<{ states: string; report: Store<ChatState>['journal']['report']; loss: unknown; dedupe: string }> {
+  const store = await openStore<ChatState>({ ...BASE, dataDir, useJournalIndex }, hooks);
+  try {
+    const rows = [...store.recovered].sort(([x], [y]) => (x < y ? -1 : 1)).map(([sid, r]) => [sid, r.status, r.seq, r.state, r.report.missing ?? null]);
+    const dedupe = JSON.stringify(SESSIONS.map((sid) => [sid, store.journal.lastSeq(sid), store.journal.dedupeEntries(sid, Number.MAX_SAFE_INTEGER).map((d) => [d[0], d[1], d[2]])]));
+    return { states: JSON.stringify(rows), report: store.recoveryReport().journal, loss: store.recoveryReport().loss, dedupe };
+  } finally {
+    // Not closed cleanly on purpose: a close writes a fresh index, and each case looks at one open.
+    await store.journal.close();
+    await (store as unknown as { close(): Promise<void> }).close().catch(() => undefined);
+  }
+}
+
+/** Opens `dir` with its index and a copy of it without: same state, and what open made of the index. */
+async function compare(dir: string): Promise<Awaited<ReturnType<typeof recovered>>> {
+  const { dir: copy, cleanup } = tempDir();
+  try {
+    cpSync(dir, copy, { recursive: true });
+    const withIndex = await recovered(dir, true);
+    const without = await recovered(copy, false);
+    assert.equal(withIndex.states, without.states, 'the index changed a recovered state');
+    assert.equal(withIndex.dedupe, without.dedupe, 'the index changed the dedupe window or a last seq');
+    return withIndex;
+  } finally {
+    cleanup();
+  }
+}
+
+async function build(dir: string, rounds: number): Promise<void> {
+  const store = await openStore<ChatState>({ ...BASE, dataDir: dir }, hooks);
+  await write(store, rounds);
+  await store.close();
+}
+
+const indexFile = (dir: string): string => join(dir, 'checkpoint', 'journal.idx');
+
+test('a clean close leaves an index; the next open scans only what follows it and recovers the same', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    await build(dir, 30);
+    assert.ok(existsSync(indexFile(dir)));
+    const store = await openStore<ChatState>({ ...BASE, dataDir: dir }, hooks);
+    await write(store, 5, 30); // a tail after the index
+    // the tail is not in the index: a crash now (no close) leaves it to the tail scan
+    await store.journal.flush();
+    const crashed = tempDir();
+    try {
+      // the directory as a crash now leaves it (the lock of a process that is gone)
+      cpSync(dir, crashed.dir, { recursive: true });
+      rmSync(join(crashed.dir, 'LOCK'), { force: true });
+      await store.close();
+      const r = await compare(crashed.dir);
+    assert.equal(r.report.index?.used, true, r.report.index?.problem);
+    assert.equal(r.report.index?.indexedRecords, 30 * SESSIONS.length);
+    assert.equal(r.report.records, 35 * SESSIONS.length);
+    const total = readdirSync(join(dir, 'journals')).reduce((sum, n) => sum + statSync(join(dir, 'journals', n)).size, 0);
+    assert.ok(r.report.bytes < total / 2, `read ${r.report.bytes} of ${total} journal bytes: more than the tail`);
+      assert.equal(r.loss, undefined);
+    } finally {
+      crashed.cleanup();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('a stale index (older than the journal) is used for its prefix; one naming a deleted segment falls back to a full scan', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    await build(dir, 20);
+    const old = readFileSync(indexFile(dir));
+    let store = await openStore<ChatState>({ ...BASE, dataDir: dir }, hooks);
+    await write(store, 20, 20);
+    await store.close();
+    writeFileSync(indexFile(dir), old);
+    let r = await compare(dir);
+    assert.equal(r.report.index?.used, true, r.report.index?.problem);
+    assert.equal(r.report.index?.indexedRecords, 20 * SESSIONS.length);
+    assert.equal(r.loss, undefined);
+    // snapshots release the oldest segments, which are deleted; the old index still names them
+    store = await openStore<ChatState>({ ...BASE, dataDir: dir }, hooks);
+    for (const [sid, rec] of store.recovered) await store.snapshot(sid, rec.state, rec.seq);
+    await store.close();
+    writeFileSync(indexFile(dir), old);
+    r = await compare(dir);
+    assert.equal(r.report.index?.used, false);
+    assert.match(r.report.index?.problem ?? '', /stale index/);
+  } finally {
+    cleanup();
+  }
+});
+
+test('an index cut short, or with a flipped byte, is refused and the journal scanned in full', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    await build(dir, 25);
+    const good = readFileSync(indexFile(dir));
+    truncateSync(indexFile(dir), Math.floor(good.length / 2));
+    let r = await compare(dir);
+    assert.equal(r.report.index?.used, false);
+    assert.match(r.report.index?.problem ?? '', /cut short/);
+    for (const at of [3, 30, 70, Math.floor(good.length / 2), good.length - 2]) {
+      const bad = Buffer.from(good);
+      bad[at] = bad[at]! ^ 0x10;
+      writeFileSync(indexFile(dir), bad);
+      r = await compare(dir);
+      assert.equal(r.report.index?.used, false, `flipped byte at ${at} went unnoticed`);
+      assert.match(r.report.index?.problem ?? '', /ARBORIDX|checksum/);
+      assert.equal(r.loss, undefined);
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('an index from another data directory (same session and segment names) is recognised as foreign', async () => {
+  const a = tempDir();
+  const b = tempDir();
+  try {
+    await build(a.dir, 25);
+    await build(b.dir, 30); // longer: its index claims records a's journal does not hold
+    writeFileSync(indexFile(a.dir), readFileSync(indexFile(b.dir)));
+    const r = await compare(a.dir);
+    assert.equal(r.report.index?.used, false);
+    assert.equal(r.report.index?.identity, 'foreign');
+    assert.match(r.report.index?.problem ?? '', /another journal/);
+    assert.equal(r.loss, undefined, 'a foreign high-water mark is no loss of this journal');
+  } finally {
+    a.cleanup();
+    b.cleanup();
+  }
+});
+
+test('an index claiming more than the journal holds is refused (and its high-water mark reports the loss)', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    await build(dir, 25);
+    const segs = readdirSync(join(dir, 'journals')).filter((n) => n.endsWith('.wal')).sort();
+    const newest = join(dir, 'journals', segs.at(-1)!);
+    truncateSync(newest, statSync(newest).size - 150);
+    const r = await compare(dir);
+    assert.equal(r.report.index?.used, false);
+    assert.match(r.report.index?.problem ?? '', /more than the journal holds|is not there/);
+    const loss = r.loss as { events: number; lostLsns: [number, number]; sessions: { id: string }[] } | undefined;
+    assert.ok(loss !== undefined, 'a journal cut below its high-water mark must be reported as loss');
+    assert.ok(loss.events >= 1);
+    assert.equal(loss.lostLsns[1], 25 * SESSIONS.length);
+    assert.ok(loss.sessions.length >= 1);
+  } finally {
+    cleanup();
+  }
+});
