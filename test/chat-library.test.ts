@@ -92,9 +92,12 @@ test('createArbor({ model }) takes an AI SDK LanguageModelV3: reasoning and text
   assert.equal(model.doStreamCalls.length, 1);
   // and the turn was published for metrics
   assert.equal(turns.length, 1);
-  assert.deepEqual({ ...turns[0], timeToFirstChunkMs: typeof turns[0]!.timeToFirstChunkMs, durationMs: typeof turns[0]!.durationMs }, {
+  assert.deepEqual({ ...turns[0], timeToFirstChunkMs: typeof turns[0]!.timeToFirstChunkMs, durationMs: typeof turns[0]!.durationMs, llmStartTime: typeof turns[0]!.llmStartTime, llmDurationMs: typeof turns[0]!.llmDurationMs }, {
     sessionId: 'lm',
     messageId: answer.id,
+    requestMessageId: session.state.messages[0]!.id,
+    llmStartTime: 'number',
+    llmDurationMs: 'number',
     provider: 'scripted',
     model: 'scripted-1',
     outcome: 'completed',
@@ -159,7 +162,7 @@ test('the mock provider reports usage, and maxOutputTokens below its chunk count
   await session.changeConfig('maxOutputTokens', 2);
   const chunks = await collect((await session.sendMessageStream({ parts: [{ type: 'text', text: 'abcdefgh' }] })).stream);
   const [full, cut] = session.state.messages.filter((m) => m.role === 'assistant');
-  assert.deepEqual([full!.metadata?.finishReason, full!.metadata?.usage], ['stop', { inputTokens: 4, outputTokens: 4, totalTokens: 8 }]);
+  assert.deepEqual([full!.metadata?.finishReason, full!.metadata?.usage], ['stop', { inputTokens: 1, outputTokens: 4, totalTokens: 5 }]);
   assert.equal(cut!.metadata?.finishReason, 'length');
   assert.equal((cut!.metadata?.usage as { outputTokens: number }).outputTokens, 2);
   assert.equal(chunks.at(-1)!.finishReason, 'length');

@@ -99,7 +99,9 @@ export async function runChat(target: ChatTarget, sessionId: string, input: Node
     if (command === '') return true;
     if (command === '/stop') {
       const r = await target.stop().catch((err: unknown) => (failed(err), undefined));
-      if (r === 'unsupported') line('[notice] this runtime cannot stop an answer yet (it comes with session.stop()); the answer goes on');
+      if (r === 'stopped') line('[notice] stopped the running answer (kept as it stood)');
+      else if (r === 'idle') line('[notice] nothing is streaming: nothing to stop');
+      else if (r === 'unsupported') line('[notice] this server cannot stop an answer (no POST /v1/chat/:id/stop); the answer goes on');
       return true;
     }
     await turn;

@@ -31,8 +31,8 @@ export interface ChatTarget {
   /** Resolves once the message is durable; the answer then streams as updates. */
   send(content: string): Promise<void>;
   retry(): Promise<void>;
-  /** Ends the running answer; `unsupported` when this runtime or server cannot. */
-  stop(): Promise<'stopped' | 'unsupported'>;
+  /** `stopped`: a running answer was ended (kept as it stood); `idle`: nothing was streaming; `unsupported`: a server without the stop route. */
+  stop(): Promise<'stopped' | 'idle' | 'unsupported'>;
   close(): Promise<void>;
 }
 
@@ -92,12 +92,9 @@ export class LocalTarget implements ChatTarget {
     await this.#session!.retry();
   }
 
-  async stop(): Promise<'stopped' | 'unsupported'> {
-    // session.stop() comes with the AI SDK transport work (#11); without it the answer goes on.
-    const stop = (this.#session as unknown as { stop?: () => Promise<unknown> }).stop;
-    if (typeof stop !== 'function') return 'unsupported';
-    await stop.call(this.#session);
-    return 'stopped';
+  async stop(): Promise<'stopped' | 'idle' | 'unsupported'> {
+    if (this.#session === undefined) return 'idle';
+    return (await this.#session.stop()).stopped ? 'stopped' : 'idle';
   }
 
   async close(): Promise<void> {
@@ -224,13 +221,13 @@ export class HttpTarget implements ChatTarget {
     await this.#client.json('POST', this.#path('/retry'));
   }
 
-  async stop(): Promise<'stopped' | 'unsupported'> {
-    // The stop endpoint comes with the AI SDK transport work (#11); a server without it answers 404.
+  async stop(): Promise<'stopped' | 'idle' | 'unsupported'> {
+    // POST /v1/chat/:id/stop answers {stopped}; a server older than the route answers 404 ARBOR_NOT_FOUND.
     const res = await this.#client.request('POST', `/v1/chat/${encodeURIComponent(this.sessionId)}/stop`);
     const text = await res.text();
     if (res.status === 404 && text.includes('ARBOR_NOT_FOUND')) return 'unsupported';
     if (!res.ok) throw errorOf(res.status, text, 'stop');
-    return 'stopped';
+    return (JSON.parse(text) as { stopped?: unknown }).stopped === true ? 'stopped' : 'idle';
   }
 
   async close(): Promise<void> {

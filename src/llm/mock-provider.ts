@@ -136,8 +136,10 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
       await pause(this.chunkDelayMs, signal, () => abortError(this.name, `while waiting for chunk ${i + 1} of ${parts.length}`, signal));
       yield { type: 'text', text: parts[i] as string };
     }
-    let inputTokens = request.system === undefined ? 0 : Array.from(request.system).length;
-    for (const turn of request.messages) inputTokens += Array.from(turn.content).length;
+    // A mock's token counts: the prompt's whitespace-separated words in (system prompt included), one token per chunk out.
+    const words = (text: string): number => text.match(/\S+/g)?.length ?? 0;
+    let inputTokens = request.system === undefined ? 0 : words(request.system);
+    for (const turn of request.messages) inputTokens += words(turn.content);
     yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
   }
 }

@@ -193,7 +193,7 @@ test('finish reason and usage come from an OpenAI-compatible server, per-session
   });
 });
 
-test("tenants and tokens of /v1/sessions: no token is 401, another tenant's chat is 404 and untouched, a tenant with createSessions: false creates none", async () => {
+test("tenants and tokens of /v1/sessions: no token is 401, another tenant's chat answers like a missing one and is untouched (the same id is the caller's own chat), a tenant with createSessions: false creates none", async () => {
   const { dir, cleanup } = tempDir('arbor-chat-');
   const { hashToken } = await import('../../src/server/auth.ts');
   const configFile = join(dir, 'config.json');
@@ -208,15 +208,22 @@ test("tenants and tokens of /v1/sessions: no token is 401, another tenant's chat
     await chunksOf(await send('acme-token', 'acme-chat'));
     // then without a token: 401
     assert.equal((await fetch(`${url}/v1/chat/acme-chat/messages`)).status, 401);
-    // and globex gets 404 for every route of it, exactly like a missing chat, and writes nothing
-    await assert.rejects(send('globex-token', 'acme-chat'), /not found/);
+    // and for globex, acme's chat answers on every route exactly like a chat nobody has (each tenant has its own id space)
     const globex = { authorization: 'Bearer globex-token' };
     for (const [method, path] of [['GET', 'messages'], ['GET', 'stream'], ['POST', 'stop']] as const) {
-      assert.equal((await fetch(`${url}/v1/chat/acme-chat/${path}`, { method, headers: globex })).status, 404, path);
+      const theirs = await fetch(`${url}/v1/chat/acme-chat/${path}`, { method, headers: globex });
+      const nobodys = await fetch(`${url}/v1/chat/nobody-chat/${path}`, { method, headers: globex });
+      assert.equal(theirs.status, 404, path);
+      assert.equal(theirs.status, nobodys.status, path);
     }
     await assert.rejects(as('globex-token').sendMessages({ trigger: 'regenerate-message', chatId: 'acme-chat', messageId: undefined, messages: [user('u-acme-chat', 'secret')], abortSignal: undefined }), /not found/);
+    // and globex sending to the same id gets its own chat, while acme's stays as it was
+    await chunksOf(await send('globex-token', 'acme-chat'));
+    const own = (await (await fetch(`${url}/v1/chat/acme-chat/messages`, { headers: globex })).json()) as UIMessage[];
+    assert.deepEqual(own.map((m) => m.role), ['user', 'assistant']);
     const history = (await (await fetch(`${url}/v1/chat/acme-chat/messages`, { headers: { authorization: 'Bearer acme-token' } })).json()) as UIMessage[];
     assert.deepEqual(history.map((m) => m.role), ['user', 'assistant']);
+    assert.notEqual(history[1]!.id, own[1]!.id);
     // and a tenant whose token says createSessions: false gets 404 for a new chat, and nothing is created
     await assert.rejects(send('ro-token', 'ro-chat'), /not found/);
     assert.equal((await fetch(`${url}/v1/sessions/ro-chat`, { headers: { authorization: 'Bearer acme-token' } })).status, 404);
