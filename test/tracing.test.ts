@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { SpanKind } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { MockProvider, publishToolStep, type LlmProvider, type StreamRequest } from '../src/index.ts';
+import { MockProvider, publishToolStep, type LlmProvider, type LlmStreamPart, type StreamRequest } from '../src/index.ts';
+import { textOfStream } from '../src/llm/provider.ts';
 import { loadConfig, startServer } from '../src/server.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -13,10 +14,15 @@ class ToolUsingProvider implements LlmProvider {
   readonly model = 'mock-echo';
   readonly #mock = new MockProvider({ chunks: 2, chunkDelayMs: 0 });
 
-  async *stream(request: StreamRequest): AsyncIterable<string> {
+  stream(request: StreamRequest): AsyncIterable<string> {
+    return textOfStream(this.streamParts(request));
+  }
+
+  /** Parts, so the mock's finish reason and token usage reach the turn. */
+  async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
     const startTime = performance.timeOrigin + performance.now();
     publishToolStep(() => ({ sessionId: request.sessionId, messageId: request.messageId, toolName: 'search', toolCallId: 'call-1', startTime, durationMs: 1, outcome: 'ok' }));
-    yield* this.#mock.stream(request);
+    yield* this.#mock.streamParts(request);
   }
 }
 

@@ -51,7 +51,7 @@ test('arbor chat --url against a real server: the answer streams, a turn cut by 
     await server.stop('SIGKILL');
     // when it is restarted and the chat opens the session
     server = await startServe(['--data-dir', dataDir], { ARBOR_MOCK_CHUNK_DELAY_MS: '0' });
-    const r = await runCliWithInput(['chat', 'desk', '--url', server.url], '/retry\nhi\n/stop\n/history\n');
+    const r = await runCliWithInput(['chat', 'desk', '--url', server.url], '/retry\nhi\n/history\n/stop\n');
     assert.equal(r.code, 0, r.stderr);
     // then the interrupted turn is shown as a notice, /retry answers it, and the next message is answered
     assert.match(r.stdout, /\[notice\] .*interrupted/i);
