@@ -51,6 +51,10 @@ export const ErrorCodes = {
   OPS_FAILED: 'ARBOR_OPS_FAILED',
   /** Loading the session took longer than `recoveryTimeoutMs`: the load was abandoned, the next access tries again. */
   RECOVERY_TIMEOUT: 'ARBOR_RECOVERY_TIMEOUT',
+  /** The session does not exist (never written, or deleted). */
+  SESSION_NOT_FOUND: 'ARBOR_SESSION_NOT_FOUND',
+  /** The encryption key is missing, malformed, or not the one the data was written with; `details.source` names where it came from. Nothing was written. */
+  ENCRYPTION_KEY: 'ARBOR_ENCRYPTION_KEY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

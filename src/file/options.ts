@@ -54,6 +54,11 @@ export interface StoreOptions {
    * history, and the journal is never compacted (it grows without bound).
    */
   enableSnapshots: boolean;
+  /**
+   * A deleted session's bytes are erased from the data directory (journal
+   * segments rewritten, table checkpoint) within this many ms (docs/erasure.md).
+   */
+  erasureDeadlineMs: number;
   /** Filesystem port (default: the real one). Tests pass the in-memory one. */
   fs: FileSystem | undefined;
 }
@@ -78,6 +83,7 @@ export const DEFAULT_STORE_OPTIONS: Readonly<StoreOptions> = Object.freeze({
   recovery: 'eager',
   enableJournal: true,
   enableSnapshots: true,
+  erasureDeadlineMs: 30_000,
   fs: undefined,
 });
 
@@ -111,6 +117,7 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   positiveInteger('maxEventBytes', merged.maxEventBytes, 256 * 1024 * 1024);
   positiveInteger('maxSnapshotsPerSession', merged.maxSnapshotsPerSession, 1000);
   positiveInteger('dedupeWindow', merged.dedupeWindow);
+  positiveInteger('erasureDeadlineMs', merged.erasureDeadlineMs, 60_000);
   positiveInteger('stateSchemaVersion', merged.stateSchemaVersion, 2 ** 32 - 1);
   for (const key of ['salvage', 'enableJournal', 'enableSnapshots'] as const) boolean(key, merged[key]);
   if (!merged.enableJournal && !merged.enableSnapshots) {

@@ -180,6 +180,39 @@ export class SnapshotStore {
     return typeof meta !== 'string' && meta.sid === sid && meta.seq === seq;
   }
 
+  /**
+   * Unlinks the session's snapshot files (a deleted session), then syncs the
+   * directory. With `upToLsn`, only those whose header says they were written
+   * at or below that LSN (a new session with the same id keeps its own).
+   */
+  async removeSession(sid: string, upToLsn?: number): Promise<void> {
+    assertSessionId(sid);
+    const seqs = this.#index.get(sid);
+    if (seqs === undefined) return;
+    const { fs, dir } = this.#o;
+    for (const seq of [...seqs]) {
+      const file = path.join(dir, snapshotFileName(sid, seq));
+      if (upToLsn !== undefined) {
+        let meta: ReturnType<typeof decodeSnapshotHeader> | undefined;
+        try {
+          meta = decodeSnapshotHeader(await fs.readFile(file));
+        } catch (err) {
+          if (!hasCode(err, 'ENOENT')) throw err;
+        }
+        // A header that does not decode cannot prove it is newer: it goes too.
+        if (meta !== undefined && typeof meta !== 'string' && meta.lsn > upToLsn) continue;
+      }
+      try {
+        await fs.unlink(file);
+      } catch (err) {
+        if (!hasCode(err, 'ENOENT')) throw err;
+      }
+      seqs.splice(seqs.indexOf(seq), 1);
+    }
+    if (seqs.length === 0) this.#index.delete(sid);
+    await fs.syncDir(dir);
+  }
+
   /** Verifies every snapshot file; for `verify`-style checks. */
   async verifyAll(): Promise<DamagedSnapshot[]> {
     const damaged: DamagedSnapshot[] = [];

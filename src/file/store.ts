@@ -14,6 +14,8 @@ import { SnapshotStore } from './snapshot-store.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import { DirectoryLock, type LockOwner } from '../storage/lock.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
+import { Eraser, type Tombstones } from './erasure.ts';
+import type { ErasureCapability } from '../backend/backend.ts';
 
 export type { RecoveredSession } from './recovery-coordinator.ts';
 
@@ -66,12 +68,30 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   #closing: Promise<void> | undefined;
 
   readonly #fs: FileSystem;
+  /** Deletes sessions and erases their bytes (src/file/erasure.ts). */
+  readonly #eraser: Eraser;
+  /** Writers of the table checkpoint, one at a time (the runtime's, and erasure's rewrite). */
+  #checkpointChain: Promise<unknown> = Promise.resolve();
   /** What `open` was given, so that `reopen` can open the same store again. */
   #reopenWith: { options: Partial<StoreOptions>; hooks: RecoveryHooks<S>; internals: StoreInternals } | undefined;
 
-  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>) {
+  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones) {
     this.options = options;
     this.#fs = fs;
+    this.#eraser = Eraser.start(
+      {
+        fs,
+        dataDir: options.dataDir,
+        journal,
+        snapshots,
+        checkpointDir: path.join(options.dataDir, 'checkpoint'),
+        stateSchemaVersion: options.stateSchemaVersion,
+        maxRecordBytes: options.maxEventBytes,
+        deadlineMs: options.erasureDeadlineMs,
+        withCheckpoint: (op) => this.#withCheckpoint(op),
+      },
+      tombstones,
+    );
     this.#lock = lock;
     this.journal = journal;
     this.snapshots = snapshots;
@@ -110,7 +130,11 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     let journal: Journal | undefined;
     try {
       const snapshots = await SnapshotStore.open({ fs, dir: o.snapshotDir, maxSnapshotsPerSession: o.maxSnapshotsPerSession });
+      // Deleted sessions not erased yet: the journal skips their records, and snapshots a crash left of them go now.
+      const tombstones = await Eraser.open({ fs, dataDir: o.dataDir });
+      for (const [sid, t] of tombstones.entries()) await snapshots.removeSession(sid, t.lsn);
       journal = await Journal.open({
+        erased: (sid, lsn) => tombstones.isErased(sid, lsn),
         fs,
         dir: o.journalDir,
         durability: o.durability,
@@ -139,7 +163,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
           }
         }
       }
-      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks);
+      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones);
       store.#reopenWith = { options, hooks, internals };
       store.#openReport.durationMs = performance.now() - started;
       if (o.recovery === 'eager' || o.salvage) {
@@ -206,8 +230,36 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
    */
   writeCheckpoint(entries: Iterable<CheckpointEntry<S>>): Promise<{ bytes: number; entries: number }> {
     if (this.#state !== 'open') return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'store is closed'));
-    return writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries });
+    return this.#withCheckpoint(() => writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries }));
   }
+
+  #withCheckpoint<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.#checkpointChain.then(op);
+    this.#checkpointChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Deletes the session: its tombstone is durable, its journal index and
+   * snapshots are gone, when this resolves; its records' bytes are erased
+   * from the segments and the checkpoint within `erasureDeadlineMs`
+   * (`erasure.whenErased(sid)`). The id may be used again, for a new session.
+   */
+  async deleteSession(sid: string): Promise<void> {
+    assertSessionId(sid);
+    if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
+    // Not recovered yet: recovered first, so that no later recovery brings it back.
+    if (this.#recovery.isPending(sid) || this.#recovery.isLoading(sid)) await this.loadSession(sid);
+    this.#recovered.delete(sid);
+    await this.#eraser.delete(sid);
+  }
+
+  /** Erasure of deleted sessions (see src/file/erasure.ts). */
+  readonly erasure: ErasureCapability & { run(): Promise<unknown> } = {
+    pending: () => this.#eraser.pending(),
+    whenErased: (sid) => this.#eraser.whenErased(sid),
+    run: () => this.#eraser.run(),
+  };
 
   /** What the background pass made of the checkpoint (undefined before it read it). */
   get checkpointUse(): CheckpointUse | undefined {
@@ -391,6 +443,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     this.#state = 'closing';
     this.#recovery.stop();
     try {
+      await this.#eraser.close();
       await this.journal.close();
     } finally {
       await this.#lock.release();

@@ -65,6 +65,8 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.USAGE]: { status: 500, retryAfter: false },
   [ErrorCodes.CONFIG_INVALID]: { status: 500, retryAfter: false },
   [ErrorCodes.OPS_FAILED]: { status: 500, retryAfter: false },
+  [ErrorCodes.SESSION_NOT_FOUND]: { status: 404, retryAfter: false },
+  [ErrorCodes.ENCRYPTION_KEY]: { status: 500, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */

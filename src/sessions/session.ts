@@ -11,6 +11,7 @@ export interface SessionHost {
   /** True once close() has begun: intake stops. */
   readonly closing: boolean;
   readonly backend: SessionBackend<SessionState>;
+  deleteSession(sid: string): Promise<void>;
 }
 
 /** Runtime-internal: tells a session handle the state its session was dropped from memory with. */
@@ -129,6 +130,16 @@ export class Session {
    */
   events(options: { fromSeq?: number } = {}): Promise<JournalRecord[]> {
     return this.#arbor.backend.read(this.id, options.fromSeq ?? 1);
+  }
+
+  /**
+   * Deletes the session (see `Arbor.deleteSession`): a streaming answer ends
+   * first; resolves once the delete is durable. ARBOR_SESSION_NOT_FOUND when
+   * it has no event.
+   */
+  delete(): Promise<void> {
+    if (this.#arbor.closing) return Promise.reject(new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new commands`, { sessionId: this.id }));
+    return this.#arbor.deleteSession(this.id);
   }
 
   /** Resolves when the commands queued so far and every answer they started have ended (completed or interrupted). */

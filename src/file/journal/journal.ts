@@ -50,6 +50,8 @@ export interface JournalOptions {
   writes?: boolean;
   /** Wall clock for `ts`; injectable for tests. */
   now?: () => number;
+  /** Records of deleted sessions (src/file/erasure.ts): skipped at open, as if never written. */
+  erased?: (sid: string, lsn: number) => boolean;
 }
 
 
@@ -186,7 +188,7 @@ export class Journal {
   report!: JournalOpenReport;
 
   private constructor(options: JournalOptions) {
-    this.#o = { now: Date.now, writes: true, ...options };
+    this.#o = { now: Date.now, writes: true, erased: () => false, ...options };
   }
 
   /**
@@ -221,6 +223,11 @@ export class Journal {
   /** Holds (or lets go of) segment deletion: recovery holds it until every session is rebuilt. */
   holdSegmentDeletion(held: boolean): void {
     this.#deletionHeld = held;
+  }
+
+  /** The directory holding the segments. */
+  get dir(): string {
+    return this.#o.dir;
   }
 
   get durability(): Durability {
@@ -837,6 +844,82 @@ export class Journal {
     return deleted;
   }
 
+  // ---- erasure (src/file/erasure.ts drives it) -------------------------------
+
+  /**
+   * Forgets a deleted session: its index, dedupe window and the pins its
+   * records held. Flushes first, so nothing of it is queued; returns the LSN
+   * up to which its records are erased (every record it has on disk is at
+   * or below it). Its bytes stay in the segments until erasure rewrites them.
+   */
+  async forget(sid: string): Promise<number> {
+    await this.flush();
+    const idx = this.#sessions.get(sid);
+    if (idx !== undefined) {
+      for (let i = 1; i < idx.locs.length; i += 4) {
+        const seg = this.#segments.find((s) => s.id === idx.locs[i]);
+        if (seg !== undefined) seg.live -= 1;
+      }
+      this.#sessions.delete(sid);
+    }
+    return this.#nextLsn - 1;
+  }
+
+  /** Runs `op` with segment deletion and rewrites serialised (never two at once, never while recovery holds them). */
+  exclusiveSegments<T>(op: (held: boolean) => Promise<T>): Promise<T> {
+    const run = this.#deleting.then(() => op(this.#deletionHeld || this.#state !== 'open'));
+    this.#deleting = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Sealed segments (every one but the active), oldest first, with the checksum seed of each. */
+  sealedSegments(): { name: string; id: number }[] {
+    return this.#segments.filter((s) => s !== this.#active).map((s) => ({ name: s.name, id: s.id }));
+  }
+
+  /**
+   * Seals the active segment when it holds any record, so that erasure can
+   * rewrite it: the writer finishes its batch, syncs, and starts a new one.
+   */
+  async sealActive(): Promise<void> {
+    if (this.#state !== 'open' || this.#active.size <= SEGMENT_HEADER_BYTES) return;
+    await this.flush();
+    // The writer is idle now; take its place for the rotation (appends meanwhile queue up).
+    while (this.#pumping || this.#scheduled) await new Promise<void>((r) => setImmediate(r));
+    if (this.#active.size <= SEGMENT_HEADER_BYTES) return;
+    this.#pumping = true;
+    try {
+      await this.#drainInflight();
+      await this.#rotate(this.#writtenLsn + 1);
+    } catch (err) {
+      this.#fail(err, []);
+      throw err;
+    } finally {
+      this.#pumping = false;
+      if (this.queueDepth > 0) this.#schedule();
+    }
+  }
+
+  /**
+   * A sealed segment was rewritten in place (temp, sync, rename, directory
+   * sync) without erased records: its new header and size, and where each
+   * kept record moved (old offset → new offset).
+   */
+  adoptRewrite(id: number, header: SegmentHeader, size: number, moved: ReadonlyMap<number, number>): void {
+    const seg = this.#segments.find((s) => s.id === id);
+    if (seg === undefined || seg === this.#active) throw new Error(`journal invariant: segment ${segmentFileName(id)} is not sealed`);
+    seg.header = header;
+    seg.size = size;
+    for (const idx of this.#sessions.values()) {
+      for (let i = 1; i < idx.locs.length; i += 4) {
+        if (idx.locs[i] !== id) continue;
+        const to = moved.get(idx.locs[i + 1]!);
+        if (to === undefined) throw new Error(`journal invariant: a live record at ${segmentFileName(id)} offset ${idx.locs[i + 1]} was dropped by a rewrite`);
+        idx.locs[i + 1] = to;
+      }
+    }
+  }
+
   // ---- opening ------------------------------------------------------------
 
   async #open(): Promise<void> {
@@ -888,6 +971,8 @@ export class Journal {
         bytes,
         { isLast, maxRecordBytes: this.#o.maxRecordBytes },
         (record, offset, frameBytes) => {
+          // A deleted session's record waiting for erasure: its bytes are still here, but it is no one's.
+          if (this.#o.erased(record.sid, record.lsn)) return;
           let idx = this.#sessions.get(record.sid);
           if (idx === undefined) {
             idx = newSessionIndex();
