@@ -253,8 +253,10 @@ export class Eraser {
    * Resolves when the delete is durable (not when the erasure is complete:
    * see `whenErased`).
    */
-  async delete(sid: string): Promise<void> {
+  async delete(sid: string, beforeTombstone?: (lsn: number) => Promise<void>): Promise<void> {
     const lsn = await this.#o.journal.forget(sid);
+    // (encryption: the session's data key is destroyed first, so every copy is unreadable from here on)
+    await beforeTombstone?.(lsn);
     await this.tombstones.add(sid, lsn);
     await this.#o.snapshots.removeSession(sid);
     this.schedule(0);

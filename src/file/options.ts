@@ -59,6 +59,15 @@ export interface StoreOptions {
    * segments rewritten, table checkpoint) within this many ms (docs/erasure.md).
    */
   erasureDeadlineMs: number;
+  /**
+   * Encryption at rest (docs/encryption.md): the master key, 32 bytes in
+   * base64 (or `encryptionKeyFile`, a file holding it). Every session gets its
+   * own data key, wrapped by this one, in `<dataDir>/keys/keystore.json`.
+   */
+  encryptionKey: string | undefined;
+  encryptionKeyFile: string | undefined;
+  /** How errors name where `encryptionKey` came from (the server: `env ARBOR_ENCRYPTION_KEY`); default `option encryptionKey`. */
+  encryptionKeySource: string | undefined;
   /** Filesystem port (default: the real one). Tests pass the in-memory one. */
   fs: FileSystem | undefined;
 }
@@ -84,6 +93,9 @@ export const DEFAULT_STORE_OPTIONS: Readonly<StoreOptions> = Object.freeze({
   enableJournal: true,
   enableSnapshots: true,
   erasureDeadlineMs: 30_000,
+  encryptionKey: undefined,
+  encryptionKeyFile: undefined,
+  encryptionKeySource: undefined,
   fs: undefined,
 });
 

@@ -22,7 +22,7 @@ export interface CoordinatorOptions<S> {
   /** Records replayed between two yields to the event loop during the background pass. */
   sliceRecords?: number;
   /** Where the whole-table checkpoint lives (the accelerator); undefined: not used. */
-  checkpoint?: { fs: FileSystem; dir: string };
+  checkpoint?: { fs: FileSystem; dir: string; openState?: ((sid: string, state: unknown) => unknown) | undefined };
 }
 
 /** What the background pass made of the whole-table checkpoint. */
@@ -316,7 +316,7 @@ export class RecoveryCoordinator<S> {
     const out = new Map<string, CheckpointEntry<S>>();
     const where = this.#o.checkpoint;
     if (where === undefined) return out;
-    const read = await readTableCheckpoint<S>(where.fs, where.dir);
+    const read = await readTableCheckpoint<S>(where.fs, where.dir, where.openState);
     if ('problem' in read) {
       this.#checkpointUse = { used: 0, skipped: 0, rejected: 0, problem: read.problem };
       return out;
@@ -406,7 +406,7 @@ export class RecoveryCoordinator<S> {
           }
         }
         const record = decodePayload(payload);
-        if (typeof record !== 'string' && this.#pending.has(record.sid) && select(record.sid)) builder.apply(record as JournalRecord);
+        if (typeof record !== 'string' && this.#pending.has(record.sid) && select(record.sid)) builder.apply(journal.openRecord(record as JournalRecord));
       }
       await yieldToLoop();
     }

@@ -17,6 +17,9 @@ export interface SnapshotStoreOptions {
   fs: FileSystem;
   dir: string;
   maxSnapshotsPerSession: number;
+  /** Encryption at rest (src/file/keystore.ts): the state as written, and as read back. */
+  sealState?: ((sid: string, state: unknown) => unknown) | undefined;
+  openState?: ((sid: string, state: unknown) => unknown) | undefined;
 }
 
 /** A snapshot that failed its checks, by file. */
@@ -92,7 +95,7 @@ export class SnapshotStore {
   async write(content: SnapshotContent): Promise<{ file: string; bytes: number }> {
     assertSessionId(content.sid);
     const { fs, dir } = this.#o;
-    const bytes = await encodeSnapshot(content);
+    const bytes = await encodeSnapshot(this.#o.sealState === undefined ? content : { ...content, state: this.#o.sealState(content.sid, content.state) });
     const name = snapshotFileName(content.sid, content.seq);
     const temp = path.join(dir, `${name}.tmp`);
     const handle = await fs.open(temp, 'w+', FILE_MODE);
@@ -155,6 +158,14 @@ export class SnapshotStore {
       if (content.sid !== sid || content.seq !== seq) {
         damaged.push({ file, reason: `header names session ${content.sid} seq ${content.seq}, not the file name's` });
         continue;
+      }
+      if (this.#o.openState !== undefined) {
+        try {
+          content.state = this.#o.openState(sid, content.state);
+        } catch (err) {
+          damaged.push({ file, reason: `the state does not open: ${(err as Error).message}` });
+          continue;
+        }
       }
       return { snapshot: { ...content, file }, damaged };
     }

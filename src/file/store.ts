@@ -15,6 +15,8 @@ import type { FileSystem } from '../storage/fs-port.ts';
 import { DirectoryLock, type LockOwner } from '../storage/lock.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
 import { Eraser, type Tombstones } from './erasure.ts';
+import { checkMasterKey, KeyStore, parseMasterKey, resolveMasterKey } from './keystore.ts';
+import { isSessionId } from '../core/ids.ts';
 import type { ErasureCapability } from '../backend/backend.ts';
 
 export type { RecoveredSession } from './recovery-coordinator.ts';
@@ -70,14 +72,17 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   readonly #fs: FileSystem;
   /** Deletes sessions and erases their bytes (src/file/erasure.ts). */
   readonly #eraser: Eraser;
+  /** Encryption at rest: the data keys (undefined when no key was given). */
+  readonly #keys: KeyStore | undefined;
   /** Writers of the table checkpoint, one at a time (the runtime's, and erasure's rewrite). */
   #checkpointChain: Promise<unknown> = Promise.resolve();
   /** What `open` was given, so that `reopen` can open the same store again. */
   #reopenWith: { options: Partial<StoreOptions>; hooks: RecoveryHooks<S>; internals: StoreInternals } | undefined;
 
-  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones) {
+  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined) {
     this.options = options;
     this.#fs = fs;
+    this.#keys = keys;
     this.#eraser = Eraser.start(
       {
         fs,
@@ -108,7 +113,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       salvage: options.salvage,
       stateSchemaVersion: options.stateSchemaVersion,
       seal: (sid, state, seq) => (options.enableSnapshots ? this.snapshot(sid, state, seq) : Promise.resolve()),
-      checkpoint: { fs, dir: this.checkpointDir },
+      checkpoint: { fs, dir: this.checkpointDir, openState: keys === undefined ? undefined : (sid, state) => keys.openState(sid, state) },
     });
   }
 
@@ -126,15 +131,34 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     // Without the option, the hooks say which state version their reducer produces.
     const o = resolveStoreOptions({ ...options, stateSchemaVersion: options.stateSchemaVersion ?? hooks.stateSchemaVersion });
     const fs: FileSystem = o.fs ?? new NodeFileSystem();
+    // The key is checked before anything is written (the lock file included): a wrong or missing one refuses here.
+    const master = await resolveMasterKey(fs, o);
+    const keyFile = await checkMasterKey(fs, o.dataDir, master);
     const lock = await DirectoryLock.acquire({ fs, dir: o.dataDir, ...(internals.lockPid === undefined ? {} : { pid: internals.lockPid }) });
     let journal: Journal | undefined;
     try {
-      const snapshots = await SnapshotStore.open({ fs, dir: o.snapshotDir, maxSnapshotsPerSession: o.maxSnapshotsPerSession });
+      let keys = master !== undefined && keyFile !== undefined ? await KeyStore.open(fs, o.dataDir, master, keyFile, 0) : undefined;
+      const snapshots = await SnapshotStore.open({
+        fs,
+        dir: o.snapshotDir,
+        maxSnapshotsPerSession: o.maxSnapshotsPerSession,
+        ...(master === undefined ? {} : { sealState: (sid: string, state: unknown) => keys!.sealState(sid, state), openState: (sid: string, state: unknown) => keys!.openState(sid, state) }),
+      });
       // Deleted sessions not erased yet: the journal skips their records, and snapshots a crash left of them go now.
       const tombstones = await Eraser.open({ fs, dataDir: o.dataDir });
       for (const [sid, t] of tombstones.entries()) await snapshots.removeSession(sid, t.lsn);
+      for (const [sid, lsn] of keys?.shredded() ?? []) await snapshots.removeSession(sid, lsn);
+      // Records whose data key was destroyed (a delete cut short, or a restored backup): erased like a tombstone's.
+      const unreadable = new Map<string, number>();
       journal = await Journal.open({
-        erased: (sid, lsn) => tombstones.isErased(sid, lsn),
+        erased: (sid, lsn) => {
+          if (tombstones.isErased(sid, lsn)) return true;
+          if (keys === undefined || !keys.isUnreadable(sid, lsn)) return false;
+          unreadable.set(sid, Math.max(lsn, unreadable.get(sid) ?? 0));
+          return true;
+        },
+        sealData: master === undefined ? undefined : (sid, seq, data) => keys!.sealData(sid, seq, data),
+        openData: master === undefined ? undefined : (sid, seq, data) => keys!.openData(sid, seq, data),
         fs,
         dir: o.journalDir,
         durability: o.durability,
@@ -163,7 +187,10 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
           }
         }
       }
-      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones);
+      // A new encrypted data directory: its key store starts here (older records, if any, stay as written).
+      if (master !== undefined && keys === undefined) keys = await KeyStore.open(fs, o.dataDir, master, undefined, journal.nextLsn);
+      for (const [sid, lsn] of unreadable) if (!tombstones.isErased(sid, lsn)) await tombstones.add(sid, lsn);
+      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys);
       store.#reopenWith = { options, hooks, internals };
       store.#openReport.durationMs = performance.now() - started;
       if (o.recovery === 'eager' || o.salvage) {
@@ -183,7 +210,25 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   /** Appends one event to the journal; see `Journal.append` for when it resolves and what it rejects with. */
   append(input: AppendInput): Promise<AppendResult> {
     if (this.#state !== 'open') return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'store is closed'));
+    // Encrypted: a session's first append waits until its data key is durable (appends behind it keep their order).
+    const creating = this.#keys !== undefined && isSessionId(input?.sid) ? this.#keys.ensure(input.sid) : undefined;
+    if (creating !== undefined) return creating.then(() => this.journal.append(input));
     return this.journal.append(input);
+  }
+
+  /** Whether the data directory is encrypted at rest (a key was given). */
+  get encrypted(): boolean {
+    return this.#keys !== undefined;
+  }
+
+  /**
+   * Rewraps every session's data key with `newKey` (32 bytes, base64) and
+   * writes the key store durably; no journal, snapshot or checkpoint byte is
+   * rewritten. From then on only `newKey` opens the data directory.
+   */
+  async rotateMasterKey(newKey: string, source = 'rotateMasterKey'): Promise<{ keys: number }> {
+    if (this.#keys === undefined) throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `data directory ${this.options.dataDir} is not encrypted: there is no key to rotate`, { source });
+    return { keys: await this.#keys.rotate(parseMasterKey(newKey, source)) };
   }
 
   /** The session's journal records with seq ≥ `fromSeq` that no snapshot has released yet. */
@@ -230,7 +275,15 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
    */
   writeCheckpoint(entries: Iterable<CheckpointEntry<S>>): Promise<{ bytes: number; entries: number }> {
     if (this.#state !== 'open') return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'store is closed'));
-    return this.#withCheckpoint(() => writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries }));
+    const keys = this.#keys;
+    const sealed =
+      keys === undefined
+        ? entries
+        : (function* () {
+            // (a session written before encryption was turned on, and untouched since, has no key: it stays as its journal has it)
+            for (const e of entries) yield keys.has(e.sid) ? { ...e, state: keys.sealState(e.sid, e.state) as S } : e;
+          })();
+    return this.#withCheckpoint(() => writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries: sealed }));
   }
 
   #withCheckpoint<T>(op: () => Promise<T>): Promise<T> {
@@ -251,7 +304,8 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     // Not recovered yet: recovered first, so that no later recovery brings it back.
     if (this.#recovery.isPending(sid) || this.#recovery.isLoading(sid)) await this.loadSession(sid);
     this.#recovered.delete(sid);
-    await this.#eraser.delete(sid);
+    const keys = this.#keys;
+    await this.#eraser.delete(sid, keys === undefined ? undefined : (lsn) => keys.destroy(sid, lsn));
   }
 
   /** Erasure of deleted sessions (see src/file/erasure.ts). */
@@ -325,6 +379,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       throw new RangeError(`snapshot of session ${sid}: seq ${seq} is not between 0 and the session's last seq ${this.journal.lastSeq(sid)}`);
     }
     const started = performance.now();
+    await this.#keys?.ensure(sid);
     const written = await this.snapshots.write({
       sid,
       seq,

@@ -52,6 +52,9 @@ export interface JournalOptions {
   now?: () => number;
   /** Records of deleted sessions (src/file/erasure.ts): skipped at open, as if never written. */
   erased?: (sid: string, lsn: number) => boolean;
+  /** Encryption at rest (src/file/keystore.ts): what is written in place of `data`, and how it is read back. */
+  sealData?: ((sid: string, seq: number, data: unknown) => unknown) | undefined;
+  openData?: ((sid: string, seq: number, data: unknown) => unknown) | undefined;
 }
 
 
@@ -188,7 +191,7 @@ export class Journal {
   report!: JournalOpenReport;
 
   private constructor(options: JournalOptions) {
-    this.#o = { now: Date.now, writes: true, erased: () => false, ...options };
+    this.#o = { now: Date.now, writes: true, erased: () => false, ...options } as ResolvedJournalOptions;
   }
 
   /**
@@ -317,8 +320,9 @@ export class Journal {
     const lsn = this.#nextLsn;
     let text: string | undefined;
     try {
-      text = encodePayload(lsn, sid, seq, ts, type, v, data, cid);
+      text = encodePayload(lsn, sid, seq, ts, type, v, this.#o.sealData === undefined ? data : this.#o.sealData(sid, seq, data), cid);
     } catch (err) {
+      if (err instanceof ArborError) throw err;
       throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable: ${(err as Error).message}`, { field: 'data', sessionId: sid }, { cause: err });
     }
     if (text === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} has no JSON form`, { field: 'data', sessionId: sid });
@@ -737,13 +741,19 @@ export class Journal {
         if (typeof record === 'string') {
           throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid} seq ${seq}: ${record} in ${segmentFileName(segId)} at offset ${offset}`, { sessionId: sid, seq, segment: segmentFileName(segId), offset });
         }
-        out.push(record);
+        out.push(this.openRecord(record));
       }
     } finally {
       // Read-only handles: a failed close loses nothing, and must not hide the read's own outcome.
       for (const h of handles.values()) await h.close().catch(() => undefined);
     }
     return out;
+  }
+
+  /** The record with its `data` opened (encryption at rest), as written by the caller of `append`. */
+  openRecord(record: JournalRecord): JournalRecord {
+    if (this.#o.openData !== undefined) record.data = this.#o.openData(record.sid, record.seq, record.data);
+    return record;
   }
 
   /**
