@@ -11,6 +11,7 @@ import { ErrorCodes } from '../src/core/errors.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
 import { hooks } from './crash/power-loss-harness.ts';
+import { json, runCli } from './ops/run-cli.ts';
 
 // Encryption at rest: per-session data keys wrapped by the master key. Nothing readable on disk,
 // a wrong or missing key refuses to open and writes nothing, a delete shreds every earlier copy
@@ -155,4 +156,42 @@ test('rotating the master key rewraps the data keys only: the old key is refused
   const reopened = await openStore({ dataDir, encryptionKey: next }, hooks);
   assert.deepEqual((await reopened.loadSession('r'))?.state.ns, [1, 2, 3, 4]);
   await reopened.close();
+});
+
+test('arbor verify / inspect / keys rotate on an encrypted data directory: clear about a missing or wrong key, full checks with the right one', async (t) => {
+  const { dir, cleanup } = tempDir('arbor-enc-');
+  t.after(cleanup);
+  const dataDir = join(dir, 'data');
+  const key = newKey();
+  const arbor = await createArbor(opts(dataDir, key));
+  await arbor.session('cli').sendMessage({ content: 'cli secret' });
+  await arbor.session('cli').idle();
+  await arbor.close();
+  // verify without the key: the frames are checked, and it says the payloads were not opened
+  const noKey = await runCli(['verify', '--data-dir', dataDir, '--json']);
+  assert.equal(noKey.code, 0, noKey.stderr);
+  const noKeyReport = json(noKey);
+  assert.equal(noKeyReport.encryption, 'no-key');
+  assert.ok(noKeyReport.notes.some((n: string) => n.includes('ARBOR_ENCRYPTION_KEY')));
+  // with the key (from the environment): every payload opened
+  const withKey = json(await runCli(['verify', '--data-dir', dataDir, '--json'], { ARBOR_ENCRYPTION_KEY: key }));
+  assert.deepEqual([withKey.ok, withKey.encryption], [true, 'checked']);
+  // a wrong key: refused, coded, naming where it came from
+  const wrong = await runCli(['verify', '--data-dir', dataDir, '--json', '--encryption-key', newKey()]);
+  assert.equal(wrong.code, 1);
+  assert.equal(json(wrong).error.code, 'ARBOR_ENCRYPTION_KEY');
+  assert.match(json(wrong).error.details.source, /--encryption-key/);
+  // inspect needs the key, and shows the content with it
+  const inspectNoKey = await runCli(['inspect', 'cli', '--data-dir', dataDir, '--json']);
+  assert.equal(json(inspectNoKey).error.code, 'ARBOR_ENCRYPTION_KEY');
+  const inspected = await runCli(['inspect', 'cli', '--data-dir', dataDir, '--json', '--encryption-key', key]);
+  assert.equal(inspected.code, 0, inspected.stderr);
+  assert.match(inspected.stdout, /cli secret/);
+  // keys rotate: the new key opens it, the old one no longer does
+  const next = newKey();
+  const rotated = await runCli(['keys', 'rotate', '--data-dir', dataDir, '--encryption-key', key, '--new-key', next, '--json']);
+  assert.equal(rotated.code, 0, rotated.stderr);
+  assert.equal(json(rotated).keys, 1);
+  assert.equal(json(await runCli(['verify', '--data-dir', dataDir, '--json', '--encryption-key', key])).error.code, 'ARBOR_ENCRYPTION_KEY');
+  assert.equal(json(await runCli(['verify', '--data-dir', dataDir, '--json', '--encryption-key', next])).encryption, 'checked');
 });

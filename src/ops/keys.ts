@@ -1,5 +1,7 @@
 import { ArborError, ErrorCodes } from '../core/errors.ts';
-import { checkMasterKey, KeyStore, parseMasterKey, resolveMasterKey, type MasterKey } from '../file/keystore.ts';
+import { posix } from 'node:path';
+import { checkMasterKey, erasedUpTo, KeyStore, parseMasterKey, readKeyStoreFile, resolveMasterKey, type MasterKey } from '../file/keystore.ts';
+import { ERASURE_DIR, Tombstones } from '../file/erasure.ts';
 import { openStore } from '../file/store.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
@@ -56,4 +58,20 @@ export async function rotateEncryptionKey(o: RotateKeyOptions): Promise<{ keys: 
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Which records of `dataDir` belong to deleted sessions (tombstones whose
+ * erasure is not complete, and sessions whose data key was destroyed): the
+ * operations commands leave them out as the store does. Reads no key.
+ */
+export async function erasedRecords(fs: FileSystem, dataDir: string): Promise<(sid: string, lsn: number) => boolean> {
+  const tombstones = await Tombstones.open(fs, posix.join(dataDir, ERASURE_DIR));
+  const keyFile = await readKeyStoreFile(fs, dataDir);
+  const shredded = new Map<string, number>();
+  for (const [sid, e] of Object.entries(keyFile?.keys ?? {})) {
+    const upTo = erasedUpTo(e);
+    if (upTo !== undefined) shredded.set(sid, upTo);
+  }
+  return (sid, lsn) => tombstones.isErased(sid, lsn) || lsn <= (shredded.get(sid) ?? 0);
 }
