@@ -2,11 +2,15 @@
  * Arbor journal benchmark: durable append throughput and latency, each figure
  * measured in the same run beside its baseline. See bench/README.md.
  *
- *   node --import tsx bench/journal/run.ts [--tiny] [--peers] [--json] [--seconds S]
+ *   node --import tsx bench/journal/run.ts [--tiny] [--peers] [--json] [--seconds S] [--encrypt]
+ *
+ * --encrypt: also measures encryption at rest (docs/encryption.md) at the
+ * largest level, interleaved with the plain store, and reports the ratio.
  *
  * Targets are reported as PASS/MISS lines and never fail the run: the exit
  * code is non-zero only when the benchmark itself breaks.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -30,10 +34,12 @@ interface Config extends BaseConfig {
   moderateRate: number;
   cpuAppends: number;
   cpuWarmupAppends: number;
+  /** --encrypt: an encrypted store beside the plain one at the largest level */
+  encrypt: boolean;
 }
 
 function parseConfig(argv: string[]): Config {
-  const base = parseBenchArgs(argv, USAGE);
+  const base = parseBenchArgs(argv.filter((a) => a !== '--encrypt'), USAGE);
   const { tiny } = base;
   return {
     ...base,
@@ -42,6 +48,7 @@ function parseConfig(argv: string[]): Config {
     moderateRate: 2000,
     cpuAppends: tiny ? 10_000 : 200_000,
     cpuWarmupAppends: tiny ? 2_000 : 50_000,
+    encrypt: argv.includes('--encrypt'),
   };
 }
 
@@ -208,11 +215,13 @@ class ArborClosedPhase implements Phase {
     this.#store = store;
   }
 
-  static async open(root: string, sessions: number): Promise<ArborClosedPhase> {
+  static async open(root: string, sessions: number, encryptionKey?: string): Promise<ArborClosedPhase> {
     const dir = await mkdtemp(join(root, `arbor-closed-${sessions}-`));
     const fs = new CountingFileSystem(new NodeFileSystem());
-    const store = await openStore<null>({ dataDir: dir, fs, durability: 'fsync' }, HOOKS);
-    return new ArborClosedPhase(sessions, dir, fs, store);
+    const store = await openStore<null>({ dataDir: dir, fs, durability: 'fsync', ...(encryptionKey === undefined ? {} : { encryptionKey }) }, HOOKS);
+    const phase = new ArborClosedPhase(sessions, dir, fs, store);
+    if (encryptionKey !== undefined) (phase as { label: string }).label = `Arbor encrypted at rest, ${sessions} session(s), closed loop`;
+    return phase;
   }
 
   /** Records and bytes per fdatasync so far (what the raw baseline replays). */
@@ -748,6 +757,8 @@ interface Results {
   cpu: { primary: CpuResult; batch1: CpuResult; nullFs: CpuResult };
   peers: { skipped: true; reason: string } | { skipped: false; sqlite: SqliteResult; ratioArbor1000ToSqlite: number };
   targets: Target[];
+  /** --encrypt: the encrypted store at the largest level, and its appends/s over the plain store's */
+  encrypted?: ArborClosedResult & { ratioToPlain: number };
 }
 
 function render(r: Results): string {
@@ -842,14 +853,17 @@ async function main(): Promise<void> {
     const arbor: ArborClosedResult[] = [];
     const raw: Results['raw'] = [];
     let sqliteResult: SqliteResult | undefined;
+    let encrypted: Results['encrypted'];
     const top = Math.max(...cfg.levels);
     for (const sessions of cfg.levels) {
       // Arbor and the raw loop at Arbor's batch, slice by slice (and SQLite beside the largest level).
       const a = await ArborClosedPhase.open(root, sessions);
       const w = new RawSyncPhase(root, `raw write+fdatasync at Arbor's ${sessions}-session batch`, () => a.batch());
       const s = sqlite !== undefined && sessions === top ? await SqlitePhase.open(root, sqlite) : undefined;
-      await runInterleaved(cfg, s === undefined ? [a, w] : [a, w, s]);
+      const e = cfg.encrypt && sessions === top ? await ArborClosedPhase.open(root, sessions, randomBytes(32).toString('base64')) : undefined;
+      await runInterleaved(cfg, [a, w, ...(s === undefined ? [] : [s]), ...(e === undefined ? [] : [e])]);
       const ar = a.result();
+      if (e !== undefined) encrypted = { ...e.result(), ratioToPlain: e.result().appendsPerSec / ar.appendsPerSec };
       const wr = w.result();
       arbor.push(ar);
       raw.push({ ...wr, sessions, arborFraction: ar.appendsPerSec / wr.recordsPerSec });
@@ -932,6 +946,16 @@ async function main(): Promise<void> {
       target: 2,
       detail: `${fmt(moderate.ratioToRawOpenLoopSyncP99, 2)}× (${fmt(moderate.ackP99Ms, 3)} ms vs ${fmt(moderate.rawOpenLoopSyncP99Ms, 3)} ms)`,
     });
+    if (encrypted !== undefined) {
+      const fewer = 1 - encrypted.ratioToPlain;
+      targets.push({
+        name: `encryption at rest costs ≤ 15% of appends/s at ${encrypted.sessions} sessions`,
+        status: fewer <= 0.15 ? 'PASS' : 'MISS',
+        actual: fewer,
+        target: 0.15,
+        detail: `${pct(fewer)} fewer (${fmtInt(encrypted.appendsPerSec)} vs ${fmtInt(at1000.appendsPerSec)} appends/s, interleaved in the same run)`,
+      });
+    }
     for (const w of raw) {
       targets.push({
         name: `fraction of the raw ceiling at ${w.sessions} session(s)`,
@@ -952,6 +976,7 @@ async function main(): Promise<void> {
       cpu: { primary, batch1, nullFs },
       peers,
       targets,
+      ...(encrypted === undefined ? {} : { encrypted }),
     };
     printResults(cfg, results, render);
   });

@@ -163,9 +163,10 @@ export class KeyStore {
   readonly #entries = new Map<string, KeyEntry>();
   readonly #keys = new Map<string, Buffer>();
   #writing: Promise<unknown> = Promise.resolve();
-  /** Sessions whose new key waits for the next write of the file, with that write. */
-  #creating = new Map<string, Promise<void>>();
-  #batch: Promise<void> | undefined;
+  /** Sessions whose new key is not durable yet, with the write that makes it so (appends wait for it). */
+  readonly #creating = new Map<string, Promise<void>>();
+  /** The next write of the file, and the sessions whose keys it carries. */
+  #batch: { sids: Set<string>; done: Promise<void> } | undefined;
 
   private constructor(fs: FileSystem, dataDir: string, master: MasterKey, since: number) {
     this.#fs = fs;
@@ -235,22 +236,35 @@ export class KeyStore {
     const upTo = erasedUpTo(this.#entries.get(sid));
     this.#keys.set(sid, key);
     this.#entries.set(sid, { wrapped: seal(this.#master.key, key, `key:${sid}`).toString('base64'), ...(upTo === undefined ? {} : { erasedUpTo: upTo }) });
-    this.#batch ??= Promise.resolve().then(() => {
-      this.#batch = undefined;
-      const created = this.#creating;
-      this.#creating = new Map();
-      return this.#persist().catch((err: unknown) => {
-        // Not durable: the keys are forgotten, and so is every append that waited for them.
-        for (const s of created.keys()) {
-          this.#keys.delete(s);
-          this.#entries.delete(s);
-        }
-        throw err;
-      });
-    });
-    const p = this.#batch;
-    this.#creating.set(sid, p);
-    return p;
+    let batch = this.#batch;
+    if (batch === undefined) {
+      const sids = new Set<string>();
+      const done = Promise.resolve()
+        .then(() => {
+          // Keys made from here on go into the next write.
+          this.#batch = undefined;
+          return this.#persist();
+        })
+        .then(
+          () => {
+            for (const s of sids) this.#creating.delete(s);
+          },
+          (err: unknown) => {
+            // Not durable: the keys are forgotten, and every append that waited for them fails.
+            for (const s of sids) {
+              this.#creating.delete(s);
+              this.#keys.delete(s);
+              this.#entries.delete(s);
+            }
+            throw err;
+          },
+        );
+      batch = { sids, done };
+      this.#batch = batch;
+    }
+    batch.sids.add(sid);
+    this.#creating.set(sid, batch.done);
+    return batch.done;
   }
 
   /** Destroys the session's data key (a shredded marker up to `lsn` stays), durably. */
