@@ -266,6 +266,8 @@ export class Eraser {
   /** Resolves when `sid` (or, without it, every deleted session) is erased. */
   whenErased(sid?: string): Promise<void> {
     if (sid === undefined ? this.tombstones.size === 0 : this.tombstones.get(sid) === undefined) return Promise.resolve();
+    // Someone waits for the pass: its timer keeps the process alive from now on (see schedule).
+    this.#timer?.ref();
     return new Promise((resolve) => this.#waiters.push({ sid, resolve }));
   }
 
@@ -281,7 +283,10 @@ export class Eraser {
       this.#timer = undefined;
       void this.run().catch(() => undefined);
     }, delayMs);
-    this.#timer.unref();
+    // Unreferenced unless a caller awaits whenErased: a pending erasure alone does not hold the process open,
+    // but an awaited one must not be dropped by an event loop that sees nothing else to do (a retry after
+    // recovery held the segments, or after a failure).
+    if (this.#waiters.length === 0) this.#timer.unref();
   }
 
   /** One erasure pass now (joins a running one). Rejects with the failure, which is also published; the next pass is scheduled. */
