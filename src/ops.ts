@@ -10,3 +10,4 @@ export { backupDataDir, restoreBackup, readManifest, MANIFEST_FILE, type BackupM
 export { readRestoreMarker, writeRestoreMarker, restoreNoticeText, restoreNoticeFor, RESTORE_MARKER_FILE, type RestoreMarker, type RestoreNoticeMetadata } from './file/restore-marker.ts';
 export { BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName } from './ops/bench.ts';
 export { exists as pathExists } from './ops/layout.ts';
+export { rotateEncryptionKey, type RotateKeyOptions, type KeyOptions } from './ops/keys.ts';

@@ -618,6 +618,51 @@ export class Arbor {
     return this.#checkpointing;
   }
 
+  /**
+   * Deletes the session: a running answer ends first (its terminal event is
+   * journaled and published), then the backend deletes it durably. From then
+   * on it does not exist (`exists` false); the id may start a new, empty
+   * session. Rejects with ARBOR_SESSION_NOT_FOUND when it has no event. The
+   * file store erases its bytes within `erasureDeadlineMs` (`whenErased`).
+   */
+  async deleteSession(sid: string): Promise<void> {
+    assertSessionId(sid);
+    this.#assertOpen();
+    const rec = this.#sessions.record(sid);
+    const actor = this.#actor(rec);
+    // A streaming answer ends first: its terminal event (stream_interrupted) before the delete.
+    actor.abortStreams('the session was deleted');
+    await actor.streamsSettled();
+    await actor.run(
+      'delete',
+      async (state) => {
+        if (state.seq === 0) throw new ArborError(ErrorCodes.SESSION_NOT_FOUND, `session ${sid} not found`, { sessionId: sid });
+        // Out of the hot tier first, so no snapshot or checkpoint picks it up again; then wait for those running.
+        this.#hot.delete(sid);
+        try {
+          await rec.snapshotting?.catch(() => undefined);
+          await this.#checkpointing?.catch(() => undefined);
+          await this.#backend.deleteSession(sid);
+        } catch (err) {
+          this.#hot.store(sid, state);
+          throw err;
+        }
+        rec.lastEvent = undefined;
+        rec.eventsSinceSnapshot = 0;
+        rec.loadFailure = undefined;
+        rec.seen = false;
+        if (rec.phase !== 'stopped') rec.phase = 'pending';
+        rec.handle?.[REMEMBER](initialSessionState(sid));
+      },
+      true,
+    );
+  }
+
+  /** Resolves once the deleted session's bytes are erased from the backend's storage (at once where deleting erases them: PostgreSQL). */
+  whenErased(sid?: string): Promise<void> {
+    return this.#backend.erasure?.whenErased(sid) ?? Promise.resolve();
+  }
+
   /** Snapshots an idle session and drops it from memory; the next command loads it back. */
   passivate(sid: string): Promise<boolean> {
     return this.#passivate(sid, true);

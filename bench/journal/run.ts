@@ -2,12 +2,16 @@
  * Arbor journal benchmark: durable append throughput and latency, each figure
  * measured in the same run beside its baseline. See bench/README.md.
  *
- *   node --import tsx bench/journal/run.ts [--tiny] [--peers] [--json] [--seconds S]
+ *   node --import tsx bench/journal/run.ts [--tiny] [--peers] [--json] [--seconds S] [--encrypt]
+ *
+ * --encrypt: also measures encryption at rest (docs/encryption.md) at the
+ * largest level, interleaved with the plain store, and reports the ratio.
  *
  * Targets are reported as PASS/MISS lines and never fail the run: the exit
  * code is non-zero only when the benchmark itself breaks.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { readFileSync } from 'node:fs';
@@ -33,10 +37,12 @@ interface Config extends BaseConfig {
   moderateRate: number;
   cpuAppends: number;
   cpuWarmupAppends: number;
+  /** --encrypt: an encrypted store beside the plain one at the largest level */
+  encrypt: boolean;
 }
 
 function parseConfig(argv: string[]): Config {
-  const base = parseBenchArgs(argv, USAGE);
+  const base = parseBenchArgs(argv.filter((a) => a !== '--encrypt'), USAGE);
   const { tiny } = base;
   return {
     ...base,
@@ -45,6 +51,7 @@ function parseConfig(argv: string[]): Config {
     moderateRate: 2000,
     cpuAppends: tiny ? 10_000 : 200_000,
     cpuWarmupAppends: tiny ? 2_000 : 50_000,
+    encrypt: argv.includes('--encrypt'),
   };
 }
 
@@ -236,11 +243,13 @@ class ArborClosedPhase implements Phase {
     this.#store = store;
   }
 
-  static async open(root: string, sessions: number): Promise<ArborClosedPhase> {
+  static async open(root: string, sessions: number, encryptionKey?: string): Promise<ArborClosedPhase> {
     const dir = await mkdtemp(join(root, `arbor-closed-${sessions}-`));
     const fs = new CountingFileSystem(new NodeFileSystem());
-    const store = await openStore<null>({ dataDir: dir, fs, durability: 'fsync' }, HOOKS);
-    return new ArborClosedPhase(sessions, dir, fs, store);
+    const store = await openStore<null>({ dataDir: dir, fs, durability: 'fsync', ...(encryptionKey === undefined ? {} : { encryptionKey }) }, HOOKS);
+    const phase = new ArborClosedPhase(sessions, dir, fs, store);
+    if (encryptionKey !== undefined) (phase as { label: string }).label = `Arbor encrypted at rest, ${sessions} session(s), closed loop`;
+    return phase;
   }
 
   /** Records and bytes per fdatasync so far (what the raw baseline replays). */
@@ -890,6 +899,8 @@ interface Results {
   cpu: { primary: CpuResult; batch1: CpuResult; nullFs: CpuResult };
   peers: { skipped: true; reason: string } | { skipped: false; sqlite: SqliteResult; ratioArbor1000ToSqlite: number };
   targets: Target[];
+  /** --encrypt: the encrypted store at the largest level, and its appends/s over the plain store's */
+  encrypted?: ArborClosedResult & { ratioToPlain: number };
   /** issue 10's goals 2 and 4: figure, baseline from this run, ratio, PASS/FAIL, and the load average when judged */
   goals: Goal[];
 }
@@ -1046,6 +1057,7 @@ async function main(): Promise<void> {
     const arbor: ArborClosedResult[] = [];
     const raw: Results['raw'] = [];
     let sqliteResult: SqliteResult | undefined;
+    let encrypted: Results['encrypted'];
     const top = Math.max(...cfg.levels);
     for (const sessions of cfg.levels) {
       // Arbor and the raw loop at Arbor's batch, slice by slice (and SQLite beside the largest level).
@@ -1054,8 +1066,10 @@ async function main(): Promise<void> {
       // SQLite beside the largest level: better-sqlite3 with --peers, else the sqlite3 shell when there is one (not with --tiny).
       const s: (Phase & { result(): SqliteResult }) | undefined =
         sessions !== top ? undefined : sqlite !== undefined ? await SqlitePhase.open(root, sqlite) : cfg.tiny ? undefined : await SqliteShellPhase.open(root);
-      await runInterleaved(cfg, s === undefined ? [a, w] : [a, w, s]);
+      const e = cfg.encrypt && sessions === top ? await ArborClosedPhase.open(root, sessions, randomBytes(32).toString('base64')) : undefined;
+      await runInterleaved(cfg, [a, w, ...(s === undefined ? [] : [s]), ...(e === undefined ? [] : [e])]);
       const ar = a.result();
+      if (e !== undefined) encrypted = { ...e.result(), ratioToPlain: e.result().appendsPerSec / ar.appendsPerSec };
       const wr = w.result();
       arbor.push(ar);
       raw.push({ ...wr, sessions, arborFraction: ar.appendsPerSec / wr.recordsPerSec });
@@ -1138,6 +1152,16 @@ async function main(): Promise<void> {
       target: 2,
       detail: `${fmt(moderate.ratioToRawOpenLoopSyncP99, 2)}× (${fmt(moderate.ackP99Ms, 3)} ms vs ${fmt(moderate.rawOpenLoopSyncP99Ms, 3)} ms)`,
     });
+    if (encrypted !== undefined) {
+      const fewer = 1 - encrypted.ratioToPlain;
+      targets.push({
+        name: `encryption at rest costs ≤ 15% of appends/s at ${encrypted.sessions} sessions`,
+        status: fewer <= 0.15 ? 'PASS' : 'MISS',
+        actual: fewer,
+        target: 0.15,
+        detail: `${pct(fewer)} fewer (${fmtInt(encrypted.appendsPerSec)} vs ${fmtInt(at1000.appendsPerSec)} appends/s, interleaved in the same run)`,
+      });
+    }
     for (const w of raw) {
       targets.push({
         name: `fraction of the raw ceiling at ${w.sessions} session(s)`,
@@ -1161,6 +1185,7 @@ async function main(): Promise<void> {
       peers,
       targets,
       goals,
+      ...(encrypted === undefined ? {} : { encrypted }),
     };
     printResults(cfg, results, render);
   });

@@ -101,6 +101,14 @@ export interface SessionBackend<S, R extends RecoveryReportBase = RecoveryReport
   close(): Promise<void>;
   /** Whether the session has any durable event or snapshot; loads nothing and takes no lease. */
   exists(sid: string): Promise<boolean>;
+  /**
+   * Deletes the session (a multi-node backend: one this process holds):
+   * resolves once the deletion is durable; from then on the backend holds
+   * nothing of it (`exists` false, `loadSession` undefined, `read` empty), and
+   * appends under the same id start a new session at seq 1. Erasing the bytes
+   * may finish later: see `erasure`.
+   */
+  deleteSession(sid: string): Promise<void>;
 
   // Listing and forking (docs/sessions-api.md): read-only looks that take no lease, and seeding a new session.
 
@@ -140,6 +148,8 @@ export interface SessionBackend<S, R extends RecoveryReportBase = RecoveryReport
   reopen?(): Promise<SessionBackend<S, R>>;
   /** The marker a restore from a backup left in the storage, when there is one (see core/restore-notice). */
   restoreMarker?(): Promise<RestoreMarker | undefined>;
+  /** Erasure of deleted sessions' bytes that finishes after `deleteSession` resolves (files: journal segments rewritten, checkpoint). */
+  readonly erasure?: ErasureCapability;
   /** Journal figures for health checks (files: segments, synced LSN, why it failed). */
   journalFigures?(): JournalFigures;
   /**
@@ -158,6 +168,14 @@ export interface BackendCheck {
   status: 'ok' | 'warn' | 'fail';
   message: string;
   [detail: string]: unknown;
+}
+
+/** A backend that erases deleted sessions' bytes in the background, within a bounded time. */
+export interface ErasureCapability {
+  /** Deleted sessions whose bytes are not erased yet. */
+  pending(): string[];
+  /** Resolves once `sid` (without it: every deleted session) is erased. */
+  whenErased(sid?: string): Promise<void>;
 }
 
 /** This process as the other processes sharing a backend see it: what the server routes requests by. */

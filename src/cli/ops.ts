@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Argument, Command, InvalidArgumentError, Option, type CommanderError } from 'commander';
 import { ArborError, ErrorCodes, isArborError, isSessionId, NodeFileSystem } from '../index.ts';
-import { backupDataDir, restoreBackup, BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName, compactDataDir, inspectSession, type InspectReport, pathExists as exists, verifyDataDir, type VerifyReport } from '../ops.ts';
+import { rotateEncryptionKey, backupDataDir, restoreBackup, BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName, compactDataDir, inspectSession, type InspectReport, pathExists as exists, verifyDataDir, type VerifyReport } from '../ops.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -45,6 +45,25 @@ function addDirOptions(cmd: Command): Command {
     .addOption(new Option('--data-dir <dir>', 'data directory').env('ARBOR_DATA_DIR').default('./data'))
     .addOption(new Option('--journal-dir <dir>', 'journal segments (default <data-dir>/journals)').env('ARBOR_JOURNAL_DIR'))
     .addOption(new Option('--snapshot-dir <dir>', 'snapshots (default <data-dir>/snapshots)').env('ARBOR_SNAPSHOT_DIR'));
+}
+
+interface KeyFlags {
+  encryptionKey?: string;
+  encryptionKeyFile?: string;
+}
+
+/** --encryption-key / --encryption-key-file (env ARBOR_ENCRYPTION_KEY / ARBOR_ENCRYPTION_KEY_FILE): the master key of an encrypted data directory. */
+function addKeyOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--encryption-key <base64>', 'master key of an encrypted data directory (32 bytes, base64)').env('ARBOR_ENCRYPTION_KEY'))
+    .addOption(new Option('--encryption-key-file <file>', 'a file holding the master key').env('ARBOR_ENCRYPTION_KEY_FILE'));
+}
+
+function keysOf(o: KeyFlags): { encryptionKey?: string; encryptionKeyFile?: string; encryptionKeySource?: string } {
+  return {
+    ...(o.encryptionKey === undefined ? {} : { encryptionKey: o.encryptionKey, encryptionKeySource: '--encryption-key (or env ARBOR_ENCRYPTION_KEY)' }),
+    ...(o.encryptionKeyFile === undefined ? {} : { encryptionKeyFile: o.encryptionKeyFile }),
+  };
 }
 
 function layoutOf(o: CommonOptions): { dataDir: string; journalDir?: string; snapshotDir?: string } {
@@ -187,29 +206,29 @@ function printInspect(r: InspectReport): void {
 export function registerOpsCommands(program: Command): void {
   const add = (name: string): Command => program.command(name).exitOverride(usageExit).showSuggestionAfterError(true);
 
-  addDirOptions(add('verify'))
+  addKeyOptions(addDirOptions(add('verify')))
     .description('check every journal segment and snapshot, read-only (safe beside a running server); exit 1 when damage is found')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (o: CommonOptions) =>
+    .action(async (o: CommonOptions & KeyFlags) =>
       run('verify', o.json, async () => {
         await assertDataDir(o.dataDir);
         const bar = progressBar('verify', o.json !== true, 'bytes');
-        const report = await verifyDataDir({ ...layoutOf(o), onProgress: bar.update }).finally(bar.stop);
+        const report = await verifyDataDir({ ...layoutOf(o), ...keysOf(o), onProgress: bar.update }).finally(bar.stop);
         if (o.json === true) printJson({ dataDir: o.dataDir, ...report });
         else printVerify(report);
         return report.ok ? 0 : EXIT_FAILED;
       }),
     );
 
-  addDirOptions(add('inspect'))
+  addKeyOptions(addDirOptions(add('inspect')))
     .description("a session's timeline: its snapshots, its journal events and its recovered state (read-only)")
     .argument('<session>', 'session id', parseSessionId)
     .option('--json', 'print one JSON document on stdout')
     .option('--limit <n>', 'show only the newest n events', parsePositiveInt)
-    .action(async (session: string, o: CommonOptions & { limit?: number }) =>
+    .action(async (session: string, o: CommonOptions & KeyFlags & { limit?: number }) =>
       run('inspect', o.json, async () => {
         await assertDataDir(o.dataDir);
-        const report = await inspectSession(session, { ...layoutOf(o), ...(o.limit === undefined ? {} : { limit: o.limit }) });
+        const report = await inspectSession(session, { ...layoutOf(o), ...keysOf(o), ...(o.limit === undefined ? {} : { limit: o.limit }) });
         if (o.json === true) printJson(report);
         else printInspect(report);
         return report.state.problem === undefined ? 0 : EXIT_FAILED;
@@ -261,20 +280,36 @@ export function registerOpsCommands(program: Command): void {
     .description('restore a backup into an empty (or new) data directory, checking every file against the manifest')
     .argument('<src>', 'backup directory (written by arbor backup)')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (src: string, o: CommonOptions) =>
+    .option('--key-store <file>', 'an encrypted backup: the live key store (<data-dir>/keys/keystore.json); sessions deleted since stay erased')
+    .action(async (src: string, o: CommonOptions & { keyStore?: string }) =>
       run('restore', o.json, async () => {
         if (!(await exists(new NodeFileSystem(), src))) throw new ArborError(ErrorCodes.USAGE, `<src> ${src}: no such directory`, { option: 'src', src });
         const bar = progressBar('restore', o.json !== true, 'bytes');
-        const r = await restoreBackup({ ...layoutOf(o), src, onProgress: bar.update }).finally(bar.stop);
+        const r = await restoreBackup({ ...layoutOf(o), src, ...(o.keyStore === undefined ? {} : { keyStore: o.keyStore }), onProgress: bar.update }).finally(bar.stop);
         if (o.json === true) {
           const { verify, ...rest } = r;
           printJson({ ...rest, verify: { ok: verify.ok, totals: verify.totals, damage: verify.damage, notes: verify.notes } });
         } else {
           out(`restored backup ${r.backupId} (taken at ${r.backupStartedAt}) into ${r.dataDir}: ${r.files} files, ${mib(r.bytes)}, ${r.sessions} sessions; ${r.verify.ok ? 'verified clean' : 'VERIFY FOUND DAMAGE (it was in the source when it was backed up):'}`);
           for (const d of r.verify.damage) out(`DAMAGE ${where(d)}: ${d.reason}`);
+          if (r.erased.length > 0) out(`${r.erased.length} sessions of the backup were deleted since (their keys are destroyed): erased, not restored: ${r.erased.slice(0, 10).join(', ')}${r.erased.length > 10 ? ', …' : ''}`);
           out(`${r.marker} written: each restored session will tell its user that anything after ${r.backupStartedAt} may be lost`);
         }
         return r.verify.ok ? 0 : EXIT_FAILED;
+      }),
+    );
+
+  addKeyOptions(addDirOptions(add('keys').command('rotate').exitOverride(usageExit)))
+    .description('encryption at rest: rewrap every data key with a new master key (no data is rewritten; takes the lock: stop the server first)')
+    .requiredOption('--new-key <base64>', 'the new master key (32 bytes, base64)')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (o: CommonOptions & KeyFlags & { newKey: string }) =>
+      run('keys rotate', o.json, async () => {
+        await assertDataDir(o.dataDir);
+        const r = await rotateEncryptionKey({ dataDir: o.dataDir, ...keysOf(o), newEncryptionKey: o.newKey });
+        if (o.json === true) printJson(r);
+        else out(`rewrapped ${r.keys} data keys of ${r.dataDir} with the new master key; from now on only the new key opens it`);
+        return 0;
       }),
     );
 

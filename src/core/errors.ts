@@ -63,6 +63,10 @@ export const ErrorCodes = {
   TOOL_CALL_REFUSED: 'ARBOR_TOOL_CALL_REFUSED',
   /** No pending tool approval with this id (or toolCallId) in the session. */
   NO_SUCH_APPROVAL: 'ARBOR_NO_SUCH_APPROVAL',
+  /** The session does not exist (never written, or deleted). */
+  SESSION_NOT_FOUND: 'ARBOR_SESSION_NOT_FOUND',
+  /** The encryption key is missing, malformed, or not the one the data was written with; `details.source` names where it came from. Nothing was written. */
+  ENCRYPTION_KEY: 'ARBOR_ENCRYPTION_KEY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

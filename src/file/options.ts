@@ -60,6 +60,20 @@ export interface StoreOptions {
    * history, and the journal is never compacted (it grows without bound).
    */
   enableSnapshots: boolean;
+  /**
+   * A deleted session's bytes are erased from the data directory (journal
+   * segments rewritten, table checkpoint) within this many ms (docs/erasure.md).
+   */
+  erasureDeadlineMs: number;
+  /**
+   * Encryption at rest (docs/encryption.md): the master key, 32 bytes in
+   * base64 (or `encryptionKeyFile`, a file holding it). Every session gets its
+   * own data key, wrapped by this one, in `<dataDir>/keys/keystore.json`.
+   */
+  encryptionKey: string | undefined;
+  encryptionKeyFile: string | undefined;
+  /** How errors name where `encryptionKey` came from (the server: `env ARBOR_ENCRYPTION_KEY`); default `option encryptionKey`. */
+  encryptionKeySource: string | undefined;
   /** Filesystem port (default: the real one). Tests pass the in-memory one. */
   fs: FileSystem | undefined;
 }
@@ -85,6 +99,10 @@ export const DEFAULT_STORE_OPTIONS: Readonly<StoreOptions> = Object.freeze({
   enableJournal: true,
   useJournalIndex: true,
   enableSnapshots: true,
+  erasureDeadlineMs: 30_000,
+  encryptionKey: undefined,
+  encryptionKeyFile: undefined,
+  encryptionKeySource: undefined,
   fs: undefined,
 });
 
@@ -118,6 +136,7 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   positiveInteger('maxEventBytes', merged.maxEventBytes, 256 * 1024 * 1024);
   positiveInteger('maxSnapshotsPerSession', merged.maxSnapshotsPerSession, 1000);
   positiveInteger('dedupeWindow', merged.dedupeWindow);
+  positiveInteger('erasureDeadlineMs', merged.erasureDeadlineMs, 60_000);
   positiveInteger('stateSchemaVersion', merged.stateSchemaVersion, 2 ** 32 - 1);
   for (const key of ['salvage', 'enableJournal', 'enableSnapshots', 'useJournalIndex'] as const) boolean(key, merged[key]);
   if (!merged.enableJournal && !merged.enableSnapshots) {

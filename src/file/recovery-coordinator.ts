@@ -23,7 +23,7 @@ export interface CoordinatorOptions<S> {
   /** Records replayed between two yields to the event loop during the background pass. */
   sliceRecords?: number;
   /** Where the whole-table checkpoint lives (the accelerator); undefined: not used. */
-  checkpoint?: { fs: FileSystem; dir: string };
+  checkpoint?: { fs: FileSystem; dir: string; openState?: ((sid: string, state: unknown) => unknown) | undefined };
 }
 
 /** What the background pass made of the whole-table checkpoint. */
@@ -325,7 +325,7 @@ export class RecoveryCoordinator<S> {
     const out = new Map<string, CheckpointEntry<S>>();
     const where = this.#o.checkpoint;
     if (where === undefined) return out;
-    const read = await readTableCheckpoint<S>(where.fs, where.dir);
+    const read = await readTableCheckpoint<S>(where.fs, where.dir, where.openState);
     if ('problem' in read) {
       this.#checkpointUse = { used: 0, skipped: 0, rejected: 0, problem: read.problem };
       return out;
@@ -392,7 +392,7 @@ export class RecoveryCoordinator<S> {
         // Most records of a session with a snapshot or checkpoint entry are covered by it: skip them unparsed.
         const head = decodeHead(payload);
         if (typeof head === 'string') return head;
-        if (!this.#pending.has(head.sid) || !select(head.sid)) return head.lsn;
+        if (!this.#pending.has(head.sid) || !select(head.sid) || journal.isErased(head.sid, head.lsn)) return head.lsn;
         if (head.seq <= (skipUpTo.get(head.sid) ?? 0)) {
           onCovered?.(head);
           return head.lsn;
@@ -400,7 +400,8 @@ export class RecoveryCoordinator<S> {
       }
       const record = decodePayload(payload);
       if (typeof record === 'string') return record;
-      if (this.#pending.has(record.sid) && select(record.sid)) builder.apply(record as JournalRecord);
+      // A deleted session's record (the id may have started over since): skipped as the open scan skipped it.
+      if (this.#pending.has(record.sid) && select(record.sid) && !journal.isErased(record.sid, record.lsn)) builder.apply(journal.openRecord(record as JournalRecord));
       return record.lsn;
     };
     // The next segment is read while this one is replayed.

@@ -17,6 +17,9 @@ export interface SnapshotStoreOptions {
   fs: FileSystem;
   dir: string;
   maxSnapshotsPerSession: number;
+  /** Encryption at rest (src/file/keystore.ts): the state as written, and as read back. */
+  sealState?: ((sid: string, state: unknown) => unknown) | undefined;
+  openState?: ((sid: string, state: unknown) => unknown) | undefined;
 }
 
 /** A snapshot that failed its checks, by file. */
@@ -92,7 +95,7 @@ export class SnapshotStore {
   async write(content: SnapshotContent): Promise<{ file: string; bytes: number }> {
     assertSessionId(content.sid);
     const { fs, dir } = this.#o;
-    const bytes = await encodeSnapshot(content);
+    const bytes = await encodeSnapshot(this.#o.sealState === undefined ? content : { ...content, state: this.#o.sealState(content.sid, content.state) });
     const name = snapshotFileName(content.sid, content.seq);
     const temp = path.join(dir, `${name}.tmp`);
     const handle = await fs.open(temp, 'w+', FILE_MODE);
@@ -156,6 +159,14 @@ export class SnapshotStore {
         damaged.push({ file, reason: `header names session ${content.sid} seq ${content.seq}, not the file name's` });
         continue;
       }
+      if (this.#o.openState !== undefined) {
+        try {
+          content.state = this.#o.openState(sid, content.state);
+        } catch (err) {
+          damaged.push({ file, reason: `the state does not open: ${(err as Error).message}` });
+          continue;
+        }
+      }
       return { snapshot: { ...content, file }, damaged };
     }
     return { snapshot: undefined, damaged };
@@ -178,6 +189,39 @@ export class SnapshotStore {
     }
     const meta = decodeSnapshotHeader(bytes);
     return typeof meta !== 'string' && meta.sid === sid && meta.seq === seq;
+  }
+
+  /**
+   * Unlinks the session's snapshot files (a deleted session), then syncs the
+   * directory. With `upToLsn`, only those whose header says they were written
+   * at or below that LSN (a new session with the same id keeps its own).
+   */
+  async removeSession(sid: string, upToLsn?: number): Promise<void> {
+    assertSessionId(sid);
+    const seqs = this.#index.get(sid);
+    if (seqs === undefined) return;
+    const { fs, dir } = this.#o;
+    for (const seq of [...seqs]) {
+      const file = path.join(dir, snapshotFileName(sid, seq));
+      if (upToLsn !== undefined) {
+        let meta: ReturnType<typeof decodeSnapshotHeader> | undefined;
+        try {
+          meta = decodeSnapshotHeader(await fs.readFile(file));
+        } catch (err) {
+          if (!hasCode(err, 'ENOENT')) throw err;
+        }
+        // A header that does not decode cannot prove it is newer: it goes too.
+        if (meta !== undefined && typeof meta !== 'string' && meta.lsn > upToLsn) continue;
+      }
+      try {
+        await fs.unlink(file);
+      } catch (err) {
+        if (!hasCode(err, 'ENOENT')) throw err;
+      }
+      seqs.splice(seqs.indexOf(seq), 1);
+    }
+    if (seqs.length === 0) this.#index.delete(sid);
+    await fs.syncDir(dir);
   }
 
   /** Verifies every snapshot file; for `verify`-style checks. */

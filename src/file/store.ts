@@ -16,6 +16,10 @@ import { detectLoss, recordLoss, type JournalLoss } from './journal-loss.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import { DirectoryLock, type LockOwner } from '../storage/lock.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
+import { Eraser, type Tombstones } from './erasure.ts';
+import { checkMasterKey, KeyStore, parseMasterKey, resolveMasterKey } from './keystore.ts';
+import { isSessionId } from '../core/ids.ts';
+import type { ErasureCapability } from '../backend/backend.ts';
 
 export type { RecoveredSession } from './recovery-coordinator.ts';
 
@@ -77,13 +81,34 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   readonly #hooks: RecoveryHooks<S>;
   /** Sessions being seeded (a fork): a second seed of the same id is refused while the first writes. */
   readonly #seeding = new Set<string>();
+  /** Deletes sessions and erases their bytes (src/file/erasure.ts). */
+  readonly #eraser: Eraser;
+  /** Encryption at rest: the data keys (undefined when no key was given). */
+  readonly #keys: KeyStore | undefined;
+  /** Writers of the table checkpoint, one at a time (the runtime's, and erasure's rewrite). */
+  #checkpointChain: Promise<unknown> = Promise.resolve();
   /** What `open` was given, so that `reopen` can open the same store again. */
   #reopenWith: { options: Partial<StoreOptions>; hooks: RecoveryHooks<S>; internals: StoreInternals } | undefined;
 
-  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>) {
+  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined) {
     this.options = options;
     this.#fs = fs;
     this.#hooks = hooks;
+    this.#keys = keys;
+    this.#eraser = Eraser.start(
+      {
+        fs,
+        dataDir: options.dataDir,
+        journal,
+        snapshots,
+        checkpointDir: path.join(options.dataDir, 'checkpoint'),
+        stateSchemaVersion: options.stateSchemaVersion,
+        maxRecordBytes: options.maxEventBytes,
+        deadlineMs: options.erasureDeadlineMs,
+        withCheckpoint: (op) => this.#withCheckpoint(op),
+      },
+      tombstones,
+    );
     this.#lock = lock;
     this.journal = journal;
     this.snapshots = snapshots;
@@ -100,7 +125,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       salvage: options.salvage,
       stateSchemaVersion: options.stateSchemaVersion,
       seal: (sid, state, seq) => (options.enableSnapshots ? this.snapshot(sid, state, seq) : Promise.resolve()),
-      checkpoint: { fs, dir: this.checkpointDir },
+      checkpoint: { fs, dir: this.checkpointDir, openState: keys === undefined ? undefined : (sid, state) => keys.openState(sid, state) },
     });
   }
 
@@ -118,15 +143,46 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     // Without the option, the hooks say which state version their reducer produces.
     const o = resolveStoreOptions({ ...options, stateSchemaVersion: options.stateSchemaVersion ?? hooks.stateSchemaVersion });
     const fs: FileSystem = o.fs ?? new NodeFileSystem();
+    // The key is checked before anything is written (the lock file included): a wrong or missing one refuses here.
+    const master = await resolveMasterKey(fs, o);
+    const keyFile = await checkMasterKey(fs, o.dataDir, master);
     const lock = await DirectoryLock.acquire({ fs, dir: o.dataDir, ...(internals.lockPid === undefined ? {} : { pid: internals.lockPid }) });
     let journal: Journal | undefined;
     try {
-      const snapshots = await SnapshotStore.open({ fs, dir: o.snapshotDir, maxSnapshotsPerSession: o.maxSnapshotsPerSession });
+      let keys = master !== undefined && keyFile !== undefined ? await KeyStore.open(fs, o.dataDir, master, keyFile, 0) : undefined;
+      const snapshots = await SnapshotStore.open({
+        fs,
+        dir: o.snapshotDir,
+        maxSnapshotsPerSession: o.maxSnapshotsPerSession,
+        ...(master === undefined ? {} : { sealState: (sid: string, state: unknown) => keys!.sealState(sid, state), openState: (sid: string, state: unknown) => keys!.openState(sid, state) }),
+      });
+      // Deleted sessions not erased yet: the journal skips their records, and snapshots a crash left of them go now.
+      const tombstones = await Eraser.open({ fs, dataDir: o.dataDir });
+      for (const [sid, t] of tombstones.entries()) await snapshots.removeSession(sid, t.lsn);
+      for (const [sid, lsn] of keys?.shredded() ?? []) await snapshots.removeSession(sid, lsn);
       // The persisted index (an accelerator: the journal checks it against its files, and scans in full when it does not hold).
+      // Not taken while deleted sessions await erasure or a session's key is destroyed: the index holds their records
+      // without the LSNs the `erased` filter below needs, so a full scan filters them instead.
       const checkpointDir = path.join(o.dataDir, 'checkpoint');
-      const index: JournalIndexFile | { problem: string } = o.useJournalIndex === false ? { problem: 'turned off' } : await readJournalIndex(fs, checkpointDir);
+      let index: JournalIndexFile | { problem: string } = o.useJournalIndex === false ? { problem: 'turned off' } : await readJournalIndex(fs, checkpointDir);
+      if ('image' in index) {
+        const image = index.image;
+        if (tombstones.size > 0) index = { problem: `deleted sessions await erasure (${[...tombstones.entries()].map(([sid]) => sid).slice(0, 5).join(', ')})` };
+        else if ((keys?.shredded().length ?? 0) > 0) index = { problem: 'sessions whose data keys were destroyed are not erased yet' };
+        else if (keys !== undefined && image.sessions.some((e) => e.locs.length > 0 && !keys!.has(e.sid))) index = { problem: 'a session in the index has no data key (records of it may be unreadable)' };
+      }
+      // Records whose data key was destroyed (a delete cut short, or a restored backup): erased like a tombstone's.
+      const unreadable = new Map<string, number>();
       journal = await Journal.open({
         ...('image' in index ? { index: index.image } : {}),
+        erased: (sid, lsn) => {
+          if (tombstones.isErased(sid, lsn)) return true;
+          if (keys === undefined || !keys.isUnreadable(sid, lsn)) return false;
+          unreadable.set(sid, Math.max(lsn, unreadable.get(sid) ?? 0));
+          return true;
+        },
+        sealData: master === undefined ? undefined : (sid, seq, data) => keys!.sealData(sid, seq, data),
+        openData: master === undefined ? undefined : (sid, seq, data) => keys!.openData(sid, seq, data),
         fs,
         dir: o.journalDir,
         durability: o.durability,
@@ -155,13 +211,16 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
           }
         }
       }
+      // A new encrypted data directory: its key store starts here (older records, if any, stay as written).
+      if (master !== undefined && keys === undefined) keys = await KeyStore.open(fs, o.dataDir, master, undefined, journal.nextLsn);
+      for (const [sid, lsn] of unreadable) if (!tombstones.isErased(sid, lsn)) await tombstones.add(sid, lsn);
       // A journal that ends below the high-water mark an index or checkpoint of its own recorded lost acknowledged events.
       const loss = await detectLoss({ fs, dataDir: o.dataDir, checkpointDir, journal, index });
       if (loss !== undefined) await recordLoss({ fs, dataDir: o.dataDir, checkpointDir, journal, loss });
       if (journal.report.index === undefined && 'problem' in index && index.problem !== 'no index' && index.problem !== 'turned off') {
         journal.report.index = { used: false, identity: 'unknown', indexedRecords: 0, problem: index.problem };
       }
-      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks);
+      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys);
       if (loss !== undefined) store.#openReport.loss = loss;
       store.#reopenWith = { options, hooks, internals };
       store.#openReport.durationMs = performance.now() - started;
@@ -182,7 +241,25 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   /** Appends one event to the journal; see `Journal.append` for when it resolves and what it rejects with. */
   append(input: AppendInput): Promise<AppendResult> {
     if (this.#state !== 'open') return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'store is closed'));
+    // Encrypted: a session's first append waits until its data key is durable (appends behind it keep their order).
+    const creating = this.#keys !== undefined && isSessionId(input?.sid) ? this.#keys.ensure(input.sid) : undefined;
+    if (creating !== undefined) return creating.then(() => this.journal.append(input));
     return this.journal.append(input);
+  }
+
+  /** Whether the data directory is encrypted at rest (a key was given). */
+  get encrypted(): boolean {
+    return this.#keys !== undefined;
+  }
+
+  /**
+   * Rewraps every session's data key with `newKey` (32 bytes, base64) and
+   * writes the key store durably; no journal, snapshot or checkpoint byte is
+   * rewritten. From then on only `newKey` opens the data directory.
+   */
+  async rotateMasterKey(newKey: string, source = 'rotateMasterKey'): Promise<{ keys: number }> {
+    if (this.#keys === undefined) throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `data directory ${this.options.dataDir} is not encrypted: there is no key to rotate`, { source });
+    return { keys: await this.#keys.rotate(parseMasterKey(newKey, source)) };
   }
 
   /** The session's journal records with seq ≥ `fromSeq` that no snapshot has released yet. */
@@ -229,8 +306,18 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
    */
   async writeCheckpoint(entries: Iterable<CheckpointEntry<S>>): Promise<{ bytes: number; entries: number }> {
     if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
+    const keys = this.#keys;
+    const sealed =
+      keys === undefined
+        ? entries
+        : (function* () {
+            // (a session written before encryption was turned on, and untouched since, has no key: it stays as its journal has it)
+            for (const e of entries) yield keys.has(e.sid) ? { ...e, state: keys.sealState(e.sid, e.state) as S } : e;
+          })();
     const highWater = this.journal.syncedLsn;
-    const written = await writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries, highWater, highWaterSegment: this.#segmentIdentity() });
+    const written = await this.#withCheckpoint(() =>
+      writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries: sealed, highWater, highWaterSegment: this.#segmentIdentity() }),
+    );
     await this.writeJournalIndex();
     return written;
   }
@@ -248,15 +335,47 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
    */
   async writeJournalIndex(sync = true): Promise<{ bytes: number } | { problem: string }> {
     if (this.options.useJournalIndex === false) return { problem: 'turned off' };
-    const image = this.#recovery.passDamage.length > 0 ? 'the recovery pass found damage' : await this.journal.indexImage();
-    const bytes = typeof image === 'string' ? undefined : encodeJournalIndex(image, this.journal.syncedLsn);
-    if (bytes === undefined) {
-      await removeJournalIndex(this.#fs, this.checkpointDir);
-      return { problem: typeof image === 'string' ? image : 'a figure does not fit the index format' };
-    }
-    await writeJournalIndex(this.#fs, this.checkpointDir, bytes, sync);
-    return { bytes: bytes.length };
+    // One at a time with the checkpoint's writers: erasure removes the index after it rewrites segments.
+    return this.#withCheckpoint(async () => {
+      const image = this.#recovery.passDamage.length > 0 ? 'the recovery pass found damage' : await this.journal.indexImage();
+      const bytes = typeof image === 'string' ? undefined : encodeJournalIndex(image, this.journal.syncedLsn);
+      if (bytes === undefined) {
+        await removeJournalIndex(this.#fs, this.checkpointDir);
+        return { problem: typeof image === 'string' ? image : 'a figure does not fit the index format' };
+      }
+      await writeJournalIndex(this.#fs, this.checkpointDir, bytes, sync);
+      return { bytes: bytes.length };
+    });
   }
+
+  #withCheckpoint<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.#checkpointChain.then(op);
+    this.#checkpointChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Deletes the session: its tombstone is durable, its journal index and
+   * snapshots are gone, when this resolves; its records' bytes are erased
+   * from the segments and the checkpoint within `erasureDeadlineMs`
+   * (`erasure.whenErased(sid)`). The id may be used again, for a new session.
+   */
+  async deleteSession(sid: string): Promise<void> {
+    assertSessionId(sid);
+    if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
+    // Not recovered yet: recovered first, so that no later recovery brings it back.
+    if (this.#recovery.isPending(sid) || this.#recovery.isLoading(sid)) await this.loadSession(sid);
+    this.#recovered.delete(sid);
+    const keys = this.#keys;
+    await this.#eraser.delete(sid, keys === undefined ? undefined : (lsn) => keys.destroy(sid, lsn));
+  }
+
+  /** Erasure of deleted sessions (see src/file/erasure.ts). */
+  readonly erasure: ErasureCapability & { run(): Promise<unknown> } = {
+    pending: () => this.#eraser.pending(),
+    whenErased: (sid) => this.#eraser.whenErased(sid),
+    run: () => this.#eraser.run(),
+  };
 
   /** What the background pass made of the checkpoint (undefined before it read it). */
   get checkpointUse(): CheckpointUse | undefined {
@@ -322,6 +441,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       throw new RangeError(`snapshot of session ${sid}: seq ${seq} is not between 0 and the session's last seq ${this.journal.lastSeq(sid)}`);
     }
     const started = performance.now();
+    await this.#keys?.ensure(sid);
     const written = await this.snapshots.write({
       sid,
       seq,
@@ -491,6 +611,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     this.#state = 'closing';
     this.#recovery.stop();
     try {
+      await this.#eraser.close();
       // A clean close leaves an index of everything: the next open reads it instead of scanning.
       if (this.journal.state === 'open' && this.options.enableJournal) {
         try {

@@ -166,7 +166,7 @@ export async function readCheckpointHighWater(fs: FileSystem, dir: string): Prom
  * (header, every entry's crc, the trailer) or none of it is used: a
  * `problem` says why (a missing file is a problem too, not an error).
  */
-export async function readTableCheckpoint<S>(fs: FileSystem, dir: string): Promise<CheckpointRead<S>> {
+export async function readTableCheckpoint<S>(fs: FileSystem, dir: string, openState?: (sid: string, state: unknown) => unknown): Promise<CheckpointRead<S>> {
   let bytes: Uint8Array;
   try {
     bytes = await fs.readFile(path.join(dir, CHECKPOINT_FILE));
@@ -203,7 +203,15 @@ export async function readTableCheckpoint<S>(fs: FileSystem, dir: string): Promi
     if (!isSessionId(sid) || !Number.isSafeInteger(seq) || seq < 1 || !Number.isSafeInteger(lsn) || lsn < 1 || !Array.isArray(dedupe)) {
       return { problem: `${CHECKPOINT_FILE}: the entry at offset ${pos} is malformed` };
     }
-    entries.push({ sid, seq, lsn, state: state as S, dedupe: dedupe as DedupeEntry[] });
+    let opened: unknown = state;
+    if (openState !== undefined) {
+      try {
+        opened = openState(sid, state);
+      } catch (err) {
+        return { problem: `${CHECKPOINT_FILE}: the state of session ${sid} at offset ${pos} does not open: ${(err as Error).message}` };
+      }
+    }
+    entries.push({ sid, seq, lsn, state: opened as S, dedupe: dedupe as DedupeEntry[] });
     pos = end;
   }
   return { entries, createdAt: Number(buf.readBigUInt64LE(16)), stateSchemaVersion: buf.readUInt32LE(12), bytes: buf.length, ...(h.highWater === undefined ? {} : { highWater: h.highWater }) };

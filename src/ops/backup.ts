@@ -11,6 +11,11 @@ import { exists, listDir, readIfPresent, resolveLayout, type LayoutOptions, type
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { RESTORE_MARKER_FILE, restoreNoticeText, writeRestoreMarker, type RestoreMarker } from '../file/restore-marker.ts';
 import { SNAPSHOT_FILE, verifyDataDir, type VerifyReport } from './verify.ts';
+import { ERASURE_DIR, TOMBSTONE_FILE } from '../file/erasure.ts';
+import { erasedUpTo, KEYS_DIR, KEYSTORE_FILE, readKeyStoreFile } from '../file/keystore.ts';
+
+/** The one file of `<dataDir>/erasure/` a backup carries: deletions whose erasure was not complete when it was taken. */
+const TOMBSTONE_PATH = `${ERASURE_DIR}/${TOMBSTONE_FILE}`;
 
 /**
  * Online backup and restore. docs/backup.md states the guarantees and the
@@ -71,6 +76,12 @@ export interface BackupManifest {
   files: ManifestFile[];
   journal: { segments: number; firstLsn?: number; lastLsn?: number; trimmedTornTail?: { path: string; offset: number; bytes: number } };
   totals: { files: number; bytes: number };
+  /**
+   * The source was encrypted at rest: the backup holds ciphertext and NOT the
+   * key store (docs/encryption.md); a restore takes the live key store, so a
+   * session deleted since (its key destroyed) stays unreadable.
+   */
+  encrypted?: { masterKeyId: string };
 }
 
 export interface BackupResult {
@@ -274,8 +285,19 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
   }
   await dfs.syncDir(destSnapshots);
 
+  // ---- deletions not erased yet: their tombstones come along, so the restored store skips those records too ----
+  const extra: ManifestFile[] = [];
+  const tombstones = await readIfPresent(fs, path.join(dataDir, TOMBSTONE_PATH));
+  if (tombstones !== undefined) {
+    await ensureDir(dfs, path.join(dest, ERASURE_DIR), DIR_MODE);
+    await writeDurably(dfs, path.join(dest, TOMBSTONE_PATH), tombstones);
+    await dfs.syncDir(path.join(dest, ERASURE_DIR));
+    extra.push({ path: TOMBSTONE_PATH, bytes: tombstones.length, sha256: sha256(tombstones) });
+  }
+  const keyStore = await readKeyStoreFile(fs, dataDir);
+
   // ---- manifest, last ----
-  const files: ManifestFile[] = [...journalFiles.map(({ path: p, bytes, sha256: h }) => ({ path: p, bytes, sha256: h })), ...[...snapFiles.values()].sort((a, b) => (a.path < b.path ? -1 : 1))];
+  const files: ManifestFile[] = [...journalFiles.map(({ path: p, bytes, sha256: h }) => ({ path: p, bytes, sha256: h })), ...[...snapFiles.values()].sort((a, b) => (a.path < b.path ? -1 : 1)), ...extra];
   const totalBytes = files.reduce((s, f) => s + f.bytes, 0);
   const firstName = journalFiles[0]?.name;
   const manifest: BackupManifest = {
@@ -293,6 +315,7 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupResul
       ...(trimmed === undefined ? {} : { trimmedTornTail: trimmed }),
     },
     totals: { files: files.length, bytes: totalBytes },
+    ...(keyStore === undefined ? {} : { encrypted: { masterKeyId: keyStore.masterKeyId } }),
   };
   const manifestPath = path.join(dest, MANIFEST_FILE);
   await writeDurably(dfs, `${manifestPath}.tmp`, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
@@ -344,7 +367,7 @@ export async function readManifest(fs: FileSystem, src: string): Promise<BackupM
     if (typeof e !== 'object' || e === null || typeof e.path !== 'string') throw bad(`files[${i}].path`, 'must be a string');
     // Only the two directories and their own file names: a manifest can never name a path elsewhere.
     const [dir, name, ...rest] = e.path.split('/');
-    const okName = rest.length === 0 && name !== undefined && ((dir === 'journals' && SEGMENT_FILE_PATTERN.test(name)) || (dir === 'snapshots' && SNAPSHOT_FILE.test(name)));
+    const okName = e.path === TOMBSTONE_PATH || (rest.length === 0 && name !== undefined && ((dir === 'journals' && SEGMENT_FILE_PATTERN.test(name)) || (dir === 'snapshots' && SNAPSHOT_FILE.test(name))));
     if (!okName) throw bad(`files[${i}].path`, `${JSON.stringify(e.path)} is not journals/<segment>.wal or snapshots/<snapshot>.snap`);
     if (seen.has(e.path)) throw bad(`files[${i}].path`, `${e.path} is listed twice`);
     seen.add(e.path);
@@ -360,6 +383,11 @@ export interface RestoreOptions extends LayoutOptions {
   srcFs?: FileSystem;
   maxEventBytes?: number;
   onProgress?: ProgressFn;
+  /**
+   * An encrypted backup: the key store to restore with (`<live dataDir>/keys/keystore.json`,
+   * or a copy of it). Sessions deleted since the backup have no key in it: they are erased.
+   */
+  keyStore?: string;
 }
 
 export interface RestoreResult {
@@ -370,6 +398,8 @@ export interface RestoreResult {
   bytes: number;
   sessions: number;
   marker: string;
+  /** Sessions in the backup whose data key was destroyed (deleted since): unreadable, reported as erased. */
+  erased: string[];
   verify: VerifyReport;
   durationMs: number;
   bytesPerSec: number;
@@ -391,6 +421,17 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const { fs, dataDir, journalDir, snapshotDir } = layout;
   const sfs = options.srcFs ?? fs;
   const manifest = await readManifest(sfs, options.src);
+  if (manifest.encrypted !== undefined && options.keyStore === undefined) {
+    throw new ArborError(ErrorCodes.USAGE, `backup ${options.src} is encrypted (master key id ${manifest.encrypted.masterKeyId}) and holds no keys: pass the live key store (--key-store <dataDir>/${KEYS_DIR}/${KEYSTORE_FILE})`, { option: 'keyStore' });
+  }
+  let keyStoreBytes: Uint8Array | undefined;
+  if (options.keyStore !== undefined) {
+    try {
+      keyStoreBytes = await sfs.readFile(options.keyStore);
+    } catch (err) {
+      throw new ArborError(ErrorCodes.USAGE, `--key-store ${options.keyStore}: ${(err as Error).message}`, { option: 'keyStore' }, { cause: err });
+    }
+  }
   await assertEmptyTarget(fs, dataDir, 'data directory', 'dataDir');
   if (options.journalDir !== undefined) await assertEmptyTarget(fs, journalDir, 'journal directory', 'journalDir');
   if (options.snapshotDir !== undefined) await assertEmptyTarget(fs, snapshotDir, 'snapshot directory', 'snapshotDir');
@@ -416,7 +457,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       const hash = sha256(bytes);
       if (hash !== f.sha256) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path}: sha256 ${hash} does not match the manifest's ${f.sha256}`, { file: f.path });
       const [dir, name] = f.path.split('/') as [string, string];
-      const to = path.join(dir === 'journals' ? journalDir : snapshotDir, name);
+      if (dir === ERASURE_DIR) await ensureDir(fs, path.join(dataDir, ERASURE_DIR), DIR_MODE);
+      const to = dir === ERASURE_DIR ? path.join(dataDir, f.path) : path.join(dir === 'journals' ? journalDir : snapshotDir, name);
       written.push(to);
       await writeDurably(fs, to, bytes);
       done += bytes.length;
@@ -424,6 +466,16 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     }
     await fs.syncDir(journalDir);
     await fs.syncDir(snapshotDir);
+    let erasedKeys = new Map<string, number>();
+    if (keyStoreBytes !== undefined) {
+      await ensureDir(fs, path.join(dataDir, KEYS_DIR), DIR_MODE);
+      const to = path.join(dataDir, KEYS_DIR, KEYSTORE_FILE);
+      written.push(to);
+      await writeDurably(fs, to, keyStoreBytes);
+      await fs.syncDir(path.join(dataDir, KEYS_DIR));
+      const ks = await readKeyStoreFile(fs, dataDir);
+      erasedKeys = new Map(Object.entries(ks?.keys ?? {}).flatMap(([sid, e]) => (erasedUpTo(e) === undefined ? [] : [[sid, erasedUpTo(e)!] as [string, number]])));
+    }
     const verify = await verifyDataDir({ ...layout, ...(options.maxEventBytes === undefined ? {} : { maxEventBytes: options.maxEventBytes }) });
     // Damage found here was in the backup's source (every file matched its sha256): the restore is
     // kept (the runtime quarantines the sessions it touches) and the caller reports verify.damage.
@@ -436,7 +488,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       backupStartedAtMs: manifest.startedAtMs,
       backupFinishedAt: manifest.finishedAt,
       restoredAt,
-      sessions: verify.sessions.map((s) => ({ id: s.id, lastSeq: s.lastSeq })),
+      sessions: verify.sessions.filter((s) => !erasedKeys.has(s.id)).map((s) => ({ id: s.id, lastSeq: s.lastSeq })),
       notice: restoreNoticeText(manifest.startedAt),
     };
     await writeRestoreMarker(fs, dataDir, marker);
@@ -449,6 +501,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
       bytes: total,
       sessions: verify.sessions.length,
       marker: RESTORE_MARKER_FILE,
+      erased: verify.sessions.filter((s) => erasedKeys.has(s.id)).map((s) => s.id),
       verify,
       durationMs,
       bytesPerSec: durationMs > 0 ? (total / durationMs) * 1000 : 0,

@@ -7,6 +7,8 @@ import { SEGMENT_FILE_PATTERN, type JournalRecord } from '../file/journal/format
 import { scanSegment } from '../file/journal/segment-scanner.ts';
 import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
 import { decodeSnapshot, type SnapshotContent } from '../backend/snapshot-codec.ts';
+import { erasedRecords, keysForOps, type KeyOptions } from './keys.ts';
+import type { KeyStore } from '../file/keystore.ts';
 import { listDir, readIfPresent, resolveLayout, type LayoutOptions } from './layout.ts';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { SNAPSHOT_FILE } from './verify.ts';
@@ -65,7 +67,7 @@ export interface InspectReport {
   notes: string[];
 }
 
-export interface InspectOptions extends LayoutOptions {
+export interface InspectOptions extends LayoutOptions, KeyOptions {
   maxEventBytes?: number;
   /** show only the newest `limit` events */
   limit?: number;
@@ -121,6 +123,9 @@ export async function inspectSession(sid: string, options: InspectOptions): Prom
   const { fs, journalDir, snapshotDir, dataDir } = resolveLayout(options);
   const maxRecordBytes = options.maxEventBytes ?? DEFAULT_STORE_OPTIONS.maxEventBytes;
   const notes: string[] = [];
+  // An encrypted data directory needs its key here (ARBOR_ENCRYPTION_KEY when missing or wrong); a deleted session shows nothing.
+  const keys = (await keysForOps(fs, dataDir, options, true)) as KeyStore | undefined;
+  const isErased = await erasedRecords(fs, dataDir);
 
   // Journal first, then snapshots (a segment deleted meanwhile is covered by a snapshot listed after).
   const segmentNames = (await listDir(fs, journalDir)).filter((n) => SEGMENT_FILE_PATTERN.test(n));
@@ -134,7 +139,7 @@ export async function inspectSession(sid: string, options: InspectOptions): Prom
       continue;
     }
     const scan = scanSegment(bytes, { isLast: i === segmentNames.length - 1, maxRecordBytes }, (record, offset) => {
-      if (record.sid === sid) found.push({ record, file: `journals/${name}`, offset });
+      if (record.sid === sid && !isErased(record.sid, record.lsn)) found.push({ record: keys === undefined ? record : { ...record, data: keys.openData(sid, record.seq, record.data) }, file: `journals/${name}`, offset });
     });
     for (const d of scan.damage) {
       if (d.sessions?.some((s) => s.sid === sid)) notes.push(`journals/${name} offset ${d.offset}: damaged bytes that name this session (${d.reason}); run arbor verify`);
@@ -166,6 +171,7 @@ export async function inspectSession(sid: string, options: InspectOptions): Prom
         snapshots.push({ file: `snapshots/${n}`, seq, bytes: bytes.length, status: 'damaged', reason: typeof content === 'string' ? content : 'header names another session or seq' });
         continue;
       }
+      if (keys !== undefined) content.state = keys.openState(sid, content.state);
       contents.set(seq, content);
       snapshots.push({ file: `snapshots/${n}`, seq, bytes: bytes.length, ts: content.ts, time: new Date(content.ts).toISOString(), status: 'ok' });
     }

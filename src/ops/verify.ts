@@ -3,6 +3,8 @@ import { crc32 } from 'node:zlib';
 import { SEGMENT_FILE_PATTERN, SEGMENT_HEADER_BYTES, type JournalRecord } from '../file/journal/format.ts';
 import { scanSegment } from '../file/journal/segment-scanner.ts';
 import { decodeSnapshot, SNAPSHOT_MAGIC } from '../backend/snapshot-codec.ts';
+import { erasedRecords, keysForOps, type KeyOptions } from './keys.ts';
+import { isSealed, KeyStore } from '../file/keystore.ts';
 import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
 import { isSessionId } from '../core/ids.ts';
 import { INDEX_FILE, readJournalIndex } from '../file/journal-index.ts';
@@ -70,11 +72,13 @@ export interface VerifyReport {
   damage: VerifyDamage[];
   /** things that are not damage: a torn tail, temp files of writes in progress, files deleted by a live server during the check */
   notes: string[];
+  /** `none`: not encrypted; `no-key`: encrypted, payloads not opened (no key given); `checked`: every payload opened with the key */
+  encryption: 'none' | 'no-key' | 'checked';
   totals: { segments: number; records: number; snapshots: number; sessions: number; bytes: number };
   durationMs: number;
 }
 
-export interface VerifyOptions extends LayoutOptions {
+export interface VerifyOptions extends LayoutOptions, KeyOptions {
   /** largest record payload accepted (the store's maxEventBytes; default 1 MiB) */
   maxEventBytes?: number;
   onProgress?: ProgressFn;
@@ -110,7 +114,11 @@ interface SessionTrack {
  */
 export async function verifyDataDir(options: VerifyOptions): Promise<VerifyReport> {
   const started = performance.now();
-  const { fs, journalDir, snapshotDir } = resolveLayout(options);
+  const { fs, journalDir, snapshotDir, dataDir } = resolveLayout(options);
+  // Deleted sessions awaiting erasure are not checked (the store skips them too); encrypted payloads are
+  // authenticated with the key when it is given. A wrong key is refused.
+  const isErased = await erasedRecords(fs, dataDir);
+  const keys = await keysForOps(fs, dataDir, options, false);
   const maxRecordBytes = options.maxEventBytes ?? DEFAULT_STORE_OPTIONS.maxEventBytes;
   const damage: VerifyDamage[] = [];
   const notes: string[] = [];
@@ -179,6 +187,14 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
       continue;
     }
     const scan = scanSegment(bytes, { isLast, maxRecordBytes }, (record: JournalRecord, offset: number) => {
+      if (isErased(record.sid, record.lsn)) return;
+      if (keys instanceof KeyStore && isSealed(record.data)) {
+        try {
+          keys.openData(record.sid, record.seq, record.data);
+        } catch (err) {
+          found.push({ kind: 'session', file, offset, session: record.sid, seq: record.seq, reason: `session ${record.sid} seq ${record.seq}: the encrypted payload does not open: ${(err as Error).message}` });
+        }
+      }
       const t = sessions.get(record.sid);
       if (t === undefined) {
         sessions.set(record.sid, { first: record.seq, last: record.seq, records: 1 });
@@ -345,6 +361,7 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
         '; not a torn write',
     });
   }
+  if (keys === 'no-key') notes.push(`${dataDir} is encrypted at rest and no key was given (--encryption-key, --encryption-key-file or ARBOR_ENCRYPTION_KEY): frames, checksums and headers were checked, the encrypted payloads were not opened`);
   if (segmentNames.length === 0 && snapshotsOut.length === 0) notes.push(`no journal segment and no snapshot in ${journalDir} and ${snapshotDir}: an empty or new data directory`);
   const bytesTotal = segments.reduce((s, x) => s + x.bytes, 0) + snapshotsOut.reduce((s, x) => s + x.bytes, 0);
   return {
@@ -356,6 +373,7 @@ export async function verifyDataDir(options: VerifyOptions): Promise<VerifyRepor
     sessions: sessionsOut,
     damage,
     notes,
+    encryption: keys === undefined ? 'none' : keys === 'no-key' ? 'no-key' : 'checked',
     totals: { segments: segments.filter((s) => s.status !== 'vanished').length, records, snapshots: snapshotsOut.filter((s) => s.status !== 'vanished').length, sessions: sessionsOut.length, bytes: bytesTotal },
     durationMs: performance.now() - started,
   };

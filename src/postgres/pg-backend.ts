@@ -955,6 +955,52 @@ export class PgBackend<S> implements SessionBackend<S> {
     return { database, leases };
   }
 
+  /**
+   * Deletes the session's rows (events and snapshots) in one transaction,
+   * fenced like a flush: it commits only while this node holds the lease
+   * (taken first when it does not). The COMMIT is the durable delete; the
+   * lease is then given back, so any node may create the id again.
+   */
+  deleteSession(sid: string): Promise<void> {
+    try {
+      assertSessionId(sid);
+      this.#assertOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#serial(sid, async () => {
+      if (this.#held.get(sid) === undefined) await this.#load(sid);
+      let held = this.#writable(sid);
+      if (held.pending > 0) await this.#drained();
+      held = this.#writable(sid);
+      const client = await this.#pool.connect();
+      try {
+        await client.query('BEGIN');
+        try {
+          if (this.#fencing) {
+            const { rows } = await client.query(this.#sql.checkLease, [sid, this.nodeId, held.epoch]);
+            if (rows.length === 0) {
+              await client.query('ROLLBACK');
+              this.#lose(held, 'fenced: the lease was taken over or expired');
+              throw new ArborError(ErrorCodes.FENCED, `delete of session ${sid}: not done, node ${this.nodeId} no longer holds the lease`, { sessionId: sid, epoch: held.epoch });
+            }
+          }
+          await client.query(this.#sql.deleteEvents, [sid]);
+          await client.query(this.#sql.deleteSnapshots, [sid]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          if (err instanceof ArborError) throw err;
+          throw new ArborError(ErrorCodes.IO_ERROR, `delete of session ${sid} failed: ${(err as Error).message}`, { sessionId: sid }, { cause: err });
+        }
+      } finally {
+        client.release();
+      }
+      this.#held.delete(sid);
+      await this.#pool.query(this.#sql.release, [[sid], [held.epoch], this.nodeId]).catch((err: unknown) => reportError(ErrorCodes.IO_ERROR, `releasing the lease of deleted session ${sid}: ${(err as Error).message}`, sid));
+    });
+  }
+
   // ---- lifecycle ------------------------------------------------------------
 
   stats(): PgBackendStats {
@@ -1101,6 +1147,8 @@ function statements(q: string) {
         SELECT min(seq) FROM (SELECT seq FROM ${q}.snapshots WHERE sid = $1 ORDER BY seq DESC LIMIT $2) AS kept)`,
     // Events the oldest kept snapshot covers are no longer needed, even if newer snapshots turn out damaged.
     releaseEvents: `DELETE FROM ${q}.events WHERE sid = $1 AND seq <= (SELECT min(seq) FROM ${q}.snapshots WHERE sid = $1)`,
+    deleteEvents: `DELETE FROM ${q}.events WHERE sid = $1`,
+    deleteSnapshots: `DELETE FROM ${q}.snapshots WHERE sid = $1`,
     eventsFrom: `SELECT seq, ts, type, v, data, cid FROM ${q}.events WHERE sid = $1 AND seq >= $2 ORDER BY seq`,
     findCids: `SELECT e.sid, e.cid, e.seq, e.ts FROM ${q}.events e JOIN unnest($1::text[], $2::text[]) AS k(sid, cid) ON e.sid = k.sid AND e.cid = k.cid`,
     maxSeq: `SELECT max(seq) AS max FROM ${q}.events WHERE sid = $1`,

@@ -490,6 +490,14 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     return c.json(sessionView(fork.state), 201);
   });
 
+  // The delete is durable before the 204; a streaming answer ends first (its subscribers get the terminal event).
+  app.delete('/v1/sessions/:id', async (c) => {
+    const { session } = await find(c, 'write');
+    await assertWritable();
+    await session.delete();
+    return c.body(null, 204);
+  });
+
   app.post('/v1/sessions/:id/messages', async (c) => {
     const { session } = await find(c, 'write');
     const body = parseBody(MessageBody, await readJson(c, maxBodyBytes));

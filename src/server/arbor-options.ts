@@ -79,5 +79,6 @@ export function toArborOptions(config: Readonly<ArborConfig>, llm: LlmProvider =
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  if (config.encryptionKey !== undefined) options.encryptionKeySource = `option encryptionKey (env ${envVarOf('encryptionKey')} or --encryption-key)`;
   return { options: options as ArborOptions, ignored };
 }

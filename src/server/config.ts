@@ -49,6 +49,10 @@ export interface ArborConfig {
   maxEventBytes: number;
   dedupeWindow: number;
   salvage: boolean;
+  // erasure and encryption at rest (docs/erasure.md, docs/encryption.md)
+  erasureDeadlineMs: number;
+  encryptionKey: string | undefined;
+  encryptionKeyFile: string | undefined;
   // runtime
   snapshotEveryEvents: number;
   mailboxCapacity: number;
@@ -143,6 +147,9 @@ export const OPTION_SPECS = {
   maxEventBytes: int(1024 * 1024, 1, 256 * 1024 * 1024, 'largest encoded event'),
   dedupeWindow: int(1000, 1, MAX_INT, 'clientMessageIds remembered per session'),
   salvage: bool(false, 'operator option: recover damaged sessions past their gaps'),
+  erasureDeadlineMs: int(30_000, 1, 60_000, "a deleted session's bytes are erased from the data directory within this long"),
+  encryptionKey: { kind: 'string', default: undefined, accepts: '32 bytes in base64 (openssl rand -base64 32)', meaning: 'encryption at rest: the master key; each session gets its own data key wrapped by it (docs/encryption.md)', secret: true },
+  encryptionKeyFile: path(undefined, 'encryption at rest: a file holding the master key (instead of encryptionKey)'),
   snapshotEveryEvents: int(100, 1, MAX_INT, 'snapshot a session after this many events'),
   mailboxCapacity: int(1000, 1, MAX_INT, 'commands waiting per session before ARBOR_MAILBOX_FULL (HTTP 429)'),
   maxRestarts: int(5, 1, MAX_INT, 'handler crashes allowed within restartWindowMs before a session is stopped'),

@@ -72,6 +72,8 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.TOOL_SERVER_FAILED]: { status: 502, retryAfter: false },
   [ErrorCodes.TOOL_CALL_REFUSED]: { status: 409, retryAfter: false },
   [ErrorCodes.NO_SUCH_APPROVAL]: { status: 404, retryAfter: false },
+  [ErrorCodes.SESSION_NOT_FOUND]: { status: 404, retryAfter: false },
+  [ErrorCodes.ENCRYPTION_KEY]: { status: 500, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */

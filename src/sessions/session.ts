@@ -15,6 +15,7 @@ export interface SessionHost {
   readonly closing: boolean;
   readonly backend: SessionBackend<SessionState>;
   fork(sid: string, options: { id?: string; atSeq?: number }): Promise<Session>;
+  deleteSession(sid: string): Promise<void>;
 }
 
 /** Runtime-internal: tells a session handle the state its session was dropped from memory with. */
@@ -231,6 +232,16 @@ export class Session {
   fork(options: { id?: string; atSeq?: number } = {}): Promise<Session> {
     if (this.#arbor.closing) return Promise.reject(new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new commands`, { sessionId: this.id }));
     return this.#arbor.fork(this.id, options);
+  }
+
+  /**
+   * Deletes the session (see `Arbor.deleteSession`): a streaming answer ends
+   * first; resolves once the delete is durable. ARBOR_SESSION_NOT_FOUND when
+   * it has no event.
+   */
+  delete(): Promise<void> {
+    if (this.#arbor.closing) return Promise.reject(new ArborError(ErrorCodes.CLOSED, `arbor is closing; session ${this.id} takes no new commands`, { sessionId: this.id }));
+    return this.#arbor.deleteSession(this.id);
   }
 
   /** Resolves when the commands queued so far and every answer they started have ended (completed or interrupted). */

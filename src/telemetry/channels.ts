@@ -252,3 +252,15 @@ export function subscribeTelemetry(listeners: TelemetryListeners): () => void {
   add(CHANNELS.toolStep, listeners.toolStep);
   return () => undo.forEach((f) => f());
 }
+
+/** Deleted sessions whose erasure from the data directory completed (file store): what was rewritten. */
+export interface ErasureMessage {
+  sessionIds: string[];
+  segmentsRewritten: number;
+  recordsErased: number;
+  durationMs: number;
+}
+
+/** `arbor:erasure`: published once per completed erasure pass (see src/file/erasure.ts). */
+export const ERASURE_CHANNEL = 'arbor:erasure';
+export const erasureChannel = diagnostics_channel.channel(ERASURE_CHANNEL);

@@ -325,4 +325,34 @@ export function backendContract(name: string, makeStorage: () => Promise<Backend
     assert.deepEqual([loaded?.seq, loaded?.state], [5, replay([1, 2, 3, 4, 5])]);
     assert.deepEqual((await b.read('seeded')).map((r) => r.seq), [5]);
   });
+
+  contractTest('deleteSession is durable: nothing of it is left, also after a reopen; the id starts over at seq 1; others untouched', async ({ backend, reopen }) => {
+    let b = backend();
+    for (const sid of ['del', 'other']) assert.equal(await b.loadSession(sid), undefined);
+    for (let n = 1; n <= 6; n += 1) {
+      await b.append(ev('del', n, { clientMessageId: `c${n}` }));
+      await b.append(ev('other', n * 10));
+    }
+    await b.snapshot('del', replay([1, 2, 3, 4]), 4);
+    // when the session is deleted
+    await b.deleteSession('del');
+    // then the backend holds nothing of it, now and after a reopen
+    for (let round = 0; round < 2; round += 1) {
+      assert.equal(await b.exists('del'), false);
+      assert.deepEqual(await b.read('del'), []);
+      assert.equal(await b.snapshotSeq('del'), 0);
+      assert.ok(!(await b.sessionIds()).includes('del'));
+      assert.equal(await b.loadSession('del'), undefined);
+      assert.deepEqual((await b.read('other')).map((r) => (r.data as { n: number }).n), [10, 20, 30, 40, 50, 60]);
+      if (round === 0) b = await reopen();
+    }
+    // and the id is a new session: seq 1, and the old clientMessageIds are forgotten
+    await b.loadSession('other');
+    const again = await b.append(ev('del', 7, { clientMessageId: 'c1' }));
+    assert.deepEqual([again.seq, again.duplicate], [1, false]);
+    await b.erasure?.whenErased('del');
+    b = await reopen();
+    assert.deepEqual((await b.loadSession('del'))?.state, replay([7]));
+    assert.deepEqual((await b.loadSession('other'))?.state, replay([10, 20, 30, 40, 50, 60]));
+  });
 }

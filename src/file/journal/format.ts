@@ -9,7 +9,9 @@ export type { JournalRecord };
  * worked example).
  *
  *   segment  = header record*
- *   header   = "ARBORWAL" version:u16 reserved:u16 salt:u32 firstLsn:u64 reserved:u32 headerCrc:u32   (32 bytes)
+ *   header   = "ARBORWAL" version:u16 flags:u16 salt:u32 firstLsn:u64 lsnSpan:u32 headerCrc:u32   (32 bytes)
+ *   flags    = bit 0 ERASED_GAPS: the segment was rewritten by erasure (src/file/erasure.ts); its records
+ *              may skip LSNs, and it covers LSNs firstLsn .. firstLsn + lsnSpan - 1 (0 when the bit is clear)
  *   record   = crc:u32 length:u32 payload[length]
  *   crc      = crc32(length ‖ payload, headerCrc)        (the 4 length bytes and the payload, seeded)
  *   payload  = UTF-8 JSON {"lsn":…,"sid":…,"seq":…,"ts":…,"type":…,"v":…,"data":…[,"cid":…]}
@@ -31,23 +33,34 @@ export function segmentFileName(firstLsn: number): string {
   return `${String(firstLsn).padStart(20, '0')}.wal`;
 }
 
+/** Header flag: the segment was rewritten by erasure; LSN gaps inside it are erased records, not damage. */
+export const SEGMENT_FLAG_ERASED_GAPS = 1;
+
 export interface SegmentHeader {
   version: number;
+  /** SEGMENT_FLAG_* bits (0 for a segment the writer made) */
+  flags: number;
+  /** With SEGMENT_FLAG_ERASED_GAPS: how many LSNs from firstLsn the segment covers; 0 otherwise. */
+  lsnSpan: number;
   salt: number;
   firstLsn: number;
   /** crc32 of the first 28 header bytes: the seed of every record checksum in the segment. */
   seed: number;
 }
 
-export function encodeSegmentHeader(firstLsn: number, salt: number): { bytes: Buffer; header: SegmentHeader } {
+export function encodeSegmentHeader(firstLsn: number, salt: number, erasedGaps?: { lsnSpan: number }): { bytes: Buffer; header: SegmentHeader } {
   const bytes = Buffer.alloc(SEGMENT_HEADER_BYTES);
   SEGMENT_MAGIC.copy(bytes, 0);
   bytes.writeUInt16LE(SEGMENT_FORMAT_VERSION, 8);
+  const flags = erasedGaps === undefined ? 0 : SEGMENT_FLAG_ERASED_GAPS;
+  const lsnSpan = erasedGaps?.lsnSpan ?? 0;
+  bytes.writeUInt16LE(flags, 10);
   bytes.writeUInt32LE(salt >>> 0, 12);
   bytes.writeBigUInt64LE(BigInt(firstLsn), 16);
+  bytes.writeUInt32LE(lsnSpan, 24);
   const seed = crc32(bytes.subarray(0, 28));
   bytes.writeUInt32LE(seed, 28);
-  return { bytes, header: { version: SEGMENT_FORMAT_VERSION, salt: salt >>> 0, firstLsn, seed } };
+  return { bytes, header: { version: SEGMENT_FORMAT_VERSION, flags, lsnSpan, salt: salt >>> 0, firstLsn, seed } };
 }
 
 /** Why a header was refused, or the header. */
@@ -61,7 +74,10 @@ export function decodeSegmentHeader(bytes: Uint8Array): SegmentHeader | string {
   if (version !== SEGMENT_FORMAT_VERSION) return `unsupported segment format version ${version}`;
   const firstLsn = b.readBigUInt64LE(16);
   if (firstLsn < 1n || firstLsn > BigInt(Number.MAX_SAFE_INTEGER)) return `first LSN ${firstLsn} out of range`;
-  return { version, salt: b.readUInt32LE(12), firstLsn: Number(firstLsn), seed };
+  const flags = b.readUInt16LE(10);
+  if ((flags & ~SEGMENT_FLAG_ERASED_GAPS) !== 0) return `unknown segment flags ${flags}`;
+  const lsnSpan = flags & SEGMENT_FLAG_ERASED_GAPS ? b.readUInt32LE(24) : 0;
+  return { version, flags, lsnSpan, salt: b.readUInt32LE(12), firstLsn: Number(firstLsn), seed };
 }
 
 /** Byte offsets inside a record frame. */

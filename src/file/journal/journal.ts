@@ -53,6 +53,11 @@ export interface JournalOptions {
   writes?: boolean;
   /** Wall clock for `ts`; injectable for tests. */
   now?: () => number;
+  /** Records of deleted sessions (src/file/erasure.ts): skipped at open, as if never written. */
+  erased?: (sid: string, lsn: number) => boolean;
+  /** Encryption at rest (src/file/keystore.ts): what is written in place of `data`, and how it is read back. */
+  sealData?: ((sid: string, seq: number, data: unknown) => unknown) | undefined;
+  openData?: ((sid: string, seq: number, data: unknown) => unknown) | undefined;
   /**
    * A persisted index of the journal's head (see file/journal-index.ts): when
    * it checks out against the files, open scans only what follows it.
@@ -294,10 +299,12 @@ export class Journal {
   #settledFrame = 0;
   #settledEnd = 0;
   #settledLsn = 0;
+  /** True when erasure dropped the settled frame: no index until the next record settles. */
+  #settledStale = false;
   report!: JournalOpenReport;
 
   private constructor(options: JournalOptions) {
-    this.#o = { now: Date.now, writes: true, ...options };
+    this.#o = { now: Date.now, writes: true, erased: () => false, ...options } as ResolvedJournalOptions;
   }
 
   /**
@@ -332,6 +339,11 @@ export class Journal {
   /** Holds (or lets go of) segment deletion: recovery holds it until every session is rebuilt. */
   holdSegmentDeletion(held: boolean): void {
     this.#deletionHeld = held;
+  }
+
+  /** The directory holding the segments. */
+  get dir(): string {
+    return this.#o.dir;
   }
 
   get durability(): Durability {
@@ -421,8 +433,11 @@ export class Journal {
     const lsn = this.#nextLsn;
     let dataJson: string | undefined;
     try {
-      dataJson = JSON.stringify(data);
+      // Encryption at rest: the sealed form of `data` ({"$enc": …}) is what goes into the batch buffer;
+      // without a key nothing more than the one stringify happens (no extra allocation on the plain path).
+      dataJson = JSON.stringify(this.#o.sealData === undefined ? data : this.#o.sealData(sid, seq, data));
     } catch (err) {
+      if (err instanceof ArborError) throw err;
       throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable: ${(err as Error).message}`, { field: 'data', sessionId: sid }, { cause: err });
     }
     if (dataJson === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} has no JSON form`, { field: 'data', sessionId: sid });
@@ -701,6 +716,7 @@ export class Journal {
     if (n > 0) {
       // Where the last settled frame sits: the journal index records it (and its LSN as the high-water mark).
       this.#settledSeg = segId;
+      this.#settledStale = false;
       this.#settledFrame = base + starts[n - 1]!;
       this.#settledEnd = base + batch.used;
       this.#settledLsn = results[n - 1]!.lsn;
@@ -896,13 +912,24 @@ export class Journal {
         if (typeof record === 'string') {
           throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid} seq ${seq}: ${record} in ${segmentFileName(segId)} at offset ${offset}`, { sessionId: sid, seq, segment: segmentFileName(segId), offset });
         }
-        out.push(record);
+        out.push(this.openRecord(record));
       }
     } finally {
       // Read-only handles: a failed close loses nothing, and must not hide the read's own outcome.
       for (const h of handles.values()) await h.close().catch(() => undefined);
     }
     return out;
+  }
+
+  /** The record with its `data` opened (encryption at rest), as written by the caller of `append`. */
+  openRecord(record: JournalRecord): JournalRecord {
+    if (this.#o.openData !== undefined) record.data = this.#o.openData(record.sid, record.seq, record.data);
+    return record;
+  }
+
+  /** Whether the record `lsn` of `sid` belongs to a deleted session awaiting erasure (open skipped it; replays must too). */
+  isErased(sid: string, lsn: number): boolean {
+    return this.#o.erased(sid, lsn);
   }
 
   /**
@@ -1016,6 +1043,7 @@ export class Journal {
     if (this.#state !== 'open') return `journal is ${this.#state}`;
     if (this.report.damage.length > 0) return 'the journal has damage';
     if (this.#settledLsn === 0) return 'the journal holds no record';
+    if (this.#settledStale) return 'erasure removed the last settled record; the next one written makes an index possible again';
     const end = { lsn: this.#settledLsn, segment: this.#settledSeg, frame: this.#settledFrame, offset: this.#settledEnd };
     // Let the dedupe promises of batches settled so far turn into plain results.
     await new Promise<void>((r) => setImmediate(r));
@@ -1143,6 +1171,93 @@ export class Journal {
   /** Unreleased records of the last indexed segment that the index vouched for (added to its live count). */
   #indexedLive = 0;
 
+  // ---- erasure (src/file/erasure.ts drives it) -------------------------------
+
+  /**
+   * Forgets a deleted session: its index, dedupe window and the pins its
+   * records held. Flushes first, so nothing of it is queued; returns the LSN
+   * up to which its records are erased (every record it has on disk is at
+   * or below it). Its bytes stay in the segments until erasure rewrites them.
+   */
+  async forget(sid: string): Promise<number> {
+    await this.flush();
+    const idx = this.#sessions.get(sid);
+    if (idx !== undefined) {
+      for (let i = 1; i < idx.locs.length; i += 4) {
+        const seg = this.#segments.find((s) => s.id === idx.locs[i]);
+        if (seg !== undefined) seg.live -= 1;
+      }
+      this.#sessions.delete(sid);
+    }
+    return this.#nextLsn - 1;
+  }
+
+  /** Runs `op` with segment deletion and rewrites serialised (never two at once, never while recovery holds them). */
+  exclusiveSegments<T>(op: (held: boolean) => Promise<T>): Promise<T> {
+    const run = this.#deleting.then(() => op(this.#deletionHeld || this.#state !== 'open'));
+    this.#deleting = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Sealed segments (every one but the active), oldest first, with the checksum seed of each. */
+  sealedSegments(): { name: string; id: number }[] {
+    return this.#segments.filter((s) => s !== this.#active).map((s) => ({ name: s.name, id: s.id }));
+  }
+
+  /**
+   * Seals the active segment when it holds any record, so that erasure can
+   * rewrite it: the writer finishes its batch, syncs, and starts a new one.
+   */
+  async sealActive(): Promise<void> {
+    if (this.#state !== 'open' || this.#active.size <= SEGMENT_HEADER_BYTES) return;
+    await this.flush();
+    // The writer is idle now; take its place for the rotation (appends meanwhile queue up).
+    while (this.#pumping || this.#scheduled) await new Promise<void>((r) => setImmediate(r));
+    if (this.#active.size <= SEGMENT_HEADER_BYTES) return;
+    this.#pumping = true;
+    try {
+      await this.#drainInflight();
+      await this.#rotate(this.#writtenLsn + 1);
+    } catch (err) {
+      this.#fail(err, []);
+      throw err;
+    } finally {
+      this.#pumping = false;
+      if (this.queueDepth > 0) this.#schedule();
+    }
+  }
+
+  /**
+   * A sealed segment was rewritten in place (temp, sync, rename, directory
+   * sync) without erased records: its new header and size, and where each
+   * kept record moved (old offset → new offset).
+   */
+  adoptRewrite(id: number, header: SegmentHeader, size: number, moved: ReadonlyMap<number, number>): void {
+    const seg = this.#segments.find((s) => s.id === id);
+    if (seg === undefined || seg === this.#active) throw new Error(`journal invariant: segment ${segmentFileName(id)} is not sealed`);
+    seg.header = header;
+    seg.size = size;
+    // The settled position (what the next journal index ends at) moves with its frame; when that frame
+    // itself was erased, no index is written until a later record settles (in a newer segment).
+    if (this.#settledSeg === id && this.#settledFrame > 0) {
+      const to = moved.get(this.#settledFrame);
+      if (to === undefined) {
+        this.#settledStale = true;
+      } else {
+        this.#settledEnd = to + (this.#settledEnd - this.#settledFrame);
+        this.#settledFrame = to;
+      }
+    }
+    for (const idx of this.#sessions.values()) {
+      for (let i = 1; i < idx.locs.length; i += 4) {
+        if (idx.locs[i] !== id) continue;
+        const to = moved.get(idx.locs[i + 1]!);
+        if (to === undefined) throw new Error(`journal invariant: a live record at ${segmentFileName(id)} offset ${idx.locs[i + 1]} was dropped by a rewrite`);
+        idx.locs[i + 1] = to;
+      }
+    }
+  }
+
   // ---- opening ------------------------------------------------------------
 
   async #open(): Promise<void> {
@@ -1231,6 +1346,8 @@ export class Journal {
         bytes,
         { isLast, maxRecordBytes: this.#o.maxRecordBytes, ...(segTail === undefined ? {} : { tail: segTail }) },
         (record, offset, frameBytes) => {
+          // A deleted session's record waiting for erasure: its bytes are still here, but it is no one's.
+          if (this.#o.erased(record.sid, record.lsn)) return;
           let idx = this.#sessions.get(record.sid);
           if (idx === undefined) {
             idx = newSessionIndex();

@@ -4,6 +4,7 @@ import {
   SEGMENT_HEADER_BYTES,
   decodePayload,
   decodeSegmentHeader,
+  SEGMENT_FLAG_ERASED_GAPS,
   FRAME_LENGTH_OFFSET,
   frameCrc,
   recordCrc,
@@ -136,7 +137,7 @@ export function scanSegment<R extends { lsn: number } = JournalRecord>(
     const first = attempt(pos);
     if (first.ok) {
       // (after a resync the missing LSNs were already reported with the damaged region)
-      if (first.record.lsn !== lastLsn + 1 && !resynced) {
+      if (first.record.lsn !== lastLsn + 1 && !resynced && (header.flags & SEGMENT_FLAG_ERASED_GAPS) === 0) {
         // Intact bytes but missing LSNs: records vanished without a trace (e.g. a hole punched at a frame boundary).
         damage.push({ offset: pos + shift, length: 0, reason: `lsn jumps from ${lastLsn} to ${first.record.lsn}`, lostLsns: [lastLsn + 1, first.record.lsn - 1] });
       }
@@ -174,6 +175,8 @@ export function scanSegment<R extends { lsn: number } = JournalRecord>(
     }
     break;
   }
+  // A segment rewritten by erasure covers its whole LSN span, erased records included.
+  if (header.lsnSpan > 0) lastLsn = Math.max(lastLsn, header.firstLsn + header.lsnSpan - 1);
   return { header, validEnd: validEnd + shift, records, lastLsn, damage, ...(torn === undefined ? {} : { torn }) };
 }
 
