@@ -1,7 +1,7 @@
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { streamText, type LanguageModel } from 'ai';
 import { abortError, LlmAbortError, LlmProviderError, textOfStream, type LlmProvider, type LlmStreamPart, type LlmUsage, type StreamRequest, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from './provider.ts';
-import { streamAiSdkStep } from './ai-sdk-step.ts';
+import { messageOf, statusCodeOf, streamAiSdkStep } from './ai-sdk-step.ts';
 
 /** The AI SDK's `experimental_telemetry` settings, passed through to `streamText`. */
 export type AiSdkTelemetry = NonNullable<Parameters<typeof streamText>[0]['experimental_telemetry']>;
@@ -39,21 +39,6 @@ export interface AiSdkProviderOptions {
    * call adds `arbor.session.id` and `arbor.message.id` to its metadata. Off by default.
    */
   telemetry?: boolean | AiSdkTelemetry;
-}
-
-/** The SDK's error shapes, read by duck-typing so we do not depend on its classes. */
-function statusCodeOf(err: unknown): number | undefined {
-  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; depth++) {
-    const code = (e as { statusCode?: unknown }).statusCode;
-    if (typeof code === 'number') return code;
-    // A RetryError carries the last attempt's error.
-    e = (e as { lastError?: unknown }).lastError;
-  }
-  return undefined;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**

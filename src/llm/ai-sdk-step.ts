@@ -1,16 +1,18 @@
 import { streamText, type LanguageModel, type ModelMessage, type ToolSet } from 'ai';
 import { abortError, LlmAbortError, LlmProviderError, type ToolStepPart, type ToolStepRequest } from './provider.ts';
 
-function statusCodeOf(err: unknown): number | undefined {
+/** The SDK's error shapes, read by duck-typing so we do not depend on its classes. */
+export function statusCodeOf(err: unknown): number | undefined {
   for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; depth++) {
     const code = (e as { statusCode?: unknown }).statusCode;
     if (typeof code === 'number') return code;
+    // A RetryError carries the last attempt's error.
     e = (e as { lastError?: unknown }).lastError;
   }
   return undefined;
 }
 
-function messageOf(err: unknown): string {
+export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
