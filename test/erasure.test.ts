@@ -8,7 +8,7 @@ import { startServer } from '../src/server/server.ts';
 import { ErrorCodes } from '../src/core/errors.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
-import { announcePostgres, dropSchema, freshSchemaName, PG_URL, pgSkip, testPool } from './helpers/postgres.ts';
+import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip, testPool } from './helpers/postgres.ts';
 import { SseClient } from './helpers/sse.ts';
 
 // Deleting a session (library and HTTP, files and PostgreSQL), and erasure: after the bounded time no
@@ -136,7 +136,7 @@ test('DELETE /v1/sessions/:id on files: 204, then 404 everywhere; the id can be 
 
 test('DELETE /v1/sessions/:id on PostgreSQL: 204, then 404 everywhere, and its rows are gone', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('del');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   const { dir, cleanup } = tempDir('arbor-erase-');
   t.after(cleanup);
   const server = await startServer(loadConfig({ env: { ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '0' }, overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent' } }), {
@@ -153,7 +153,7 @@ test('DELETE /v1/sessions/:id on PostgreSQL: 204, then 404 everywhere, and its r
 
 test('session.delete() on PostgreSQL: gone for this and every other node; the id starts over', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('del');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   const pg = (nodeId: string): ArborOptions => ({ llm: new MockProvider({ chunks: 2, chunkDelayMs: 0 }), postgres: { connectionString: PG_URL!, schema, nodeId, leaseMs: 1500 }, snapshotEveryEvents: 2 });
   const a = await createArbor(pg('a'));
   const s = a.session('pg-del');

@@ -9,7 +9,7 @@ import type { StatFs } from '../src/server/health.ts';
 import { createArbor, isArborError, MockProvider, NodeFileSystem, type Arbor, type SessionState } from '../src/index.ts';
 import { ForwardingFileSystem } from '../src/testing.ts';
 import { tempDir } from './helpers/tmp.ts';
-import { announcePostgres, dropSchema, freshSchemaName, PG_URL, pgSkip } from './helpers/postgres.ts';
+import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip } from './helpers/postgres.ts';
 
 // /health while a restarted node recovers lazily, the recovery probe's comparison of rebuilt and
 // live state, the write path's cost, and background failures in the log.
@@ -247,7 +247,7 @@ test('a background failure the runtime publishes (a crashed command handler) rea
 
 test('ownership: the PostgreSQL backend says which node this is; the file store is owned by no one; neither is probed wrongly', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('own');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   const { dir, cleanup } = tempDir('arbor-ownership-');
   const pgArbor = await createArbor({ postgres: { connectionString: PG_URL!, schema, nodeId: 'node-x', nodeAddress: 'http://node-x.invalid:4000', leaseMs: 2500 } });
   const fileArbor = await createArbor({ dataDir: join(dir, 'data') });

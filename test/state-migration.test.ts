@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createArbor, initialSessionState, INTERRUPTED_NOTICE_CONTENT, MockProvider, openPgBackend, reduceSession, type SessionState } from '../src/index.ts';
 import { inspectSession } from '../src/ops.ts';
-import { announcePostgres, dropSchema, freshSchemaName, PG_URL, pgSkip } from './helpers/postgres.ts';
+import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip } from './helpers/postgres.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 // A data directory written while Arbor's session state was version 1 (test/fixtures/state-v1,
@@ -109,7 +109,7 @@ test('a state-version-1 session goes on after the upgrade, and its next snapshot
 
 test('on PostgreSQL a snapshot of state version 1 goes through the same upcaster when createArbor loads the session', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('sv');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   // given a session written and snapshotted as state version 1 (the hooks of that version: no upcaster, version 1)
   const sid = 'pg-v1';
   const v1 = await openPgBackend<unknown>({ connectionString: PG_URL!, schema, nodeId: 'writer', hooks: { initialState: initialSessionState, reducer: reduceSession as never } });

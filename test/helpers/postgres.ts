@@ -6,7 +6,7 @@
  * Without the variable the PostgreSQL tests are skipped, loudly; with `ARBOR_REQUIRE_POSTGRES=1`
  * (set by CI) its absence is a failing test instead.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
@@ -44,12 +44,45 @@ export function testPool(max = 4): pg.Pool {
   return pool;
 }
 
-/** Drops a test's schema and everything in it. */
+/** Lock conflicts a DROP SCHEMA can lose against a backend still finishing its last statement. */
+const RETRYABLE = new Set(['40P01', '55P03']); // deadlock_detected, lock_not_available
+
+/**
+ * Drops a test's schema and everything in it, now. Call it only after every node on the schema is
+ * closed; a DROP racing a live node is refused with a deadlock, so those are retried a few times.
+ */
 export async function dropSchema(schema: string): Promise<void> {
   const pool = testPool(1);
   try {
-    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await pool.query(`SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+        return;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (attempt >= 5 || code === undefined || !RETRYABLE.has(code)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      }
+    }
   } finally {
     await pool.end();
   }
+}
+
+const dropAtEnd = new Set<string>();
+// Registered when this module loads, at the top level of the test file: the hook belongs to the
+// file's root test and runs once all its tests are done.
+after(async () => {
+  for (const s of dropAtEnd) await dropSchema(s);
+});
+
+/**
+ * Drops `schema` when the test file is done: after every test and every test's own `t.after`
+ * hooks, which run in the order they were registered and stop at the first that throws. A
+ * `t.after(() => dropSchema(schema))` registered before a node's close would drop the schema
+ * under the live node (a deadlock in CI), and its failure would skip the close, leaving the
+ * file's process alive.
+ */
+export function dropSchemaAtEnd(schema: string): void {
+  dropAtEnd.add(schema);
 }

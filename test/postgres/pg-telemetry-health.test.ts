@@ -4,7 +4,7 @@ import { createArbor, MockProvider, subscribeTelemetry, type ErrorMessage, type 
 import { HealthChecker } from '../../src/server.ts';
 import { PgBackend } from '../../src/postgres/pg-backend.ts';
 import { hooks } from '../crash/power-loss-harness.ts';
-import { announcePostgres, dropSchema, freshSchemaName, PG_URL, pgSkip, testPool } from '../helpers/postgres.ts';
+import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip, testPool } from '../helpers/postgres.ts';
 
 // PostgreSQL publishes the telemetry the file store does (batches, loads, snapshots, errors) plus leases,
 // and its health checks are real: the pool, lease renewal lag, and a read-only recovery probe.
@@ -12,7 +12,7 @@ announcePostgres('test/postgres/pg-telemetry-health.test.ts');
 
 test('PostgreSQL publishes batches, loads, snapshots, leases taken, released and lost, and errors', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('tel');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   const seen = { writes: [] as JournalWriteMessage[], loads: [] as RecoveryMessage[], snapshots: [] as SnapshotMessage[], leases: [] as LeaseMessage[], errors: [] as ErrorMessage[] };
   const stop = subscribeTelemetry({ journalWrite: (m) => seen.writes.push(m), recovery: (m) => seen.loads.push(m), snapshot: (m) => seen.snapshots.push(m), lease: (m) => seen.leases.push(m), error: (m) => seen.errors.push(m) });
   t.after(stop);
@@ -56,7 +56,7 @@ test('PostgreSQL publishes batches, loads, snapshots, leases taken, released and
 
 test('PostgreSQL health: pool round trip and lease renewal lag are real checks, and held sessions are probed read-only', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('hlth');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   const pool = testPool(3);
   let ended = false;
   t.after(() => (ended ? undefined : pool.end()));

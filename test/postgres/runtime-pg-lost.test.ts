@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createArbor, type SessionState } from '../../src/index.ts';
-import { announcePostgres, dropSchema, freshSchemaName, PG_URL, pgSkip, testPool } from '../helpers/postgres.ts';
+import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip, testPool } from '../helpers/postgres.ts';
 import { HangingProvider } from '../helpers/hanging-provider.ts';
 
 // After a lost lease the runtime drops what it held of the session, but keeps its actor: the
@@ -18,7 +18,7 @@ test('PostgreSQL: after the lease of a streaming session is lost, the session an
     await arbor.close();
     await pool.end();
   });
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   // given a session whose answer is streaming
   const chat = arbor.session('pg-lost');
   const streaming = llm.nextHang();

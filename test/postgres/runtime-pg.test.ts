@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createArbor, isArborError, MockProvider, type ArborOptions } from '../../src/index.ts';
-import { announcePostgres, dropSchema, freshSchemaName, PG_URL, pgSkip } from '../helpers/postgres.ts';
+import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip } from '../helpers/postgres.ts';
 
 // The runtime on PostgreSQL: the same library surface as on files, with sessions owned by one
 // process at a time.
@@ -13,7 +13,7 @@ function options(schema: string, nodeId: string, extra: ArborOptions = {}): Arbo
 
 test('createArbor on PostgreSQL: chat, dedupe, restart, and an interrupted stream comes back as a notice', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('rt');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   // given a runtime on PostgreSQL with one answered turn and one answer cut by a close
   const first = await createArbor(options(schema, 'n1'));
   assert.equal(first.health().backend, 'postgres');
@@ -53,7 +53,7 @@ test('createArbor on PostgreSQL: chat, dedupe, restart, and an interrupted strea
 
 test('two runtimes on one database: a session belongs to one at a time; released on passivation, taken by the other', { skip: pgSkip }, async (t) => {
   const schema = freshSchemaName('own');
-  t.after(() => dropSchema(schema));
+  dropSchemaAtEnd(schema);
   const a = await createArbor(options(schema, 'a'));
   const b = await createArbor(options(schema, 'b'));
   t.after(async () => {
