@@ -456,12 +456,10 @@ describe('close() during a stream', () => {
     const answerId = firstChunk.chunk.messageId;
 
     // when: the runtime closes
-    const started = performance.now();
     await first.close();
-    const closeMs = performance.now() - started;
 
-    // then: the stream was cut, not waited for, and ended with exactly one terminal event
-    assert.ok(closeMs < 1_000, `close() took ${closeMs.toFixed(0)} ms: it waited for the answer`);
+    // then: the stream was cut, not waited for (its terminal is an interruption, not a
+    // completion), and ended with exactly one terminal event
     const terminals = rec.events().filter((e) => TERMINAL.has(e.type));
     assert.deepEqual(
       terminals.map((e) => [e.type, dataOf(e).messageId, dataOf(e).requestMessageId]),
@@ -514,12 +512,9 @@ describe('close() during a stream', () => {
     const { messageId } = await s.sendMessage({ content: 'too late' });
 
     // when: the runtime closes at once
-    const started = performance.now();
     await first.close();
-    const closeMs = performance.now() - started;
 
-    // then: close() did not wait for the answer, and the turn is interrupted (notice after reopening)
-    assert.ok(closeMs < 500, `close() took ${closeMs.toFixed(0)} ms: it waited for the whole answer`);
+    // then: close() did not wait for the answer (nothing completed it), and the turn is interrupted (notice after reopening)
     assert.ok(!rec.events().some((e) => e.type === 'assistant_response_completed'), 'the answer was completed during close()');
     const second = await fx.open();
     const last = (await second.session('close-early').load()).messages.at(-1)!;

