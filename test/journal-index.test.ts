@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { openStore, type Store } from '../src/index.ts';
 import { hooks, type ChatState } from './crash/power-loss-harness.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { decodeJournalIndex } from '../src/file/journal-index.ts';
+import { segmentFileName } from '../src/file/journal/format.ts';
 
 // The persisted journal index (checkpoint/journal.idx) is an accelerator: open
 // reads it and scans only the journal's tail. Whatever the index is (good,
@@ -89,7 +91,7 @@ test('a clean close leaves an index; the next open scans only what follows it an
   }
 });
 
-test('a stale index (older than the journal) is used for its prefix; one naming a deleted segment falls back to a full scan', async () => {
+test('a stale index (older than the journal) is used for its prefix; one whose last segment was deleted falls back to a full scan', async () => {
   const { dir, cleanup } = tempDir();
   try {
     await build(dir, 20);
@@ -110,6 +112,40 @@ test('a stale index (older than the journal) is used for its prefix; one naming 
     r = await compare(dir);
     assert.equal(r.report.index?.used, false);
     assert.match(r.report.index?.problem ?? '', /stale index/);
+  } finally {
+    cleanup();
+  }
+});
+
+test('an index whose oldest segments were deleted since (snapshots released them) is used for the segments still there', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    // an index over two segments (88 records of this size fill one)
+    await build(dir, 30);
+    const old = readFileSync(indexFile(dir));
+    const decoded = decodeJournalIndex(old);
+    assert.ok(!('problem' in decoded), 'problem' in decoded ? decoded.problem : '');
+    assert.ok(decoded.image.segments.length >= 2, `the index names ${decoded.image.segments.length} segment(s)`);
+    const endName = segmentFileName(decoded.image.end.segment);
+    // more records, then snapshots at seq 25 release the oldest segment, which is deleted
+    const store = await openStore<ChatState>({ ...BASE, dataDir: dir }, hooks);
+    await write(store, 20, 30);
+    const deleted: string[] = [];
+    for (const sid of SESSIONS) {
+      const at = await store.peekSession(sid, 25);
+      assert.ok(at !== undefined);
+      deleted.push(...(await store.snapshot(sid, at.state, 25)).deletedSegments);
+    }
+    await store.close();
+    assert.ok(deleted.includes(segmentFileName(decoded.image.segments[0]!.id)), `deleted: ${deleted.join(', ')}`);
+    assert.ok(readdirSync(join(dir, 'journals')).includes(endName), `the index's last segment ${endName} is still there`);
+    // when the old index is what the next open finds (a crash right after the deletion)
+    writeFileSync(indexFile(dir), old);
+    const r = await compare(dir);
+    // then it is used, and the state is exactly a full scan's
+    assert.equal(r.report.index?.used, true, r.report.index?.problem);
+    assert.ok((r.report.index?.indexedRecords ?? 0) > 0);
+    assert.equal(r.loss, undefined);
   } finally {
     cleanup();
   }

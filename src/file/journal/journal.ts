@@ -212,6 +212,15 @@ function newSessionIndex(): SessionIndex {
   return { lastSeq: 0, locs: [], cids: undefined, quarantined: undefined, covered: 0 };
 }
 
+/** The flattened [seq, segmentId, offset, frameBytes] locations minus those in `segments`. */
+function withoutSegments(locs: number[], segments: ReadonlySet<number>): number[] {
+  const kept: number[] = [];
+  for (let i = 0; i < locs.length; i += 4) {
+    if (!segments.has(locs[i + 1]!)) kept.push(locs[i]!, locs[i + 1]!, locs[i + 2]!, locs[i + 3]!);
+  }
+  return kept;
+}
+
 /** Syncs allowed in flight at once: one settling while the next batch is written and synced. */
 const MAX_SYNCS_IN_FLIGHT = 2;
 
@@ -1104,15 +1113,24 @@ export class Journal {
     }
     use.identity = matched > 0 ? 'same' : 'unknown';
     if (image.segments.length === 0) return 'the index names no segment';
-    for (let j = 0; j < image.segments.length; j += 1) {
+    // Segments are deleted oldest first, once snapshots released every record in them
+    // (deleteReleasedSegments), so the log is always a suffix of what it was. The oldest segments
+    // the index names may be gone since it was written: their records are what a full scan would
+    // not see either. Any other missing segment makes the index stale.
+    let gone = 0;
+    while (gone < image.segments.length && !names.includes(segmentFileName(image.segments[gone]!.id))) gone += 1;
+    if (gone === image.segments.length) return `every segment the index names is gone, ${segmentFileName(image.segments.at(-1)!.id)} (where it ends) too (a stale index)`;
+    for (let j = gone; j < image.segments.length; j += 1) {
       const s = image.segments[j]!;
       const name = segmentFileName(s.id);
-      if (names[j] !== name) return names.includes(name) ? `segment ${name} is not where the index puts it (${names[j] ?? 'nothing'} is)` : `segment ${name}, named in the index, is gone (a stale index)`;
+      const at = names[j - gone];
+      if (at !== name) return names.includes(name) ? `segment ${name} is not where the index puts it (${at ?? 'nothing'} is)` : `segment ${name}, named in the index, is gone while an older one is still there (a stale index)`;
       const size = (await fs.stat(path.join(dir, name))).size;
       const last = j === image.segments.length - 1;
       if (!last && size !== s.size) return `segment ${name} is ${size} bytes, the index says ${s.size} (a stale index)`;
       if (last && size < image.end.offset) return `segment ${name} is ${size} bytes, but the index claims records up to offset ${image.end.offset}: more than the journal holds`;
     }
+    const deleted = new Set(image.segments.slice(0, gone).map((s) => s.id));
     const lastSeg = image.segments.at(-1)!;
     if (image.end.segment !== lastSeg.id) return 'the index ends outside its last segment';
     const header = headers.get(lastSeg.id)!;
@@ -1137,13 +1155,13 @@ export class Journal {
       const idx = newSessionIndex();
       idx.lastSeq = e.lastSeq;
       idx.covered = e.covered;
-      idx.locs = e.locs;
-      for (let i = 1; i < e.locs.length; i += 4) live.set(e.locs[i]!, (live.get(e.locs[i]!) ?? 0) + 1);
-      indexed += e.locs.length / 4;
+      idx.locs = deleted.size === 0 ? e.locs : withoutSegments(e.locs, deleted);
+      for (let i = 1; i < idx.locs.length; i += 4) live.set(idx.locs[i]!, (live.get(idx.locs[i]!) ?? 0) + 1);
+      indexed += idx.locs.length / 4;
       this.#sessions.set(e.sid, idx);
       for (const [cid, seq, lsn, ts] of e.dedupe) this.#rememberCid(idx, cid, { sid: e.sid, seq, lsn, ts, duplicate: false });
     }
-    for (const s of image.segments.slice(0, -1)) {
+    for (const s of image.segments.slice(gone, -1)) {
       const h = headers.get(s.id)!;
       this.#segments.push({ id: s.id, name: segmentFileName(s.id), header: h, size: s.size, live: live.get(s.id) ?? 0 });
       this.#framesAtOpen!.push({ name: segmentFileName(s.id), seed: h.seed, end: s.size });
@@ -1155,7 +1173,7 @@ export class Journal {
     this.#settledFrame = image.end.frame;
     this.#settledEnd = image.end.offset;
     this.#settledLsn = image.end.lsn;
-    return { from: image.segments.length - 1, at: image.end.offset, lastLsn: image.end.lsn };
+    return { from: image.segments.length - 1 - gone, at: image.end.offset, lastLsn: image.end.lsn };
   }
 
   /** The active segment's first LSN and salt: what ties a high-water mark to this journal. */
