@@ -111,15 +111,16 @@ export function decodeJournalIndex(bytes: Uint8Array): JournalIndexFile | { prob
     if (!Array.isArray(e) || !isSessionId(e[0]) || !Number.isSafeInteger(e[1]) || !Number.isSafeInteger(e[2]) || !Array.isArray(e[3]) || !(e[4] instanceof Uint8Array)) return bad;
     const raw = e[4] as Uint8Array;
     if (raw.length % 16 !== 0) return bad;
-    const view = Buffer.from(raw.buffer, raw.byteOffset, raw.length);
-    const locs = new Array<number>(raw.length / 4);
+    // Straight into a Float64Array (see journal/locs.ts): no JS array per session to collect.
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.length);
+    const locs = new Float64Array(raw.length / 4);
     for (let i = 0; i < locs.length; i += 4) {
-      const seg = segments[view.readUInt32LE(i * 4 + 4)];
+      const seg = segments[view.getUint32(i * 4 + 4, true)];
       if (seg === undefined) return bad;
-      locs[i] = view.readUInt32LE(i * 4);
+      locs[i] = view.getUint32(i * 4, true);
       locs[i + 1] = seg.id;
-      locs[i + 2] = view.readUInt32LE(i * 4 + 8);
-      locs[i + 3] = view.readUInt32LE(i * 4 + 12);
+      locs[i + 2] = view.getUint32(i * 4 + 8, true);
+      locs[i + 3] = view.getUint32(i * 4 + 12, true);
     }
     sessions.push({ sid: e[0], lastSeq: e[1], covered: e[2], dedupe: e[3] as DedupeEntry[], locs });
   }

@@ -23,6 +23,7 @@ import { scanSegment, type DamagedRegion, type TornTail } from './segment-scanne
 import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../../backend/append-checks.ts';
 import { errorChannel, journalWriteChannel, type ErrorMessage, type JournalWriteMessage } from '../../telemetry/channels.ts';
 import type { AppendInput, AppendResult, DedupeEntry } from '../../backend/backend.ts';
+import { Locs } from './locs.ts';
 
 export type { AppendInput, AppendResult, DedupeEntry };
 
@@ -73,7 +74,7 @@ export interface JournalIndexImage {
   /** the last indexed frame: its LSN, the segment holding it, where it starts and where it ends */
   end: { lsn: number; segment: number; frame: number; offset: number };
   /** per session: last seq, highest seq a snapshot covers, dedupe entries, locations [seq, segmentId, offset, frameBytes]* of unreleased records */
-  sessions: { sid: string; lastSeq: number; covered: number; dedupe: DedupeEntry[]; locs: number[] }[];
+  sessions: { sid: string; lastSeq: number; covered: number; dedupe: DedupeEntry[]; locs: Float64Array }[];
 }
 
 /** What open made of the index it was given. */
@@ -191,7 +192,7 @@ interface SessionIndex {
   /** Highest seq assigned, pending appends included. */
   lastSeq: number;
   /** Flattened [seq, segmentId, offset, frameBytes] of every record not yet released. */
-  locs: number[];
+  locs: Locs;
   cids: Map<string, AppendResult | Promise<AppendResult>> | undefined;
   quarantined: string | undefined;
   /** Highest seq covered by a durable snapshot: such records no longer pin segments. */
@@ -209,16 +210,19 @@ interface Segment {
 }
 
 function newSessionIndex(): SessionIndex {
-  return { lastSeq: 0, locs: [], cids: undefined, quarantined: undefined, covered: 0 };
+  return { lastSeq: 0, locs: new Locs(), cids: undefined, quarantined: undefined, covered: 0 };
 }
 
 /** The flattened [seq, segmentId, offset, frameBytes] locations minus those in `segments`. */
-function withoutSegments(locs: number[], segments: ReadonlySet<number>): number[] {
-  const kept: number[] = [];
+function withoutSegments(locs: Float64Array, segments: ReadonlySet<number>): Float64Array {
+  const kept = new Float64Array(locs.length);
+  let n = 0;
   for (let i = 0; i < locs.length; i += 4) {
-    if (!segments.has(locs[i + 1]!)) kept.push(locs[i]!, locs[i + 1]!, locs[i + 2]!, locs[i + 3]!);
+    if (segments.has(locs[i + 1]!)) continue;
+    kept.set(locs.subarray(i, i + 4), n);
+    n += 4;
   }
-  return kept;
+  return kept.slice(0, n);
 }
 
 /** Syncs allowed in flight at once: one settling while the next batch is written and synced. */
@@ -898,11 +902,11 @@ export class Journal {
     const handles = new Map<number, FileHandle>();
     try {
       for (let i = 0; i < idx.locs.length; i += 4) {
-        const seq = idx.locs[i]!;
+        const seq = idx.locs.at(i);
         if (seq < fromSeq) continue;
-        const segId = idx.locs[i + 1]!;
-        const offset = idx.locs[i + 2]!;
-        const frameBytes = idx.locs[i + 3]!;
+        const segId = idx.locs.at(i + 1);
+        const offset = idx.locs.at(i + 2);
+        const frameBytes = idx.locs.at(i + 3);
         let handle = segId === this.#active.id ? this.#handle : handles.get(segId);
         if (handle === undefined) {
           handle = await this.#o.fs.open(path.join(this.#o.dir, segmentFileName(segId)), 'r');
@@ -962,12 +966,13 @@ export class Journal {
       while (idx.cids.size > this.#o.dedupeWindow) idx.cids.delete(idx.cids.keys().next().value as string);
     }
     let cut = 0;
-    while (cut < idx.locs.length && idx.locs[cut]! <= seq) {
-      const seg = this.#segments.find((s) => s.id === idx!.locs[cut + 1]);
+    while (cut < idx.locs.length && idx.locs.at(cut) <= seq) {
+      const segId = idx.locs.at(cut + 1);
+      const seg = this.#segments.find((s) => s.id === segId);
       if (seg !== undefined) seg.live -= 1;
       cut += 4;
     }
-    if (cut > 0) idx.locs.splice(0, cut);
+    if (cut > 0) idx.locs.dropFirst(cut);
   }
 
   /** The settled dedupe entries of a session with seq ≤ `uptoSeq`, oldest first: what a snapshot at that seq carries. */
@@ -1005,7 +1010,7 @@ export class Journal {
     const out: string[] = [];
     for (const [sid, idx] of this.#sessions) {
       for (let i = 1; i < idx.locs.length; i += 4) {
-        if (idx.locs[i] === oldest.id) {
+        if (idx.locs.at(i) === oldest.id) {
           out.push(sid);
           break;
         }
@@ -1069,8 +1074,8 @@ export class Journal {
       if (idx.quarantined !== undefined) return `session ${sid} is quarantined`;
       let n = idx.locs.length;
       // Records settled after `end` (their seg/offset is past it) are left to the tail scan.
-      while (n > 0 && (idx.locs[n - 3]! > end.segment || (idx.locs[n - 3] === end.segment && idx.locs[n - 2]! >= end.offset))) n -= 4;
-      const locs = idx.locs.slice(0, n);
+      while (n > 0 && (idx.locs.at(n - 3) > end.segment || (idx.locs.at(n - 3) === end.segment && idx.locs.at(n - 2) >= end.offset))) n -= 4;
+      const locs = idx.locs.head(n);
       const lastSeq = Math.max(n > 0 ? locs[n - 4]! : 0, idx.covered);
       const dedupe = this.dedupeEntries(sid, Number.MAX_SAFE_INTEGER).filter((d) => d[2] <= end.lsn);
       if (lastSeq === 0 && dedupe.length === 0) continue;
@@ -1155,9 +1160,10 @@ export class Journal {
       const idx = newSessionIndex();
       idx.lastSeq = e.lastSeq;
       idx.covered = e.covered;
-      idx.locs = deleted.size === 0 ? e.locs : withoutSegments(e.locs, deleted);
-      for (let i = 1; i < idx.locs.length; i += 4) live.set(idx.locs[i]!, (live.get(idx.locs[i]!) ?? 0) + 1);
-      indexed += idx.locs.length / 4;
+      const locs = deleted.size === 0 ? e.locs : withoutSegments(e.locs, deleted);
+      idx.locs = new Locs(locs);
+      for (let i = 1; i < locs.length; i += 4) live.set(locs[i]!, (live.get(locs[i]!) ?? 0) + 1);
+      indexed += locs.length / 4;
       this.#sessions.set(e.sid, idx);
       for (const [cid, seq, lsn, ts] of e.dedupe) this.#rememberCid(idx, cid, { sid: e.sid, seq, lsn, ts, duplicate: false });
     }
@@ -1202,7 +1208,8 @@ export class Journal {
     const idx = this.#sessions.get(sid);
     if (idx !== undefined) {
       for (let i = 1; i < idx.locs.length; i += 4) {
-        const seg = this.#segments.find((s) => s.id === idx.locs[i]);
+        const segId = idx.locs.at(i);
+        const seg = this.#segments.find((s) => s.id === segId);
         if (seg !== undefined) seg.live -= 1;
       }
       this.#sessions.delete(sid);
@@ -1268,10 +1275,10 @@ export class Journal {
     }
     for (const idx of this.#sessions.values()) {
       for (let i = 1; i < idx.locs.length; i += 4) {
-        if (idx.locs[i] !== id) continue;
-        const to = moved.get(idx.locs[i + 1]!);
-        if (to === undefined) throw new Error(`journal invariant: a live record at ${segmentFileName(id)} offset ${idx.locs[i + 1]} was dropped by a rewrite`);
-        idx.locs[i + 1] = to;
+        if (idx.locs.at(i) !== id) continue;
+        const to = moved.get(idx.locs.at(i + 1));
+        if (to === undefined) throw new Error(`journal invariant: a live record at ${segmentFileName(id)} offset ${idx.locs.at(i + 1)} was dropped by a rewrite`);
+        idx.locs.set(i + 1, to);
       }
     }
   }
