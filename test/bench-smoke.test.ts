@@ -66,7 +66,7 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
   const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/runtime/run.ts');
   assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
   const r = JSON.parse(stdout) as Record<string, any>;
-  for (const key of ['meta', 'hot', 'load', 'restart', 'chat', 'targets']) assert.ok(key in r, `missing key ${key}`);
+  for (const key of ['meta', 'hot', 'load', 'restart', 'restartRealistic', 'chat', 'targets']) assert.ok(key in r, `missing key ${key}`);
 
   // (a) hot tier, beside Map
   for (const op of ['hotStore', 'mapSet', 'hotRetrieve', 'mapGet', 'timerOnly']) {
@@ -92,6 +92,11 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
     positive(r.restart.emptyStart[k], `restart.emptyStart.${k}`);
   }
   positive(r.restart.write.journalBytes, 'restart.write.journalBytes');
+  // (c') the realistic variant (every session snapshotted before the kill)
+  assert.equal(r.restartRealistic.realistic, true);
+  assert.equal(r.restartRealistic.recovery.recovered, r.restartRealistic.sessions, 'every session recovered (realistic)');
+  assert.equal(r.restartRealistic.recovery.sampleOk, true, 'sampled sessions are at their last seq (realistic)');
+  positive(r.restartRealistic.recovery.firstRequestFromCreateMs, 'restartRealistic.recovery.firstRequestFromCreateMs');
 
   // (d) bytes on disk of a chat, growth reported at every step
   assert.equal(r.chat.arborDefault.growth.length, r.chat.turns / r.chat.reportEvery);

@@ -15,7 +15,9 @@
  * user_message_sent, i.e. requests that were never answered (see eventFor). It
  * Before the last round it writes the periodic checkpoint (with the journal
  * index), as a server that ran for a while has (`--checkpoint-before-last no`:
- * never, so open scans the whole journal);
+ * never, so open scans the whole journal); with `--snapshot-before-last yes` (the
+ * realistic variant) it snapshots every session first, as a server on default options
+ * has, so restart loads snapshots and the older segments are gone;
  * then prints one line `ready {json}` and waits, holding the lock, for the
  * parent's SIGKILL.
  *
@@ -80,7 +82,7 @@ function eventFor(kind: 'turns' | 'user-only', r: number, events: number, ids: {
   }
 }
 
-async function write(dataDir: string, sessions: number, events: number, kind: 'turns' | 'user-only', checkpointBeforeLast: boolean): Promise<void> {
+async function write(dataDir: string, sessions: number, events: number, kind: 'turns' | 'user-only', checkpointBeforeLast: boolean, snapshotBeforeLast: boolean): Promise<void> {
   const arbor = await createArbor({ dataDir });
   // The runtime's own file store (createArbor with a dataDir): the bench appends to its journal directly.
   const store = arbor.backend as Store<SessionState>;
@@ -97,6 +99,9 @@ async function write(dataDir: string, sessions: number, events: number, kind: 't
       // A running server has written its periodic checkpoint (and with it the journal index) some time
       // before it is killed: here, before the last round, so that open reads the index and scans the last round.
       await Promise.all(inFlight);
+      // The realistic variant: a server on default options has snapshotted every session by now (one
+      // per snapshotEveryEvents = 100 events), and the snapshots released the journal's older segments.
+      if (snapshotBeforeLast) await snapshotAll(store, sessions);
       await arbor.checkpoint();
     }
     for (let i = 0; i < sessions; i += 1) {
@@ -122,6 +127,20 @@ async function write(dataDir: string, sessions: number, events: number, kind: 't
   const h = arbor.health();
   line(`ready ${JSON.stringify({ sessions, events, kind, total, writeMs, journalBytes: h.journal.bytes, segments: h.journal.segments })}`);
   holdUntilKilled();
+}
+
+/** Snapshots every session at its current seq, 16 at a time (each rebuilt from the journal, as the runtime's state is). */
+async function snapshotAll(store: Store<SessionState>, sessions: number): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < sessions) {
+      const sid = restartSessionId(next);
+      next += 1;
+      const r = await store.peekSession(sid);
+      if (r !== undefined) await store.snapshot(sid, r.state, r.seq);
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
 }
 
 async function recover(dataDir: string, probe: string, expectSessions: number, expectSeq: number): Promise<void> {
@@ -193,13 +212,14 @@ async function main(): Promise<void> {
       'expect-seq': { type: 'string', default: '0' },
       kind: { type: 'string', default: 'turns' },
       'checkpoint-before-last': { type: 'string', default: 'yes' },
+      'snapshot-before-last': { type: 'string', default: 'no' },
     },
   });
   const dataDir = values['data-dir'];
   if (dataDir === undefined) throw new Error('--data-dir is required');
   const kind = values.kind;
   if (kind !== 'turns' && kind !== 'user-only') throw new Error(`--kind must be turns or user-only, got ${JSON.stringify(kind)}`);
-  if (positionals[0] === 'write') await write(dataDir, Number(values.sessions), Number(values.events), kind, values['checkpoint-before-last'] !== 'no');
+  if (positionals[0] === 'write') await write(dataDir, Number(values.sessions), Number(values.events), kind, values['checkpoint-before-last'] !== 'no', values['snapshot-before-last'] === 'yes');
   else if (positionals[0] === 'recover') await recover(dataDir, values.probe!, Number(values['expect-sessions']), Number(values['expect-seq']));
   else throw new Error(`unknown mode ${JSON.stringify(positionals[0])}: write | recover`);
 }

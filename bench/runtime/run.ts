@@ -705,6 +705,8 @@ interface RestartRun {
 }
 
 interface RestartResults {
+  /** the realistic variant: every session snapshotted before the checkpoint, as on default options */
+  realistic: boolean;
   sessions: number;
   eventsPerSession: number;
   events: number;
@@ -751,13 +753,13 @@ function medianRun(runs: RestartRun[]): RestartRun {
   return out as unknown as RestartRun;
 }
 
-async function restartFigures(root: string, cfg: Config): Promise<RestartResults> {
+async function restartFigures(root: string, cfg: Config, realistic = false): Promise<RestartResults> {
   const dir = await mkdtemp(join(root, 'restart-'));
   const n = cfg.restartSessions;
   const e = cfg.restartEvents;
   const timeoutMs = cfg.tiny ? 60_000 : 300_000;
-  progress(`restart: a child writes ${n.toLocaleString('en-US')} sessions × ${e} events (complete turns), then is SIGKILLed`);
-  const w = await spawnUntil(['write', '--data-dir', dir, '--sessions', String(n), '--events', String(e)], 'ready', timeoutMs);
+  progress(`restart${realistic ? ' (realistic: snapshots)' : ''}: a child writes ${n.toLocaleString('en-US')} sessions × ${e} events (complete turns), then is SIGKILLed`);
+  const w = await spawnUntil(['write', '--data-dir', dir, '--sessions', String(n), '--events', String(e), '--snapshot-before-last', realistic ? 'yes' : 'no'], 'ready', timeoutMs);
   await killAndWait(w.child);
   const writeMs = Number(w.payload.writeMs);
   const runs: RestartRun[] = [];
@@ -786,6 +788,7 @@ async function restartFigures(root: string, cfg: Config): Promise<RestartResults
   }
   await rm(dir, { recursive: true, force: true });
   return {
+    realistic,
     sessions: n,
     eventsPerSession: e,
     events: n * e,
@@ -1183,6 +1186,8 @@ interface Results {
   hot: HotResults;
   load: LoadResults;
   restart: RestartResults;
+  /** the same restart with every session snapshotted before the kill (default options) */
+  restartRealistic: RestartResults;
   chat: ChatResults;
   targets: Target[];
 }
@@ -1242,6 +1247,10 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
   limit(`restart: all sessions recovered < 5 s (seed)`, allOk ? rc.allRecoveredFromCreateMs : Number.NaN, 5000, recoveredDetail);
   const floorRatio = rc.allRecoveredFromCreateMs / Math.max(1, r.restart.rawRead.ms);
   limit(`restart: all sessions recovered ≤ 3× the journal read-back floor (goal)`, allOk ? floorRatio : Number.NaN, 3, `${fmt(floorRatio, 2)}× (${fmtInt(rc.allRecoveredFromCreateMs)} ms against ${fmtInt(r.restart.rawRead.ms)} ms to read the journal back, same run)`);
+  const rr = r.restartRealistic.recovery;
+  const rrOk = rr.sampleOk && rr.recovered === r.restartRealistic.sessions;
+  limit(`restart, realistic (every session snapshotted, checkpoint): first request < 200 ms after createArbor is called (${scale})`, rr.firstRequestFromCreateMs, 200, `${fmtInt(rr.firstRequestFromCreateMs)} ms (createArbor ${fmtInt(rr.createArborMs)} ms)`);
+  limit(`restart, realistic: all sessions recovered < 2 s`, rrOk ? rr.allRecoveredFromCreateMs : Number.NaN, 2000, `${fmtInt(rr.allRecoveredFromCreateMs)} ms from createArbor (${fmtInt(rr.recovered)} recovered${rrOk ? '' : ', CHECK FAILED'})`);
 
   const c = r.chat;
   if (c.peers.skipped) {
@@ -1297,33 +1306,38 @@ function render(r: Results): string {
   out.push(`   session crashes ${l.arborHealth.crashes}, stopped ${l.arborHealth.stopped}`);
   out.push('');
 
-  const s = r.restart;
-  out.push(`(c) Restart after SIGKILL: ${fmtInt(s.sessions)} sessions × ${s.eventsPerSession} events = ${fmtInt(s.events)} journaled events (complete turns: user message, stream started, answer completed), no snapshot; written through arbor.backend.append`);
-  out.push(`   written in ${fmtInt(s.write.ms)} ms (${fmtInt(s.write.eventsPerSec)} events/s), journal ${mib(s.write.journalBytes)} in ${s.write.segments} segment(s)`);
-  const run = (name: string, x: RestartRun): string[] => [
-    name,
-    fmtInt(x.modulesLoadedMs),
-    fmtInt(x.createArborMs),
-    fmtInt(x.storeOpenMs),
-    fmtInt(x.firstRequestFromCreateMs),
-    fmtInt(x.firstServedSinceStartMs),
-    fmtInt(x.pendingAtFirstServed),
-    fmtInt(x.allRecoveredFromCreateMs),
-    fmtInt(x.spawnToServedMs),
-    fmtInt(x.hotSessions),
-    fmtInt(x.rssMiB),
-  ];
-  out.push(
-    table(
-      ['child process (median of runs)', 'boot+imports ms', 'createArbor ms', 'of which Store.open', 'first request ms (from createArbor)', 'since process start', 'sessions still pending then', 'all recovered ms (from createArbor)', 'parent: spawn → served', 'sessions in memory', 'RSS MiB'],
-      [run(`recovering ${fmtInt(s.sessions)} sessions`, s.recovery), run('empty data dir (baseline)', s.emptyStart)],
-    ),
-  );
-  out.push(
-    `   runs: ${s.runs.map((x) => `${fmtInt(x.firstRequestFromCreateMs)}/${fmtInt(x.allRecoveredFromCreateMs)}`).join(', ')} ms to first request / all recovered; every session back at its last seq: ${s.recovery.sampleOk && s.recovery.recovered === s.sessions ? 'yes' : 'NO'}; notices appended by recovery: ${fmtInt(s.recovery.appendedByCreate)} (at most the previous round's probe answer, cut by its SIGKILL)`,
-  );
-  out.push(`   I/O floor: reading the ${mib(s.rawRead.bytes)} of journal back takes ${fmtInt(s.rawRead.ms)} ms (${fmtInt(s.rawRead.mibPerSec)} MiB/s, page cache)`);
-  out.push('');
+  for (const s of [r.restart, r.restartRealistic]) {
+    out.push(
+      s.realistic
+        ? `(c') The same restart, realistic: every session snapshotted (as snapshotEveryEvents = 100 has done by then) and the checkpoint written before the last round; the snapshots released the older segments`
+        : `(c) Restart after SIGKILL: ${fmtInt(s.sessions)} sessions × ${s.eventsPerSession} events = ${fmtInt(s.events)} journaled events (complete turns: user message, stream started, answer completed), no snapshot; written through arbor.backend.append`,
+    );
+    out.push(`   written in ${fmtInt(s.write.ms)} ms (${fmtInt(s.write.eventsPerSec)} events/s), journal ${mib(s.write.journalBytes)} in ${s.write.segments} segment(s)`);
+    const run = (name: string, x: RestartRun): string[] => [
+      name,
+      fmtInt(x.modulesLoadedMs),
+      fmtInt(x.createArborMs),
+      fmtInt(x.storeOpenMs),
+      fmtInt(x.firstRequestFromCreateMs),
+      fmtInt(x.firstServedSinceStartMs),
+      fmtInt(x.pendingAtFirstServed),
+      fmtInt(x.allRecoveredFromCreateMs),
+      fmtInt(x.spawnToServedMs),
+      fmtInt(x.hotSessions),
+      fmtInt(x.rssMiB),
+    ];
+    out.push(
+      table(
+        ['child process (median of runs)', 'boot+imports ms', 'createArbor ms', 'of which Store.open', 'first request ms (from createArbor)', 'since process start', 'sessions still pending then', 'all recovered ms (from createArbor)', 'parent: spawn → served', 'sessions in memory', 'RSS MiB'],
+        [run(`recovering ${fmtInt(s.sessions)} sessions`, s.recovery), run('empty data dir (baseline)', s.emptyStart)],
+      ),
+    );
+    out.push(
+      `   runs: ${s.runs.map((x) => `${fmtInt(x.firstRequestFromCreateMs)}/${fmtInt(x.allRecoveredFromCreateMs)}`).join(', ')} ms to first request / all recovered; every session back at its last seq: ${s.recovery.sampleOk && s.recovery.recovered === s.sessions ? 'yes' : 'NO'}; notices appended by recovery: ${fmtInt(s.recovery.appendedByCreate)} (at most the previous round's probe answer, cut by its SIGKILL)`,
+    );
+    out.push(`   I/O floor: reading the ${mib(s.rawRead.bytes)} of journal back takes ${fmtInt(s.rawRead.ms)} ms (${fmtInt(s.rawRead.mibPerSec)} MiB/s, page cache)`);
+    out.push('');
+  }
 
   const ch = r.chat;
   out.push(`(d) Bytes on disk of a ${fmtInt(ch.turns)}-turn chat: user messages ≈ ${fmtInt(ch.meanUserChars)} chars, answers ≈ ${fmtInt(ch.meanAnswerChars)} chars (${mib(ch.textChars)} of text; brotli q4 keeps ${fmt(100 * ch.textBrotliRatio, 0)}% of it)`);
@@ -1373,8 +1387,9 @@ async function main(): Promise<void> {
     const hot = await hotTierFigures(cfg);
     const load = await loadFigures(root, cfg);
     const restart = await restartFigures(root, cfg);
+    const restartRealistic = await restartFigures(root, cfg, true);
     const chat = await chatFigures(root, cfg, peers);
-    const partial = { hot, load, restart, chat };
+    const partial = { hot, load, restart, restartRealistic, chat };
     const results: Results = {
       meta: benchMeta(cfg, start),
       ...partial,
