@@ -1,0 +1,202 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { mockReplyChunks } from '../../src/llm/mock-provider.ts';
+import { startServe, type ServeProcess } from '../helpers/serve-process.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { repoRoot } from '../ops/run-cli.ts';
+
+// The web console (docs/console.md) in a real Chromium (Debian's, driven by
+// playwright-core; no browser is downloaded) against real `arbor serve`
+// children with the mock provider. Screenshots go to $ARBOR_SCREENSHOT_DIR, or
+// to screenshots/ in the repository (git-ignored).
+
+const CHROMIUM = process.env.ARBOR_CHROMIUM ?? '/usr/bin/chromium';
+const haveBrowser = existsSync(CHROMIUM);
+const required = process.env.ARBOR_REQUIRE_BROWSER === '1';
+if (!haveBrowser) {
+  const why = `the browser tests need Chromium at ${CHROMIUM} (apt-get install chromium, or ARBOR_CHROMIUM=<path>)`;
+  if (required) throw new Error(`${why}; ARBOR_REQUIRE_BROWSER=1 makes its absence a failure`);
+  console.warn(`\n*** SKIPPING the web console browser tests: ${why} ***\n`);
+}
+const skip = haveBrowser ? false : 'no Chromium';
+const shots = process.env.ARBOR_SCREENSHOT_DIR ?? join(repoRoot, 'screenshots');
+
+let context: BrowserContext | undefined;
+const pageErrors: string[] = [];
+const cleanups: (() => void | Promise<unknown>)[] = [];
+
+before(async () => {
+  if (!haveBrowser) return;
+  // The page as `npm run build` makes it.
+  const built = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'build-console.mjs'), '--no-typecheck'], { encoding: 'utf8' });
+  assert.equal(built.status, 0, built.stderr);
+  const profile = tempDir('arbor-chromium-');
+  cleanups.push(profile.cleanup);
+  context = await chromium.launchPersistentContext(profile.dir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1100, height: 720 },
+  });
+  mkdirSync(shots, { recursive: true });
+});
+
+after(async () => {
+  await context?.close();
+  for (const f of cleanups.reverse()) await f();
+});
+
+async function newPage(): Promise<Page> {
+  const page = await context!.newPage();
+  page.on('pageerror', (err) => pageErrors.push(`${page.url()}: ${err.message}`));
+  page.setDefaultTimeout(15_000);
+  return page;
+}
+
+async function serve(env: Record<string, string>, dataDir?: string, port?: number): Promise<ServeProcess & { dataDir: string }> {
+  let dir = dataDir;
+  if (dir === undefined) {
+    const t = tempDir('arbor-console-');
+    cleanups.push(t.cleanup);
+    dir = join(t.dir, 'data');
+  }
+  // A later --port wins over the helper's --port 0: a restart keeps its URL, as a person's server does.
+  const s = await startServe(['--data-dir', dir, ...(port === undefined ? [] : ['--port', String(port)])], env);
+  cleanups.push(() => s.stop('SIGKILL'));
+  return { ...s, dataDir: dir };
+}
+
+const answerTo = (text: string, chunks: number): string => mockReplyChunks([{ role: 'user', content: text }], chunks).join('');
+
+/** The text of the answer streaming now (empty when none). */
+async function streamingText(page: Page): Promise<string> {
+  const live = page.getByRole('listitem', { name: 'Answer streaming' });
+  return (await live.count()) === 0 ? '' : ((await live.locator('p.text').last().textContent()) ?? '');
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function newSession(page: Page): Promise<string> {
+  const before = page.url();
+  await page.getByRole('button', { name: 'New session' }).click();
+  await waitFor('the new session to open', async () => page.url() !== before && /#\/chat\/./.test(page.url()));
+  return decodeURIComponent(page.url().split('#/chat/')[1]!);
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  const box = page.getByRole('textbox', { name: 'Message' });
+  await box.fill(text);
+  await page.getByRole('button', { name: 'Send' }).click();
+}
+
+test('chat in the browser: send and see the answer, reload mid-answer and see it continue, stop, fork, delete; Operations shows health, latency and a timeline; no page error', { skip }, async () => {
+  const CHUNKS = 40;
+  const s = await serve({ ARBOR_MOCK_CHUNKS: String(CHUNKS), ARBOR_MOCK_CHUNK_DELAY_MS: '40' });
+  const page = await newPage();
+  const res = await page.goto(s.url);
+  assert.equal(res?.status(), 200);
+  // The page is its own: a CSP without inline scripts, and the other security headers.
+  const csp = res!.headers()['content-security-policy'] ?? '';
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+  assert.equal(res!.headers()['x-content-type-options'], 'nosniff');
+  assert.equal(res!.headers()['referrer-policy'], 'no-referrer');
+
+  // when a person creates a session and sends a message
+  const id = await newSession(page);
+  await send(page, 'hello browser');
+  // then the answer streams in and is shown complete, from the server's history
+  const first = answerTo('hello browser', CHUNKS);
+  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: first }).waitFor();
+  assert.equal(await page.getByRole('listitem', { name: 'user message' }).filter({ hasText: 'hello browser' }).count(), 1);
+
+  // when the page is reloaded while the next answer streams
+  await send(page, 'a longer question, reloaded');
+  await waitFor('the answer to start streaming', async () => (await streamingText(page)).length > 8);
+  await page.reload();
+  // then the same answer keeps growing after the reload, and completes once
+  let seen = '';
+  await waitFor('the resumed answer to stream', async () => {
+    seen = await streamingText(page);
+    return seen.length > 0;
+  });
+  await waitFor('the resumed answer to grow', async () => {
+    const now = await streamingText(page);
+    return now.length > seen.length || now === '';
+  });
+  const second = answerTo('a longer question, reloaded', CHUNKS);
+  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: second }).waitFor();
+  assert.equal(await page.getByRole('listitem', { name: 'assistant message' }).count(), 2);
+  await page.screenshot({ path: join(shots, 'console-chat.png') });
+
+  // Stop while streaming: the partial answer is kept, marked stopped.
+  await send(page, 'stop me');
+  await waitFor('the answer to stream', async () => (await streamingText(page)).length > 4);
+  await page.getByRole('button', { name: 'Stop' }).click();
+  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: 'Stopped.' }).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Stop' }).count(), 0);
+
+  // Fork from the first answer: a new session holding the first exchange only.
+  const firstAnswer = page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: first });
+  await firstAnswer.getByRole('button', { name: /^Fork from message \d+$/ }).click();
+  await waitFor('the fork to open', async () => !page.url().endsWith(encodeURIComponent(id)));
+  const forkId = decodeURIComponent(page.url().split('#/chat/')[1]!);
+  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: first }).waitFor();
+  assert.equal(await page.getByRole('listitem', { name: 'user message' }).count(), 1);
+
+  // Delete the fork, by keyboard: it leaves the list and the server.
+  await page.getByRole('button', { name: `Delete session ${forkId}` }).focus();
+  await page.keyboard.press('Enter');
+  await page.getByRole('button', { name: `Confirm delete of session ${forkId}` }).focus();
+  await page.keyboard.press('Enter');
+  await page.getByRole('button', { name: `Delete session ${forkId}` }).waitFor({ state: 'detached' });
+  const gone = await fetch(`${s.url}/v1/sessions/${encodeURIComponent(forkId)}`);
+  assert.equal(gone.status, 404);
+  assert.equal((await fetch(`${s.url}/v1/sessions/${encodeURIComponent(id)}`)).status, 200);
+
+  // Operations: health with each check, the latency charts, the sessions, and a session's timeline.
+  await page.getByRole('link', { name: 'Operations' }).click();
+  const ops = page.getByRole('main', { name: 'Operations' });
+  for (const check of ['journalWriter', 'diskSpace', 'recovery', 'hotStorage']) await ops.getByRole('rowheader', { name: check }).waitFor();
+  await ops.getByRole('img', { name: /^Journal write: \d+ in the last/ }).waitFor();
+  await ops.getByRole('img', { name: /^Acknowledgement: \d+ in the last/ }).waitFor();
+  await ops.getByRole('button', { name: `Timeline of session ${id}` }).click();
+  const timeline = page.getByRole('region', { name: `Timeline of session ${id}` });
+  await timeline.getByRole('row').filter({ hasText: 'user_message_sent' }).filter({ hasText: 'hello browser' }).first().waitFor();
+  await timeline.getByRole('row').filter({ hasText: 'assistant_response_completed' }).first().waitFor();
+  await page.screenshot({ path: join(shots, 'console-operations.png'), fullPage: true });
+  await page.close();
+  assert.deepEqual(pageErrors, []);
+});
+
+test('a server killed mid-answer: the page reconnects to the restarted server, shows the interrupted notice, and Retry answers again', { skip }, async () => {
+  const CHUNKS = 40;
+  const env = { ARBOR_MOCK_CHUNKS: String(CHUNKS), ARBOR_MOCK_CHUNK_DELAY_MS: '50' };
+  const s = await serve(env);
+  const port = Number(new URL(s.url).port);
+  const page = await newPage();
+  await page.goto(s.url);
+  await newSession(page);
+  await send(page, 'survive a crash');
+  await waitFor('the answer to stream', async () => (await streamingText(page)).length > 6);
+  // when the server dies mid-answer and comes back on the same address and data
+  await s.stop('SIGKILL');
+  await serve(env, s.dataDir, port);
+  // then the page finds it again and shows the turn as interrupted, with Retry
+  const notice = page.getByRole('listitem', { name: 'Interrupted notice' });
+  await notice.waitFor({ timeout: 30_000 });
+  await notice.getByRole('button', { name: 'Retry' }).click();
+  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: answerTo('survive a crash', CHUNKS) }).waitFor({ timeout: 30_000 });
+  await page.close();
+  assert.deepEqual(pageErrors, []);
+});
