@@ -54,12 +54,15 @@ export interface LatencySample {
   ack: LatencyStat;
 }
 
-/** A ring of per-window latency samples, the newest `keep` windows; windows with nothing in them are kept as zero counts. */
+type Acc = { count: number; sum: number; max: number };
+const acc = (): Acc => ({ count: 0, sum: 0, max: 0 });
+
+/** A ring of per-window latency samples, the newest `keep` windows; each window holds a count, a sum and a maximum, whatever the load. */
 export class LatencyRing {
   readonly windowMs: number;
   readonly keep: number;
   readonly #now: () => number;
-  #samples: { t: number; journal: number[]; ack: number[] }[] = [];
+  #windows: { t: number; journal: Acc; ack: Acc }[] = [];
 
   constructor(options: { windowMs?: number; keep?: number; now?: () => number } = {}) {
     this.windowMs = options.windowMs ?? 10_000;
@@ -67,40 +70,30 @@ export class LatencyRing {
     this.#now = options.now ?? Date.now;
   }
 
-  #current(): { t: number; journal: number[]; ack: number[] } {
-    const t = Math.floor(this.#now() / this.windowMs) * this.windowMs;
-    const last = this.#samples.at(-1);
-    if (last !== undefined && last.t === t) return last;
-    const entry = { t, journal: [] as number[], ack: [] as number[] };
-    this.#samples.push(entry);
-    if (this.#samples.length > this.keep) this.#samples.splice(0, this.#samples.length - this.keep);
-    return entry;
-  }
-
   add(kind: 'journal' | 'ack', ms: number): void {
-    // Only the sum, count and max are needed; a window holds at most a few numbers per request, and is aggregated on read.
-    this.#current()[kind].push(ms);
+    const t = Math.floor(this.#now() / this.windowMs) * this.windowMs;
+    let w = this.#windows.at(-1);
+    if (w === undefined || w.t !== t) {
+      w = { t, journal: acc(), ack: acc() };
+      this.#windows.push(w);
+      if (this.#windows.length > this.keep) this.#windows.splice(0, this.#windows.length - this.keep);
+    }
+    const a = w[kind];
+    a.count += 1;
+    a.sum += ms;
+    if (ms > a.max) a.max = ms;
   }
 
   /** The windows of the last `keep * windowMs`, oldest first, each present (an idle window has count 0). */
   samples(): LatencySample[] {
     const end = Math.floor(this.#now() / this.windowMs) * this.windowMs;
-    const byT = new Map(this.#samples.map((s) => [s.t, s]));
-    const stat = (xs: number[] | undefined): LatencyStat => {
-      if (xs === undefined || xs.length === 0) return { count: 0, avgMs: 0, maxMs: 0 };
-      let sum = 0;
-      let max = 0;
-      for (const x of xs) {
-        sum += x;
-        if (x > max) max = x;
-      }
-      return { count: xs.length, avgMs: Math.round((sum / xs.length) * 1000) / 1000, maxMs: Math.round(max * 1000) / 1000 };
-    };
+    const byT = new Map(this.#windows.map((w) => [w.t, w]));
+    const round = (x: number) => Math.round(x * 1000) / 1000;
+    const stat = (a: Acc | undefined): LatencyStat => (a === undefined || a.count === 0 ? { count: 0, avgMs: 0, maxMs: 0 } : { count: a.count, avgMs: round(a.sum / a.count), maxMs: round(a.max) });
     const out: LatencySample[] = [];
     for (let i = this.keep - 1; i >= 0; i -= 1) {
-      const t = end - i * this.windowMs;
-      const s = byT.get(t);
-      out.push({ t, journal: stat(s?.journal), ack: stat(s?.ack) });
+      const w = byT.get(end - i * this.windowMs);
+      out.push({ t: end - i * this.windowMs, journal: stat(w?.journal), ack: stat(w?.ack) });
     }
     return out;
   }

@@ -9,6 +9,9 @@ import { hashToken } from '../../src/server/auth.ts';
 import { startServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { repoRoot } from '../ops/run-cli.ts';
+import { loadConfig } from '../../src/server/config.ts';
+import { startServer, type RunningServer } from '../../src/server/server.ts';
+import { summarizeEvent } from '../../src/ops.ts';
 
 // The web console (docs/console.md) in a real Chromium (Debian's, driven by
 // playwright-core; no browser is downloaded) against real `arbor serve`
@@ -31,10 +34,10 @@ const pageErrors: string[] = [];
 const cleanups: (() => void | Promise<unknown>)[] = [];
 
 before(async () => {
-  if (!haveBrowser) return;
-  // The page as `npm run build` makes it.
+  // The page as `npm run build` makes it (the HTTP tests below read it too).
   const built = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'build-console.mjs'), '--no-typecheck'], { encoding: 'utf8' });
   assert.equal(built.status, 0, built.stderr);
+  if (!haveBrowser) return;
   const profile = tempDir('arbor-chromium-');
   cleanups.push(profile.cleanup);
   context = await chromium.launchPersistentContext(profile.dir, {
@@ -213,4 +216,86 @@ test('with tokens, and a server killed mid-answer: the token form, then the page
   assert.ok(!requests.some((u) => u.includes(TOKEN)), 'the token went into a URL');
   await page.close();
   assert.deepEqual(pageErrors, []);
+});
+
+// HTTP, without a browser (run whether or not Chromium is there).
+
+async function inProcess(env: Record<string, string>): Promise<RunningServer> {
+  const t = tempDir('arbor-console-http-');
+  const server = await startServer(loadConfig({ env: { ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '0', ...env }, overrides: { dataDir: join(t.dir, 'data'), port: 0, logLevel: 'silent' } }));
+  cleanups.push(t.cleanup);
+  cleanups.push(() => server.close());
+  return server;
+}
+
+test('GET / is the page with its security headers; its assets have their content types; nothing else is served from the directory', async () => {
+  const { url } = await inProcess({});
+  const page = await fetch(`${url}/`);
+  assert.equal(page.status, 200);
+  assert.equal(page.headers.get('content-type'), 'text/html; charset=utf-8');
+  const csp = page.headers.get('content-security-policy') ?? '';
+  for (const directive of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]) assert.ok(csp.includes(directive), `${directive} in ${csp}`);
+  assert.doesNotMatch(csp, /unsafe-(inline|eval)/);
+  assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(page.headers.get('referrer-policy'), 'no-referrer');
+  const html = await page.text();
+  // no inline script, nothing from elsewhere
+  assert.match(html, /<script type="module" src="\/console\/app\.js"><\/script>/);
+  assert.doesNotMatch(html, /<script>|https?:\/\//);
+  for (const [path, type] of [['/console/app.js', 'text/javascript; charset=utf-8'], ['/console/app.css', 'text/css; charset=utf-8']]) {
+    const res = await fetch(`${url}${path}`);
+    assert.deepEqual([res.status, res.headers.get('content-type'), res.headers.get('x-content-type-options')], [200, type, 'nosniff'], path);
+    assert.ok((await res.arrayBuffer()).byteLength > 0);
+  }
+  for (const path of ['/console/nope.js', '/console/..%2f..%2fpackage.json', '/console/index.html', '/console/.env']) {
+    const res = await fetch(`${url}${path}`);
+    assert.equal(res.status, 404, path);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'ARBOR_NOT_FOUND', path);
+  }
+});
+
+test('the operations routes: operator token only once the server has tokens; latency samples of journal writes and acknowledgements; sessions with seq, size and last activity; events carry the inspect summary', async () => {
+  const TENANT = 'tenant-token-0123456789';
+  const OPERATOR = 'operator-token-0123456789';
+  const { url } = await inProcess({ ARBOR_TOKENS: `acme:${hashToken(TENANT)}`, ARBOR_OPERATOR_TOKENS: hashToken(OPERATOR) });
+  const as = (token: string | undefined, method = 'GET', body?: unknown) => ({
+    method,
+    headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  for (const path of ['/ops/latency', '/ops/sessions']) {
+    for (const token of [undefined, TENANT, 'wrong']) {
+      const res = await fetch(`${url}${path}`, as(token));
+      assert.deepEqual([res.status, ((await res.json()) as { error: { code: string } }).error.code], [401, 'ARBOR_UNAUTHORIZED'], `${path} with ${token}`);
+    }
+  }
+  // a session written through the API
+  assert.equal((await fetch(`${url}/v1/sessions`, as(TENANT, 'POST', { id: 'ops-one' }))).status, 201);
+  assert.equal((await fetch(`${url}/v1/sessions/ops-one/messages`, as(TENANT, 'POST', { content: 'count me' }))).status, 202);
+  const latency = (await (await fetch(`${url}/ops/latency`, as(OPERATOR))).json()) as { windowMs: number; samples: { t: number; journal: { count: number; maxMs: number }; ack: { count: number } }[] };
+  assert.equal(latency.windowMs, 10_000);
+  assert.equal(latency.samples.length, 30);
+  assert.ok(latency.samples.reduce((n, s) => n + s.ack.count, 0) >= 2, JSON.stringify(latency.samples.at(-1)));
+  assert.ok(latency.samples.reduce((n, s) => n + s.journal.count, 0) >= 1);
+  const ops = (await (await fetch(`${url}/ops/sessions`, as(OPERATOR))).json()) as { backend: string; node: unknown; recovery: { pending: number }; sessions: unknown[] };
+  assert.equal(ops.backend, 'file');
+  assert.equal(ops.node, null);
+  assert.equal(ops.recovery.pending, 0);
+  // The tenant's own list has seq and last activity; its events carry what `arbor inspect` prints
+  const list = (await (await fetch(`${url}/v1/sessions`, as(TENANT))).json()) as { sessions: { id: string; seq: number; updatedAt: number }[] };
+  assert.equal(list.sessions[0]?.id, 'ops-one');
+  const events = (await (await fetch(`${url}/v1/sessions/ops-one/events`, as(TENANT))).json()) as { events: { seq: number; type: 'user_message_sent'; ts: number; data: unknown; summary: string }[] };
+  const sent = events.events.find((e) => e.type === 'user_message_sent')!;
+  assert.equal(sent.summary, summarizeEvent({ ...sent, sid: 'ops-one', lsn: 0 } as never));
+  assert.match(sent.summary, /"count me"/);
+});
+
+test('an open server (no tokens at all) shows the operations routes to anyone, as /health', async () => {
+  const { url } = await inProcess({});
+  await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'open-one' }) });
+  const ops = (await (await fetch(`${url}/ops/sessions`)).json()) as { sessions: { id: string; seq: number; bytes: number | null; updatedAt: number }[] };
+  const one = ops.sessions.find((s) => s.id === 'open-one');
+  assert.ok(one !== undefined && one.seq >= 1 && one.updatedAt > 0 && (one.bytes ?? 0) > 0, JSON.stringify(ops.sessions));
+  assert.equal((await fetch(`${url}/ops/latency`)).status, 200);
+  assert.equal((await fetch(`${url}/ops/sessions?limit=0`)).status, 400);
 });
