@@ -8,6 +8,7 @@ import { mockReplyChunks } from '../../src/llm/mock-provider.ts';
 import { hashToken } from '../../src/server/auth.ts';
 import { startServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { mcpTestServerConfig } from '../helpers/mcp-test-server.ts';
 import { repoRoot } from '../ops/run-cli.ts';
 import { loadConfig } from '../../src/server/config.ts';
 import { startServer, type RunningServer } from '../../src/server/server.ts';
@@ -105,7 +106,10 @@ async function send(page: Page, text: string): Promise<void> {
 
 test('chat in the browser: send and see the answer, reload mid-answer and see it continue, stop, fork, delete; Operations shows health, latency and a timeline; no page error', { skip }, async () => {
   const CHUNKS = 40;
-  const s = await serve({ ARBOR_MOCK_CHUNKS: String(CHUNKS), ARBOR_MOCK_CHUNK_DELAY_MS: '40' });
+  const tools = tempDir('arbor-console-mcp-');
+  cleanups.push(tools.cleanup);
+  const mcp = JSON.stringify({ test: mcpTestServerConfig(join(tools.dir, 'calls.log')) });
+  const s = await serve({ ARBOR_MOCK_CHUNKS: String(CHUNKS), ARBOR_MOCK_CHUNK_DELAY_MS: '40', ARBOR_MCP_SERVERS: mcp });
   const page = await newPage();
   const res = await page.goto(s.url);
   assert.equal(res?.status(), 200);
@@ -167,6 +171,18 @@ test('chat in the browser: send and see the answer, reload mid-answer and see it
   const gone = await fetch(`${s.url}/v1/sessions/${encodeURIComponent(forkId)}`);
   assert.equal(gone.status, 404);
   assert.equal((await fetch(`${s.url}/v1/sessions/${encodeURIComponent(id)}`)).status, 200);
+
+  // Tool calls show their input and output; a destructive one asks for approval with Approve and Deny.
+  await newSession(page);
+  await send(page, 'call lookup {"key":"k1"}\ncall delete_item {"id":"item-7"}');
+  const lookup = page.getByRole('region', { name: 'Tool call lookup' }).last();
+  await lookup.getByText('value of k1').waitFor();
+  assert.match((await lookup.textContent()) ?? '', /"key": "k1"/);
+  const approval = page.getByRole('group', { name: 'Approval for delete_item' });
+  await approval.getByRole('button', { name: 'Approve' }).waitFor();
+  await approval.getByRole('button', { name: 'Deny' }).waitFor();
+  assert.match((await page.getByRole('region', { name: 'Tool call delete_item' }).last().textContent()) ?? '', /"id": "item-7"/);
+  await page.screenshot({ path: join(shots, 'console-tools.png') });
 
   // Operations: health with each check, the latency charts, the sessions, and a session's timeline.
   await page.getByRole('link', { name: 'Operations' }).click();
