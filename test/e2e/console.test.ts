@@ -8,7 +8,7 @@ import { mockReplyChunks } from '../../src/llm/mock-provider.ts';
 import { hashToken } from '../../src/server/auth.ts';
 import { startServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { mcpTestServerConfig } from '../helpers/mcp-test-server.ts';
+import { mcpTestServerConfig, readInvocations } from '../helpers/mcp-test-server.ts';
 import { repoRoot } from '../ops/run-cli.ts';
 import { loadConfig } from '../../src/server/config.ts';
 import { startServer, type RunningServer } from '../../src/server/server.ts';
@@ -199,12 +199,22 @@ test('chat in the browser: send and see the answer, reload mid-answer and see it
   assert.deepEqual(pageErrors, []);
 });
 
-test('with tokens, and a server killed mid-answer: the token form, then the page reconnects to the restarted server, shows the interrupted notice, Retry answers again; Operations shows the recovery', { skip }, async () => {
-  const CHUNKS = 40;
+test('with tokens, and a server killed mid-answer during a tool call: the token form; the page reconnects to the restarted server, shows the interrupted notice and the call of unknown outcome, Retry answers again; Operations shows the recovery', { skip }, async () => {
+  const CHUNKS = 20;
   // One token, a tenant's and an operator's: the chat and the operator details both answer to it.
   const TOKEN = 'console-token-0123456789';
-  const env = { ARBOR_MOCK_CHUNKS: String(CHUNKS), ARBOR_MOCK_CHUNK_DELAY_MS: '50', ARBOR_TOKENS: `acme:${hashToken(TOKEN)}`, ARBOR_OPERATOR_TOKENS: hashToken(TOKEN) };
-  const s = await serve(env);
+  const tools = tempDir('arbor-console-mcp-');
+  cleanups.push(tools.cleanup);
+  const log = join(tools.dir, 'calls.log');
+  // The idempotent lookup hangs in the first server (the kill comes mid-call) and answers at once after the restart.
+  const env = (slowMs: string) => ({
+    ARBOR_MOCK_CHUNKS: String(CHUNKS),
+    ARBOR_MOCK_CHUNK_DELAY_MS: '20',
+    ARBOR_TOKENS: `acme:${hashToken(TOKEN)}`,
+    ARBOR_OPERATOR_TOKENS: hashToken(TOKEN),
+    ARBOR_MCP_SERVERS: JSON.stringify({ test: mcpTestServerConfig(log, { MCP_TEST_SLOW_LOOKUP_MS: slowMs }) }),
+  });
+  const s = await serve(env('600000'));
   const port = Number(new URL(s.url).port);
   const page = await newPage();
   const requests: string[] = [];
@@ -216,16 +226,21 @@ test('with tokens, and a server killed mid-answer: the token form, then the page
   await page.keyboard.press('Enter');
   await page.getByRole('button', { name: 'Forget token' }).waitFor();
   const id = await newSession(page);
-  await send(page, 'survive a crash');
-  await waitFor('the answer to stream', async () => (await streamingText(page)).length > 6);
-  // when the server dies mid-answer and comes back on the same address and data
+  const question = 'call slow_lookup {"key":"crash"}';
+  await send(page, question);
+  await page.getByRole('listitem', { name: 'Answer streaming' }).getByRole('region', { name: 'Tool call slow_lookup' }).waitFor();
+  await waitFor('the tool to be running', async () => readInvocations(log).length === 1);
+  // when the server dies mid-call and comes back on the same address and data
   await s.stop('SIGKILL');
-  await serve(env, s.dataDir, port);
-  // then the page finds it again and shows the turn as interrupted, with Retry
+  await serve(env('0'), s.dataDir, port);
+  // then the page finds it again: the turn is interrupted (Retry) and the call's outcome is marked unknown
   const notice = page.getByRole('listitem', { name: 'Interrupted notice' });
   await notice.waitFor({ timeout: 30_000 });
+  await page.getByRole('region', { name: 'Tool call slow_lookup' }).filter({ hasText: 'outcome unknown' }).first().waitFor();
   await notice.getByRole('button', { name: 'Retry' }).click();
-  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: answerTo('survive a crash', CHUNKS) }).waitFor({ timeout: 30_000 });
+  // Retry answers again (the lookup is safe to repeat: it runs again, then the model answers)
+  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: answerTo(question, CHUNKS) }).waitFor({ timeout: 30_000 });
+  await page.getByRole('region', { name: 'Tool call slow_lookup' }).filter({ hasText: 'value of crash' }).first().waitFor();
   // Operations (operator token): the restarted server's recovery report names the session
   await page.getByRole('link', { name: 'Operations' }).click();
   await page.getByRole('region', { name: 'Recovery' }).getByRole('row').filter({ hasText: id }).waitFor();
