@@ -194,7 +194,7 @@ test('chat in the browser: send and see the answer, reload mid-answer and see it
   const timeline = page.getByRole('region', { name: `Timeline of session ${id}` });
   await timeline.getByRole('row').filter({ hasText: 'user_message_sent' }).filter({ hasText: 'hello browser' }).first().waitFor();
   await timeline.getByRole('row').filter({ hasText: 'assistant_response_completed' }).first().waitFor();
-  await page.screenshot({ path: join(shots, 'console-operations.png'), fullPage: true });
+  await page.screenshot({ path: join(shots, 'console-operations.png'), fullPage: true, clip: { x: 0, y: 0, width: 1100, height: 1000 } });
   await page.close();
   assert.deepEqual(pageErrors, []);
 });

@@ -38,7 +38,8 @@ export function headers(json: boolean): Record<string, string> {
 
 /** A request; `body` is sent as JSON. Resolves with the response (2xx), else rejects with an ApiError. */
 export async function request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
-  const init: RequestInit = { method, headers: headers(body !== undefined), cache: 'no-store' };
+  // Every request that changes something says JSON, body or not (the server refuses other content types on JSON routes).
+  const init: RequestInit = { method, headers: headers(body !== undefined || method !== 'GET'), cache: 'no-store' };
   if (body !== undefined) init.body = JSON.stringify(body);
   if (signal !== undefined) init.signal = signal;
   const res = await fetch(path, init);

@@ -58,7 +58,15 @@ function App() {
   };
   return (
     <>
-      <a class="skip" href="#content">
+      <a
+        class="skip"
+        href="#content"
+        onClick={(e) => {
+          // The hash is the page's route: move the focus, not the location.
+          e.preventDefault();
+          document.getElementById('content')?.focus();
+        }}
+      >
         Skip to content
       </a>
       <header>
@@ -73,7 +81,7 @@ function App() {
         </nav>
         <TokenForm onChange={() => setEpoch((n) => n + 1)} />
       </header>
-      <div id="content" key={epoch}>
+      <div id="content" key={epoch} tabIndex={-1}>
         {route.view === 'ops' ? <OpsView /> : <ChatView sessionId={route.sessionId} onOpen={open} />}
       </div>
     </>
