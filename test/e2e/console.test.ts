@@ -110,9 +110,18 @@ test('chat in the browser: send and see the answer, reload mid-answer and see it
   cleanups.push(tools.cleanup);
   const mcp = JSON.stringify({ test: mcpTestServerConfig(join(tools.dir, 'calls.log')) });
   const s = await serve({ ARBOR_MOCK_CHUNKS: String(CHUNKS), ARBOR_MOCK_CHUNK_DELAY_MS: '40', ARBOR_MCP_SERVERS: mcp });
+  // more sessions than one page of the list holds
+  for (let i = 0; i < 22; i += 1) {
+    const made = await fetch(`${s.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: `paged-${i}` }) });
+    assert.equal(made.status, 201);
+  }
   const page = await newPage();
   const res = await page.goto(s.url);
   assert.equal(res?.status(), 200);
+  const listed = page.getByRole('navigation', { name: 'Sessions' }).getByRole('link');
+  await page.getByRole('button', { name: 'More sessions' }).click();
+  await waitFor('the second page of sessions', async () => (await listed.count()) === 22);
+  assert.equal(await page.getByRole('button', { name: 'More sessions' }).count(), 0);
   // The page is its own: a CSP without inline scripts, and the other security headers.
   const csp = res!.headers()['content-security-policy'] ?? '';
   assert.match(csp, /script-src 'self'/);
