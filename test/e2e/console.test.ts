@@ -13,6 +13,9 @@ import { repoRoot } from '../ops/run-cli.ts';
 import { loadConfig } from '../../src/server/config.ts';
 import { startServer, type RunningServer } from '../../src/server/server.ts';
 import { summarizeEvent } from '../../src/ops.ts';
+import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip } from '../helpers/postgres.ts';
+
+announcePostgres('test/e2e/console.test.ts');
 
 // The web console (docs/console.md) in a real Chromium (Debian's, driven by
 // playwright-core; no browser is downloaded) against real `arbor serve`
@@ -338,4 +341,23 @@ test('an open server (no tokens at all) shows the operations routes to anyone, a
   assert.ok(one !== undefined && one.seq >= 1 && one.updatedAt > 0 && (one.bytes ?? 0) > 0, JSON.stringify(ops.sessions));
   assert.equal((await fetch(`${url}/ops/latency`)).status, 200);
   assert.equal((await fetch(`${url}/ops/sessions?limit=0`)).status, 400);
+});
+
+test('on PostgreSQL the operations sessions name this node and the lease owner of each session it holds', { skip: pgSkip }, async () => {
+  const schema = freshSchemaName('console');
+  dropSchemaAtEnd(schema);
+  const t = tempDir('arbor-console-pg-');
+  cleanups.push(t.cleanup);
+  const server = await startServer(loadConfig({ env: { ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '0' }, overrides: { databaseUrl: PG_URL!, pgSchema: schema, nodeId: 'console-node-1', dataDir: join(t.dir, 'data'), port: 0, logLevel: 'silent' } }));
+  try {
+    const made = await fetch(`${server.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'pg-owned' }) });
+    assert.equal(made.status, 201);
+    const ops = (await (await fetch(`${server.url}/ops/sessions`)).json()) as { backend: string; node: { id: string } | null; sessions: { id: string; owner?: string | null }[] };
+    assert.equal(ops.backend, 'postgres');
+    assert.equal(ops.node?.id, 'console-node-1');
+    assert.equal(ops.sessions.find((x) => x.id === 'pg-owned')?.owner, 'console-node-1');
+  } finally {
+    // closed here, before the schema is dropped at the end of the file
+    await server.close();
+  }
 });
