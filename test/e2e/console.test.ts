@@ -159,8 +159,10 @@ test('chat in the browser: send and see the answer, reload mid-answer and see it
   assert.equal(await page.getByRole('listitem', { name: 'assistant message' }).count(), 2);
   await page.screenshot({ path: join(shots, 'console-chat.png') });
 
-  // Stop while streaming: the partial answer is kept, marked stopped.
-  await send(page, 'stop me');
+  // Stop while streaming: the partial answer is kept, marked stopped. Sent with the keyboard alone (Ctrl+Enter).
+  await page.getByRole('textbox', { name: 'Message' }).focus();
+  await page.keyboard.type('stop me');
+  await page.keyboard.press('Control+Enter');
   await waitFor('the answer to stream', async () => (await streamingText(page)).length > 4);
   await page.getByRole('button', { name: 'Stop' }).click();
   await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: 'Stopped.' }).waitFor();
