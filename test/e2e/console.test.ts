@@ -108,7 +108,8 @@ async function send(page: Page, text: string): Promise<void> {
 }
 
 test('chat in the browser: send and see the answer, reload mid-answer and see it continue, stop, fork, delete; Operations shows health, latency and a timeline; no page error', { skip }, async () => {
-  const CHUNKS = 40;
+  // 60 chunks 40 ms apart: an answer streams for 2.4 s, time enough to reload or stop it mid-way on a busy machine.
+  const CHUNKS = 60;
   const tools = tempDir('arbor-console-mcp-');
   cleanups.push(tools.cleanup);
   const mcp = JSON.stringify({ test: mcpTestServerConfig(join(tools.dir, 'calls.log')) });
