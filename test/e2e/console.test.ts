@@ -264,6 +264,32 @@ test('with tokens, and a server killed mid-answer during a tool call: the token 
   assert.deepEqual(pageErrors, []);
 });
 
+test('approve a tool call in the browser: the paused turn goes on, the call runs and the answer comes (needs the approvals route over HTTP)', { skip }, async (t) => {
+  const CHUNKS = 10;
+  const tools = tempDir('arbor-console-approve-');
+  cleanups.push(tools.cleanup);
+  const log = join(tools.dir, 'calls.log');
+  const s = await serve({ ARBOR_MOCK_CHUNKS: String(CHUNKS), ARBOR_MOCK_CHUNK_DELAY_MS: '10', ARBOR_MCP_SERVERS: JSON.stringify({ test: mcpTestServerConfig(log) }) });
+  const probe = await fetch(`${s.url}/v1/sessions/no-such-session/approvals`);
+  if (probe.status === 404 && ((await probe.json()) as { error: { code: string } }).error.code === 'ARBOR_NOT_FOUND') {
+    console.warn('\n*** console approve test SKIPPED: this server has no approvals route over HTTP (POST /v1/sessions/:id/approvals/:approvalId) ***\n');
+    t.skip('no approvals route over HTTP in this build');
+    return;
+  }
+  const page = await newPage();
+  await page.goto(s.url);
+  await newSession(page);
+  const question = 'call delete_item {"id":"item-9"}';
+  await send(page, question);
+  const approval = page.getByRole('group', { name: 'Approval for delete_item' });
+  await approval.getByRole('button', { name: 'Approve' }).click();
+  await page.getByRole('region', { name: 'Tool call delete_item' }).filter({ hasText: 'deleted item-9' }).first().waitFor();
+  await page.getByRole('listitem', { name: 'assistant message' }).filter({ hasText: answerTo(question, CHUNKS) }).waitFor();
+  assert.deepEqual(readInvocations(log).map((i) => i.tool), ['delete_item']);
+  await page.close();
+  assert.deepEqual(pageErrors, []);
+});
+
 // HTTP, without a browser (run whether or not Chromium is there).
 
 async function inProcess(env: Record<string, string>): Promise<RunningServer> {

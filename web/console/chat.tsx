@@ -93,7 +93,7 @@ function ToolCall(props: { part: Part; sessionId: string; onDecided: () => void 
   const decide = async (approved: boolean) => {
     setError(undefined);
     try {
-      await sendJson('POST', approvalPath(props.sessionId, String(approval?.id ?? '')), { approved });
+      await sendJson('POST', approvalPath(props.sessionId, String(approval?.id ?? '')), { decision: approved ? 'granted' : 'denied' });
       props.onDecided();
     } catch (err) {
       setError(err instanceof ApiError && err.status === 404 ? 'This server does not take approvals over HTTP yet.' : (err as Error).message);
@@ -438,7 +438,11 @@ function Conversation(props: { sessionId: string; onOpen: (id: string) => void; 
     }
   };
 
-  const refresh = () => void loadHistory().catch((err: unknown) => setError((err as Error).message));
+  // After a decision the paused turn goes on: read it as it streams (or the history, when it is already done).
+  const refresh = () =>
+    void attach().catch((err: unknown) => {
+      if (!alive.current.signal.aborted) setError((err as Error).message);
+    });
 
   if (missing) {
     return (
