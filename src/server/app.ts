@@ -13,6 +13,8 @@ import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors
 import { FORWARDED_BY_HEADER, forwardRequest, type ForwardResult, type NodeInfo } from './router.ts';
 import { StreamIndex } from './stream-index.ts';
 import { chatBodySessionId, registerChatRoutes } from './chat.ts';
+import { registerConsole } from './console.ts';
+import { summarizeEvent } from '../ops.ts';
 
 /**
  * The config key under which a session's tenant is journaled at creation (a
@@ -229,6 +231,9 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   });
 
   app.notFound((c) => c.json(errorBody(new HttpError(404, HttpErrorCodes.NOT_FOUND, `no route ${c.req.method} ${new URL(c.req.url).pathname.slice(0, 200)}`)), 404));
+
+  // The web console at `/` and its operator routes (src/server/console.ts); before the API routes, whose acknowledgements it times.
+  registerConsole(app, { arbor, auth, shutdown });
 
   app.use('/v1/*', async (c, next) => {
     const tenant = auth.tenantOf(c.req.header('authorization'));
@@ -475,7 +480,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     const visible = held.filter((e) => !isReservedConfigEvent(e));
     const page = visible.slice(0, limit);
     return c.json({
-      events: page.map((e) => ({ seq: e.seq, type: e.type, ts: e.ts, data: publicEventData(e) })),
+      events: page.map((e) => ({ seq: e.seq, type: e.type, ts: e.ts, data: publicEventData(e), summary: summarizeEvent({ ...e, data: publicEventData(e) }) })),
       nextFromSeq: visible.length > limit ? page.at(-1)!.seq + 1 : null,
     });
   });
