@@ -13,6 +13,7 @@ import { errorBody, HttpError, HttpErrorCodes, toHttpError } from './http-errors
 import { FORWARDED_BY_HEADER, forwardRequest, type ForwardResult, type NodeInfo } from './router.ts';
 import { StreamIndex } from './stream-index.ts';
 import { chatBodySessionId, registerChatRoutes } from './chat.ts';
+import { registerApprovalRoutes } from './approvals.ts';
 
 /**
  * The config key under which a session's tenant is journaled at creation (a
@@ -48,7 +49,7 @@ const MAX_ROUTING_ATTEMPTS = 4;
 /** The longest a request waits for an unreachable owner's lease to run out. */
 const MAX_LEASE_WAIT_MS = 30_000;
 
-type Env = { Variables: { tenant: string; body: Uint8Array | undefined; routeId: string | undefined } };
+type Env = { Variables: { tenant: string; tokenId: string | undefined; body: Uint8Array | undefined; routeId: string | undefined } };
 
 /** What GET /v1/sessions/:id answers. */
 export interface SessionView {
@@ -231,12 +232,14 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   app.notFound((c) => c.json(errorBody(new HttpError(404, HttpErrorCodes.NOT_FOUND, `no route ${c.req.method} ${new URL(c.req.url).pathname.slice(0, 200)}`)), 404));
 
   app.use('/v1/*', async (c, next) => {
-    const tenant = auth.tenantOf(c.req.header('authorization'));
+    const who = auth.identify(c.req.header('authorization'));
+    const tenant = who?.tenant;
     if (tenant === undefined) {
       c.header('WWW-Authenticate', 'Bearer');
       throw new HttpError(401, HttpErrorCodes.UNAUTHORIZED, c.req.header('authorization') === undefined ? 'missing bearer token' : 'invalid bearer token');
     }
     c.set('tenant', tenant);
+    c.set('tokenId', who?.tokenId);
     await next();
   });
 
@@ -583,7 +586,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     }
   }
 
-  registerChatRoutes(app, {
+  const chatDeps: Parameters<typeof registerChatRoutes>[1] = {
     find: (c, use, id) => find(c as Context<Env>, use, id),
     findOrCreate: async (c, id) => {
       const tenant = (c as Context<Env>).get('tenant');
@@ -612,8 +615,11 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     assertWritable,
     readJson: (c) => readJson(c as Context<Env>, maxBodyBytes),
     watch: (session) => streams.watch(session),
+    decidedBy: (c) => ({ tenant: (c as Context<Env>).get('tenant'), ...((c as Context<Env>).get('tokenId') === undefined ? {} : { tokenId: (c as Context<Env>).get('tokenId') }) }),
     keepAliveMs: SSE_HEARTBEAT_MS,
-  });
+  };
+  registerChatRoutes(app, chatDeps);
+  registerApprovalRoutes(app, chatDeps);
 
   /**
    * GET /health. Its details name sessions (the recovery probe's) of every

@@ -556,6 +556,8 @@ export class SessionActor {
       // The approved calls of the paused answer run now (a once grant answers its own call only); denied ones stay denied.
       const approved: ModelToolCall[] = [];
       for (const p of findMessage(state, turn.continues)?.parts ?? []) {
+        // A denied call never runs: the client's part shows it (the SDK's tool-output-denied).
+        if (p.type === 'tool' && p.state === 'output-denied' && p.approval?.approved === false) uiTurn.push({ type: 'tool-output-denied', toolCallId: p.toolCallId });
         if (p.type === 'tool' && p.state === 'approval-responded' && p.approval?.approved === true && !Object.hasOwn(state.toolCallsInFlight ?? {}, p.toolCallId)) {
           approved.push({ toolCallId: p.toolCallId, toolName: p.toolName, input: p.input });
         }
