@@ -465,6 +465,16 @@ export class SessionActor {
           parts.length = 0;
           continue;
         }
+        if (part.type === 'start-step' || part.type === 'finish-step') {
+          close();
+          turn.push({ type: part.type });
+          continue;
+        }
+        if (part.type === 'chunk') {
+          if (part.endsText) close();
+          turn.push(part.chunk);
+          continue;
+        }
         firstChunkAt ??= performance.now();
         received += 1;
         const last = parts.at(-1);
@@ -549,7 +559,7 @@ export class SessionActor {
     start: SessionState,
     uiTurn: TurnLog,
     turn: { messageId: string; requestMessageId: string; retryOf: string | undefined; continues: string | undefined; signal: AbortSignal; model?: string },
-  ): AsyncGenerator<LlmStreamPart | { type: 'journaled' } | { type: 'finish'; finishReason: string; usage?: LlmUsage; rest: readonly AnswerPart[] }, void, undefined> {
+  ): AsyncGenerator<LlmStreamPart | { type: 'journaled' } | { type: 'start-step' } | { type: 'finish-step' } | { type: 'chunk'; chunk: ToolChunk; endsText: boolean } | { type: 'finish'; finishReason: string; usage?: LlmUsage; rest: readonly AnswerPart[] }, void, undefined> {
     const deps = this.#toolDeps(uiTurn, start);
     let state = start;
     if (turn.continues !== undefined) {
