@@ -104,6 +104,9 @@ test('approvals over POST /v1/chat with the SDK client: approve → the tool run
     assert.equal(asked?.toolName, 'record_note');
     const approvalId = asked!.approval!.id;
     assert.equal(readInvocations(log).length, 0);
+    // and the same POST again (a client's retry after the turn paused) gets the paused answer with its approval request
+    const retried = await (await post(url, bodies[0]!)).text();
+    assert.match(retried, new RegExp(`"type":"tool-approval-request","approvalId":"${approvalId}"`));
 
     // when the client approves it (the SDK sends the answer by itself)
     await chat.addToolApprovalResponse({ id: approvalId, approved: true });
