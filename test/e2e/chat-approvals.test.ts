@@ -144,6 +144,15 @@ test('approvals over POST /v1/chat with the SDK client: approve → the tool run
     assert.equal(err.error.code, 'ARBOR_NO_SUCH_APPROVAL');
     assert.match(err.error.message, /no-such-approval/);
     assert.equal((await events(url, 'approve', 'permission_decided')).length, 1);
+    // and a malformed answer, or an assistant message last without any, is 400 naming the field
+    const malformed = await post(url, approvalBody.replace('"approved":true', '"approved":"yes"'));
+    assert.equal(malformed.status, 400);
+    assert.match(((await malformed.json()) as { error: { message: string } }).error.message, /messages\.\d+\.parts\.\d+\.approval\.approved/);
+    const parsed = JSON.parse(approvalBody) as { messages: UIMessage[] };
+    const noAnswers = await post(url, JSON.stringify({ ...parsed, messages: [...parsed.messages.slice(0, -1), { ...parsed.messages.at(-1)!, parts: [{ type: 'text', text: 'hi' }] }] }));
+    assert.equal(noAnswers.status, 400);
+    assert.match(((await noAnswers.json()) as { error: { message: string } }).error.message, /messages\.\d+\.parts/);
+    assert.equal((await events(url, 'approve', 'permission_decided')).length, 1);
 
     // when another chat's model calls a destructive tool and the client denies it
     const denyChat = new NodeChat({ id: 'deny', transport, sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses });
