@@ -58,6 +58,12 @@ export async function* streamAiSdkStep(target: { name: string; modelId: string; 
             yield { type: 'reasoning', text: part.text };
           }
           break;
+        case 'tool-input-start':
+          yield { type: 'tool-input-start', toolCallId: part.id, toolName: part.toolName };
+          break;
+        case 'tool-input-delta':
+          if (part.delta.length > 0) yield { type: 'tool-input-delta', toolCallId: part.id, delta: part.delta };
+          break;
         case 'tool-call':
           received++;
           calls.push({ type: 'tool-call', toolCallId: part.toolCallId, toolName: part.toolName, input: part.input });

@@ -188,6 +188,11 @@ MockProvider.prototype.streamStep = async function* streamStep(this: MockProvide
   const calls = mockToolCalls(request.messages, request.messageId);
   if (calls.length > 0) {
     await pause(this.chunkDelayMs, signal, () => abortError(this.name, 'while deciding on tool calls', signal));
+    // The input streams first (as a real model's does), then the calls come whole with the step's finish.
+    for (const c of calls) {
+      yield { type: 'tool-input-start', toolCallId: c.toolCallId, toolName: c.toolName };
+      yield { type: 'tool-input-delta', toolCallId: c.toolCallId, delta: JSON.stringify(c.input) };
+    }
     for (const c of calls) yield { type: 'tool-call', ...c };
     yield { type: 'finish', finishReason: 'tool-calls' };
     return;

@@ -142,6 +142,9 @@ export type ToolStepPart =
   | { type: 'text'; text: string }
   | { type: 'reasoning'; text: string }
   | { type: 'tool-call'; toolCallId: string; toolName: string; input: unknown }
+  /** A tool call's input as the model streams it (shown, never journaled: only a `tool-call` of a finished step runs). */
+  | { type: 'tool-input-start'; toolCallId: string; toolName: string }
+  | { type: 'tool-input-delta'; toolCallId: string; delta: string }
   | { type: 'finish'; finishReason: string; usage?: { inputTokens?: number; outputTokens?: number } };
 
 /** A provider that can make tool calls: one model step per call (same failure and abort rules as `stream`). */

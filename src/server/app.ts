@@ -15,6 +15,7 @@ import { StreamIndex } from './stream-index.ts';
 import { chatBodySessionId, registerChatRoutes } from './chat.ts';
 import { registerConsole } from './console.ts';
 import { summarizeEvent } from '../ops.ts';
+import { registerApprovalRoutes } from './approvals.ts';
 
 /**
  * The config key under which a session's tenant is journaled at creation (a
@@ -50,7 +51,7 @@ const MAX_ROUTING_ATTEMPTS = 4;
 /** The longest a request waits for an unreachable owner's lease to run out. */
 const MAX_LEASE_WAIT_MS = 30_000;
 
-type Env = { Variables: { tenant: string; body: Uint8Array | undefined; routeId: string | undefined } };
+type Env = { Variables: { tenant: string; tokenId: string | undefined; body: Uint8Array | undefined; routeId: string | undefined } };
 
 /** What GET /v1/sessions/:id answers. */
 export interface SessionView {
@@ -236,12 +237,14 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
   registerConsole(app, { arbor, auth, shutdown });
 
   app.use('/v1/*', async (c, next) => {
-    const tenant = auth.tenantOf(c.req.header('authorization'));
+    const who = auth.identify(c.req.header('authorization'));
+    const tenant = who?.tenant;
     if (tenant === undefined) {
       c.header('WWW-Authenticate', 'Bearer');
       throw new HttpError(401, HttpErrorCodes.UNAUTHORIZED, c.req.header('authorization') === undefined ? 'missing bearer token' : 'invalid bearer token');
     }
     c.set('tenant', tenant);
+    c.set('tokenId', who?.tokenId);
     await next();
   });
 
@@ -588,7 +591,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     }
   }
 
-  registerChatRoutes(app, {
+  const chatDeps: Parameters<typeof registerChatRoutes>[1] = {
     find: (c, use, id) => find(c as Context<Env>, use, id),
     findOrCreate: async (c, id) => {
       const tenant = (c as Context<Env>).get('tenant');
@@ -617,8 +620,11 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     assertWritable,
     readJson: (c) => readJson(c as Context<Env>, maxBodyBytes),
     watch: (session) => streams.watch(session),
+    decidedBy: (c) => ({ tenant: (c as Context<Env>).get('tenant'), ...((c as Context<Env>).get('tokenId') === undefined ? {} : { tokenId: (c as Context<Env>).get('tokenId') }) }),
     keepAliveMs: SSE_HEARTBEAT_MS,
-  });
+  };
+  registerChatRoutes(app, chatDeps);
+  registerApprovalRoutes(app, chatDeps);
 
   /**
    * GET /health. Its details name sessions (the recovery probe's) of every

@@ -56,15 +56,34 @@ export class TokenAuthenticator {
 
   /** The tenant of the request's Authorization header, or undefined when it is missing or wrong. */
   tenantOf(authorization: string | undefined): string | undefined {
-    if (!this.enabled) return OPEN_TENANT;
+    return this.identify(authorization)?.tenant;
+  }
+
+  /**
+   * The tenant and the token's id of the request's Authorization header, or
+   * undefined when it is missing or wrong. The token id is {@link tokenIdOf}
+   * its configured hash (never the token); an open server has no token id.
+   */
+  identify(authorization: string | undefined): { tenant: string; tokenId?: string } | undefined {
+    if (!this.enabled) return { tenant: OPEN_TENANT };
     const match = /^Bearer ([\x21-\x7e]{1,4096})$/.exec(authorization ?? '');
     if (match === null) return undefined;
     const presented = createHash('sha256').update(match[1]!, 'utf8').digest();
-    let found: string | undefined;
+    let found: { tenant: string; hash: Buffer } | undefined;
     for (const entry of this.#entries) {
       // Every entry is compared, even after a match: the time does not depend on which one matched.
-      if (timingSafeEqual(presented, entry.hash) && found === undefined) found = entry.tenant;
+      if (timingSafeEqual(presented, entry.hash) && found === undefined) found = entry;
     }
-    return found;
+    return found === undefined ? undefined : { tenant: found.tenant, tokenId: tokenIdOf(found.hash.toString('hex')) };
   }
+}
+
+/**
+ * The id of a configured token, as journaled with the decisions it makes
+ * (`decidedBy.tokenId`): `sha256:` and the first 12 hex digits of the
+ * token's configured SHA-256 hash. It names the token entry in the config
+ * without being usable as the token.
+ */
+export function tokenIdOf(sha256Hex: string): string {
+  return `sha256:${sha256Hex.toLowerCase().slice(0, 12)}`;
 }

@@ -2,6 +2,7 @@ import type { Context, Hono } from 'hono';
 import { createUIMessageStreamResponse, type UIMessageChunk } from 'ai';
 import { z } from 'zod';
 import { ArborError, assertSessionId, ErrorCodes, type Session, type SessionState, type UIChunk } from '../index.ts';
+import { approvalAnswersOf, decideChatApprovals } from './approvals.ts';
 
 /**
  * The AI SDK's chat protocol (ai@6, UI message stream protocol v1) over a
@@ -11,7 +12,9 @@ import { ArborError, assertSessionId, ErrorCodes, type Session, type SessionStat
  * - `POST /v1/chat`: `{ id, messages, trigger, messageId? }` (plus any body
  *   fields, ignored). `submit-message` sends the last (user) message to session
  *   `id`, `regenerate-message` retries the last answer; the answer is that
- *   turn's own UI message stream.
+ *   turn's own UI message stream. A `submit-message` whose last message is
+ *   the paused assistant message answers its tool approvals (approvals.ts);
+ *   the answer is the resumed turn's stream.
  * - `GET /v1/chat/:id/stream`: 204 when nothing streams, else the running turn
  *   from its first chunk, then live.
  * - `GET /v1/chat/:id/messages`: the history as `UIMessage[]`.
@@ -27,6 +30,8 @@ export interface ChatDeps {
   assertWritable(): Promise<void>;
   readJson(c: Context): Promise<unknown>;
   watch(session: Session): void;
+  /** Who decides what the request decides (tool approvals): its tenant and token id. */
+  decidedBy(c: Context): { tenant?: string; tokenId?: string };
   /** A comment line this often keeps proxies from closing an idle stream. */
   keepAliveMs: number;
 }
@@ -102,6 +107,8 @@ function streamResponse(chunks: AsyncIterable<UIChunk>, abort: AbortController, 
   return createUIMessageStreamResponse({ stream, keepAliveMs });
 }
 
+async function* empty(): AsyncGenerator<UIChunk, void, undefined> {}
+
 /** Aborted when the client disconnects. */
 function requestAbort(c: Context): AbortController {
   const abort = new AbortController();
@@ -116,6 +123,15 @@ export function registerChatRoutes(app: Hono<any>, deps: ChatDeps): void {
     const body = parseChatBody(await deps.readJson(c));
     const last = body.messages.length - 1;
     const abort = requestAbort(c);
+    if (body.trigger === 'submit-message' && body.messages[last]!.role === 'assistant') {
+      // The SDK after addToolApprovalResponse: the paused answer with its approval responses; the answer goes on.
+      const answers = approvalAnswersOf(body.messages[last]!, last);
+      const { session } = await deps.find(c, 'read', body.id);
+      await deps.assertWritable();
+      deps.watch(session);
+      const { requestMessageId } = await decideChatApprovals(session, answers, deps.decidedBy(c));
+      return streamResponse(requestMessageId === undefined ? empty() : session.answerStream(requestMessageId, { signal: abort.signal }), abort, deps.keepAliveMs);
+    }
     if (body.trigger === 'submit-message') {
       const parts = userTextParts(body, last);
       const message = body.messages[last]!;

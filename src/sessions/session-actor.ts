@@ -465,6 +465,16 @@ export class SessionActor {
           parts.length = 0;
           continue;
         }
+        if (part.type === 'start-step' || part.type === 'finish-step') {
+          close();
+          turn.push({ type: part.type });
+          continue;
+        }
+        if (part.type === 'chunk') {
+          if (part.endsText) close();
+          turn.push(part.chunk);
+          continue;
+        }
         firstChunkAt ??= performance.now();
         received += 1;
         const last = parts.at(-1);
@@ -549,13 +559,15 @@ export class SessionActor {
     start: SessionState,
     uiTurn: TurnLog,
     turn: { messageId: string; requestMessageId: string; retryOf: string | undefined; continues: string | undefined; signal: AbortSignal; model?: string },
-  ): AsyncGenerator<LlmStreamPart | { type: 'journaled' } | { type: 'finish'; finishReason: string; usage?: LlmUsage; rest: readonly AnswerPart[] }, void, undefined> {
+  ): AsyncGenerator<LlmStreamPart | { type: 'journaled' } | { type: 'start-step' } | { type: 'finish-step' } | { type: 'chunk'; chunk: ToolChunk; endsText: boolean } | { type: 'finish'; finishReason: string; usage?: LlmUsage; rest: readonly AnswerPart[] }, void, undefined> {
     const deps = this.#toolDeps(uiTurn, start);
     let state = start;
     if (turn.continues !== undefined) {
       // The approved calls of the paused answer run now (a once grant answers its own call only); denied ones stay denied.
       const approved: ModelToolCall[] = [];
       for (const p of findMessage(state, turn.continues)?.parts ?? []) {
+        // A denied call never runs: the client's part shows it (the SDK's tool-output-denied).
+        if (p.type === 'tool' && p.state === 'output-denied' && p.approval?.approved === false) uiTurn.push({ type: 'tool-output-denied', toolCallId: p.toolCallId });
         if (p.type === 'tool' && p.state === 'approval-responded' && p.approval?.approved === true && !Object.hasOwn(state.toolCallsInFlight ?? {}, p.toolCallId)) {
           approved.push({ toolCallId: p.toolCallId, toolName: p.toolName, input: p.input });
         }

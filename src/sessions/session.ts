@@ -116,6 +116,17 @@ export class Session {
     return { messageId: r.messageId, seq: r.seq, duplicate: r.duplicate, stream };
   }
 
+  /**
+   * The UI message stream of the answer to the user message
+   * `requestMessageId`: live from its first chunk while it is queued or
+   * streaming, else rebuilt from the state (its last answer, or its
+   * interruption as an error); empty when it has none. What a client that
+   * answered a tool approval reads the resumed turn with.
+   */
+  answerStream(requestMessageId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<UIChunk> {
+    return this.#answerStream(requestMessageId, options.signal);
+  }
+
   /** The stream of the answer to `requestMessageId` already in the state: rebuilt from it (its interruption as an error). */
   async *#answerStream(requestMessageId: string, signal: AbortSignal | undefined): AsyncGenerator<UIChunk, void, undefined> {
     // Waits for a turn that is still being ended (its terminal event being journaled).

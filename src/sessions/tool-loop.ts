@@ -2,7 +2,7 @@ import type { ModelMessage } from 'ai';
 import type { SessionState } from '../core/state.ts';
 import { abortError, type ToolStepPart, type ToolStepProvider, type ToolStepRequest } from '../llm/provider.ts';
 import type { PriorCall } from '../tools/policy.ts';
-import { runToolCalls, type AnswerPart, type ModelToolCall, type ToolRunnerDeps } from './tool-runner.ts';
+import { runToolCalls, type AnswerPart, type ModelToolCall, type ToolChunk, type ToolRunnerDeps } from './tool-runner.ts';
 
 /**
  * A multi-step turn: the model is called; if it made tool calls, they run
@@ -10,14 +10,22 @@ import { runToolCalls, type AnswerPart, type ModelToolCall, type ToolRunnerDeps 
  * until it answers without a tool call, a call waits for an approval (the turn
  * pauses), or `maxSteps` model calls were made.
  *
- * Yields what the answer's stream shows: text and reasoning as the model
- * produces them, `journaled` after the step's tool events were written (the
- * parts before it are in the journal now), and one `finish` last.
+ * Yields what the answer's stream shows: `start-step`, text and reasoning as
+ * the model produces them, `journaled` after the step's tool events were
+ * written (the parts before it are in the journal now), `finish-step`, and
+ * one `finish` last. The tool calls' input as the model streams it goes to
+ * the stream directly (`tool-input-start` / `tool-input-delta`); only the
+ * calls of a finished step run.
  */
 export type TurnPart =
   | { type: 'text'; text: string }
   | { type: 'reasoning'; text: string }
   | { type: 'journaled' }
+  /** a step begins / ends (the SDK's `start-step` / `finish-step` chunks; the answer's open text part ends first) */
+  | { type: 'start-step' }
+  | { type: 'finish-step' }
+  /** a chunk for the stream as it is (a tool call's input streaming); `endsText`: the open text or reasoning part ends first */
+  | { type: 'chunk'; chunk: ToolChunk; endsText: boolean }
   | { type: 'finish'; finishReason: string; steps: number; paused: boolean; usage?: { inputTokens?: number; outputTokens?: number }; rest: AnswerPart[] };
 
 type AssistantContent = Exclude<Extract<ModelMessage, { role: 'assistant' }>['content'], string>;
@@ -43,6 +51,7 @@ export async function* toolLoop(options: {
   };
   for (let step = 0; ; step++) {
     if (step > 0) pending.push({ type: 'step-start' });
+    yield { type: 'start-step' };
     const calls: ModelToolCall[] = [];
     const content: AssistantContent = [];
     let finish: Extract<ToolStepPart, { type: 'finish' }> | undefined;
@@ -57,6 +66,11 @@ export async function* toolLoop(options: {
         yield part;
       } else if (part.type === 'tool-call') {
         calls.push({ toolCallId: part.toolCallId, toolName: part.toolName, input: part.input });
+      } else if (part.type === 'tool-input-start') {
+        const chunk = { type: 'tool-input-start', toolCallId: part.toolCallId, toolName: part.toolName, ...(deps.registry.get(part.toolName)?.dynamic === true ? { dynamic: true } : {}) };
+        yield { type: 'chunk', chunk, endsText: true };
+      } else if (part.type === 'tool-input-delta') {
+        yield { type: 'chunk', chunk: { type: 'tool-input-delta', toolCallId: part.toolCallId, inputTextDelta: part.delta }, endsText: false };
       } else {
         finish = part;
       }
@@ -64,6 +78,7 @@ export async function* toolLoop(options: {
     usage.inputTokens += finish?.usage?.inputTokens ?? 0;
     usage.outputTokens += finish?.usage?.outputTokens ?? 0;
     if (calls.length === 0) {
+      yield { type: 'finish-step' };
       yield { type: 'finish', finishReason: finish?.finishReason ?? 'stop', steps: step + 1, paused: false, usage, rest: pending };
       return;
     }
@@ -72,6 +87,7 @@ export async function* toolLoop(options: {
     const { results } = await runToolCalls(deps, { state: deps.current(), messageId, calls, before: pending, prior: options.prior });
     pending = [];
     yield { type: 'journaled' };
+    yield { type: 'finish-step' };
     if (results.some((r) => r.status === 'waiting')) {
       yield { type: 'finish', finishReason: 'tool-calls', steps: step + 1, paused: true, usage, rest: [] };
       return;

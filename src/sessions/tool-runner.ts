@@ -114,6 +114,8 @@ export async function runToolCalls(
     if (entry === undefined) {
       const error = `tool ${toolName} is not available (unknown, or its MCP server is down); it was not run`;
       state = await deps.journal('tool_call_finished', { messageId: input.messageId, toolCallId, tool: toolName, input: callInput as never, error, ...takeBefore() });
+      // The client needs the call's part before its outcome (the SDK refuses an output for a call it never saw).
+      deps.chunk({ type: 'tool-input-available', toolCallId, toolName, input: callInput });
       deps.chunk({ type: 'tool-output-error', toolCallId, errorText: error });
       results.push({ toolCallId, toolName, input: callInput, status: 'refused', error });
       continue;

@@ -137,6 +137,8 @@ export function uiChunksOfAnswer(message: Message): UIChunk[] {
     } else if (p.type === 'tool') {
       const base = { toolCallId: p.toolCallId, ...(p.dynamic === true ? { dynamic: true } : {}) };
       out.push({ type: 'tool-input-available', ...base, toolName: p.toolName, input: p.input ?? null });
+      // A call that asked for an approval: the client needs the request to answer it (or to show its answer).
+      if (p.approval !== undefined) out.push({ type: 'tool-approval-request', approvalId: p.approval.id, toolCallId: p.toolCallId });
       if (p.state === 'output-available') out.push({ type: 'tool-output-available', ...base, output: p.output ?? null });
       else if (p.state === 'output-error') out.push({ type: 'tool-output-error', ...base, errorText: String(p.errorText ?? 'the tool failed') });
       else if (p.state === 'output-denied') out.push({ type: 'tool-output-denied', toolCallId: p.toolCallId });

@@ -68,6 +68,36 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Errors (or their causes) that say nothing answers at a server's address any more: not an HTTP error, the connection itself. */
+const CONNECTION_GONE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_SOCKET']);
+
+function isConnectionFailure(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && CONNECTION_GONE.has(code)) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/**
+ * The fetch of a Streamable HTTP server's transport: a request that cannot
+ * reach the server (refused, reset) tells `onGone`. The SDK's transport keeps
+ * a GET stream open and reconnects it when it breaks, so a server that dies
+ * is noticed within its first reconnection delay (about a second); one
+ * without that stream, at the next request.
+ */
+function watchedFetch(onGone: () => void): typeof fetch {
+  return async (input, init) => {
+    try {
+      return await fetch(input, init);
+    } catch (err) {
+      if (isConnectionFailure(err)) onGone();
+      throw err;
+    }
+  };
+}
+
 /** A transport that tells us when the underlying one closes, before the client hears of it. */
 function watched(inner: MCPTransport, onClose: () => void): MCPTransport {
   let clientOnClose: (() => void) | undefined;
@@ -127,15 +157,17 @@ export class McpServers {
       connected = false;
       this.#clients.delete(name);
       const withdrawn = this.#registry.withdraw(name);
-      this.#status.set(name, Object.freeze({ state: 'closed', transport: kind, tools: [], error: 'the server exited or closed its connection' }));
-      this.#onEvent({ type: 'closed', server: name, withdrawn, error: 'the server exited or closed its connection' });
+      this.#status.set(name, Object.freeze({ state: 'closed', transport: kind, tools: [], error: kind === 'http' ? 'the server does not answer any more (connection refused or reset)' : 'the server exited or closed its connection' }));
+      this.#onEvent({ type: 'closed', server: name, withdrawn, error: kind === 'http' ? 'the server does not answer any more (connection refused or reset)' : 'the server exited or closed its connection' });
+      // An HTTP client would go on trying to reach it; a stdio one is closed already.
+      if (kind === 'http') void client?.close().catch(() => {});
     };
     let client: MCPClient | undefined;
     try {
       const transport =
         'command' in config
           ? watched(new StdioMCPTransport({ command: config.command, args: config.args ?? [], env: config.env ?? {}, ...(config.cwd === undefined ? {} : { cwd: config.cwd }) }), died)
-          : { type: 'http' as const, url: config.url, ...(config.headers === undefined ? {} : { headers: config.headers }) };
+          : { type: 'http' as const, url: config.url, ...(config.headers === undefined ? {} : { headers: config.headers }), fetch: watchedFetch(died) };
       const signal = AbortSignal.timeout(timeoutMs);
       client = await createMCPClient({ transport, clientName: 'arbor', initializationOptions: { signal }, onUncaughtError: () => {} });
       const tools = await client.tools();

@@ -68,6 +68,9 @@ test('SIGKILL while an MCP tool runs: the call is unknown after restart, and the
     const s1 = await json(`${server.url}/v1/sessions/s1`);
     assert.equal(s1.status, 200);
     assert.ok(s1.body.messages.some((m: { content: string }) => m.content.includes('interrupted')), 'the interrupted notice');
+    // nothing streams after the restart: the SDK's resume URL answers 204 for both sessions
+    assert.equal((await fetch(`${server.url}/v1/chat/s1/stream`)).status, 204);
+    assert.equal((await fetch(`${server.url}/v1/chat/s2/stream`)).status, 204);
     // regenerate (retry) twice
     for (let i = 0; i < 2; i++) {
       assert.equal((await json(`${server.url}/v1/sessions/s1/retry`, { method: 'POST' })).status, 202);
