@@ -275,7 +275,7 @@ interface Results {
     toolStepToRawSync: number;
     /** tool-step overhead p50 on the disk ÷ the direct call p50 */
     toolStepToDirectCall: number;
-    /** tool-step overhead p50 with no disk ÷ the direct call p50 (CPU of the intent log) */
+    /** tool-step overhead p50 with no disk ÷ the direct call p50 (the intent log's own work, wall time) */
     noDiskToolStepToDirectCall: number;
     /** time to first chunk p50: tools registered but unused ÷ no tools */
     ttfcToolsUnusedToNoTools: number;
@@ -311,7 +311,7 @@ function judge(r: Omit<Results, 'goals' | 'targets' | 'meta'>): { goals: Goal[];
   const targets: Target[] = [
     { name: 'time to first chunk when the first step calls a tool, vs no tools', status: 'INFO', actual: r.ratios.ttfcToolFirstToNoTools, target: null, detail: `${fmt(d.ttfcToolFirst.p50, 3)} ms vs ${fmt(d.ttfcNoTools.p50, 3)} ms p50 (${fmt(r.ratios.ttfcToolFirstToNoTools, 2)}×): the tool step (two durable events) and a second model step come first` },
     { name: 'whole turn with one tool step, vs the same answer without it', status: 'INFO', actual: r.ratios.turnWithToolStepToWithout, target: null, detail: `${fmt(d.turnWithToolStep.p50, 3)} ms vs ${fmt(d.turnWithoutToolStep.p50, 3)} ms p50 (${fmt(r.ratios.turnWithToolStepToWithout, 2)}×)` },
-    { name: 'CPU of the intent log around a tool (no disk: in-memory filesystem)', status: 'INFO', actual: r.noDisk.toolStepOverheadMs.p50 * 1000, target: null, detail: `${fmt(r.noDisk.toolStepOverheadMs.p50 * 1000, 1)} µs p50 per tool step vs ${fmt(r.directToolUs.p50, 2)} µs for the direct call (${fmt(r.ratios.noDiskToolStepToDirectCall, 0)}×)` },
+    { name: 'the intent log around a tool with no disk (in-memory filesystem; wall time, so on a loaded machine it includes waits for a core)', status: 'INFO', actual: r.noDisk.toolStepOverheadMs.p50 * 1000, target: null, detail: `${fmt(r.noDisk.toolStepOverheadMs.p50 * 1000, 1)} µs p50 per tool step vs ${fmt(r.directToolUs.p50, 2)} µs for the direct call (${fmt(r.ratios.noDiskToolStepToDirectCall, 0)}×)` },
   ];
   return { goals, targets };
 }
@@ -327,7 +327,7 @@ function render(r: Results): string {
         row('  baseline: raw write+fdatasync', r.rawSyncMs),
         row('  baseline: the no-op tool called directly', r.directToolUs, 'µs'),
         row('  the tool inside the step', r.disk.toolInsideUs, 'µs'),
-        row('tool-step overhead, no disk (in-memory fs)', r.noDisk.toolStepOverheadMs),
+        row('tool-step overhead, no disk (in-memory fs, wall)', r.noDisk.toolStepOverheadMs),
         row('first chunk: no tools', r.disk.ttfcNoTools),
         row('first chunk: tools registered, none called', r.disk.ttfcToolsUnused),
         row('first chunk: a tool step first', r.disk.ttfcToolFirst),
