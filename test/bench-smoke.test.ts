@@ -133,14 +133,15 @@ test('bench/tools --tiny --json exits 0 and reports every figure', { timeout: 12
   const r = JSON.parse(stdout) as Record<string, any>;
   for (const key of ['meta', 'disk', 'noDisk', 'directToolUs', 'rawSyncMs', 'ratios', 'goals', 'targets']) assert.ok(key in r, `missing key ${key}`);
   for (const which of ['disk', 'noDisk']) {
-    for (const k of ['toolStepOverheadMs', 'toolInsideUs', 'ttfcNoTools', 'ttfcToolsUnused', 'ttfcToolFirst', 'turnWithToolStep', 'turnWithoutToolStep']) {
+    for (const k of ['toolStepOverheadMs', 'twoCommitsMs', 'toolInsideUs', 'ttfcNoTools', 'ttfcToolsUnused', 'ttfcToolFirst', 'turnWithToolStep', 'turnWithoutToolStep']) {
       positive(r[which][k].p50, `${which}.${k}.p50`);
       assert.equal(r[which][k].samples, r.meta.config.turns, `${which}.${k}.samples`);
     }
   }
+  for (const which of ['disk', 'noDisk']) assert.equal(typeof r[which].toolStepCpuUs, 'number', `${which}.toolStepCpuUs`);
   positive(r.directToolUs.p50, 'directToolUs.p50');
   positive(r.rawSyncMs.p50, 'rawSyncMs.p50');
-  for (const k of ['toolStepToRawSync', 'toolStepToDirectCall', 'noDiskToolStepToDirectCall', 'ttfcToolsUnusedToNoTools', 'ttfcToolFirstToNoTools', 'turnWithToolStepToWithout']) positive(r.ratios[k], `ratios.${k}`);
+  for (const k of ['toolStepToTwoCommits', 'toolStepToRawSync', 'toolStepToDirectCall', 'noDiskToolStepToDirectCall', 'ttfcToolsUnusedToNoTools', 'ttfcToolFirstToNoTools', 'turnWithToolStepToWithout']) positive(r.ratios[k], `ratios.${k}`);
   assert.equal(r.goals.length, 2);
   for (const g of r.goals) {
     assert.ok(['PASS', 'FAIL'].includes(g.status), `goal status ${g.status}`);
