@@ -4,7 +4,7 @@ import { errorChannel, type ErrorMessage } from './telemetry/channels.ts';
 import { restoreNoticeFor, type RestoreMarker } from './core/restore-notice.ts';
 import { assertSessionId } from './core/ids.ts';
 import { SESSION_HOOKS } from './core/session-hooks.ts';
-import { initialSessionState, pendingInterruption, toolCallsInFlight, type SessionState } from './core/state.ts';
+import { commandsInFlight, initialSessionState, pendingInterruption, toolCallsInFlight, type SessionState } from './core/state.ts';
 import { HotTier } from './hot/hot-tier.ts';
 import { MockProvider } from './llm/mock-provider.ts';
 import type { LlmProvider } from './llm/provider.ts';
@@ -323,7 +323,7 @@ export class Arbor {
     if (rec.seen || rec.phase === 'loading') return;
     const healthy = r.status !== 'damaged' && r.status !== 'failed';
     const restored = this.#restoreMarker !== undefined && restoreNoticeFor(this.#restoreMarker, r.state) !== undefined;
-    const repair = healthy && (pendingInterruption(r.state) !== undefined || toolCallsInFlight(r.state).length > 0 || unansweredRequests(r.state).length > 0 || restored);
+    const repair = healthy && (pendingInterruption(r.state) !== undefined || toolCallsInFlight(r.state).length > 0 || commandsInFlight(r.state).length > 0 || unansweredRequests(r.state).length > 0 || restored);
     // Without hot storage nothing stays in memory: the session is loaded when it is used.
     if (!this.#o.enableHotStorage && !repair) return;
     this.#hot.store(sid, r.state);

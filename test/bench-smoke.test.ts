@@ -1,5 +1,5 @@
 /**
- * Keeps the benchmarks (bench/journal/run.ts, bench/runtime/run.ts, bench/postgres/run.ts) from
+ * Keeps the benchmarks (bench/journal/run.ts, bench/runtime/run.ts, bench/postgres/run.ts, bench/tools/run.ts) from
  * rotting: runs each one's --tiny configuration once and checks the shape of
  * its JSON. It never asserts on performance.
  */
@@ -130,4 +130,28 @@ test('bench/postgres --tiny --json exits 0 and reports every figure', { timeout:
   }
   for (const k of ['pg1', 'pg3', 'file']) positive(r.perNode[k], `perNode.${k}`);
   assert.ok(!String(r.database).includes('@'), 'no credentials in the report');
+});
+
+test('bench/tools --tiny --json exits 0 and reports every figure', { timeout: 120_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/tools/run.ts');
+  assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
+  const r = JSON.parse(stdout) as Record<string, any>;
+  for (const key of ['meta', 'disk', 'noDisk', 'directToolUs', 'rawSyncMs', 'ratios', 'goals', 'targets']) assert.ok(key in r, `missing key ${key}`);
+  for (const which of ['disk', 'noDisk']) {
+    for (const k of ['toolStepOverheadMs', 'twoCommitsMs', 'toolInsideUs', 'ttfcNoTools', 'ttfcToolsUnused', 'ttfcToolFirst', 'turnWithToolStep', 'turnWithoutToolStep']) {
+      positive(r[which][k].p50, `${which}.${k}.p50`);
+      assert.equal(r[which][k].samples, r.meta.config.turns, `${which}.${k}.samples`);
+    }
+  }
+  for (const which of ['disk', 'noDisk']) assert.equal(typeof r[which].toolStepCpuUs, 'number', `${which}.toolStepCpuUs`);
+  positive(r.directToolUs.p50, 'directToolUs.p50');
+  positive(r.rawSyncMs.p50, 'rawSyncMs.p50');
+  for (const k of ['toolStepToTwoCommits', 'toolStepToRawSync', 'toolStepToDirectCall', 'noDiskToolStepToDirectCall', 'ttfcToolsUnusedToNoTools', 'ttfcToolFirstToNoTools', 'turnWithToolStepToWithout']) positive(r.ratios[k], `ratios.${k}`);
+  assert.equal(r.goals.length, 2);
+  for (const g of r.goals) {
+    assert.ok(['PASS', 'FAIL'].includes(g.status), `goal status ${g.status}`);
+    for (const k of ['figure', 'baseline', 'ratio']) assert.ok(typeof g[k] === 'string' && g[k].length > 0, `goal ${g.goal}: ${k}`);
+    assert.equal(g.loadAverage.length, 3);
+  }
+  for (const t of r.targets) assert.ok(['PASS', 'MISS', 'SKIP', 'INFO'].includes(t.status), `target status ${t.status}`);
 });

@@ -30,7 +30,9 @@
  * - the published log continues the history gap-free, in seq order;
  * - every acknowledged seq is in the published log with the expected type;
  * - a handler crash (ARBOR_HANDLER_CRASHED) leaves the session's state equal
- *   to the state the crashed command started from (the `state` its handler got);
+ *   to the state the crashed command started from (the `state` its handler got)
+ *   but for the command's own record (intent first: command_started, then
+ *   command_finished with outcome error);
  *   only a session with > maxRestarts crashes is ever stopped (other sessions
  *   are unaffected); no command fails with an error its contract does not allow;
  * - at quiescence, live state = fold(reduceSession, initialSessionState,
@@ -51,8 +53,9 @@
  *    messages start with fold(A)'s). Whole-state comparison is sound because
  *    both sides are built from the same records (same seq, ts and data; the
  *    recovered ones went through JSON and maybe a snapshot);
- * 3. runtime recovery appends only interruption notices: F = fold(R, I)
- *    exactly, where I are `stream_interrupted` records — first the one for
+ * 3. runtime recovery appends only outcomes and interruption notices: F = fold(R, I)
+ *    exactly, where I are first one `command_finished { outcome: 'unknown' }`
+ *    per command R has in flight, then `stream_interrupted` records — first the one for
  *    R's orphaned stream when R was streaming, then at most one per request of
  *    R that had neither answer nor notice (its answer was still queued); F's
  *    stream is idle and every user message of F has an answer or a notice.
@@ -414,7 +417,7 @@ function issue(world: World, op: Op): Promise<void> {
       p = session.executeCommand('maybe', cmd.throws ? ['throw', token] : ['ok', ...cmd.extra]).then(
         (r) => {
           if (cmd.throws) world.problems.push(`${log.sid}: a throwing handler was acknowledged`);
-          acked(r.seq, 'command_executed', { id: r.commandId });
+          acked(r.seq, 'command_finished', { id: r.commandId });
         },
         (err: unknown) => {
           if (isArborError(err, ErrorCodes.HANDLER_CRASHED)) {
@@ -422,7 +425,7 @@ function issue(world: World, op: Op): Promise<void> {
             world.stats.handlerCrashes += 1;
             const before = world.crashSeen.get(token);
             if (before === undefined) world.problems.push(`${log.sid}: HANDLER_CRASHED but the handler never ran`);
-            else if (!isDeepStrictEqual(session.state, before)) world.problems.push(`${log.sid}: state changed by a crashed handler: seq ${before.seq} → ${session.state.seq}`);
+            else if (!crashRecordedOnly(before, session.state)) world.problems.push(`${log.sid}: state changed by a crashed handler beyond its command's record (started, then finished with outcome error): seq ${before.seq} → ${session.state.seq}`);
             log.crashes += 1;
             if (err.details.stopped === true) log.stopped = true;
           }
@@ -565,7 +568,7 @@ function noDuplicatesAndEffects(log: SessionLog, state: SessionState): string[] 
     if (a.seq > state.seq) out.push(`${log.sid}: acknowledged seq ${a.seq} (${a.type}) is past the state's seq ${state.seq}`);
     const present =
       a.type === 'user_message_sent' ? state.messages.some((m) => m.id === a.id && m.seq === a.seq)
-      : a.type === 'command_executed' ? state.commands.some((c) => c.commandId === a.id && c.seq === a.seq)
+      : a.type === 'command_finished' ? state.commands.some((c) => c.commandId === a.id && c.seq === a.seq)
       : a.type === 'mcp_tool_executed' ? state.toolExecutions.some((x) => x.executionId === a.id && x.seq === a.seq)
       : true;
     if (!present) out.push(`${log.sid}: the effect of acknowledged ${a.type} seq ${a.seq} (${a.id}) is missing`);
@@ -608,7 +611,14 @@ async function settleRecovery(arbor: Arbor, orphaned: readonly string[]): Promis
 function appendedNotices(sid: string, r: SessionState, f: SessionState): JournalRecord[] {
   const out: JournalRecord[] = [];
   const added = f.messages.slice(r.messages.length);
+  const finished = f.commands.slice(r.commands.length);
   for (let seq = r.seq + 1; seq <= f.seq; seq += 1) {
+    // A command whose handler was running at the crash: recovery records its outcome as unknown.
+    const c = finished.find((x) => x.seq === seq);
+    if (c !== undefined && c.outcome === 'unknown') {
+      out.push({ lsn: 0, sid, seq, ts: c.ts, type: 'command_finished', v: 1, data: { commandId: c.commandId, command: c.command, outcome: 'unknown' } });
+      continue;
+    }
     const m = added.find((x) => x.seq === seq);
     const meta = m?.metadata as { interrupted?: boolean; interruptedMessageId?: string; reason?: string; originalRequest?: { messageId?: string } } | undefined;
     if (m === undefined || m.role !== 'system' || meta?.interrupted !== true) {
@@ -630,8 +640,13 @@ function appendedNotices(sid: string, r: SessionState, f: SessionState): Journal
 function recoveryAppends(sid: string, r: SessionState, appended: readonly JournalRecord[]): string[] {
   const out: string[] = [];
   const shown = JSON.stringify(appended.map((e) => [e.seq, e.type]));
-  if (appended.some((e, i) => e.seq !== r.seq + 1 + i || e.type !== 'stream_interrupted')) return [`${sid}: recovery appended ${shown} after seq ${r.seq}`];
-  const data = appended.map((e) => e.data as { messageId: string; requestMessageId: string });
+  // First the unknown outcome of every command R has in flight (each exactly once), then the notices.
+  const inFlight = Object.keys(r.commandsInFlight ?? {}).sort();
+  const unknown = appended.slice(0, inFlight.length);
+  if (!isDeepStrictEqual(unknown.map((e) => (e.type === 'command_finished' ? (e.data as { commandId: string }).commandId : e.type)).sort(), inFlight)) return [`${sid}: recovery appended ${shown} after seq ${r.seq}; commands in flight: ${JSON.stringify(inFlight)}`];
+  const notices = appended.slice(inFlight.length);
+  if (appended.some((e, i) => e.seq !== r.seq + 1 + i) || notices.some((e) => e.type !== 'stream_interrupted')) return [`${sid}: recovery appended ${shown} after seq ${r.seq}`];
+  const data = notices.map((e) => e.data as { messageId: string; requestMessageId: string });
   let rest = data;
   if (r.stream.status === 'streaming') {
     if (data[0]?.messageId !== r.stream.messageId) return [`${sid}: recovery did not interrupt the orphaned stream ${r.stream.messageId} first: ${shown}`];
@@ -739,8 +754,8 @@ async function checkImage(world: World, image: MemoryFileSystem, runtimeCopy: Me
     const appended = appendedNotices(log.sid, r, f);
     if (r.stream.status === 'streaming') world.stats.orphanedStreams += 1;
     problems.push(...recoveryAppends(log.sid, r, appended));
-    const rebuilt = appended.every((e) => e.type === 'stream_interrupted') ? fold(log.sid, appended, r) : undefined;
-    if (rebuilt === undefined || !isDeepStrictEqual(f, rebuilt)) problems.push(`${log.sid}: runtime state (seq ${f.seq}) ≠ recovered state (seq ${r.seq}) + the ${appended.length} records recovery appended`);
+    const rebuilt = appended.every((e) => e.type === 'stream_interrupted' || e.type === 'command_finished') ? fold(log.sid, appended, r) : undefined;
+    if (rebuilt === undefined || !isDeepStrictEqual(f, rebuilt)) problems.push(`${log.sid}: runtime state (seq ${f.seq}) ≠ recovered state (seq ${r.seq}) + the ${appended.length} records recovery appended${rebuilt === undefined ? '' : firstDifference(f, rebuilt)}`);
     if (f.stream.status !== 'idle') problems.push(`${log.sid}: stream still ${f.stream.status} after recovery settled`);
     problems.push(...everyRequestAnswered(log.sid, f));
     // 4. no duplicates, acknowledged effects present; 5. one terminal event per stream.
@@ -969,3 +984,18 @@ test('session.state after passivation is the state the session was dropped with'
   assert.equal(session.state.seq, seq);
   await arbor.close();
 });
+
+/**
+ * A crashed handler changed nothing but its own command's record: `after` is
+ * `before` with one more command, ended with outcome error, and no command
+ * left in flight.
+ */
+function crashRecordedOnly(before: SessionState, after: SessionState): boolean {
+  const last = after.commands.at(-1);
+  if (after.commands.length !== before.commands.length + 1 || last?.outcome !== 'error' || Object.keys(after.commandsInFlight ?? {}).length !== 0) return false;
+  const strip = (s: SessionState): Record<string, unknown> => {
+    const { seq: _seq, updatedAt: _u, createdAt: _c, commands: _cmds, commandsInFlight: _f, ...rest } = s;
+    return rest;
+  };
+  return isDeepStrictEqual(strip(before), strip(after)) && isDeepStrictEqual(after.commands.slice(0, -1), before.commands) && after.seq === before.seq + 2;
+}

@@ -140,10 +140,17 @@ describe('a command handler that throws (the seed\'s "session survives process c
     await rejectsWith(a.executeCommand('asyncBoom', [1]), 'ARBOR_HANDLER_CRASHED', { sessionId: 'crash-a', stopped: false });
     await rejectsWith(a.executeCommand('mutate'), 'ARBOR_HANDLER_CRASHED', { sessionId: 'crash-a', stopped: false });
 
-    // then: the committed state is untouched (same value, same object), nothing was journaled
-    assert.equal(a.state, stateA);
-    assert.deepEqual(a.state, snapshotA);
-    assert.deepEqual(await a.events(), eventsA);
+    // then: the committed state is untouched but for the commands' own records (intent first: each
+    // command_started was durable before its handler ran, and command_finished says it failed)
+    const { commands: failed, seq: _seq, updatedAt: _u, commandsInFlight, ...rest } = a.state;
+    const { commands: _c, seq: _s2, updatedAt: _u2, ...restBefore } = snapshotA;
+    assert.deepEqual(rest, restBefore);
+    assert.deepEqual(commandsInFlight, {});
+    assert.deepEqual(failed.map((c) => [c.command, c.outcome, c.errorCode]), [['boom', 'error', undefined], ['asyncBoom', 'error', undefined], ['mutate', 'error', undefined]]);
+    assert.equal(failed[0]!.error, 'boom');
+    const events = await a.events();
+    assert.deepEqual(events.slice(0, eventsA.length), eventsA);
+    assert.deepEqual(events.slice(eventsA.length).map((e) => e.type), ['command_started', 'command_finished', 'command_started', 'command_finished', 'command_started', 'command_finished']);
     assert.equal(arbor.health().sessions.crashes, 3);
     assert.deepEqual(arbor.health().sessions.stopped, []);
     // other sessions untouched and still working
@@ -152,7 +159,7 @@ describe('a command handler that throws (the seed\'s "session survives process c
     assert.deepEqual(transcript(b.state.messages).slice(-2), ['user: still there?', 'assistant: Echo: still there?']);
     // the next command on the crashed session succeeds, on top of the old state
     const { seq } = await a.changeConfig('model', 'small');
-    assert.equal(seq, stateA.seq + 1);
+    assert.equal(seq, stateA.seq + 7);
     assert.deepEqual(a.state.config, { model: 'small' });
     await converse(a, 'after the crash');
     assert.deepEqual(transcript(a.state.messages), ['user: hello a', 'assistant: Echo: hello a', 'user: after the crash', 'assistant: Echo: after the crash']);
@@ -177,7 +184,7 @@ describe('a command handler that throws (the seed\'s "session survives process c
     assert.equal(s.state.stream.status, 'idle');
   });
 
-  test('a handler returning a value: command_executed is journaled with the result', async (t) => {
+  test('a handler returning a value: command_started is journaled before it runs, command_finished with the result after', async (t) => {
     // given
     const fx = fixture(t);
     const arbor = await fx.open({ commands });
@@ -190,14 +197,22 @@ describe('a command handler that throws (the seed\'s "session survives process c
     // then: the result is returned, journaled and in the state
     const expected = { got: ['a', 2, { deep: [true, null] }], sawSeq: 1 };
     assert.deepEqual(out.result, expected);
-    assert.equal(out.seq, 2);
-    const last = (await s.events()).at(-1)!;
-    assert.equal(last.type, 'command_executed');
-    assert.equal(last.seq, 2);
-    assert.deepEqual(last.data, { commandId: out.commandId, command: 'echo', args: ['a', 2, { deep: [true, null] }], result: expected });
+    assert.equal(out.seq, 3);
+    assert.equal(out.duplicate, false);
+    const [started, finished] = (await s.events()).slice(-2);
+    assert.equal(started!.type, 'command_started');
+    assert.equal(started!.seq, 2);
+    assert.deepEqual(started!.data, { commandId: out.commandId, command: 'echo', args: ['a', 2, { deep: [true, null] }] });
+    assert.equal(finished!.type, 'command_finished');
+    assert.equal(finished!.seq, 3);
+    const { durationMs, ...finishedData } = finished!.data as { durationMs: number };
+    assert.equal(typeof durationMs, 'number');
+    assert.deepEqual(finishedData, { commandId: out.commandId, command: 'echo', outcome: 'ok', result: expected });
     const cmd = s.state.commands.at(-1)!;
     assert.equal(cmd.commandId, out.commandId);
     assert.deepEqual(cmd.result, expected);
+    assert.deepEqual([cmd.outcome, cmd.startedSeq, cmd.seq], ['ok', 2, 3]);
+    assert.deepEqual(cmd.args, ['a', 2, { deep: [true, null] }]);
     // and it survives a restart
     await arbor.close();
     const again = await fx.open({ commands });
@@ -233,12 +248,15 @@ describe('restart intensity', () => {
     await rejectsWith(s.executeCommand('boom'), 'ARBOR_HANDLER_CRASHED', { stopped: true, sessionId: 'fragile' });
 
     // then: every later command is refused, the state stays readable, the health check lists it
+    const afterCrashes = s.state;
+    assert.equal(afterCrashes.seq, before.seq + 6, 'each crashed command journaled its start and its failure');
+    assert.deepEqual(afterCrashes.messages, before.messages);
     await rejectsWith(s.executeCommand('ok'), 'ARBOR_SESSION_STOPPED', { sessionId: 'fragile' });
     await rejectsWith(s.sendMessage({ content: 'anyone?' }), 'ARBOR_SESSION_STOPPED');
     await rejectsWith(s.changeConfig('k', 1), 'ARBOR_SESSION_STOPPED');
     await rejectsWith(s.retry(), 'ARBOR_SESSION_STOPPED');
-    assert.equal(s.state, before);
-    assert.deepEqual(await s.events().then((e) => e.length), before.seq);
+    assert.equal(s.state, afterCrashes);
+    assert.deepEqual(await s.events().then((e) => e.length), afterCrashes.seq);
     const health = arbor.health();
     assert.deepEqual(health.sessions.stopped, ['fragile']);
     assert.equal(health.sessions.crashes, 3);
@@ -268,8 +286,8 @@ describe('restart intensity', () => {
       await delay(80);
     }
 
-    // then: it still works
-    assert.equal((await s.changeConfig('k', 'v')).seq, 1);
+    // then: it still works (each crash journaled its command's start and failure)
+    assert.equal((await s.changeConfig('k', 'v')).seq, 7);
     assert.deepEqual(arbor.health().sessions.stopped, []);
   });
 });
@@ -833,11 +851,11 @@ describe('mailbox', () => {
     release();
     const [r1, r2, r3] = await Promise.all([p1, p2, p3]);
     assert.equal(r1.result, 'held');
-    assert.deepEqual([r1.seq, r2.seq, r3.seq], [1, 2, 3]);
+    assert.deepEqual([r1.seq, r2.seq, r3.seq], [2, 3, 4]);
     assert.deepEqual(s.state.config, { k: 2 });
-    assert.equal((await s.events()).length, 3);
+    assert.equal((await s.events()).length, 4);
     // and with room again, commands are accepted
-    assert.equal((await s.changeConfig('k', 4)).seq, 4);
+    assert.equal((await s.changeConfig('k', 4)).seq, 5);
   });
 
   test("one session's commands never interleave: concurrent calls commit in call order, each on top of the previous", async (t) => {
@@ -865,7 +883,7 @@ describe('mailbox', () => {
     // then: seqs n+1, n+2, … in call order; the slow command saw nothing of the later ones
     assert.deepEqual(
       results.map((r) => r.seq),
-      [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+      [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
     );
     assert.equal((await slow).result, 1);
     const events = (await s.events()).filter((e) => e.type === 'session_config_changed').slice(1);
@@ -891,7 +909,7 @@ describe('mailbox', () => {
     // then
     assert.notEqual(r, 'still waiting', "the other session's command waited for the busy mailbox");
     assert.equal(r !== 'still waiting' && r.seq, 1);
-    assert.equal((await held).seq, 1);
+    assert.equal((await held).seq, 2);
   });
 });
 

@@ -1,12 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { SpanKind } from '@opentelemetry/api';
+import { SpanKind, trace } from '@opentelemetry/api';
+import { tool } from 'ai';
+import { z } from 'zod';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { MockProvider, publishToolStep, type LlmProvider, type LlmStreamPart, type StreamRequest } from '../src/index.ts';
 import { textOfStream } from '../src/llm/provider.ts';
 import { loadConfig, startServer } from '../src/server.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { startOpenAiCompatibleServer } from './helpers/openai-compatible-server.ts';
 
 /** The mock, plus one tool step inside each answer, published the way a tool runner does (publishToolStep). */
 class ToolUsingProvider implements LlmProvider {
@@ -71,6 +74,47 @@ test('traces: HTTP request → turn → LLM call and tool step; journal batches 
   } finally {
     await server.close();
     await tracerProvider.shutdown();
+    cleanup();
+  }
+});
+
+test('llmTelemetry: every model step of a multi-step tool turn passes experimental_telemetry to the AI SDK, its spans carrying the session and message ids', async () => {
+  const fake = await startOpenAiCompatibleServer({ mode: 'ok', chunks: ['found ', 'it'], toolCall: { name: 'lookup', arguments: '{"key":"k1"}' } });
+  const exporter = new InMemorySpanExporter();
+  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  // llmTelemetry: true hands the SDK `isEnabled: true`, so its spans go to the global tracer provider
+  trace.setGlobalTracerProvider(tracerProvider);
+  const { dir, cleanup } = tempDir('arbor-step-traces-');
+  const looked: unknown[] = [];
+  const lookup = tool({ description: 'look a key up', inputSchema: z.object({ key: z.string() }), execute: async (input: { key: string }) => (looked.push(input), { value: 42 }) });
+  const config = loadConfig({ env: {}, overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent', llm: 'openai-compatible', llmBaseUrl: fake.baseURL, llmModel: 'test-model', llmMaxRetries: 0, llmTelemetry: true } });
+  const server = await startServer(config, { tracerProvider, arborOverrides: { tools: { lookup } } });
+  try {
+    // when a message is answered in two steps: the model calls the tool, then answers with its result
+    assert.equal((await fetch(`${server.url}/v1/sessions`, { method: 'POST', body: JSON.stringify({ id: 'stepped' }) })).status, 201);
+    assert.equal((await fetch(`${server.url}/v1/sessions/stepped/messages`, { method: 'POST', body: JSON.stringify({ content: 'look k1 up' }) })).status, 202);
+    await server.arbor.session('stepped').idle();
+    assert.deepEqual(looked, [{ key: 'k1' }]);
+    const answer = server.arbor.session('stepped').state.messages.at(-1)!;
+    assert.equal(answer.role, 'assistant');
+
+    // then each step has its own ai.streamText span, with the session and the answer's message id in its metadata
+    const steps = exporter.getFinishedSpans().filter((s) => s.name === 'ai.streamText');
+    assert.equal(steps.length, 2, exporter.getFinishedSpans().map((s) => s.name).join(', '));
+    for (const s of steps) {
+      assert.equal(s.attributes['ai.telemetry.functionId'], 'arbor.step');
+      assert.equal(s.attributes['ai.telemetry.metadata.arbor.session.id'], 'stepped');
+      assert.equal(s.attributes['ai.telemetry.metadata.arbor.message.id'], answer.id);
+    }
+    // and the SDK's call spans inside them too (one per step)
+    const calls = exporter.getFinishedSpans().filter((s) => s.name === 'ai.streamText.doStream');
+    assert.equal(calls.length, 2);
+    assert.ok(calls.every((s) => s.attributes['ai.telemetry.metadata.arbor.message.id'] === answer.id));
+  } finally {
+    await server.close();
+    trace.disable();
+    await tracerProvider.shutdown();
+    await fake.close();
     cleanup();
   }
 });

@@ -65,6 +65,8 @@ export const ErrorCodes = {
   NO_SUCH_APPROVAL: 'ARBOR_NO_SUCH_APPROVAL',
   /** The session does not exist (never written, or deleted). */
   SESSION_NOT_FOUND: 'ARBOR_SESSION_NOT_FOUND',
+  /** A command retried with the `commandId` of one whose outcome is unknown (the process stopped while its handler ran): it is not run again. */
+  COMMAND_OUTCOME_UNKNOWN: 'ARBOR_COMMAND_OUTCOME_UNKNOWN',
   /** The encryption key is missing, malformed, or not the one the data was written with; `details.source` names where it came from. Nothing was written. */
   ENCRYPTION_KEY: 'ARBOR_ENCRYPTION_KEY',
 } as const;

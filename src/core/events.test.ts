@@ -193,6 +193,24 @@ const CASES: TypeCase[] = [
     bad: [{ name: 'unknown reason', data: { messageId: 'a1', toolCallId: 't1', approvalId: 'ap1', tool: 'd', input: {}, reason: 'because' }, field: 'data.reason' }],
   },
   {
+    type: 'command_started',
+    valid: { commandId: 'c1', command: 'charge' },
+    full: { commandId: 'order-17', command: 'charge', args: [{ cents: 500 }, 'EUR'] },
+    bad: [
+      { name: 'commandId __proto__', data: { commandId: '__proto__', command: 'charge' }, field: 'data.commandId' },
+      { name: 'args not an array', data: { commandId: 'c1', command: 'charge', args: { a: 1 } }, field: 'data.args' },
+    ],
+  },
+  {
+    type: 'command_finished',
+    valid: { commandId: 'c1', command: 'charge', outcome: 'unknown' },
+    full: { commandId: 'c1', command: 'charge', outcome: 'error', result: null, error: 'card declined', errorCode: 'ARBOR_INVALID_INPUT', durationMs: 1.5 },
+    bad: [
+      { name: 'outcome maybe', data: { commandId: 'c1', command: 'charge', outcome: 'maybe' }, field: 'data.outcome' },
+      { name: 'missing outcome', data: { commandId: 'c1', command: 'charge' }, field: 'data.outcome' },
+    ],
+  },
+  {
     type: 'llm_chunk_received',
     valid: { messageId: 'a1', index: 0, text: '' },
     full: { messageId: 'a1', index: 41, text: 'Hel' },
@@ -238,7 +256,7 @@ test('the test table covers every event type exactly once', () => {
   const covered = CASES.map((c) => c.type);
   // then
   assert.deepEqual([...covered].sort(), [...all].sort());
-  assert.equal(new Set(covered).size, 19);
+  assert.equal(new Set(covered).size, 21);
 });
 
 for (const c of CASES) {
@@ -345,8 +363,8 @@ test('parseEvent returns the typed event for a run-time type and refuses an unkn
 
 test('critical and recoverable type lists are disjoint, frozen and classified by the guards', () => {
   // then
-  // the seed's nine, system_notice_added (a visible notice from the runtime, e.g. after a restore), the fork links and the tool intent log
-  assert.equal(CRITICAL_EVENT_TYPES.length, 15);
+  // the seed's nine, system_notice_added (a visible notice from the runtime, e.g. after a restore), the fork links, the tool and the command intent logs
+  assert.equal(CRITICAL_EVENT_TYPES.length, 17);
   assert.equal(RECOVERABLE_EVENT_TYPES.length, 4);
   assert.ok(Object.isFrozen(CRITICAL_EVENT_TYPES) && Object.isFrozen(RECOVERABLE_EVENT_TYPES));
   for (const t of CRITICAL_EVENT_TYPES) {
@@ -364,7 +382,7 @@ test('critical and recoverable type lists are disjoint, frozen and classified by
 test('every event type has a current version, all 1 now', () => {
   // then
   for (const t of [...CRITICAL_EVENT_TYPES, ...RECOVERABLE_EVENT_TYPES]) assert.equal(CURRENT_EVENT_VERSION[t], 1, t);
-  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 19);
+  assert.equal(Object.keys(CURRENT_EVENT_VERSION).length, 21);
 });
 
 // ---------------------------------------------------------------------------

@@ -254,6 +254,31 @@ const CRITICAL_SCHEMAS = {
     forkId: id(),
     atSeq: z.int().nonnegative(),
   }),
+  /**
+   * A command (`executeCommand`) is about to run: journaled (durable) BEFORE
+   * its handler is called, so a crash in between leaves a known intent with
+   * an unknown outcome, never a side effect nobody recorded.
+   */
+  command_started: z.strictObject({
+    /** the caller's idempotency key, or a random id (a key of the state's `commandsInFlight`) */
+    commandId: stateKey(),
+    command: name(),
+    args: z.array(json()).optional(),
+  }),
+  /**
+   * A command ended: `ok` with its `result`, `error` (the handler threw; `error`
+   * is its message, `errorCode` its ArborError code if it had one), or
+   * `unknown` when recovery found it started and never finished.
+   */
+  command_finished: z.strictObject({
+    commandId: stateKey(),
+    command: name(),
+    outcome: z.enum(['ok', 'error', 'unknown']),
+    result: json().optional(),
+    error: z.string().max(MAX_REASON_CHARS).optional(),
+    errorCode: name().optional(),
+    durationMs: z.number().nonnegative().optional(),
+  }),
 };
 
 /**
@@ -326,6 +351,8 @@ export const CURRENT_EVENT_VERSION: Readonly<Record<EventType, number>> = Object
   tool_call_started: 1,
   tool_call_finished: 1,
   tool_approval_requested: 1,
+  command_started: 1,
+  command_finished: 1,
   llm_chunk_received: 1,
   typing_indicator: 1,
   ui_state_changed: 1,

@@ -176,8 +176,28 @@ export interface CommandExecution {
   readonly args?: readonly unknown[];
   readonly result?: unknown;
   readonly error?: string;
+  /**
+   * How it ended (commands journaled with `command_started`/`command_finished`;
+   * absent for a `command_executed` of older histories): `unknown` when the
+   * process stopped while its handler ran. Such a command is never re-run by itself.
+   */
+  readonly outcome?: 'ok' | 'error' | 'unknown';
+  /** the ArborError code the handler threw, with outcome `error` */
+  readonly errorCode?: string;
+  /** seq of its `command_started` */
+  readonly startedSeq?: number;
+  readonly durationMs?: number;
+  /** seq of the event that ended it */
   readonly seq: number;
   readonly ts: number;
+}
+
+/** A command journaled as started and not yet finished: what recovery turns into an unknown outcome. */
+export interface CommandInFlight {
+  readonly command: string;
+  readonly args?: readonly unknown[];
+  /** seq of its `command_started` */
+  readonly startedSeq: number;
 }
 
 /** An answer being streamed: what recovery turns into `stream_interrupted` if the process died. */
@@ -222,6 +242,8 @@ export interface SessionState {
   readonly updatedAt: number;
   /** Tool calls started and not finished, by toolCallId (absent: none ever started). */
   readonly toolCallsInFlight?: Readonly<Record<string, ToolCallInFlight>>;
+  /** Commands started and not finished, by commandId (absent: none ever started). */
+  readonly commandsInFlight?: Readonly<Record<string, CommandInFlight>>;
   /** Tool calls waiting for an approval, by approvalId (absent: none ever asked). */
   readonly pendingApprovals?: Readonly<Record<string, PendingApproval>>;
   /** Set by `forked_from`: the session this one was forked from, at which of its seqs, and the seq of the link. Absent otherwise. */
@@ -246,6 +268,15 @@ export function toolCallsInFlight(state: SessionState): { toolCallId: string; ca
   const m = state.toolCallsInFlight;
   return m === undefined ? [] : Object.keys(m).map((toolCallId) => ({ toolCallId, call: m[toolCallId]! }));
 }
+
+/** Commands journaled as started without a finish: recovery journals `command_finished { outcome: 'unknown' }` for each. */
+export function commandsInFlight(state: SessionState): { commandId: string; call: CommandInFlight }[] {
+  const m = state.commandsInFlight;
+  return m === undefined ? [] : Object.keys(m).map((commandId) => ({ commandId, call: m[commandId]! }));
+}
+
+/** The error text of a command of unknown outcome. */
+export const UNKNOWN_COMMAND_OUTCOME_TEXT = 'The outcome of this command is unknown: the server stopped while its handler ran. It may or may not have taken effect, and it was not run again.';
 
 /** Approvals the session waits for, oldest first. */
 export function pendingApprovals(state: SessionState): PendingApproval[] {
@@ -513,6 +544,18 @@ function checkShape<T extends CriticalEventType>(record: JournalRecord, type: T)
       needString(record, d, 'command');
       if (d.args !== undefined && !Array.isArray(d.args)) refuse(record, 'data.args', 'is not an array');
       break;
+    case 'command_started':
+      needString(record, d, 'commandId');
+      needString(record, d, 'command');
+      if (d.args !== undefined && !Array.isArray(d.args)) refuse(record, 'data.args', 'is not an array');
+      break;
+    case 'command_finished':
+      needString(record, d, 'commandId');
+      needString(record, d, 'command');
+      if (d.outcome !== 'ok' && d.outcome !== 'error' && d.outcome !== 'unknown') refuse(record, 'data.outcome', "is not 'ok', 'error' or 'unknown'");
+      allowString(record, d, 'error');
+      allowString(record, d, 'errorCode');
+      break;
     case 'tool_call_started':
     case 'tool_approval_requested':
       needString(record, d, 'messageId');
@@ -753,6 +796,30 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         ts,
       });
       return next(state, record, { commands: append(state.commands, command) });
+    }
+    case 'command_started': {
+      const d = checkShape(record, type);
+      const call: CommandInFlight = frozen({ command: d.command, args: d.args === undefined ? undefined : Object.freeze([...d.args]), startedSeq: seq });
+      return next(state, record, { commandsInFlight: put(state.commandsInFlight ?? EMPTY_RECORD, d.commandId, call) });
+    }
+    case 'command_finished': {
+      const d = checkShape(record, type);
+      const inFlight = state.commandsInFlight;
+      const call = inFlight !== undefined && Object.hasOwn(inFlight, d.commandId) ? inFlight[d.commandId] : undefined;
+      const command: CommandExecution = frozen({
+        commandId: d.commandId,
+        command: d.command,
+        args: call?.args,
+        result: d.result,
+        error: d.outcome === 'unknown' ? (d.error ?? UNKNOWN_COMMAND_OUTCOME_TEXT) : d.error,
+        outcome: d.outcome,
+        errorCode: d.errorCode,
+        startedSeq: call?.startedSeq,
+        durationMs: d.durationMs,
+        seq,
+        ts,
+      });
+      return next(state, record, { commands: append(state.commands, command), ...(call === undefined ? {} : { commandsInFlight: without(inFlight!, d.commandId) }) });
     }
     case 'forked_from': {
       const d = checkShape(record, type);

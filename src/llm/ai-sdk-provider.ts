@@ -36,7 +36,9 @@ export interface AiSdkProviderOptions {
    * The AI SDK's own OpenTelemetry spans (`ai.streamText`, `ai.streamText.doStream`):
    * `true` turns them on (through the global tracer provider, inputs and outputs
    * recorded), an object is passed as `experimental_telemetry` as it is. Each
-   * call adds `arbor.session.id` and `arbor.message.id` to its metadata. Off by default.
+   * call (an answer, functionId `arbor.answer`, and every model step of a turn
+   * with tools, `arbor.step`) adds `arbor.session.id` and `arbor.message.id`
+   * to its metadata. Off by default.
    */
   telemetry?: boolean | AiSdkTelemetry;
 }
@@ -78,7 +80,7 @@ export class AiSdkProvider implements LlmProvider, ToolStepProvider {
   /** One step of a turn with tools (see streamAiSdkStep). */
   streamStep(request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined> {
     const modelId = request.model ?? this.model;
-    return streamAiSdkStep({ name: this.name, modelId, model: this.#sdk.chatModel(modelId), maxRetries: this.#maxRetries }, request);
+    return streamAiSdkStep({ name: this.name, modelId, model: this.#sdk.chatModel(modelId), maxRetries: this.#maxRetries, telemetry: this.#telemetry }, request);
   }
 
   stream(request: StreamRequest): AsyncGenerator<string, void, undefined> {
@@ -151,7 +153,7 @@ export class LanguageModelProvider implements LlmProvider, ToolStepProvider {
     const wanted = request.model ?? this.model;
     const model = Object.hasOwn(this.#models, wanted) ? this.#models[wanted]! : wanted === this.model ? this.#default : undefined;
     if (model === undefined) throw new LlmProviderError(`${this.name}: no model ${JSON.stringify(wanted)}; pass it in createArbor({ models })`, { provider: this.name, model: wanted });
-    yield* streamAiSdkStep({ name: this.name, modelId: wanted, model, maxRetries: this.#maxRetries }, request);
+    yield* streamAiSdkStep({ name: this.name, modelId: wanted, model, maxRetries: this.#maxRetries, telemetry: this.#telemetry }, request);
   }
 
   async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {

@@ -1,6 +1,9 @@
 import { streamText, type LanguageModel, type ModelMessage, type ToolSet } from 'ai';
 import { abortError, LlmAbortError, LlmProviderError, type ToolStepPart, type ToolStepRequest } from './provider.ts';
 
+/** The AI SDK's `experimental_telemetry` settings (what ai-sdk-provider.ts calls AiSdkTelemetry). */
+export type AiSdkStepTelemetry = NonNullable<Parameters<typeof streamText>[0]['experimental_telemetry']>;
+
 /** The SDK's error shapes, read by duck-typing so we do not depend on its classes. */
 export function statusCodeOf(err: unknown): number | undefined {
   for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; depth++) {
@@ -24,7 +27,10 @@ export function messageOf(err: unknown): string {
  * abort an AbortError; a step that ends without a finish is a failure too —
  * so a connection cut mid-tool-call never yields a half tool call.
  */
-export async function* streamAiSdkStep(target: { name: string; modelId: string; model: LanguageModel; maxRetries: number }, request: ToolStepRequest): AsyncGenerator<ToolStepPart, void, undefined> {
+export async function* streamAiSdkStep(
+  target: { name: string; modelId: string; model: LanguageModel; maxRetries: number; telemetry?: AiSdkStepTelemetry | undefined },
+  request: ToolStepRequest,
+): AsyncGenerator<ToolStepPart, void, undefined> {
   const { signal } = request;
   const { name, modelId } = target;
   if (signal.aborted) throw abortError(name, 'before the request was sent', signal);
@@ -42,6 +48,10 @@ export async function* streamAiSdkStep(target: { name: string; modelId: string; 
       abortSignal,
       maxRetries: target.maxRetries,
       onError: () => {},
+      // The SDK's own spans for every step, as for an answer without tools (functionId `arbor.step`), with the session and message ids.
+      ...(target.telemetry === undefined
+        ? {}
+        : { experimental_telemetry: { functionId: 'arbor.step', ...target.telemetry, metadata: { ...target.telemetry.metadata, 'arbor.session.id': request.sessionId, 'arbor.message.id': request.messageId } } }),
     });
     let finished = false;
     for await (const part of result.fullStream) {

@@ -100,6 +100,10 @@ export function summarizeEvent(record: JournalRecord): string {
       return `answer ${s('messageId')} interrupted: ${preview(s('reason'))}`;
     case 'command_executed':
       return `command ${s('command')} (${s('commandId')})${d.error === undefined ? '' : ` failed: ${preview(s('error'))}`}`;
+    case 'command_started':
+      return `command ${s('command')} (${s('commandId')}) started`;
+    case 'command_finished':
+      return `command ${s('command')} (${s('commandId')}) ${s('outcome') === 'ok' ? 'finished' : s('outcome') === 'unknown' ? 'outcome unknown' : `failed: ${preview(s('error'))}`}`;
     case 'mcp_server_connected':
       return `MCP server ${s('server')} connected`;
     case 'mcp_tool_executed':

@@ -74,6 +74,8 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.NO_SUCH_APPROVAL]: { status: 404, retryAfter: false },
   [ErrorCodes.SESSION_NOT_FOUND]: { status: 404, retryAfter: false },
   [ErrorCodes.ENCRYPTION_KEY]: { status: 500, retryAfter: false },
+  // The command may or may not have run; repeating it is the caller's decision, under a new commandId.
+  [ErrorCodes.COMMAND_OUTCOME_UNKNOWN]: { status: 409, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */

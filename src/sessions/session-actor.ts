@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { ArborError, ErrorCodes, isArborError } from '../core/errors.ts';
 import { CURRENT_EVENT_VERSION, isRecoverableEventType, parseEventData, type CriticalEventType, type EventData, type RecoverableEventType } from '../core/events.ts';
-import { findMessage, interruptedNoticeMetadata, interruptionEventData, pendingApprovals, pendingInterruption, reduceSession, toolCallsInFlight, type MessagePart, type SessionState, type ToolPart } from '../core/state.ts';
+import { commandsInFlight, findMessage, interruptedNoticeMetadata, interruptionEventData, pendingApprovals, pendingInterruption, reduceSession, toolCallsInFlight, type MessagePart, type SessionState, type ToolPart } from '../core/state.ts';
 import type { JournalRecord } from '../core/record.ts';
 import type { AppendResult } from '../backend/backend.ts';
 import type { ChatTurn, LlmProvider, LlmStreamPart, LlmUsage, StreamRequest } from '../llm/provider.ts';
@@ -300,19 +301,71 @@ export class SessionActor {
     });
   }
 
-  /** Runs a registered command handler inside the mailbox and journals what it returned (or threw as a refusal). */
-  executeCommand(command: string, args: readonly unknown[] = []): Promise<{ commandId: string; seq: number; result: unknown }> {
+  /**
+   * Runs a registered command handler inside the mailbox, intent first:
+   * `command_started` is durable before the handler is called, and
+   * `command_finished` (outcome `ok` with the result, or `error`) after it. A
+   * process death in between leaves the command's outcome unknown (recovery
+   * journals that; it never re-runs it). `commandId` is an idempotency key:
+   * a command already journaled under it is not run again; its recorded
+   * result is returned (or its recorded failure, or ARBOR_COMMAND_OUTCOME_UNKNOWN).
+   */
+  executeCommand(command: string, args: readonly unknown[] = [], options: { commandId?: string } = {}): Promise<{ commandId: string; seq: number; result: unknown; duplicate: boolean }> {
     return this.run(`executeCommand ${command}`, async (state) => {
       const handler = this.#ctx.commands[command];
       if (handler === undefined || !Object.hasOwn(this.#ctx.commands, command)) {
         throw new ArborError(ErrorCodes.UNKNOWN_COMMAND, `unknown command ${JSON.stringify(command)} (session ${this.id}); registered: ${Object.keys(this.#ctx.commands).join(', ') || 'none'}`, { sessionId: this.id, field: 'command' });
       }
-      const result = await handler({ sessionId: this.id, state, args });
-      const commandId = randomUUID();
-      const data = { commandId, command, args: [...args], ...(result === undefined ? {} : { result }) } as EventData<'command_executed'>;
-      const committed = await this.commit(state, 'command_executed', data);
-      return { commandId, seq: committed.result.seq, result };
+      const commandId = options.commandId ?? randomUUID();
+      if (options.commandId !== undefined) {
+        const replay = this.#recordedCommand(state, commandId, command, args);
+        if (replay !== undefined) return replay;
+      }
+      const started = await this.commit(state, 'command_started', { commandId, command, args: [...args] } as EventData<'command_started'>).catch((err: unknown) => {
+        throw asCallerField(err, this.id, 'a command');
+      });
+      const t0 = performance.now();
+      const finish = (data: Omit<EventData<'command_finished'>, 'commandId' | 'command' | 'durationMs'>) =>
+        this.commit(started.state, 'command_finished', { commandId, command, ...data, durationMs: performance.now() - t0 } as EventData<'command_finished'>);
+      let result: unknown;
+      try {
+        result = await handler({ sessionId: this.id, state, args });
+      } catch (err) {
+        // Recorded as it happened, then the caller gets the failure (a crash is still a crash: supervised by run()).
+        await finish({ outcome: 'error', error: errorText(err), ...(isArborError(err) ? { errorCode: err.code } : {}) });
+        throw err;
+      }
+      try {
+        const committed = await finish({ outcome: 'ok', ...(result === undefined ? {} : { result: result as EventData<'command_finished'>['result'] }) });
+        return { commandId, seq: committed.result.seq, result, duplicate: false };
+      } catch (err) {
+        if (!isArborError(err, ErrorCodes.INVALID_INPUT)) throw err;
+        // The handler ran, but its result cannot be journaled (not JSON): the command ends as an error that says so.
+        const refused = asCallerField(err, this.id, 'a command');
+        await finish({ outcome: 'error', error: errorText(refused), errorCode: ErrorCodes.INVALID_INPUT });
+        throw refused;
+      }
     });
+  }
+
+  /** What a command already journaled under `commandId` answers a retry with; undefined when there is none. */
+  #recordedCommand(state: SessionState, commandId: string, command: string, args: readonly unknown[]): { commandId: string; seq: number; result: unknown; duplicate: true } | undefined {
+    const inFlight = state.commandsInFlight !== undefined && Object.hasOwn(state.commandsInFlight, commandId) ? state.commandsInFlight[commandId] : undefined;
+    const done = inFlight === undefined ? state.commands.findLast((c) => c.commandId === commandId) : undefined;
+    const recorded = inFlight ?? done;
+    if (recorded === undefined) return undefined;
+    const where = { sessionId: this.id, field: 'commandId', commandId, command: recorded.command };
+    if (recorded.command !== command || !isDeepStrictEqual([...(recorded.args ?? [])], [...args])) {
+      throw new ArborError(ErrorCodes.IDEMPOTENCY_MISMATCH, `session ${this.id}: commandId ${JSON.stringify(commandId)} was used for command ${JSON.stringify(recorded.command)} with other arguments; use a new commandId for a new command`, where);
+    }
+    if (done === undefined || done.outcome === 'unknown') {
+      throw new ArborError(ErrorCodes.COMMAND_OUTCOME_UNKNOWN, `session ${this.id}: command ${JSON.stringify(command)} (${commandId}) started at seq ${recorded === done ? done.startedSeq : inFlight!.startedSeq} and its outcome is unknown (the process stopped while it ran); it is not run again: check its effect, and run it under a new commandId if it is needed`, { ...where, seq: done?.seq });
+    }
+    if (done.outcome === 'error' || done.error !== undefined) {
+      const code = KNOWN_CODES.has(done.errorCode ?? '') ? (done.errorCode as ArborError['code']) : ErrorCodes.HANDLER_CRASHED;
+      throw new ArborError(code, `session ${this.id}: command ${JSON.stringify(command)} (${commandId}) already ran and failed (seq ${done.seq}): ${done.error ?? 'no reason recorded'}; it is not run again`, { ...where, seq: done.seq, duplicate: true });
+    }
+    return { commandId, seq: done.seq, result: done.result, duplicate: true };
   }
 
   /**
@@ -622,6 +675,10 @@ export class SessionActor {
       for (const { toolCallId, call } of toolCallsInFlight(state)) {
         ({ state } = await this.commit(state, 'tool_call_finished', { messageId: call.messageId, toolCallId, outcome: 'unknown' }));
       }
+      // The same for a command whose handler was running: recorded as unknown, never re-run.
+      for (const { commandId, call } of commandsInFlight(state)) {
+        ({ state } = await this.commit(state, 'command_finished', { commandId, command: call.command, outcome: 'unknown' }));
+      }
       const orphaned = interruptionEventData(state, 'the server stopped while this answer was streaming');
       if (orphaned !== undefined) ({ state } = await this.commit(state, 'stream_interrupted', orphaned));
       for (const requestMessageId of unansweredRequests(state)) {
@@ -745,12 +802,21 @@ export function retryTarget(state: SessionState): { requestMessageId: string; re
  * spelt it (`content`): the library's and the HTTP API's field names are the
  * same, the event's wrapper is an implementation detail.
  */
-function asCallerField(err: unknown, sessionId: string): unknown {
+function asCallerField(err: unknown, sessionId: string, what = 'a message'): unknown {
   if (!isArborError(err, ErrorCodes.INVALID_INPUT)) return err;
   const field = err.details.field;
   if (typeof field !== 'string' || !field.startsWith('data.')) return err;
   const name = field.slice('data.'.length);
   const issues = Array.isArray(err.details.issues) ? (err.details.issues as { field: string; message: string }[]) : [];
   const why = issues.find((i) => i.field === field)?.message ?? err.message;
-  return new ArborError(ErrorCodes.INVALID_INPUT, `invalid ${name} of a message to session ${sessionId}: ${why}`, { ...err.details, field: name }, { cause: err });
+  return new ArborError(ErrorCodes.INVALID_INPUT, `invalid ${name} of ${what} to session ${sessionId}: ${why}`, { ...err.details, field: name }, { cause: err });
+}
+
+/** Every ArborError code: a recorded `errorCode` is only reused when it is one of them. */
+const KNOWN_CODES: ReadonlySet<string> = new Set(Object.values(ErrorCodes));
+
+/** A thrown value as the journal can hold it: its message, well-formed, bounded. */
+function errorText(err: unknown): string {
+  const text = (err as Error)?.message ?? String(err);
+  return (typeof text === 'string' ? text : String(text)).slice(0, 10_000).toWellFormed() || 'failed';
 }

@@ -203,8 +203,19 @@ export class Session {
     return this.#command((a) => a.recordToolExecution(event));
   }
 
-  executeCommand(command: string, args: readonly unknown[] = []): Promise<{ commandId: string; seq: number; result: unknown }> {
-    return this.#command((a) => a.executeCommand(command, args));
+  /**
+   * Runs the registered handler `command` with `args`, intent first:
+   * `command_started` is durable before the handler is called, and
+   * `command_finished` (ok, or error) after it; a process death in between
+   * leaves the outcome unknown, and it is never re-run by itself
+   * (docs/durability.md). `commandId` is an idempotency key: a command
+   * already journaled under it is not run again: its recorded result comes
+   * back (`duplicate: true`), or its recorded failure, or
+   * ARBOR_COMMAND_OUTCOME_UNKNOWN; the same key with another command or other
+   * arguments is ARBOR_IDEMPOTENCY_MISMATCH.
+   */
+  executeCommand(command: string, args: readonly unknown[] = [], options: { commandId?: string } = {}): Promise<{ commandId: string; seq: number; result: unknown; duplicate: boolean }> {
+    return this.#command((a) => a.executeCommand(command, args, options));
   }
 
   /**
