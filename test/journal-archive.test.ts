@@ -140,5 +140,5 @@ test('journalArchiveDir: refused where it would share a directory with the journ
   await assert.rejects(createArbor({ dataDir, journalArchiveDir: join(dataDir, 'journals') }), /journalArchiveDir must be a directory of its own/);
   await assert.rejects(createArbor({ dataDir, journalArchiveDir: join(dir, 'a'), journalArchiveRetentionDays: 0 }), /journalArchiveRetentionDays/);
   const err = await rejectsWith(createArbor({ journalArchiveDir: join(dir, 'a'), postgres: { connectionString: 'postgres://127.0.0.1:1/none' } }), ErrorCodes.INVALID_OPTION);
-  assert.equal((err as { details: { option: string } }).details.option, 'journalArchiveDir');
+  assert.equal(err.details.option, 'journalArchiveDir');
 });

@@ -74,6 +74,9 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.NO_SUCH_APPROVAL]: { status: 404, retryAfter: false },
   [ErrorCodes.SESSION_NOT_FOUND]: { status: 404, retryAfter: false },
   [ErrorCodes.ENCRYPTION_KEY]: { status: 500, retryAfter: false },
+  // operations only (arbor restore --to): never an HTTP answer
+  [ErrorCodes.RESTORE_POINT]: { status: 500, retryAfter: false },
+  [ErrorCodes.ARCHIVE_GAP]: { status: 500, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */
