@@ -187,3 +187,41 @@ test('a gap in the archive (a missing segment) is refused naming the segment', a
   assert.match(err.message, /missing segment/);
   assert.equal(existsSync(dir), false);
 });
+
+test('encrypted: the archive holds ciphertext; restore --to with the live key store brings back the chats, and a chat deleted after the point stays erased (its key is gone)', async (t) => {
+  const { randomBytes } = await import('node:crypto');
+  const key = randomBytes(32).toString('base64');
+  const { dir, cleanup } = tempDir('arbor-pitr-enc-');
+  t.after(cleanup);
+  const data = join(dir, 'data');
+  const arch = join(dir, 'archive');
+  const SECRET = 'tapir-secret-5b0e';
+  const arbor = await createArbor({ dataDir: data, journalArchiveDir: arch, encryptionKey: key, llm: llm(), journalMaxSizeMb: 0.004, snapshotEveryEvents: 6, erasureDeadlineMs: 2_000 });
+  await say(arbor, 'keep', 'keep 0');
+  await say(arbor, 'secret', `${SECRET} 0`);
+  const backup = join(dir, 'backup');
+  await backupDataDir({ dataDir: data, dest: backup });
+  await say(arbor, 'keep', 'keep 1');
+  await say(arbor, 'secret', `${SECRET} 1`);
+  const store = fileStore(arbor);
+  await store.journal.flush();
+  const point = store.journal.nextLsn - 1;
+  for (let i = 0; i < 6; i += 1) await say(arbor, 'filler', `filler ${i} ${'f'.repeat(400)}`);
+  await arbor.session('secret').delete();
+  await arbor.whenErased();
+  await store.archive.settled();
+  await arbor.close();
+  assert.deepEqual(filesContaining(arch, SECRET), [], 'ciphertext only');
+  const out = join(dir, 'restored');
+  await rejectsWith(restoreToPoint({ src: backup, to: String(point), archiveDir: arch, dataDir: out }), ErrorCodes.USAGE, { option: 'keyStore' });
+  const r = await restoreToPoint({ src: backup, to: String(point), archiveDir: arch, dataDir: out, keyStore: join(data, 'keys', 'keystore.json') });
+  assert.equal(r.point.lsn, point);
+  assert.ok(r.erased.includes('secret'));
+  const again = await createArbor({ dataDir: out, encryptionKey: key, llm: llm() });
+  try {
+    assert.deepEqual(await userTexts(again, 'keep'), ['keep 0', 'keep 1']);
+    assert.equal(await again.exists('secret'), false);
+  } finally {
+    await again.close();
+  }
+});
