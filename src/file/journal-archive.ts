@@ -62,6 +62,8 @@ export interface JournalArchiveOptions {
   maxRecordBytes: number;
   /** wall clock (injectable for tests) */
   now?: () => number;
+  /** an archived segment without a meta file that does not scan clean (told at open, then left out) */
+  onDamaged?: (segment: string, err: unknown) => void;
 }
 
 /** Reads a segment's heads into its meta (no payload is parsed). Throws ARBOR_CORRUPTION when it does not scan clean. */
@@ -140,13 +142,13 @@ export async function readArchive(fs: FileSystem, dir: string, maxRecordBytes: n
 
 /** The archive of one journal (see the module comment). */
 export class JournalArchive {
-  readonly #o: Required<JournalArchiveOptions>;
+  readonly #o: Required<Omit<JournalArchiveOptions, 'onDamaged'>>;
   /** archived segments by name, oldest first when sorted */
   readonly #metas = new Map<string, ArchivedSegmentMeta>();
   readonly #deletions: Tombstones;
   #timer: NodeJS.Timeout | undefined;
 
-  private constructor(o: Required<JournalArchiveOptions>, deletions: Tombstones) {
+  private constructor(o: Required<Omit<JournalArchiveOptions, 'onDamaged'>>, deletions: Tombstones) {
     this.#o = o;
     this.#deletions = deletions;
   }
@@ -172,7 +174,14 @@ export class JournalArchive {
       const mName = metaName(name);
       let meta = set.has(mName) ? parseMeta(await fs.readFile(path.join(dir, mName)), name) : undefined;
       if (meta === undefined) {
-        meta = describeSegment(name, await fs.readFile(path.join(dir, name)), o.maxRecordBytes, o.now());
+        try {
+          meta = describeSegment(name, await fs.readFile(path.join(dir, name)), o.maxRecordBytes, o.now());
+        } catch (err) {
+          // A damaged copy does not stop the store: it is not counted as archived (the journal copies the
+          // segment again while it still holds it), and a restore through it refuses, naming the file.
+          options.onDamaged?.(name, err);
+          continue;
+        }
         await writeSynced(fs, path.join(dir, mName), Buffer.from(JSON.stringify(meta)));
         rebuilt = true;
       }

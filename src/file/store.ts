@@ -162,7 +162,13 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       archive =
         o.journalArchiveDir === undefined || !o.enableJournal
           ? undefined
-          : await JournalArchive.open({ fs, dir: o.journalArchiveDir, retentionDays: o.journalArchiveRetentionDays, maxRecordBytes: o.maxEventBytes });
+          : await JournalArchive.open({
+              fs,
+              dir: o.journalArchiveDir,
+              retentionDays: o.journalArchiveRetentionDays,
+              maxRecordBytes: o.maxEventBytes,
+              onDamaged: (name, err) => publishArchiveError(`the archived ${name} is damaged and left out`, err),
+            });
       let keys = master !== undefined && keyFile !== undefined ? await KeyStore.open(fs, o.dataDir, master, keyFile, 0) : undefined;
       const snapshots = await SnapshotStore.open({
         fs,
