@@ -2,7 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createArbor, MockProvider, type ArborOptions } from '../src/index.ts';
+import diagnostics_channel from 'node:diagnostics_channel';
+import { createArbor, MockProvider, openStore, type ArborOptions } from '../src/index.ts';
+import { MemoryFileSystem } from '../src/testing.ts';
+import { hooks, type ChatState } from './crash/power-loss-harness.ts';
 import { ErrorCodes } from '../src/core/errors.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
@@ -118,17 +121,17 @@ test('retention removes archived segments older than journalArchiveRetentionDays
   const store = fileStore(arbor);
   await store.archive.settled();
   const before = wals(archiveDir);
-  const live = new Set(wals(join(dataDir, 'journals')));
   assert.ok(before.length >= 2, `archived: ${before.join(', ')}`);
   // two days on: nothing is old enough
   assert.deepEqual((await store.archive.prune(Date.now() + 2 * DAY)).removed, []);
   assert.deepEqual(wals(archiveDir), before);
-  // four days on: every archived segment the journal no longer holds goes (meta files with them)
+  // four days on: the archived segments the journal no longer holds go, oldest first (meta files with them)
   const { removed } = await store.archive.prune(Date.now() + 4 * DAY);
-  const expected = before.filter((n) => !live.has(n));
-  assert.ok(expected.length > 0);
-  assert.deepEqual(removed, expected);
-  assert.deepEqual(wals(archiveDir), before.filter((n) => live.has(n)));
+  const live = new Set(store.journal.segmentNames());
+  assert.ok(removed.length > 0);
+  assert.deepEqual(removed, before.slice(0, removed.length), 'oldest first, a prefix');
+  assert.ok(removed.every((n) => !live.has(n)), 'never one the journal holds');
+  assert.deepEqual(wals(archiveDir), before.slice(removed.length));
   assert.deepEqual(readdirSync(archiveDir).filter((f) => f.endsWith('.meta.json')).length, wals(archiveDir).length);
   await arbor.close();
 });
@@ -141,4 +144,38 @@ test('journalArchiveDir: refused where it would share a directory with the journ
   await assert.rejects(createArbor({ dataDir, journalArchiveDir: join(dir, 'a'), journalArchiveRetentionDays: 0 }), /journalArchiveRetentionDays/);
   const err = await rejectsWith(createArbor({ journalArchiveDir: join(dir, 'a'), postgres: { connectionString: 'postgres://127.0.0.1:1/none' } }), ErrorCodes.INVALID_OPTION);
   assert.equal(err.details.option, 'journalArchiveDir');
+});
+
+test('a copy into the archive that fails keeps the segment in the journal; once the archive works again it is copied, then deleted', async () => {
+  // given a journal of sealed segments and an archive disk that fails every open (EIO)
+  const fs = new MemoryFileSystem();
+  const writer = await openStore<ChatState>({ dataDir: '/data', fs, journalMaxSizeMb: 0.004 }, hooks);
+  for (let n = 1; n <= 40; n += 1) await writer.append({ sid: 'a', type: 'user_message_sent', data: { n, text: 'a'.repeat(150) } });
+  await writer.close();
+  fs.injectFault({ op: 'open', pathIncludes: '/archive/', persistent: true });
+  const store = await openStore<ChatState>({ dataDir: '/data', fs, journalMaxSizeMb: 0.004, journalArchiveDir: '/archive' }, hooks);
+  const errors: string[] = [];
+  const onError = (m: unknown): void => {
+    errors.push((m as { source: string }).source);
+  };
+  diagnostics_channel.subscribe('arbor:error', onError);
+  try {
+    const sealed = store.journal.segmentNames().slice(0, -1);
+    assert.ok(sealed.length >= 2);
+    // when a snapshot releases every sealed segment
+    const r = await store.loadSession('a');
+    const { deletedSegments } = await store.snapshot('a', r!.state, r!.seq);
+    await store.archive.settled();
+    // then none is deleted (none could be archived), and the failure is published
+    assert.deepEqual(deletedSegments, []);
+    assert.deepEqual(store.journal.segmentNames().slice(0, -1), sealed);
+    assert.ok(errors.includes('archive'));
+    // and when the archive works again, the next deletion archives them first
+    fs.clearFaults();
+    assert.deepEqual(await store.compact(), sealed);
+    assert.deepEqual((await fs.readdir('/archive')).filter((f) => f.endsWith('.wal')).sort(), sealed);
+  } finally {
+    diagnostics_channel.unsubscribe('arbor:error', onError);
+    await store.close();
+  }
 });
