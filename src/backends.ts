@@ -5,6 +5,7 @@
  * PostgreSQL backend for them.
  */
 import type { SessionBackend } from './backend/backend.ts';
+import { ArborError, ErrorCodes } from './core/errors.ts';
 import type { RecoveryHooks } from './backend/replay.ts';
 import { DEFAULT_STORE_OPTIONS, type StoreOptions } from './file/options.ts';
 import { Store, type RecoveryReport } from './file/store.ts';
@@ -31,6 +32,10 @@ export interface BackendChoice<S> {
  */
 export async function openBackend<S>(choice: BackendChoice<S>, hooks: RecoveryHooks<S>): Promise<SessionBackend<S, RecoveryReport>> {
   if (choice.postgres !== undefined) {
+    // The journal archive is the file store's; PostgreSQL's point-in-time recovery is its own WAL archiving (docs/pitr.md).
+    if (choice.store.journalArchiveDir !== undefined) {
+      throw new ArborError(ErrorCodes.INVALID_OPTION, 'option journalArchiveDir is for the file store: on PostgreSQL, point-in-time recovery is the server\'s own (WAL archiving with archive_command and a base backup, see docs/pitr.md); remove journalArchiveDir', { option: 'journalArchiveDir' });
+    }
     return openPgBackend<S>({ ...choice.postgres, hooks }, { unsafeDisableFencing: choice.postgres.unsafeDisableFencing === true });
   }
   return Store.open<S>({ recovery: 'lazy', ...choice.store }, hooks);

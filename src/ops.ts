@@ -7,6 +7,8 @@ export { verifyDataDir, checkSnapshot, type VerifyReport, type VerifyDamage, typ
 export { inspectSession, summarizeEvent, type InspectReport, type InspectOptions, type TimelineEvent, type TimelineSnapshot, type StateSummary } from './ops/inspect.ts';
 export { compactDataDir, type CompactOptions, type CompactResult } from './ops/compact.ts';
 export { backupDataDir, restoreBackup, readManifest, MANIFEST_FILE, type BackupManifest, type BackupOptions, type BackupResult, type ManifestFile, type RestoreOptions, type RestoreResult } from './ops/backup.ts';
+export { restoreToPoint, pitrNoticeText, type PointInTimeRestoreOptions, type PointInTimeRestoreResult } from './ops/pitr.ts';
+export { readArchive, ARCHIVE_META_SUFFIX, type ArchivedSegmentMeta } from './file/journal-archive.ts';
 export { readRestoreMarker, writeRestoreMarker, restoreNoticeText, restoreNoticeFor, RESTORE_MARKER_FILE, type RestoreMarker, type RestoreNoticeMetadata } from './file/restore-marker.ts';
 export { BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName } from './ops/bench.ts';
 export { exists as pathExists } from './ops/layout.ts';

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Argument, Command, InvalidArgumentError, Option, type CommanderError } from 'commander';
 import { ArborError, ErrorCodes, isArborError, isSessionId, NodeFileSystem } from '../index.ts';
-import { rotateEncryptionKey, backupDataDir, restoreBackup, BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName, compactDataDir, inspectSession, type InspectReport, pathExists as exists, verifyDataDir, type VerifyReport } from '../ops.ts';
+import { rotateEncryptionKey, backupDataDir, restoreBackup, restoreToPoint, BENCHMARKS, PEERS_HINT, runBenchmarks, sourceRoot, type BenchmarkName, compactDataDir, inspectSession, type InspectReport, pathExists as exists, verifyDataDir, type VerifyReport } from '../ops.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -277,13 +277,33 @@ export function registerOpsCommands(program: Command): void {
     );
 
   addDirOptions(add('restore'))
-    .description('restore a backup into an empty (or new) data directory, checking every file against the manifest')
+    .description('restore a backup into an empty (or new) data directory, checking every file against the manifest; with --to, also the journal archive up to a point in time (docs/pitr.md)')
     .argument('<src>', 'backup directory (written by arbor backup)')
     .option('--json', 'print one JSON document on stdout')
     .option('--key-store <file>', 'an encrypted backup: the live key store (<data-dir>/keys/keystore.json); sessions deleted since stay erased')
-    .action(async (src: string, o: CommonOptions & { keyStore?: string }) =>
+    .option('--to <time|lsn>', 'point-in-time restore: an ISO 8601 time (2026-12-04T10:15:00Z) or an LSN; needs --archive-dir')
+    .addOption(new Option('--archive-dir <dir>', 'with --to: the journal archive (the server\'s journalArchiveDir)').env('ARBOR_JOURNAL_ARCHIVE_DIR'))
+    .option('--live-journal <dir>', 'with --to: the live journal directory (read-only), for the segments not archived yet; with it, only the sessions cut off by the point get the loss notice')
+    .action(async (src: string, o: CommonOptions & { keyStore?: string; to?: string; archiveDir?: string; liveJournal?: string }) =>
       run('restore', o.json, async () => {
         if (!(await exists(new NodeFileSystem(), src))) throw new ArborError(ErrorCodes.USAGE, `<src> ${src}: no such directory`, { option: 'src', src });
+        if (o.to !== undefined) {
+          if (o.archiveDir === undefined) throw new ArborError(ErrorCodes.USAGE, '--to needs --archive-dir <dir> (or ARBOR_JOURNAL_ARCHIVE_DIR): the journal archive to replay', { option: 'archiveDir' });
+          const r = await restoreToPoint({ ...layoutOf(o), src, to: o.to, archiveDir: o.archiveDir, ...(o.liveJournal === undefined ? {} : { liveJournalDir: o.liveJournal }), ...(o.keyStore === undefined ? {} : { keyStore: o.keyStore }) });
+          if (o.json === true) {
+            const { verify, ...rest } = r;
+            printJson({ ...rest, verify: { ok: verify.ok, totals: verify.totals, damage: verify.damage, notes: verify.notes } });
+          } else {
+            out(`restored backup ${r.backupId} (taken at ${r.backupStartedAt}) up to LSN ${r.point.lsn} (${r.point.at}) into ${r.dataDir}: ${r.segments.length} journal segments, ${r.sessions} sessions; ${r.verify.ok ? 'verified clean' : 'VERIFY FOUND DAMAGE:'}`);
+            for (const d of r.verify.damage) out(`DAMAGE ${where(d)}: ${d.reason}`);
+            out(`${r.cutOff.length} sessions had events after the point (not restored)${r.cutOff.length === 0 ? '' : `: ${r.cutOff.slice(0, 10).join(', ')}${r.cutOff.length > 10 ? ', …' : ''}`}`);
+            if (r.erased.length > 0) out(`${r.erased.length} deleted sessions stay erased: ${r.erased.slice(0, 10).join(', ')}${r.erased.length > 10 ? ', …' : ''}`);
+            out(`${r.marker} written: ${r.noticed.length} sessions will show the loss notice${r.exact ? '' : ' (all of them: without --live-journal, events after the last archived segment cannot be ruled out)'}`);
+          }
+          return r.verify.ok ? 0 : EXIT_FAILED;
+        }
+        if (o.archiveDir !== undefined && process.env.ARBOR_JOURNAL_ARCHIVE_DIR !== o.archiveDir) throw new ArborError(ErrorCodes.USAGE, '--archive-dir is for a point-in-time restore: give --to <time|lsn> too', { option: 'to' });
+        if (o.liveJournal !== undefined) throw new ArborError(ErrorCodes.USAGE, '--live-journal is for a point-in-time restore: give --to <time|lsn> too', { option: 'to' });
         const bar = progressBar('restore', o.json !== true, 'bytes');
         const r = await restoreBackup({ ...layoutOf(o), src, ...(o.keyStore === undefined ? {} : { keyStore: o.keyStore }), onProgress: bar.update }).finally(bar.stop);
         if (o.json === true) {

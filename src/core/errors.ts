@@ -69,6 +69,10 @@ export const ErrorCodes = {
   COMMAND_OUTCOME_UNKNOWN: 'ARBOR_COMMAND_OUTCOME_UNKNOWN',
   /** The encryption key is missing, malformed, or not the one the data was written with; `details.source` names where it came from. Nothing was written. */
   ENCRYPTION_KEY: 'ARBOR_ENCRYPTION_KEY',
+  /** `arbor restore --to`: the point is before the backup's own point or beyond what the archive covers; `details` has the value and the covered range. Nothing was written. */
+  RESTORE_POINT: 'ARBOR_RESTORE_POINT',
+  /** `arbor restore --to`: a journal segment the restore needs is missing from the archive; `details.segment` names it. Nothing was written. */
+  ARCHIVE_GAP: 'ARBOR_ARCHIVE_GAP',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -192,6 +192,14 @@ export async function rewriteSegment(fs: FileSystem, dir: string, name: string, 
   return { header, size: total, moved, erased };
 }
 
+/** What erasure needs of the journal archive (src/file/journal-archive.ts), when there is one. */
+export interface ErasureArchive {
+  /** Records the deletion durably in the archive (no restore from it brings the session back). */
+  recordDeletion(sid: string, lsn: number): Promise<void>;
+  /** Rewrites the archived segments holding records of `sids` without the records `isErased` names. */
+  erase(sids: ReadonlySet<string>, isErased: (sid: string, lsn: number) => boolean): Promise<{ segments: string[]; records: number }>;
+}
+
 export interface EraserOptions {
   fs: FileSystem;
   dataDir: string;
@@ -204,6 +212,8 @@ export interface EraserOptions {
   deadlineMs: number;
   /** Runs `op` while no one else writes the table checkpoint. */
   withCheckpoint: <T>(op: () => Promise<T>) => Promise<T>;
+  /** The journal archive (`journalArchiveDir`): erased there too. */
+  archive?: ErasureArchive | undefined;
 }
 
 /** What one erasure pass did. */
@@ -211,6 +221,8 @@ export interface ErasureReport {
   /** sessions whose erasure completed in this pass */
   sessions: string[];
   segmentsRewritten: string[];
+  /** archived segments (journalArchiveDir) rewritten */
+  archiveSegmentsRewritten?: string[];
   recordsErased: number;
   checkpointRewritten: boolean;
   durationMs: number;
@@ -259,6 +271,7 @@ export class Eraser {
     // (encryption: the session's data key is destroyed first, so every copy is unreadable from here on)
     await beforeTombstone?.(lsn);
     await this.tombstones.add(sid, lsn);
+    await this.#o.archive?.recordDeletion(sid, lsn);
     await this.#o.snapshots.removeSession(sid);
     this.schedule(0);
   }
@@ -327,6 +340,14 @@ export class Eraser {
           rewritten.add(id);
           report.segmentsRewritten.push(name);
           report.recordsErased += r.erased;
+        }
+        // The archive's copies (made before any of the rewrites above, or of a segment the journal has deleted since).
+        const archive = this.#o.archive;
+        if (archive !== undefined) {
+          for (const [sid, t] of targets) await archive.recordDeletion(sid, t.lsn);
+          const a = await archive.erase(new Set(targets.keys()), isErased);
+          report.archiveSegmentsRewritten = a.segments;
+          report.recordsErased += a.records;
         }
         return true;
       });

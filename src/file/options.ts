@@ -72,6 +72,14 @@ export interface StoreOptions {
    */
   encryptionKey: string | undefined;
   encryptionKeyFile: string | undefined;
+  /**
+   * Point-in-time restore (docs/pitr.md): every sealed journal segment is
+   * copied into this directory and synced before the journal may delete it.
+   * Off (undefined) by default.
+   */
+  journalArchiveDir: string | undefined;
+  /** Archived segments whose newest record is older than this many days are removed (a background pass). */
+  journalArchiveRetentionDays: number;
   /** How errors name where `encryptionKey` came from (the server: `env ARBOR_ENCRYPTION_KEY`); default `option encryptionKey`. */
   encryptionKeySource: string | undefined;
   /** Filesystem port (default: the real one). Tests pass the in-memory one. */
@@ -103,6 +111,8 @@ export const DEFAULT_STORE_OPTIONS: Readonly<StoreOptions> = Object.freeze({
   encryptionKey: undefined,
   encryptionKeyFile: undefined,
   encryptionKeySource: undefined,
+  journalArchiveDir: undefined,
+  journalArchiveRetentionDays: 7,
   fs: undefined,
 });
 
@@ -117,7 +127,7 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   }
   const merged = { ...DEFAULT_STORE_OPTIONS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as StoreOptions;
   if (typeof merged.dataDir !== 'string' || merged.dataDir.length === 0) throw new TypeError(`option dataDir must be a non-empty path, got ${JSON.stringify(merged.dataDir)}`);
-  for (const key of ['journalDir', 'snapshotDir'] as const) {
+  for (const key of ['journalDir', 'snapshotDir', 'journalArchiveDir'] as const) {
     const v = merged[key];
     if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw new TypeError(`option ${key} must be a non-empty path, got ${JSON.stringify(v)}`);
   }
@@ -137,6 +147,7 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   positiveInteger('maxSnapshotsPerSession', merged.maxSnapshotsPerSession, 1000);
   positiveInteger('dedupeWindow', merged.dedupeWindow);
   positiveInteger('erasureDeadlineMs', merged.erasureDeadlineMs, 60_000);
+  positiveInteger('journalArchiveRetentionDays', merged.journalArchiveRetentionDays, 36_500);
   positiveInteger('stateSchemaVersion', merged.stateSchemaVersion, 2 ** 32 - 1);
   for (const key of ['salvage', 'enableJournal', 'enableSnapshots', 'useJournalIndex'] as const) boolean(key, merged[key]);
   if (!merged.enableJournal && !merged.enableSnapshots) {
@@ -144,6 +155,12 @@ export function resolveStoreOptions(options: Partial<StoreOptions> = {}): Resolv
   }
   if (merged.recovery !== 'eager' && merged.recovery !== 'lazy') throw new RangeError(`option recovery must be 'eager' or 'lazy', got ${JSON.stringify(merged.recovery)}`);
   const dataDir = merged.dataDir;
+  if (merged.journalArchiveDir !== undefined) {
+    const archive = path.resolve(merged.journalArchiveDir);
+    for (const [key, dir] of [['dataDir', dataDir], ['journalDir', merged.journalDir ?? path.join(dataDir, 'journals')], ['snapshotDir', merged.snapshotDir ?? path.join(dataDir, 'snapshots')]] as const) {
+      if (path.resolve(dir) === archive) throw new RangeError(`option journalArchiveDir must be a directory of its own, not the ${key} (${JSON.stringify(dir)})`);
+    }
+  }
   return Object.freeze({
     ...merged,
     journalDir: merged.journalDir ?? path.join(dataDir, 'journals'),

@@ -20,6 +20,8 @@ import { Eraser, type Tombstones } from './erasure.ts';
 import { checkMasterKey, KeyStore, parseMasterKey, resolveMasterKey } from './keystore.ts';
 import { isSessionId } from '../core/ids.ts';
 import type { ErasureCapability } from '../backend/backend.ts';
+import { JournalArchive } from './journal-archive.ts';
+import { errorChannel, type ErrorMessage } from '../telemetry/channels.ts';
 
 export type { RecoveredSession } from './recovery-coordinator.ts';
 
@@ -90,11 +92,15 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   /** What `open` was given, so that `reopen` can open the same store again. */
   #reopenWith: { options: Partial<StoreOptions>; hooks: RecoveryHooks<S>; internals: StoreInternals } | undefined;
 
-  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined) {
+  /** The journal archive (`journalArchiveDir`), when it is on. */
+  readonly #archive: JournalArchive | undefined;
+
+  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined, archive: JournalArchive | undefined) {
     this.options = options;
     this.#fs = fs;
     this.#hooks = hooks;
     this.#keys = keys;
+    this.#archive = archive;
     this.#eraser = Eraser.start(
       {
         fs,
@@ -106,6 +112,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
         maxRecordBytes: options.maxEventBytes,
         deadlineMs: options.erasureDeadlineMs,
         withCheckpoint: (op) => this.#withCheckpoint(op),
+        archive,
       },
       tombstones,
     );
@@ -147,8 +154,21 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     const master = await resolveMasterKey(fs, o);
     const keyFile = await checkMasterKey(fs, o.dataDir, master);
     const lock = await DirectoryLock.acquire({ fs, dir: o.dataDir, ...(internals.lockPid === undefined ? {} : { pid: internals.lockPid }) });
+    let store: Store<S> | undefined;
     let journal: Journal | undefined;
+    let archive: JournalArchive | undefined;
     try {
+      // The journal archive (point-in-time restore): opened before the journal, which hands it every segment it seals or deletes.
+      archive =
+        o.journalArchiveDir === undefined || !o.enableJournal
+          ? undefined
+          : await JournalArchive.open({
+              fs,
+              dir: o.journalArchiveDir,
+              retentionDays: o.journalArchiveRetentionDays,
+              maxRecordBytes: o.maxEventBytes,
+              onDamaged: (name, err) => publishArchiveError(`the archived ${name} is damaged and left out`, err),
+            });
       let keys = master !== undefined && keyFile !== undefined ? await KeyStore.open(fs, o.dataDir, master, keyFile, 0) : undefined;
       const snapshots = await SnapshotStore.open({
         fs,
@@ -196,6 +216,14 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
         maxRecordBytes: o.maxEventBytes,
         dedupeWindow: o.dedupeWindow,
         writes: o.enableJournal,
+        ...(archive === undefined
+          ? {}
+          : {
+              onSegmentSealed: (name: string) => store?.archiveSoon(name),
+              beforeSegmentDelete: async (name: string) => {
+                await archive!.ensure(o.journalDir, name);
+              },
+            }),
       });
       // Coverage from file names: the records a session's newest snapshot covers stop pinning
       // their segments. Recovery holds segment deletion until it has checked those snapshots.
@@ -220,18 +248,23 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       if (journal.report.index === undefined && 'problem' in index && index.problem !== 'no index' && index.problem !== 'turned off') {
         journal.report.index = { used: false, identity: 'unknown', indexedRecords: 0, problem: index.problem };
       }
-      const store = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys);
-      if (loss !== undefined) store.#openReport.loss = loss;
-      store.#reopenWith = { options, hooks, internals };
-      store.#openReport.durationMs = performance.now() - started;
+      const created = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys, archive);
+      store = created;
+      // Segments sealed before this open (a crash may have cut their copy short) are archived in the background.
+      for (const { name } of journal.sealedSegments()) created.archiveSoon(name);
+      created.#startArchiveRetention();
+      if (loss !== undefined) created.#openReport.loss = loss;
+      created.#reopenWith = { options, hooks, internals };
+      created.#openReport.durationMs = performance.now() - started;
       if (o.recovery === 'eager' || o.salvage) {
-        await store.#recovery.runPass((sid, r) => store.#recovered.set(sid, r));
-        store.#openReport.durationMs = performance.now() - started;
+        await created.#recovery.runPass((sid, r) => created.#recovered.set(sid, r));
+        created.#openReport.durationMs = performance.now() - started;
       }
-      return store;
+      return created;
     } catch (err) {
       // The open failed: that error is the one to report. Cleaning up is best effort (a lock left
       // behind names this dead process and is taken over by the next open).
+      archive?.stop();
       await journal?.close().catch(() => undefined);
       await lock.release().catch(() => undefined);
       throw err;
@@ -596,6 +629,48 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     return { state: j.state, queueDepth: j.queueDepth, lastFlushAt: j.lastFlushAt, journalBytes: j.sizeBytes() };
   }
 
+  /**
+   * Copies the sealed segment into the archive in the background (serialised
+   * with segment deletions and erasure rewrites). A failure is published on
+   * `arbor:error` (source `archive`); the segment is copied again before the
+   * journal deletes it.
+   */
+  archiveSoon(name: string): void {
+    const archive = this.#archive;
+    if (archive === undefined || archive.has(name)) return;
+    void this.journal
+      .exclusiveSegments(async () => {
+        if (this.journal.state !== 'open' || !this.journal.segmentNames().includes(name) || this.journal.segmentNames().at(-1) === name) return;
+        await archive.ensure(this.journal.dir, name);
+      })
+      .catch((err: unknown) => publishArchiveError(`archiving ${name} failed (it is retried before the journal deletes it)`, err));
+  }
+
+  /** The journal archive (`journalArchiveDir`), when it is on: its segments, and retention run now. */
+  readonly archive = {
+    /** whether the archive is on */
+    enabled: (): boolean => this.#archive !== undefined,
+    /** the archived segments' metas, oldest first */
+    segments: () => this.#archive?.segments() ?? [],
+    /** deleted sessions recorded in the archive */
+    deletions: () => this.#archive?.deletions() ?? [],
+    /** resolves when every archive copy queued so far is done */
+    settled: (): Promise<void> => this.journal.exclusiveSegments(async () => undefined),
+    /** one retention pass now, as the background pass does it (`now`: the clock to judge ages by) */
+    prune: (now?: number): Promise<{ removed: string[] }> => {
+      const archive = this.#archive;
+      if (archive === undefined) return Promise.resolve({ removed: [] });
+      return this.journal.exclusiveSegments(() => archive.prune(now, (name) => this.journal.segmentNames().includes(name)));
+    },
+  };
+
+  #startArchiveRetention(): void {
+    const archive = this.#archive;
+    if (archive === undefined) return;
+    const interval = Math.min(3_600_000, this.options.journalArchiveRetentionDays * 24 * 360_000);
+    archive.startRetention(interval, (name) => this.journal.segmentNames().includes(name), (err) => publishArchiveError('archive retention failed', err), (op) => this.journal.exclusiveSegments(op));
+  }
+
   /** Deletes journal segments that snapshots fully cover. */
   compact(): Promise<string[]> {
     return this.journal.deleteReleasedSegments();
@@ -611,6 +686,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     this.#state = 'closing';
     this.#recovery.stop();
     try {
+      this.#archive?.stop();
       await this.#eraser.close();
       // A clean close leaves an index of everything: the next open reads it instead of scanning.
       if (this.journal.state === 'open' && this.options.enableJournal) {
@@ -637,6 +713,10 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
 /** A point of a session's history that is no longer held (see SessionBackend.peekSession). */
 function unreachableSeq(sid: string, atSeq: number, oldestSeq: number): ArborError {
   return new ArborError(ErrorCodes.INVALID_INPUT, `session ${sid}: its state at seq ${atSeq} is no longer held (the oldest reachable seq is ${oldestSeq}: earlier events were compacted into snapshots)`, { field: 'atSeq', sessionId: sid, atSeq, oldestSeq });
+}
+
+function publishArchiveError(what: string, err: unknown): void {
+  if (errorChannel.hasSubscribers) errorChannel.publish({ source: 'archive', code: (err as ArborError)?.code ?? ErrorCodes.IO_ERROR, message: `${what}: ${(err as Error)?.message ?? String(err)}` } satisfies ErrorMessage);
 }
 
 /** The errno code (ENOSPC, EIO, …) somewhere in an error's cause chain. */

@@ -15,7 +15,7 @@ import { ERASURE_DIR, TOMBSTONE_FILE } from '../file/erasure.ts';
 import { erasedUpTo, KEYS_DIR, KEYSTORE_FILE, readKeyStoreFile } from '../file/keystore.ts';
 
 /** The one file of `<dataDir>/erasure/` a backup carries: deletions whose erasure was not complete when it was taken. */
-const TOMBSTONE_PATH = `${ERASURE_DIR}/${TOMBSTONE_FILE}`;
+export const TOMBSTONE_PATH = `${ERASURE_DIR}/${TOMBSTONE_FILE}`;
 
 /**
  * Online backup and restore. docs/backup.md states the guarantees and the
@@ -114,7 +114,7 @@ const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 
 /** Refuses a destination that exists and is not an empty directory. */
-async function assertEmptyTarget(fs: FileSystem, dir: string, what: string, option: string): Promise<void> {
+export async function assertEmptyTarget(fs: FileSystem, dir: string, what: string, option: string): Promise<void> {
   let entries: string[];
   try {
     const st = await fs.stat(dir);
@@ -129,7 +129,7 @@ async function assertEmptyTarget(fs: FileSystem, dir: string, what: string, opti
   }
 }
 
-async function writeDurably(fs: FileSystem, file: string, data: Uint8Array): Promise<void> {
+export async function writeDurably(fs: FileSystem, file: string, data: Uint8Array): Promise<void> {
   const handle = await fs.open(file, 'w+', FILE_MODE);
   try {
     await writeFully(handle, data, 0);
@@ -139,7 +139,7 @@ async function writeDurably(fs: FileSystem, file: string, data: Uint8Array): Pro
   }
 }
 
-function sha256(data: Uint8Array): string {
+export function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 

@@ -53,6 +53,9 @@ export interface ArborConfig {
   erasureDeadlineMs: number;
   encryptionKey: string | undefined;
   encryptionKeyFile: string | undefined;
+  // point-in-time restore (docs/pitr.md)
+  journalArchiveDir: string | undefined;
+  journalArchiveRetentionDays: number;
   // runtime
   snapshotEveryEvents: number;
   mailboxCapacity: number;
@@ -150,6 +153,8 @@ export const OPTION_SPECS = {
   erasureDeadlineMs: int(30_000, 1, 60_000, "a deleted session's bytes are erased from the data directory within this long"),
   encryptionKey: { kind: 'string', default: undefined, accepts: '32 bytes in base64 (openssl rand -base64 32)', meaning: 'encryption at rest: the master key; each session gets its own data key wrapped by it (docs/encryption.md)', secret: true },
   encryptionKeyFile: path(undefined, 'encryption at rest: a file holding the master key (instead of encryptionKey)'),
+  journalArchiveDir: path(undefined, 'file store: copy every sealed journal segment here (synced) before it is deleted, for `arbor restore <backup> --to <time | lsn>` (docs/pitr.md); refused on PostgreSQL'),
+  journalArchiveRetentionDays: int(7, 1, 36_500, 'archived segments whose newest record is older than this many days are removed'),
   snapshotEveryEvents: int(100, 1, MAX_INT, 'snapshot a session after this many events'),
   mailboxCapacity: int(1000, 1, MAX_INT, 'commands waiting per session before ARBOR_MAILBOX_FULL (HTTP 429)'),
   maxRestarts: int(5, 1, MAX_INT, 'handler crashes allowed within restartWindowMs before a session is stopped'),

@@ -76,6 +76,9 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, { status: number; retryA
   [ErrorCodes.ENCRYPTION_KEY]: { status: 500, retryAfter: false },
   // The command may or may not have run; repeating it is the caller's decision, under a new commandId.
   [ErrorCodes.COMMAND_OUTCOME_UNKNOWN]: { status: 409, retryAfter: false },
+  // operations only (arbor restore --to): never an HTTP answer
+  [ErrorCodes.RESTORE_POINT]: { status: 500, retryAfter: false },
+  [ErrorCodes.ARCHIVE_GAP]: { status: 500, retryAfter: false },
 });
 
 /** True when `err` or one of its causes is a Node error with `code` (e.g. ENOSPC under an ARBOR_IO_ERROR). */

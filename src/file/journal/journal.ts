@@ -65,6 +65,13 @@ export interface JournalOptions {
    * Never trusted blindly: anything that does not match means a full scan.
    */
   index?: JournalIndexImage;
+  /**
+   * The journal archive (src/file/journal-archive.ts): told of each segment
+   * sealed by a rotation, and awaited before a segment is deleted (the
+   * deletion stops, keeping the segment, when it rejects).
+   */
+  onSegmentSealed?: ((name: string) => void) | undefined;
+  beforeSegmentDelete?: ((name: string) => Promise<void>) | undefined;
 }
 
 /** What a journal index holds: everything open needs of the log up to `end`. */
@@ -236,7 +243,7 @@ interface WrittenBatch {
   started: number;
 }
 
-type ResolvedJournalOptions = Required<Omit<JournalOptions, 'index'>> & Pick<JournalOptions, 'index'>;
+type ResolvedJournalOptions = Required<Omit<JournalOptions, 'index' | 'onSegmentSealed' | 'beforeSegmentDelete'>> & Pick<JournalOptions, 'index' | 'onSegmentSealed' | 'beforeSegmentDelete'>;
 
 /** A segment as it was when the journal was opened, for replaying it in log order. */
 export interface SegmentFrames {
@@ -779,6 +786,8 @@ export class Journal {
     this.#active = next.segment;
     this.#segments.push(next.segment);
     await old.close();
+    const sealed = this.#segments.at(-2);
+    if (sealed !== undefined) this.#o.onSegmentSealed?.(sealed.name);
   }
 
   /** temp file → header → fdatasync → rename → directory sync: a segment never appears with a partial header. */
@@ -1036,6 +1045,15 @@ export class Journal {
     const deleted: string[] = [];
     while (!this.#deletionHeld && this.#segments.length > 1 && this.#segments[0]!.live <= 0 && this.#state === 'open') {
       const seg = this.#segments[0]!;
+      if (this.#o.beforeSegmentDelete !== undefined) {
+        // Archived (copied and synced) first; a failed copy keeps the segment, and the next deletion tries again.
+        try {
+          await this.#o.beforeSegmentDelete(seg.name);
+        } catch (err) {
+          if (errorChannel.hasSubscribers) errorChannel.publish({ source: 'archive', code: (err as ArborError)?.code ?? ErrorCodes.IO_ERROR, message: `archiving ${seg.name} failed; it is kept in the journal: ${(err as Error)?.message ?? String(err)}` } satisfies ErrorMessage);
+          break;
+        }
+      }
       await this.#o.fs.unlink(path.join(this.#o.dir, seg.name));
       this.#segments.shift();
       await this.#o.fs.syncDir(this.#o.dir);
