@@ -31,7 +31,16 @@ export interface BackendChoice<S> {
  */
 export async function openBackend<S>(choice: BackendChoice<S>, hooks: RecoveryHooks<S>): Promise<SessionBackend<S, RecoveryReport>> {
   if (choice.postgres !== undefined) {
-    return openPgBackend<S>({ ...choice.postgres, hooks }, { unsafeDisableFencing: choice.postgres.unsafeDisableFencing === true });
+    // Encryption at rest is one option for both backends: createArbor's `encryptionKey` / `encryptionKeyFile` reach PostgreSQL too.
+    const { encryptionKey, encryptionKeyFile, encryptionKeySource } = choice.store;
+    const pgOptions: PgBackendOptions<S> = {
+      ...choice.postgres,
+      encryptionKey: choice.postgres.encryptionKey ?? encryptionKey,
+      encryptionKeyFile: choice.postgres.encryptionKeyFile ?? encryptionKeyFile,
+      encryptionKeySource: choice.postgres.encryptionKeySource ?? encryptionKeySource,
+      hooks,
+    };
+    return openPgBackend<S>(pgOptions, { unsafeDisableFencing: choice.postgres.unsafeDisableFencing === true });
   }
   return Store.open<S>({ recovery: 'lazy', ...choice.store }, hooks);
 }
