@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createArbor, MockProvider, type ArborOptions } from '../../src/index.ts';
 import { rotateEncryptionKey } from '../../src/ops.ts';
+import { loadConfig } from '../../src/server/config.ts';
+import { startServer } from '../../src/server/server.ts';
 import { ErrorCodes } from '../../src/core/errors.ts';
 import { decodeSnapshot } from '../../src/backend/snapshot-codec.ts';
 import { ContentSealer, isSealed, parseMasterKey, unwrapDataKey } from '../../src/backend/encryption.ts';
@@ -230,4 +232,35 @@ test('PostgreSQL: nodes share the key table; of two starting at once with differ
   } finally {
     await pool.end();
   }
+});
+
+test('arbor serve on PostgreSQL with ARBOR_ENCRYPTION_KEY: the chat over HTTP is sealed in the rows, DELETE removes its key; another key is refused at start naming the env', { skip: pgSkip }, async () => {
+  const schema = freshSchemaName('ench');
+  dropSchemaAtEnd(schema);
+  const key = newKey();
+  const MARK = `http-plaintext-${randomBytes(4).toString('hex')}`;
+  const config = (k: string) => loadConfig({ env: { ARBOR_ENCRYPTION_KEY: k, ARBOR_MOCK_CHUNKS: '2', ARBOR_MOCK_CHUNK_DELAY_MS: '0' }, overrides: { databaseUrl: PG_URL!, pgSchema: schema, nodeId: 'h1', port: 0, logLevel: 'silent' } });
+  const server = await startServer(config(key));
+  const pool = testPool(1);
+  try {
+    const post = (path: string, body: unknown) => fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal((await post('/v1/sessions', { id: 'web' })).status, 201);
+    assert.equal((await post('/v1/sessions/web/messages', { content: MARK })).status, 202);
+    let messages: { content: string }[] = [];
+    for (let i = 0; i < 100 && messages.length < 2; i += 1) {
+      messages = ((await (await fetch(`${server.url}/v1/sessions/web`)).json()) as { messages: { content: string }[] }).messages;
+      if (messages.length < 2) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(messages[0]!.content, MARK);
+    const count = async (sql: string, params: unknown[] = []): Promise<number> => Number((await pool.query(sql, params)).rows[0].n);
+    assert.ok((await count(`SELECT count(*) AS n FROM "${schema}".events WHERE sid = 'web'`)) > 0);
+    assert.equal(await count(`SELECT count(*) AS n FROM "${schema}".events WHERE data LIKE '%' || $1 || '%'`, [MARK]), 0);
+    assert.equal(await count(`SELECT count(*) AS n FROM "${schema}".data_keys WHERE sid = 'web'`), 1);
+    assert.equal((await fetch(`${server.url}/v1/sessions/web`, { method: 'DELETE' })).status, 204);
+    assert.equal(await count(`SELECT count(*) AS n FROM "${schema}".data_keys WHERE sid = 'web'`), 0);
+  } finally {
+    await pool.end();
+    await server.close();
+  }
+  await rejectsWith(startServer(config(newKey())), ErrorCodes.ENCRYPTION_KEY, { source: 'option encryptionKey (env ARBOR_ENCRYPTION_KEY or --encryption-key)' });
 });
