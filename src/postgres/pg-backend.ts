@@ -766,7 +766,8 @@ export class PgBackend<S> implements SessionBackend<S> {
   async read(sid: string, fromSeq = 1): Promise<JournalRecord[]> {
     assertSessionId(sid);
     this.#assertOpen();
-    if (this.#sealer !== undefined && !this.#dataKeys.has(sid)) await this.#fetchKey(sid);
+    // A session this node does not hold may have been deleted and created again elsewhere: its key as stored now.
+    if (this.#sealer !== undefined && (!this.#dataKeys.has(sid) || !this.#held.has(sid))) await this.#fetchKey(sid);
     const { rows } = await this.#pool.query<EventRow>(this.#sql.eventsFrom, [sid, fromSeq]);
     return rows.map((r) => this.#toRecord(sid, r));
   }
