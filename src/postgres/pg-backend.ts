@@ -787,6 +787,17 @@ export class PgBackend<S> implements SessionBackend<S> {
   async peekSession(sid: string, atSeq?: number): Promise<RecoveredSession<S> | undefined> {
     assertSessionId(sid);
     this.#assertOpen();
+    try {
+      return await this.#peek(sid, atSeq);
+    } catch (err) {
+      // Sealed rows whose data key was destroyed (rows of a deleted session put back, e.g. from an earlier dump):
+      // erased, as far as a look is concerned; loading it still refuses with ARBOR_ENCRYPTION_KEY.
+      if (err instanceof ArborError && err.code === ErrorCodes.ENCRYPTION_KEY && err.details.shredded === true) return undefined;
+      throw err;
+    }
+  }
+
+  async #peek(sid: string, atSeq: number | undefined): Promise<RecoveredSession<S> | undefined> {
     const upTo = atSeq ?? Number.MAX_SAFE_INTEGER;
     if (this.#sealer !== undefined) await this.#fetchKey(sid);
     const { rows: snaps } = await this.#pool.query<SnapshotRow>(this.#sql.snapshotsUpTo, [sid, upTo]);
@@ -1036,7 +1047,7 @@ export class PgBackend<S> implements SessionBackend<S> {
   #dataKey(sid: string): Buffer {
     const key = this.#dataKeys.get(sid);
     if (key === undefined) {
-      throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `session ${sid} has no data key in ${this.options.schema}.data_keys: it was deleted (its key destroyed), so its rows can never be read`, { sessionId: sid, source: `${this.options.schema}.data_keys` });
+      throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `session ${sid} has no data key in ${this.options.schema}.data_keys: it was deleted (its key destroyed), so its rows can never be read`, { sessionId: sid, source: `${this.options.schema}.data_keys`, shredded: true });
     }
     return key;
   }

@@ -145,6 +145,8 @@ test('PostgreSQL delete shreds: the key row goes with the rows, and a copy of th
   const restored = await createArbor(options(schema, 'n2', key));
   try {
     await rejectsWith(restored.session('doomed').load(), ErrorCodes.ENCRYPTION_KEY, { sessionId: 'doomed' });
+    // and the listing shows it as erased (left out), without failing for the others
+    assert.deepEqual((await restored.sessions()).sessions.map((s) => s.id), ['kept']);
     assert.deepEqual((await restored.session('kept').load()).messages.map((m) => m.content), kept);
   } finally {
     await restored.close();
