@@ -36,7 +36,16 @@ export async function openBackend<S>(choice: BackendChoice<S>, hooks: RecoveryHo
     if (choice.store.journalArchiveDir !== undefined) {
       throw new ArborError(ErrorCodes.INVALID_OPTION, 'option journalArchiveDir is for the file store: on PostgreSQL, point-in-time recovery is the server\'s own (WAL archiving with archive_command and a base backup, see docs/pitr.md); remove journalArchiveDir', { option: 'journalArchiveDir' });
     }
-    return openPgBackend<S>({ ...choice.postgres, hooks }, { unsafeDisableFencing: choice.postgres.unsafeDisableFencing === true });
+    // Encryption at rest is one option for both backends: createArbor's `encryptionKey` / `encryptionKeyFile` reach PostgreSQL too.
+    const { encryptionKey, encryptionKeyFile, encryptionKeySource } = choice.store;
+    const pgOptions: PgBackendOptions<S> = {
+      ...choice.postgres,
+      encryptionKey: choice.postgres.encryptionKey ?? encryptionKey,
+      encryptionKeyFile: choice.postgres.encryptionKeyFile ?? encryptionKeyFile,
+      encryptionKeySource: choice.postgres.encryptionKeySource ?? encryptionKeySource,
+      hooks,
+    };
+    return openPgBackend<S>(pgOptions, { unsafeDisableFencing: choice.postgres.unsafeDisableFencing === true });
   }
   return Store.open<S>({ recovery: 'lazy', ...choice.store }, hooks);
 }

@@ -647,6 +647,8 @@ export class Arbor {
           this.#hot.store(sid, state);
           throw err;
         }
+        // Its listing summary goes too: an id created again must never be listed with the deleted one's.
+        this.#lister.forget(sid);
         rec.lastEvent = undefined;
         rec.eventsSinceSnapshot = 0;
         rec.loadFailure = undefined;

@@ -1,6 +1,5 @@
-import { createCipheriv, createDecipheriv, createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { posix as path } from 'node:path';
-import { Packr } from 'msgpackr';
+import { ContentSealer, isSealed, keyCheck, keyCheckOpens, masterKeyId, newDataKey, parseMasterKey, resolveMasterKey as resolveKey, unwrapDataKey, wrapDataKey, type MasterKey, type MasterKeyOptions } from '../backend/encryption.ts';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { isSessionId } from '../core/ids.ts';
 import { hasCode, type FileSystem } from '../storage/fs-port.ts';
@@ -28,77 +27,11 @@ import { writeFileDurably } from './erasure.ts';
 export const KEYS_DIR = 'keys';
 export const KEYSTORE_FILE = 'keystore.json';
 export const KEYSTORE_FORMAT = 'arbor-keystore';
-const CHECK_TEXT = 'arbor-keystore-check';
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
-const packr = new Packr({ useRecords: false, moreTypes: false });
-
-/** A master key and where it came from (named in every error about it). */
-export interface MasterKey {
-  key: Buffer;
-  /** e.g. `option encryptionKey`, `env ARBOR_ENCRYPTION_KEY`, `key file /etc/arbor/key` */
-  source: string;
-}
-
-/** Parses a base64 master key of exactly 32 bytes; ARBOR_ENCRYPTION_KEY naming `source` otherwise. */
-export function parseMasterKey(value: string, source: string): MasterKey {
-  const text = value.trim();
-  const key = Buffer.from(text, 'base64');
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || key.length !== 32) {
-    throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `the encryption key from ${source} is not 32 bytes of base64 (got ${key.length} bytes); make one with: openssl rand -base64 32`, { source });
-  }
-  return { key, source };
-}
+export { isSealed, masterKeyId, parseMasterKey, type MasterKey };
 
 /** The master key from the options: `encryptionKey` (base64) or `encryptionKeyFile` (a file holding it); undefined when neither. */
-export async function resolveMasterKey(fs: FileSystem, o: { encryptionKey?: string | undefined; encryptionKeyFile?: string | undefined; encryptionKeySource?: string | undefined }): Promise<MasterKey | undefined> {
-  if (o.encryptionKey !== undefined) return parseMasterKey(o.encryptionKey, o.encryptionKeySource ?? 'option encryptionKey');
-  if (o.encryptionKeyFile !== undefined) {
-    const source = `key file ${o.encryptionKeyFile}`;
-    let text: string;
-    try {
-      text = Buffer.from(await fs.readFile(o.encryptionKeyFile)).toString('utf8');
-    } catch (err) {
-      throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `cannot read the ${source}: ${(err as Error).message}`, { source }, { cause: err });
-    }
-    return parseMasterKey(text, source);
-  }
-  return undefined;
-}
-
-export function masterKeyId(key: Buffer): string {
-  return createHash('sha256').update('arbor-master-key-id').update(key).digest('hex').slice(0, 16);
-}
-
-/** Random IVs drawn in bulk: one randomBytes call per 4,096 seals instead of one each (it dominated the cost). */
-let ivPool = Buffer.alloc(0);
-let ivAt = 0;
-function nextIv(): Buffer {
-  if (ivAt + IV_BYTES > ivPool.length) {
-    ivPool = randomBytes(IV_BYTES * 4096);
-    ivAt = 0;
-  }
-  const iv = ivPool.subarray(ivAt, ivAt + IV_BYTES);
-  ivAt += IV_BYTES;
-  return iv;
-}
-
-export function seal(key: Buffer | KeyObject, plaintext: Uint8Array, aad: string): Buffer {
-  const iv = nextIv();
-  const c = createCipheriv('aes-256-gcm', key, iv);
-  c.setAAD(Buffer.from(aad, 'utf8'));
-  const body = Buffer.concat([c.update(plaintext), c.final()]);
-  return Buffer.concat([iv, c.getAuthTag(), body]);
-}
-
-/** Opens a sealed blob; throws (a plain Error) when the key or the bytes are wrong. */
-export function unseal(key: Buffer | KeyObject, blob: Uint8Array, aad: string): Buffer {
-  const b = Buffer.from(blob.buffer, blob.byteOffset, blob.length);
-  if (b.length < IV_BYTES + TAG_BYTES) throw new Error('sealed blob is too short');
-  const d = createDecipheriv('aes-256-gcm', key, b.subarray(0, IV_BYTES));
-  d.setAAD(Buffer.from(aad, 'utf8'));
-  d.setAuthTag(b.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
-  return Buffer.concat([d.update(b.subarray(IV_BYTES + TAG_BYTES)), d.final()]);
+export function resolveMasterKey(fs: FileSystem, o: MasterKeyOptions): Promise<MasterKey | undefined> {
+  return resolveKey((file) => fs.readFile(file), o);
 }
 
 /** A live data key (`erasedUpTo`: an earlier session with this id was deleted, its records up to that LSN unreadable), or a destroyed one. */
@@ -117,13 +50,6 @@ export interface KeyStoreFile {
   check: string;
   since: number;
   keys: Record<string, KeyEntry>;
-}
-
-/** Whether a value is a sealed envelope (`{"$enc": …}`, nothing else). */
-export function isSealed(value: unknown): value is { $enc: string | Uint8Array } {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const keys = Object.keys(value);
-  return keys.length === 1 && keys[0] === '$enc';
 }
 
 /** Reads `<dataDir>/keys/keystore.json` without checking any key; undefined when there is none. */
@@ -159,9 +85,7 @@ export async function checkMasterKey(fs: FileSystem, dataDir: string, master: Ma
   if (master === undefined) {
     throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `data directory ${dataDir} is encrypted (it has ${KEYS_DIR}/${KEYSTORE_FILE}) and no encryption key was given: set encryptionKey, encryptionKeyFile or ARBOR_ENCRYPTION_KEY`, { source: 'none', dataDir });
   }
-  try {
-    if (unseal(master.key, Buffer.from(file.check, 'base64'), 'check').toString('utf8') !== CHECK_TEXT) throw new Error('check text differs');
-  } catch {
+  if (!keyCheckOpens(master, Buffer.from(file.check, 'base64'))) {
     throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `the encryption key from ${master.source} is not the key data directory ${dataDir} was encrypted with (key id ${file.masterKeyId}, given ${masterKeyId(master.key)}); nothing was written`, { source: master.source, dataDir, expectedKeyId: file.masterKeyId });
   }
   return file;
@@ -174,9 +98,9 @@ export class KeyStore {
   #master: MasterKey;
   #since: number;
   readonly #entries = new Map<string, KeyEntry>();
-  /** raw bytes (for rewrapping) and the KeyObject the ciphers use (made once: a raw key costs a key import per call) */
+  /** the unwrapped data keys (raw bytes: on Node 20 a cipher from a KeyObject costs twice as much as one from raw bytes) */
   readonly #keys = new Map<string, Buffer>();
-  readonly #keyObjects = new Map<string, KeyObject>();
+  readonly #sealer = new ContentSealer((sid) => this.#key(sid));
   #writing: Promise<unknown> = Promise.resolve();
   /** Sessions whose new key is not durable yet, with the write that makes it so (appends wait for it). */
   readonly #creating = new Map<string, Promise<void>>();
@@ -202,7 +126,7 @@ export class KeyStore {
       ks.#entries.set(sid, entry);
       if ('wrapped' in entry) {
         try {
-          ks.#keys.set(sid, unseal(master.key, Buffer.from(entry.wrapped, 'base64'), `key:${sid}`));
+          ks.#keys.set(sid, unwrapDataKey(master, sid, Buffer.from(entry.wrapped, 'base64')));
         } catch (err) {
           throw new ArborError(ErrorCodes.CORRUPTION, `${ks.#file}: the data key of session ${sid} does not unwrap with the key from ${master.source}`, { file: ks.#file, sessionId: sid, source: master.source }, { cause: err });
         }
@@ -247,10 +171,10 @@ export class KeyStore {
     const pending = this.#creating.get(sid);
     if (pending !== undefined) return pending;
     if (this.#keys.has(sid)) return undefined;
-    const key = randomBytes(32);
+    const key = newDataKey();
     const upTo = erasedUpTo(this.#entries.get(sid));
     this.#keys.set(sid, key);
-    this.#entries.set(sid, { wrapped: seal(this.#master.key, key, `key:${sid}`).toString('base64'), ...(upTo === undefined ? {} : { erasedUpTo: upTo }) });
+    this.#entries.set(sid, { wrapped: wrapDataKey(this.#master, sid, key).toString('base64'), ...(upTo === undefined ? {} : { erasedUpTo: upTo }) });
     let batch = this.#batch;
     if (batch === undefined) {
       const sids = new Set<string>();
@@ -269,7 +193,6 @@ export class KeyStore {
             for (const s of sids) {
               this.#creating.delete(s);
               this.#keys.delete(s);
-              this.#keyObjects.delete(s);
               this.#entries.delete(s);
             }
             throw err;
@@ -286,7 +209,6 @@ export class KeyStore {
   /** Destroys the session's data key (a shredded marker up to `lsn` stays), durably. */
   destroy(sid: string, lsn: number): Promise<void> {
     this.#keys.delete(sid);
-    this.#keyObjects.delete(sid);
     this.#entries.set(sid, { shredded: Date.now(), lsn });
     return this.#persist();
   }
@@ -296,54 +218,39 @@ export class KeyStore {
     this.#master = next;
     for (const [sid, key] of this.#keys) {
       const upTo = erasedUpTo(this.#entries.get(sid));
-      this.#entries.set(sid, { wrapped: seal(next.key, key, `key:${sid}`).toString('base64'), ...(upTo === undefined ? {} : { erasedUpTo: upTo }) });
+      this.#entries.set(sid, { wrapped: wrapDataKey(next, sid, key).toString('base64'), ...(upTo === undefined ? {} : { erasedUpTo: upTo }) });
     }
     await this.#persist();
     return this.#keys.size;
   }
 
-  #key(sid: string): KeyObject {
-    const cached = this.#keyObjects.get(sid);
-    if (cached !== undefined && this.#keys.has(sid)) return cached;
+  #key(sid: string): Buffer {
     const key = this.#keys.get(sid);
-    if (key !== undefined) {
-      const ko = createSecretKey(key);
-      this.#keyObjects.set(sid, ko);
-      return ko;
-    }
     if (key === undefined) throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `session ${sid} has no data key in ${this.#file} (deleted, or not this data directory's key store)`, { sessionId: sid, source: this.#file });
     return key;
   }
 
   /** The journal's hook: `data` sealed with the session's key, bound to its seq. */
   sealData(sid: string, seq: number, data: unknown): unknown {
-    const json = JSON.stringify(data);
-    if (json === undefined) return data;
-    return { $enc: seal(this.#key(sid), Buffer.from(json, 'utf8'), `${sid}:${seq}`).toString('base64') };
+    return this.#sealer.sealData(sid, seq, data);
+  }
+
+  /** The journal's write path: the JSON text of `data` sealed, as the JSON text to write in its place. */
+  sealDataJson(sid: string, seq: number, json: string): string {
+    return this.#sealer.sealDataJson(sid, seq, json);
   }
 
   openData(sid: string, seq: number, data: unknown): unknown {
-    if (!isSealed(data) || typeof data.$enc !== 'string') return data;
-    return JSON.parse(this.#unseal(sid, Buffer.from(data.$enc, 'base64'), `${sid}:${seq}`).toString('utf8')) as unknown;
+    return this.#sealer.openData(sid, seq, data);
   }
 
   /** A snapshot's or checkpoint entry's state, sealed (bytes inside msgpack). */
   sealState(sid: string, state: unknown): unknown {
-    return { $enc: seal(this.#key(sid), packr.pack(state), `${sid}:state`) };
+    return this.#sealer.sealState(sid, state);
   }
 
   openState(sid: string, state: unknown): unknown {
-    if (!isSealed(state) || typeof state.$enc === 'string') return state;
-    return packr.unpack(this.#unseal(sid, state.$enc, `${sid}:state`));
-  }
-
-  #unseal(sid: string, blob: Uint8Array, aad: string): Buffer {
-    try {
-      return unseal(this.#key(sid), blob, aad);
-    } catch (err) {
-      if (err instanceof ArborError) throw err;
-      throw new ArborError(ErrorCodes.CORRUPTION, `session ${sid}: a sealed value does not open (${aad}): damaged or not this session's`, { sessionId: sid }, { cause: err });
-    }
+    return this.#sealer.openState(sid, state);
   }
 
   #persist(): Promise<void> {
@@ -352,7 +259,7 @@ export class KeyStore {
         format: KEYSTORE_FORMAT,
         version: 1,
         masterKeyId: masterKeyId(this.#master.key),
-        check: seal(this.#master.key, Buffer.from(CHECK_TEXT, 'utf8'), 'check').toString('base64'),
+        check: keyCheck(this.#master).toString('base64'),
         since: this.#since,
         keys: Object.fromEntries(this.#entries),
       };

@@ -87,6 +87,8 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   readonly #eraser: Eraser;
   /** Encryption at rest: the data keys (undefined when no key was given). */
   readonly #keys: KeyStore | undefined;
+  /** Appends waiting for their session's new data key to be durable, until they are queued in the journal. */
+  readonly #behindKeys = new Set<Promise<void>>();
   /** Writers of the table checkpoint, one at a time (the runtime's, and erasure's rewrite). */
   #checkpointChain: Promise<unknown> = Promise.resolve();
   /** What `open` was given, so that `reopen` can open the same store again. */
@@ -201,7 +203,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
           unreadable.set(sid, Math.max(lsn, unreadable.get(sid) ?? 0));
           return true;
         },
-        sealData: master === undefined ? undefined : (sid, seq, data) => keys!.sealData(sid, seq, data),
+        sealDataJson: master === undefined ? undefined : (sid, seq, json) => keys!.sealDataJson(sid, seq, json),
         openData: master === undefined ? undefined : (sid, seq, data) => keys!.openData(sid, seq, data),
         fs,
         dir: o.journalDir,
@@ -276,7 +278,17 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     if (this.#state !== 'open') return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'store is closed'));
     // Encrypted: a session's first append waits until its data key is durable (appends behind it keep their order).
     const creating = this.#keys !== undefined && isSessionId(input?.sid) ? this.#keys.ensure(input.sid) : undefined;
-    if (creating !== undefined) return creating.then(() => this.journal.append(input));
+    if (creating !== undefined) {
+      // Queued in the journal once the key is durable (wrapped: not awaiting the ack); a close waits for that step.
+      const queued = creating.then(() => ({ ack: this.journal.append(input) }));
+      const step = queued.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.#behindKeys.add(step);
+      void step.then(() => this.#behindKeys.delete(step));
+      return queued.then((q) => q.ack);
+    }
     return this.journal.append(input);
   }
 
@@ -558,6 +570,8 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     if (this.#seeding.has(sid) || (await this.exists(sid))) throw new ArborError(ErrorCodes.SESSION_EXISTS, `session ${sid} already exists`, { sessionId: sid });
     this.#seeding.add(sid);
     try {
+      // Encrypted: the new session's data key is durable before its first snapshot is sealed with it.
+      await this.#keys?.ensure(sid);
       await this.snapshots.write({ sid, seq, lsn: this.journal.syncedLsn, ts: Date.now(), stateSchemaVersion: this.options.stateSchemaVersion, state, dedupe: [] });
       this.journal.noteSnapshot(sid, seq);
     } finally {
@@ -688,6 +702,8 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     try {
       this.#archive?.stop();
       await this.#eraser.close();
+      // Appends made before close whose session's key was still being written go into the journal first.
+      await Promise.all([...this.#behindKeys]);
       // A clean close leaves an index of everything: the next open reads it instead of scanning.
       if (this.journal.state === 'open' && this.options.enableJournal) {
         try {

@@ -3,6 +3,7 @@ import { posix } from 'node:path';
 import { checkMasterKey, erasedUpTo, KeyStore, parseMasterKey, readKeyStoreFile, resolveMasterKey, type MasterKey } from '../file/keystore.ts';
 import { ERASURE_DIR, Tombstones } from '../file/erasure.ts';
 import { openStore } from '../file/store.ts';
+import { PgBackend } from '../postgres/pg-backend.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import { NodeFileSystem } from '../storage/node-fs.ts';
 
@@ -34,7 +35,10 @@ export async function keysForOps(fs: FileSystem, dataDir: string, o: KeyOptions,
 }
 
 export interface RotateKeyOptions extends KeyOptions {
-  dataDir: string;
+  /** the file store's data directory (or `postgres`) */
+  dataDir?: string;
+  /** a PostgreSQL schema instead of a data directory: its key ring and data_keys table */
+  postgres?: { connectionString: string; schema?: string };
   /** the new master key, 32 bytes in base64 */
   newEncryptionKey: string;
   fs?: FileSystem;
@@ -44,10 +48,30 @@ export interface RotateKeyOptions extends KeyOptions {
  * `arbor keys rotate`: rewraps every session's data key with the new master
  * key and writes the key store durably. No journal, snapshot or checkpoint
  * byte changes. Takes the data directory's lock (no server may hold it).
+ * On PostgreSQL (`postgres`): one transaction rewraps the `data_keys` rows and
+ * records the new key in `key_ring`; no event or snapshot row changes.
  */
-export async function rotateEncryptionKey(o: RotateKeyOptions): Promise<{ keys: number; dataDir: string }> {
-  const fs = o.fs ?? new NodeFileSystem();
+export async function rotateEncryptionKey(o: RotateKeyOptions): Promise<{ keys: number; dataDir?: string; schema?: string }> {
   const next: MasterKey = parseMasterKey(o.newEncryptionKey, 'the new key');
+  if (o.postgres !== undefined) {
+    const backend = await PgBackend.open({
+      connectionString: o.postgres.connectionString,
+      ...(o.postgres.schema === undefined ? {} : { schema: o.postgres.schema }),
+      hooks: { initialState: () => undefined, reducer: (s: undefined) => s },
+      poolSize: 3,
+      encryptionKey: o.encryptionKey,
+      encryptionKeyFile: o.encryptionKeyFile,
+      encryptionKeySource: o.encryptionKeySource,
+    });
+    try {
+      const { keys } = await backend.rotateMasterKey(o.newEncryptionKey, next.source);
+      return { keys, schema: backend.options.schema };
+    } finally {
+      await backend.close();
+    }
+  }
+  if (o.dataDir === undefined) throw new ArborError(ErrorCodes.USAGE, 'rotateEncryptionKey needs dataDir (the file store) or postgres', { option: 'dataDir' });
+  const fs = o.fs ?? new NodeFileSystem();
   const store = await openStore(
     { dataDir: o.dataDir, fs, recovery: 'lazy', encryptionKey: o.encryptionKey, encryptionKeyFile: o.encryptionKeyFile, encryptionKeySource: o.encryptionKeySource },
     { initialState: () => undefined, reducer: (s: undefined) => s },

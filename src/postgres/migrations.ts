@@ -53,6 +53,27 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX leases_owner ON $schema.leases (owner);
     `,
   },
+  {
+    version: 2,
+    name: 'encryption at rest: key_ring, data_keys',
+    // key_ring: one row once a node opened the schema with a master key (which key: its id and a check
+    // sealed with it). data_keys: each session's data key wrapped by the master key; deleting the row
+    // is the crypto-shredding of a delete.
+    sql: `
+      CREATE TABLE $schema.key_ring (
+        id            smallint PRIMARY KEY CHECK (id = 1),
+        master_key_id text NOT NULL,
+        key_check     bytea NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now(),
+        rotated_at    timestamptz
+      );
+      CREATE TABLE $schema.data_keys (
+        sid        text PRIMARY KEY,
+        wrapped    bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this build knows. */

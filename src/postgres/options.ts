@@ -43,6 +43,16 @@ export interface PgBackendOptions<S> {
   maxEventBytes?: number;
   /** Version of the state shape written into snapshots (upcastState hook for older ones). */
   stateSchemaVersion?: number;
+  /**
+   * Encryption at rest (docs/encryption.md): the master key, 32 bytes in
+   * base64 (or `encryptionKeyFile`, a file holding it). Each session gets its
+   * own data key, wrapped by this one, in the schema's `data_keys` table;
+   * event data and snapshot states are sealed before they are sent.
+   */
+  encryptionKey?: string | undefined;
+  encryptionKeyFile?: string | undefined;
+  /** How errors name where `encryptionKey` came from (default `option encryptionKey`). */
+  encryptionKeySource?: string | undefined;
 }
 
 export interface ResolvedPgBackendOptions {
@@ -62,6 +72,9 @@ export interface ResolvedPgBackendOptions {
   maxQueueBytes: number;
   maxEventBytes: number;
   stateSchemaVersion: number;
+  encryptionKey: string | undefined;
+  encryptionKeyFile: string | undefined;
+  encryptionKeySource: string | undefined;
 }
 
 export const DEFAULT_PG_BACKEND_OPTIONS = Object.freeze({
@@ -81,6 +94,11 @@ export const DEFAULT_PG_BACKEND_OPTIONS = Object.freeze({
 
 function integer(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   return integerOption(name, value, min, max, 'PgBackend');
+}
+
+function optionalString(name: string, value: unknown): string | undefined {
+  if (value !== undefined && typeof value !== 'string') throw new TypeError(`PgBackend option ${name} must be a string`);
+  return value;
 }
 
 export function defaultNodeId(): string {
@@ -128,5 +146,8 @@ export function resolvePgBackendOptions<S>(options: PgBackendOptions<S>): Readon
     maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes ?? d.maxQueueBytes, 1),
     maxEventBytes: integer('maxEventBytes', options.maxEventBytes ?? d.maxEventBytes, 1, 256 * 1024 * 1024),
     stateSchemaVersion: integer('stateSchemaVersion', options.stateSchemaVersion ?? options.hooks.stateSchemaVersion ?? d.stateSchemaVersion, 1, 2 ** 32 - 1),
+    encryptionKey: optionalString('encryptionKey', options.encryptionKey),
+    encryptionKeyFile: optionalString('encryptionKeyFile', options.encryptionKeyFile),
+    encryptionKeySource: optionalString('encryptionKeySource', options.encryptionKeySource),
   });
 }

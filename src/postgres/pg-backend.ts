@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import type { BackendCheck, BackendOwnership, BackendStats, RecoveredSession, SessionBackend, StoredSession } from '../backend/backend.ts';
 import { checkAppendAgainst, checkAppendInput, duplicateOf } from '../backend/append-checks.ts';
@@ -7,6 +8,7 @@ import type { JournalRecord } from '../core/record.ts';
 import type { AppendInput, AppendResult, DedupeEntry } from '../backend/backend.ts';
 import { SessionReplay, type DamagedSnapshot, type RecoveryHooks } from '../backend/replay.ts';
 import { decodeSnapshot, encodeSnapshot } from '../backend/snapshot-codec.ts';
+import { ContentSealer, keyCheck, keyCheckOpens, masterKeyId, newDataKey, parseMasterKey, resolveMasterKey, unwrapDataKey, wrapDataKey, type MasterKey } from '../backend/encryption.ts';
 import { migrate, quoteSchema } from './migrations.ts';
 import { errorChannel, journalWriteChannel, leaseChannel, recoveryChannel, snapshotChannel, type ErrorMessage, type JournalWriteMessage, type LeaseMessage, type RecoveryMessage, type SnapshotMessage } from '../telemetry/channels.ts';
 import { resolvePgBackendOptions, type PgBackendOptions, type ResolvedPgBackendOptions } from './options.ts';
@@ -156,9 +158,15 @@ export class PgBackend<S> implements SessionBackend<S> {
   /** performance.now() of the last lease renewal the database answered (or of opening) */
   #lastRenewalAt = performance.now();
   #renewalFailure: string | undefined;
+  /** Encryption at rest: the master key (undefined: off), the unwrapped data keys of the sessions met, and the sealer using them. */
+  #master: MasterKey | undefined;
+  readonly #dataKeys = new Map<string, Buffer>();
+  readonly #sealer: ContentSealer | undefined;
 
-  private constructor(options: Readonly<ResolvedPgBackendOptions>, pool: pg.Pool, ownsPool: boolean, hooks: RecoveryHooks<S>, internals: PgBackendInternals) {
+  private constructor(options: Readonly<ResolvedPgBackendOptions>, pool: pg.Pool, ownsPool: boolean, hooks: RecoveryHooks<S>, internals: PgBackendInternals, master: MasterKey | undefined) {
     this.options = options;
+    this.#master = master;
+    this.#sealer = master === undefined ? undefined : new ContentSealer((sid) => this.#dataKey(sid));
     this.#pool = pool;
     this.#ownsPool = ownsPool;
     this.#hooks = hooks;
@@ -172,6 +180,7 @@ export class PgBackend<S> implements SessionBackend<S> {
    */
   static async open<S>(options: PgBackendOptions<S>, internals: PgBackendInternals = {}): Promise<PgBackend<S>> {
     const o = resolvePgBackendOptions(options);
+    const master = await resolveMasterKey((file) => readFile(file), o);
     const ownsPool = options.pool === undefined;
     const pool = options.pool ?? new pg.Pool({ connectionString: o.connectionString, max: o.poolSize, application_name: `arbor ${o.nodeId}`.slice(0, 63) });
     // An idle client that dies (server restart) emits 'error' on the pool; without a listener that kills the process.
@@ -179,13 +188,16 @@ export class PgBackend<S> implements SessionBackend<S> {
     const onIdleError = (err: Error): void => reportError(ErrorCodes.IO_ERROR, `an idle PostgreSQL connection failed: ${err.message}`);
     if (ownsPool) pool.on('error', onIdleError);
     try {
+      // The key is checked before anything is written (migrations included): a wrong or missing one refuses here.
+      await openKeyRing(pool, o.schema, master, false);
       await migrate(pool, o.schema);
+      await openKeyRing(pool, o.schema, master, true);
     } catch (err) {
       // The migration's error is the one to report; ending a pool whose server is unreachable fails too.
       if (ownsPool) await pool.end().catch(() => undefined);
       throw err;
     }
-    const backend = new PgBackend<S>(o, pool, ownsPool, options.hooks, internals);
+    const backend = new PgBackend<S>(o, pool, ownsPool, options.hooks, internals, master);
     backend.#renewTimer = setInterval(() => void backend.#renew(), o.renewEveryMs);
     backend.#renewTimer.unref();
     return backend;
@@ -449,6 +461,10 @@ export class PgBackend<S> implements SessionBackend<S> {
   async #insert(batch: Pending[]): Promise<Set<string>> {
     const epochs = new Map<string, number>();
     const c: Columns = { sid: [], seq: [], ts: [], type: [], v: [], data: [], cid: [] };
+    const sealer = this.#sealer;
+    // Encryption at rest: every session of the batch has its data key (made and stored first when new), and
+    // each event's data is sealed with it here, so the database only ever receives ciphertext.
+    if (sealer !== undefined) await this.#ensureKeys([...new Set(batch.map((p) => p.held.sid))]);
     for (const p of batch) {
       epochs.set(p.held.sid, p.held.epoch);
       c.sid.push(p.held.sid);
@@ -456,7 +472,7 @@ export class PgBackend<S> implements SessionBackend<S> {
       c.ts.push(p.ts);
       c.type.push(p.type);
       c.v.push(p.v);
-      c.data.push(p.data);
+      c.data.push(sealer === undefined ? p.data : sealer.sealDataJson(p.held.sid, p.seq, p.data));
       c.cid.push(p.cid ?? null);
     }
     const rows = [c.sid, c.seq, c.ts, c.type, c.v, c.data, c.cid];
@@ -663,6 +679,8 @@ export class PgBackend<S> implements SessionBackend<S> {
   }
 
   async #rebuild(sid: string): Promise<Rebuilt<S>> {
+    // The data key as the table has it now (another node may have deleted and re-created the session meanwhile).
+    if (this.#sealer !== undefined) await this.#fetchKey(sid);
     const { rows: snaps } = await this.#pool.query<SnapshotRow>(this.#sql.snapshots, [sid]);
     const damagedSnapshots: DamagedSnapshot[] = [];
     const cids = new Map<string, AppendResult>();
@@ -670,9 +688,9 @@ export class PgBackend<S> implements SessionBackend<S> {
     for (const row of snaps) {
       const seq = Number(row.seq);
       const where = `snapshots(${sid}, ${seq})`;
-      const decoded = await decodeSnapshot(row.body);
-      if (typeof decoded === 'string' || decoded.sid !== sid || decoded.seq !== seq) {
-        damagedSnapshots.push({ file: where, reason: typeof decoded === 'string' ? decoded : 'header names another session or seq' });
+      const decoded = await this.#decodeSnapshot(sid, seq, row.body);
+      if (typeof decoded === 'string') {
+        damagedSnapshots.push({ file: where, reason: decoded });
         continue;
       }
       snapshot = decoded;
@@ -685,7 +703,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     const { rows: maxRows } = await this.#pool.query<{ max: string | null }>(this.#sql.maxSeq, [sid]);
     const maxEventSeq = Number(maxRows[0]?.max ?? 0);
     for (const row of events) {
-      const record = toRecord(sid, row);
+      const record = this.#toRecord(sid, row);
       if (record.cid !== undefined) cids.set(record.cid, { sid, seq: record.seq, lsn: 0, ts: record.ts, duplicate: false });
       replay.apply(record);
     }
@@ -748,8 +766,10 @@ export class PgBackend<S> implements SessionBackend<S> {
   async read(sid: string, fromSeq = 1): Promise<JournalRecord[]> {
     assertSessionId(sid);
     this.#assertOpen();
+    // A session this node does not hold may have been deleted and created again elsewhere: its key as stored now.
+    if (this.#sealer !== undefined && (!this.#dataKeys.has(sid) || !this.#held.has(sid))) await this.#fetchKey(sid);
     const { rows } = await this.#pool.query<EventRow>(this.#sql.eventsFrom, [sid, fromSeq]);
-    return rows.map((r) => toRecord(sid, r));
+    return rows.map((r) => this.#toRecord(sid, r));
   }
 
   /** Every session with events or snapshots in the database (every node's), with its newest seq; takes no lease. */
@@ -767,15 +787,27 @@ export class PgBackend<S> implements SessionBackend<S> {
   async peekSession(sid: string, atSeq?: number): Promise<RecoveredSession<S> | undefined> {
     assertSessionId(sid);
     this.#assertOpen();
+    try {
+      return await this.#peek(sid, atSeq);
+    } catch (err) {
+      // Sealed rows whose data key was destroyed (rows of a deleted session put back, e.g. from an earlier dump):
+      // erased, as far as a look is concerned; loading it still refuses with ARBOR_ENCRYPTION_KEY.
+      if (err instanceof ArborError && err.code === ErrorCodes.ENCRYPTION_KEY && err.details.shredded === true) return undefined;
+      throw err;
+    }
+  }
+
+  async #peek(sid: string, atSeq: number | undefined): Promise<RecoveredSession<S> | undefined> {
     const upTo = atSeq ?? Number.MAX_SAFE_INTEGER;
+    if (this.#sealer !== undefined) await this.#fetchKey(sid);
     const { rows: snaps } = await this.#pool.query<SnapshotRow>(this.#sql.snapshotsUpTo, [sid, upTo]);
     const damagedSnapshots: DamagedSnapshot[] = [];
     let snapshot: { state: unknown; seq: number; stateSchemaVersion: number } | undefined;
     for (const row of snaps) {
       const seq = Number(row.seq);
-      const decoded = await decodeSnapshot(row.body);
-      if (typeof decoded === 'string' || decoded.sid !== sid || decoded.seq !== seq) {
-        damagedSnapshots.push({ file: `snapshots(${sid}, ${seq})`, reason: typeof decoded === 'string' ? decoded : 'header names another session or seq' });
+      const decoded = await this.#decodeSnapshot(sid, seq, row.body);
+      if (typeof decoded === 'string') {
+        damagedSnapshots.push({ file: `snapshots(${sid}, ${seq})`, reason: decoded });
         continue;
       }
       snapshot = decoded;
@@ -786,7 +818,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     if (snaps.length === 0 && events.length === 0) {
       if (atSeq === undefined || !(await this.exists(sid))) return undefined;
     }
-    for (const row of events) replay.apply(toRecord(sid, row));
+    for (const row of events) replay.apply(this.#toRecord(sid, row));
     const report = replay.report;
     delete report.lastLsn;
     if (atSeq !== undefined && report.seq !== atSeq) {
@@ -814,7 +846,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     const held = this.#held.get(sid);
     if (existing !== undefined || held === undefined || held.lastSeq > 0) throw new ArborError(ErrorCodes.SESSION_EXISTS, `session ${sid} already exists`, { sessionId: sid });
     const ts = Date.now();
-    const body = await encodeSnapshot({ sid, seq, lsn: 0, ts, stateSchemaVersion: this.options.stateSchemaVersion, state, dedupe: [] });
+    const body = await encodeSnapshot({ sid, seq, lsn: 0, ts, stateSchemaVersion: this.options.stateSchemaVersion, state: await this.#sealState(sid, state), dedupe: [] });
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN');
@@ -875,7 +907,7 @@ export class PgBackend<S> implements SessionBackend<S> {
     for (const [cid, r] of held.cids) if (!(r instanceof Promise) && r.seq <= seq) dedupe.push([cid, r.seq, 0, r.ts]);
     const started = performance.now();
     const ts = Date.now();
-    const body = await encodeSnapshot({ sid, seq, lsn: 0, ts, stateSchemaVersion: this.options.stateSchemaVersion, state, dedupe });
+    const body = await encodeSnapshot({ sid, seq, lsn: 0, ts, stateSchemaVersion: this.options.stateSchemaVersion, state: await this.#sealState(sid, state), dedupe });
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN');
@@ -985,9 +1017,13 @@ export class PgBackend<S> implements SessionBackend<S> {
               throw new ArborError(ErrorCodes.FENCED, `delete of session ${sid}: not done, node ${this.nodeId} no longer holds the lease`, { sessionId: sid, epoch: held.epoch });
             }
           }
+          // The data key goes first (crypto-shredding: every copy of the rows made before, a pg_dump included,
+          // is unreadable once this commits), in the same transaction as the rows.
+          if (this.#master !== undefined) await client.query(this.#sql.deleteKey, [sid]);
           await client.query(this.#sql.deleteEvents, [sid]);
           await client.query(this.#sql.deleteSnapshots, [sid]);
           await client.query('COMMIT');
+          this.#dataKeys.delete(sid);
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
           if (err instanceof ArborError) throw err;
@@ -999,6 +1035,130 @@ export class PgBackend<S> implements SessionBackend<S> {
       this.#held.delete(sid);
       await this.#pool.query(this.#sql.release, [[sid], [held.epoch], this.nodeId]).catch((err: unknown) => reportError(ErrorCodes.IO_ERROR, `releasing the lease of deleted session ${sid}: ${(err as Error).message}`, sid));
     });
+  }
+
+  // ---- encryption at rest -------------------------------------------------
+
+  /** Whether event data and snapshot states are sealed (a master key was given). */
+  get encrypted(): boolean {
+    return this.#master !== undefined;
+  }
+
+  #dataKey(sid: string): Buffer {
+    const key = this.#dataKeys.get(sid);
+    if (key === undefined) {
+      throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `session ${sid} has no data key in ${this.options.schema}.data_keys: it was deleted (its key destroyed), so its rows can never be read`, { sessionId: sid, source: `${this.options.schema}.data_keys`, shredded: true });
+    }
+    return key;
+  }
+
+  #unwrap(sid: string, wrapped: Buffer): Buffer {
+    const master = this.#master!;
+    try {
+      return unwrapDataKey(master, sid, wrapped);
+    } catch (err) {
+      throw new ArborError(
+        ErrorCodes.ENCRYPTION_KEY,
+        `the data key of session ${sid} in ${this.options.schema}.data_keys does not open with the key from ${master.source}: the master key was rotated since node ${this.nodeId} opened (restart it with the new key)`,
+        { sessionId: sid, source: master.source },
+        { cause: err },
+      );
+    }
+  }
+
+  /** Reads the session's data key as the table has it now (none: forgotten here too). */
+  async #fetchKey(sid: string): Promise<void> {
+    const { rows } = await this.#pool.query<{ wrapped: Buffer }>(this.#sql.selectKey, [sid]);
+    if (rows.length === 0) this.#dataKeys.delete(sid);
+    else this.#dataKeys.set(sid, this.#unwrap(sid, rows[0]!.wrapped));
+  }
+
+  /**
+   * Makes sure each session has a data key: new ones are inserted with
+   * ON CONFLICT DO NOTHING and then read back, so when two nodes make one at
+   * once both use the one that went in. The insert holds a share lock on the
+   * key ring at this node's master key id: after a rotation by another node it
+   * inserts nothing and this fails (ARBOR_ENCRYPTION_KEY) rather than wrap a
+   * key with the old master key.
+   */
+  async #ensureKeys(sids: string[]): Promise<void> {
+    const missing = sids.filter((sid) => !this.#dataKeys.has(sid));
+    if (missing.length === 0) return;
+    const master = this.#master!;
+    const wrapped = missing.map((sid) => wrapDataKey(master, sid, newDataKey()));
+    await this.#pool.query(this.#sql.insertKeys, [missing, wrapped, masterKeyId(master.key)]);
+    const { rows } = await this.#pool.query<{ sid: string; wrapped: Buffer }>(this.#sql.selectKeys, [missing]);
+    for (const r of rows) this.#dataKeys.set(r.sid, this.#unwrap(r.sid, r.wrapped));
+    for (const sid of missing) {
+      if (!this.#dataKeys.has(sid)) {
+        throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `session ${sid}: no data key could be stored, the master key of schema ${this.options.schema} is no longer the key from ${master.source} (rotated by another node: restart node ${this.nodeId} with the new key)`, { sessionId: sid, source: master.source });
+      }
+    }
+  }
+
+  /** The state as a snapshot stores it: sealed with the session's data key when encryption is on. */
+  async #sealState(sid: string, state: S): Promise<unknown> {
+    if (this.#sealer === undefined) return state;
+    await this.#ensureKeys([sid]);
+    return this.#sealer.sealState(sid, state);
+  }
+
+  /** A snapshot row decoded and its state opened; why it is refused otherwise (a missing data key throws). */
+  async #decodeSnapshot(sid: string, seq: number, body: Buffer): Promise<{ state: unknown; seq: number; stateSchemaVersion: number; dedupe: DedupeEntry[] } | string> {
+    const decoded = await decodeSnapshot(body);
+    if (typeof decoded === 'string') return decoded;
+    if (decoded.sid !== sid || decoded.seq !== seq) return 'header names another session or seq';
+    if (this.#sealer === undefined) return decoded;
+    try {
+      return { ...decoded, state: this.#sealer.openState(sid, decoded.state) };
+    } catch (err) {
+      if (err instanceof ArborError && err.code === ErrorCodes.ENCRYPTION_KEY) throw err;
+      return (err as Error).message;
+    }
+  }
+
+  #toRecord(sid: string, row: EventRow): JournalRecord {
+    const record = toRecord(sid, row);
+    if (this.#sealer !== undefined) record.data = this.#sealer.openData(sid, record.seq, record.data);
+    return record;
+  }
+
+  /**
+   * Rewraps every session's data key with `newKey` and records it in the key
+   * ring, in one transaction; no event or snapshot row changes. From then on
+   * only the new key opens the schema; other nodes still running with the old
+   * key keep the data keys they hold, and refuse to make or read new ones
+   * until restarted with the new key.
+   */
+  async rotateMasterKey(newKey: string, source = 'the new key'): Promise<{ keys: number }> {
+    this.#assertOpen();
+    const master = this.#master;
+    if (master === undefined) throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `schema ${this.options.schema} is not encrypted: there is no key to rotate`, { source });
+    const next = parseMasterKey(newKey, source);
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      try {
+        const { rows: ring } = await client.query<{ key_check: Buffer }>(this.#sql.lockKeyRing);
+        if (ring.length === 0 || !keyCheckOpens(master, ring[0]!.key_check)) {
+          throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `schema ${this.options.schema}: the key from ${master.source} is no longer its master key (rotated by another node?); nothing was changed`, { source: master.source });
+        }
+        const { rows } = await client.query<{ sid: string; wrapped: Buffer }>(this.#sql.lockKeys);
+        const sids = rows.map((r) => r.sid);
+        const rewrapped = rows.map((r) => wrapDataKey(next, r.sid, this.#unwrap(r.sid, r.wrapped)));
+        if (sids.length > 0) await client.query(this.#sql.rewrapKeys, [sids, rewrapped]);
+        await client.query(this.#sql.updateKeyRing, [masterKeyId(next.key), keyCheck(next)]);
+        await client.query('COMMIT');
+        this.#master = next;
+        return { keys: sids.length };
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        if (err instanceof ArborError) throw err;
+        throw new ArborError(ErrorCodes.IO_ERROR, `rotating the master key of schema ${this.options.schema} failed, nothing was changed: ${(err as Error).message}`, {}, { cause: err });
+      }
+    } finally {
+      client.release();
+    }
   }
 
   // ---- lifecycle ------------------------------------------------------------
@@ -1058,6 +1218,33 @@ export class PgBackend<S> implements SessionBackend<S> {
 /** Opens a PostgreSQL backend; see `PgBackend.open`. */
 export function openPgBackend<S>(options: PgBackendOptions<S>, internals: PgBackendInternals = {}): Promise<PgBackend<S>> {
   return PgBackend.open(options, internals);
+}
+
+/**
+ * The schema's key ring against the master key, before anything is written:
+ * a schema with a key ring refuses to open without its key or with another
+ * one (ARBOR_ENCRYPTION_KEY naming the key's source). `create`: a schema
+ * without one gets it now (INSERT … ON CONFLICT DO NOTHING, then read back:
+ * of two nodes starting at once with different keys, the second is refused).
+ */
+async function openKeyRing(pool: pg.Pool, schema: string, master: MasterKey | undefined, create: boolean): Promise<void> {
+  const q = quoteSchema(schema);
+  const { rows: exists } = await pool.query<{ t: string | null }>('SELECT to_regclass($1) AS t', [`${q}.key_ring`]);
+  if (exists[0]?.t == null) return;
+  const select = `SELECT master_key_id, key_check FROM ${q}.key_ring WHERE id = 1`;
+  let { rows } = await pool.query<{ master_key_id: string; key_check: Buffer }>(select);
+  if (rows.length === 0) {
+    if (master === undefined || !create) return;
+    await pool.query(`INSERT INTO ${q}.key_ring (id, master_key_id, key_check) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING`, [masterKeyId(master.key), keyCheck(master)]);
+    ({ rows } = await pool.query<{ master_key_id: string; key_check: Buffer }>(select));
+  }
+  const ring = rows[0]!;
+  if (master === undefined) {
+    throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `PostgreSQL schema ${schema} is encrypted at rest (master key id ${ring.master_key_id}) and no encryption key was given: set encryptionKey, encryptionKeyFile or ARBOR_ENCRYPTION_KEY; nothing was written`, { source: 'none', schema, expectedKeyId: ring.master_key_id });
+  }
+  if (!keyCheckOpens(master, ring.key_check)) {
+    throw new ArborError(ErrorCodes.ENCRYPTION_KEY, `the encryption key from ${master.source} is not the key PostgreSQL schema ${schema} was encrypted with (key id ${ring.master_key_id}, given ${masterKeyId(master.key)}); nothing was written`, { source: master.source, schema, expectedKeyId: ring.master_key_id });
+  }
 }
 
 /** Reports a failure that is handled here (nothing is thrown for it) on the telemetry error channel. */
@@ -1148,6 +1335,19 @@ function statements(q: string) {
     // Events the oldest kept snapshot covers are no longer needed, even if newer snapshots turn out damaged.
     releaseEvents: `DELETE FROM ${q}.events WHERE sid = $1 AND seq <= (SELECT min(seq) FROM ${q}.snapshots WHERE sid = $1)`,
     deleteEvents: `DELETE FROM ${q}.events WHERE sid = $1`,
+    deleteKey: `DELETE FROM ${q}.data_keys WHERE sid = $1`,
+    selectKey: `SELECT wrapped FROM ${q}.data_keys WHERE sid = $1`,
+    selectKeys: `SELECT sid, wrapped FROM ${q}.data_keys WHERE sid = ANY($1::text[])`,
+    // Only while the key ring still names this node's master key (share-locked: a rotation waits for it, or it for the rotation).
+    insertKeys: `
+      INSERT INTO ${q}.data_keys (sid, wrapped)
+      SELECT k.sid, k.wrapped FROM unnest($1::text[], $2::bytea[]) AS k(sid, wrapped)
+      WHERE EXISTS (SELECT 1 FROM ${q}.key_ring WHERE id = 1 AND master_key_id = $3 FOR SHARE)
+      ON CONFLICT (sid) DO NOTHING`,
+    lockKeyRing: `SELECT key_check FROM ${q}.key_ring WHERE id = 1 FOR UPDATE`,
+    lockKeys: `SELECT sid, wrapped FROM ${q}.data_keys ORDER BY sid FOR UPDATE`,
+    rewrapKeys: `UPDATE ${q}.data_keys d SET wrapped = k.wrapped FROM unnest($1::text[], $2::bytea[]) AS k(sid, wrapped) WHERE d.sid = k.sid`,
+    updateKeyRing: `UPDATE ${q}.key_ring SET master_key_id = $1, key_check = $2, rotated_at = now() WHERE id = 1`,
     deleteSnapshots: `DELETE FROM ${q}.snapshots WHERE sid = $1`,
     eventsFrom: `SELECT seq, ts, type, v, data, cid FROM ${q}.events WHERE sid = $1 AND seq >= $2 ORDER BY seq`,
     findCids: `SELECT e.sid, e.cid, e.seq, e.ts FROM ${q}.events e JOIN unnest($1::text[], $2::text[]) AS k(sid, cid) ON e.sid = k.sid AND e.cid = k.cid`,

@@ -199,7 +199,8 @@ export class SessionLister {
       const hot = this.#hot(s.sid);
       const cached = this.#cache.get(s.sid);
       if (hot !== undefined && hot.seq > 0 && hot.seq >= s.seq) {
-        out.set(s.sid, cached !== undefined && cached.seq === hot.seq ? cached : this.#remember(s.sid, hot));
+        // Same seq and same creation: the same session (one deleted and created again elsewhere has another createdAt).
+        out.set(s.sid, cached !== undefined && cached.seq === hot.seq && cached.summary.createdAt === hot.createdAt ? cached : this.#remember(s.sid, hot));
       } else if (cached !== undefined && cached.seq === s.seq) {
         out.set(s.sid, cached);
       } else {

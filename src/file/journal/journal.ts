@@ -57,7 +57,7 @@ export interface JournalOptions {
   /** Records of deleted sessions (src/file/erasure.ts): skipped at open, as if never written. */
   erased?: (sid: string, lsn: number) => boolean;
   /** Encryption at rest (src/file/keystore.ts): what is written in place of `data`, and how it is read back. */
-  sealData?: ((sid: string, seq: number, data: unknown) => unknown) | undefined;
+  sealDataJson?: ((sid: string, seq: number, json: string) => string) | undefined;
   openData?: ((sid: string, seq: number, data: unknown) => unknown) | undefined;
   /**
    * A persisted index of the journal's head (see file/journal-index.ts): when
@@ -455,7 +455,8 @@ export class Journal {
     try {
       // Encryption at rest: the sealed form of `data` ({"$enc": …}) is what goes into the batch buffer;
       // without a key nothing more than the one stringify happens (no extra allocation on the plain path).
-      dataJson = JSON.stringify(this.#o.sealData === undefined ? data : this.#o.sealData(sid, seq, data));
+      dataJson = JSON.stringify(data);
+      if (dataJson !== undefined && this.#o.sealDataJson !== undefined) dataJson = this.#o.sealDataJson(sid, seq, dataJson);
     } catch (err) {
       if (err instanceof ArborError) throw err;
       throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable: ${(err as Error).message}`, { field: 'data', sessionId: sid }, { cause: err });
