@@ -148,7 +148,7 @@ test('toArborOptions: a switch the runtime does not accept is never silently dro
     assert.equal(problems[0]!.option, key);
   }
   // every option is either passed, server-only or reported as ignored
-  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'llm', 'llmMaxRetries', 'llmTelemetry', 'pgSchema', 'leaseMs'].includes(key), key);
+  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'allowedHosts', 'corsOrigins', 'headersTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'maxConnections', 'llm', 'llmMaxRetries', 'llmTelemetry', 'pgSchema', 'leaseMs'].includes(key), key);
   // (pgSchema and leaseMs go into the postgres option, present once databaseUrl is set: tested below)
 });
 
