@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
@@ -238,6 +239,8 @@ test('listening beyond loopback with no tokens: a warning at start and checks.ex
     assert.equal(health.checks.exposure.status, 'warn');
     assert.match(health.checks.exposure.message, /no tokens/);
     assert.equal(health.status, 'warn');
+    // and on every address it answers to the machine's name too (what it prints as its address to other nodes)
+    assert.equal((await rawRequest(Number(new URL(url).port), 'GET', '/health', { host: hostname() })).status, 200);
   });
   // with tokens
   const token = 'browser-safety-token';

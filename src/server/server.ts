@@ -101,9 +101,13 @@ export function exposureCheck(config: Pick<ArborConfig, 'tokens'>, address: Addr
   };
 }
 
-/** Names this server goes by beside loopback names and IP addresses: the host it was told to listen on, and its node address's. */
+/**
+ * Names this server goes by beside loopback names and IP addresses: the host
+ * it was told to listen on (on every address: the machine's name, as urlOf
+ * prints it), and its node address's host (other nodes forward to it).
+ */
 function ownHostsOf(host: string, nodeAddress: string | undefined): string[] {
-  const names = host === '0.0.0.0' || host === '::' ? [] : [host];
+  const names = host === '0.0.0.0' || host === '::' ? [hostname()] : [host];
   if (nodeAddress !== undefined) {
     try {
       names.push(new URL(nodeAddress).hostname);
