@@ -310,7 +310,7 @@ test('a client that aborts mid-body is logged at debug as a client abort, never 
 });
 
 test('maxConnections: a connection beyond the cap is closed at once; those open keep working', async () => {
-  await withServer({ maxConnections: 2 }, async ({ port, logs }) => {
+  await withServer({ maxConnections: 2, keepAliveTimeoutMs: 600_000 }, async ({ port, logs }) => {
     const request = 'GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n';
     const a = new RawClient(port);
     const b = new RawClient(port);
