@@ -196,6 +196,18 @@ test('CORS: an allowed origin gets its preflight (204, methods, Authorization/Co
   });
 });
 
+test('CORS with tokens: the preflight needs no token; a 401 reaches the allowed page with its CORS headers, so it can ask for a token', async () => {
+  const app = 'http://localhost:5173';
+  await withServer({ corsOrigins: [app], tokens: [{ tenant: 'acme', sha256: hashToken('t-acme') }] }, async ({ url }) => {
+    const pre = await fetch(`${url}/v1/sessions`, { method: 'OPTIONS', headers: { origin: app, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
+    assert.deepEqual([pre.status, pre.headers.get('access-control-allow-origin')], [204, app]);
+    const denied = await fetch(`${url}/v1/sessions`, { headers: { origin: app } });
+    assert.deepEqual([denied.status, await errorCode(denied), denied.headers.get('access-control-allow-origin')], [401, 'ARBOR_UNAUTHORIZED', app]);
+    const allowed = await fetch(`${url}/v1/sessions`, { headers: { origin: app, authorization: 'Bearer t-acme' } });
+    assert.deepEqual([allowed.status, allowed.headers.get('access-control-allow-origin')], [200, app]);
+  });
+});
+
 test('CORS by default: same origin only; no origin is allowed, so no CORS header is ever sent', async () => {
   await withServer({}, async ({ url }) => {
     const pre = await fetch(`${url}/v1/sessions`, { method: 'OPTIONS', headers: { origin: 'http://localhost:3000', 'access-control-request-method': 'POST' } });
