@@ -57,7 +57,7 @@ test('/health: 200 with every check when healthy, warn stays 200, a failing disk
     const ok = await call(s, 'GET', '/health');
     assert.equal(ok.status, 200);
     assert.equal(ok.body.status, 'ok');
-    assert.deepEqual(Object.keys(ok.body.checks).sort(), ['diskSpace', 'hotStorage', 'journalWriter', 'recovery', 'tools']);
+    assert.deepEqual(Object.keys(ok.body.checks).sort(), ['diskSpace', 'exposure', 'hotStorage', 'journalWriter', 'recovery', 'tools']);
     assert.equal(ok.body.checks.hotStorage.sessions, 1);
     assert.equal(typeof ok.body.checks.journalWriter.lastFlushAgeMs, 'number');
     assert.match(ok.body.checks.recovery.message, /session h1 rebuilt from disk at seq 1/);
@@ -173,7 +173,7 @@ test('the recovery probe reads the disk for real: journal bytes damaged under th
 
 test('errors are JSON with stable codes: bad JSON, unknown route, unknown body field, nothing to retry, an existing id', async () => {
   await withServer({}, {}, async (s) => {
-    const badJson = await fetch(`${s.url}/v1/sessions`, { method: 'POST', body: '{"id":' });
+    const badJson = await fetch(`${s.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"id":' });
     assert.deepEqual([badJson.status, ((await badJson.json()) as any).error.code], [400, 'ARBOR_INVALID_JSON']);
     assert.deepEqual([(await call(s, 'GET', '/nope')).status, (await call(s, 'GET', '/nope')).body.error.code], [404, 'ARBOR_NOT_FOUND']);
     const unknown = await call(s, 'POST', '/v1/sessions', { id: 'e1', colour: 'red' });

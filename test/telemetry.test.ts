@@ -53,8 +53,8 @@ test('Prometheus over HTTP: /metrics counts requests by route pattern, never by 
   const { dir, cleanup } = tempDir('arbor-prom-http-');
   const server = await startServer(loadConfig({ env: { ARBOR_MOCK_CHUNK_DELAY_MS: '0' }, overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent' } }));
   try {
-    await fetch(`${server.url}/v1/sessions`, { method: 'POST', body: JSON.stringify({ id: 'm1' }) });
-    await fetch(`${server.url}/v1/sessions/m1/messages`, { method: 'POST', body: JSON.stringify({ content: 'hi' }) });
+    await fetch(`${server.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'm1' }) });
+    await fetch(`${server.url}/v1/sessions/m1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ content: 'hi' }) });
     await fetch(`${server.url}/v1/sessions/m2`);
     const res = await fetch(`${server.url}/metrics`);
     assert.match(res.headers.get('content-type')!, /^text\/plain/);

@@ -38,8 +38,8 @@ test('traces: HTTP request → turn → LLM call and tool step; journal batches 
   const server = await startServer(loadConfig({ env: {}, overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent' } }), { tracerProvider, arborOverrides: { llm: new ToolUsingProvider() } });
   try {
     // when a session is created and a message answered over HTTP
-    assert.equal((await fetch(`${server.url}/v1/sessions`, { method: 'POST', body: JSON.stringify({ id: 'traced' }) })).status, 201);
-    assert.equal((await fetch(`${server.url}/v1/sessions/traced/messages`, { method: 'POST', body: JSON.stringify({ content: 'find it' }) })).status, 202);
+    assert.equal((await fetch(`${server.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'traced' }) })).status, 201);
+    assert.equal((await fetch(`${server.url}/v1/sessions/traced/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ content: 'find it' }) })).status, 202);
     await server.arbor.session('traced').idle();
     const spans = exporter.getFinishedSpans();
     const named = (name: string) => spans.filter((s) => s.name === name);

@@ -16,6 +16,7 @@ import { chatBodySessionId, registerChatRoutes } from './chat.ts';
 import { registerConsole } from './console.ts';
 import { summarizeEvent } from '../ops.ts';
 import { registerApprovalRoutes } from './approvals.ts';
+import { corsPolicy, hostCheck, jsonBodies, securityHeaders, type BrowserSafetyOptions } from './browser-safety.ts';
 
 /**
  * The config key under which a session's tenant is journaled at creation (a
@@ -44,6 +45,8 @@ export interface AppDeps {
   node?: NodeInfo;
   /** OpenTelemetry traces: a span per request, the parent of the turns it starts. */
   tracing?: OtelTracing;
+  /** The Host check and CORS (docs/http-safety.md); default: loopback names and IP addresses, same origin only. */
+  browser?: BrowserSafetyOptions;
 }
 
 /** Attempts to reach a session's owner (or take it over) before a request is refused. */
@@ -136,7 +139,14 @@ async function readBytes(c: Context<Env>, max: number): Promise<Uint8Array> {
   let total = 0;
   const reader = body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    let chunk: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      chunk = await reader.read();
+    } catch {
+      // The body comes from the client's socket: it failed because the client went away (or was cut off as too slow).
+      throw new HttpError(499, HttpErrorCodes.CLIENT_CLOSED_REQUEST, `the client closed the connection after ${total} bytes of its request body`);
+    }
+    const { done, value } = chunk;
     if (done) break;
     total += value.byteLength;
     if (total > max) {
@@ -221,6 +231,11 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     metrics.observeRequest(c.req.method, route, c.res.status, seconds);
     logger.debug({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1e4) / 10, tenant: c.get('tenant') }, 'request');
   });
+  // Browser-safe HTTP (docs/http-safety.md): headers on every answer, then the Host check and CORS before anything runs.
+  const browser = deps.browser ?? { allowedHosts: [], corsOrigins: [] };
+  app.use('*', securityHeaders());
+  app.use('*', hostCheck(browser));
+  app.use('*', corsPolicy(browser));
 
   app.onError((err, c) => {
     const http = toHttpError(err);
@@ -228,6 +243,8 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     const fields = { method: c.req.method, route: routePath(c, -1), status: http.status, code: http.code };
     if (http.status >= 500 && http.status !== 503 && http.status !== 507) logger.error({ ...fields, err }, http.message);
     else if (http.retryAfter) logger.warn(fields, http.message);
+    // The client's doing, not the server's: nobody reads the answer, and it is no server error (status 499, as nginx counts it).
+    else if (http.code === HttpErrorCodes.CLIENT_CLOSED_REQUEST) logger.debug(fields, `client abort: ${http.message}`);
     return c.json(errorBody(http), http.status as 400);
   });
 
@@ -247,6 +264,7 @@ export function createApp(deps: AppDeps): { app: Hono<Env>; streams: StreamIndex
     c.set('tokenId', who?.tokenId);
     await next();
   });
+  app.use('/v1/*', jsonBodies());
 
   /**
    * Routing on several nodes (PostgreSQL): a request for a session another

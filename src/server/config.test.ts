@@ -148,7 +148,7 @@ test('toArborOptions: a switch the runtime does not accept is never silently dro
     assert.equal(problems[0]!.option, key);
   }
   // every option is either passed, server-only or reported as ignored
-  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'llm', 'llmMaxRetries', 'llmTelemetry', 'pgSchema', 'leaseMs'].includes(key), key);
+  for (const key of OPTION_NAMES) assert.ok(key in options || ignored.includes(key) || config[key] === undefined || ['host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds', 'allowedHosts', 'corsOrigins', 'headersTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'maxConnections', 'llm', 'llmMaxRetries', 'llmTelemetry', 'pgSchema', 'leaseMs'].includes(key), key);
   // (pgSchema and leaseMs go into the postgres option, present once databaseUrl is set: tested below)
 });
 
@@ -250,4 +250,25 @@ test('the options help is generated from the table: every option with its env va
   assert.equal(displayValue('llmApiKey', 'sk-secret'), '<hidden>');
   assert.equal(displayValue('databaseUrl', 'postgres://u:pw@db/x'), '<hidden>');
   assert.equal(displayValue('port', 4000), '4000');
+});
+
+test('browser-safe HTTP options: env lists and defaults; a malformed origin or host, and a head timeout above the request timeout, stop start-up naming the option', () => {
+  // defaults: same origin only, loopback names and IP addresses, Node's timeouts shortened
+  const d = loadConfig({ env: {} });
+  assert.deepEqual([d.corsOrigins, d.allowedHosts, d.headersTimeoutMs, d.requestTimeoutMs, d.keepAliveTimeoutMs, d.maxConnections], [[], [], 10_000, 30_000, 5_000, 4096]);
+  // the environment takes comma-separated lists
+  const c = loadConfig({ env: { ARBOR_CORS_ORIGINS: 'https://app.example, http://localhost:5173', ARBOR_ALLOWED_HOSTS: 'arbor.internal,.svc.cluster.local', ARBOR_MAX_CONNECTIONS: '10' } });
+  assert.deepEqual([c.corsOrigins, c.allowedHosts, c.maxConnections], [['https://app.example', 'http://localhost:5173'], ['arbor.internal', '.svc.cluster.local'], 10]);
+  // an origin with a path, a host with a scheme, and timeouts the wrong way round are refused, each named
+  for (const [env, option] of [
+    [{ ARBOR_CORS_ORIGINS: 'https://app.example/' }, 'corsOrigins'],
+    [{ ARBOR_CORS_ORIGINS: 'app.example' }, 'corsOrigins'],
+    [{ ARBOR_ALLOWED_HOSTS: 'https://arbor.internal' }, 'allowedHosts'],
+    [{ ARBOR_ALLOWED_HOSTS: 'arbor.internal:4000' }, 'allowedHosts'],
+    [{ ARBOR_HEADERS_TIMEOUT_MS: '5000', ARBOR_REQUEST_TIMEOUT_MS: '1000' }, 'headersTimeoutMs'],
+    [{ ARBOR_MAX_CONNECTIONS: '0' }, 'maxConnections'],
+  ] as const) {
+    const problems = problemsOf(() => loadConfig({ env }));
+    assert.deepEqual(problems.map((p) => p.option), [option], JSON.stringify(env));
+  }
 });

@@ -76,6 +76,13 @@ export interface ArborConfig {
   diskWarnPercent: number;
   diskFailPercent: number;
   retryAfterSeconds: number;
+  // browser-safe HTTP (docs/http-safety.md)
+  allowedHosts: readonly string[];
+  corsOrigins: readonly string[];
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxConnections: number;
   // LLM
   llm: 'mock' | 'openai-compatible';
   llmBaseUrl: string | undefined;
@@ -184,6 +191,12 @@ export const OPTION_SPECS = {
   diskWarnPercent: int(85, 1, 100, '/health warns when the disk of the data, journal or snapshot directory is fuller than this'),
   diskFailPercent: int(95, 1, 100, '/health fails (503) and writes are refused (507) while one of those disks is fuller than this'),
   retryAfterSeconds: int(5, 1, 3600, 'Retry-After sent with 429, 503 and 507'),
+  allowedHosts: { kind: 'strings', default: [], accepts: 'a list of host names, `.example.com` for a domain and its subdomains, or `*` (env: comma-separated)', meaning: 'Host header names the server answers to beside loopback names and IP addresses (others: 403 ARBOR_HOST_NOT_ALLOWED); `*` turns the check off (docs/http-safety.md)' },
+  corsOrigins: { kind: 'strings', default: [], accepts: 'a list of origins such as `https://app.example.com`, or `*` (env: comma-separated)', meaning: 'origins whose pages may call the API (CORS); none: same origin only' },
+  headersTimeoutMs: int(10_000, 1, 3_600_000, 'a request whose head has not arrived in full within this long is answered 408 and closed'),
+  requestTimeoutMs: int(30_000, 1, 3_600_000, 'a request (head and body) not received in full within this long is answered 408 and closed; at least headersTimeoutMs'),
+  keepAliveTimeoutMs: int(5_000, 1, 3_600_000, 'an idle keep-alive connection is closed after this long'),
+  maxConnections: int(4096, 1, 1_000_000, 'open connections at most (open streams included); a connection beyond is closed at once'),
   llm: { ...oneOf('mock', ['mock', 'openai-compatible'], 'the LLM provider'), flag: '--llm <provider>' },
   llmBaseUrl: { kind: 'string', default: undefined, accepts: 'an http(s) URL', meaning: '`openai-compatible`: endpoint, e.g. `http://127.0.0.1:11434/v1`', flag: '--llm-base-url <url>' },
   llmModel: { kind: 'string', default: undefined, accepts: 'a model name', meaning: '`openai-compatible`: model', flag: '--llm-model <model>' },
@@ -471,6 +484,19 @@ export function resolveConfig(input: LoadConfigInput = {}): ResolvedConfig {
     if (v.nodeAddress !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(v.nodeAddress)) {
       problems.push({ option: 'nodeAddress', source: sources.nodeAddress, message: `option nodeAddress = ${JSON.stringify(v.nodeAddress)} (from ${sources.nodeAddress}) is invalid: expected an http(s) URL without a path, e.g. http://10.0.0.5:4000` });
     }
+    if (v.headersTimeoutMs > v.requestTimeoutMs) {
+      problems.push({ option: 'headersTimeoutMs', source: sources.headersTimeoutMs, message: `option headersTimeoutMs = ${v.headersTimeoutMs} (from ${sources.headersTimeoutMs}) is invalid: expected at most requestTimeoutMs (${v.requestTimeoutMs})` });
+    }
+    for (const origin of v.corsOrigins) {
+      if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+        problems.push({ option: 'corsOrigins', source: sources.corsOrigins, message: `option corsOrigins (from ${sources.corsOrigins}) is invalid: ${JSON.stringify(origin)} is not an origin; expected ${OPTION_SPECS.corsOrigins.accepts} (scheme and host, no path or trailing slash)` });
+      }
+    }
+    for (const host of v.allowedHosts) {
+      if (host !== '*' && !/^\.?[A-Za-z0-9_.-]+$|^\[[0-9A-Fa-f:.]+\]$/.test(host)) {
+        problems.push({ option: 'allowedHosts', source: sources.allowedHosts, message: `option allowedHosts (from ${sources.allowedHosts}) is invalid: ${JSON.stringify(host)} is not a host name; expected ${OPTION_SPECS.allowedHosts.accepts} (no scheme, no port)` });
+      }
+    }
     const hashes = new Set<string>();
     for (const t of v.tokens) {
       if (hashes.has(t.sha256)) problems.push({ option: 'tokens', source: sources.tokens, message: `option tokens (from ${sources.tokens}) is invalid: one token hash is listed twice (tenant ${t.tenant})` });
@@ -543,6 +569,7 @@ export function optionsHelp(): string {
 /** The options that only the server and CLI use (never passed to createArbor). */
 export const SERVER_ONLY_OPTIONS: ReadonlySet<OptionName> = new Set<OptionName>([
   'host', 'port', 'tokens', 'tokensFile', 'operatorTokens', 'maxBodyBytes', 'maxHeaderBytes', 'logLevel', 'diskWarnPercent', 'diskFailPercent', 'retryAfterSeconds',
+  'allowedHosts', 'corsOrigins', 'headersTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'maxConnections',
   'llm', 'llmBaseUrl', 'llmModel', 'llmApiKey', 'llmMaxRetries', 'llmTelemetry', 'mockChunks', 'mockChunkDelayMs',
   // mapped to createArbor's `postgres` option by toArborOptions
   'databaseUrl', 'pgSchema', 'nodeId', 'nodeAddress', 'leaseMs',

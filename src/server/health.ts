@@ -32,6 +32,8 @@ export interface HealthOptions {
   statfs?: StatFs;
   /** The write gate reuses a disk reading younger than this. */
   writeGateMaxAgeMs?: number;
+  /** Who can reach the server (`checks.exposure`): warn when it listens beyond loopback with no tokens. */
+  exposure?: CheckResult;
 }
 
 const SEVERITY = { ok: 0, warn: 1, fail: 2 } as const;
@@ -64,7 +66,7 @@ export function diskStatus(usedPct: number, warnPct: number, failPct: number): '
  */
 export class HealthChecker {
   readonly #arbor: Arbor;
-  readonly #o: Required<HealthOptions>;
+  readonly #o: Required<Omit<HealthOptions, 'exposure'>> & Pick<HealthOptions, 'exposure'>;
   #probe: { at: number; result: Promise<CheckResult> } | undefined;
   #probeCursor = 0;
   /** The newest disk reading (by the time it started), what the write gate reuses. */
@@ -98,7 +100,7 @@ export class HealthChecker {
       down.length === 0
         ? { status: 'ok', message: `${health.tools.registered} tools, ${Object.keys(servers).length} MCP servers connected`, registered: health.tools.registered, mcpServers: servers }
         : { status: 'warn', message: `MCP server ${down.map(([name, v]) => `${name} ${v.state}${v.error === undefined ? '' : ` (${v.error})`}`).join(', ')}: its tools are withdrawn`, registered: health.tools.registered, mcpServers: servers };
-    const checks = { ...backendChecks, hotStorage, journalWriter, diskSpace, recovery, tools };
+    const checks = { ...backendChecks, hotStorage, journalWriter, diskSpace, recovery, tools, ...(this.#o.exposure === undefined ? {} : { exposure: this.#o.exposure }) };
     const statuses = Object.values(checks).map((c) => c.status);
     const status = statuses.includes('fail') ? 'fail' : statuses.includes('warn') ? 'warn' : 'ok';
     return { status, checks };

@@ -14,6 +14,16 @@ export const HttpErrorCodes = {
   /** The data disk is full: writes are refused until space returns; reads go on. */
   DISK_FULL: 'ARBOR_DISK_FULL',
   INTERNAL: 'ARBOR_INTERNAL',
+  /** A write's body is not JSON (`Content-Type` other than application/json): 415. */
+  UNSUPPORTED_MEDIA_TYPE: 'ARBOR_UNSUPPORTED_MEDIA_TYPE',
+  /** The `Host` header names no host this server answers to (loopback names, IP addresses, allowedHosts): 403. */
+  HOST_NOT_ALLOWED: 'ARBOR_HOST_NOT_ALLOWED',
+  /** A page of an origin not in corsOrigins tried to write (or asked a preflight): 403. */
+  ORIGIN_NOT_ALLOWED: 'ARBOR_ORIGIN_NOT_ALLOWED',
+  /** The request's head or body did not arrive within headersTimeoutMs / requestTimeoutMs: 408, and the connection is closed. */
+  REQUEST_TIMEOUT: 'ARBOR_REQUEST_TIMEOUT',
+  /** The client went away before its request body arrived: logged at debug, counted as 499 (nobody reads the answer). */
+  CLIENT_CLOSED_REQUEST: 'ARBOR_CLIENT_CLOSED_REQUEST',
 } as const;
 
 export type HttpErrorCode = (typeof HttpErrorCodes)[keyof typeof HttpErrorCodes];

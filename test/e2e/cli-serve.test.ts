@@ -47,7 +47,7 @@ test('a config file: its invalid value stops start-up naming the file; flags win
     try {
       // then the flags decide: a free port (0) and the flag's data directory
       assert.doesNotMatch(server.url, /:1$/);
-      assert.equal((await fetch(`${server.url}/v1/sessions`, { method: 'POST', body: '{"id":"where"}' })).status, 201);
+      assert.equal((await fetch(`${server.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"id":"where"}' })).status, 201);
       assert.ok(existsSync(join(dir, 'from-flag', 'LOCK')));
       assert.ok(!existsSync(join(dir, 'from-env')) && !existsSync(join(dir, 'from-file')));
     } finally {
