@@ -66,13 +66,22 @@ interface Thread {
   inflight: number;
   sinceSnapshot: number;
   snapshotting: boolean;
-  /** list values rebuilt recently, by value key (in memory only) */
-  items: Map<string, Ser[]>;
+  /** list values rebuilt or put recently, by value key (in memory only): their items and, once known, the values */
+  lists: Map<string, CachedList>;
+  /** bytes of serialized values appended since the last snapshot, and the size of that snapshot */
+  bytesSince: number;
+  lastSnapshotBytes: number;
   /** the newest list value put per namespace and channel: the delta base when the parent has none */
   lastList: Map<string, string>;
 }
 
-const ITEM_CACHE_SIZE = 16;
+/** A list value held in memory: its stored items and the values they are (the array put, or the one getTuple rebuilt). */
+interface CachedList {
+  items: Ser[];
+  values: unknown[] | undefined;
+}
+
+const LIST_CACHE_SIZE = 8;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function invalid(field: string, message: string): ArborError {
@@ -87,11 +96,22 @@ function threadIdOf(config: RunnableConfig, what: string): string {
   return String(tid);
 }
 
-/** The version of a list item cache entry kept in a thread's recent-lists cache. */
-function remember(t: Thread, key: string, items: Ser[]): void {
-  t.items.delete(key);
-  t.items.set(key, items);
-  if (t.items.size > ITEM_CACHE_SIZE) t.items.delete(t.items.keys().next().value as string);
+/** Keeps a list value in the thread's small cache of recent ones (newest last). */
+function remember(t: Thread, key: string, entry: CachedList): void {
+  t.lists.delete(key);
+  t.lists.set(key, entry);
+  if (t.lists.size > LIST_CACHE_SIZE) t.lists.delete(t.lists.keys().next().value as string);
+}
+
+/** The items of the thread's cached lists, by key (what `listItems` may start from). */
+function itemCache(t: Thread): Map<string, Ser[]> {
+  const m = new Map<string, Ser[]>();
+  for (const [k, v] of t.lists) m.set(k, v.items);
+  return m;
+}
+
+function serBytes(s: Ser): number {
+  return s[0].length + s[2].length + 8;
 }
 
 export class ArborSaver extends BaseCheckpointSaver {
@@ -125,7 +145,8 @@ export class ArborSaver extends BaseCheckpointSaver {
     if (postgres === undefined && store.dataDir === undefined) {
       throw invalid('dataDir', 'ArborSaver.open needs dataDir (files) or postgres (PostgreSQL)');
     }
-    const backend = await openBackend<ThreadState>({ store, postgres }, THREAD_HOOKS);
+    // The newest snapshot holds the whole thread (every kept checkpoint): older ones add nothing but a fallback.
+    const backend = await openBackend<ThreadState>({ store: { maxSnapshotsPerSession: 2, ...store }, postgres }, THREAD_HOOKS);
     return new ArborSaver(backend, retention === 'all' ? undefined : retention, snapshotEvery, serde);
   }
 
@@ -196,8 +217,10 @@ export class ArborSaver extends BaseCheckpointSaver {
         inflight: 0,
         sinceSnapshot: 0,
         snapshotting: false,
-        items: new Map(),
+        lists: new Map(),
         lastList: new Map(),
+        bytesSince: 0,
+        lastSnapshotBytes: 0,
       }));
       this.#threads.set(sid, p);
       p.catch(() => {
@@ -212,7 +235,7 @@ export class ArborSaver extends BaseCheckpointSaver {
    * resolves once the backend holds it durably. On a failure the thread is
    * dropped from memory: the next call loads what is durable.
    */
-  async #append(t: Thread, type: string, data: PutEventData | WritesEventData): Promise<void> {
+  async #append(t: Thread, type: string, data: PutEventData | WritesEventData, bytes: number): Promise<void> {
     const expectedSeq = t.seq;
     t.seq += 1;
     reduceThread(t.state, { lsn: 0, sid: t.sid, seq: t.seq, ts: Date.now(), type, v: 1, data });
@@ -226,18 +249,29 @@ export class ArborSaver extends BaseCheckpointSaver {
       t.inflight -= 1;
     }
     t.sinceSnapshot += 1;
+    t.bytesSince += bytes;
     this.#maybeSnapshot(t);
   }
 
+  /**
+   * Snapshots the thread once `snapshotEvery` events and at least as many
+   * bytes as its last snapshot took were appended since: a snapshot holds the
+   * whole thread, so spacing them by its size keeps the work of all of them
+   * linear in the thread's length.
+   */
   #maybeSnapshot(t: Thread): void {
-    if (t.inflight > 0 || t.snapshotting || t.sinceSnapshot < this.#snapshotEvery || this.#closed) return;
+    if (t.inflight > 0 || t.snapshotting || t.sinceSnapshot < this.#snapshotEvery || t.bytesSince < t.lastSnapshotBytes || this.#closed) return;
     if (this.#backend.persistence?.snapshots === false) return;
     if (this.#threads.get(t.sid) === undefined) return;
     t.snapshotting = true;
     t.sinceSnapshot = 0;
+    t.bytesSince = 0;
     // A copy: the thread goes on changing while the snapshot is written.
     const p = this.#backend
       .snapshot(t.sid, structuredClone(t.state), t.seq)
+      .then((r) => {
+        t.lastSnapshotBytes = r.bytes;
+      })
       .catch(() => undefined)
       .finally(() => {
         t.snapshotting = false;
@@ -256,6 +290,7 @@ export class ArborSaver extends BaseCheckpointSaver {
     const channelValues = (values ?? {}) as Record<string, unknown>;
     const cp = await this.#ser(rest);
     const md = await this.#ser(metadata);
+    const t = await this.#thread(threadSessionId(tid));
     // Serialize first (awaits); the state is read and changed below without an await in between.
     const changed: [string, string, unknown, Ser[] | Ser | undefined][] = [];
     for (const [ch, version] of Object.entries(newVersions ?? {})) {
@@ -266,16 +301,26 @@ export class ArborSaver extends BaseCheckpointSaver {
       }
       const value = channelValues[ch];
       if (Array.isArray(value)) {
+        // The leading items that are the very objects of the newest list put or read are not serialized again.
+        const recent = t.lists.get(t.lastList.get(`${ns}\u0000${ch}`) ?? '');
         const items: Ser[] = new Array(value.length);
-        for (let i = 0; i < value.length; i += 1) items[i] = await this.#serItem(value[i]);
+        let i = 0;
+        if (recent?.values !== undefined) {
+          const n = Math.min(value.length, recent.values.length, recent.items.length);
+          while (i < n && value[i] === recent.values[i] && typeof value[i] === 'object' && value[i] !== null) {
+            items[i] = recent.items[i]!;
+            i += 1;
+          }
+        }
+        for (; i < value.length; i += 1) items[i] = await this.#serItem(value[i]);
         changed.push([ch, key, value, items]);
       } else {
         changed.push([ch, key, value, await this.#ser(value)]);
       }
     }
-    const t = await this.#thread(threadSessionId(tid));
     const state = t.state;
     const parentEntry = parent === undefined ? undefined : state.cps.find((c) => c.ns === ns && c.id === parent);
+    let bytes = serBytes(cp) + serBytes(md);
     const vals: PutValue[] = [];
     for (const [ch, key, value, ser] of changed) {
       if (ser === undefined) {
@@ -283,12 +328,15 @@ export class ArborSaver extends BaseCheckpointSaver {
       } else if (Array.isArray(value)) {
         const items = ser as Ser[];
         const baseKey = this.#baseKey(t, ns, ch, parentEntry);
-        const base = baseKey === undefined ? undefined : listItems(state.vals, baseKey, t.items);
-        vals.push([ch, key, listDelta(items, base, baseKey)]);
-        remember(t, key, items);
+        const base = baseKey === undefined ? undefined : (t.lists.get(baseKey)?.items ?? listItems(state.vals, baseKey, itemCache(t)));
+        const delta = listDelta(items, base, baseKey);
+        vals.push([ch, key, delta]);
+        for (const item of (delta as { l: Ser[] }).l) bytes += serBytes(item);
+        remember(t, key, { items, values: (value as unknown[]).slice() });
         t.lastList.set(`${ns}\u0000${ch}`, key);
       } else {
         vals.push([ch, key, { f: ser as Ser }]);
+        bytes += serBytes(ser as Ser);
       }
     }
     const stored = new Set(vals.map(([, key]) => key));
@@ -300,7 +348,7 @@ export class ArborSaver extends BaseCheckpointSaver {
     const data: PutEventData = { tid, ns, id: checkpoint.id, cp, md, vals, refs };
     if (parent !== undefined) data.parent = parent;
     if (this.#retention !== undefined) data.keep = this.#retention;
-    await this.#append(t, LG_PUT, data);
+    await this.#append(t, LG_PUT, data, bytes);
     return { configurable: { thread_id: tid, checkpoint_ns: ns, checkpoint_id: checkpoint.id } };
   }
 
@@ -325,7 +373,7 @@ export class ArborSaver extends BaseCheckpointSaver {
       w.push([WRITES_IDX_MAP[ch] || i, ch, await this.#ser(value)]);
     }
     const t = await this.#thread(threadSessionId(tid));
-    await this.#append(t, LG_WRITES, { tid, ns, id, task: String(taskId), path: taskPath ?? '', w });
+    await this.#append(t, LG_WRITES, { tid, ns, id, task: String(taskId), path: taskPath ?? '', w }, w.reduce((n, [, , s]) => n + serBytes(s), 0));
   }
 
   async getTuple(config: RunnableConfig): Promise<CheckpointTuple | undefined> {
@@ -389,10 +437,15 @@ export class ArborSaver extends BaseCheckpointSaver {
         channelValues[ch] = await this.#de(stored.f);
         continue;
       }
-      const items = listItems(state.vals, key, t.items)!;
-      remember(t, key, items);
+      const cached = t.lists.get(key);
+      if (cached?.values !== undefined) {
+        channelValues[ch] = cached.values.slice();
+        continue;
+      }
+      const items = cached?.items ?? listItems(state.vals, key, itemCache(t))!;
       const value: unknown[] = new Array(items.length);
       for (let i = 0; i < items.length; i += 1) value[i] = await this.#deItem(items[i]!);
+      remember(t, key, { items, values: value.slice() });
       channelValues[ch] = value;
     }
     checkpoint.channel_values = channelValues;
