@@ -129,3 +129,26 @@ test('bad input is refused with ARBOR_INVALID_INPUT, naming the field', async (t
   await assert.rejects(saver.put({ configurable: {} }, cp, { source: 'input', step: -1, parents: {} }, {}), (err: { code?: string; details?: { field?: string } }) => err.code === 'ARBOR_INVALID_INPUT' && err.details?.field === 'configurable.thread_id');
   await assert.rejects(saver.putWrites({ configurable: { thread_id: 'x' } }, [], 't'), (err: { code?: string; details?: { field?: string } }) => err.code === 'ARBOR_INVALID_INPUT' && err.details?.field === 'configurable.checkpoint_id');
 });
+
+test('maxThreadsInMemory: threads beyond it are dropped from memory when idle and load again, with nothing lost', async (t) => {
+  const { dir, cleanup } = tempDir('arbor-lg-evict-');
+  const saver = await ArborSaver.open({ dataDir: dir, maxThreadsInMemory: 2 });
+  t.after(async () => {
+    await saver.close();
+    cleanup();
+  });
+  const runs = await Promise.all(['t1', 't2', 't3', 't4', 't5'].map((id) => grow(saver, id, 4)));
+  // a second round on every thread, after the others pushed it out of memory
+  for (const id of ['t1', 't2', 't3', 't4', 't5']) {
+    const latest = await saver.getTuple({ configurable: { thread_id: id } });
+    assert.equal(latest?.checkpoint.id, runs[Number(id.slice(1)) - 1]!.ids.at(-1), id);
+    assert.equal((latest?.checkpoint.channel_values.messages as unknown[]).length, 8);
+  }
+  const more = await grow(saver, 't1', 2);
+  const latest = await saver.getTuple({ configurable: { thread_id: 't1' } });
+  assert.equal(latest?.checkpoint.id, more.ids.at(-1));
+  let count = 0;
+  for await (const _ of saver.list({ configurable: { thread_id: 't1' } })) count += 1;
+  assert.equal(count, 6);
+  await assert.rejects(ArborSaver.open({ dataDir: dir, maxThreadsInMemory: 0 }), (err: { code?: string; details?: { field?: string } }) => err.code === 'ARBOR_INVALID_INPUT' && err.details?.field === 'maxThreadsInMemory');
+});

@@ -56,6 +56,8 @@ export interface ArborSaverOptions extends Partial<StoreOptions> {
   snapshotEvery?: number;
   /** LangGraph's serializer (default: JsonPlusSerializer). */
   serde?: SerializerProtocol;
+  /** Threads kept in memory (default 1000); beyond it the least recently used idle ones are dropped (and their PostgreSQL leases given up) and load again on their next use. */
+  maxThreadsInMemory?: number;
 }
 
 interface Thread {
@@ -64,6 +66,8 @@ interface Thread {
   /** seq of the last event applied to `state` (appends in flight included) */
   seq: number;
   inflight: number;
+  /** calls using the thread now: it is not dropped from memory while > 0 */
+  users: number;
   sinceSnapshot: number;
   snapshotting: boolean;
   /** list values rebuilt or put recently, by value key (in memory only): their items and, once known, the values */
@@ -118,7 +122,10 @@ export class ArborSaver extends BaseCheckpointSaver {
   readonly #backend: SessionBackend<ThreadState>;
   readonly #retention: number | undefined;
   readonly #snapshotEvery: number;
+  /** threads in memory, least recently used first */
   readonly #threads = new Map<string, Promise<Thread>>();
+  readonly #loaded = new Map<string, Thread>();
+  readonly #maxThreads: number;
   readonly #background = new Set<Promise<unknown>>();
   /** serialized form of list items (message objects) already serialized, by identity */
   readonly #serOf = new WeakMap<object, Ser>();
@@ -126,8 +133,9 @@ export class ArborSaver extends BaseCheckpointSaver {
   readonly #valueOf = new WeakMap<Ser, unknown>();
   #closed = false;
 
-  private constructor(backend: SessionBackend<ThreadState>, retention: number | undefined, snapshotEvery: number, serde: SerializerProtocol | undefined) {
+  private constructor(backend: SessionBackend<ThreadState>, retention: number | undefined, snapshotEvery: number, serde: SerializerProtocol | undefined, maxThreads: number) {
     super(serde);
+    this.#maxThreads = maxThreads;
     this.#backend = backend;
     this.#retention = retention;
     this.#snapshotEvery = snapshotEvery;
@@ -135,7 +143,10 @@ export class ArborSaver extends BaseCheckpointSaver {
 
   /** Opens the storage (files under `dataDir`, or PostgreSQL with `postgres`) and returns the saver. */
   static async open(options: ArborSaverOptions): Promise<ArborSaver> {
-    const { postgres, retention = 'all', snapshotEvery = 200, serde, ...store } = options ?? {};
+    const { postgres, retention = 'all', snapshotEvery = 200, serde, maxThreadsInMemory = 1000, ...store } = options ?? {};
+    if (!Number.isSafeInteger(maxThreadsInMemory) || maxThreadsInMemory < 1) {
+      throw invalid('maxThreadsInMemory', `maxThreadsInMemory must be a positive integer, got ${JSON.stringify(maxThreadsInMemory)}`);
+    }
     if (retention !== 'all' && (!Number.isSafeInteger(retention) || retention < 1)) {
       throw invalid('retention', `retention must be 'all' or a positive integer (checkpoints kept per thread), got ${JSON.stringify(retention)}`);
     }
@@ -147,7 +158,7 @@ export class ArborSaver extends BaseCheckpointSaver {
     }
     // The newest snapshot holds the whole thread (every kept checkpoint): older ones add nothing but a fallback.
     const backend = await openBackend<ThreadState>({ store: { maxSnapshotsPerSession: 2, ...store }, postgres }, THREAD_HOOKS);
-    return new ArborSaver(backend, retention === 'all' ? undefined : retention, snapshotEvery, serde);
+    return new ArborSaver(backend, retention === 'all' ? undefined : retention, snapshotEvery, serde, maxThreadsInMemory);
   }
 
   /** 'file' or 'postgres' */
@@ -209,25 +220,59 @@ export class ArborSaver extends BaseCheckpointSaver {
   #thread(sid: string): Promise<Thread> {
     if (this.#closed) return Promise.reject(new ArborError(ErrorCodes.CLOSED, 'ArborSaver is closed'));
     let p = this.#threads.get(sid);
-    if (p === undefined) {
-      p = this.#backend.loadSession(sid).then((r) => ({
-        sid,
-        state: r?.state ?? initialThreadState(),
-        seq: r?.seq ?? 0,
-        inflight: 0,
-        sinceSnapshot: 0,
-        snapshotting: false,
-        lists: new Map(),
-        lastList: new Map(),
-        bytesSince: 0,
-        lastSnapshotBytes: 0,
-      }));
+    if (p !== undefined) {
+      // most recently used last
+      this.#threads.delete(sid);
+      this.#threads.set(sid, p);
+    } else {
+      p = this.#backend.loadSession(sid).then((r) => {
+        const t: Thread = {
+          sid,
+          state: r?.state ?? initialThreadState(),
+          seq: r?.seq ?? 0,
+          inflight: 0,
+          users: 0,
+          sinceSnapshot: 0,
+          snapshotting: false,
+          lists: new Map(),
+          lastList: new Map(),
+          bytesSince: 0,
+          lastSnapshotBytes: 0,
+        };
+        if (this.#threads.get(sid) === p) this.#loaded.set(sid, t);
+        return t;
+      });
       this.#threads.set(sid, p);
       p.catch(() => {
         if (this.#threads.get(sid) === p) this.#threads.delete(sid);
       });
     }
     return p;
+  }
+
+  /** Runs `fn` with the thread loaded and held in memory. */
+  async #with<T>(sid: string, fn: (t: Thread) => Promise<T>): Promise<T> {
+    const t = await this.#thread(sid);
+    t.users += 1;
+    try {
+      return await fn(t);
+    } finally {
+      t.users -= 1;
+      this.#evictIdle();
+    }
+  }
+
+  /** Drops the least recently used idle threads beyond `maxThreadsInMemory`; they load again from the backend on their next use. */
+  #evictIdle(): void {
+    if (this.#threads.size <= this.#maxThreads) return;
+    for (const sid of [...this.#threads.keys()]) {
+      if (this.#threads.size <= this.#maxThreads) return;
+      const t = this.#loaded.get(sid);
+      if (t === undefined || t.users > 0 || t.inflight > 0 || t.snapshotting) continue;
+      this.#threads.delete(sid);
+      this.#loaded.delete(sid);
+      void this.#backend.release(sid).catch(() => undefined);
+    }
   }
 
   /**
@@ -244,6 +289,7 @@ export class ArborSaver extends BaseCheckpointSaver {
       await this.#backend.append({ sid: t.sid, type, data, expectedSeq });
     } catch (err) {
       this.#threads.delete(t.sid);
+      this.#loaded.delete(t.sid);
       throw err;
     } finally {
       t.inflight -= 1;
@@ -290,66 +336,67 @@ export class ArborSaver extends BaseCheckpointSaver {
     const channelValues = (values ?? {}) as Record<string, unknown>;
     const cp = await this.#ser(rest);
     const md = await this.#ser(metadata);
-    const t = await this.#thread(threadSessionId(tid));
-    // Serialize first (awaits); the state is read and changed below without an await in between.
-    const changed: [string, string, unknown, Ser[] | Ser | undefined][] = [];
-    for (const [ch, version] of Object.entries(newVersions ?? {})) {
-      const key = valueKey(ns, ch, version);
-      if (!Object.hasOwn(channelValues, ch) || channelValues[ch] === undefined) {
-        changed.push([ch, key, undefined, undefined]);
-        continue;
-      }
-      const value = channelValues[ch];
-      if (Array.isArray(value)) {
-        // The leading items that are the very objects of the newest list put or read are not serialized again.
-        const recent = t.lists.get(t.lastList.get(`${ns}\u0000${ch}`) ?? '');
-        const items: Ser[] = new Array(value.length);
-        let i = 0;
-        if (recent?.values !== undefined) {
-          const n = Math.min(value.length, recent.values.length, recent.items.length);
-          while (i < n && value[i] === recent.values[i] && typeof value[i] === 'object' && value[i] !== null) {
-            items[i] = recent.items[i]!;
-            i += 1;
-          }
+    return this.#with(threadSessionId(tid), async (t) => {
+      // Serialize first (awaits); the state is read and changed below without an await in between.
+      const changed: [string, string, unknown, Ser[] | Ser | undefined][] = [];
+      for (const [ch, version] of Object.entries(newVersions ?? {})) {
+        const key = valueKey(ns, ch, version);
+        if (!Object.hasOwn(channelValues, ch) || channelValues[ch] === undefined) {
+          changed.push([ch, key, undefined, undefined]);
+          continue;
         }
-        for (; i < value.length; i += 1) items[i] = await this.#serItem(value[i]);
-        changed.push([ch, key, value, items]);
-      } else {
-        changed.push([ch, key, value, await this.#ser(value)]);
+        const value = channelValues[ch];
+        if (Array.isArray(value)) {
+          // The leading items that are the very objects of the newest list put or read are not serialized again.
+          const recent = t.lists.get(t.lastList.get(`${ns}\u0000${ch}`) ?? '');
+          const items: Ser[] = new Array(value.length);
+          let i = 0;
+          if (recent?.values !== undefined) {
+            const n = Math.min(value.length, recent.values.length, recent.items.length);
+            while (i < n && value[i] === recent.values[i] && typeof value[i] === 'object' && value[i] !== null) {
+              items[i] = recent.items[i]!;
+              i += 1;
+            }
+          }
+          for (; i < value.length; i += 1) items[i] = await this.#serItem(value[i]);
+          changed.push([ch, key, value, items]);
+        } else {
+          changed.push([ch, key, value, await this.#ser(value)]);
+        }
       }
-    }
-    const state = t.state;
-    const parentEntry = parent === undefined ? undefined : state.cps.find((c) => c.ns === ns && c.id === parent);
-    let bytes = serBytes(cp) + serBytes(md);
-    const vals: PutValue[] = [];
-    for (const [ch, key, value, ser] of changed) {
-      if (ser === undefined) {
-        vals.push([ch, key, { e: 1 }]);
-      } else if (Array.isArray(value)) {
-        const items = ser as Ser[];
-        const baseKey = this.#baseKey(t, ns, ch, parentEntry);
-        const base = baseKey === undefined ? undefined : (t.lists.get(baseKey)?.items ?? listItems(state.vals, baseKey, itemCache(t)));
-        const delta = listDelta(items, base, baseKey);
-        vals.push([ch, key, delta]);
-        for (const item of (delta as { l: Ser[] }).l) bytes += serBytes(item);
-        remember(t, key, { items, values: (value as unknown[]).slice() });
-        t.lastList.set(`${ns}\u0000${ch}`, key);
-      } else {
-        vals.push([ch, key, { f: ser as Ser }]);
-        bytes += serBytes(ser as Ser);
+      const state = t.state;
+      const parentEntry = parent === undefined ? undefined : state.cps.find((c) => c.ns === ns && c.id === parent);
+      let bytes = serBytes(cp) + serBytes(md);
+      const vals: PutValue[] = [];
+      for (const [ch, key, value, ser] of changed) {
+        if (ser === undefined) {
+          vals.push([ch, key, { e: 1 }]);
+        } else if (Array.isArray(value)) {
+          const items = ser as Ser[];
+          const baseKey = this.#baseKey(t, ns, ch, parentEntry);
+          const base = baseKey === undefined ? undefined : (t.lists.get(baseKey)?.items ?? listItems(state.vals, baseKey, itemCache(t)));
+          const delta = listDelta(items, base, baseKey);
+          vals.push([ch, key, delta]);
+          for (const item of (delta as { l: Ser[] }).l) bytes += serBytes(item);
+          remember(t, key, { items, values: (value as unknown[]).slice() });
+          t.lastList.set(`${ns}\u0000${ch}`, key);
+        } else {
+          vals.push([ch, key, { f: ser as Ser }]);
+          bytes += serBytes(ser as Ser);
+        }
       }
-    }
-    const stored = new Set(vals.map(([, key]) => key));
-    const refs: Record<string, string> = {};
-    for (const [ch, version] of Object.entries(checkpoint.channel_versions ?? {})) {
-      const key = valueKey(ns, ch, version);
-      if (stored.has(key) || Object.hasOwn(state.vals, key)) refs[ch] = key;
-    }
-    const data: PutEventData = { tid, ns, id: checkpoint.id, cp, md, vals, refs };
-    if (parent !== undefined) data.parent = parent;
-    if (this.#retention !== undefined) data.keep = this.#retention;
-    await this.#append(t, LG_PUT, data, bytes);
-    return { configurable: { thread_id: tid, checkpoint_ns: ns, checkpoint_id: checkpoint.id } };
+      const stored = new Set(vals.map(([, key]) => key));
+      const refs: Record<string, string> = {};
+      for (const [ch, version] of Object.entries(checkpoint.channel_versions ?? {})) {
+        const key = valueKey(ns, ch, version);
+        if (stored.has(key) || Object.hasOwn(state.vals, key)) refs[ch] = key;
+      }
+      const data: PutEventData = { tid, ns, id: checkpoint.id, cp, md, vals, refs };
+      if (parent !== undefined) data.parent = parent;
+      if (this.#retention !== undefined) data.keep = this.#retention;
+      await this.#append(t, LG_PUT, data, bytes);
+      return { configurable: { thread_id: tid, checkpoint_ns: ns, checkpoint_id: checkpoint.id } };
+    });
   }
 
   /** The value a list is stored as a delta against: the parent's value of the channel, else the newest put. */
@@ -372,23 +419,23 @@ export class ArborSaver extends BaseCheckpointSaver {
       const [ch, value] = writes[i]!;
       w.push([WRITES_IDX_MAP[ch] || i, ch, await this.#ser(value)]);
     }
-    const t = await this.#thread(threadSessionId(tid));
-    await this.#append(t, LG_WRITES, { tid, ns, id, task: String(taskId), path: taskPath ?? '', w }, w.reduce((n, [, , s]) => n + serBytes(s), 0));
+    await this.#with(threadSessionId(tid), (t) => this.#append(t, LG_WRITES, { tid, ns, id, task: String(taskId), path: taskPath ?? '', w }, w.reduce((n, [, , s]) => n + serBytes(s), 0)));
   }
 
   async getTuple(config: RunnableConfig): Promise<CheckpointTuple | undefined> {
     const raw: unknown = config?.configurable?.thread_id;
     if (raw === undefined || raw === null || raw === '') return undefined;
-    const t = await this.#thread(threadSessionId(String(raw)));
     const ns: string = config.configurable?.checkpoint_ns ?? '';
     const id = getCheckpointId(config);
-    let entry: StoredCheckpoint | undefined;
-    if (id) {
-      entry = t.state.cps.find((c) => c.ns === ns && c.id === id);
-    } else {
-      for (const c of t.state.cps) if (c.ns === ns && (entry === undefined || c.id > entry.id)) entry = c;
-    }
-    return entry === undefined ? undefined : this.#tuple(t, entry);
+    return this.#with(threadSessionId(String(raw)), async (t) => {
+      let entry: StoredCheckpoint | undefined;
+      if (id) {
+        entry = t.state.cps.find((c) => c.ns === ns && c.id === id);
+      } else {
+        for (const c of t.state.cps) if (c.ns === ns && (entry === undefined || c.id > entry.id)) entry = c;
+      }
+      return entry === undefined ? undefined : this.#tuple(t, entry);
+    });
   }
 
   async *list(config: RunnableConfig, options?: CheckpointListOptions): AsyncGenerator<CheckpointTuple> {
@@ -400,28 +447,36 @@ export class ArborSaver extends BaseCheckpointSaver {
     const beforeId: string | undefined = before?.configurable?.checkpoint_id || undefined;
     const sids = raw !== undefined && raw !== null && raw !== '' ? [threadSessionId(String(raw))] : (await this.#backend.listSessions()).map((s) => s.sid);
     for (const sid of sids) {
-      const t = await this.#thread(sid);
-      const entries = t.state.cps
-        .filter((c) => (ns === undefined || c.ns === ns) && (onlyId === undefined || c.id === onlyId) && (beforeId === undefined || c.id < beforeId))
-        .sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-      for (const entry of entries) {
-        if (limit !== undefined && limit <= 0) return;
-        if (filter !== undefined && Object.keys(filter).length > 0) {
-          const metadata = (await this.#de(entry.md)) as Record<string, unknown>;
-          if (!Object.entries(filter).every(([k, v]) => isDeepStrictEqual(metadata?.[k], v))) continue;
+      if (limit !== undefined && limit <= 0) return;
+      // One thread's tuples at a time, rebuilt while it is held in memory.
+      const tuples = await this.#with(sid, async (t) => {
+        const out: CheckpointTuple[] = [];
+        const entries = t.state.cps
+          .filter((c) => (ns === undefined || c.ns === ns) && (onlyId === undefined || c.id === onlyId) && (beforeId === undefined || c.id < beforeId))
+          .sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+        for (const entry of entries) {
+          if (limit !== undefined && limit <= 0) break;
+          if (filter !== undefined && Object.keys(filter).length > 0) {
+            const metadata = (await this.#de(entry.md)) as Record<string, unknown>;
+            if (!Object.entries(filter).every(([k, v]) => isDeepStrictEqual(metadata?.[k], v))) continue;
+          }
+          if (limit !== undefined) limit -= 1;
+          out.push(await this.#tuple(t, entry));
         }
-        if (limit !== undefined) limit -= 1;
-        yield await this.#tuple(t, entry);
-      }
+        return out;
+      });
+      yield* tuples;
     }
   }
 
   async deleteThread(threadId: string): Promise<void> {
     const sid = threadSessionId(String(threadId));
-    const t = await this.#thread(sid);
-    this.#threads.delete(sid);
-    if (t.seq === 0 && !(await this.#backend.exists(sid))) return;
-    await this.#backend.deleteSession(sid);
+    await this.#with(sid, async (t) => {
+      this.#threads.delete(sid);
+      this.#loaded.delete(sid);
+      if (t.seq === 0 && !(await this.#backend.exists(sid))) return;
+      await this.#backend.deleteSession(sid);
+    });
   }
 
   /** The checkpoint tuple of a stored checkpoint: its values rebuilt from the stored versions (and deltas). */
