@@ -474,7 +474,10 @@ export class ArborSaver extends BaseCheckpointSaver {
     await this.#with(sid, async (t) => {
       this.#threads.delete(sid);
       this.#loaded.delete(sid);
-      if (t.seq === 0 && !(await this.#backend.exists(sid))) return;
+      if (t.seq === 0 && !(await this.#backend.exists(sid))) {
+        await this.#backend.release(sid);
+        return;
+      }
       await this.#backend.deleteSession(sid);
     });
   }
