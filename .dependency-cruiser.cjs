@@ -77,6 +77,20 @@ module.exports = {
       to: { path: '^src/(?!cli/|index\\.ts$|ops\\.ts$|server\\.ts$)' },
     },
     {
+      name: 'langgraph-on-the-storage-engine',
+      severity: 'error',
+      comment: 'langgraph/ (ArborSaver) runs on the storage engine alone: core/, the backend interface and backends.ts (which opens the backend with its hooks); never the runtime, sessions, the transports or a concrete backend.',
+      from: { path: '^src/langgraph/' },
+      to: { path: '^src/(?!core/|backend/|langgraph/|backends\\.ts$)' },
+    },
+    {
+      name: 'langgraph-only-through-its-entry',
+      severity: 'error',
+      comment: 'ArborSaver is reached through the package entry arbor-runtime/langgraph (src/langgraph.ts) only, so the other entries never load the optional peer dependency.',
+      from: { path: '^src/', pathNot: '^src/(langgraph/|langgraph\\.ts$)' },
+      to: { path: '^src/langgraph/' },
+    },
+    {
       name: 'library-never-imports-tests',
       severity: 'error',
       from: { path: '^src/', pathNot: '\\.test\\.ts$' },

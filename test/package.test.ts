@@ -25,11 +25,11 @@ const load = (specifier: string): Promise<Record<string, unknown>> => import(spe
 
 const run = (args: string[]) => runNode(args);
 
-test('the package is arbor-runtime with the entries ., ./testing, ./ops and ./server, each with its types', () => {
+test('the package is arbor-runtime with the entries ., ./testing, ./ops, ./server and ./langgraph, each with its types', () => {
   // given / when: the manifest
   // then
   assert.equal(manifest.name, 'arbor-runtime');
-  assert.deepEqual(Object.keys(manifest.exports).sort(), ['.', './ops', './server', './testing']);
+  assert.deepEqual(Object.keys(manifest.exports).sort(), ['.', './langgraph', './ops', './server', './testing']);
   for (const [entry, target] of Object.entries(manifest.exports)) {
     for (const file of [target.types, target.default]) assert.ok(existsSync(join(repoRoot, file)), `${entry}: ${file} is missing; run \`npm run build\``);
   }
@@ -42,6 +42,7 @@ test('every entry imports by the package name and exports what its users reach f
     './testing': 'MemoryFileSystem',
     './ops': 'verifyDataDir',
     './server': 'startServer',
+    './langgraph': 'ArborSaver',
   };
   for (const entry of Object.keys(manifest.exports)) {
     // when
