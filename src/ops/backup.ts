@@ -406,6 +406,42 @@ export interface RestoreResult {
 }
 
 /**
+ * A backup's manifest, and the live key store's bytes when the backup is encrypted (it holds no
+ * keys of its own): refused with ARBOR_USAGE naming --key-store when they are needed and missing
+ * or unreadable. What `arbor restore` and `arbor restore --to` read first.
+ */
+export async function readBackupHead(sfs: FileSystem, src: string, keyStore: string | undefined): Promise<{ manifest: BackupManifest; keyStoreBytes: Uint8Array | undefined }> {
+  const manifest = await readManifest(sfs, src);
+  if (manifest.encrypted !== undefined && keyStore === undefined) {
+    throw new ArborError(ErrorCodes.USAGE, `backup ${src} is encrypted (master key id ${manifest.encrypted.masterKeyId}) and holds no keys: pass the live key store (--key-store <dataDir>/${KEYS_DIR}/${KEYSTORE_FILE})`, { option: 'keyStore' });
+  }
+  let keyStoreBytes: Uint8Array | undefined;
+  if (keyStore !== undefined) {
+    try {
+      keyStoreBytes = await sfs.readFile(keyStore);
+    } catch (err) {
+      throw new ArborError(ErrorCodes.USAGE, `--key-store ${keyStore}: ${(err as Error).message}`, { option: 'keyStore' }, { cause: err });
+    }
+  }
+  return { manifest, keyStoreBytes };
+}
+
+/** One file of a backup, checked against its manifest entry (size and sha256): ARBOR_CORRUPTION naming the file otherwise. */
+export async function readBackupFile(sfs: FileSystem, src: string, f: ManifestFile): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await sfs.readFile(path.join(src, f.path));
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} listed in the manifest is missing from ${src}`, { file: f.path });
+    throw err;
+  }
+  if (bytes.length !== f.bytes) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} is ${bytes.length} bytes, the manifest says ${f.bytes}`, { file: f.path });
+  const hash = sha256(bytes);
+  if (hash !== f.sha256) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path}: sha256 ${hash} does not match the manifest's ${f.sha256}`, { file: f.path });
+  return bytes;
+}
+
+/**
  * Restores a backup into an empty (or missing) data directory: checks the
  * manifest and every file's size and sha256 while copying, syncs everything,
  * verifies the result like `arbor verify`, then writes the restore marker
@@ -420,18 +456,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const layout = resolveLayout(options);
   const { fs, dataDir, journalDir, snapshotDir } = layout;
   const sfs = options.srcFs ?? fs;
-  const manifest = await readManifest(sfs, options.src);
-  if (manifest.encrypted !== undefined && options.keyStore === undefined) {
-    throw new ArborError(ErrorCodes.USAGE, `backup ${options.src} is encrypted (master key id ${manifest.encrypted.masterKeyId}) and holds no keys: pass the live key store (--key-store <dataDir>/${KEYS_DIR}/${KEYSTORE_FILE})`, { option: 'keyStore' });
-  }
-  let keyStoreBytes: Uint8Array | undefined;
-  if (options.keyStore !== undefined) {
-    try {
-      keyStoreBytes = await sfs.readFile(options.keyStore);
-    } catch (err) {
-      throw new ArborError(ErrorCodes.USAGE, `--key-store ${options.keyStore}: ${(err as Error).message}`, { option: 'keyStore' }, { cause: err });
-    }
-  }
+  const { manifest, keyStoreBytes } = await readBackupHead(sfs, options.src, options.keyStore);
   await assertEmptyTarget(fs, dataDir, 'data directory', 'dataDir');
   if (options.journalDir !== undefined) await assertEmptyTarget(fs, journalDir, 'journal directory', 'journalDir');
   if (options.snapshotDir !== undefined) await assertEmptyTarget(fs, snapshotDir, 'snapshot directory', 'snapshotDir');
@@ -445,17 +470,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     await ensureDir(fs, journalDir, DIR_MODE);
     await ensureDir(fs, snapshotDir, DIR_MODE);
     for (const f of manifest.files) {
-      const from = path.join(options.src, f.path);
-      let bytes: Uint8Array;
-      try {
-        bytes = await sfs.readFile(from);
-      } catch (err) {
-        if (hasCode(err, 'ENOENT')) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} listed in the manifest is missing from ${options.src}`, { file: f.path });
-        throw err;
-      }
-      if (bytes.length !== f.bytes) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} is ${bytes.length} bytes, the manifest says ${f.bytes}`, { file: f.path });
-      const hash = sha256(bytes);
-      if (hash !== f.sha256) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path}: sha256 ${hash} does not match the manifest's ${f.sha256}`, { file: f.path });
+      const bytes = await readBackupFile(sfs, options.src, f);
       const [dir, name] = f.path.split('/') as [string, string];
       if (dir === ERASURE_DIR) await ensureDir(fs, path.join(dataDir, ERASURE_DIR), DIR_MODE);
       const to = dir === ERASURE_DIR ? path.join(dataDir, f.path) : path.join(dir === 'journals' ? journalDir : snapshotDir, name);

@@ -3,7 +3,7 @@ import { rmdir } from 'node:fs/promises';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { decodeSnapshotHeader } from '../backend/snapshot-codec.ts';
-import { ensureDir, hasCode, type FileSystem } from '../storage/fs-port.ts';
+import { ensureDir, type FileSystem } from '../storage/fs-port.ts';
 import { SEGMENT_FILE_PATTERN, SEGMENT_HEADER_BYTES, decodeHead, encodeSegmentHeader, frameCrc, segmentFileName, type RecordHead } from '../file/journal/format.ts';
 import { scanSegment } from '../file/journal/segment-scanner.ts';
 import { readArchive } from '../file/journal-archive.ts';
@@ -11,7 +11,7 @@ import { Tombstones, ERASURE_DIR } from '../file/erasure.ts';
 import { erasedUpTo, KEYS_DIR, KEYSTORE_FILE, readKeyStoreFile } from '../file/keystore.ts';
 import { RESTORE_MARKER_FILE, writeRestoreMarker, type RestoreMarker } from '../file/restore-marker.ts';
 import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
-import { assertEmptyTarget, readManifest, sha256, TOMBSTONE_PATH, writeDurably, type BackupManifest, type ManifestFile } from './backup.ts';
+import { assertEmptyTarget, readBackupFile, readBackupHead, TOMBSTONE_PATH, writeDurably, type BackupManifest, type ManifestFile } from './backup.ts';
 import { exists, listDir, resolveLayout, type LayoutOptions } from './layout.ts';
 import { SNAPSHOT_FILE, verifyDataDir, type VerifyReport } from './verify.ts';
 
@@ -136,29 +136,8 @@ export async function restoreToPoint(options: PointInTimeRestoreOptions): Promis
   if ((asLsn === undefined || !Number.isSafeInteger(asLsn)) && (asTime === undefined || Number.isNaN(asTime))) {
     throw new ArborError(ErrorCodes.USAGE, `--to ${JSON.stringify(to)} is neither an ISO 8601 time (2026-12-04T10:15:00Z) nor an LSN (digits)`, { option: 'to', to });
   }
-  const manifest = await readManifest(sfs, options.src);
-  if (manifest.encrypted !== undefined && options.keyStore === undefined) {
-    throw new ArborError(ErrorCodes.USAGE, `backup ${options.src} is encrypted (master key id ${manifest.encrypted.masterKeyId}) and holds no keys: pass the live key store (--key-store <dataDir>/${KEYS_DIR}/${KEYSTORE_FILE})`, { option: 'keyStore' });
-  }
-  let keyStoreBytes: Uint8Array | undefined;
-  if (options.keyStore !== undefined) {
-    try {
-      keyStoreBytes = await sfs.readFile(options.keyStore);
-    } catch (err) {
-      throw new ArborError(ErrorCodes.USAGE, `--key-store ${options.keyStore}: ${(err as Error).message}`, { option: 'keyStore' }, { cause: err });
-    }
-  }
-  const readBackup = async (f: ManifestFile): Promise<Uint8Array> => {
-    let bytes: Uint8Array;
-    try {
-      bytes = await sfs.readFile(path.join(options.src, f.path));
-    } catch (err) {
-      if (hasCode(err, 'ENOENT')) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} listed in the manifest is missing from ${options.src}`, { file: f.path });
-      throw err;
-    }
-    if (bytes.length !== f.bytes || sha256(bytes) !== f.sha256) throw new ArborError(ErrorCodes.CORRUPTION, `backup file ${f.path} does not match the manifest (size or sha256)`, { file: f.path });
-    return bytes;
-  };
+  const { manifest, keyStoreBytes } = await readBackupHead(sfs, options.src, options.keyStore);
+  const readBackup = (f: ManifestFile): Promise<Uint8Array> => readBackupFile(sfs, options.src, f);
   const read = (c: Candidate): Promise<Uint8Array> => (c.manifest !== undefined ? readBackup(c.manifest) : sfs.readFile(c.file));
 
   // ---- deleted sessions: they stay erased, whatever the point ----
