@@ -19,8 +19,8 @@ import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { ArborSaver } from '../../src/langgraph.ts';
 import { mulberry32 } from '../../src/testing/memory-fs.ts';
-import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
-import { benchRequire } from '../lib/peers.ts';
+import { benchUsage, parseBenchArgs, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
+import { loadLangGraphModules } from '../lib/peers.ts';
 import { maybeGc, progress } from '../lib/phases.ts';
 import { benchMeta, bytesShort, fmt, fmtInt, headline, printResults, startRun, table, type BenchMeta } from '../lib/report.ts';
 import { Samples } from '../lib/stats.ts';
@@ -71,25 +71,7 @@ interface Lg {
 }
 
 async function loadPeers(): Promise<Lg> {
-  const load = async (spec: string): Promise<Record<string, any>> => {
-    try {
-      return (await import(spec)) as Record<string, any>;
-    } catch (err) {
-      throw peersMissingError(`${spec}: ${(err as Error).message.split('\n')[0]}`);
-    }
-  };
-  const lg = await load('@langchain/langgraph');
-  const messages = await load('@langchain/core/messages');
-  const sqlite = await load('@langchain/langgraph-checkpoint-sqlite');
-  const checkpoint = await load('@langchain/langgraph-checkpoint');
-  const versions: Record<string, string> = {};
-  for (const name of ['@langchain/langgraph', '@langchain/langgraph-checkpoint-sqlite', '@langchain/langgraph-checkpoint', '@langchain/core', 'better-sqlite3']) {
-    try {
-      versions[name] = (benchRequire(`${name}/package.json`) as { version: string }).version;
-    } catch {
-      versions[name] = '?';
-    }
-  }
+  const { versions, lg, messages, sqlite, checkpoint } = await loadLangGraphModules();
   return {
     versions,
     StateGraph: lg.StateGraph,

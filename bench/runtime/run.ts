@@ -21,8 +21,8 @@ import { createArbor, initialSessionState, MockProvider, NodeFileSystem, type Ar
 import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing.ts';
 import { HotTier } from '../../src/hot/hot-tier.ts';
 import { mulberry32 } from '../../src/testing/memory-fs.ts';
-import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
-import { benchRequire } from '../lib/peers.ts';
+import { benchUsage, parseBenchArgs, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
+import { loadLangGraphModules } from '../lib/peers.ts';
 import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';
 import { benchMeta, bytesShort, fmt, fmtInt, headline, kib, mib, printResults, startRun, table, targetLines, type BenchMeta, type Target } from '../lib/report.ts';
 import { median, Samples } from '../lib/stats.ts';
@@ -1009,25 +1009,7 @@ interface LgPeers {
 
 /** LangGraph.js and its SQLite checkpointer, from bench/node_modules only (they are not dependencies of Arbor). */
 async function loadLangGraph(): Promise<LgPeers> {
-  const load = async (spec: string): Promise<Record<string, unknown>> => {
-    try {
-      return (await import(spec)) as Record<string, unknown>;
-    } catch (err) {
-      throw peersMissingError(`${spec}: ${(err as Error).message.split('\n')[0]}`);
-    }
-  };
-  const lg = await load('@langchain/langgraph');
-  const messages = await load('@langchain/core/messages');
-  const sqlite = await load('@langchain/langgraph-checkpoint-sqlite');
-  const checkpoint = await load('@langchain/langgraph-checkpoint');
-  const versions: Record<string, string> = {};
-  for (const name of ['@langchain/langgraph', '@langchain/langgraph-checkpoint-sqlite', '@langchain/langgraph-checkpoint', '@langchain/core', 'better-sqlite3']) {
-    try {
-      versions[name] = (benchRequire(`${name}/package.json`) as { version: string }).version;
-    } catch {
-      versions[name] = '?';
-    }
-  }
+  const { versions, lg, messages, sqlite, checkpoint } = await loadLangGraphModules();
   return {
     versions,
     SqliteSaver: sqlite.SqliteSaver as LgPeers['SqliteSaver'],
