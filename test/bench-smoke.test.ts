@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
@@ -156,22 +158,26 @@ test('bench/tools --tiny --json exits 0 and reports every figure', { timeout: 12
   for (const t of r.targets) assert.ok(['PASS', 'MISS', 'SKIP', 'INFO'].includes(t.status), `target status ${t.status}`);
 });
 
-test('bench/langgraph --tiny --json exits 0 and reports every figure beside SqliteSaver', { timeout: 180_000 }, async () => {
+test('bench/langgraph --tiny --json exits 0 and reports every figure (beside SqliteSaver when bench/node_modules has it)', { timeout: 180_000 }, async () => {
   const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/langgraph/run.ts');
   assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
   const r = JSON.parse(stdout) as Record<string, any>;
   for (const key of ['meta', 'versions', 'arbor', 'sqlite', 'goals']) assert.ok(key in r, `missing key ${key}`);
   assert.deepEqual(r.arbor.points.map((p: { steps: number }) => p.steps), r.meta.config.milestones);
-  assert.ok(r.sqlite.points.length >= 2);
-  for (const run of [r.arbor, r.sqlite]) {
+  // The SQLite baseline is a bench peer (npm install --prefix bench); CI runs without it.
+  const sqliteInstalled = existsSync(join(repoRoot, 'bench', 'node_modules', '@langchain', 'langgraph-checkpoint-sqlite'));
+  assert.equal(r.sqlite !== null, sqliteInstalled, 'SqliteSaver measured exactly when its package is installed');
+  const runs = sqliteInstalled ? [r.arbor, r.sqlite] : [r.arbor];
+  if (sqliteInstalled) assert.ok(r.sqlite.points.length >= 2);
+  for (const run of runs) {
     for (const p of run.points) for (const k of ['bytes', 'putP50Ms', 'putP99Ms', 'puts']) positive(p[k], `${run.name}@${p.steps}.${k}`);
     positive(run.bytesAfterClose, `${run.name}.bytesAfterClose`);
     positive(run.growthExponent, `${run.name}.growthExponent`);
   }
-  assert.match(r.sqlite.setting, /synchronous=/);
+  if (sqliteInstalled) assert.match(r.sqlite.setting, /synchronous=/);
   assert.equal(r.goals.length, 3);
   for (const g of r.goals) {
-    assert.ok(['PASS', 'FAIL'].includes(g.status), `goal status ${g.status}`);
+    assert.ok((sqliteInstalled ? ['PASS', 'FAIL'] : ['PASS', 'FAIL', 'SKIP']).includes(g.status), `goal status ${g.status}`);
     for (const k of ['figure', 'baseline', 'ratio']) assert.ok(typeof g[k] === 'string' && g[k].length > 0, `goal ${g.goal}: ${k}`);
   }
 });

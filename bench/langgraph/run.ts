@@ -26,7 +26,7 @@ import { benchMeta, bytesShort, fmt, fmtInt, headline, printResults, startRun, t
 import { Samples } from '../lib/stats.ts';
 import { withTempRoot } from '../lib/temp-root.ts';
 
-const USAGE = benchUsage('bench/langgraph/run.ts', '(always on: SqliteSaver is the baseline of every goal; needs npm install --prefix bench)', 'unused here (the run is sized by steps)');
+const USAGE = benchUsage('bench/langgraph/run.ts', '(always on when installed: SqliteSaver, the baseline of two goals, comes from bench/node_modules (npm install --prefix bench); without it those goals are SKIP)', 'unused here (the run is sized by steps)');
 
 interface Config extends BaseConfig {
   /** step counts where bytes and latencies are reported (Arbor) */
@@ -66,12 +66,13 @@ interface Lg {
   END: string;
   HumanMessage: new (f: { content: string; id?: string }) => unknown;
   AIMessage: new (f: { content: string; id?: string }) => unknown;
-  SqliteSaver: { fromConnString(path: string): any };
+  /** undefined without bench/node_modules: the SQLite baseline is then not measured */
+  SqliteSaver: { fromConnString(path: string): any } | undefined;
   JsonPlusSerializer: new () => any;
 }
 
 async function loadPeers(): Promise<Lg> {
-  const { versions, lg, messages, sqlite, checkpoint } = await loadLangGraphModules();
+  const { versions, lg, messages, sqlite, checkpoint } = await loadLangGraphModules({ sqliteOptional: true });
   return {
     versions,
     StateGraph: lg.StateGraph,
@@ -80,7 +81,7 @@ async function loadPeers(): Promise<Lg> {
     END: lg.END,
     HumanMessage: messages.HumanMessage,
     AIMessage: messages.AIMessage,
-    SqliteSaver: sqlite.SqliteSaver,
+    SqliteSaver: sqlite?.SqliteSaver,
     JsonPlusSerializer: checkpoint.JsonPlusSerializer,
   };
 }
@@ -185,7 +186,7 @@ async function runGraph(name: string, lg: Lg, saver: any, milestones: number[], 
 
 interface Goal {
   goal: string;
-  status: 'PASS' | 'FAIL';
+  status: 'PASS' | 'FAIL' | 'SKIP';
   figure: string;
   baseline: string;
   ratio: string;
@@ -195,9 +196,30 @@ interface Results {
   meta: BenchMeta<Config>;
   versions: Record<string, string>;
   arbor: SaverRun;
-  sqlite: SaverRun;
+  /** null when the SQLite checkpointer is not installed (npm install --prefix bench) */
+  sqlite: SaverRun | null;
   goals: Goal[];
   loadAverage: number[];
+}
+
+/** SqliteSaver through the same graph, to `cfg.sqliteMaxSteps` (its bytes grow quadratically). */
+async function runSqlite(lg: Lg, SqliteSaver: NonNullable<Lg['SqliteSaver']>, root: string, cfg: Config): Promise<SaverRun> {
+  const sqliteFile = join(await mkdtemp(join(root, 'sqlite-')), 'checkpoints.sqlite');
+  const sqliteSaver = SqliteSaver.fromConnString(sqliteFile);
+  const sqliteMilestones = cfg.milestones.filter((m) => m <= cfg.sqliteMaxSteps);
+  let setting = '';
+  const sqlite = await runGraph('SqliteSaver', lg, sqliteSaver, sqliteMilestones, () => sqliteBytes(sqliteFile), async () => {
+    // Read after the run: SqliteSaver sets WAL mode on its first use.
+    const sync = sqliteSaver.db.pragma('synchronous', { simple: true }) as number;
+    const mode = sqliteSaver.db.pragma('journal_mode', { simple: true }) as string;
+    const name = ['OFF', 'NORMAL', 'FULL', 'EXTRA'][sync] ?? String(sync);
+    setting = `journal_mode=${mode}, synchronous=${name} (${sync})${sync < 2 ? ": a put's commit is not fsync'ed (WAL + NORMAL syncs at checkpoints only)" : ''}`;
+    sqliteSaver.db.close();
+    return sqliteBytes(sqliteFile);
+  }, '');
+  sqlite.setting = setting;
+  await rm(join(sqliteFile, '..'), { recursive: true, force: true });
+  return sqlite;
 }
 
 async function main(): Promise<void> {
@@ -207,21 +229,7 @@ async function main(): Promise<void> {
   const lg = await loadPeers();
   const partial = await withTempRoot('arbor-bench-langgraph-', async (root) => {
     // SqliteSaver first (it is the baseline), then ArborSaver with fsync durability (the default).
-    const sqliteFile = join(await mkdtemp(join(root, 'sqlite-')), 'checkpoints.sqlite');
-    const sqliteSaver = lg.SqliteSaver.fromConnString(sqliteFile);
-    const sqliteMilestones = cfg.milestones.filter((m) => m <= cfg.sqliteMaxSteps);
-    let setting = '';
-    const sqlite = await runGraph('SqliteSaver', lg, sqliteSaver, sqliteMilestones, () => sqliteBytes(sqliteFile), async () => {
-      // Read after the run: SqliteSaver sets WAL mode on its first use.
-      const sync = sqliteSaver.db.pragma('synchronous', { simple: true }) as number;
-      const mode = sqliteSaver.db.pragma('journal_mode', { simple: true }) as string;
-      const name = ['OFF', 'NORMAL', 'FULL', 'EXTRA'][sync] ?? String(sync);
-      setting = `journal_mode=${mode}, synchronous=${name} (${sync})${sync < 2 ? ": a put's commit is not fsync'ed (WAL + NORMAL syncs at checkpoints only)" : ''}`;
-      sqliteSaver.db.close();
-      return sqliteBytes(sqliteFile);
-    }, '');
-    sqlite.setting = setting;
-    await rm(join(sqliteFile, '..'), { recursive: true, force: true });
+    const sqlite = lg.SqliteSaver === undefined ? null : await runSqlite(lg, lg.SqliteSaver, root, cfg);
     maybeGc();
     const dataDir = join(root, 'arbor');
     const arborSaver = await ArborSaver.open({ dataDir, serde: new lg.JsonPlusSerializer() });
@@ -234,35 +242,37 @@ async function main(): Promise<void> {
   const { arbor, sqlite } = partial;
   const at = (run: SaverRun, steps: number): Point | undefined => run.points.find((p) => p.steps === steps);
   const aG = at(arbor, cfg.goalSteps)!;
-  const sG = at(sqlite, cfg.goalSteps)!;
-  // The baseline's smallest figure at that step count: after close (WAL checkpointed) when it ended there.
-  const sqliteBytesAtGoal = sqlite.points.at(-1)!.steps === cfg.goalSteps ? Math.min(sG.bytes, sqlite.bytesAfterClose) : sG.bytes;
-  const bytesRatio = sqliteBytesAtGoal / aG.bytes;
-  const sqliteP99 = Math.max(...sqlite.points.filter((p) => p.steps <= cfg.goalSteps).map((p) => p.putP99Ms));
   const arborP99 = Math.max(...arbor.points.filter((p) => p.steps <= cfg.goalSteps).map((p) => p.putP99Ms));
-  const goals: Goal[] = [
-    {
-      goal: `bytes on disk ≤ 1/50 of SqliteSaver's at ${fmtInt(cfg.goalSteps)} steps`,
-      status: bytesRatio >= 50 ? 'PASS' : 'FAIL',
-      figure: `ArborSaver ${bytesShort(aG.bytes)}`,
-      baseline: `SqliteSaver ${bytesShort(sqliteBytesAtGoal)}`,
-      ratio: `1/${fmt(bytesRatio, 1)}`,
-    },
-    {
-      goal: `growth exponent of bytes ≤ 1.1 (${arbor.points.map((p) => fmtInt(p.steps)).join(', ')} steps)`,
-      status: arbor.growthExponent <= 1.1 ? 'PASS' : 'FAIL',
-      figure: `ArborSaver ${fmt(arbor.growthExponent, 3)}`,
-      baseline: `SqliteSaver ${fmt(sqlite.growthExponent, 3)} (${sqlite.points.map((p) => fmtInt(p.steps)).join(', ')} steps)`,
-      ratio: fmt(arbor.growthExponent / sqlite.growthExponent, 3),
-    },
-    {
+  const notMeasured = 'SqliteSaver not measured: npm install --prefix bench';
+  const goals: Goal[] = [];
+  if (sqlite === null) {
+    goals.push({ goal: `bytes on disk ≤ 1/50 of SqliteSaver's at ${fmtInt(cfg.goalSteps)} steps`, status: 'SKIP', figure: `ArborSaver ${bytesShort(aG.bytes)}`, baseline: notMeasured, ratio: '-' });
+  } else {
+    const sG = at(sqlite, cfg.goalSteps)!;
+    // The baseline's smallest figure at that step count: after close (WAL checkpointed) when it ended there.
+    const sqliteBytesAtGoal = sqlite.points.at(-1)!.steps === cfg.goalSteps ? Math.min(sG.bytes, sqlite.bytesAfterClose) : sG.bytes;
+    const bytesRatio = sqliteBytesAtGoal / aG.bytes;
+    goals.push({ goal: `bytes on disk ≤ 1/50 of SqliteSaver's at ${fmtInt(cfg.goalSteps)} steps`, status: bytesRatio >= 50 ? 'PASS' : 'FAIL', figure: `ArborSaver ${bytesShort(aG.bytes)}`, baseline: `SqliteSaver ${bytesShort(sqliteBytesAtGoal)}`, ratio: `1/${fmt(bytesRatio, 1)}` });
+  }
+  goals.push({
+    goal: `growth exponent of bytes ≤ 1.1 (${arbor.points.map((p) => fmtInt(p.steps)).join(', ')} steps)`,
+    status: arbor.growthExponent <= 1.1 ? 'PASS' : 'FAIL',
+    figure: `ArborSaver ${fmt(arbor.growthExponent, 3)}`,
+    baseline: sqlite === null ? notMeasured : `SqliteSaver ${fmt(sqlite.growthExponent, 3)} (${sqlite.points.map((p) => fmtInt(p.steps)).join(', ')} steps)`,
+    ratio: sqlite === null ? '-' : fmt(arbor.growthExponent / sqlite.growthExponent, 3),
+  });
+  if (sqlite === null) {
+    goals.push({ goal: `put p99 no worse than SqliteSaver's, durable (worst window up to ${fmtInt(cfg.goalSteps)} steps)`, status: 'SKIP', figure: `ArborSaver ${fmt(arborP99, 2)} ms (fsync)`, baseline: notMeasured, ratio: '-' });
+  } else {
+    const sqliteP99 = Math.max(...sqlite.points.filter((p) => p.steps <= cfg.goalSteps).map((p) => p.putP99Ms));
+    goals.push({
       goal: `put p99 no worse than SqliteSaver's, durable (worst window up to ${fmtInt(cfg.goalSteps)} steps)`,
       status: arborP99 <= sqliteP99 ? 'PASS' : 'FAIL',
       figure: `ArborSaver ${fmt(arborP99, 2)} ms (fsync)`,
       baseline: `SqliteSaver ${fmt(sqliteP99, 2)} ms (${sqlite.setting.split(':')[0]})`,
       ratio: fmt(arborP99 / sqliteP99, 2),
-    },
-  ];
+    });
+  }
   const results: Results = { meta: benchMeta(cfg, start), versions: lg.versions, arbor, sqlite, goals, loadAverage: loadavg() };
   printResults(cfg, results, render);
 }
@@ -272,13 +282,17 @@ function render(r: Results): string {
   out.push(`one thread of StateGraph(MessagesAnnotation) with one answering node, invoke per step (a user message of 20-300 chars, an answer of 100-800); ${Object.entries(r.versions).map(([k, v]) => `${k}@${v}`).join(', ')}`, '');
   const rows: string[][] = [];
   for (const p of r.arbor.points) {
-    const s = r.sqlite.points.find((q) => q.steps === p.steps);
+    const s = r.sqlite?.points.find((q) => q.steps === p.steps);
     rows.push([fmtInt(p.steps), bytesShort(p.bytes), s ? bytesShort(s.bytes) : 'not run', s ? `1/${fmt(s.bytes / p.bytes, 1)}` : '', `${fmt(p.putP50Ms, 2)} / ${fmt(p.putP99Ms, 2)}`, s ? `${fmt(s.putP50Ms, 2)} / ${fmt(s.putP99Ms, 2)}` : '']);
   }
   out.push(table(['steps', 'ArborSaver bytes', 'SqliteSaver bytes', 'ratio', 'Arbor put p50/p99 ms', 'SQLite put p50/p99 ms'], rows));
   out.push('');
   out.push(`ArborSaver: ${r.arbor.setting}; after close ${bytesShort(r.arbor.bytesAfterClose)}; growth exponent ${fmt(r.arbor.growthExponent, 3)}; ${fmt(r.arbor.wallSec, 1)} s`);
-  out.push(`SqliteSaver: ${r.sqlite.setting}; after close ${bytesShort(r.sqlite.bytesAfterClose)}; growth exponent ${fmt(r.sqlite.growthExponent, 3)}; ${fmt(r.sqlite.wallSec, 1)} s; run to ${fmtInt(r.sqlite.points.at(-1)!.steps)} steps only (quadratic: 10x the steps is ~100x the bytes)`);
+  out.push(
+    r.sqlite === null
+      ? 'SqliteSaver: not measured (its package comes from bench/node_modules: npm install --prefix bench)'
+      : `SqliteSaver: ${r.sqlite.setting}; after close ${bytesShort(r.sqlite.bytesAfterClose)}; growth exponent ${fmt(r.sqlite.growthExponent, 3)}; ${fmt(r.sqlite.wallSec, 1)} s; run to ${fmtInt(r.sqlite.points.at(-1)!.steps)} steps only (quadratic: 10x the steps is ~100x the bytes)`,
+  );
   out.push('', `Goals (load average ${r.loadAverage.map((x) => fmt(x, 2)).join(' / ')} over 1 / 5 / 15 min when judged)`);
   for (const g of r.goals) out.push(`  ${g.status.padEnd(4)}  ${g.goal}`, `        figure ${g.figure}; baseline ${g.baseline}; ratio ${g.ratio}`);
   return out.join('\n');

@@ -1009,7 +1009,8 @@ interface LgPeers {
 
 /** LangGraph.js and its SQLite checkpointer, from bench/node_modules only (they are not dependencies of Arbor). */
 async function loadLangGraph(): Promise<LgPeers> {
-  const { versions, lg, messages, sqlite, checkpoint } = await loadLangGraphModules();
+  const { versions, lg, messages, sqlite: maybeSqlite, checkpoint } = await loadLangGraphModules();
+  const sqlite = maybeSqlite!;
   return {
     versions,
     SqliteSaver: sqlite.SqliteSaver as LgPeers['SqliteSaver'],
