@@ -91,8 +91,8 @@ test('llmTelemetry: every model step of a multi-step tool turn passes experiment
   const server = await startServer(config, { tracerProvider, arborOverrides: { tools: { lookup } } });
   try {
     // when a message is answered in two steps: the model calls the tool, then answers with its result
-    assert.equal((await fetch(`${server.url}/v1/sessions`, { method: 'POST', body: JSON.stringify({ id: 'stepped' }) })).status, 201);
-    assert.equal((await fetch(`${server.url}/v1/sessions/stepped/messages`, { method: 'POST', body: JSON.stringify({ content: 'look k1 up' }) })).status, 202);
+    assert.equal((await fetch(`${server.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'stepped' }) })).status, 201);
+    assert.equal((await fetch(`${server.url}/v1/sessions/stepped/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ content: 'look k1 up' }) })).status, 202);
     await server.arbor.session('stepped').idle();
     assert.deepEqual(looked, [{ key: 'k1' }]);
     const answer = server.arbor.session('stepped').state.messages.at(-1)!;
