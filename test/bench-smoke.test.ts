@@ -68,7 +68,7 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
   const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/runtime/run.ts');
   assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
   const r = JSON.parse(stdout) as Record<string, any>;
-  for (const key of ['meta', 'hot', 'load', 'restart', 'restartRealistic', 'chat', 'targets']) assert.ok(key in r, `missing key ${key}`);
+  for (const key of ['meta', 'hot', 'load', 'restart', 'restartRealistic', 'chat', 'tools', 'targets']) assert.ok(key in r, `missing key ${key}`);
 
   // (a) hot tier, beside Map
   for (const op of ['hotStore', 'mapSet', 'hotRetrieve', 'mapGet', 'timerOnly']) {
@@ -99,6 +99,12 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
   assert.equal(r.restartRealistic.recovery.recovered, r.restartRealistic.sessions, 'every session recovered (realistic)');
   assert.equal(r.restartRealistic.recovery.sampleOk, true, 'sampled sessions are at their last seq (realistic)');
   positive(r.restartRealistic.recovery.firstRequestFromCreateMs, 'restartRealistic.recovery.firstRequestFromCreateMs');
+
+  // (e) a tool step, from bench/tools: its overhead beside the tool called directly, and time to first chunk
+  positive(r.tools.disk.toolStepOverheadMs.p50, 'tools.disk.toolStepOverheadMs.p50');
+  positive(r.tools.directToolUs.p50, 'tools.directToolUs.p50');
+  positive(r.tools.disk.ttfcToolFirst.p50, 'tools.disk.ttfcToolFirst.p50');
+  assert.ok(r.targets.some((t: { name: string }) => t.name.startsWith('tool step: ')), 'the tool-step targets are among bench/runtime\'s');
 
   // (d) bytes on disk of a chat, growth reported at every step
   assert.equal(r.chat.arborDefault.growth.length, r.chat.turns / r.chat.reportEvery);

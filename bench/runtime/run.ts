@@ -753,6 +753,39 @@ function medianRun(runs: RestartRun[]): RestartRun {
   return out as unknown as RestartRun;
 }
 
+// ---- (e) a tool step (bench/tools) ----------------------------------------------
+
+const TOOLS_BENCH = fileURLToPath(new URL('../tools/run.ts', import.meta.url));
+
+/** What bench/tools prints with --json (its own baselines from its own run), without its meta. */
+interface ToolResults {
+  disk: Record<string, { p50: number; p99: number; samples: number }>;
+  directToolUs: { p50: number; p99: number };
+  rawSyncMs: { p50: number; p99: number };
+  ratios: Record<string, number>;
+  targets: Target[];
+}
+
+/**
+ * The cost of a tool step, by bench/tools in a child process (it has its own alternating
+ * baselines: the tool called directly, two plain commits, a raw sync); reported here too, so that
+ * `bench/runtime` shows a tool step's overhead and time to first chunk beside its other figures.
+ */
+async function toolFigures(cfg: Config): Promise<ToolResults> {
+  progress('tools: bench/tools in a child (a tool step against the tool called directly)');
+  const child = spawn(process.execPath, ['--import', 'tsx', TOOLS_BENCH, '--json', ...(cfg.tiny ? ['--tiny'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  children.delete(child);
+  if (code !== 0) throw new Error(`bench/tools exited with ${code}\n${err.slice(-2000)}`);
+  const { meta: _meta, ...rest } = JSON.parse(out) as ToolResults & { meta: unknown };
+  return rest;
+}
+
 async function restartFigures(root: string, cfg: Config, realistic = false): Promise<RestartResults> {
   const dir = await mkdtemp(join(root, 'restart-'));
   const n = cfg.restartSessions;
@@ -1172,6 +1205,8 @@ interface Results {
   /** the same restart with every session snapshotted before the kill (default options) */
   restartRealistic: RestartResults;
   chat: ChatResults;
+  /** (e) a tool step, from bench/tools */
+  tools: ToolResults;
   targets: Target[];
 }
 
@@ -1254,6 +1289,8 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
     target: null,
     detail: `Arbor ${fmt(growthExponent(c.arborDefault.growth), 2)}${c.peers.skipped ? '' : `, LangGraph ${fmt(growthExponent(c.peers.puts.growth), 2)}`}`,
   });
+  // (e) bench/tools' own targets (a tool step against its baselines), named as such.
+  for (const x of r.tools.targets) t.push({ ...x, name: `tool step: ${x.name}` });
   return t;
 }
 
@@ -1351,6 +1388,13 @@ function render(r: Results): string {
     );
   }
   out.push('');
+
+  const tl = r.tools;
+  const d = tl.disk;
+  out.push(`(e) A tool step (bench/tools: a no-op tool, durability fsync, its baselines in the same alternating run)`);
+  out.push(`   overhead of a tool step p50 ${fmt(d.toolStepOverheadMs!.p50, 3)} ms (p99 ${fmt(d.toolStepOverheadMs!.p99, 3)}) against the tool called directly ${fmt(tl.directToolUs.p50, 2)} µs, two plain commits ${fmt(d.twoCommitsMs!.p50, 3)} ms (${fmt(tl.ratios.toolStepToTwoCommits!, 2)}×), a raw write+fdatasync ${fmt(tl.rawSyncMs.p50, 3)} ms`);
+  out.push(`   first chunk p50: no tools ${fmt(d.ttfcNoTools!.p50, 3)} ms, tools registered ${fmt(d.ttfcToolsUnused!.p50, 3)} ms (${fmt(tl.ratios.ttfcToolsUnusedToNoTools!, 2)}×), a tool step first ${fmt(d.ttfcToolFirst!.p50, 3)} ms; a whole turn ${fmt(d.turnWithoutToolStep!.p50, 3)} ms without a tool step, ${fmt(d.turnWithToolStep!.p50, 3)} ms with one`);
+  out.push('');
   out.push(...targetLines(r.targets));
   return out.join('\n');
 }
@@ -1372,7 +1416,8 @@ async function main(): Promise<void> {
     const restart = await restartFigures(root, cfg);
     const restartRealistic = await restartFigures(root, cfg, true);
     const chat = await chatFigures(root, cfg, peers);
-    const partial = { hot, load, restart, restartRealistic, chat };
+    const tools = await toolFigures(cfg);
+    const partial = { hot, load, restart, restartRealistic, chat, tools };
     const results: Results = {
       meta: benchMeta(cfg, start),
       ...partial,
