@@ -102,9 +102,12 @@ test(
       assert.ok(refused.headers.get('retry-after'));
       assert.equal((await call(server, 'GET', '/v1/sessions/enospc')).status, 200);
       assert.equal((await call(server, 'GET', '/health')).status, 503);
-      // while the disk stays full, writes keep being refused as such
+      // while the disk stays full, a write is refused as such, or acknowledged and then kept: tmpfs
+      // allocates whole pages, so a record shorter than the one refused can still fit in the free
+      // tail of the segment's last page (one CI run got a 202 here)
       const still = await call(server, 'POST', '/v1/sessions/enospc/messages', { content: 'still full' });
-      assert.ok(still.status === 507 || still.status === 503, `${still.status} ${JSON.stringify(still.body)}`);
+      assert.ok(still.status === 507 || still.status === 503 || still.status === 202, `${still.status} ${JSON.stringify(still.body)}`);
+      if (still.status === 202) acked.push(still.body.messageId as string);
       // when space is freed, the same process (no restart) reopens its journal and writes again
       unlinkSync(join(mountPoint, 'filler'));
       let after: Awaited<ReturnType<typeof call>> | undefined;
