@@ -12,26 +12,13 @@ import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
 import { hooks } from './crash/power-loss-harness.ts';
 import { json, runCli } from './ops/run-cli.ts';
+import { filesContaining } from './helpers/files.ts';
 
 // Encryption at rest: per-session data keys wrapped by the master key. Nothing readable on disk,
 // a wrong or missing key refuses to open and writes nothing, a delete shreds every earlier copy
 // (a restored backup included), and rotation rewraps keys without rewriting data.
 
 const newKey = (): string => randomBytes(32).toString('base64');
-
-/** Files under `dir` whose bytes contain `marker`, relative to `dir`. */
-function filesContaining(dir: string, marker: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d)) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (readFileSync(p).includes(Buffer.from(marker))) out.push(p.slice(dir.length + 1));
-    }
-  };
-  walk(dir);
-  return out.sort();
-}
 
 /** Every file under `dir` with its bytes, to show that nothing was written. */
 function snapshotTree(dir: string): Map<string, string> {

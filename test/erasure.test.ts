@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createArbor, MockProvider, type ArborOptions } from '../src/index.ts';
 import { loadConfig } from '../src/server/config.ts';
@@ -10,25 +10,11 @@ import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
 import { announcePostgres, dropSchemaAtEnd, freshSchemaName, PG_URL, pgSkip, testPool } from './helpers/postgres.ts';
 import { SseClient } from './helpers/sse.ts';
+import { filesContaining } from './helpers/files.ts';
 
 // Deleting a session (library and HTTP, files and PostgreSQL), and erasure: after the bounded time no
 // byte of the deleted chat is left in the live data directory.
 announcePostgres('test/erasure.test.ts');
-
-/** Every file under `dir` (recursively) whose bytes contain `marker`, relative to `dir`. */
-function filesContaining(dir: string, marker: string): string[] {
-  const out: string[] = [];
-  const needle = Buffer.from(marker, 'utf8');
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d)) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (readFileSync(p).includes(needle)) out.push(p.slice(dir.length + 1));
-    }
-  };
-  walk(dir);
-  return out.sort();
-}
 
 const fileOptions = (dataDir: string, extra: ArborOptions = {}): ArborOptions => ({
   dataDir,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import diagnostics_channel from 'node:diagnostics_channel';
 import { createArbor, MockProvider, openStore, type ArborOptions } from '../src/index.ts';
@@ -10,27 +10,13 @@ import { ErrorCodes } from '../src/core/errors.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
 import { fileStore } from './helpers/file-store.ts';
+import { filesContaining } from './helpers/files.ts';
 
 // The journal archive (journalArchiveDir, docs/pitr.md): every sealed segment is copied there before the
 // journal deletes it, erasure reaches the copies, and retention removes old ones.
 
 const DAY = 24 * 3_600_000;
 const wals = (dir: string): string[] => readdirSync(dir).filter((f) => f.endsWith('.wal')).sort();
-
-/** Every file under `dir` (recursively) whose bytes contain `marker`, relative to `dir`. */
-function filesContaining(dir: string, marker: string): string[] {
-  const out: string[] = [];
-  const needle = Buffer.from(marker, 'utf8');
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d)) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (readFileSync(p).includes(needle)) out.push(p.slice(dir.length + 1));
-    }
-  };
-  walk(dir);
-  return out.sort();
-}
 
 const options = (dataDir: string, archiveDir: string, extra: ArborOptions = {}): ArborOptions => ({
   dataDir,

@@ -1,6 +1,6 @@
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, cpSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createArbor, MockProvider, type Arbor } from '../src/index.ts';
@@ -10,6 +10,7 @@ import { ErrorCodes } from '../src/core/errors.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { rejectsWith } from './helpers/assertions.ts';
 import { fileStore } from './helpers/file-store.ts';
+import { filesContaining } from './helpers/files.ts';
 
 // Point-in-time restore (docs/pitr.md): a backup plus the journal archive, replayed up to a time or an LSN.
 
@@ -38,19 +39,6 @@ async function say(arbor: Arbor, sid: string, content: string): Promise<void> {
 async function userTexts(arbor: Arbor, sid: string): Promise<string[]> {
   const state = await arbor.session(sid).load();
   return state.messages.filter((m) => m.role === 'user').map((m) => String(m.content));
-}
-
-function filesContaining(dir: string, marker: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d)) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (readFileSync(p).includes(Buffer.from(marker))) out.push(p);
-    }
-  };
-  walk(dir);
-  return out;
 }
 
 before(async () => {

@@ -12,22 +12,11 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.ts';
+import { mulberry32 } from '../../src/testing.ts';
 
 const BASE_SEED = Number(process.env.ARBOR_CRASH_SEED ?? 0x1a9e);
 const TURNS = 4;
 const KILLS = 3;
-
-/** mulberry32: a small seeded generator, so a failing run can be repeated with its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Run {
   lines: string[];
@@ -85,7 +74,7 @@ test('a LangGraph graph on ArborSaver, SIGKILLed after random durable acks and r
   assert.equal(invocations(reference.dir).length, TURNS);
 
   // when: the same run killed KILLS times, each right after a random durable ack, then resumed
-  const next = random(BASE_SEED);
+  const next = mulberry32(BASE_SEED); // seeded: a failing run can be repeated with its seed
   t.diagnostic(`ARBOR_CRASH_SEED=${BASE_SEED}`);
   let progressed = 0;
   for (let k = 0; k < KILLS; k += 1) {
