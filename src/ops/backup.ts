@@ -113,6 +113,21 @@ export interface BackupOptions extends LayoutOptions {
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 
+/**
+ * Refuses a restore target whose data, journal or snapshot directory (the latter two when given
+ * apart) exists and is not empty; returns the ones that do not exist yet, which a failed restore
+ * removes again.
+ */
+export async function emptyTargets(fs: FileSystem, layout: { dataDir: string; journalDir: string; snapshotDir: string }, options: { journalDir?: string | undefined; snapshotDir?: string | undefined }): Promise<string[]> {
+  const { dataDir, journalDir, snapshotDir } = layout;
+  await assertEmptyTarget(fs, dataDir, 'data directory', 'dataDir');
+  if (options.journalDir !== undefined) await assertEmptyTarget(fs, journalDir, 'journal directory', 'journalDir');
+  if (options.snapshotDir !== undefined) await assertEmptyTarget(fs, snapshotDir, 'snapshot directory', 'snapshotDir');
+  const createdDirs: string[] = [];
+  for (const d of [dataDir, journalDir, snapshotDir]) if (!(await exists(fs, d))) createdDirs.push(d);
+  return createdDirs;
+}
+
 /** Refuses a destination that exists and is not an empty directory. */
 export async function assertEmptyTarget(fs: FileSystem, dir: string, what: string, option: string): Promise<void> {
   let entries: string[];
@@ -457,12 +472,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
   const { fs, dataDir, journalDir, snapshotDir } = layout;
   const sfs = options.srcFs ?? fs;
   const { manifest, keyStoreBytes } = await readBackupHead(sfs, options.src, options.keyStore);
-  await assertEmptyTarget(fs, dataDir, 'data directory', 'dataDir');
-  if (options.journalDir !== undefined) await assertEmptyTarget(fs, journalDir, 'journal directory', 'journalDir');
-  if (options.snapshotDir !== undefined) await assertEmptyTarget(fs, snapshotDir, 'snapshot directory', 'snapshotDir');
+  const createdDirs = await emptyTargets(fs, layout, options);
   const written: string[] = [];
-  const createdDirs: string[] = [];
-  for (const d of [dataDir, journalDir, snapshotDir]) if (!(await exists(fs, d))) createdDirs.push(d);
   const total = manifest.files.reduce((s, f) => s + f.bytes, 0);
   let done = 0;
   try {

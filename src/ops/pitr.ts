@@ -11,7 +11,7 @@ import { Tombstones, ERASURE_DIR } from '../file/erasure.ts';
 import { erasedUpTo, KEYS_DIR, KEYSTORE_FILE, readKeyStoreFile } from '../file/keystore.ts';
 import { RESTORE_MARKER_FILE, writeRestoreMarker, type RestoreMarker } from '../file/restore-marker.ts';
 import { DEFAULT_STORE_OPTIONS } from '../file/options.ts';
-import { assertEmptyTarget, readBackupFile, readBackupHead, TOMBSTONE_PATH, writeDurably, type BackupManifest, type ManifestFile } from './backup.ts';
+import { emptyTargets, readBackupFile, readBackupHead, TOMBSTONE_PATH, writeDurably, type BackupManifest, type ManifestFile } from './backup.ts';
 import { exists, listDir, resolveLayout, type LayoutOptions } from './layout.ts';
 import { SNAPSHOT_FILE, verifyDataDir, type VerifyReport } from './verify.ts';
 
@@ -258,12 +258,8 @@ export async function restoreToPoint(options: PointInTimeRestoreOptions): Promis
   const pointAt = Math.max(fromMs, ...after.filter((h) => h.lsn <= pointLsn).map((h) => h.ts));
 
   // ---- writing: nothing was written before this point ----
-  await assertEmptyTarget(fs, dataDir, 'data directory', 'dataDir');
-  if (options.journalDir !== undefined) await assertEmptyTarget(fs, journalDir, 'journal directory', 'journalDir');
-  if (options.snapshotDir !== undefined) await assertEmptyTarget(fs, snapshotDir, 'snapshot directory', 'snapshotDir');
+  const createdDirs = await emptyTargets(fs, layout, options);
   const written: string[] = [];
-  const createdDirs: string[] = [];
-  for (const d of [dataDir, journalDir, snapshotDir]) if (!(await exists(fs, d))) createdDirs.push(d);
   const erasedSeen = new Set<string>();
   try {
     await ensureDir(fs, dataDir, FILE_MODE_DIR);
