@@ -113,7 +113,7 @@ function assertAllPresent(acked: Ack[], restored: Map<string, Set<string>>, what
   assert.deepEqual(missing.slice(0, 5), [], `${what}: ${missing.length} of ${acked.length} messages acknowledged before the backup started are missing from the restored copy`);
 }
 
-test('backup during load: every message acknowledged before the backup started is restored', { timeout: 240_000 }, async () => {
+test('backup during load: every message acknowledged before the backup started is restored', { timeout: 480_000 }, async () => {
   const { dir, cleanup } = tempDir('arbor-ops-load-');
   const dataDir = join(dir, 'data');
   const load = startLoad(dataDir);
