@@ -166,6 +166,45 @@ test('lazy recovery (first access racing the background pass) equals eager recov
   assert.ok(checkpointRejected > 10, `only ${checkpointRejected} checkpoint entries were rejected: lying checkpoints are not exercised`);
 });
 
+test('a checkpoint entry at the newest snapshot\'s own seq stands in for that snapshot, only when tied to that very snapshot', async () => {
+  // given s0 snapshotted at its last event and s1 with an event after its snapshot, then a checkpoint
+  const ops: Op[] = [
+    ...[0, 1, 0, 1, 0, 1].map((s) => ({ kind: 'append' as const, s, cid: true })),
+    { kind: 'snapshot', s: 0 },
+    { kind: 'snapshot', s: 1 },
+    { kind: 'append', s: 1, cid: true },
+    { kind: 'checkpoint', lie: false },
+  ];
+  const fs = await build(ops);
+  const plainFs = fs.crashImageWith(0, 'none');
+  await plainFs.unlink('/data/checkpoint/table.ckpt');
+  // when it is opened with the checkpoint and without
+  const withCkpt = await openStore<ChatState>({ ...OPTIONS, fs: fs.crashImageWith(0, 'none') }, hooks);
+  const plain = await openStore<ChatState>({ ...OPTIONS, fs: plainFs }, hooks);
+  // then both sessions start from the checkpoint: s0 without decoding its snapshot, s1 proven by the journal
+  assert.deepEqual(withCkpt.recoveryReport().checkpoint, { used: 2, skipped: 0, rejected: 0 });
+  assert.deepEqual(withCkpt.recoveryReport().sessions.filter((r) => r.checkpointSeq !== undefined).map((r) => [r.sid, r.checkpointSeq]).sort(), [['s0', 3], ['s1', 4]]);
+  for (const sid of ['s0', 's1']) assert.deepEqual(withCkpt.recovered.get(sid)?.state, plain.recovered.get(sid)?.state, sid);
+  assert.deepEqual(withCkpt.recovered.get('s0')?.state, { ns: [1, 3, 5] });
+  // and the tie came through the restart: the next checkpoint ties s0 to the same snapshot again
+  const tiedLsn = withCkpt.snapshots.newestLsnAt('s0', 3);
+  assert.ok(tiedLsn !== undefined && tiedLsn >= 5, `s0's snapshot header LSN is known after the restart: ${tiedLsn}`);
+  await plain.close();
+
+  await withCkpt.close();
+
+  // given a checkpoint whose s0 entry claims another state, tied to a snapshot write that is not the one on disk
+  const fs2 = await build(ops);
+  const reopened = await openStore<ChatState>({ ...OPTIONS, fs: fs2 }, hooks);
+  await reopened.writeCheckpoint([{ sid: 's0', seq: 3, lsn: 5, state: { ns: [999] }, dedupe: [], snapshotLsn: reopened.snapshots.newestLsnAt('s0', 3)! + 1 }]);
+  await reopened.close();
+  const again = await openStore<ChatState>({ ...OPTIONS, fs: fs2.crashImageWith(0, 'none') }, hooks);
+  // then the entry is not used: s0 comes from its snapshot, as without a checkpoint
+  assert.deepEqual(again.recoveryReport().checkpoint, { used: 0, skipped: 1, rejected: 0 });
+  assert.deepEqual(again.recovered.get('s0')?.state, { ns: [1, 3, 5] });
+  await again.close();
+});
+
 test('a lazy store answers before the pass and holds segment deletion until every snapshot was checked', async () => {
   // given a session whose only snapshot is damaged, whose records share their segments with s2's
   const fs = await build([

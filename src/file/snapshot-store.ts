@@ -40,6 +40,8 @@ export class SnapshotStore {
   readonly #o: SnapshotStoreOptions;
   /** sid → snapshot seqs on disk, ascending */
   readonly #index = new Map<string, number[]>();
+  /** sid → seq and header LSN of a snapshot of it this process wrote or checked: what a checkpoint entry is tied to */
+  readonly #headers = new Map<string, { seq: number; lsn: number }>();
   removedTempFiles: string[] = [];
 
   private constructor(options: SnapshotStoreOptions) {
@@ -113,6 +115,7 @@ export class SnapshotStore {
       seqs.sort((a, b) => a - b);
     }
     this.#index.set(content.sid, seqs);
+    this.#headers.set(content.sid, { seq: content.seq, lsn: content.lsn });
     await this.#prune(content.sid);
     return { file: name, bytes: bytes.length };
   }
@@ -167,28 +170,44 @@ export class SnapshotStore {
           continue;
         }
       }
+      if (seq === seqs.at(-1)) this.#headers.set(sid, { seq, lsn: content.lsn });
       return { snapshot: { ...content, file }, damaged };
     }
     return { snapshot: undefined, damaged };
   }
 
   /**
-   * Whether the session's newest snapshot file passes its checksum and names
-   * the right session and seq (no decompression): what the whole-table
-   * checkpoint relies on when it stands in for that snapshot.
+   * The session's newest snapshot file, checked without decompressing it: its
+   * seq and the LSN of its last event when it passes its checksum and names the
+   * right session and seq, 'damaged' when it does not (or cannot be read),
+   * undefined when the session has no snapshot. What the whole-table checkpoint
+   * relies on when one of its entries stands in for that snapshot.
    */
-  async newestIsIntact(sid: string): Promise<boolean> {
+  async newestMeta(sid: string): Promise<{ seq: number; lsn: number } | 'damaged' | undefined> {
     const seq = this.#index.get(sid)?.at(-1);
-    if (seq === undefined) return true;
+    if (seq === undefined) return undefined;
     let bytes: Uint8Array;
     try {
       bytes = await this.#o.fs.readFile(path.join(this.#o.dir, snapshotFileName(sid, seq)));
     } catch {
       // Unreadable is not intact; the caller falls back to plain recovery, which reports the file itself.
-      return false;
+      return 'damaged';
     }
     const meta = decodeSnapshotHeader(bytes);
-    return typeof meta !== 'string' && meta.sid === sid && meta.seq === seq;
+    if (typeof meta === 'string' || meta.sid !== sid || meta.seq !== seq) return 'damaged';
+    this.#headers.set(sid, { seq, lsn: meta.lsn });
+    return { seq, lsn: meta.lsn };
+  }
+
+  /**
+   * The header LSN of the session's newest snapshot when it is at `seq` and
+   * this process wrote or checked it (no I/O): a whole-table checkpoint entry
+   * at that seq records it, so that the next start can take the entry in place
+   * of that snapshot once its header names the same LSN.
+   */
+  newestLsnAt(sid: string, seq: number): number | undefined {
+    const known = this.#headers.get(sid);
+    return known !== undefined && known.seq === seq && this.#index.get(sid)?.at(-1) === seq ? known.lsn : undefined;
   }
 
   /**

@@ -352,13 +352,16 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   async writeCheckpoint(entries: Iterable<CheckpointEntry<S>>): Promise<{ bytes: number; entries: number }> {
     if (this.#state !== 'open') throw new ArborError(ErrorCodes.CLOSED, 'store is closed');
     const keys = this.#keys;
-    const sealed =
-      keys === undefined
-        ? entries
-        : (function* () {
-            // (a session written before encryption was turned on, and untouched since, has no key: it stays as its journal has it)
-            for (const e of entries) yield keys.has(e.sid) ? { ...e, state: keys.sealState(e.sid, e.state) as S } : e;
-          })();
+    const snapshots = this.snapshots;
+    const sealed = (function* () {
+      for (const e of entries) {
+        // Tied to the newest snapshot when that is at the entry's seq (see table-checkpoint.ts).
+        const snapshotLsn = e.snapshotLsn ?? snapshots.newestLsnAt(e.sid, e.seq);
+        const tied = snapshotLsn === undefined ? e : { ...e, snapshotLsn };
+        // (a session written before encryption was turned on, and untouched since, has no key: it stays as its journal has it)
+        yield keys !== undefined && keys.has(e.sid) ? { ...tied, state: keys.sealState(e.sid, e.state) as S } : tied;
+      }
+    })();
     const highWater = this.journal.syncedLsn;
     const written = await this.#withCheckpoint(() =>
       writeTableCheckpoint({ fs: this.#fs, dir: this.checkpointDir, stateSchemaVersion: this.options.stateSchemaVersion, entries: sealed, highWater, highWaterSegment: this.#segmentIdentity() }),

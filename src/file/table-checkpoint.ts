@@ -19,7 +19,7 @@ import { ensureDir, hasCode, readFully, writeFully, type FileSystem } from '../s
  *             createdAt:u64 entries:u32 highWater:u64 hwSegment:u64
  *             hwSalt:u32 reserved:u32 headerCrc:u32                 (56 bytes, version 2)
  *   (version 1, still read: the same up to `entries`, then headerCrc:u32; 32 bytes)
- *   entry   = length:u32 crc:u32 msgpack([sid, seq, lsn, state, dedupe])
+ *   entry   = length:u32 crc:u32 msgpack([sid, seq, lsn, state, dedupe, snapshotLsn?])
  *   trailer = 0xFFFFFFFF:u32 count:u32
  *   crc     = crc32(payload, seed = headerCrc); headerCrc = crc32(the header bytes before it)
  *
@@ -27,6 +27,12 @@ import { ensureDir, hasCode, readFully, writeFully, type FileSystem } from '../s
  * `hwSegment`/`hwSalt` the journal segment it was written against (its first
  * LSN and salt): a journal of this data directory that ends below it lost
  * acknowledged events (the same mark as the journal index's).
+ *
+ * `snapshotLsn` (optional; readers before it ignore a sixth element) ties an
+ * entry to the session's newest snapshot when that snapshot is at the entry's
+ * seq: the LSN in that snapshot's header. Such an entry can stand in for the
+ * snapshot without the journal (whose records up to the snapshot are released)
+ * when the snapshot file still names that LSN.
  *
  * Written to a temp file, synced, renamed, directory synced; `entries` in the
  * header and `count` in the trailer must agree with what is in between.
@@ -48,6 +54,8 @@ export interface CheckpointEntry<S = unknown> {
   lsn: number;
   state: S;
   dedupe: DedupeEntry[];
+  /** the header LSN of the session's newest snapshot, when that snapshot is at `seq` (see the format above) */
+  snapshotLsn?: number;
 }
 
 export interface CheckpointWriteOptions {
@@ -89,7 +97,7 @@ export async function writeTableCheckpoint(o: CheckpointWriteOptions): Promise<{
     for (let i = 0; i < list.length; i += slice) {
       const chunk: Buffer[] = [];
       for (const e of list.slice(i, i + slice)) {
-        const payload = packr.pack([e.sid, e.seq, e.lsn, e.state, e.dedupe]);
+        const payload = packr.pack(e.snapshotLsn === undefined ? [e.sid, e.seq, e.lsn, e.state, e.dedupe] : [e.sid, e.seq, e.lsn, e.state, e.dedupe, e.snapshotLsn]);
         const frame = Buffer.alloc(8);
         frame.writeUInt32LE(payload.length, 0);
         frame.writeUInt32LE(crc32(payload, seed), 4);
@@ -199,8 +207,8 @@ export async function readTableCheckpoint<S>(fs: FileSystem, dir: string, openSt
     } catch {
       return { problem: `${CHECKPOINT_FILE}: the entry at offset ${pos} does not decode` };
     }
-    const [sid, seq, lsn, state, dedupe] = Array.isArray(value) ? value : [];
-    if (!isSessionId(sid) || !Number.isSafeInteger(seq) || seq < 1 || !Number.isSafeInteger(lsn) || lsn < 1 || !Array.isArray(dedupe)) {
+    const [sid, seq, lsn, state, dedupe, snapshotLsn] = Array.isArray(value) ? value : [];
+    if (!isSessionId(sid) || !Number.isSafeInteger(seq) || seq < 1 || !Number.isSafeInteger(lsn) || lsn < 1 || !Array.isArray(dedupe) || (snapshotLsn !== undefined && !(Number.isSafeInteger(snapshotLsn) && snapshotLsn >= 0))) {
       return { problem: `${CHECKPOINT_FILE}: the entry at offset ${pos} is malformed` };
     }
     let opened: unknown = state;
@@ -211,7 +219,7 @@ export async function readTableCheckpoint<S>(fs: FileSystem, dir: string, openSt
         return { problem: `${CHECKPOINT_FILE}: the state of session ${sid} at offset ${pos} does not open: ${(err as Error).message}` };
       }
     }
-    entries.push({ sid, seq, lsn, state: opened as S, dedupe: dedupe as DedupeEntry[] });
+    entries.push({ sid, seq, lsn, state: opened as S, dedupe: dedupe as DedupeEntry[], ...(snapshotLsn === undefined ? {} : { snapshotLsn }) });
     pos = end;
   }
   return { entries, createdAt: Number(buf.readBigUInt64LE(16)), stateSchemaVersion: buf.readUInt32LE(12), bytes: buf.length, ...(h.highWater === undefined ? {} : { highWater: h.highWater }) };
