@@ -4,6 +4,7 @@ import { Packr } from 'msgpackr';
 import { isSessionId } from '../core/ids.ts';
 import type { DedupeEntry, JournalIndexImage } from './journal/journal.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
+import { INDEX_LOC_BYTES, Locs } from './journal/locs.ts';
 
 /**
  * The persisted journal index, written beside the whole-table checkpoint (and
@@ -51,15 +52,16 @@ export function encodeJournalIndex(image: JournalIndexImage, highWater: number, 
   image.segments.forEach((s, i) => segPos.set(s.id, i));
   const sessions: unknown[] = [];
   for (const e of image.sessions) {
-    const locs = Buffer.allocUnsafe(e.locs.length * 4);
-    for (let i = 0; i < e.locs.length; i += 4) {
-      const seq = e.locs[i]!;
-      const seg = segPos.get(e.locs[i + 1]!);
+    const n = e.locs.length;
+    const locs = Buffer.allocUnsafe(n * 4);
+    for (let i = 0; i < n; i += 4) {
+      const seq = e.locs.at(i);
+      const seg = segPos.get(e.locs.at(i + 1));
       if (seg === undefined || seq > 0xffffffff) return undefined;
       locs.writeUInt32LE(seq, i * 4);
       locs.writeUInt32LE(seg, i * 4 + 4);
-      locs.writeUInt32LE(e.locs[i + 2]!, i * 4 + 8);
-      locs.writeUInt32LE(e.locs[i + 3]!, i * 4 + 12);
+      locs.writeUInt32LE(e.locs.at(i + 2), i * 4 + 8);
+      locs.writeUInt32LE(e.locs.at(i + 3), i * 4 + 12);
     }
     sessions.push([e.sid, e.lastSeq, e.covered, e.dedupe, locs]);
   }
@@ -107,23 +109,23 @@ export function decodeJournalIndex(bytes: Uint8Array): JournalIndexFile | { prob
     segments.push({ id: s[0], salt: s[1], seed: s[2], size: s[3], records: s[4] });
   }
   const sessions: JournalIndexImage['sessions'] = [];
+  const segIds = segments.map((s) => s.id);
+  // Records per segment, counted while every location's segment is checked: open takes the
+  // segments' live counts from here and leaves the locations themselves encoded (journal/locs.ts).
+  const indexed = new Float64Array(segments.length);
   for (const e of value[1] as unknown[]) {
     if (!Array.isArray(e) || !isSessionId(e[0]) || !Number.isSafeInteger(e[1]) || !Number.isSafeInteger(e[2]) || !Array.isArray(e[3]) || !(e[4] instanceof Uint8Array)) return bad;
     const raw = e[4] as Uint8Array;
-    if (raw.length % 16 !== 0) return bad;
-    // Straight into a Float64Array (see journal/locs.ts): no JS array per session to collect.
+    if (raw.length % INDEX_LOC_BYTES !== 0) return bad;
     const view = new DataView(raw.buffer, raw.byteOffset, raw.length);
-    const locs = new Float64Array(raw.length / 4);
-    for (let i = 0; i < locs.length; i += 4) {
-      const seg = segments[view.getUint32(i * 4 + 4, true)];
-      if (seg === undefined) return bad;
-      locs[i] = view.getUint32(i * 4, true);
-      locs[i + 1] = seg.id;
-      locs[i + 2] = view.getUint32(i * 4 + 8, true);
-      locs[i + 3] = view.getUint32(i * 4 + 12, true);
+    for (let at = 4; at < raw.length; at += INDEX_LOC_BYTES) {
+      const pos = view.getUint32(at, true);
+      if (pos >= segments.length) return bad;
+      indexed[pos] = indexed[pos]! + 1;
     }
-    sessions.push({ sid: e[0], lastSeq: e[1], covered: e[2], dedupe: e[3] as DedupeEntry[], locs });
+    sessions.push({ sid: e[0], lastSeq: e[1], covered: e[2], dedupe: e[3] as DedupeEntry[], locs: Locs.fromIndex(raw, segIds) });
   }
+  segments.forEach((s, i) => (s.indexed = indexed[i]!));
   const image: JournalIndexImage = {
     segments,
     end: { lsn: Number(buf.readBigUInt64LE(32)), segment: Number(buf.readBigUInt64LE(40)), frame: buf.readUInt32LE(48), offset: buf.readUInt32LE(52) },

@@ -77,11 +77,11 @@ export interface JournalOptions {
 /** What a journal index holds: everything open needs of the log up to `end`. */
 export interface JournalIndexImage {
   /** the segments up to and including the one holding `end`, oldest first */
-  segments: { id: number; salt: number; seed: number; size: number; records: number }[];
+  segments: { id: number; salt: number; seed: number; size: number; records: number; indexed?: number }[];
   /** the last indexed frame: its LSN, the segment holding it, where it starts and where it ends */
   end: { lsn: number; segment: number; frame: number; offset: number };
   /** per session: last seq, highest seq a snapshot covers, dedupe entries, locations [seq, segmentId, offset, frameBytes]* of unreleased records */
-  sessions: { sid: string; lastSeq: number; covered: number; dedupe: DedupeEntry[]; locs: Float64Array }[];
+  sessions: { sid: string; lastSeq: number; covered: number; dedupe: DedupeEntry[]; locs: Locs }[];
 }
 
 /** What open made of the index it was given. */
@@ -220,17 +220,8 @@ function newSessionIndex(): SessionIndex {
   return { lastSeq: 0, locs: new Locs(), cids: undefined, quarantined: undefined, covered: 0 };
 }
 
-/** The flattened [seq, segmentId, offset, frameBytes] locations minus those in `segments`. */
-function withoutSegments(locs: Float64Array, segments: ReadonlySet<number>): Float64Array {
-  const kept = new Float64Array(locs.length);
-  let n = 0;
-  for (let i = 0; i < locs.length; i += 4) {
-    if (segments.has(locs[i + 1]!)) continue;
-    kept.set(locs.subarray(i, i + 4), n);
-    n += 4;
-  }
-  return kept.slice(0, n);
-}
+/** Frames of one session read at once by readSession. */
+const READ_AHEAD = 16;
 
 /** Syncs allowed in flight at once: one settling while the next batch is written and synced. */
 const MAX_SYNCS_IN_FLIGHT = 2;
@@ -911,18 +902,28 @@ export class Journal {
     const out: JournalRecord[] = [];
     const handles = new Map<number, FileHandle>();
     try {
-      for (let i = 0; i < idx.locs.length; i += 4) {
-        const seq = idx.locs.at(i);
-        if (seq < fromSeq) continue;
-        const segId = idx.locs.at(i + 1);
-        const offset = idx.locs.at(i + 2);
-        const frameBytes = idx.locs.at(i + 3);
-        let handle = segId === this.#active.id ? this.#handle : handles.get(segId);
-        if (handle === undefined) {
-          handle = await this.#o.fs.open(path.join(this.#o.dir, segmentFileName(segId)), 'r');
-          handles.set(segId, handle);
+      // [seq, segmentId, offset, frameBytes] of each record wanted, taken before any await.
+      const wanted: number[][] = [];
+      for (let i = 0; i < idx.locs.length; i += 4) if (idx.locs.at(i) >= fromSeq) wanted.push([idx.locs.at(i), idx.locs.at(i + 1), idx.locs.at(i + 2), idx.locs.at(i + 3)]);
+      for (const [, segId] of wanted) {
+        if (segId !== this.#active.id && !handles.has(segId!)) handles.set(segId!, await this.#o.fs.open(path.join(this.#o.dir, segmentFileName(segId!)), 'r'));
+      }
+      // The frames are read READ_AHEAD at a time (a session's records are spread over the log, one
+      // read each), then checked and decoded in order: a first access after a restart waits for a few
+      // rounds of reads instead of one per record, each behind a slice of the recovery pass.
+      const frames: Uint8Array[] = new Array(wanted.length);
+      let next = 0;
+      const reader = async (): Promise<void> => {
+        while (next < wanted.length) {
+          const k = next++;
+          const [, segId, offset, frameBytes] = wanted[k]!;
+          frames[k] = await readFully(segId === this.#active.id ? this.#handle : handles.get(segId!)!, frameBytes!, offset!);
         }
-        const frame = await readFully(handle, frameBytes, offset);
+      };
+      await Promise.all(Array.from({ length: Math.min(READ_AHEAD, wanted.length) }, reader));
+      for (let k = 0; k < wanted.length; k += 1) {
+        const [seq, segId, offset, frameBytes] = wanted[k] as [number, number, number, number];
+        const frame = frames[k]!;
         const segment = this.#segments.find((s) => s.id === segId);
         const payload = frame.subarray(FRAME_HEADER_BYTES);
         const ok = segment !== undefined && frame.length === frameBytes && frameCrc(segment.header.seed, frame) === Buffer.from(frame.buffer, frame.byteOffset).readUInt32LE(0);
@@ -1018,14 +1019,9 @@ export class Journal {
     const oldest = this.#segments[0];
     if (oldest === undefined || oldest === this.#active) return [];
     const out: string[] = [];
-    for (const [sid, idx] of this.#sessions) {
-      for (let i = 1; i < idx.locs.length; i += 4) {
-        if (idx.locs.at(i) === oldest.id) {
-          out.push(sid);
-          break;
-        }
-      }
-    }
+    // Locations are in log order, so a session pins the oldest segment when its first one is there
+    // (asked without decoding locations adopted from the index and not used since).
+    for (const [sid, idx] of this.#sessions) if (idx.locs.firstSegment() === oldest.id) out.push(sid);
     return out;
   }
 
@@ -1098,7 +1094,7 @@ export class Journal {
       const lastSeq = Math.max(n > 0 ? locs[n - 4]! : 0, idx.covered);
       const dedupe = this.dedupeEntries(sid, Number.MAX_SAFE_INTEGER).filter((d) => d[2] <= end.lsn);
       if (lastSeq === 0 && dedupe.length === 0) continue;
-      sessions.push({ sid, lastSeq, covered: idx.covered, dedupe, locs });
+      sessions.push({ sid, lastSeq, covered: idx.covered, dedupe, locs: new Locs(locs) });
     }
     return { segments, end, sessions };
   }
@@ -1173,19 +1169,25 @@ export class Journal {
       return 'the index ends at no record but not at its segment start';
     }
     // It checks out: take it.
+    // Live records per segment: counted by the index's decoder (which leaves each session's
+    // locations encoded until used), or here for an image without the counts.
     const live = new Map<number, number>();
+    const counted = image.segments.every((s) => s.indexed !== undefined);
+    if (counted) for (const s of image.segments) live.set(s.id, s.indexed!);
     let indexed = 0;
     for (const e of image.sessions) {
       const idx = newSessionIndex();
       idx.lastSeq = e.lastSeq;
       idx.covered = e.covered;
-      const locs = deleted.size === 0 ? e.locs : withoutSegments(e.locs, deleted);
-      idx.locs = new Locs(locs);
-      for (let i = 1; i < locs.length; i += 4) live.set(locs[i]!, (live.get(locs[i]!) ?? 0) + 1);
-      indexed += locs.length / 4;
+      e.locs.dropSegments(deleted);
+      idx.locs = e.locs;
+      if (!counted) {
+        for (let i = 1; i < e.locs.length; i += 4) live.set(e.locs.at(i), (live.get(e.locs.at(i)) ?? 0) + 1);
+      }
       this.#sessions.set(e.sid, idx);
       for (const [cid, seq, lsn, ts] of e.dedupe) this.#rememberCid(idx, cid, { sid: e.sid, seq, lsn, ts, duplicate: false });
     }
+    for (const s of image.segments.slice(gone)) indexed += live.get(s.id) ?? 0;
     for (const s of image.segments.slice(gone, -1)) {
       const h = headers.get(s.id)!;
       this.#segments.push({ id: s.id, name: segmentFileName(s.id), header: h, size: s.size, live: live.get(s.id) ?? 0 });
