@@ -99,6 +99,27 @@ function pause(ms: number, signal: AbortSignal, onAbort: () => Error): Promise<v
  * Reads `ARBOR_MOCK_CHUNKS` and `ARBOR_MOCK_CHUNK_DELAY_MS` once, in the
  * constructor; a malformed value throws a RangeError naming the variable.
  */
+/** JavaScript's `\s`: what separates the words the mock counts as tokens. */
+function isSpace(c: number): boolean {
+  return (c >= 0x09 && c <= 0x0d) || c === 0x20 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}
+
+/**
+ * `text.match(/\S+/g).length` without building the array of words: the prompt
+ * holds the whole conversation, so under load that array was most of what a
+ * turn allocated (and the garbage collector then had to sweep).
+ */
+export function countWords(text: string): number {
+  let n = 0;
+  let inWord = false;
+  for (let i = 0; i < text.length; i++) {
+    const space = isSpace(text.charCodeAt(i));
+    if (!space && !inWord) n++;
+    inWord = !space;
+  }
+  return n;
+}
+
 export class MockProvider implements LlmProvider, ToolStepProvider {
   readonly name = 'mock';
   readonly model = 'mock-echo';
@@ -137,9 +158,8 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
       yield { type: 'text', text: parts[i] as string };
     }
     // A mock's token counts: the prompt's whitespace-separated words in (system prompt included), one token per chunk out.
-    const words = (text: string): number => text.match(/\S+/g)?.length ?? 0;
-    let inputTokens = request.system === undefined ? 0 : words(request.system);
-    for (const turn of request.messages) inputTokens += words(turn.content);
+    let inputTokens = request.system === undefined ? 0 : countWords(request.system);
+    for (const turn of request.messages) inputTokens += countWords(turn.content);
     yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
   }
 }
