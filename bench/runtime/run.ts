@@ -14,7 +14,7 @@ import { statSync } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
-import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance, PerformanceObserver, type IntervalHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { constants as zc, brotliCompressSync } from 'node:zlib';
 import { createArbor, initialSessionState, MockProvider, NodeFileSystem, type Arbor, type ChatTurn, type FileHandle, type LlmProvider, type OpenFlags, type SessionState, type StreamRequest } from '../../src/index.ts';
@@ -407,6 +407,14 @@ interface LoadResult {
   datasyncsPerSec: number;
   /** snapshot files written per second (each: write, fdatasync, rename, directory sync) */
   snapshotsPerSec: number;
+  /** process CPU time (every thread) per completed answer, µs */
+  cpuUsPerAnswer: number;
+  /** main-thread busy time (event-loop utilisation, GC included) per completed answer, µs */
+  mainUsPerAnswer: number;
+  /** garbage-collection pauses (perf_hooks 'gc' entries) in the measured windows: share of wall time, count, longest */
+  gcShare: number;
+  gcPauses: number;
+  gcMaxMs: number;
 }
 
 /**
@@ -432,6 +440,9 @@ class LoadPhase implements Phase {
   #eluIdle = 0;
   #datasyncs = 0;
   #snapshots = 0;
+  #gcMs = 0;
+  #gcCount = 0;
+  #gcMaxMs = 0;
   readonly #content: string;
 
   constructor(cfg: Config, provider: MockProvider, arbor?: { arbor: Arbor; fs: SyncTimingFileSystem }) {
@@ -488,9 +499,20 @@ class LoadPhase implements Phase {
     mStart = performance.now();
     measuring = true;
     if (this.#fs !== undefined) this.#fs.recording = true;
+    // GC pauses in the window: what part of the loop delay is the collector's.
+    const gc = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        if (!measuring) continue;
+        this.#gcMs += e.duration;
+        this.#gcCount += 1;
+        this.#gcMaxMs = Math.max(this.#gcMaxMs, e.duration);
+      }
+    });
+    gc.observe({ entryTypes: ['gc'] });
     this.delay.start();
     await sleep(measureMs);
     this.delay.stop();
+    gc.disconnect();
     measuring = false;
     if (this.#fs !== undefined) this.#fs.recording = false;
     this.#windowMs += performance.now() - mStart;
@@ -524,6 +546,11 @@ class LoadPhase implements Phase {
       journalDatasyncP99Ms: d?.p99 ?? Number.NaN,
       datasyncsPerSec: (this.#datasyncs * 1000) / this.#windowMs,
       snapshotsPerSec: (this.#snapshots * 1000) / this.#windowMs,
+      cpuUsPerAnswer: this.#cpuUs / Math.max(1, this.#completed),
+      mainUsPerAnswer: (this.#eluActive * 1000) / Math.max(1, this.#completed),
+      gcShare: this.#gcMs / this.#windowMs,
+      gcPauses: this.#gcCount,
+      gcMaxMs: this.#gcMaxMs,
     };
   }
 
@@ -1323,6 +1350,8 @@ function render(r: Results): string {
   );
   out.push(`   loop delay: monitorEventLoopDelay, 1 ms sampling interval (included in every figure); pacing ceiling ${fmtInt(l.ceilingMessagesPerSec)} answers/s`);
   out.push(`   ack floor: raw write+fdatasync of one record p50 ${fmt(l.rawSync.p50Ms)} ms, p99 ${fmt(l.rawSync.p99Ms)} ms; the journal's own fdatasync under load p50 ${fmt(l.arbor.journalDatasyncP50Ms)} ms, p99 ${fmt(l.arbor.journalDatasyncP99Ms)} ms, ${fmtInt(l.arbor.datasyncsPerSec)}/s; snapshots written ${fmtInt(l.arbor.snapshotsPerSec)}/s`);
+  const perAnswer = (x: LoadResult): string => `CPU ${fmtInt(x.cpuUsPerAnswer)} µs, main thread ${fmtInt(x.mainUsPerAnswer)} µs; GC pauses ${fmt(100 * x.gcShare, 1)}% of wall time (${fmtInt(x.gcPauses)}, longest ${fmt(x.gcMaxMs, 1)} ms)`;
+  out.push(`   per answer: Arbor ${perAnswer(l.arbor)}; mock streams alone ${perAnswer(l.mockOnly)}`);
   out.push(`   session crashes ${l.arborHealth.crashes}, stopped ${l.arborHealth.stopped}`);
   out.push('');
 

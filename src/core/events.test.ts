@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { ErrorCodes } from './errors.ts';
 import type { JournalRecord } from './record.ts';
 import {
@@ -13,6 +14,7 @@ import {
   isRecoverableEventType,
   parseEvent,
   parseEventData,
+  unfaithfulValuePath,
   upcastJournalRecord,
 } from './events.ts';
 import type { EventType } from './events.ts';
@@ -532,4 +534,30 @@ test('the default registry refuses a version newer than the code', () => {
   assert.equal(err.code, ErrorCodes.INVALID_INPUT);
   assert.equal(err.details.field, 'v');
   assert.equal(err.details.eventType, 'user_message_sent');
+});
+
+test('parseEventData refuses exactly the data JSON would change (-0, lone surrogates in strings and keys), naming the first such field', () => {
+  // JSON-like values with -0 and lone surrogates mixed in, anywhere (values and keys).
+  const odd = fc.constantFrom(-0, '\ud800', 'a\udfffb', 0, 'ok');
+  const value = fc.letrec((tie) => ({
+    v: fc.oneof({ depthSize: 'small' }, odd, fc.jsonValue({ maxDepth: 1 }), fc.array(tie('v'), { maxLength: 3 }), fc.dictionary(fc.oneof(fc.string(), fc.constantFrom('\ud800', 'k\udc00')), tie('v'), { maxKeys: 3 })),
+  })).v;
+  fc.assert(
+    fc.property(value, (newValue) => {
+      const data = { key: 'k', newValue };
+      const expected = unfaithfulValuePath(data);
+      let err: unknown;
+      try {
+        parseEventData('session_config_changed', data, { sessionId: 's1' });
+      } catch (e) {
+        err = e;
+      }
+      if (expected === undefined) assert.equal(err, undefined);
+      else {
+        assert.equal((err as { code?: string }).code, ErrorCodes.INVALID_INPUT);
+        assert.equal((err as { details: { field: string } }).details.field, expected);
+      }
+    }),
+    { numRuns: 1000 },
+  );
 });

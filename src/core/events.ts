@@ -55,6 +55,27 @@ export function unfaithfulValuePath(value: unknown, path = 'data'): string | und
   return undefined;
 }
 
+/**
+ * `unfaithfulValuePath(value) === undefined`, without building a path string
+ * (or an entry pair) for every value on the way: every journaled event is
+ * checked, so the path is only spelt out for data that fails.
+ */
+function isFaithful(value: unknown): boolean {
+  if (typeof value === 'number') return !Object.is(value, -0);
+  if (typeof value === 'string') return value.isWellFormed();
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i += 1) if (!isFaithful(value[i])) return false;
+    return true;
+  }
+  if (typeof value === 'object' && value !== null) {
+    for (const key in value) {
+      if (!Object.hasOwn(value, key)) continue;
+      if (!key.isWellFormed() || !isFaithful((value as Record<string, unknown>)[key])) return false;
+    }
+  }
+  return true;
+}
+
 const json = () => z.json({ error: JSON_VALUE_ERROR });
 const jsonRecord = () => z.record(z.string(), json());
 const id = () => z.string().min(1).max(MAX_ID_CHARS);
@@ -423,7 +444,7 @@ export function parseEventData<T extends EventType>(type: T, data: unknown, cont
   const schema: z.ZodType = EVENT_SCHEMAS[type];
   const result = schema.safeParse(data);
   if (result.success) {
-    const unfaithful = isCriticalEventType(type) ? unfaithfulValuePath(result.data) : undefined;
+    const unfaithful = isCriticalEventType(type) && !isFaithful(result.data) ? unfaithfulValuePath(result.data) : undefined;
     if (unfaithful === undefined) return result.data as EventData<T>;
     throw new ArborError(ErrorCodes.INVALID_INPUT, `invalid ${unfaithful} in ${type} event of ${sessionLabel(context)}: ${JSON_VALUE_ERROR}`, {
       field: unfaithful,

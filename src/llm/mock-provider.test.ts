@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MockProvider, mockReplyChunks } from './mock-provider.ts';
+import fc from 'fast-check';
+import { countWords, MockProvider, mockReplyChunks } from './mock-provider.ts';
 import { isAbortError, type ChatTurn, type StreamRequest } from './provider.ts';
 
 function request(messages: readonly ChatTurn[], signal: AbortSignal = new AbortController().signal): StreamRequest {
@@ -205,4 +206,21 @@ test('an already-aborted signal throws AbortError before the first chunk', async
     (err: unknown) => isAbortError(err),
   );
   assert.deepEqual(received, []);
+});
+
+test('countWords counts what /\\S+/g matches, without building the words (every whitespace JavaScript knows)', () => {
+  const spaces = ['\t', '\n', '\v', '\f', '\r', ' ', '\u00a0', '\u1680', '\u2000', '\u2005', '\u200a', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000', '\ufeff'];
+  const pieces = fc.oneof(fc.constantFrom(...spaces), fc.string(), fc.constantFrom('a', 'é', '\u200b', '😀', '\u180e'));
+  fc.assert(
+    fc.property(fc.array(pieces), (parts) => {
+      const text = parts.join('');
+      assert.equal(countWords(text), text.match(/\S+/g)?.length ?? 0, JSON.stringify(text));
+    }),
+    { numRuns: 2000 },
+  );
+  // Every UTF-16 code unit, alone between two letters: one word or two, as the regex says.
+  for (let c = 0; c <= 0xffff; c++) {
+    const text = `a${String.fromCharCode(c)}b`;
+    assert.equal(countWords(text), text.match(/\S+/g)?.length ?? 0, `U+${c.toString(16)}`);
+  }
 });

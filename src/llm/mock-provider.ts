@@ -94,11 +94,71 @@ function pause(ms: number, signal: AbortSignal, onAbort: () => Error): Promise<v
 }
 
 /**
+ * The pauses of one stream: as `pause`, but with one abort listener for the
+ * whole stream instead of one added and removed per chunk (under load that
+ * pair, with its closures, cost more than the chunk). `wait` resolves when
+ * the time is up or at once when the signal aborts (its timer cleared); the
+ * caller then checks `signal.aborted` and throws its own error.
+ */
+class Pacer {
+  readonly #signal: AbortSignal;
+  #wake: (() => void) | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #immediate: ReturnType<typeof setImmediate> | undefined;
+  readonly #onAbort = (): void => {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
+    this.#wake?.();
+  };
+  readonly #arm = (resolve: () => void): void => {
+    this.#wake = resolve;
+    if (this.#ms > 0) this.#timer = setTimeout(resolve, this.#ms);
+    else this.#immediate = setImmediate(resolve);
+  };
+  readonly #ms: number;
+
+  constructor(signal: AbortSignal, ms: number) {
+    this.#signal = signal;
+    this.#ms = ms;
+    signal.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  wait(): Promise<void> {
+    return this.#signal.aborted ? Promise.resolve() : new Promise(this.#arm);
+  }
+
+  dispose(): void {
+    this.#signal.removeEventListener('abort', this.#onAbort);
+  }
+}
+
+/**
  * A deterministic provider for demos, tests and benchmarks: no network, and the
  * same conversation always yields the same chunks (see {@link mockReplyChunks}).
  * Reads `ARBOR_MOCK_CHUNKS` and `ARBOR_MOCK_CHUNK_DELAY_MS` once, in the
  * constructor; a malformed value throws a RangeError naming the variable.
  */
+/** JavaScript's `\s`: what separates the words the mock counts as tokens. */
+function isSpace(c: number): boolean {
+  return (c >= 0x09 && c <= 0x0d) || c === 0x20 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}
+
+/**
+ * `text.match(/\S+/g).length` without building the array of words: the prompt
+ * holds the whole conversation, so under load that array was most of what a
+ * turn allocated (and the garbage collector then had to sweep).
+ */
+export function countWords(text: string): number {
+  let n = 0;
+  let inWord = false;
+  for (let i = 0; i < text.length; i++) {
+    const space = isSpace(text.charCodeAt(i));
+    if (!space && !inWord) n++;
+    inWord = !space;
+  }
+  return n;
+}
+
 export class MockProvider implements LlmProvider, ToolStepProvider {
   readonly name = 'mock';
   readonly model = 'mock-echo';
@@ -131,15 +191,20 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
     const { signal } = request;
     const parts = mockReplyChunks(request.messages, this.chunks);
     const limit = request.maxOutputTokens === undefined ? parts.length : Math.min(parts.length, request.maxOutputTokens);
-    for (let i = 0; i < limit; i++) {
-      // The pause comes before each chunk, so the first one also takes chunkDelayMs (a time-to-first-token).
-      await pause(this.chunkDelayMs, signal, () => abortError(this.name, `while waiting for chunk ${i + 1} of ${parts.length}`, signal));
-      yield { type: 'text', text: parts[i] as string };
+    const pacer = new Pacer(signal, this.chunkDelayMs);
+    try {
+      for (let i = 0; i < limit; i++) {
+        // The pause comes before each chunk, so the first one also takes chunkDelayMs (a time-to-first-token).
+        if (!signal.aborted) await pacer.wait();
+        if (signal.aborted) throw abortError(this.name, `while waiting for chunk ${i + 1} of ${parts.length}`, signal);
+        yield { type: 'text', text: parts[i] as string };
+      }
+    } finally {
+      pacer.dispose();
     }
     // A mock's token counts: the prompt's whitespace-separated words in (system prompt included), one token per chunk out.
-    const words = (text: string): number => text.match(/\S+/g)?.length ?? 0;
-    let inputTokens = request.system === undefined ? 0 : words(request.system);
-    for (const turn of request.messages) inputTokens += words(turn.content);
+    let inputTokens = request.system === undefined ? 0 : countWords(request.system);
+    for (const turn of request.messages) inputTokens += countWords(turn.content);
     yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
   }
 }

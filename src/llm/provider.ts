@@ -68,12 +68,17 @@ export interface LlmProvider {
   streamParts?(request: StreamRequest): AsyncIterable<LlmStreamPart>;
 }
 
-/** `provider.streamParts`, or its `stream` as parts: text chunks, then finish `stop` without usage. */
-export async function* streamPartsOf(provider: LlmProvider, request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
-  if (provider.streamParts !== undefined) {
-    yield* provider.streamParts(request);
-    return;
-  }
+/**
+ * `provider.streamParts`, or its `stream` as parts: text chunks, then finish
+ * `stop` without usage. The provider's own parts are returned as they are, not
+ * re-yielded through a generator of ours: under load every chunk would pay one
+ * more promise and iterator result for nothing.
+ */
+export function streamPartsOf(provider: LlmProvider, request: StreamRequest): AsyncIterable<LlmStreamPart> {
+  return provider.streamParts !== undefined ? provider.streamParts(request) : partsOfText(provider, request);
+}
+
+async function* partsOfText(provider: LlmProvider, request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
   for await (const text of provider.stream(request)) yield { type: 'text', text };
   yield { type: 'finish', finishReason: 'stop' };
 }

@@ -18,6 +18,7 @@ import { LlmProviderError } from '../llm/provider.ts';
 import type { ToolRegistry } from '../tools/registry.ts';
 import { canCallTools } from '../llm/provider.ts';
 import { modelMessagesFor } from './model-messages.ts';
+import { PromptCache } from './prompt-cache.ts';
 import { priorCallsFor, runToolCalls, type AnswerPart, type ModelToolCall, type ToolChunk, type ToolRunnerDeps } from './tool-runner.ts';
 import { toolLoop } from './tool-loop.ts';
 import { mayRerunAutomatically } from '../tools/policy.ts';
@@ -93,6 +94,8 @@ export class SessionActor {
   readonly #turns: TurnLog[] = [];
   /** The latest turn of each request still queued or streaming. */
   readonly #turnByRequest = new Map<string, TurnLog>();
+  /** Each answer's prompt (the whole conversation), its turns made once per message. */
+  readonly #prompts = new PromptCache();
 
   constructor(id: string, ctx: SessionContext) {
     this.id = id;
@@ -465,7 +468,7 @@ export class SessionActor {
     this.#streams.set(messageId, controller);
     try {
       await this.run('startStream', async (state) => {
-        request = { sessionId: this.id, messageId, messages: promptFor(state, requestMessageId), ...settingsOf(state.config) };
+        request = { sessionId: this.id, messageId, messages: this.#prompts.promptFor(state, requestMessageId), ...settingsOf(state.config) };
         const data = { messageId, requestMessageId, provider: llm.name, model: request.model ?? llm.model, ...(retryOf === undefined ? {} : { retryOf }) };
         startState = (await this.commit(state, 'assistant_stream_started', data)).state;
       });
@@ -538,7 +541,7 @@ export class SessionActor {
           open = { type: part.type, id: `${messageId}:${parts.length - 1}` };
           turn.push({ type: `${part.type}-start`, id: open.id });
         }
-        turn.push({ type: `${part.type}-delta`, id: open!.id, delta: part.text });
+        turn.pushDelta(part.type === 'text' ? 'text-delta' : 'reasoning-delta', open!.id, part.text);
         if (part.type !== 'text') continue;
         content += part.text;
         const chunk = { messageId, index, text: part.text };
@@ -758,7 +761,10 @@ export function settingsOf(config: Readonly<Record<string, unknown>>): Pick<Stre
 export function promptFor(state: SessionState, requestMessageId: string): ChatTurn[] {
   const request = findMessage(state, requestMessageId);
   const upto = request?.seq ?? state.seq;
-  return state.messages.filter((m) => m.role !== 'system' && m.seq <= upto).map((m) => ({ role: m.role, content: m.content }));
+  // One pass, one array: it runs for every answer, over the whole conversation.
+  const out: ChatTurn[] = [];
+  for (const m of state.messages) if (m.role !== 'system' && m.seq <= upto) out.push({ role: m.role, content: m.content });
+  return out;
 }
 
 /**

@@ -66,6 +66,19 @@ export class TurnLog {
     this.#notify();
   }
 
+  /**
+   * `push({type, id, delta})` for a text or reasoning delta, without the
+   * caller's chunk object: the log owns (and may grow) the one it creates, so
+   * a streamed chunk costs one object here instead of two.
+   */
+  pushDelta(type: 'text-delta' | 'reasoning-delta', id: string, delta: string): void {
+    if (this.#ended) return;
+    const last = this.#chunks.at(-1);
+    if (this.#chunks.length >= this.#max && last !== undefined && last.type === type && isDelta(last) && last.id === id) last.delta += delta;
+    else this.#chunks.push({ type, id, delta });
+    this.#notify();
+  }
+
   /** Ends the turn: readers get what is left, then their iteration ends. */
   end(): void {
     if (this.#ended) return;
@@ -75,6 +88,7 @@ export class TurnLog {
   }
 
   #notify(): void {
+    if (this.#wake.size === 0) return; // nobody reading (the common case under load)
     for (const wake of this.#wake) wake();
     this.#wake.clear();
   }

@@ -1,0 +1,39 @@
+import { findMessage, type Message, type SessionState } from '../core/state.ts';
+import type { ChatTurn } from '../llm/provider.ts';
+
+/**
+ * One session's prompts (`promptFor`), built incrementally. The history only
+ * grows between answers (and a message that changes is a new frozen object),
+ * so each message's `{role, content}` is made once and reused by every later
+ * prompt instead of being rebuilt for each answer: under load, a prompt of the
+ * whole conversation was, per answer, a new object per message that lived as
+ * long as the stream (and so was copied by every young-generation collection
+ * meanwhile). The turns are frozen because they are shared between requests.
+ */
+export class PromptCache {
+  /** the messages array the turns were last taken from */
+  #source: readonly Message[] = [];
+  /** `#turns[i]`: the turn of `#source[i]` (undefined for a system message) */
+  readonly #turns: (ChatTurn | undefined)[] = [];
+
+  /** What `promptFor(state, requestMessageId)` returns: equal turns, in a new array. */
+  promptFor(state: SessionState, requestMessageId: string): ChatTurn[] {
+    const messages = state.messages;
+    const upto = findMessage(state, requestMessageId)?.seq ?? state.seq;
+    const source = this.#source;
+    const out: ChatTurn[] = [];
+    for (let i = 0; i < messages.length; i += 1) {
+      const m = messages[i]!;
+      let turn: ChatTurn | undefined;
+      if (i < source.length && source[i] === m) turn = this.#turns[i];
+      else {
+        turn = m.role === 'system' ? undefined : Object.freeze({ role: m.role, content: m.content });
+        this.#turns[i] = turn;
+      }
+      if (turn !== undefined && m.seq <= upto) out.push(turn);
+    }
+    this.#turns.length = messages.length;
+    this.#source = messages;
+    return out;
+  }
+}
