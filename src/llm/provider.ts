@@ -14,7 +14,8 @@ export interface StreamRequest {
   sessionId: string;
   /** Id of the assistant message being produced (for logs and deterministic providers). */
   messageId: string;
-  messages: readonly ChatTurn[];
+  /** Each turn is frozen and shared by the session's later requests (src/sessions/prompt-cache.ts): copy one before changing it. */
+  messages: readonly Readonly<ChatTurn>[];
   /** Aborting it stops the stream promptly; the iteration then throws an error named `AbortError`. */
   signal: AbortSignal;
   /** Overrides the provider's default model for this request. */
