@@ -78,66 +78,6 @@ test('pipelined syncs acknowledge in log order: a later batch whose sync finishe
   await store.close();
 });
 
-test('with both sync slots taken, the next batch is written at once; its own sync starts when the oldest completes, and it is acknowledged only after that sync', async () => {
-  const { fs, store } = await gated();
-  fs.hold();
-  const order: string[] = [];
-  // given two batches whose syncs are both in flight
-  let syncing = fs.nextSync();
-  const first = store.append(ev('a', 1)).then(() => order.push('first'));
-  await syncing;
-  syncing = fs.nextSync();
-  const second = store.append(ev('b', 1)).then(() => order.push('second'));
-  await syncing;
-  // when a third append arrives
-  const third = store.append(ev('c', 1)).then(() => order.push('third'));
-  for (let i = 0; i < 5; i += 1) await new Promise((r) => setImmediate(r));
-  // then it is written at once, but no third sync starts while two are in flight, and nothing is acknowledged
-  assert.equal(fs.count('write'), 3);
-  assert.equal(fs.count('datasync'), 2);
-  assert.deepEqual(order, []);
-  // when the two syncs complete (the third sync, which starts then, is held)
-  fs.release();
-  fs.hold();
-  const thirdSync = fs.nextSync();
-  await Promise.all([first, second, thirdSync]);
-  for (let i = 0; i < 5; i += 1) await new Promise((r) => setImmediate(r));
-  // then the third is not acknowledged until a sync started after its write completes
-  assert.deepEqual(order, ['first', 'second']);
-  assert.equal(fs.count('datasync'), 3);
-  fs.release();
-  await third;
-  assert.deepEqual(order, ['first', 'second', 'third']);
-  assert.deepEqual((await store.read('c')).map((r) => (r.data as { n: number }).n), [1]);
-  await store.close();
-});
-
-test('a batch written while both sync slots are taken fails with an earlier failed sync and is never acknowledged', async () => {
-  const mem = new MemoryFileSystem();
-  const fs = new GatedFileSystem(mem);
-  const store = await openStore<ChatState>({ ...base, fs }, hooks);
-  fs.counts.clear();
-  // given two batches whose syncs are in flight, the first of which will fail
-  fs.hold();
-  mem.injectFault({ op: 'datasync', error: 'EIO' });
-  let syncing = fs.nextSync();
-  const first = store.append(ev('a', 1)).then(() => 'acknowledged', (e: unknown) => e);
-  await syncing;
-  syncing = fs.nextSync();
-  const second = store.append(ev('b', 1)).then(() => 'acknowledged', (e: unknown) => e);
-  await syncing;
-  // and a third batch written meanwhile
-  const third = store.append(ev('c', 1)).then(() => 'acknowledged', (e: unknown) => e);
-  for (let i = 0; i < 5; i += 1) await new Promise((r) => setImmediate(r));
-  assert.equal(fs.count('write'), 3);
-  fs.release();
-  // then all three fail with the I/O error, and the journal refuses writes
-  for (const r of [await first, await second, await third]) assert.ok(code('ARBOR_IO_ERROR')(r), String(r));
-  assert.equal(store.journal.state, 'failed');
-  await assert.rejects(store.append(ev('d', 1)), code('ARBOR_JOURNAL_FAILED'));
-  await store.close();
-});
-
 test('a failed sync fails every batch in flight, including an earlier one whose own sync succeeds', async () => {
   const mem = new MemoryFileSystem();
   const fs = new GatedFileSystem(mem);

@@ -171,8 +171,8 @@ class Batch {
 
 /** A fresh batch buffer's size; one grows (doubling) for big batches and keeps its size when recycled. */
 const BATCH_INITIAL_BYTES = 64 * 1024;
-/** Written batches kept for reuse (one being filled, two awaiting their syncs, one written ahead: see #pump). */
-const BATCH_POOL = 4;
+/** Written batches kept for reuse (one being filled, one being written, one awaiting its sync). */
+const BATCH_POOL = 3;
 /** Batches bigger than this are not kept for reuse (a burst must not pin its memory). */
 const BATCH_POOL_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -299,11 +299,6 @@ export class Journal {
   #inflightBatches: Batch[] = [];
   /** Wakes the pump when it waits on an in-flight sync and a new batch could start. */
   #wake: (() => void) | undefined;
-  /**
-   * A batch written while every sync slot was taken, whose sync starts as soon as one frees: its
-   * write is then off the ack path (see #pump). At most one; it is in #inflightBatches.
-   */
-  #ahead: { batch: Batch; written: WrittenBatch } | undefined;
   #pumping = false;
   #scheduled = false;
   /** LSN of the last record written to the file. */
@@ -592,10 +587,8 @@ export class Journal {
   /**
    * The single writer. Writes are strictly sequential; syncs are pipelined: a
    * batch's fdatasync runs while the next batch is framed and written (at most
-   * MAX_SYNCS_IN_FLIGHT at once). With every slot taken, one more batch is
-   * written ahead and its sync starts when the oldest completes (a sync covers
-   * only what was written before it started). Acknowledgements stay in log
-   * order: a batch settles only after its own sync and every earlier batch's.
+   * MAX_SYNCS_IN_FLIGHT at once). Acknowledgements stay in log order: a batch
+   * settles only after its own sync and every earlier batch's.
    */
   async #pump(): Promise<void> {
     if (this.#pumping || this.#state === 'failed' || this.#state === 'closed') return;
@@ -603,29 +596,19 @@ export class Journal {
     try {
       for (;;) {
         if (this.state === 'failed') break;
-        if (this.#ahead !== undefined && this.#inflight.length < MAX_SYNCS_IN_FLIGHT) {
-          // A slot freed (this runs in the microtasks of the sync that completed): the batch written ahead starts its sync now.
-          const { batch, written } = this.#ahead;
-          this.#ahead = undefined;
-          this.#commit(batch, written);
-          continue;
-        }
-        if (this.#batchReady() && this.#ahead === undefined) {
+        if (this.#batchReady() && this.#inflight.length < MAX_SYNCS_IN_FLIGHT) {
           const batch = this.#takeBatch();
           const written = await this.#writeBatch(batch);
-          // Every sync slot taken: the batch is written now anyway (the file and the page cache take it), and its
-          // sync starts the moment the oldest sync completes, instead of that moment plus a write's round trip.
-          if (this.#inflight.length < MAX_SYNCS_IN_FLIGHT) this.#commit(batch, written);
-          else this.#ahead = { batch, written };
+          this.#commit(batch, written);
           // Let the callers woken by earlier batches queue their next appends before the next batch is cut.
           if (this.queueDepth > 0 && this.#o.durability !== 'buffered') await new Promise<void>((r) => setImmediate(r));
           continue;
         }
         if (this.#inflight.length > 0) {
-          // Wait for the oldest sync, or for a new append that can start its batch (or be written ahead) meanwhile.
+          // Wait for the oldest sync, or for a new append that can start its batch meanwhile.
           const oldest = this.#inflight[0]!;
           await new Promise<void>((resolve) => {
-            this.#wake = this.#inflight.length < MAX_SYNCS_IN_FLIGHT || this.#ahead === undefined ? resolve : undefined;
+            this.#wake = this.#inflight.length < MAX_SYNCS_IN_FLIGHT ? resolve : undefined;
             oldest.then(resolve, resolve);
           });
           this.#wake = undefined;
@@ -839,7 +822,6 @@ export class Journal {
     for (const b of this.#inflightBatches) b.rejectAll(cause);
     this.#inflightBatches = [];
     this.#inflight = [];
-    this.#ahead = undefined;
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();
