@@ -47,6 +47,9 @@ test('bench/journal --tiny --json exits 0 and reports every figure', { timeout: 
   for (const k of ['syncsPerSec', 'syncP50Ms', 'syncP99Ms']) positive(r.rawSingle[k], `rawSingle.${k}`);
   for (const k of ['achievedRate', 'ackP50Ms', 'ackP99Ms', 'avgBatchRecords', 'ratioToRawSingleP99', 'ratioToRawOpenLoopP99', 'rawOpenLoopSyncP99Ms', 'ratioToRawOpenLoopSyncP99']) positive(r.moderate[k], `moderate.${k}`);
   positive(r.moderate.rawOpenLoop.ackP99Ms, 'moderate.rawOpenLoop.ackP99Ms');
+  // Where the p99 acks' time went: every p99 ack was followed to its write and fdatasync.
+  for (const k of ['p99Acks', 'writeMs', 'syncMs']) positive(r.moderate.breakdown[k], `moderate.breakdown.${k}`);
+  positive(r.moderate.breakdown.all.syncMs, 'moderate.breakdown.all.syncMs');
   for (const which of ['primary', 'batch1', 'nullFs']) {
     positive(r.cpu[which].usPerAppend, `cpu.${which}.usPerAppend`);
     positive(r.cpu[which].maxAppendsPerSecPerCore, `cpu.${which}.maxAppendsPerSecPerCore`);

@@ -16,7 +16,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing.ts';
 import { NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type RecoveryHooks, type Store } from '../../src/index.ts';
@@ -25,6 +25,7 @@ import { benchRequire } from '../lib/peers.ts';
 import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';
 import { benchMeta, fmt, fmtInt, headline, pct, printResults, startRun, table, targetLines, type BenchMeta, type Target } from '../lib/report.ts';
 import { Samples } from '../lib/stats.ts';
+import { FRAME_HEADER_BYTES, FRAME_LENGTH_OFFSET, SEGMENT_FILE_PATTERN } from '../../src/file/journal/format.ts';
 import { withTempRoot } from '../lib/temp-root.ts';
 
 // ---- configuration -----------------------------------------------------------
@@ -88,27 +89,42 @@ class CountingFileSystem extends ForwardingFileSystem {
   /** durations of `datasync()` calls made while `recording` is on */
   readonly datasyncLatency = new Samples();
   recording = false;
+  /** Section 3's per-ack breakdown: every segment write and datasync, timed (whether recording or not). */
+  timeline: AckTimeline | undefined;
 
   snapshot(): IoCounters {
     return { ...this.counters };
   }
 
-  protected override wrapHandle(handle: FileHandle): FileHandle {
+  protected override wrapHandle(handle: FileHandle, path: string): FileHandle {
     const fs = this;
     const c = this.counters;
+    // A segment is created as `<name>.tmp`, written and synced, then renamed: its handle keeps the temp name.
+    const segment = SEGMENT_FILE_PATTERN.test(path.slice(path.lastIndexOf('/') + 1).replace(/\.tmp$/, ''));
     return new (class extends ForwardingFileHandle {
       override async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+        const tl = segment && position > 0 ? fs.timeline : undefined;
+        const t0 = tl === undefined ? 0 : performance.now();
         const n = await super.write(buffer, offset, length, position);
+        tl?.write(t0, performance.now(), buffer, offset, n);
         c.writes += 1;
         c.bytes += n;
         return n;
       }
       override async datasync(): Promise<void> {
         c.datasyncs += 1;
-        if (!fs.recording) return super.datasync();
+        const tl = segment ? fs.timeline : undefined;
+        if (!fs.recording && tl === undefined) return super.datasync();
         const t0 = performance.now();
-        await super.datasync();
-        fs.datasyncLatency.push(performance.now() - t0);
+        const sync = tl?.syncStarted(t0);
+        try {
+          await super.datasync();
+        } finally {
+          tl?.syncEnded(sync!);
+        }
+        const t1 = performance.now();
+        tl?.syncDone(sync!, t1);
+        if (fs.recording) fs.datasyncLatency.push(t1 - t0);
       }
       override sync(): Promise<void> {
         c.syncs += 1;
@@ -431,6 +447,180 @@ class RawSyncPhase implements Phase {
 
 // ---- 3. Arbor at a moderate open-loop rate --------------------------------------
 
+/** A growable series of numbers (no per-sample allocation while measuring). */
+class Series {
+  #buf = new Float64Array(16384);
+  length = 0;
+  push(v: number): number {
+    if (this.length === this.#buf.length) {
+      const bigger = new Float64Array(this.#buf.length * 2);
+      bigger.set(this.#buf);
+      this.#buf = bigger;
+    }
+    this.#buf[this.length] = v;
+    return this.length++;
+  }
+  at(i: number): number {
+    return this.#buf[i]!;
+  }
+  set(i: number, v: number): void {
+    this.#buf[i] = v;
+  }
+}
+
+/** Where the p99 acks of section 3 spent their time (means over the acks at or above the p99), and the GC pauses. */
+interface AckBreakdown {
+  /** acks at or above the p99 */
+  p99Acks: number;
+  /** from append() to the start of the write carrying the record: waiting for the batch to be cut (a sync slot, the pump's hops) */
+  queueMs: number;
+  /** the write(2) of its batch, as the event loop saw it (thread-pool round trip, loop delay included) */
+  writeMs: number;
+  /** from the end of that write to the start of the fdatasync that covers it */
+  syncWaitMs: number;
+  /** that fdatasync, as the event loop saw it */
+  syncMs: number;
+  /** from the end of that fdatasync to the caller resuming (an earlier batch's sync, settling, microtasks) */
+  settleMs: number;
+  /** share of the p99 acks (and of all acks) whose append found a journal fdatasync in flight */
+  withSyncInFlight: number;
+  allWithSyncInFlight: number;
+  /** the same means over all acks */
+  all: { queueMs: number; writeMs: number; syncWaitMs: number; syncMs: number; settleMs: number };
+  /** V8 GC pauses (perf_hooks 'gc' entries) in the measured windows, and how many p99 acks overlapped one */
+  gc: { count: number; totalMs: number; maxMs: number; p99AcksOverlapping: number };
+}
+
+/**
+ * Section 3's per-ack timeline: each append's call and ack (in call order, which is the journal's order),
+ * each segment write (with the frames it carried: the records of one batch) and each fdatasync (with the
+ * last write finished when it was called), all timed on the main thread. Bench-only instrumentation.
+ */
+class AckTimeline {
+  readonly #callAt = new Series();
+  readonly #ackAt = new Series();
+  readonly #counted = new Series();
+  readonly #syncsAtCall = new Series();
+  readonly #writeStart = new Series();
+  readonly #writeEnd = new Series();
+  readonly #writeFrames = new Series();
+  readonly #syncStart = new Series();
+  readonly #syncEnd = new Series();
+  readonly #syncAfterWrite = new Series();
+  readonly #gcStart = new Series();
+  readonly #gcDuration = new Series();
+  /** bytes of a frame cut by a short write, still to come in the next write */
+  #carry = 0;
+  #syncsInFlight = 0;
+  recording = false;
+  readonly #gcObserver = new PerformanceObserver((list) => {
+    if (!this.recording) return;
+    for (const e of list.getEntries()) {
+      this.#gcStart.push(e.startTime);
+      this.#gcDuration.push(e.duration);
+    }
+  });
+
+  constructor() {
+    this.#gcObserver.observe({ entryTypes: ['gc'] });
+  }
+
+  stop(): void {
+    this.#gcObserver.disconnect();
+  }
+
+  /** An append was called (journal order); returns its index for `acked`. */
+  called(t: number, counted: boolean): number {
+    this.#counted.push(counted ? 1 : 0);
+    this.#syncsAtCall.push(this.#syncsInFlight);
+    this.#ackAt.push(Number.NaN);
+    return this.#callAt.push(t);
+  }
+
+  acked(i: number, t: number): void {
+    this.#ackAt.set(i, t);
+  }
+
+  write(t0: number, t1: number, buffer: Uint8Array, offset: number, length: number): void {
+    // Count the complete frames (length field at FRAME_LENGTH_OFFSET of each 8-byte header).
+    const view = Buffer.from(buffer.buffer, buffer.byteOffset + offset, length);
+    let at = this.#carry;
+    let frames = 0;
+    while (at + FRAME_HEADER_BYTES <= length) {
+      at += FRAME_HEADER_BYTES + view.readUInt32LE(at + FRAME_LENGTH_OFFSET);
+      frames += 1;
+    }
+    this.#carry = at - length;
+    if (this.#carry < 0) throw new Error('bench: a write ended inside a frame header; the breakdown cannot follow it');
+    this.#writeStart.push(t0);
+    this.#writeEnd.push(t1);
+    this.#writeFrames.push(frames);
+  }
+
+  syncStarted(t0: number): number {
+    this.#syncsInFlight += 1;
+    this.#syncEnd.push(Number.NaN);
+    this.#syncAfterWrite.push(this.#writeEnd.length - 1);
+    return this.#syncStart.push(t0);
+  }
+
+  syncEnded(_i: number): void {
+    this.#syncsInFlight -= 1;
+  }
+
+  syncDone(i: number, t1: number): void {
+    this.#syncEnd.set(i, t1);
+  }
+
+  breakdown(): AckBreakdown {
+    // The write carrying each append (frames are written in call order), then the first sync called after that write.
+    const n = this.#callAt.length;
+    const writeOf = new Int32Array(n).fill(-1);
+    for (let w = 0, j = 0; w < this.#writeFrames.length; w += 1) for (let k = 0; k < this.#writeFrames.at(w) && j < n; k += 1) writeOf[j++] = w;
+    const syncOfWrite = new Int32Array(this.#writeEnd.length).fill(-1);
+    for (let w = 0, x = 0; w < syncOfWrite.length; w += 1) {
+      while (x < this.#syncStart.length && this.#syncAfterWrite.at(x) < w) x += 1;
+      if (x < this.#syncStart.length) syncOfWrite[w] = x;
+    }
+    const rows: { lat: number; parts: number[]; inflight: boolean; t0: number; t1: number }[] = [];
+    for (let j = 0; j < n; j += 1) {
+      const w = writeOf[j]!;
+      const x = w < 0 ? -1 : syncOfWrite[w]!;
+      const t0 = this.#callAt.at(j);
+      const t1 = this.#ackAt.at(j);
+      if (this.#counted.at(j) !== 1 || x < 0 || Number.isNaN(t1) || Number.isNaN(this.#syncEnd.at(x))) continue;
+      const ws = this.#writeStart.at(w);
+      const we = this.#writeEnd.at(w);
+      const ss = this.#syncStart.at(x);
+      const se = this.#syncEnd.at(x);
+      rows.push({ lat: t1 - t0, parts: [ws - t0, we - ws, ss - we, se - ss, t1 - se], inflight: this.#syncsAtCall.at(j) > 0, t0, t1 });
+    }
+    rows.sort((a, b) => a.lat - b.lat);
+    const p99 = rows.length === 0 ? Number.NaN : rows[Math.min(rows.length - 1, Math.max(0, Math.ceil(0.99 * rows.length) - 1))]!.lat;
+    const tail = rows.filter((r) => r.lat >= p99);
+    const mean = (rs: typeof rows, k: number): number => rs.reduce((sum, r) => sum + r.parts[k]!, 0) / Math.max(1, rs.length);
+    const means = (rs: typeof rows) => ({ queueMs: mean(rs, 0), writeMs: mean(rs, 1), syncWaitMs: mean(rs, 2), syncMs: mean(rs, 3), settleMs: mean(rs, 4) });
+    let gcTotal = 0;
+    let gcMax = 0;
+    for (let g = 0; g < this.#gcStart.length; g += 1) {
+      gcTotal += this.#gcDuration.at(g);
+      gcMax = Math.max(gcMax, this.#gcDuration.at(g));
+    }
+    const overlapsGc = (r: (typeof rows)[number]): boolean => {
+      for (let g = 0; g < this.#gcStart.length; g += 1) if (this.#gcStart.at(g) < r.t1 && this.#gcStart.at(g) + this.#gcDuration.at(g) > r.t0) return true;
+      return false;
+    };
+    return {
+      p99Acks: tail.length,
+      ...means(tail),
+      withSyncInFlight: tail.filter((r) => r.inflight).length / Math.max(1, tail.length),
+      allWithSyncInFlight: rows.filter((r) => r.inflight).length / Math.max(1, rows.length),
+      all: means(rows),
+      gc: { count: this.#gcStart.length, totalMs: gcTotal, maxMs: gcMax, p99AcksOverlapping: tail.filter(overlapsGc).length },
+    };
+  }
+}
+
 interface OpenLoopResult {
   sessions: number;
   targetRate: number;
@@ -458,6 +648,8 @@ class OpenLoopPhase implements Phase {
   #completed = 0;
   #windowMs = 0;
   onWindow: { start?: () => void; end?: () => void } = {};
+  /** Arbor's phase: each append's call and ack also go to the per-ack breakdown. */
+  timeline: AckTimeline | undefined;
 
   constructor(label: string, cfg: Config, append: (sid: string) => Promise<unknown>, close: () => Promise<void>) {
     this.label = label;
@@ -494,11 +686,14 @@ class OpenLoopPhase implements Phase {
         // slow ones arrive after the window closes: dropping them would bias p99 low, or leave no sample).
         const counted = measuring && t0 >= mStart;
         if (counted) this.#lag.push(t0 - due());
+        const j = this.timeline?.called(t0, counted);
         const p = this.#append(sid).then(
           () => {
+            const t1 = performance.now();
+            if (j !== undefined) this.timeline!.acked(j, t1);
             if (counted) {
               this.#completed += 1;
-              this.#lat.push(performance.now() - t0);
+              this.#lat.push(t1 - t0);
             }
           },
           (err: unknown) => {
@@ -549,15 +744,21 @@ class OpenLoopPhase implements Phase {
   }
 }
 
-async function arborOpenLoopPhase(root: string, cfg: Config): Promise<{ phase: OpenLoopPhase; avgBatchRecords: () => number; datasync: () => { p50: number; p99: number } }> {
+async function arborOpenLoopPhase(
+  root: string,
+  cfg: Config,
+): Promise<{ phase: OpenLoopPhase; avgBatchRecords: () => number; datasync: () => { p50: number; p99: number }; breakdown: () => AckBreakdown }> {
   const dir = await mkdtemp(join(root, 'arbor-moderate-'));
   const fs = new CountingFileSystem(new NodeFileSystem());
+  const timeline = new AckTimeline();
+  fs.timeline = timeline;
   const store = await openStore<null>({ dataDir: dir, fs, durability: 'fsync' }, HOOKS);
   const phase = new OpenLoopPhase(
     `Arbor, moderate open-loop load (${cfg.moderateSessions} sessions, ${cfg.moderateRate}/s)`,
     cfg,
     (sid) => store.append({ sid, type: EVENT_TYPE, data: EVENT_DATA }),
     async () => {
+      timeline.stop();
       try {
         await store.close();
       } finally {
@@ -565,19 +766,22 @@ async function arborOpenLoopPhase(root: string, cfg: Config): Promise<{ phase: O
       }
     },
   );
+  phase.timeline = timeline;
   let syncs = 0;
   let io0 = fs.snapshot();
   phase.onWindow = {
     start: () => {
       io0 = fs.snapshot();
       fs.recording = true;
+      timeline.recording = true;
     },
     end: () => {
       fs.recording = false;
+      timeline.recording = false;
       syncs += fs.snapshot().datasyncs - io0.datasyncs;
     },
   };
-  return { phase, avgBatchRecords: () => phase.result().appends / Math.max(1, syncs), datasync: () => fs.datasyncLatency.summary() };
+  return { phase, avgBatchRecords: () => phase.result().appends / Math.max(1, syncs), datasync: () => fs.datasyncLatency.summary(), breakdown: () => timeline.breakdown() };
 }
 
 /**
@@ -895,7 +1099,7 @@ interface Results {
   arbor: ArborClosedResult[];
   raw: (RawResult & { sessions: number; arborFraction: number })[];
   rawSingle: RawResult;
-  moderate: OpenLoopResult & { avgBatchRecords: number; datasyncP50Ms: number; datasyncP99Ms: number; rawSingleP99Ms: number; ratioToRawSingleP99: number; rawOpenLoop: OpenLoopResult; ratioToRawOpenLoopP99: number; rawOpenLoopSyncP50Ms: number; rawOpenLoopSyncP99Ms: number; ratioToRawOpenLoopSyncP99: number };
+  moderate: OpenLoopResult & { avgBatchRecords: number; datasyncP50Ms: number; datasyncP99Ms: number; rawSingleP99Ms: number; ratioToRawSingleP99: number; rawOpenLoop: OpenLoopResult; ratioToRawOpenLoopP99: number; rawOpenLoopSyncP50Ms: number; rawOpenLoopSyncP99Ms: number; ratioToRawOpenLoopSyncP99: number; breakdown: AckBreakdown };
   cpu: { primary: CpuResult; batch1: CpuResult; nullFs: CpuResult };
   peers: { skipped: true; reason: string } | { skipped: false; sqlite: SqliteResult; ratioArbor1000ToSqlite: number };
   targets: Target[];
@@ -1005,6 +1209,12 @@ function render(r: Results): string {
   out.push(
     `   achieved ${fmtInt(m.achievedRate)}/s, ack p50 ${fmt(m.ackP50Ms, 3)} ms, p99 ${fmt(m.ackP99Ms, 3)} ms, max ${fmt(m.ackMaxMs, 2)} ms, ${fmt(m.avgBatchRecords, 2)} recs/sync, its fdatasync p50 ${fmt(m.datasyncP50Ms, 3)} ms p99 ${fmt(m.datasyncP99Ms, 3)} ms, timer lag p99 ${fmt(m.scheduleLagP99Ms, 2)} ms`,
   );
+  const b = m.breakdown;
+  const parts = (x: AckBreakdown['all']): string =>
+    `queued ${fmt(x.queueMs, 3)} + write ${fmt(x.writeMs, 3)} + wait for a sync ${fmt(x.syncWaitMs, 3)} + fdatasync ${fmt(x.syncMs, 3)} + settle ${fmt(x.settleMs, 3)} ms`;
+  out.push(`   where the time went, mean of the ${fmtInt(b.p99Acks)} acks at or above p99: ${parts(b)}; ${pct(b.withSyncInFlight)} of them arrived with a fdatasync in flight`);
+  out.push(`   the same over all acks: ${parts(b.all)}; ${pct(b.allWithSyncInFlight)} arrived with a fdatasync in flight`);
+  out.push(`   GC pauses in the measured windows: ${fmtInt(b.gc.count)}, total ${fmt(b.gc.totalMs, 1)} ms, longest ${fmt(b.gc.maxMs, 2)} ms; ${fmtInt(b.gc.p99AcksOverlapping)} of the p99 acks overlapped one`);
   out.push(`   ack p99 / raw single-sync p99 (${fmt(m.rawSingleP99Ms, 3)} ms, closed loop) = ${fmt(m.ratioToRawSingleP99, 2)}×`);
   out.push(`   ack p99 / raw single write+fdatasync p99 timed under the same arrivals (${fmt(m.rawOpenLoopSyncP99Ms, 3)} ms, p50 ${fmt(m.rawOpenLoopSyncP50Ms, 3)} ms) = ${fmt(m.ratioToRawOpenLoopSyncP99, 2)}×`);
   const ro = m.rawOpenLoop;
@@ -1098,6 +1308,7 @@ async function main(): Promise<void> {
       rawOpenLoopSyncP50Ms: rawOpenService.p50,
       rawOpenLoopSyncP99Ms: rawOpenService.p99,
       ratioToRawOpenLoopSyncP99: modResult.ackP99Ms / rawOpenService.p99,
+      breakdown: mod.breakdown(),
     };
 
     let primaryFs = (await loadMemoryFileSystem()) ?? { name: 'NullFileSystem', make: () => new NullFileSystem() };
