@@ -192,6 +192,14 @@ function typeAndVersionBytes(type: string, v: number): Buffer {
   return bytes;
 }
 
+/** A uint32 little-endian, as Buffer#writeUInt32LE without its range checks (the callers' values are uint32 by construction). */
+function putUint32LE(buf: Buffer, at: number, value: number): void {
+  buf[at] = value;
+  buf[at + 1] = value >>> 8;
+  buf[at + 2] = value >>> 16;
+  buf[at + 3] = value >>> 24;
+}
+
 /** `new Promise(captureResolvers)` hands out the resolvers without allocating an executor closure per append. */
 let capturedResolve: ((r: AppendResult) => void) | undefined;
 let capturedReject: ((e: unknown) => void) | undefined;
@@ -496,7 +504,7 @@ export class Journal {
       this.#syncedLsn = lsn;
       return Promise.resolve(result);
     }
-    buf.writeUInt32LE(payloadBytes, at + FRAME_LENGTH_OFFSET);
+    putUint32LE(buf, at + FRAME_LENGTH_OFFSET, payloadBytes);
     batch.starts.push(at);
     batch.used = at + bytes;
     batch.results.push(result);
@@ -685,7 +693,7 @@ export class Journal {
     for (let i = 0, n = starts.length; i < n; i += 1) {
       const at = starts[i]!;
       const end = i + 1 < n ? starts[i + 1]! : total;
-      buffer.writeUInt32LE(crc32(buffer.subarray(at + FRAME_LENGTH_OFFSET, end), seed), at);
+      putUint32LE(buffer, at, crc32(buffer.subarray(at + FRAME_LENGTH_OFFSET, end), seed));
     }
     const base = segment.size;
     await writeFully(this.#handle, buffer.subarray(0, total), base);
