@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { decodeHead, decodePayload, encodePayload, encodePayloadInto, PAYLOAD_FIXED_BYTES } from './format.ts';
+import { decodeHead, decodePayload, encodePayload, encodePayloadInto, encodeTypeAndVersion, PAYLOAD_FIXED_BYTES } from './format.ts';
 
 const sid = fc.stringMatching(/^[A-Za-z0-9_-]{1,128}$/);
 
@@ -51,12 +51,12 @@ test('encodePayloadInto writes exactly the bytes of encodePayload, whatever the 
       (lsn, s, seq, ts, type, v, data, cid) => {
         const text = encodePayload(lsn, s, seq, ts, type, v, data, cid ?? undefined);
         if (text === undefined) return;
-        const typeJson = JSON.stringify(type);
+        const typeAndV = encodeTypeAndVersion(type, v);
         const dataJson = JSON.stringify(data);
         const cidJson = cid === null ? undefined : JSON.stringify(cid);
-        const room = PAYLOAD_FIXED_BYTES + s.length + 3 * (typeJson.length + dataJson.length + (cidJson?.length ?? 0));
+        const room = PAYLOAD_FIXED_BYTES + s.length + typeAndV.length + 3 * (dataJson.length + (cidJson?.length ?? 0));
         const buf = Buffer.alloc(room + 16, 0xee);
-        const n = encodePayloadInto(buf, 7, lsn, s, seq, ts, typeJson, v, dataJson, cidJson);
+        const n = encodePayloadInto(buf, 7, lsn, s, seq, ts, typeAndV, dataJson, cidJson);
         assert.equal(buf.toString('utf8', 7, 7 + n), text);
         assert.equal(n, Buffer.byteLength(text));
         assert.equal(buf[6], 0xee);

@@ -175,13 +175,23 @@ function putTs(buf: Buffer, at: number, ts: number): number {
 }
 
 /**
- * What encodePayload returns, written as UTF-8 straight into `buf` at `at`,
- * from the pieces already serialised (`typeJson`, `dataJson` and `cidJson` are
- * JSON.stringify of the type, the data and the cid). The caller reserves
- * `PAYLOAD_FIXED_BYTES + sid.length + 3 × (typeJson + dataJson + cidJson)
- * lengths` bytes. Returns the payload's byte length.
+ * The UTF-8 bytes a payload holds between its `ts` and its data:
+ * `,"type":<type as JSON>,"v":<v>,"data":`. Type and version repeat from
+ * append to append, so the journal keeps these per type and copies them.
  */
-export function encodePayloadInto(buf: Buffer, at: number, lsn: number, sid: string, seq: number, ts: number, typeJson: string, v: number, dataJson: string, cidJson: string | undefined): number {
+export function encodeTypeAndVersion(type: string, v: number): Buffer {
+  return Buffer.from(`,"type":${JSON.stringify(type)},"v":${v},"data":`, 'utf8');
+}
+
+/**
+ * What encodePayload returns, written as UTF-8 straight into `buf` at `at`,
+ * from the pieces already serialised (`typeAndV` is encodeTypeAndVersion of
+ * the type and version; `dataJson` and `cidJson` are JSON.stringify of the
+ * data and the cid). The caller reserves `PAYLOAD_FIXED_BYTES + sid.length +
+ * typeAndV.length + 3 × (dataJson + cidJson lengths)` bytes. Returns the
+ * payload's byte length.
+ */
+export function encodePayloadInto(buf: Buffer, at: number, lsn: number, sid: string, seq: number, ts: number, typeAndV: Uint8Array, dataJson: string, cidJson: string | undefined): number {
   let p = putBytes(buf, at, K_LSN);
   p = putNumber(buf, p, lsn);
   p = putBytes(buf, p, K_SID);
@@ -192,11 +202,8 @@ export function encodePayloadInto(buf: Buffer, at: number, lsn: number, sid: str
   p = putNumber(buf, p, seq);
   p = putBytes(buf, p, K_TS);
   p = putTs(buf, p, ts);
-  p = putBytes(buf, p, K_TYPE);
-  p += buf.write(typeJson, p, 'utf8');
-  p = putBytes(buf, p, K_V);
-  p = putNumber(buf, p, v);
-  p = putBytes(buf, p, K_DATA);
+  buf.set(typeAndV, p);
+  p += typeAndV.length;
   p += buf.write(dataJson, p, 'utf8');
   if (cidJson !== undefined) {
     p = putBytes(buf, p, K_CID);

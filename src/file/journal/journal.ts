@@ -12,6 +12,7 @@ import {
   decodePayload,
   FRAME_LENGTH_OFFSET,
   encodePayloadInto,
+  encodeTypeAndVersion,
   PAYLOAD_FIXED_BYTES,
   frameCrc,
   encodeSegmentHeader,
@@ -176,15 +177,27 @@ const BATCH_POOL = 3;
 /** Batches bigger than this are not kept for reuse (a burst must not pin its memory). */
 const BATCH_POOL_MAX_BYTES = 16 * 1024 * 1024;
 
-/** JSON of event types, which repeat: a bounded cache saves a JSON.stringify per append. */
-const typeJsonCache = new Map<string, string>();
-function quotedType(type: string): string {
-  let json = typeJsonCache.get(type);
-  if (json === undefined) {
-    json = JSON.stringify(type);
-    if (typeJsonCache.size < 1024) typeJsonCache.set(type, json);
+/**
+ * The payload bytes of an event type at version 1 (`,"type":…,"v":1,"data":`), which repeat: a
+ * bounded cache saves a JSON.stringify and three small writes per append.
+ */
+const typeBytesCache = new Map<string, Buffer>();
+function typeAndVersionBytes(type: string, v: number): Buffer {
+  if (v !== 1) return encodeTypeAndVersion(type, v);
+  let bytes = typeBytesCache.get(type);
+  if (bytes === undefined) {
+    bytes = encodeTypeAndVersion(type, 1);
+    if (typeBytesCache.size < 1024) typeBytesCache.set(type, bytes);
   }
-  return json;
+  return bytes;
+}
+
+/** A uint32 little-endian, as Buffer#writeUInt32LE without its range checks (the callers' values are uint32 by construction). */
+function putUint32LE(buf: Buffer, at: number, value: number): void {
+  buf[at] = value;
+  buf[at + 1] = value >>> 8;
+  buf[at + 2] = value >>> 16;
+  buf[at + 3] = value >>> 24;
 }
 
 /** `new Promise(captureResolvers)` hands out the resolvers without allocating an executor closure per append. */
@@ -453,17 +466,17 @@ export class Journal {
       throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} is not JSON-serialisable: ${(err as Error).message}`, { field: 'data', sessionId: sid }, { cause: err });
     }
     if (dataJson === undefined) throw new ArborError(ErrorCodes.INVALID_INPUT, `data of session ${sid} has no JSON form`, { field: 'data', sessionId: sid });
-    const typeJson = quotedType(type);
+    const typeAndV = typeAndVersionBytes(type, v);
     const cidJson = cid === undefined ? undefined : JSON.stringify(cid);
     // Encoded to UTF-8 once, straight into the batch's buffer after an 8-byte frame header (no string for
     // the whole payload, no buffer per append); nothing is committed (`used` unchanged) until every check
     // has passed.
-    const room = FRAME_HEADER_BYTES + PAYLOAD_FIXED_BYTES + sid.length + 3 * (typeJson.length + dataJson.length + (cidJson?.length ?? 0));
+    const room = FRAME_HEADER_BYTES + PAYLOAD_FIXED_BYTES + sid.length + typeAndV.length + 3 * (dataJson.length + (cidJson?.length ?? 0));
     const batch = this.#batchFor(room);
     const at = batch.used;
     batch.reserve(room);
     const buf = batch.buf;
-    const payloadBytes = encodePayloadInto(buf, at + FRAME_HEADER_BYTES, lsn, sid, seq, ts, typeJson, v, dataJson, cidJson);
+    const payloadBytes = encodePayloadInto(buf, at + FRAME_HEADER_BYTES, lsn, sid, seq, ts, typeAndV, dataJson, cidJson);
     const bytes = FRAME_HEADER_BYTES + payloadBytes;
     if (payloadBytes > this.#o.maxRecordBytes) {
       throw new ArborError(ErrorCodes.TOO_LARGE, `event of session ${sid} is ${payloadBytes} bytes; the limit is ${this.#o.maxRecordBytes}`, { sessionId: sid, bytes: payloadBytes, limit: this.#o.maxRecordBytes });
@@ -482,7 +495,7 @@ export class Journal {
       this.#syncedLsn = lsn;
       return Promise.resolve(result);
     }
-    buf.writeUInt32LE(payloadBytes, at + FRAME_LENGTH_OFFSET);
+    putUint32LE(buf, at + FRAME_LENGTH_OFFSET, payloadBytes);
     batch.starts.push(at);
     batch.used = at + bytes;
     batch.results.push(result);
@@ -671,7 +684,7 @@ export class Journal {
     for (let i = 0, n = starts.length; i < n; i += 1) {
       const at = starts[i]!;
       const end = i + 1 < n ? starts[i + 1]! : total;
-      buffer.writeUInt32LE(crc32(buffer.subarray(at + FRAME_LENGTH_OFFSET, end), seed), at);
+      putUint32LE(buffer, at, crc32(buffer.subarray(at + FRAME_LENGTH_OFFSET, end), seed));
     }
     const base = segment.size;
     await writeFully(this.#handle, buffer.subarray(0, total), base);
