@@ -46,6 +46,8 @@ const TRAILER_MARK = 0xffffffff;
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 const packr = new Packr({ useRecords: true, moreTypes: false });
+/** Longest stretch of decoding between two yields to the event loop. */
+const DECODE_SLICE_MS = 10;
 
 /** One session as the checkpoint holds it: its state after event `seq`, which had LSN `lsn`. */
 export interface CheckpointEntry<S = unknown> {
@@ -189,6 +191,7 @@ export async function readTableCheckpoint<S>(fs: FileSystem, dir: string, openSt
   const expected = buf.readUInt32LE(24);
   const entries: CheckpointEntry<S>[] = [];
   let pos = h.headerBytes;
+  let sliceStart = performance.now();
   for (;;) {
     if (pos + 8 > buf.length) return { problem: `${CHECKPOINT_FILE}: cut short at offset ${pos}` };
     const length = buf.readUInt32LE(pos);
@@ -200,6 +203,12 @@ export async function readTableCheckpoint<S>(fs: FileSystem, dir: string, openSt
     const end = pos + 8 + length;
     if (end > buf.length) return { problem: `${CHECKPOINT_FILE}: entry at offset ${pos} runs past the end` };
     const payload = buf.subarray(pos + 8, end);
+    // A big table decodes for a second or more: in slices, so that requests answered meanwhile (a
+    // restarted server's first ones) wait for one slice at most, not for the whole table.
+    if (performance.now() - sliceStart > DECODE_SLICE_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      sliceStart = performance.now();
+    }
     if (crc32(payload, seed) !== buf.readUInt32LE(pos + 4)) return { problem: `${CHECKPOINT_FILE}: checksum mismatch in the entry at offset ${pos}` };
     let value: unknown;
     try {
