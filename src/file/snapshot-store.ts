@@ -178,8 +178,9 @@ export class SnapshotStore {
 
   /**
    * The session's newest snapshot file, checked without decompressing it: its
-   * seq and the LSN of its last event when it passes its checksum and names the
-   * right session and seq, 'damaged' when it does not (or cannot be read),
+   * seq and the LSN its header names (the journal's synced LSN when it was
+   * written) when it passes its checksum and names the right session and seq,
+   * 'damaged' when it does not (or cannot be read),
    * undefined when the session has no snapshot. What the whole-table checkpoint
    * relies on when one of its entries stands in for that snapshot.
    */
