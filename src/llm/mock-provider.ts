@@ -132,12 +132,6 @@ class Pacer {
   }
 }
 
-/**
- * A deterministic provider for demos, tests and benchmarks: no network, and the
- * same conversation always yields the same chunks (see {@link mockReplyChunks}).
- * Reads `ARBOR_MOCK_CHUNKS` and `ARBOR_MOCK_CHUNK_DELAY_MS` once, in the
- * constructor; a malformed value throws a RangeError naming the variable.
- */
 /** JavaScript's `\s`: what separates the words the mock counts as tokens. */
 function isSpace(c: number): boolean {
   return (c >= 0x09 && c <= 0x0d) || c === 0x20 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
@@ -159,6 +153,12 @@ export function countWords(text: string): number {
   return n;
 }
 
+/**
+ * A deterministic provider for demos, tests and benchmarks: no network, and the
+ * same conversation always yields the same chunks (see {@link mockReplyChunks}).
+ * Reads `ARBOR_MOCK_CHUNKS` and `ARBOR_MOCK_CHUNK_DELAY_MS` once, in the
+ * constructor; a malformed value throws a RangeError naming the variable.
+ */
 export class MockProvider implements LlmProvider, ToolStepProvider {
   readonly name = 'mock';
   readonly model = 'mock-echo';
