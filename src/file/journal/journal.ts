@@ -420,6 +420,11 @@ export class Journal {
     return out;
   }
 
+  /** Every session the journal knows of (no copy: the journal's own keys). */
+  sessionIds(): IterableIterator<string> {
+    return this.#sessions.keys();
+  }
+
   lastSeq(sid: string): number {
     return this.#sessions.get(sid)?.lastSeq ?? 0;
   }
