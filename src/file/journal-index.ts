@@ -106,8 +106,8 @@ export function decodeJournalIndex(bytes: Uint8Array): JournalIndexFile | { prob
   }
   const sessions: JournalIndexImage['sessions'] = [];
   const segIds = segments.map((s) => s.id);
-  // Records per segment, counted while every location's segment is checked: open takes the
-  // segments' live counts from here and leaves the locations themselves encoded (journal/locs.ts).
+  // Records per segment, counted from each session's run headers while their segment positions are
+  // checked: open takes the segments' live counts from here and leaves the records encoded (journal/locs.ts).
   const indexed = new Float64Array(segments.length);
   for (const e of value[1] as unknown[]) {
     if (!Array.isArray(e) || !isSessionId(e[0]) || !Number.isSafeInteger(e[1]) || !Number.isSafeInteger(e[2]) || !Array.isArray(e[3]) || !(e[4] instanceof Uint8Array)) return bad;
