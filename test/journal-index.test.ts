@@ -7,6 +7,8 @@ import { hooks, type ChatState } from './crash/power-loss-harness.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { decodeJournalIndex } from '../src/file/journal-index.ts';
 import { segmentFileName } from '../src/file/journal/format.ts';
+import { crc32 } from 'node:zlib';
+import { Packr } from 'msgpackr';
 
 // The persisted journal index (checkpoint/journal.idx) is an accelerator: open
 // reads it and scans only the journal's tail. Whatever the index is (good,
@@ -207,6 +209,56 @@ test('an index claiming more than the journal holds is refused (and its high-wat
     assert.ok(loss.events >= 1);
     assert.equal(loss.lostLsns[1], 25 * SESSIONS.length);
     assert.ok(loss.sessions.length >= 1);
+  } finally {
+    cleanup();
+  }
+});
+
+/** The same index in format version 1 (16 bytes a place), as a release before version 2 wrote it. */
+function asVersion1(file: Buffer): Buffer {
+  const decoded = decodeJournalIndex(file);
+  assert.ok(!('problem' in decoded), 'problem' in decoded ? decoded.problem : '');
+  const { image } = decoded;
+  const segPos = new Map(image.segments.map((s, i) => [s.id, i]));
+  const sessions = image.sessions.map((e) => {
+    const locs = Buffer.alloc((e.locs.length / 4) * 16);
+    for (let i = 0; i < e.locs.length; i += 4) {
+      locs.writeUInt32LE(e.locs.at(i), i * 4);
+      locs.writeUInt32LE(segPos.get(e.locs.at(i + 1))!, i * 4 + 4);
+      locs.writeUInt32LE(e.locs.at(i + 2), i * 4 + 8);
+      locs.writeUInt32LE(e.locs.at(i + 3), i * 4 + 12);
+    }
+    return [e.sid, e.lastSeq, e.covered, e.dedupe, locs];
+  });
+  const body = new Packr({ useRecords: false, moreTypes: false }).pack([image.segments.map((s) => [s.id, s.salt, s.seed, s.size, s.records]), sessions]);
+  const header = Buffer.from(file.subarray(0, 64));
+  header.writeUInt16LE(1, 8);
+  header.writeUInt32LE(body.length, 56);
+  header.writeUInt32LE(crc32(header.subarray(0, 60)), 60);
+  const trailer = Buffer.alloc(4);
+  trailer.writeUInt32LE(crc32(body, header.readUInt32LE(60)));
+  return Buffer.concat([header, body, trailer]);
+}
+
+test('an index of format version 1 is refused (the journal scanned in full, the same state), and the next close writes version 2', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    await build(dir, 25);
+    const v2 = readFileSync(indexFile(dir));
+    assert.equal(v2.readUInt16LE(8), 2);
+    const v1 = asVersion1(v2);
+    // version 2 takes about a third of version 1's bytes
+    assert.ok(v2.length * 2 < v1.length, `version 2: ${v2.length} bytes, version 1: ${v1.length}`);
+    writeFileSync(indexFile(dir), v1);
+    const r = await compare(dir);
+    assert.equal(r.report.index?.used, false);
+    assert.match(r.report.index?.problem ?? '', /version 1, an older format/);
+    assert.equal(r.report.records, 25 * SESSIONS.length);
+    assert.equal(r.loss, undefined);
+    const store = await openStore<ChatState>({ ...BASE, dataDir: dir }, hooks);
+    await store.close();
+    assert.equal(readFileSync(indexFile(dir)).readUInt16LE(8), 2);
+    assert.equal((await compare(dir)).report.index?.used, true);
   } finally {
     cleanup();
   }

@@ -4,7 +4,7 @@ import { Packr } from 'msgpackr';
 import { isSessionId } from '../core/ids.ts';
 import type { DedupeEntry, JournalIndexImage } from './journal/journal.ts';
 import { ensureDir, hasCode, writeFully, type FileSystem } from '../storage/fs-port.ts';
-import { INDEX_LOC_BYTES, Locs } from './journal/locs.ts';
+import { checkIndexLocs, encodeIndexLocs, Locs } from './journal/locs.ts';
 
 /**
  * The persisted journal index, written beside the whole-table checkpoint (and
@@ -23,15 +23,19 @@ import { INDEX_LOC_BYTES, Locs } from './journal/locs.ts';
  *   body   = msgpack([segments, sessions])
  *            segments = [[firstLsn, salt, seed, size, records]...]   (oldest first, up to endSegment)
  *            sessions = [[sid, lastSeq, covered, dedupe, locs]...]
- *            locs     = bytes: [seq:u32 segment:u32 offset:u32 frameBytes:u32]* (segment: position in `segments`)
+ *            locs     = bytes: runs of varints (journal/locs.ts, encodeIndexLocs), about 5 bytes a place
  *   headerCrc = crc32(header bytes 0..59); bodyCrc = crc32(body, seed = headerCrc)
+ *
+ * Version 1 (16 bytes a place: [seq:u32 segment:u32 offset:u32 frameBytes:u32]*) is refused like any
+ * index that does not check out: open scans the journal in full once, and the next checkpoint (or
+ * a clean close) writes version 2.
  *
  * `highWater` is the journal's synced LSN when the file was written: every
  * record up to it had been fdatasynced, so a journal that later ends below it
  * has lost acknowledged events (see docs/durability.md).
  */
 export const INDEX_MAGIC = Buffer.from('ARBORIDX', 'latin1');
-export const INDEX_VERSION = 1;
+export const INDEX_VERSION = 2;
 export const INDEX_FILE = 'journal.idx';
 const HEADER_BYTES = 64;
 const FILE_MODE = 0o600;
@@ -52,17 +56,8 @@ export function encodeJournalIndex(image: JournalIndexImage, highWater: number, 
   image.segments.forEach((s, i) => segPos.set(s.id, i));
   const sessions: unknown[] = [];
   for (const e of image.sessions) {
-    const n = e.locs.length;
-    const locs = Buffer.allocUnsafe(n * 4);
-    for (let i = 0; i < n; i += 4) {
-      const seq = e.locs.at(i);
-      const seg = segPos.get(e.locs.at(i + 1));
-      if (seg === undefined || seq > 0xffffffff) return undefined;
-      locs.writeUInt32LE(seq, i * 4);
-      locs.writeUInt32LE(seg, i * 4 + 4);
-      locs.writeUInt32LE(e.locs.at(i + 2), i * 4 + 8);
-      locs.writeUInt32LE(e.locs.at(i + 3), i * 4 + 12);
-    }
+    const locs = encodeIndexLocs(e.locs.head(e.locs.length), segPos);
+    if (locs === undefined) return undefined;
     sessions.push([e.sid, e.lastSeq, e.covered, e.dedupe, locs]);
   }
   const body = packr.pack([image.segments.map((s) => [s.id, s.salt, s.seed, s.size, s.records]), sessions]);
@@ -90,7 +85,8 @@ export function decodeJournalIndex(bytes: Uint8Array): JournalIndexFile | { prob
   if (!buf.subarray(0, 8).equals(INDEX_MAGIC)) return { problem: `${INDEX_FILE} does not start with ARBORIDX` };
   const seed = crc32(buf.subarray(0, 60));
   if (seed !== buf.readUInt32LE(60)) return { problem: `${INDEX_FILE}: header checksum mismatch` };
-  if (buf.readUInt16LE(8) !== INDEX_VERSION) return { problem: `${INDEX_FILE}: unknown version ${buf.readUInt16LE(8)}` };
+  const version = buf.readUInt16LE(8);
+  if (version !== INDEX_VERSION) return { problem: version < INDEX_VERSION ? `${INDEX_FILE}: version ${version}, an older format (the next checkpoint writes version ${INDEX_VERSION})` : `${INDEX_FILE}: unknown version ${version}` };
   const bodyLength = buf.readUInt32LE(56);
   if (HEADER_BYTES + bodyLength + 4 !== buf.length) return { problem: `${INDEX_FILE}: ${buf.length} bytes, the header says ${HEADER_BYTES + bodyLength + 4} (cut short?)` };
   const body = buf.subarray(HEADER_BYTES, HEADER_BYTES + bodyLength);
@@ -110,20 +106,15 @@ export function decodeJournalIndex(bytes: Uint8Array): JournalIndexFile | { prob
   }
   const sessions: JournalIndexImage['sessions'] = [];
   const segIds = segments.map((s) => s.id);
-  // Records per segment, counted while every location's segment is checked: open takes the
-  // segments' live counts from here and leaves the locations themselves encoded (journal/locs.ts).
+  // Records per segment, counted from each session's run headers while their segment positions are
+  // checked: open takes the segments' live counts from here and leaves the records encoded (journal/locs.ts).
   const indexed = new Float64Array(segments.length);
   for (const e of value[1] as unknown[]) {
     if (!Array.isArray(e) || !isSessionId(e[0]) || !Number.isSafeInteger(e[1]) || !Number.isSafeInteger(e[2]) || !Array.isArray(e[3]) || !(e[4] instanceof Uint8Array)) return bad;
     const raw = e[4] as Uint8Array;
-    if (raw.length % INDEX_LOC_BYTES !== 0) return bad;
-    const view = new DataView(raw.buffer, raw.byteOffset, raw.length);
-    for (let at = 4; at < raw.length; at += INDEX_LOC_BYTES) {
-      const pos = view.getUint32(at, true);
-      if (pos >= segments.length) return bad;
-      indexed[pos] = indexed[pos]! + 1;
-    }
-    sessions.push({ sid: e[0], lastSeq: e[1], covered: e[2], dedupe: e[3] as DedupeEntry[], locs: Locs.fromIndex(raw, segIds) });
+    const count = checkIndexLocs(raw, segments.length, indexed);
+    if (count < 0) return bad;
+    sessions.push({ sid: e[0], lastSeq: e[1], covered: e[2], dedupe: e[3] as DedupeEntry[], locs: Locs.fromIndex(raw, segIds, count) });
   }
   segments.forEach((s, i) => (s.indexed = indexed[i]!));
   const image: JournalIndexImage = {

@@ -82,7 +82,8 @@ export class RecoveryCoordinator<S> {
   constructor(options: CoordinatorOptions<S>) {
     this.#o = options;
     const { journal, snapshots } = options;
-    this.#pending = new Set([...journal.sessions().keys(), ...snapshots.sessions()]);
+    this.#pending = new Set(journal.sessionIds());
+    for (const sid of snapshots.sessions()) this.#pending.add(sid);
     this.#torn = new Set(journal.report.tornTails.flatMap((t) => (t.sessionId === undefined ? [] : [t.sessionId])));
     for (const d of journal.report.damage) {
       for (const { sid, seq } of d.sessions ?? []) {

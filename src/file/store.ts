@@ -159,6 +159,11 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     let store: Store<S> | undefined;
     let journal: Journal | undefined;
     let archive: JournalArchive | undefined;
+    // The persisted journal index is read (I/O on the thread pool) while the snapshots and tombstones are listed.
+    const checkpointDir = path.join(o.dataDir, 'checkpoint');
+    const indexRead: Promise<JournalIndexFile | { problem: string }> = o.useJournalIndex === false ? Promise.resolve({ problem: 'turned off' }) : readJournalIndex(fs, checkpointDir);
+    // (it reports problems as values; should it ever reject, that surfaces where it is awaited, not as an unhandled rejection before)
+    indexRead.catch(() => undefined);
     try {
       // The journal archive (point-in-time restore): opened before the journal, which hands it every segment it seals or deletes.
       archive =
@@ -185,8 +190,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       // The persisted index (an accelerator: the journal checks it against its files, and scans in full when it does not hold).
       // Not taken while deleted sessions await erasure or a session's key is destroyed: the index holds their records
       // without the LSNs the `erased` filter below needs, so a full scan filters them instead.
-      const checkpointDir = path.join(o.dataDir, 'checkpoint');
-      let index: JournalIndexFile | { problem: string } = o.useJournalIndex === false ? { problem: 'turned off' } : await readJournalIndex(fs, checkpointDir);
+      let index = await indexRead;
       if ('image' in index) {
         const image = index.image;
         if (tombstones.size > 0) index = { problem: `deleted sessions await erasure (${[...tombstones.entries()].map(([sid]) => sid).slice(0, 5).join(', ')})` };

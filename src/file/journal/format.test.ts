@@ -24,6 +24,10 @@ test('decodeHead reads exactly what decodePayload reads of lsn, sid, seq, ts and
         const head = decodeHead(bytes);
         const expected = full.cid === undefined ? { lsn: full.lsn, sid: full.sid, seq: full.seq, ts: full.ts } : { lsn: full.lsn, sid: full.sid, seq: full.seq, ts: full.ts, cid: full.cid };
         assert.deepEqual(head, expected);
+        // a plain Uint8Array view (not a Buffer), inside a bigger buffer, reads the same
+        const outer = new Uint8Array(bytes.length + 5);
+        outer.set(bytes, 3);
+        assert.deepEqual(decodeHead(outer.subarray(3, 3 + bytes.length)), expected);
       },
     ),
     { numRuns: 2000, seed: 7 },

@@ -420,6 +420,11 @@ export class Journal {
     return out;
   }
 
+  /** Every session the journal knows of (no copy: the journal's own keys). */
+  sessionIds(): IterableIterator<string> {
+    return this.#sessions.keys();
+  }
+
   lastSeq(sid: string): number {
     return this.#sessions.get(sid)?.lastSeq ?? 0;
   }
@@ -918,9 +923,19 @@ export class Journal {
       // [seq, segmentId, offset, frameBytes] of each record wanted, taken before any await.
       const wanted: number[][] = [];
       for (let i = 0; i < idx.locs.length; i += 4) if (idx.locs.at(i) >= fromSeq) wanted.push([idx.locs.at(i), idx.locs.at(i + 1), idx.locs.at(i + 2), idx.locs.at(i + 3)]);
+      // The sealed segments holding them, opened at once (each handle is closed below, opened or not yet).
+      const opening = new Map<number, Promise<FileHandle>>();
       for (const [, segId] of wanted) {
-        if (segId !== this.#active.id && !handles.has(segId!)) handles.set(segId!, await this.#o.fs.open(path.join(this.#o.dir, segmentFileName(segId!)), 'r'));
+        if (segId !== this.#active.id && !opening.has(segId!)) opening.set(segId!, this.#o.fs.open(path.join(this.#o.dir, segmentFileName(segId!)), 'r'));
       }
+      const opened = await Promise.allSettled(opening.values());
+      let failed: unknown;
+      [...opening.keys()].forEach((segId, i) => {
+        const r = opened[i]!;
+        if (r.status === 'fulfilled') handles.set(segId, r.value);
+        else failed ??= r.reason;
+      });
+      if (failed !== undefined) throw failed;
       // The frames are read READ_AHEAD at a time (a session's records are spread over the log, one
       // read each), then checked and decoded in order: a first access after a restart waits for a few
       // rounds of reads instead of one per record, each behind a slice of the recovery pass.
@@ -1122,20 +1137,33 @@ export class Journal {
   async #adoptIndex(image: JournalIndexImage, names: string[]): Promise<{ from: number; at: number; lastLsn: number } | string> {
     const { fs, dir } = this.#o;
     const use = this.report.index!;
+    // Every named segment that still exists is opened at once (its header, its size and, for the last
+    // one, the last indexed frame): a dozen file calls in parallel instead of one after another.
+    const lastId = image.segments.at(-1)?.id;
+    const files = await Promise.all(
+      image.segments.map(async (s) => {
+        const name = segmentFileName(s.id);
+        if (!names.includes(name)) return undefined;
+        const handle = await fs.open(path.join(dir, name), 'r');
+        try {
+          const [head, stat] = await Promise.all([readFully(handle, SEGMENT_HEADER_BYTES, 0), handle.stat()]);
+          // (only within the file: an index claiming more than the journal holds is refused below, without a read)
+          const wantsFrame = s.id === lastId && image.end.frame > 0 && image.end.offset > image.end.frame && stat.size >= image.end.offset;
+          const frame = wantsFrame ? await readFully(handle, image.end.offset - image.end.frame, image.end.frame) : undefined;
+          return { head, size: stat.size, frame };
+        } finally {
+          await handle.close().catch(() => undefined);
+        }
+      }),
+    );
     // Identity first: the salts of the named segments that still exist.
     const headers = new Map<number, SegmentHeader>();
     let matched = 0;
-    for (const s of image.segments) {
+    for (const [i, s] of image.segments.entries()) {
+      const file = files[i];
+      if (file === undefined) continue;
       const name = segmentFileName(s.id);
-      if (!names.includes(name)) continue;
-      const handle = await fs.open(path.join(dir, name), 'r');
-      let head: Uint8Array;
-      try {
-        head = await readFully(handle, SEGMENT_HEADER_BYTES, 0);
-      } finally {
-        await handle.close().catch(() => undefined);
-      }
-      const header = decodeSegmentHeader(head);
+      const header = decodeSegmentHeader(file.head);
       if (typeof header === 'string') return `segment ${name}: ${header}`;
       if (header.salt !== s.salt || header.seed !== s.seed) {
         use.identity = 'foreign';
@@ -1158,7 +1186,7 @@ export class Journal {
       const name = segmentFileName(s.id);
       const at = names[j - gone];
       if (at !== name) return names.includes(name) ? `segment ${name} is not where the index puts it (${at ?? 'nothing'} is)` : `segment ${name}, named in the index, is gone while an older one is still there (a stale index)`;
-      const size = (await fs.stat(path.join(dir, name))).size;
+      const size = files[j]!.size;
       const last = j === image.segments.length - 1;
       if (!last && size !== s.size) return `segment ${name} is ${size} bytes, the index says ${s.size} (a stale index)`;
       if (last && size < image.end.offset) return `segment ${name} is ${size} bytes, but the index claims records up to offset ${image.end.offset}: more than the journal holds`;
@@ -1168,13 +1196,7 @@ export class Journal {
     if (image.end.segment !== lastSeg.id) return 'the index ends outside its last segment';
     const header = headers.get(lastSeg.id)!;
     if (image.end.frame > 0) {
-      const handle = await fs.open(path.join(dir, segmentFileName(lastSeg.id)), 'r');
-      let frame: Uint8Array;
-      try {
-        frame = await readFully(handle, image.end.offset - image.end.frame, image.end.frame);
-      } finally {
-        await handle.close().catch(() => undefined);
-      }
+      const frame = files.at(-1)?.frame ?? new Uint8Array(0);
       const view = Buffer.from(frame.buffer, frame.byteOffset, frame.length);
       const head = view.length > FRAME_HEADER_BYTES && frameCrc(header.seed, view) === view.readUInt32LE(0) ? decodeHead(view.subarray(FRAME_HEADER_BYTES)) : 'checksum mismatch';
       if (typeof head === 'string' || head.lsn !== image.end.lsn) return `the last indexed record (LSN ${image.end.lsn}, ${segmentFileName(lastSeg.id)} offset ${image.end.frame}) is not there: ${typeof head === 'string' ? head : `LSN ${head.lsn} found`}`;
@@ -1189,11 +1211,8 @@ export class Journal {
     if (counted) for (const s of image.segments) live.set(s.id, s.indexed!);
     let indexed = 0;
     for (const e of image.sessions) {
-      const idx = newSessionIndex();
-      idx.lastSeq = e.lastSeq;
-      idx.covered = e.covered;
       e.locs.dropSegments(deleted);
-      idx.locs = e.locs;
+      const idx: SessionIndex = { lastSeq: e.lastSeq, locs: e.locs, cids: undefined, quarantined: undefined, covered: e.covered };
       if (!counted) {
         for (let i = 1; i < e.locs.length; i += 4) live.set(e.locs.at(i), (live.get(e.locs.at(i)) ?? 0) + 1);
       }

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { INDEX_LOC_BYTES, Locs } from './locs.ts';
+import { checkIndexLocs, encodeIndexLocs, Locs } from './locs.ts';
 
 // Locs keeps records in an adopted array (or the index's bytes for it) and then in chunks of 128 records (the first one growing
 // from 4): every operation must read as one flat array would, across every chunk boundary.
@@ -19,7 +19,7 @@ test('Locs reads, writes, drops and copies exactly as a flat array of its record
       const model: number[] = [];
       for (let r = 0; r < adopted; r += 1) model.push(r + 1, 7, r * 100, 100);
       // adopted as a decoded array, or as the journal index's bytes (segment position 0 = id 7)
-      const locs = encoded ? Locs.fromIndex(encode(Array.from({ length: adopted }, (_, r) => [r + 1, 0, r * 100, 100])), [7]) : new Locs(Float64Array.from(model));
+      const locs = encoded ? adopt(encode(Array.from({ length: adopted }, (_, r) => [r + 1, 0, r * 100, 100])), [7]) : new Locs(Float64Array.from(model));
       let next = adopted + 1;
       for (const o of ops) {
         if (o.kind === 'push') {
@@ -49,12 +49,20 @@ test('Locs reads, writes, drops and copies exactly as a flat array of its record
 
 /** The index's bytes for locations [seq, segment position, offset, frameBytes]. */
 function encode(rows: number[][]): Uint8Array {
-  const buf = Buffer.alloc(rows.length * INDEX_LOC_BYTES);
-  rows.forEach((r, i) => r.forEach((v, j) => buf.writeUInt32LE(v, i * INDEX_LOC_BYTES + j * 4)));
+  const positions = new Map(Array.from({ length: 8 }, (_, i) => [i, i] as [number, number]));
+  const buf = encodeIndexLocs(Float64Array.from(rows.flat()), positions);
+  assert.ok(buf !== undefined);
   // at an odd offset in a bigger buffer, as msgpack hands a bin out
   const outer = Buffer.alloc(buf.length + 3);
-  buf.copy(outer, 3);
+  outer.set(buf, 3);
   return outer.subarray(3);
+}
+
+/** Locs.fromIndex as the index's decoder calls it (after checking the run headers). */
+function adopt(bytes: Uint8Array, segIds: number[]): Locs {
+  const count = checkIndexLocs(bytes, segIds.length, new Float64Array(segIds.length));
+  assert.ok(count >= 0, 'the encoded locations check out');
+  return Locs.fromIndex(bytes, segIds, count);
 }
 
 function all(l: Locs): number[] {
@@ -63,7 +71,7 @@ function all(l: Locs): number[] {
 
 test('locations adopted from the index decode on first use to what they encode, followed by those pushed since', () => {
   const segIds = [1, 500, 900];
-  const l = Locs.fromIndex(encode([[1, 0, 32, 40], [2, 1, 72, 40], [3, 2, 112, 40]]), segIds);
+  const l = adopt(encode([[1, 0, 32, 40], [2, 1, 72, 40], [3, 2, 112, 40]]), segIds);
   // pushes and the oldest segment do not decode them
   l.push(4, 900, 152, 40);
   assert.equal(l.firstSegment(), 1);
@@ -76,19 +84,66 @@ test('locations adopted from the index decode on first use to what they encode, 
 test('locations in deleted segments are dropped, encoded or not', () => {
   const segIds = [1, 500, 900];
   const rows = [[1, 0, 32, 40], [2, 1, 72, 40], [3, 2, 112, 40]];
-  const lazy = Locs.fromIndex(encode(rows), segIds);
+  const lazy = adopt(encode(rows), segIds);
   lazy.dropSegments(new Set([1]));
   assert.equal(lazy.firstSegment(), 500);
   assert.deepEqual(all(lazy), [2, 500, 72, 40, 3, 900, 112, 40]);
-  const pushedFirst = Locs.fromIndex(encode(rows), segIds);
+  const pushedFirst = adopt(encode(rows), segIds);
   pushedFirst.push(4, 900, 152, 40);
   pushedFirst.dropSegments(new Set([1, 500]));
   assert.deepEqual(all(pushedFirst), [3, 900, 112, 40, 4, 900, 152, 40]);
   const decoded = new Locs(Float64Array.from([1, 1, 32, 40, 2, 500, 72, 40]));
   decoded.dropSegments(new Set([1]));
   assert.deepEqual(all(decoded), [2, 500, 72, 40]);
-  const empty = Locs.fromIndex(encode([[1, 0, 32, 40]]), segIds);
+  const empty = adopt(encode([[1, 0, 32, 40]]), segIds);
   empty.dropSegments(new Set([1]));
   assert.equal(empty.firstSegment(), undefined);
   assert.equal(empty.length, 0);
+});
+
+test('the index encoding (version 2) gives back every location list exactly, with deleted segments left out', () => {
+  const row = fc.record({ seqStep: fc.oneof(fc.constant(1), fc.integer({ min: 0, max: 2 ** 40 })), segStep: fc.oneof({ weight: 8, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) }), offStep: fc.integer({ min: -300, max: 2 ** 33 }), frame: fc.integer({ min: 0, max: 2 ** 31 }) });
+  fc.assert(
+    fc.property(fc.array(row, { maxLength: 60 }), fc.subarray([0, 1, 2, 3, 4, 5, 6, 7]), (steps, gone) => {
+      const rows: number[][] = [];
+      let seq = 0;
+      let seg = 0;
+      let off = 32;
+      for (const s of steps) {
+        seq += s.seqStep;
+        if (s.segStep > 0 && seg + s.segStep < 8) {
+          seg += s.segStep;
+          off = 32;
+        }
+        off = Math.max(0, off + s.offStep);
+        rows.push([seq, seg, off, s.frame]);
+      }
+      const segIds = [10, 20, 30, 40, 50, 60, 70, 80];
+      const counts = new Float64Array(8);
+      const bytes = encode(rows);
+      assert.equal(checkIndexLocs(bytes, 8, counts), rows.length);
+      for (let p = 0; p < 8; p += 1) assert.equal(counts[p], rows.filter((r) => r[1] === p).length);
+      assert.deepEqual(all(adopt(bytes, segIds)), rows.flatMap((r) => [r[0]!, segIds[r[1]!]!, r[2]!, r[3]!]));
+      const deleted = new Set(gone.map((p) => segIds[p]!));
+      const kept = rows.filter((r) => !deleted.has(segIds[r[1]!]!));
+      const dropped = adopt(bytes, segIds);
+      dropped.dropSegments(deleted);
+      assert.equal(dropped.firstSegment(), kept.length === 0 ? undefined : segIds[kept[0]![1]!]);
+      assert.deepEqual(all(dropped), kept.flatMap((r) => [r[0]!, segIds[r[1]!]!, r[2]!, r[3]!]));
+    }),
+    { numRuns: 300, seed: 12 },
+  );
+});
+
+test('encoded locations that are not well formed are refused by the run check, and decode without throwing', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 40 }), (bytes) => {
+      const n = checkIndexLocs(bytes, 3, new Float64Array(3));
+      if (n < 0) return;
+      // run headers that check out: every location decodes to a number, whatever the record bytes are
+      const l = Locs.fromIndex(bytes, [1, 2, 3], n);
+      for (const v of all(l)) assert.ok(Number.isFinite(v));
+    }),
+    { numRuns: 2000, seed: 13 },
+  );
 });

@@ -28,8 +28,141 @@ const POOL_MAX = 1024;
 /** A session's first chunk starts at 4 records and grows ×4 until it is a whole chunk. */
 const FIRST_CHUNK = 16;
 
-/** One location in the index's bytes: seq:u32 segment:u32 (a position in the index's segment list) offset:u32 frameBytes:u32. */
-export const INDEX_LOC_BYTES = 16;
+/**
+ * The journal index's encoding of one session's locations (format version 2, docs/checkpoint-format.md),
+ * about a third of the 16 bytes per location of version 1: runs of records in one segment, the
+ * numbers of each record as varints (LEB128, unsigned) relative to the record before it.
+ *
+ *   locs  = run*
+ *   run   = segment:varint count:varint bytes:varint rec{count}     (segment: position in the index's list;
+ *                                                                     bytes: length of the rec part)
+ *   rec   = head:varint [seqDelta:varint] frameDelta:varint
+ *   head  = offsetDelta × 2 + (1 when seqDelta ≠ 1, and then seqDelta follows, zigzag)
+ *
+ * offsetDelta is the offset minus the previous record's in the run (the first record's is its
+ * offset); seqDelta the seq minus the session's previous record's (the first one's: minus 0);
+ * frameDelta the frame size minus the previous record's in the run (the first: minus 0), zigzag.
+ * A record at a lower offset than the one before it in the same segment starts a new run.
+ *
+ * Open reads only the run headers (segment and count: the segments' live counts, and every
+ * segment position checked); the records are decoded when the session's locations are first read.
+ */
+const VARINT_MAX_BYTES = 8;
+
+/** Where readVarint stopped (the next byte to read), or -1 when the bytes ran out or the number is too long. */
+let cursor = 0;
+
+/** An unsigned LEB128 varint at `cursor`, below `end`; sets `cursor` past it, or to -1 when malformed. */
+function readVarint(b: Uint8Array, end: number): number {
+  let p = cursor;
+  let value = 0;
+  let scale = 1;
+  for (let k = 0; k < VARINT_MAX_BYTES && p < end; k += 1) {
+    const c = b[p++]!;
+    value += (c & 0x7f) * scale;
+    if (c < 0x80) {
+      cursor = p;
+      return value;
+    }
+    scale *= 128;
+  }
+  cursor = -1;
+  return 0;
+}
+
+function writeVarint(b: Uint8Array, at: number, value: number): number {
+  let v = value;
+  while (v >= 0x80) {
+    b[at++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  b[at++] = v;
+  return at;
+}
+
+const zigzag = (n: number): number => (n < 0 ? -n * 2 - 1 : n * 2);
+const unzigzag = (z: number): number => (z % 2 === 1 ? -(z + 1) / 2 : z / 2);
+
+/** Scratch space of encodeIndexLocs (grown when a session needs more). */
+let scratch = new Uint8Array(64 * 1024);
+
+/**
+ * The index's bytes for `locs` (flattened [seq, segmentId, offset, frameBytes]*), segment ids mapped
+ * through `segPos`; undefined when a location's segment is not there or a number is not a
+ * non-negative safe integer (then no index is written).
+ */
+export function encodeIndexLocs(locs: Float64Array, segPos: ReadonlyMap<number, number>): Uint8Array | undefined {
+  const n = locs.length;
+  // Worst case: a run per record, 3 header varints and 3 record varints of at most 8 bytes each.
+  const worst = (n / 4) * 6 * VARINT_MAX_BYTES;
+  if (scratch.length < worst) scratch = new Uint8Array(worst);
+  const b = scratch;
+  let p = 0;
+  let prevSeq = 0;
+  let i = 0;
+  while (i < n) {
+    const segId = locs[i + 1]!;
+    const pos = segPos.get(segId);
+    if (pos === undefined) return undefined;
+    // The run: records in this segment at non-decreasing offsets.
+    let j = i;
+    while (j + 4 < n && locs[j + 5]! === segId && locs[j + 6]! >= locs[j + 2]!) j += 4;
+    const count = (j - i) / 4 + 1;
+    // Its records go first into the scratch past the worst-case header, then are moved up behind the header.
+    const recStart = p + 3 * VARINT_MAX_BYTES;
+    let q = recStart;
+    let prevOffset = 0;
+    let prevFrame = 0;
+    for (let k = i; k <= j; k += 4) {
+      const seq = locs[k]!;
+      const offset = locs[k + 2]!;
+      const frame = locs[k + 3]!;
+      if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(offset) || !Number.isSafeInteger(frame) || seq < 0 || offset < 0 || frame < 0 || offset * 2 + 1 > Number.MAX_SAFE_INTEGER) return undefined;
+      const seqDelta = seq - prevSeq;
+      if (seqDelta === 1) q = writeVarint(b, q, (offset - prevOffset) * 2);
+      else {
+        q = writeVarint(b, q, (offset - prevOffset) * 2 + 1);
+        q = writeVarint(b, q, zigzag(seqDelta));
+      }
+      q = writeVarint(b, q, zigzag(frame - prevFrame));
+      prevSeq = seq;
+      prevOffset = offset;
+      prevFrame = frame;
+    }
+    p = writeVarint(b, p, pos);
+    p = writeVarint(b, p, count);
+    p = writeVarint(b, p, q - recStart);
+    b.copyWithin(p, recStart, q);
+    p += q - recStart;
+    i = j + 4;
+  }
+  return b.slice(0, p);
+}
+
+/**
+ * Checks the run headers of one session's encoded locations (every segment position below
+ * `segments`, every run within the bytes and non-empty, the runs in log order, nothing after the
+ * last) and adds each run's count to `counts[segment position]`. Returns the number of
+ * locations, or -1 when the bytes are not well formed. Records are not decoded.
+ */
+export function checkIndexLocs(bytes: Uint8Array, segments: number, counts: Float64Array): number {
+  const end = bytes.length;
+  let total = 0;
+  let lastPos = 0;
+  cursor = 0;
+  while (cursor < end) {
+    const pos = readVarint(bytes, end);
+    const count = cursor < 0 ? 0 : readVarint(bytes, end);
+    const length = cursor < 0 ? 0 : readVarint(bytes, end);
+    // each record is at least 2 bytes (two varints), at most 3 × VARINT_MAX_BYTES
+    if (cursor < 0 || pos >= segments || pos < lastPos || count < 1 || length < 2 * count || length > 3 * VARINT_MAX_BYTES * count || cursor + length > end) return -1;
+    counts[pos] = counts[pos]! + count;
+    total += count;
+    lastPos = pos;
+    cursor += length;
+  }
+  return total;
+}
 
 function newChunk(): Float64Array {
   return pool.pop() ?? new Float64Array(CHUNK);
@@ -40,7 +173,8 @@ function release(chunk: Float64Array): void {
 }
 
 interface Encoded {
-  view: DataView;
+  /** the index's bytes (checked by checkIndexLocs) */
+  bytes: Uint8Array;
   /** segment position → segment id */
   segIds: readonly number[];
   /** segment ids deleted since the index was written: their locations are left out */
@@ -66,14 +200,15 @@ export class Locs {
   }
 
   /**
-   * Locations as the journal index stores them (INDEX_LOC_BYTES each; the caller checked that
-   * every segment position is in `segIds`), decoded when first read. `bytes` is kept, not copied.
+   * Locations as the journal index stores them (encodeIndexLocs; `count` of them, as
+   * checkIndexLocs found, which checked every segment position is in `segIds`), decoded when
+   * first read. `bytes` is kept, not copied.
    */
-  static fromIndex(bytes: Uint8Array, segIds: readonly number[]): Locs {
+  static fromIndex(bytes: Uint8Array, segIds: readonly number[], count: number): Locs {
     const locs = new Locs();
-    if (bytes.length === 0) return locs;
-    locs.#encoded = { view: new DataView(bytes.buffer, bytes.byteOffset, bytes.length), segIds, deleted: undefined };
-    locs.#firstLen = locs.#end = (bytes.length / INDEX_LOC_BYTES) * 4;
+    if (count === 0) return locs;
+    locs.#encoded = { bytes, segIds, deleted: undefined };
+    locs.#firstLen = locs.#end = count * 4;
     return locs;
   }
 
@@ -82,9 +217,12 @@ export class Locs {
     if (segments.size === 0) return;
     const e = this.#encoded;
     if (e !== undefined && e.deleted === undefined && this.#start === 0 && this.#chunks.length === 0) {
-      // Still encoded: counted now, left out when decoded.
+      // Still encoded: counted now (from the run headers), left out when decoded.
       let kept = 0;
-      for (let at = 4; at < e.view.byteLength; at += INDEX_LOC_BYTES) if (!segments.has(e.segIds[e.view.getUint32(at, true)]!)) kept += 4;
+      forEachRun(e.bytes, (pos, count) => {
+        if (!segments.has(e.segIds[pos]!)) kept += count * 4;
+        return true;
+      });
       e.deleted = segments;
       this.#firstLen = this.#end = kept;
       if (kept === 0) this.#clear();
@@ -108,10 +246,14 @@ export class Locs {
     if (this.#end === this.#start) return undefined;
     const e = this.#encoded;
     if (e !== undefined && this.#start === 0) {
-      for (let at = 4; at < e.view.byteLength; at += INDEX_LOC_BYTES) {
-        const id = e.segIds[e.view.getUint32(at, true)]!;
-        if (e.deleted === undefined || !e.deleted.has(id)) return id;
-      }
+      let first: number | undefined;
+      forEachRun(e.bytes, (pos) => {
+        const id = e.segIds[pos]!;
+        if (e.deleted !== undefined && e.deleted.has(id)) return true;
+        first = id;
+        return false;
+      });
+      if (first !== undefined) return first;
     }
     return this.at(1);
   }
@@ -230,19 +372,66 @@ export class Locs {
 
   /** Decodes the adopted locations (leaving out those in deleted segments) into #first. */
   #decode(): void {
-    const { view, segIds, deleted } = this.#encoded!;
+    const { bytes, segIds, deleted } = this.#encoded!;
     this.#encoded = undefined;
     const a = new Float64Array(this.#firstLen);
+    const end = bytes.length;
     let n = 0;
-    for (let at = 0; at < view.byteLength; at += INDEX_LOC_BYTES) {
-      const seg = segIds[view.getUint32(at + 4, true)]!;
-      if (deleted !== undefined && deleted.has(seg)) continue;
-      a[n] = view.getUint32(at, true);
-      a[n + 1] = seg;
-      a[n + 2] = view.getUint32(at + 8, true);
-      a[n + 3] = view.getUint32(at + 12, true);
-      n += 4;
+    let seq = 0;
+    cursor = 0;
+    while (cursor < end && cursor >= 0) {
+      const seg = segIds[readVarint(bytes, end)]!;
+      const count = readVarint(bytes, end);
+      const length = readVarint(bytes, end);
+      const runEnd = cursor + length;
+      if (deleted !== undefined && deleted.has(seg)) {
+        // Skipped; its seqs still count for the deltas of the records after it.
+        for (let k = 0; k < count && cursor >= 0; k += 1) {
+          const head = readVarint(bytes, runEnd);
+          seq += head % 2 === 1 && cursor >= 0 ? unzigzag(readVarint(bytes, runEnd)) : 1;
+          if (cursor >= 0) readVarint(bytes, runEnd);
+        }
+      } else {
+        let offset = 0;
+        let frame = 0;
+        for (let k = 0; k < count && cursor >= 0 && n < a.length; k += 1) {
+          const head = readVarint(bytes, runEnd);
+          const odd = head % 2 === 1;
+          offset += (head - (odd ? 1 : 0)) / 2;
+          seq += odd && cursor >= 0 ? unzigzag(readVarint(bytes, runEnd)) : 1;
+          if (cursor >= 0) frame += unzigzag(readVarint(bytes, runEnd));
+          a[n] = seq;
+          a[n + 1] = seg;
+          a[n + 2] = offset;
+          a[n + 3] = frame;
+          n += 4;
+        }
+      }
+      if (cursor !== runEnd) break;
+    }
+    if (n !== a.length) {
+      // Not what encodeIndexLocs writes (its run headers were checked at open, its checksum matched): the
+      // locations that did not decode read as frames past any segment's end, which fail their read-back check.
+      for (let i = n; i < a.length; i += 4) {
+        a[i] = a[i - 4] ?? 0;
+        a[i + 1] = segIds[0] ?? 0;
+        a[i + 2] = 2 ** 40;
+        a[i + 3] = 48;
+      }
     }
     this.#first = a;
+  }
+}
+
+/** Calls `f` with each run's segment position and count (until it returns false); the run headers were checked at open. */
+function forEachRun(bytes: Uint8Array, f: (pos: number, count: number) => boolean): void {
+  const end = bytes.length;
+  cursor = 0;
+  while (cursor < end && cursor >= 0) {
+    const pos = readVarint(bytes, end);
+    const count = readVarint(bytes, end);
+    const length = readVarint(bytes, end);
+    if (cursor < 0 || !f(pos, count)) return;
+    cursor += length;
   }
 }
