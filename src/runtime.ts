@@ -132,7 +132,13 @@ export interface ArborHealth {
   state: ArborState;
   /** 'file' or 'postgres' */
   backend: string;
-  hot: { sessions: number; approxBytes: number };
+  /**
+   * `approxBytes`: an estimate of the bytes of the states in memory, refreshed a bounded piece per call (each call
+   * sizes at most a fixed number of values, so health() stays cheap however much is held; see README "Health and
+   * metrics"): a session changed since it was last sized counts its earlier size, one never sized the mean of those
+   * sized. `estimated`: the sessions whose share is such a stand-in (0: the figure is every state's own size).
+   */
+  hot: { sessions: number; approxBytes: number; estimated: number };
   /** `failure`: why a failed journal failed (`errno`: e.g. ENOSPC, EIO); `reopens`: times `reopen()` resumed it */
   journal: { state: string; queueDepth: number; lastFlushAgeMs: number; segments: number; bytes: number; syncedLsn: number; failure?: { code: string; errno: string | undefined; message: string }; reopens: number };
   /** `lost`: sessions another process took over from this one (multi-node); `failedToLoad`: sessions whose last load failed (the next access tries again) */
@@ -797,7 +803,7 @@ export class Arbor {
       ok: stats.state === 'open',
       state: this.state,
       backend: this.#backend.kind,
-      hot: { sessions: this.#hot.size, approxBytes: memory.approxBytes },
+      hot: { sessions: this.#hot.size, approxBytes: memory.approxBytes, estimated: memory.estimated },
       journal: {
         state: stats.state,
         queueDepth: stats.queueDepth,

@@ -71,13 +71,23 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
   const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/runtime/run.ts');
   assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
   const r = JSON.parse(stdout) as Record<string, any>;
-  for (const key of ['meta', 'hot', 'load', 'restart', 'restartRealistic', 'chat', 'tools', 'targets']) assert.ok(key in r, `missing key ${key}`);
+  for (const key of ['meta', 'hot', 'health', 'load', 'restart', 'restartRealistic', 'chat', 'tools', 'targets']) assert.ok(key in r, `missing key ${key}`);
 
   // (a) hot tier, beside Map
   for (const op of ['hotStore', 'mapSet', 'hotRetrieve', 'mapGet', 'timerOnly']) {
     for (const k of ['p50Ns', 'p99Ns', 'meanNs', 'samples']) positive(r.hot.ops[op][k], `hot.ops.${op}.${k}`);
   }
   for (const which of ['hot', 'map']) for (const k of ['p50Us', 'p99Us', 'calls']) positive(r.hot.storeMany[which][k], `hot.storeMany.${which}.${k}`);
+
+  // (a') one health() call, a large hot tier beside a small one: bounded sizing, every estimate settled
+  for (const which of ['large', 'small']) {
+    for (const k of ['firstCallMs', 'sizingCalls', 'sizingP50Ms', 'steadyP50Ms', 'approxBytes']) positive(r.health[which][k], `health.${which}.${k}`);
+  }
+  assert.ok(r.health.large.approxBytes > r.health.small.approxBytes, 'the large hot tier is estimated larger');
+  assert.ok(r.health.large.sizingCalls > 1, 'the large hot tier is sized over several calls');
+  for (const k of ['firstCall', 'sizingP50', 'steadyP50']) positive(r.health.ratios[k], `health.ratios.${k}`);
+  assert.equal(r.health.loadAverage.length, 3);
+  assert.ok(r.targets.some((t: { name: string }) => t.name.startsWith('health() while sizing')), 'the health() target is reported');
 
   // (b) sendMessage under streaming load, beside idle, the mock alone and a raw sync
   for (const k of ['p50Ms', 'p99Ms', 'samples']) positive(r.load.idle[k], `load.idle.${k}`);

@@ -49,6 +49,32 @@ test('Prometheus: gauges follow a real write; channel messages land in histogram
   }
 });
 
+test('Prometheus: one scrape reads arbor.health() once for all its gauges', async () => {
+  const { dir, cleanup } = tempDir('arbor-prom-');
+  const arbor = await createArbor({ dataDir: join(dir, 'data') });
+  const metrics = new PrometheusMetrics(arbor);
+  try {
+    // given: health() counted on this instance
+    let reads = 0;
+    const health = arbor.health.bind(arbor);
+    arbor.health = () => {
+      reads += 1;
+      return health();
+    };
+    // when: two scrapes, one after the other
+    const first = await metrics.text();
+    await new Promise((resolve) => setImmediate(resolve));
+    await metrics.text();
+    // then: one read each, and every gauge still has its figure
+    assert.equal(reads, 2);
+    for (const name of ['arbor_hot_sessions', 'arbor_hot_bytes', 'arbor_journal_up', 'arbor_mailbox_depth']) assert.notEqual(sample(first, name), undefined, name);
+  } finally {
+    metrics.close();
+    await arbor.close();
+    cleanup();
+  }
+});
+
 test('Prometheus over HTTP: /metrics counts requests by route pattern, never by raw path', async () => {
   const { dir, cleanup } = tempDir('arbor-prom-http-');
   const server = await startServer(loadConfig({ env: { ARBOR_MOCK_CHUNK_DELAY_MS: '0' }, overrides: { dataDir: join(dir, 'data'), port: 0, logLevel: 'silent' } }));

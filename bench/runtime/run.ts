@@ -3,7 +3,7 @@
  * restart after SIGKILL, and bytes on disk of a long chat — each figure beside
  * its baseline from the same run. See bench/README.md.
  *
- *   node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S] [--load-full]
+ *   node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S] [--load-full] [--health-only]
  *
  * Targets are reported as PASS/MISS/INFO lines and never fail the run: the exit
  * code is non-zero only when the benchmark itself breaks.
@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { constants as zc, brotliCompressSync } from 'node:zlib';
 import { createArbor, initialSessionState, MockProvider, NodeFileSystem, type Arbor, type ChatTurn, type FileHandle, type LlmProvider, type OpenFlags, type SessionState, type StreamRequest } from '../../src/index.ts';
 import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing.ts';
-import { HotTier } from '../../src/hot/hot-tier.ts';
+import { DEFAULT_SIZING_BUDGET, HotTier } from '../../src/hot/hot-tier.ts';
 import { mulberry32 } from '../../src/testing/memory-fs.ts';
 import { benchUsage, parseBenchArgs, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
 import { loadLangGraphModules } from '../lib/peers.ts';
@@ -41,6 +41,12 @@ interface Config extends BaseConfig {
   hotKeys: number;
   /** (a) sessions per storeMany call */
   storeManyEntries: number;
+  /** (a) health(): sessions × events of the large hot tier, and sessions of the small one (same events each) */
+  healthSessions: number;
+  healthEvents: number;
+  healthSmallSessions: number;
+  /** --health-only: run (a)'s health() figure alone */
+  healthOnly: boolean;
   /** (b) concurrent sessions */
   loadSessions: number;
   mockChunks: number;
@@ -60,8 +66,10 @@ interface Config extends BaseConfig {
 function parseConfig(argv: string[]): Config {
   // --load-full: (b) at full scale, every other figure at its --tiny scale (a quick run of the load figures alone).
   const loadFull = argv.includes('--load-full');
+  // --health-only: (a)'s health() figure alone, at full scale (or --tiny's), nothing else.
+  const healthOnly = argv.includes('--health-only');
   const base = parseBenchArgs(
-    argv.filter((a) => a !== '--load-full'),
+    argv.filter((a) => a !== '--load-full' && a !== '--health-only'),
     USAGE,
   );
   const tiny = base.tiny || loadFull;
@@ -69,6 +77,10 @@ function parseConfig(argv: string[]): Config {
     ...base,
     hotKeys: tiny ? 1_000 : 10_000,
     storeManyEntries: 1_000,
+    healthSessions: base.tiny ? 1_000 : 10_000,
+    healthEvents: base.tiny ? 20 : 100,
+    healthSmallSessions: 100,
+    healthOnly,
     loadSessions: base.tiny ? 100 : 1_000,
     mockChunks: 8,
     mockChunkDelayMs: 20,
@@ -313,6 +325,158 @@ async function hotTierFigures(cfg: Config): Promise<HotResults> {
     ops: { hotStore: hotStore.result(), mapSet: mapSet.result(), hotRetrieve: hotRetrieve.result(), mapGet: mapGet.result(), timerOnly: timerOnly.result() },
     storeMany: { hot: many.result(), map: mapMany.result() },
   };
+}
+
+interface HealthTier {
+  sessions: number;
+  eventsPerSession: number;
+  /** the settled estimate (every state sized), and the process's heap with both tiers in memory */
+  approxBytes: number;
+  /** per-call figures are process CPU time (process.cpuUsage around each call), not wall time */
+  /** the first health() call after every session was recovered (nothing sized yet) */
+  firstCallMs: number;
+  /** calls until hot.estimated reached 0 (each sizing at most the budget), and their per-call cost */
+  sizingCalls: number;
+  sizingP50Ms: number;
+  sizingMaxMs: number;
+  /** calls once every state is sized (no sizing work left): per call, over batches of 50 (median and worst batch) */
+  steadyP50Ms: number;
+  steadyMaxMs: number;
+  steadyCalls: number;
+}
+
+interface HealthResults {
+  /** values one health() call may visit to size states (HotTier's default budget) */
+  budgetValues: number;
+  large: HealthTier;
+  small: HealthTier;
+  ratios: { firstCall: number; sizingP50: number; steadyP50: number };
+  heapUsedBytes: number;
+  /** 1 / 5 / 15 min, when the calls were measured */
+  loadAverage: number[];
+}
+
+/** Process CPU time (user + system, µs resolution) since `c0`, in ms: unlike wall time, barely moved by a busy machine. */
+function cpuMs(c0: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(c0);
+  return (d.user + d.system) / 1000;
+}
+
+/** A hot tier recovered from a journal a child wrote: `sessions` × `events` (complete turns), every session in memory. */
+async function recoveredArbor(root: string, cfg: Config, sessions: number, events: number): Promise<Arbor> {
+  const dir = await mkdtemp(join(root, 'health-'));
+  progress(`health(): a child writes ${sessions.toLocaleString('en-US')} sessions × ${events} events; recovered here, every session in memory`);
+  const w = await spawnUntil(['write', '--data-dir', dir, '--sessions', String(sessions), '--events', String(events)], 'ready', cfg.tiny ? 60_000 : 300_000);
+  await killAndWait(w.child);
+  const arbor = await createArbor({ dataDir: dir, llm: new MockProvider({ chunks: 8, chunkDelayMs: 20 }) });
+  await arbor.whenRecovered();
+  // Not through health(): its first call is the figure.
+  const inMemory = arbor.sessionsInMemory().length;
+  if (inMemory !== sessions) throw new Error(`health(): ${inMemory} sessions in memory, expected ${sessions}`);
+  return arbor;
+}
+
+/**
+ * (a) The cost of one `arbor.health()` call (what every /health probe, scrape
+ * and OpenTelemetry collection pays) with a large hot tier beside a small one,
+ * both recovered in this process: calls alternate between the two, each timed
+ * on its own, from the first call after recovery (nothing sized yet) until both
+ * estimates settle, then in the steady state. Each call is measured in process
+ * CPU time (`process.cpuUsage()`, µs resolution): a shared machine's load moves
+ * it far less than wall time.
+ */
+async function healthFigures(root: string, cfg: Config): Promise<HealthResults> {
+  const large = await recoveredArbor(root, cfg, cfg.healthSessions, cfg.healthEvents);
+  const small = await recoveredArbor(root, cfg, cfg.healthSmallSessions, cfg.healthEvents);
+  try {
+    // Warm-up, so that neither tier's first call pays for compiling the code: health() on an empty runtime,
+    // and the hot tier's sizing over copies of the small tier's states in a table of their own.
+    const warm = await createArbor({ dataDir: await mkdtemp(join(root, 'health-warm-')) });
+    for (let k = 0; k < 200; k += 1) warm.health();
+    await warm.close();
+    const copies = new HotTier<SessionState>({ sizingBudget: 1_000 });
+    for (let k = 0; k < 3; k += 1) {
+      for (const sid of small.sessionsInMemory()) copies.store(sid, small.session(sid).state);
+      while (copies.memory().estimated > 0);
+      copies.clear();
+    }
+    maybeGc();
+    const heapUsedBytes = process.memoryUsage().heapUsed;
+    const loadAverage = loadavg();
+    progress('health(): timing calls, alternating the large and the small hot tier');
+    const tiers = [large, small].map((arbor) => ({ arbor, first: 0, sizing: new Samples(), steady: new Samples(), calls: 0, settled: false, approxBytes: 0 }));
+    // Until both estimates settle: every call of a tier still sizing walks up to the budget.
+    for (let round = 0; !tiers.every((t) => t.settled); round += 1) {
+      if (round > 100_000) throw new Error('health(): the hot-tier estimate never settled');
+      for (const t of tiers) {
+        if (t.settled) continue;
+        const c0 = process.cpuUsage();
+        const h = t.arbor.health();
+        const ms = cpuMs(c0);
+        if (t.calls === 0) t.first = ms;
+        t.calls += 1;
+        t.sizing.push(ms);
+        if (h.hot.estimated === 0) {
+          t.settled = true;
+          t.approxBytes = h.hot.approxBytes;
+        }
+      }
+      if (round % 20 === 19) await sleep(0);
+    }
+    // Settled: a call costs microseconds, below cpuUsage's resolution, so batches of 50 calls are timed, alternating.
+    const batches = cfg.tiny ? 4 : 20;
+    for (let k = 0; k < batches; k += 1) {
+      for (const t of tiers) {
+        const c0 = process.cpuUsage();
+        for (let c = 0; c < 50; c += 1) t.arbor.health();
+        t.steady.push(cpuMs(c0) / 50);
+      }
+      await sleep(0);
+    }
+    const steadyCalls = batches * 50;
+    const tier = (t: (typeof tiers)[number], sessions: number): HealthTier => {
+      const sizing = t.sizing.summary();
+      const steady = t.steady.summary();
+      return { sessions, eventsPerSession: cfg.healthEvents, approxBytes: t.approxBytes, firstCallMs: t.first, sizingCalls: t.calls, sizingP50Ms: sizing.p50, sizingMaxMs: sizing.max, steadyP50Ms: steady.p50, steadyMaxMs: steady.max, steadyCalls };
+    };
+    const l = tier(tiers[0]!, cfg.healthSessions);
+    const s = tier(tiers[1]!, cfg.healthSmallSessions);
+    return {
+      budgetValues: DEFAULT_SIZING_BUDGET,
+      large: l,
+      small: s,
+      ratios: { firstCall: l.firstCallMs / s.firstCallMs, sizingP50: l.sizingP50Ms / s.sizingP50Ms, steadyP50: l.steadyP50Ms / s.steadyP50Ms },
+      heapUsedBytes,
+      loadAverage,
+    };
+  } finally {
+    await large.close();
+    await small.close();
+  }
+}
+
+function renderHealth(x: HealthResults): string[] {
+  const out: string[] = [];
+  out.push(`(a') One arbor.health() call (each /health probe, scrape, OpenTelemetry collection), a large hot tier beside a small one recovered in the same process, calls alternating; sizing budget ${fmtInt(x.budgetValues)} values per call; heap ${mib(x.heapUsedBytes)} with both; load average ${x.loadAverage.map((v) => fmt(v, 2)).join(' / ')}`);
+  const row = (name: string, t: HealthTier): string[] => [name, fmt(t.firstCallMs, 3), fmtInt(t.sizingCalls), fmt(t.sizingP50Ms, 3), fmt(t.sizingMaxMs, 3), fmt(t.steadyP50Ms, 4), fmt(t.steadyMaxMs, 3), bytesShort(t.approxBytes)];
+  out.push(
+    table(
+      ['hot tier', 'first call CPU ms', 'calls to settle', 'p50 ms', 'max ms', 'settled p50 ms', 'max ms', 'approxBytes'],
+      [row(`${fmtInt(x.large.sessions)} sessions × ${x.large.eventsPerSession} events`, x.large), row(`${fmtInt(x.small.sessions)} sessions × ${x.small.eventsPerSession} events (baseline)`, x.small), ['large ÷ small', `${fmt(x.ratios.firstCall, 2)}×`, '', `${fmt(x.ratios.sizingP50, 2)}×`, '', `${fmt(x.ratios.steadyP50, 2)}×`, '', '']],
+    ),
+  );
+  out.push('   CPU ms per call (process.cpuUsage around each call). first call: right after recovery, nothing sized yet; calls to settle: until hot.estimated is 0 (each sizes ≤ the budget); settled: every state sized, no sizing work left (per call over batches of 50: median and worst batch)');
+  return out;
+}
+
+function healthTargets(x: HealthResults): Target[] {
+  const la = x.loadAverage.map((v) => fmt(v, 2)).join(' / ');
+  const detail = (what: string, ratio: number, l: number, s: number): string => `${what}: ${fmt(l, 3)} ms with ${fmtInt(x.large.sessions)} sessions vs ${fmt(s, 3)} ms with ${fmtInt(x.small.sessions)} (${fmt(ratio, 2)}×); load average ${la}`;
+  return [
+    { name: `health() while sizing ≤ 2× its cost on a ${fmtInt(x.small.sessions)}-session hot tier (bounded work per call)`, status: x.ratios.sizingP50 <= 2 ? 'PASS' : 'MISS', actual: x.ratios.sizingP50, target: 2, detail: detail('p50 per call until settled', x.ratios.sizingP50, x.large.sizingP50Ms, x.small.sizingP50Ms) },
+    { name: 'health(): first call after recovery, large ÷ small', status: 'INFO', actual: x.ratios.firstCall, target: null, detail: detail('first call', x.ratios.firstCall, x.large.firstCallMs, x.small.firstCallMs) },
+    { name: 'health(): settled (no sizing left), large ÷ small', status: 'INFO', actual: x.ratios.steadyP50, target: null, detail: detail('p50 per call', x.ratios.steadyP50, x.large.steadyP50Ms, x.small.steadyP50Ms) },
+  ];
 }
 
 // ---- (b) sendMessage under streaming load ----------------------------------------
@@ -1227,6 +1391,8 @@ interface Results {
   /** the machine, the configuration and the timing of the run */
   meta: BenchMeta<Config>;
   hot: HotResults;
+  /** (a') one health() call, a large hot tier beside a small one */
+  health: HealthResults;
   load: LoadResults;
   restart: RestartResults;
   /** the same restart with every session snapshotted before the kill (default options) */
@@ -1250,6 +1416,7 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
   const many = r.hot.storeMany.hot;
   limit(`storeMany(${many.entries}) p99 < 100 ms (seed)`, many.p99Us / 1000, 100, `${fmt(many.p99Us, 1)} µs`);
   limit(`storeMany(${many.entries}) p99 < 1 ms (aim)`, many.p99Us / 1000, 1, `${fmt(many.p99Us, 1)} µs (Map baseline ${fmt(r.hot.storeMany.map.p99Us, 1)} µs)`);
+  t.push(...healthTargets(r.health));
 
   const l = r.load;
   // Issue 10, goal 3: what Arbor adds to the loop delay the workload itself (the mock's chunk timers) causes.
@@ -1334,6 +1501,7 @@ function render(r: Results): string {
   out.push(table(['call', 'p50 ns', 'p99 ns', 'max µs', 'amortised ns', 'samples'], [op(h.ops.hotStore), op(h.ops.mapSet), op(h.ops.hotRetrieve), op(h.ops.mapGet), op(h.ops.timerOnly)]));
   const bulk = (x: BulkResult): string[] => [x.name, fmt(x.p50Us, 1), fmt(x.p99Us, 1), fmt(x.maxUs, 1), fmtInt(x.calls)];
   out.push(table(['bulk call', 'p50 µs', 'p99 µs', 'max µs', 'calls'], [bulk(h.storeMany.hot), bulk(h.storeMany.map)]));
+  out.push(...renderHealth(r.health));
   out.push('');
 
   const l = r.load;
@@ -1440,13 +1608,20 @@ async function main(): Promise<void> {
     for (const child of children) child.kill('SIGKILL');
   };
   await withTempRoot('arbor-bench-runtime-', async (root) => {
+    if (cfg.healthOnly) {
+      const health = await healthFigures(root, cfg);
+      const results = { meta: benchMeta(cfg, start), health, targets: healthTargets(health) };
+      printResults(cfg, results, (r) => [headline('Arbor runtime benchmark, (a) health() alone (--health-only)', r.meta), ...renderHealth(r.health), '', ...targetLines(r.targets)].join('\n'));
+      return;
+    }
     const hot = await hotTierFigures(cfg);
+    const health = await healthFigures(root, cfg);
     const load = await loadFigures(root, cfg);
     const restart = await restartFigures(root, cfg);
     const restartRealistic = await restartFigures(root, cfg, true);
     const chat = await chatFigures(root, cfg, peers);
     const tools = await toolFigures(cfg);
-    const partial = { hot, load, restart, restartRealistic, chat, tools };
+    const partial = { hot, health, load, restart, restartRealistic, chat, tools };
     const results: Results = {
       meta: benchMeta(cfg, start),
       ...partial,

@@ -188,7 +188,8 @@ test('clear removes everything', () => {
   ]);
   hot.clear();
   assert.equal(hot.size, 0);
-  assert.deepEqual(hot.memory(), { entries: 0, approxBytes: 0 });
+  const memory = hot.memory();
+  assert.deepEqual([memory.entries, memory.approxBytes, memory.estimated], [0, 0, 0]);
 });
 
 test('approxSizeBytes: strings 2/char + 16, numbers 8, booleans 4, objects 16 + 8 per key', () => {
@@ -221,7 +222,7 @@ test('approxSizeBytes: a 100,000-deep chain does not overflow the stack', () => 
   assert.equal(approxSizeBytes(chain), 100_001 * (16 + 8));
 });
 
-test('memory: grows with the states held and counts structure shared between sessions once', () => {
+test('memory: grows with the states held; a state object held by two sessions counts for each', () => {
   // given
   const hot = new HotTier<State>();
   const big = state(1, 'x'.repeat(10_000));
@@ -230,12 +231,161 @@ test('memory: grows with the states held and counts structure shared between ses
   // when: a second session holds the very same state object
   hot.store('b', big);
   const two = hot.memory();
-  // then: the second entry costs only its key and bookkeeping, not another 20 KB
+  // then: each state is sized on its own (structure shared between sessions is no longer counted once)
   assert.equal(one.entries, 1);
   assert.ok(one.approxBytes > 20_000, `approxBytes ${one.approxBytes}`);
   assert.equal(two.entries, 2);
-  assert.equal(two.approxBytes - one.approxBytes, 16 + 2 * 'b'.length + 8);
-  // and a different large state does count in full
+  assert.equal(two.approxBytes - one.approxBytes, keyBytes('b') + approxSizeBytes(big));
+  // and a different large state counts in full
   hot.store('c', state(2, 'y'.repeat(10_000)));
   assert.ok(hot.memory().approxBytes - two.approxBytes > 20_000);
+});
+
+/** What memory() counts per entry besides its state: the key (16 + 2 per char) and the access time (8). */
+function keyBytes(sessionId: string): number {
+  return 16 + 2 * sessionId.length + 8;
+}
+
+/** The figure of a walk over every state, each on its own: what the estimate converges to. */
+function fullWalk(hot: HotTier<unknown>): number {
+  let total = 0;
+  for (const [sessionId, s] of hot.entries()) total += keyBytes(sessionId) + approxSizeBytes(s);
+  return total;
+}
+
+interface Chat {
+  seq: number;
+  messages: readonly { id: string; role: string; parts: readonly { type: string; text: string }[]; at: number }[];
+}
+
+/** A chat state of `n` messages: 3 + 8n values (the state, seq, the array; per message the object, id, role, parts, part, type, text, at). */
+function chat(seq: number, n: number, text = 'hello there'): Chat {
+  const messages = Array.from({ length: n }, (_, i) => Object.freeze({ id: `m${i}`, role: i % 2 === 0 ? 'user' : 'assistant', parts: Object.freeze([Object.freeze({ type: 'text', text: `${text} ${i}` })]), at: 1_700_000_000_000 + i }));
+  return Object.freeze({ seq, messages: Object.freeze(messages) });
+}
+
+test('memory: each call visits at most sizingBudget values, however large the table (2,000 sessions × 100 messages)', () => {
+  // given: about 1.6 million values in all, 80 times the budget
+  const budget = 20_000;
+  const hot = new HotTier<Chat>({ sizingBudget: budget });
+  for (let i = 0; i < 2_000; i++) hot.store(`s${i}`, chat(i, 100));
+  // when / then: every call stays within the budget, and finishes some states
+  for (let call = 0; call < 20; call++) {
+    const m = hot.memory();
+    assert.ok(m.walked <= budget, `call ${call}: walked ${m.walked} > budget ${budget}`);
+    assert.ok(m.walked > 0 && m.sized > 0, `call ${call}: walked ${m.walked}, sized ${m.sized}`);
+    assert.equal(m.entries, 2_000);
+    assert.ok(m.estimated > 0, 'not every state is sized after 20 calls');
+  }
+});
+
+test('memory: a state larger than the budget is sized across calls, each within the budget', () => {
+  // given: one session of 5,000 messages (40,003 values) and a budget of 1,000
+  const hot = new HotTier<Chat>({ sizingBudget: 1_000 });
+  const huge = chat(1, 5_000);
+  hot.store('huge', huge);
+  // when
+  const calls: number[] = [];
+  let m = hot.memory();
+  calls.push(m.walked);
+  while (m.estimated > 0) {
+    assert.equal(m.sized, 0);
+    m = hot.memory();
+    calls.push(m.walked);
+    assert.ok(calls.length < 1_000, 'the walk never finished');
+  }
+  // then
+  assert.ok(calls.every((w) => w <= 1_000), `walked per call: max ${Math.max(...calls)}`);
+  assert.equal(calls.length, 41, 'calls for 40,003 values');
+  assert.equal(m.sized, 1);
+  assert.equal(m.approxBytes, keyBytes('huge') + approxSizeBytes(huge));
+});
+
+test('memory: with nothing stored, the estimate converges to the full walk, and tracks it from the first call', () => {
+  // given: 500 sessions of similar size, a budget that sizes a few dozen per call
+  const hot = new HotTier<Chat>({ sizingBudget: 30_000 });
+  for (let i = 0; i < 500; i++) hot.store(`s${i}`, chat(i, 90 + (i % 20)));
+  const full = fullWalk(hot);
+  // when
+  const first = hot.memory();
+  let m = first;
+  let calls = 1;
+  while (m.estimated > 0 && calls < 100) {
+    m = hot.memory();
+    calls++;
+  }
+  // then: the first call sized a part and estimated the rest from its mean
+  assert.ok(first.sized > 0 && first.sized < 500, `first call sized ${first.sized}`);
+  assert.equal(first.estimated, 500 - first.sized);
+  assert.ok(Math.abs(first.approxBytes - full) / full < 0.1, `first estimate ${first.approxBytes} vs full walk ${full}`);
+  // and the figure is the full walk's once every entry is sized, in about values ÷ budget calls
+  assert.equal(m.estimated, 0);
+  assert.equal(m.approxBytes, full);
+  assert.ok(calls <= Math.ceil((500 * (3 + 8 * 110)) / 30_000) + 1, `${calls} calls`);
+  // and further calls walk nothing and change nothing
+  assert.deepEqual(hot.memory(), { entries: 500, approxBytes: full, estimated: 0, walked: 0, sized: 0 });
+});
+
+/** Calls memory() until nothing waits to be sized; returns the last figures. */
+function settle(hot: HotTier<Chat>): ReturnType<HotTier<Chat>['memory']> {
+  let m = hot.memory();
+  for (let i = 0; m.estimated > 0; i++) {
+    assert.ok(i < 10_000, 'the estimate never settled');
+    m = hot.memory();
+  }
+  return m;
+}
+
+test('memory: follows a session that grows, and one that is removed', () => {
+  // given: a settled table
+  const hot = new HotTier<Chat>({ sizingBudget: 5_000 });
+  for (let i = 0; i < 100; i++) hot.store(`s${i}`, chat(i, 50));
+  const before = settle(hot).approxBytes;
+  assert.equal(before, fullWalk(hot));
+  // when: one session grows from 50 to 2,000 messages
+  const grown = chat(2, 2_000, 'a longer answer than before');
+  hot.store('s7', grown);
+  // then: it waits to be sized, and once sized the figure is the full walk's again
+  assert.equal(hot.memory().estimated, 1);
+  const after = settle(hot).approxBytes;
+  assert.equal(after, fullWalk(hot));
+  assert.equal(after - before, approxSizeBytes(grown) - approxSizeBytes(chat(7, 50)));
+  // when: sessions go (deleted, expired by clear of one), the figure drops by their share at once
+  hot.delete('s7');
+  assert.equal(hot.memory().approxBytes, fullWalk(hot));
+});
+
+test('memory: a state replaced while it is being sized counts its old size, then is sized again', () => {
+  // given: a budget smaller than the state, so its walk spans calls
+  const hot = new HotTier<Chat>({ sizingBudget: 1_000 });
+  const old = chat(1, 500);
+  hot.store('s', old);
+  assert.equal(hot.memory().sized, 0);
+  // when: the session moves on mid-walk
+  const newer = chat(2, 800);
+  hot.store('s', newer);
+  // then: the walk of the old state finishes (its size stands in), and the new state is sized next
+  let m = hot.memory();
+  while (m.sized === 0) m = hot.memory();
+  assert.equal(m.approxBytes, keyBytes('s') + approxSizeBytes(old));
+  assert.equal(m.estimated, 1);
+  assert.equal(settle(hot).approxBytes, keyBytes('s') + approxSizeBytes(newer));
+});
+
+test('memory: deleting the session being sized, or clearing, leaves figures of what is held', () => {
+  const hot = new HotTier<Chat>({ sizingBudget: 1_000 });
+  hot.store('a', chat(1, 500));
+  hot.store('b', chat(1, 10));
+  assert.equal(hot.memory().sized, 0); // a's walk is under way
+  assert.equal(hot.delete('a'), true);
+  assert.equal(settle(hot).approxBytes, fullWalk(hot));
+  hot.clear();
+  hot.store('c', chat(1, 10));
+  assert.equal(settle(hot).approxBytes, fullWalk(hot));
+});
+
+test('constructor: sizingBudget must be a positive integer', () => {
+  for (const sizingBudget of [0, -5, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+    assert.throws(() => new HotTier({ sizingBudget }), RangeError, `sizingBudget=${sizingBudget}`);
+  }
 });

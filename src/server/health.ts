@@ -82,7 +82,7 @@ export class HealthChecker {
   async check(): Promise<HealthReport> {
     const health = this.#arbor.health();
     const memory = process.memoryUsage();
-    const hotStorage: CheckResult = { status: 'ok', message: `${health.hot.sessions} sessions in memory`, sessions: health.hot.sessions, approxBytes: health.hot.approxBytes, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed };
+    const hotStorage: CheckResult = { status: 'ok', message: `${health.hot.sessions} sessions in memory`, sessions: health.hot.sessions, approxBytes: health.hot.approxBytes, approxEstimated: health.hot.estimated, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed };
     const j = health.journal;
     let journalWriter: CheckResult;
     if (j.state !== 'open') {

@@ -123,14 +123,23 @@ export class PrometheusMetrics {
         toolStepSeconds.observe({ tool: m.toolName }, m.durationMs / 1000);
       },
     });
-    // Gauges are read from arbor.health() once per scrape.
+    // Gauges are read from arbor.health() once per scrape: the registry collects every gauge in the same
+    // macrotask, so the first gauge's read is kept until the next one (health() sizes part of the hot tier).
+    let scraped: ReturnType<Arbor['health']> | undefined;
+    const health = (): ReturnType<Arbor['health']> => {
+      if (scraped === undefined) {
+        scraped = arbor.health();
+        setImmediate(() => (scraped = undefined));
+      }
+      return scraped;
+    };
     const gauge = (name: string, help: string, read: (h: ReturnType<Arbor['health']>) => number) =>
       new Gauge({
         name,
         help,
         registers,
         collect() {
-          this.set(read(arbor.health()));
+          this.set(read(health()));
         },
       });
     gauge(M.hotSessions, 'Sessions in the hot tier', (h) => h.hot.sessions);

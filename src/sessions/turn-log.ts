@@ -53,23 +53,28 @@ export class TurnLog {
     return this.#endedPromise;
   }
 
-  /** Appends a chunk (a `start` chunk's `messageId` names the answer). Ignored once ended. */
+  /**
+   * Appends a chunk (a `start` chunk's `messageId` names the answer). Ignored
+   * once ended. A text or reasoning delta goes through {@link pushDelta} (the
+   * log keeps its own copy, which it may grow).
+   */
   push(chunk: UIChunk): void {
+    if (isDelta(chunk)) {
+      this.pushDelta(chunk.type, chunk.id, chunk.delta);
+      return;
+    }
     if (this.#ended) return;
     if (chunk.type === 'start' && typeof chunk.messageId === 'string') this.#messageId = chunk.messageId;
-    const last = this.#chunks.at(-1);
-    if (this.#chunks.length >= this.#max && last !== undefined && isDelta(chunk) && isDelta(last) && last.type === chunk.type && last.id === chunk.id) {
-      last.delta += chunk.delta;
-    } else {
-      this.#chunks.push(isDelta(chunk) ? { type: chunk.type, id: chunk.id, delta: chunk.delta } : chunk);
-    }
+    this.#chunks.push(chunk);
     this.#notify();
   }
 
   /**
    * `push({type, id, delta})` for a text or reasoning delta, without the
    * caller's chunk object: the log owns (and may grow) the one it creates, so
-   * a streamed chunk costs one object here instead of two.
+   * a streamed chunk costs one object here instead of two. The one merge rule:
+   * once the log holds `maxChunks` entries, a delta is appended to the last
+   * entry when that is a delta of the same type and id.
    */
   pushDelta(type: 'text-delta' | 'reasoning-delta', id: string, delta: string): void {
     if (this.#ended) return;

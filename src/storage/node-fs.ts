@@ -12,6 +12,15 @@ function toStat(s: import('node:fs').Stats): FileStat {
   return { size: s.size, mode: s.mode & 0o777, isFile: s.isFile(), isDirectory: s.isDirectory() };
 }
 
+/** A syscall's completion: the error, or the result. */
+type Done<T> = (err: NodeJS.ErrnoException | null, result: T) => void;
+/** One of the handle's hot syscalls on a descriptor (the arguments a call does not use are ignored). */
+type Syscall<T> = (fd: number, buffer: Uint8Array | undefined, offset: number, length: number, position: number, done: Done<T>) => void;
+
+const writeAt: Syscall<number> = (fd, buffer, offset, length, position, done) => writeCb(fd, buffer!, offset, length, position, done);
+const readAt: Syscall<number> = (fd, buffer, offset, length, position, done) => readCb(fd, buffer!, offset, length, position, done);
+const fdatasyncAt: Syscall<void> = (fd, _buffer, _offset, _length, _position, done) => fdatasyncCb(fd, done);
+
 /**
  * One file. The journal's hot calls (`write`, `read`, `datasync`) go to the
  * callback API on the descriptor: the same syscall on the same thread pool,
@@ -43,40 +52,33 @@ class NodeFileHandle implements FileHandle {
     this.#fd = fh.fd;
   }
 
-  #begin(op: string): void {
-    if (this.#closed) throw errnoError('EBADF', `${op} (file closed)`);
-    this.#calls += 1;
+  /**
+   * The shape every hot call shares: refuse a call after `close()` (EBADF),
+   * count it in flight until its callback comes (close waits for it), settle
+   * the promise with the syscall's result or error. `syscall` is a module-level
+   * function (no closure of its own): per call, the promise's executor and the
+   * one completion callback are the only closures, as before this helper.
+   */
+  #call<T>(op: string, syscall: Syscall<T>, buffer: Uint8Array | undefined, offset: number, length: number, position: number): Promise<T> {
+    return new Promise((resolve, reject) => {
+      if (this.#closed) throw errnoError('EBADF', `${op} (file closed)`);
+      this.#calls += 1;
+      syscall(this.#fd, buffer, offset, length, position, (err, result) => {
+        this.#settled();
+        if (err === null) resolve(result);
+        else reject(err);
+      });
+    });
   }
 
   write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#begin('write');
-      writeCb(this.#fd, buffer, offset, length, position, (err, n) => {
-        this.#settled();
-        if (err === null) resolve(n);
-        else reject(err);
-      });
-    });
+    return this.#call('write', writeAt, buffer, offset, length, position);
   }
   read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#begin('read');
-      readCb(this.#fd, buffer, offset, length, position, (err, n) => {
-        this.#settled();
-        if (err === null) resolve(n);
-        else reject(err);
-      });
-    });
+    return this.#call('read', readAt, buffer, offset, length, position);
   }
   datasync(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#begin('fdatasync');
-      fdatasyncCb(this.#fd, (err) => {
-        this.#settled();
-        if (err === null) resolve();
-        else reject(err);
-      });
-    });
+    return this.#call('fdatasync', fdatasyncAt, undefined, 0, 0, 0);
   }
   sync(): Promise<void> {
     return this.#fh.sync();
