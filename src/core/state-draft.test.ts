@@ -221,6 +221,23 @@ test('a draft whose reducer throws after replacing a message in place (a tool ca
   assert.deepEqual(draft.seal(), fold([...good, finished]));
 });
 
+test('a replay from a snapshot whose messages hold the same tool call twice updates the latest, as the fold does', () => {
+  // given a snapshot state (as decoded: plain) with the call t1 in two answers
+  const at = (seq: number, type: string, data: unknown): JournalRecord => ({ lsn: seq, sid: SID, seq, ts: 1_700_000_000_000 + seq, type, v: 1, data });
+  const tool = { type: 'tool', toolCallId: 't1', toolName: 'read', input: {}, state: 'input-available' };
+  const answer = (id: string, seq: number) => ({ id, role: 'assistant', content: '', parts: [{ ...tool }], seq, ts: 1, metadata: { requestMessageId: 'u1' } });
+  const snapshot = { ...structuredClone(initialSessionState(SID)), seq: 2, createdAt: 1, updatedAt: 1, messages: [answer('a1', 1), answer('a2', 2)] };
+  const records = [message(3), at(4, 'tool_call_finished', { messageId: 'a2', toolCallId: 't1', output: 'late' }), at(5, 'tool_call_finished', { messageId: 'a2', toolCallId: 't1', output: 'later' })];
+  // when
+  const r = replay(records, { state: structuredClone(snapshot), seq: 2 });
+  // then
+  assert.equal(r.report.status, 'recovered');
+  const expected = fold(records, structuredClone(snapshot) as unknown as SessionState);
+  assert.deepEqual(r.state, expected);
+  assert.equal((r.state.messages[1]!.parts[0] as { output?: unknown }).output, 'later');
+  assert.equal((r.state.messages[0]!.parts[0] as { state: string }).state, 'input-available');
+});
+
 test('SessionReplay: a record that throws late leaves the last good state and fails at its seq', () => {
   // when
   const r = replay([message(1), message(2), trappedRecord(3), message(4)]);

@@ -365,6 +365,14 @@ export function updateToolPart(state: SessionState, toolCallId: string, update: 
     const parts = replace(state.stream.parts);
     if (parts !== undefined) return { stream: Object.freeze({ ...state.stream, parts }) };
   }
+  // A draft knows which message holds a call (the scan below is O(messages) for a call none holds: every new call).
+  const held = drafting?.lastMessageWith(state.messages, toolCallId);
+  if (held === -1) return undefined;
+  if (held !== undefined) {
+    const m = state.messages[held]!;
+    const parts = replace(m.parts);
+    if (parts !== undefined) return { messages: replaceAt(state.messages, held, Object.freeze({ ...m, parts })) };
+  }
   for (let i = state.messages.length - 1; i >= 0; i--) {
     const m = state.messages[i]!;
     const parts = replace(m.parts);
@@ -1036,6 +1044,9 @@ class Draft implements SessionDraft {
   readonly #owned = new Set<unknown[]>();
   /** the in-place changes of the current `apply`, as (array, index or -1 for a push, old value or old length) */
   readonly #undo: unknown[] = [];
+  /** toolCallId → index of the latest message holding its part, over the first `#indexed` messages */
+  readonly #byToolCall = new Map<string, number>();
+  #indexed = 0;
 
   constructor(state: SessionState) {
     this.#state = state;
@@ -1086,7 +1097,30 @@ class Draft implements SessionDraft {
     return copy;
   }
 
+  /**
+   * The index of the latest of `messages` (the draft's own, as the reducer
+   * sees them) holding the tool part `toolCallId`, or -1. Messages are only
+   * appended and their parts replaced by parts of the same call, so the index
+   * only ever has to take in the messages appended since the last call.
+   */
+  lastMessageWith(messages: readonly Message[], toolCallId: string): number {
+    if (messages.length < this.#indexed) this.#forgetIndex();
+    for (let i = this.#indexed; i < messages.length; i++) {
+      const parts = messages[i]?.parts;
+      if (!Array.isArray(parts)) continue;
+      for (const p of parts as readonly MessagePart[]) if (p.type === 'tool') this.#byToolCall.set(p.toolCallId, i);
+    }
+    this.#indexed = messages.length;
+    return this.#byToolCall.get(toolCallId) ?? -1;
+  }
+
+  #forgetIndex(): void {
+    this.#byToolCall.clear();
+    this.#indexed = 0;
+  }
+
   #rollBack(): void {
+    this.#forgetIndex();
     const u = this.#undo;
     for (let k = u.length - 3; k >= 0; k -= 3) {
       const list = u[k] as unknown[];
