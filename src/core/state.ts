@@ -1004,8 +1004,9 @@ export function upcastSessionState(state: unknown, fromVersion: number): Session
 // arrays it made itself, in place. Only those: an array it did not make (the
 // start state's, a snapshot's, an EMPTY constant, a message's parts) is
 // copied once, and the copy is its own from then on. `seal` freezes its
-// arrays and hands out the state: deep-frozen and equal to what folding
-// reduceSession gives (every other object is made frozen by the reducer).
+// arrays and hands out the state: equal to what folding reduceSession gives,
+// and as frozen (every other object is made frozen by the reducer; values
+// taken from event data are shared with the records, as reduceSession does).
 //
 // A throw cannot leave a half-applied draft: every in-place change of one
 // `apply` is logged and undone when the reducer throws, so the draft is then
