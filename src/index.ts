@@ -29,7 +29,7 @@ export { CHANNELS, subscribeTelemetry, publishToolStep, withTraceParent, current
 
 // The storage engine on its own (your own events and reducer), and the backend contract.
 export type { SessionBackend, BackendOwnership, RecoveredSession, BackendStats, AppendInput, AppendResult, DedupeEntry, StoredSession } from './backend/backend.ts';
-export type { Reducer, RecoveryHooks, RecoveryStatus, SessionRecovery, EventUpcaster, StateUpcaster, DamagedSnapshot } from './backend/replay.ts';
+export type { Reducer, RecoveryHooks, DraftReducer, ReplayDraft, RecoveryStatus, SessionRecovery, EventUpcaster, StateUpcaster, DamagedSnapshot } from './backend/replay.ts';
 export { openStore, Store, type RecoveryReport } from './file/store.ts';
 export { DEFAULT_STORE_OPTIONS, resolveStoreOptions, type StoreOptions, type ResolvedStoreOptions } from './file/options.ts';
 export type { Durability, JournalOpenReport } from './file/journal/journal.ts';

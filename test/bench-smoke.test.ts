@@ -71,7 +71,7 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
   const { code, stdout, stderr } = await runBench(['--tiny', '--json'], 'bench/runtime/run.ts');
   assert.equal(code, 0, `bench exited with ${code}\n${stderr}`);
   const r = JSON.parse(stdout) as Record<string, any>;
-  for (const key of ['meta', 'hot', 'health', 'load', 'restart', 'restartRealistic', 'chat', 'tools', 'targets']) assert.ok(key in r, `missing key ${key}`);
+  for (const key of ['meta', 'hot', 'health', 'load', 'restart', 'restartRealistic', 'chat', 'tools', 'replay', 'targets']) assert.ok(key in r, `missing key ${key}`);
 
   // (a) hot tier, beside Map
   for (const op of ['hotStore', 'mapSet', 'hotRetrieve', 'mapGet', 'timerOnly']) {
@@ -118,6 +118,16 @@ test('bench/runtime --tiny --json exits 0 and reports every figure', { timeout: 
   positive(r.tools.directToolUs.p50, 'tools.directToolUs.p50');
   positive(r.tools.disk.ttfcToolFirst.p50, 'tools.disk.ttfcToolFirst.p50');
   assert.ok(r.targets.some((t: { name: string }) => t.name.startsWith('tool step: ')), 'the tool-step targets are among bench/runtime\'s');
+
+  // (f) replay cost per event, long sessions against short ones with the same events: every event replayed
+  for (const which of ['long', 'short']) {
+    for (const k of ['wallUsPerEvent', 'cpuUsPerEvent']) positive(r.replay[which][k], `replay.${which}.${k}`);
+    for (const run of r.replay[which].runs) assert.equal(run.replayed, r.replay[which].sessions * r.replay[which].eventsPerSession, `replay.${which}: every event replayed`);
+  }
+  assert.ok(r.replay.long.eventsPerSession > r.replay.short.eventsPerSession);
+  positive(r.replay.cpuRatio, 'replay.cpuRatio');
+  assert.equal(r.replay.loadAverage.length, 3);
+  assert.ok(r.targets.some((t: { name: string }) => t.name.startsWith('replay: ')), 'the replay target is among bench/runtime\'s');
 
   // (d) bytes on disk of a chat, growth reported at every step
   assert.equal(r.chat.arborDefault.growth.length, r.chat.turns / r.chat.reportEvery);

@@ -1,7 +1,8 @@
 /**
  * Arbor runtime benchmark: the hot tier, sendMessage under streaming load,
- * restart after SIGKILL, and bytes on disk of a long chat — each figure beside
- * its baseline from the same run. See bench/README.md.
+ * restart after SIGKILL, bytes on disk of a long chat, a tool step and the
+ * replay cost of long sessions — each figure beside its baseline from the
+ * same run. See bench/README.md.
  *
  *   node --import tsx bench/runtime/run.ts [--tiny] [--peers] [--json] [--seconds S] [--load-full] [--health-only]
  *
@@ -27,6 +28,7 @@ import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/pha
 import { benchMeta, bytesShort, fmt, fmtInt, headline, kib, mib, printResults, startRun, table, targetLines, type BenchMeta, type Target } from '../lib/report.ts';
 import { median, Samples } from '../lib/stats.ts';
 import { withTempRoot } from '../lib/temp-root.ts';
+import { renderReplay, replayConfig, replayFigures, type ReplayResults } from './replay.ts';
 
 // ---- configuration -----------------------------------------------------------
 
@@ -61,6 +63,8 @@ interface Config extends BaseConfig {
   chatReportEvery: number;
   /** (d) turns of the StateGraph variant (it writes 3 full checkpoints per turn: quadratic, slow) */
   stateGraphTurns: number;
+  /** (f) the replay figure at its --tiny scale */
+  replayTiny: boolean;
 }
 
 function parseConfig(argv: string[]): Config {
@@ -90,6 +94,7 @@ function parseConfig(argv: string[]): Config {
     chatTurns: tiny ? 100 : 1_000,
     chatReportEvery: tiny ? 10 : 100,
     stateGraphTurns: tiny ? 20 : 200,
+    replayTiny: tiny,
   };
 }
 
@@ -1400,6 +1405,8 @@ interface Results {
   chat: ChatResults;
   /** (e) a tool step, from bench/tools */
   tools: ToolResults;
+  /** (f) replay cost per event, long sessions against short ones (bench/runtime/replay.ts) */
+  replay: ReplayResults;
   targets: Target[];
 }
 
@@ -1485,6 +1492,7 @@ function makeTargets(r: Omit<Results, 'targets' | 'meta'>): Target[] {
   });
   // (e) bench/tools' own targets (a tool step against its baselines), named as such.
   for (const x of r.tools.targets) t.push({ ...x, name: `tool step: ${x.name}` });
+  t.push(...r.replay.targets);
   return t;
 }
 
@@ -1592,6 +1600,8 @@ function render(r: Results): string {
   out.push(`   overhead of a tool step p50 ${fmt(d.toolStepOverheadMs!.p50, 3)} ms (p99 ${fmt(d.toolStepOverheadMs!.p99, 3)}) against the tool called directly ${fmt(tl.directToolUs.p50, 2)} µs, two plain commits ${fmt(d.twoCommitsMs!.p50, 3)} ms (${fmt(tl.ratios.toolStepToTwoCommits!, 2)}×), a raw write+fdatasync ${fmt(tl.rawSyncMs.p50, 3)} ms`);
   out.push(`   first chunk p50: no tools ${fmt(d.ttfcNoTools!.p50, 3)} ms, tools registered ${fmt(d.ttfcToolsUnused!.p50, 3)} ms (${fmt(tl.ratios.ttfcToolsUnusedToNoTools!, 2)}×), a tool step first ${fmt(d.ttfcToolFirst!.p50, 3)} ms; a whole turn ${fmt(d.turnWithoutToolStep!.p50, 3)} ms without a tool step, ${fmt(d.turnWithToolStep!.p50, 3)} ms with one`);
   out.push('');
+  out.push(...renderReplay(r.replay));
+  out.push('');
   out.push(...targetLines(r.targets));
   return out.join('\n');
 }
@@ -1621,7 +1631,8 @@ async function main(): Promise<void> {
     const restartRealistic = await restartFigures(root, cfg, true);
     const chat = await chatFigures(root, cfg, peers);
     const tools = await toolFigures(cfg);
-    const partial = { hot, health, load, restart, restartRealistic, chat, tools };
+    const replay = await replayFigures(root, replayConfig(cfg.replayTiny));
+    const partial = { hot, health, load, restart, restartRealistic, chat, tools, replay };
     const results: Results = {
       meta: benchMeta(cfg, start),
       ...partial,

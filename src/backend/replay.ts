@@ -15,8 +15,34 @@ export type EventUpcaster = (event: JournalRecord) => JournalRecord;
 /** Rewrites a snapshot state written under an older state schema version. */
 export type StateUpcaster<S> = (state: unknown, fromVersion: number) => S;
 
+/** A state being built in place by one replay (see {@link DraftReducer}). */
+export interface ReplayDraft<S> {
+  /** Applies one event as the reducer would; throws what it would, and then the draft is as it was before the call. */
+  apply(event: JournalRecord): void;
+  /** The state so far, as folding the reducer gives it (frozen as the reducer's); the draft may go on applying. */
+  seal(): S;
+}
+
+/**
+ * The reducer in a form a replay can run in place, when no one sees the states
+ * in between: linear in the number of events where folding a reducer that
+ * copies its history at every event is quadratic.
+ */
+export interface DraftReducer<S> {
+  /** The reducer this draft is equivalent to: it is used only while it is the hooks' own `reducer`. */
+  reducer: Reducer<S>;
+  /** A draft starting from `state`, which it never changes. */
+  begin: (state: S) => ReplayDraft<S>;
+}
+
 export interface RecoveryHooks<S> {
   reducer: Reducer<S>;
+  /**
+   * Optional: the same reducer as a draft, which replay uses instead of
+   * folding `reducer` (Arbor's own hooks have one). Ignored unless
+   * `draft.reducer` is `reducer`, so hooks copied with another reducer fold that one.
+   */
+  draft?: DraftReducer<S>;
   /** The state of a session before its first event. */
   initialState: (sid: string) => S;
   upcastEvent?: EventUpcaster;
@@ -95,27 +121,47 @@ export interface ReplayStart {
  * good state kept.
  */
 export class SessionReplay<S> {
-  state: S;
   readonly report: SessionRecovery;
   /** what the reducer, an upcaster or the snapshot's upcast threw, when `failed` */
   cause: unknown;
   readonly #hooks: RecoveryHooks<S>;
   readonly #salvage: boolean;
+  /** the state as last handed out (or started from) */
+  #state: S;
+  /** the hooks' draft form of their reducer, when they have one for it */
+  readonly #drafts: DraftReducer<S> | undefined;
+  /** the draft records are applied to, once the first one comes (drafts only) */
+  #draft: ReplayDraft<S> | undefined;
+  /** whether the draft holds records `#state` does not */
+  #unsealed = false;
 
   constructor(hooks: RecoveryHooks<S>, sid: string, start: ReplayStart) {
     this.#hooks = hooks;
     this.#salvage = start.salvage === true;
     const seq = start.snapshot?.seq ?? 0;
     this.report = { sid, status: 'recovered', seq, snapshotSeq: seq, replayed: 0, damagedSnapshots: start.damagedSnapshots ?? [] };
-    this.state = hooks.initialState(sid);
+    this.#drafts = hooks.draft !== undefined && hooks.draft.reducer === hooks.reducer ? hooks.draft : undefined;
+    this.#state = hooks.initialState(sid);
     if (start.snapshot !== undefined) {
       try {
-        this.state = upcastSnapshotState(start.snapshot.state, start.snapshot.stateSchemaVersion, start.stateSchemaVersion, hooks, sid);
+        this.#state = upcastSnapshotState(start.snapshot.state, start.snapshot.stateSchemaVersion, start.stateSchemaVersion, hooks, sid);
       } catch (err) {
         // Nothing after the snapshot can be applied to a state that could not be read.
         this.fail(err, (err as Error)?.message ?? String(err));
       }
     }
+  }
+
+  /**
+   * The session's state after the records applied so far (the last good one
+   * after a failure), as folding the reducer over them gives it.
+   */
+  get state(): S {
+    if (this.#unsealed) {
+      this.#state = this.#draft!.seal();
+      this.#unsealed = false;
+    }
+    return this.#state;
   }
 
   /** Whether the replay stopped for good (a throw); further records are ignored. */
@@ -150,7 +196,13 @@ export class SessionReplay<S> {
     }
     try {
       const event = this.#hooks.upcastEvent === undefined ? record : this.#hooks.upcastEvent(record);
-      this.state = this.#hooks.reducer(this.state, event);
+      if (this.#drafts === undefined) this.#state = this.#hooks.reducer(this.#state, event);
+      else {
+        // In place: a throw leaves the draft at the last good state.
+        this.#draft ??= this.#drafts.begin(this.#state);
+        this.#draft.apply(event);
+        this.#unsealed = true;
+      }
       r.seq = record.seq;
       r.lastLsn = record.lsn;
       r.replayed += 1;

@@ -1,5 +1,5 @@
 import { upcastJournalRecord } from './events.ts';
-import { initialSessionState, reduceSession, SESSION_STATE_VERSION, upcastSessionState } from './state.ts';
+import { beginSessionDraft, initialSessionState, reduceSession, SESSION_STATE_VERSION, upcastSessionState } from './state.ts';
 
 /**
  * How a backend rebuilds Arbor's own session state: the initial state, the
@@ -7,11 +7,13 @@ import { initialSessionState, reduceSession, SESSION_STATE_VERSION, upcastSessio
  * One literal, used by the runtime, the backends it opens and the operations
  * tools, so they can never disagree. A backend opened with these hooks and no
  * `stateSchemaVersion` option writes {@link SESSION_STATE_VERSION} and
- * upcasts older snapshots.
+ * upcasts older snapshots. Replay runs the reducer as a draft (in place,
+ * linear in the events; see beginSessionDraft in state.ts).
  */
 export const SESSION_HOOKS = Object.freeze({
   initialState: initialSessionState,
   reducer: reduceSession,
+  draft: Object.freeze({ reducer: reduceSession, begin: beginSessionDraft }),
   upcastEvent: upcastJournalRecord,
   upcastState: upcastSessionState,
   stateSchemaVersion: SESSION_STATE_VERSION,

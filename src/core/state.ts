@@ -365,13 +365,19 @@ export function updateToolPart(state: SessionState, toolCallId: string, update: 
     const parts = replace(state.stream.parts);
     if (parts !== undefined) return { stream: Object.freeze({ ...state.stream, parts }) };
   }
+  // A draft knows which message holds a call (the scan below is O(messages) for a call none holds: every new call).
+  const held = drafting?.lastMessageWith(state.messages, toolCallId);
+  if (held === -1) return undefined;
+  if (held !== undefined) {
+    const m = state.messages[held]!;
+    const parts = replace(m.parts);
+    if (parts !== undefined) return { messages: replaceAt(state.messages, held, Object.freeze({ ...m, parts })) };
+  }
   for (let i = state.messages.length - 1; i >= 0; i--) {
     const m = state.messages[i]!;
     const parts = replace(m.parts);
     if (parts === undefined) continue;
-    const messages = [...state.messages];
-    messages[i] = Object.freeze({ ...m, parts });
-    return { messages: Object.freeze(messages) };
+    return { messages: replaceAt(state.messages, i, Object.freeze({ ...m, parts })) };
   }
   return undefined;
 }
@@ -589,8 +595,25 @@ function frozen<T extends object>(value: T): Readonly<T> {
   return Object.freeze(out) as Readonly<T>;
 }
 
+/** The draft being applied to, while one is (see {@link beginSessionDraft}): its own arrays change in place. */
+let drafting: Draft | undefined;
+
 function append<T>(list: readonly T[], item: T): readonly T[] {
+  if (drafting !== undefined) return drafting.push(list, item);
   return Object.freeze([...list, item]);
+}
+
+function appendTwo<T>(list: readonly T[], a: T, b: T): readonly T[] {
+  if (drafting !== undefined) return drafting.push(drafting.push(list, a), b);
+  return Object.freeze([...list, a, b]);
+}
+
+/** `list` with `item` at index `i` (a copy, frozen; in place in a draft's own array). */
+function replaceAt<T>(list: readonly T[], i: number, item: T): readonly T[] {
+  if (drafting !== undefined) return drafting.replace(list, i, item);
+  const copy = [...list];
+  copy[i] = item;
+  return Object.freeze(copy);
 }
 
 function put<T>(map: Readonly<Record<string, T>>, key: string, value: T): Readonly<Record<string, T>> {
@@ -694,7 +717,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         ts,
         metadata: metadata as unknown as Readonly<Record<string, unknown>>,
       });
-      const messages = partial === undefined ? append(state.messages, notice) : Object.freeze([...state.messages, partial, notice]);
+      const messages = partial === undefined ? append(state.messages, notice) : appendTwo(state.messages, partial, notice);
       return next(state, record, { messages, stream: s === undefined ? state.stream : IDLE });
     }
     case 'session_config_changed': {
@@ -969,4 +992,142 @@ export function upcastSessionState(state: unknown, fromVersion: number): Session
     s = step(s);
   }
   return Object.freeze(s) as unknown as SessionState;
+}
+
+// ---------------------------------------------------------------------------
+// Drafts: replay without copying the history at every event
+//
+// reduceSession copies `messages` (and the other lists that grow with the
+// session) at every event, so folding it over n events copies ~n²/2 slots.
+// Replay never shows its intermediate states to anyone, so a draft builds the
+// state with the same reducer code but appends to, and replaces items in, the
+// arrays it made itself, in place. Only those: an array it did not make (the
+// start state's, a snapshot's, an EMPTY constant, a message's parts) is
+// copied once, and the copy is its own from then on. `seal` freezes its
+// arrays and hands out the state: equal to what folding reduceSession gives,
+// and as frozen (every other object is made frozen by the reducer; values
+// taken from event data are shared with the records, as reduceSession does).
+//
+// A throw cannot leave a half-applied draft: every in-place change of one
+// `apply` is logged and undone when the reducer throws, so the draft is then
+// exactly as it was before the record (today's reducer changes nothing in
+// place before every check of the record has passed, but that is not relied on).
+// ---------------------------------------------------------------------------
+
+/** A session state being built in place by a replay: see {@link beginSessionDraft}. */
+export interface SessionDraft {
+  /**
+   * Applies one record (at its current version) as {@link reduceSession}
+   * would, and throws what it would throw; after a throw the draft is as it
+   * was before the call.
+   */
+  apply(record: JournalRecord): void;
+  /**
+   * The state so far: deep-frozen, equal to folding reduceSession over the
+   * same records. The draft may go on applying (its next change copies what
+   * was sealed, once).
+   */
+  seal(): SessionState;
+}
+
+/**
+ * A draft of `state` for replaying many records of one session at a cost
+ * linear in their number: apply them, then seal. For replay only (nobody may
+ * see a state until it is sealed); the live path uses reduceSession.
+ */
+export function beginSessionDraft(state: SessionState): SessionDraft {
+  return new Draft(state);
+}
+
+class Draft implements SessionDraft {
+  #state: SessionState;
+  /** the arrays this draft made: the only ones it changes in place */
+  readonly #owned = new Set<unknown[]>();
+  /** the in-place changes of the current `apply`, as (array, index or -1 for a push, old value or old length) */
+  readonly #undo: unknown[] = [];
+  /** toolCallId → index of the latest message holding its part, over the first `#indexed` messages */
+  readonly #byToolCall = new Map<string, number>();
+  #indexed = 0;
+
+  constructor(state: SessionState) {
+    this.#state = state;
+  }
+
+  apply(record: JournalRecord): void {
+    const outer = drafting;
+    drafting = this;
+    try {
+      this.#state = reduceSession(this.#state, record);
+    } catch (err) {
+      this.#rollBack();
+      throw err;
+    } finally {
+      drafting = outer;
+      this.#undo.length = 0;
+    }
+  }
+
+  seal(): SessionState {
+    for (const list of this.#owned) Object.freeze(list);
+    this.#owned.clear();
+    return this.#state;
+  }
+
+  /** `list` with `item` appended: in place when the draft made `list`, else a copy it owns from now on. */
+  push<T>(list: readonly T[], item: T): readonly T[] {
+    if (this.#owned.has(list as unknown[])) {
+      this.#undo.push(list, -1, list.length);
+      (list as T[]).push(item);
+      return list;
+    }
+    const copy = [...list, item];
+    this.#owned.add(copy);
+    return copy;
+  }
+
+  /** `list` with `item` at `i`: in place when the draft made `list`, else a copy it owns from now on. */
+  replace<T>(list: readonly T[], i: number, item: T): readonly T[] {
+    if (this.#owned.has(list as unknown[])) {
+      this.#undo.push(list, i, list[i]);
+      (list as T[])[i] = item;
+      return list;
+    }
+    const copy = [...list];
+    copy[i] = item;
+    this.#owned.add(copy);
+    return copy;
+  }
+
+  /**
+   * The index of the latest of `messages` (the draft's own, as the reducer
+   * sees them) holding the tool part `toolCallId`, or -1. Messages are only
+   * appended and their parts replaced by parts of the same call, so the index
+   * only ever has to take in the messages appended since the last call.
+   */
+  lastMessageWith(messages: readonly Message[], toolCallId: string): number {
+    if (messages.length < this.#indexed) this.#forgetIndex();
+    for (let i = this.#indexed; i < messages.length; i++) {
+      const parts = messages[i]?.parts;
+      if (!Array.isArray(parts)) continue;
+      for (const p of parts as readonly MessagePart[]) if (p.type === 'tool') this.#byToolCall.set(p.toolCallId, i);
+    }
+    this.#indexed = messages.length;
+    return this.#byToolCall.get(toolCallId) ?? -1;
+  }
+
+  #forgetIndex(): void {
+    this.#byToolCall.clear();
+    this.#indexed = 0;
+  }
+
+  #rollBack(): void {
+    this.#forgetIndex();
+    const u = this.#undo;
+    for (let k = u.length - 3; k >= 0; k -= 3) {
+      const list = u[k] as unknown[];
+      const i = u[k + 1] as number;
+      if (i === -1) list.length = u[k + 2] as number;
+      else list[i] = u[k + 2];
+    }
+  }
 }
