@@ -134,8 +134,8 @@ export interface ArborHealth {
   backend: string;
   /**
    * `approxBytes`: an estimate of the bytes of the states in memory, refreshed a bounded piece per call (each call
-   * sizes at most a fixed number of values, so health() stays cheap however much is held; see README "Health and
-   * metrics"): a session changed since it was last sized counts its earlier size, one never sized the mean of those
+   * sizes at most a fixed number of values, so health() stays cheap however much is held; see README "Metrics"):
+   * a session changed since it was last sized counts its earlier size, one never sized the mean of those
    * sized. `estimated`: the sessions whose share is such a stand-in (0: the figure is every state's own size).
    */
   hot: { sessions: number; approxBytes: number; estimated: number };
