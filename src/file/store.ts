@@ -56,6 +56,8 @@ type StoreState = 'open' | 'closing' | 'closed';
 export interface StoreInternals {
   /** The pid written into the lock file (crash tests pose as a process that then dies). */
   lockPid?: number;
+  /** Bytes of a segment the recovery pass reads at once (tests make frames straddle its pieces). */
+  passPieceBytes?: number;
 }
 
 /**
@@ -97,7 +99,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   /** The journal archive (`journalArchiveDir`), when it is on. */
   readonly #archive: JournalArchive | undefined;
 
-  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined, archive: JournalArchive | undefined) {
+  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined, archive: JournalArchive | undefined, internals: StoreInternals = {}) {
     this.options = options;
     this.#fs = fs;
     this.#hooks = hooks;
@@ -135,6 +137,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       stateSchemaVersion: options.stateSchemaVersion,
       seal: (sid, state, seq) => (options.enableSnapshots ? this.snapshot(sid, state, seq) : Promise.resolve()),
       checkpoint: { fs, dir: this.checkpointDir, openState: keys === undefined ? undefined : (sid, state) => keys.openState(sid, state) },
+      ...(internals.passPieceBytes === undefined ? {} : { pieceBytes: internals.passPieceBytes }),
     });
   }
 
@@ -254,7 +257,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       if (journal.report.index === undefined && 'problem' in index && index.problem !== 'no index' && index.problem !== 'turned off') {
         journal.report.index = { used: false, identity: 'unknown', indexedRecords: 0, problem: index.problem };
       }
-      const created = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys, archive);
+      const created = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys, archive, internals);
       store = created;
       // Segments sealed before this open (a crash may have cut their copy short) are archived in the background.
       for (const { name } of journal.sealedSegments()) created.archiveSoon(name);
