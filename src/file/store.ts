@@ -155,6 +155,15 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     // Without the option, the hooks say which state version their reducer produces.
     const o = resolveStoreOptions({ ...options, stateSchemaVersion: options.stateSchemaVersion ?? hooks.stateSchemaVersion });
     const fs: FileSystem = o.fs ?? new NodeFileSystem();
+    // The persisted journal index is read (I/O on the thread pool) while the key is checked, the lock taken (a
+    // stale lock after a crash is a few fsyncs) and the snapshots and tombstones listed. Reading it before the lock
+    // is held is safe: it is only used after, and only once checked against the segments the lock protects (a
+    // process that held the lock meanwhile can only have made it stale, and a stale index is refused or followed
+    // by a scan of what it does not cover).
+    const checkpointDir = path.join(o.dataDir, 'checkpoint');
+    const indexRead: Promise<JournalIndexFile | { problem: string }> = o.useJournalIndex === false ? Promise.resolve({ problem: 'turned off' }) : readJournalIndex(fs, checkpointDir);
+    // (it reports problems as values; should it ever reject, that surfaces where it is awaited, not as an unhandled rejection before)
+    indexRead.catch(() => undefined);
     // The key is checked before anything is written (the lock file included): a wrong or missing one refuses here.
     const master = await resolveMasterKey(fs, o);
     const keyFile = await checkMasterKey(fs, o.dataDir, master);
@@ -162,11 +171,6 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     let store: Store<S> | undefined;
     let journal: Journal | undefined;
     let archive: JournalArchive | undefined;
-    // The persisted journal index is read (I/O on the thread pool) while the snapshots and tombstones are listed.
-    const checkpointDir = path.join(o.dataDir, 'checkpoint');
-    const indexRead: Promise<JournalIndexFile | { problem: string }> = o.useJournalIndex === false ? Promise.resolve({ problem: 'turned off' }) : readJournalIndex(fs, checkpointDir);
-    // (it reports problems as values; should it ever reject, that surfaces where it is awaited, not as an unhandled rejection before)
-    indexRead.catch(() => undefined);
     try {
       // The journal archive (point-in-time restore): opened before the journal, which hands it every segment it seals or deletes.
       archive =
