@@ -8,6 +8,7 @@ import { MemoryFileSystem } from '../src/testing/memory-fs.ts';
 import { hooks, type ChatState } from './crash/power-loss-harness.ts';
 import { createArbor, MockProvider } from '../src/index.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { GatedFileSystem } from './helpers/gated-fs.ts';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { SessionState } from '../src/core/state.ts';
@@ -246,6 +247,34 @@ test('a lazy store answers before the pass and holds segment deletion until ever
   assert.equal(again.recovered.get('s0')?.status, 'recovered');
   assert.equal(again.recovered.get('s2')?.seq, 40);
   await again.close();
+});
+
+test('the background pass gives way to pending appends, but finishes while an append never settles', async () => {
+  // given two sessions of 6,000 events each (the pass replays them in several slices)
+  const mem = new MemoryFileSystem();
+  const writer = await openStore<ChatState>({ dataDir: '/data', fs: mem, journalFlushIntervalMs: 3_600_000 }, hooks);
+  for (let n = 1; n <= 6_000; n += 1) await Promise.all(['s0', 's1'].map((sid) => writer.append({ sid, type: 't', data: { n } })));
+  await writer.close();
+  // when it reopens lazily and an append's fdatasync is held for as long as the pass runs
+  const fs = new GatedFileSystem(mem);
+  const store = await openStore<ChatState>({ dataDir: '/data', fs, recovery: 'lazy', journalFlushIntervalMs: 3_600_000 }, hooks);
+  fs.hold();
+  const started = fs.nextSync();
+  const append = store.append({ sid: 'other', type: 't', data: { n: 1 } });
+  await started;
+  assert.equal(store.journal.writesPending, true);
+  // then the pass, which waits for the foreground between slices only so long each time, still finishes
+  const recovered = new Map<string, { seq: number; state: ChatState }>();
+  await store.recoverAll((sid, r) => recovered.set(sid, r));
+  assert.equal(store.journal.writesPending, true, 'the append settled before the pass was done: nothing tested the give-way bound');
+  for (const sid of ['s0', 's1']) {
+    assert.equal(recovered.get(sid)?.seq, 6_000, sid);
+    assert.deepEqual(recovered.get(sid)?.state.ns, Array.from({ length: 6_000 }, (_, i) => i + 1), sid);
+  }
+  // and the append is acknowledged once its sync is let go
+  fs.release();
+  assert.equal((await append).seq, 1);
+  await store.close();
 });
 
 test('after a SIGKILL, the next start recovers sessions from the whole-table checkpoint plus the records after it', async (t) => {

@@ -457,7 +457,7 @@ export class RecoveryCoordinator<S> {
         while (pos < end) {
           // A request that arrives meanwhile (a first access, its append and fdatasync) waits at most one slice per step.
           if (++n % slice === 0 || ((n & 63) === 0 && performance.now() - sliceStarted >= PASS_SLICE_MS)) {
-            await yieldToLoop();
+            await this.#giveWay();
             sliceStarted = performance.now();
             if (this.#stopped) return false;
           }
@@ -506,6 +506,20 @@ export class RecoveryCoordinator<S> {
       await yieldToLoop();
     }
     return true;
+  }
+
+  /**
+   * Between two replay slices: lets the event loop run, then waits while the foreground is busy —
+   * a first access being recovered, or appends waiting to be written, synced and acknowledged —
+   * for at most PASS_GIVE_WAY_MS, so that a server that is never idle still gets its pass done.
+   * A restarted server's first request otherwise waited behind a slice at each of its steps (its
+   * reads, the append's write, its fdatasync's callback).
+   */
+  async #giveWay(): Promise<void> {
+    await yieldToLoop();
+    const { journal } = this.#o;
+    const started = performance.now();
+    while ((this.#loading.size > 0 || journal.writesPending) && !this.#stopped && performance.now() - started < PASS_GIVE_WAY_MS) await pause(1);
   }
 
   /** Damage the pass's re-check found that the open scan had not (bytes changed since, or vouched for by an index). */
@@ -585,6 +599,13 @@ const PASS_SLICE_MS = 5;
  * above V8's limit), while a restarted server was answering its first request.
  */
 const PASS_PIECE_BYTES = 4 * 1024 * 1024;
+
+/** The longest the background pass waits for a busy foreground between two slices (see #giveWay). */
+const PASS_GIVE_WAY_MS = 20;
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 function yieldToLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));

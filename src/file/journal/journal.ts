@@ -389,6 +389,11 @@ export class Journal {
     return this.#queuedRecords;
   }
 
+  /** Whether appends are waiting to be written, synced or acknowledged (the recovery pass gives way to them). */
+  get writesPending(): boolean {
+    return this.#queuedRecords > 0 || this.#pumping || this.#inflight.length > 0;
+  }
+
   /** Wall-clock ms of the last completed flush. */
   get lastFlushAt(): number {
     return this.#lastFlushAt;
