@@ -153,7 +153,7 @@ test('a background recovery pass that fails is reported on the telemetry error c
   const unsubscribe = subscribeTelemetry({ error: (m) => errors.push(m) });
   // when the journal's segments stop being readable once the runtime is open (the pass reads them after its first await)
   const arbor = await createArbor({ dataDir: '/data', fs, llm: new HangingProvider() });
-  fs.injectFault({ op: 'readFile', error: 'EIO', persistent: true, pathIncludes: '.wal' });
+  fs.injectFault({ op: ['readFile', 'read'], error: 'EIO', persistent: true, pathIncludes: '.wal' });
   try {
     await assert.rejects(arbor.whenRecovered());
     await new Promise((r) => setImmediate(r));

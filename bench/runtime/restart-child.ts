@@ -53,6 +53,12 @@ function restartSessionId(i: number): string {
 /** Appends in flight at once while writing (the journal's queue holds 100,000 by default). */
 const WINDOW = 50_000;
 
+/** User + system CPU of the whole process since `from`, in ms. */
+function cpuMsSince(from: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(from);
+  return (d.user + d.system) / 1000;
+}
+
 function holdUntilKilled(): void {
   setInterval(() => undefined, 60_000);
 }
@@ -157,15 +163,19 @@ async function snapshotAll(store: Store<SessionState>, sessions: number): Promis
 
 async function recover(dataDir: string, probe: string, expectSessions: number, expectSeq: number): Promise<void> {
   const createCalledMs = performance.now();
+  const cpu0 = process.cpuUsage();
   const arbor = await createArbor({ dataDir, llm: new MockProvider({ chunks: 8, chunkDelayMs: 20 }) });
   const createdMs = performance.now();
   const session = arbor.session(probe);
   const seqBefore = (await session.load()).seq;
   const ack = await session.sendMessage({ content: 'first request after the restart' });
   const firstServedMs = performance.now();
+  // Main-thread and thread-pool CPU together (the process's), since createArbor was called: the work behind the wall time.
+  const firstServedCpuMs = cpuMsSince(cpu0);
   const pendingAtFirstServed = arbor.health().recovery.pending;
   await arbor.whenRecovered();
   const allRecoveredMs = performance.now();
+  const allRecoveredCpuMs = cpuMsSince(cpu0);
   // Everything below is verification, after the timeline.
   await session.idle();
   // Every append since open is the probe's (its message and answer) or a notice recovery wrote.
@@ -192,6 +202,8 @@ async function recover(dataDir: string, probe: string, expectSessions: number, e
       firstServedMs,
       pendingAtFirstServed,
       allRecoveredMs,
+      firstServedCpuMs,
+      allRecoveredCpuMs,
       storeOpenMs: report.durationMs,
       hotSessions: h.hot.sessions,
       recoveredCounts: report.counts,

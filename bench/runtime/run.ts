@@ -887,6 +887,10 @@ interface RestartRun {
   firstServedSinceStartMs: number;
   /** createArbor call → the background pass done (every session recovered) */
   allRecoveredFromCreateMs: number;
+  /** CPU of the whole process (main thread, thread pool, GC threads) from the createArbor call to the first request served */
+  firstRequestCpuMs: number;
+  /** the same, to the background pass done */
+  allRecoveredCpuMs: number;
   /** sessions the background pass had not reached when the first request was answered */
   pendingAtFirstServed: number;
   storeOpenMs: number;
@@ -927,6 +931,8 @@ function toRun(p: Record<string, unknown>, wallMs: number, expectSessions: numbe
     firstRequestFromCreateMs: num('firstServedMs') - num('createCalledMs'),
     firstServedSinceStartMs: num('firstServedMs'),
     allRecoveredFromCreateMs: num('allRecoveredMs') - num('createCalledMs'),
+    firstRequestCpuMs: num('firstServedCpuMs'),
+    allRecoveredCpuMs: num('allRecoveredCpuMs'),
     pendingAtFirstServed: num('pendingAtFirstServed'),
     storeOpenMs: num('storeOpenMs'),
     hotSessions: num('hotSessions'),
@@ -1544,16 +1550,18 @@ function render(r: Results): string {
       fmtInt(x.createArborMs),
       fmtInt(x.storeOpenMs),
       fmtInt(x.firstRequestFromCreateMs),
+      fmtInt(x.firstRequestCpuMs),
       fmtInt(x.firstServedSinceStartMs),
       fmtInt(x.pendingAtFirstServed),
       fmtInt(x.allRecoveredFromCreateMs),
+      fmtInt(x.allRecoveredCpuMs),
       fmtInt(x.spawnToServedMs),
       fmtInt(x.hotSessions),
       fmtInt(x.rssMiB),
     ];
     out.push(
       table(
-        ['child process (median of runs)', 'boot+imports ms', 'createArbor ms', 'of which Store.open', 'first request ms (from createArbor)', 'since process start', 'sessions still pending then', 'all recovered ms (from createArbor)', 'parent: spawn → served', 'sessions in memory', 'RSS MiB'],
+        ['child process (median of runs)', 'boot+imports ms', 'createArbor ms', 'of which Store.open', 'first request ms (from createArbor)', 'process CPU ms until then', 'since process start', 'sessions still pending then', 'all recovered ms (from createArbor)', 'process CPU ms until then', 'parent: spawn → served', 'sessions in memory', 'RSS MiB'],
         [run(`recovering ${fmtInt(s.sessions)} sessions`, s.recovery), run('empty data dir (baseline)', s.emptyStart)],
       ),
     );

@@ -23,7 +23,7 @@ import { checkIndexLocs, encodeIndexLocs, Locs } from './journal/locs.ts';
  *   body   = msgpack([segments, sessions])
  *            segments = [[firstLsn, salt, seed, size, records]...]   (oldest first, up to endSegment)
  *            sessions = [[sid, lastSeq, covered, dedupe, locs]...]
- *            locs     = bytes: runs of varints (journal/locs.ts, encodeIndexLocs), about 5 bytes a place
+ *            locs     = bytes: runs of varints (journal/locs.ts, encodeIndexLocs), about 6 bytes a place
  *   headerCrc = crc32(header bytes 0..59); bodyCrc = crc32(body, seed = headerCrc)
  *
  * Version 1 (16 bytes a place: [seq:u32 segment:u32 offset:u32 frameBytes:u32]*) is refused like any

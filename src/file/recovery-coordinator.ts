@@ -2,6 +2,7 @@ import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { readTableCheckpoint, type CheckpointEntry } from './table-checkpoint.ts';
 import { decodeHead, decodePayload, decodeSegmentHeader, FRAME_HEADER_BYTES, FRAME_LENGTH_OFFSET, frameCrc, MIN_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES, type JournalRecord } from './journal/format.ts';
 import { scanSegment, type DamagedRegion } from './journal/segment-scanner.ts';
+import { SegmentPieces } from './journal/segment-pieces.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
 import type { Journal } from './journal/journal.ts';
 import type { SnapshotStore } from './snapshot-store.ts';
@@ -25,6 +26,8 @@ export interface CoordinatorOptions<S> {
    * a slice also ends after PASS_SLICE_MS of replay, whichever comes first.
    */
   sliceRecords?: number;
+  /** Bytes of a segment the background pass reads at once (PASS_PIECE_BYTES; tests make frames straddle pieces). */
+  pieceBytes?: number;
   /** Where the whole-table checkpoint lives (the accelerator); undefined: not used. */
   checkpoint?: { fs: FileSystem; dir: string; openState?: ((sid: string, state: unknown) => unknown) | undefined };
 }
@@ -436,57 +439,87 @@ export class RecoveryCoordinator<S> {
       if (this.#pending.has(record.sid) && select(record.sid) && !journal.isErased(record.sid, record.lsn)) builder.apply(journal.openRecord(record as JournalRecord));
       return record.lsn;
     };
-    // The next segment is read while this one is replayed.
-    const read = (k: number) => (segments[k] === undefined ? undefined : journal.readSegment(segments[k]!.name));
-    let ahead = read(0);
-    for (let k = 0; k < segments.length; k += 1) {
-      const segment = segments[k]!;
+    const pieceBytes = this.#o.pieceBytes ?? PASS_PIECE_BYTES;
+    for (const segment of segments) {
       if (this.#stopped) return false;
-      const bytes = await ahead!;
-      ahead = read(k + 1);
-      // A failed read-ahead surfaces when its turn comes (awaited above), not as an unhandled rejection before.
-      ahead?.catch(() => undefined);
-      const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-      const end = Math.min(segment.end, view.length);
-      const header = decodeSegmentHeader(view);
-      if (typeof header === 'string' || header.seed !== segment.seed) continue; // the whole segment changed since open: its sessions show the gap
-      let pos = SEGMENT_HEADER_BYTES;
-      let lastLsn = header.firstLsn - 1;
-      while (pos < end) {
-        // A request that arrives meanwhile (a first access, its append and fdatasync) waits at most one slice per step.
-        if (++n % slice === 0 || ((n & 63) === 0 && performance.now() - sliceStarted >= PASS_SLICE_MS)) {
-          await yieldToLoop();
-          sliceStarted = performance.now();
-          if (this.#stopped) return false;
+      // Read in pieces (journal/segment-pieces.ts), one ahead of the replay, not as one buffer per segment.
+      const handle = await journal.openSegment(segment.name);
+      const pieces = new SegmentPieces(handle, segment.end, pieceBytes);
+      try {
+        const end = Math.min(segment.end, (await handle.stat()).size);
+        await pieces.cover(0, SEGMENT_HEADER_BYTES);
+        // (a copy: the scanner's fallback below needs the header when the piece holding it is gone)
+        const headerBytes = Buffer.from(pieces.view.subarray(0, SEGMENT_HEADER_BYTES));
+        const header = decodeSegmentHeader(headerBytes);
+        if (typeof header === 'string' || header.seed !== segment.seed) continue; // the whole segment changed since open: its sessions show the gap
+        let pos = SEGMENT_HEADER_BYTES;
+        let lastLsn = header.firstLsn - 1;
+        while (pos < end) {
+          // A request that arrives meanwhile (a first access, its append and fdatasync) waits at most one slice per step.
+          if (++n % slice === 0 || ((n & 63) === 0 && performance.now() - sliceStarted >= PASS_SLICE_MS)) {
+            await this.#giveWay();
+            sliceStarted = performance.now();
+            if (this.#stopped) return false;
+          }
+          // The frame's header, then the whole frame, in the view (a frame straddling two pieces is joined once).
+          if (pos + FRAME_HEADER_BYTES > pieces.base + pieces.view.length) await pieces.cover(pos, Math.min(FRAME_HEADER_BYTES, end - pos));
+          let view = pieces.view;
+          let at = pos - pieces.base;
+          const length = pos + FRAME_HEADER_BYTES <= end && at + FRAME_HEADER_BYTES <= view.length ? view.readUInt32LE(at + FRAME_LENGTH_OFFSET) : -1;
+          const frameEnd = pos + FRAME_HEADER_BYTES + length;
+          const plausible = length >= MIN_PAYLOAD_BYTES && frameEnd <= end;
+          if (plausible && frameEnd > pieces.base + view.length) {
+            await pieces.cover(pos, frameEnd - pos);
+            view = pieces.view;
+            at = pos - pieces.base;
+          }
+          const whole = plausible && at + FRAME_HEADER_BYTES + length <= view.length;
+          const lsn = whole && frameCrc(segment.seed, view.subarray(at, at + FRAME_HEADER_BYTES + length)) === view.readUInt32LE(at) ? take(view.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length)) : 'checksum mismatch';
+          if (typeof lsn === 'number' && lsn > lastLsn) {
+            lastLsn = lsn;
+            pos = frameEnd;
+            continue;
+          }
+          // A frame that fails now: the scanner resyncs past it (the rest of the segment, at once; a rare path).
+          await pieces.cover(pos, end - pos);
+          const restView = pieces.view.subarray(pos - pieces.base, pos - pieces.base + (end - pos));
+          const rest = Buffer.concat([headerBytes, restView]);
+          const damage = scanSegment(
+            rest,
+            { isLast: false, maxRecordBytes: end - pos, tail: { at: pos, lastLsn } },
+            (r: { lsn: number; payload: Uint8Array }) => void take(r.payload),
+            (payload) => {
+              const h = decodeHead(payload);
+              return typeof h === 'string' ? h : { lsn: h.lsn, payload };
+            },
+          ).damage;
+          if (errorChannel.hasSubscribers) {
+            for (const d of damage) errorChannel.publish({ source: 'recovery', code: ErrorCodes.CORRUPTION, message: `${segment.name} offset ${d.offset}: ${d.reason} (found by the recovery pass's re-check; the frame is not replayed)` } satisfies ErrorMessage);
+          }
+          for (const d of damage) this.#noteDamage({ ...d, segment: segment.name });
+          break;
         }
-        const length = pos + FRAME_HEADER_BYTES <= end ? view.readUInt32LE(pos + FRAME_LENGTH_OFFSET) : -1;
-        const frameEnd = pos + FRAME_HEADER_BYTES + length;
-        const lsn = length >= MIN_PAYLOAD_BYTES && frameEnd <= end && frameCrc(segment.seed, view.subarray(pos, frameEnd)) === view.readUInt32LE(pos) ? take(view.subarray(pos + FRAME_HEADER_BYTES, frameEnd)) : 'checksum mismatch';
-        if (typeof lsn === 'number' && lsn > lastLsn) {
-          lastLsn = lsn;
-          pos = frameEnd;
-          continue;
-        }
-        // A frame that fails now: the scanner resyncs past it (the rest of the segment, at once; a rare path).
-        const rest = Buffer.concat([view.subarray(0, SEGMENT_HEADER_BYTES), view.subarray(pos, end)]);
-        const damage = scanSegment(
-          rest,
-          { isLast: false, maxRecordBytes: end - pos, tail: { at: pos, lastLsn } },
-          (r: { lsn: number; payload: Uint8Array }) => void take(r.payload),
-          (payload) => {
-            const h = decodeHead(payload);
-            return typeof h === 'string' ? h : { lsn: h.lsn, payload };
-          },
-        ).damage;
-        if (errorChannel.hasSubscribers) {
-          for (const d of damage) errorChannel.publish({ source: 'recovery', code: ErrorCodes.CORRUPTION, message: `${segment.name} offset ${d.offset}: ${d.reason} (found by the recovery pass's re-check; the frame is not replayed)` } satisfies ErrorMessage);
-        }
-        for (const d of damage) this.#noteDamage({ ...d, segment: segment.name });
-        break;
+      } finally {
+        await pieces.close();
+        await handle.close().catch(() => undefined);
       }
       await yieldToLoop();
     }
     return true;
+  }
+
+  /**
+   * Between two replay slices: lets the event loop run, then waits while the foreground is busy —
+   * a first access being recovered, or appends waiting to be written, synced and acknowledged —
+   * for at most PASS_GIVE_WAY_MS, so that a server that is never idle still gets its pass done.
+   * A restarted server's first request otherwise waited behind a slice at each of its steps (its
+   * reads, the append's write, its fdatasync's callback).
+   */
+  async #giveWay(): Promise<void> {
+    await yieldToLoop();
+    const { journal } = this.#o;
+    const started = performance.now();
+    while ((this.#loading.size > 0 || journal.writesPending) && !this.#stopped && performance.now() - started < PASS_GIVE_WAY_MS) await pause(1);
   }
 
   /** Damage the pass's re-check found that the open scan had not (bytes changed since, or vouched for by an index). */
@@ -559,6 +592,20 @@ export class RecoveryCoordinator<S> {
  * a first request waited behind a slice at each of its steps.
  */
 const PASS_SLICE_MS = 5;
+
+/**
+ * The background pass reads a segment 4 MiB at a time, one piece ahead of the replay. A whole
+ * 100 MB segment in one buffer started a garbage collection when it was allocated (external memory
+ * above V8's limit), while a restarted server was answering its first request.
+ */
+const PASS_PIECE_BYTES = 4 * 1024 * 1024;
+
+/** The longest the background pass waits for a busy foreground between two slices (see #giveWay). */
+const PASS_GIVE_WAY_MS = 20;
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 function yieldToLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));

@@ -56,6 +56,8 @@ type StoreState = 'open' | 'closing' | 'closed';
 export interface StoreInternals {
   /** The pid written into the lock file (crash tests pose as a process that then dies). */
   lockPid?: number;
+  /** Bytes of a segment the recovery pass reads at once (tests make frames straddle its pieces). */
+  passPieceBytes?: number;
 }
 
 /**
@@ -97,7 +99,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
   /** The journal archive (`journalArchiveDir`), when it is on. */
   readonly #archive: JournalArchive | undefined;
 
-  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined, archive: JournalArchive | undefined) {
+  private constructor(options: ResolvedStoreOptions, fs: FileSystem, lock: DirectoryLock, journal: Journal, snapshots: SnapshotStore, hooks: RecoveryHooks<S>, tombstones: Tombstones, keys: KeyStore | undefined, archive: JournalArchive | undefined, internals: StoreInternals = {}) {
     this.options = options;
     this.#fs = fs;
     this.#hooks = hooks;
@@ -135,6 +137,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       stateSchemaVersion: options.stateSchemaVersion,
       seal: (sid, state, seq) => (options.enableSnapshots ? this.snapshot(sid, state, seq) : Promise.resolve()),
       checkpoint: { fs, dir: this.checkpointDir, openState: keys === undefined ? undefined : (sid, state) => keys.openState(sid, state) },
+      ...(internals.passPieceBytes === undefined ? {} : { pieceBytes: internals.passPieceBytes }),
     });
   }
 
@@ -152,6 +155,15 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     // Without the option, the hooks say which state version their reducer produces.
     const o = resolveStoreOptions({ ...options, stateSchemaVersion: options.stateSchemaVersion ?? hooks.stateSchemaVersion });
     const fs: FileSystem = o.fs ?? new NodeFileSystem();
+    // The persisted journal index is read (I/O on the thread pool) while the key is checked, the lock taken (a
+    // stale lock after a crash is a few fsyncs) and the snapshots and tombstones listed. Reading it before the lock
+    // is held is safe: it is only used after, and only once checked against the segments the lock protects (a
+    // process that held the lock meanwhile can only have made it stale, and a stale index is refused or followed
+    // by a scan of what it does not cover).
+    const checkpointDir = path.join(o.dataDir, 'checkpoint');
+    const indexRead: Promise<JournalIndexFile | { problem: string }> = o.useJournalIndex === false ? Promise.resolve({ problem: 'turned off' }) : readJournalIndex(fs, checkpointDir);
+    // (it reports problems as values; should it ever reject, that surfaces where it is awaited, not as an unhandled rejection before)
+    indexRead.catch(() => undefined);
     // The key is checked before anything is written (the lock file included): a wrong or missing one refuses here.
     const master = await resolveMasterKey(fs, o);
     const keyFile = await checkMasterKey(fs, o.dataDir, master);
@@ -159,11 +171,6 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
     let store: Store<S> | undefined;
     let journal: Journal | undefined;
     let archive: JournalArchive | undefined;
-    // The persisted journal index is read (I/O on the thread pool) while the snapshots and tombstones are listed.
-    const checkpointDir = path.join(o.dataDir, 'checkpoint');
-    const indexRead: Promise<JournalIndexFile | { problem: string }> = o.useJournalIndex === false ? Promise.resolve({ problem: 'turned off' }) : readJournalIndex(fs, checkpointDir);
-    // (it reports problems as values; should it ever reject, that surfaces where it is awaited, not as an unhandled rejection before)
-    indexRead.catch(() => undefined);
     try {
       // The journal archive (point-in-time restore): opened before the journal, which hands it every segment it seals or deletes.
       archive =
@@ -254,7 +261,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
       if (journal.report.index === undefined && 'problem' in index && index.problem !== 'no index' && index.problem !== 'turned off') {
         journal.report.index = { used: false, identity: 'unknown', indexedRecords: 0, problem: index.problem };
       }
-      const created = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys, archive);
+      const created = new Store<S>(o, fs, lock, journal, snapshots, hooks, tombstones, keys, archive, internals);
       store = created;
       // Segments sealed before this open (a crash may have cut their copy short) are archived in the background.
       for (const { name } of journal.sealedSegments()) created.archiveSoon(name);

@@ -355,9 +355,9 @@ export class Journal {
     this.#framesAtOpen = undefined;
   }
 
-  /** Reads one segment's bytes (for replaying the frames it held at open). */
-  readSegment(name: string): Promise<Uint8Array> {
-    return this.#o.fs.readFile(path.join(this.#o.dir, name));
+  /** Opens one segment for reading (the recovery pass replays the frames it held at open; segment deletion is held meanwhile). */
+  openSegment(name: string): Promise<FileHandle> {
+    return this.#o.fs.open(path.join(this.#o.dir, name), 'r');
   }
 
   /** Holds (or lets go of) segment deletion: recovery holds it until every session is rebuilt. */
@@ -387,6 +387,11 @@ export class Journal {
   /** Records queued and not yet written. */
   get queueDepth(): number {
     return this.#queuedRecords;
+  }
+
+  /** Whether appends are waiting to be written, synced or acknowledged (the recovery pass gives way to them). */
+  get writesPending(): boolean {
+    return this.#queuedRecords > 0 || this.#pumping || this.#inflight.length > 0;
   }
 
   /** Wall-clock ms of the last completed flush. */
