@@ -154,6 +154,27 @@ export class RecoveryCoordinator<S> {
 
   async #recoverOne(sid: string): Promise<RecoveredSession<S> | undefined> {
     if (!this.#pending.has(sid)) return undefined;
+    // Counted while it works (the pass gives way to it), not while it waits for the pass.
+    this.#accessing += 1;
+    let counted = true;
+    const uncount = (): void => {
+      if (counted) this.#accessing -= 1;
+      counted = false;
+    };
+    try {
+      return await this.#recoverOneCounted(sid, () => {
+        uncount();
+        return this.#waitForPass(sid);
+      });
+    } finally {
+      uncount();
+    }
+  }
+
+  /** First accesses being recovered now (not those waiting for the pass): the pass gives way to them. */
+  #accessing = 0;
+
+  async #recoverOneCounted(sid: string, waitForPass: () => Promise<RecoveredSession<S> | undefined>): Promise<RecoveredSession<S> | undefined> {
     const started = performance.now();
     const { journal, snapshots, hooks } = this.#o;
     const newestOnDisk = snapshots.seqs(sid).at(-1) ?? 0;
@@ -161,10 +182,10 @@ export class RecoveryCoordinator<S> {
     if ((snapshot?.seq ?? 0) < newestOnDisk) {
       // The newest snapshot is damaged: the records it claimed to cover were released from the
       // index at open, and only the sequential pass still reads them.
-      return this.#waitForPass(sid);
+      return waitForPass();
     }
     // The pass got there while the snapshot loaded: its result (handed over, or still to come).
-    if (!this.#pending.has(sid)) return this.#handoff.get(sid) ?? this.#waitForPass(sid);
+    if (!this.#pending.has(sid)) return this.#handoff.get(sid) ?? waitForPass();
     this.#pending.delete(sid);
     const replay = new SessionReplay(hooks, sid, { snapshot, stateSchemaVersion: this.#o.stateSchemaVersion, damagedSnapshots: damaged });
     const report = replay.report;
@@ -510,7 +531,8 @@ export class RecoveryCoordinator<S> {
 
   /**
    * Between two replay slices: lets the event loop run, then waits while the foreground is busy —
-   * a first access being recovered, or appends waiting to be written, synced and acknowledged —
+   * a first access being recovered (not one waiting for the pass itself, behind a damaged
+   * snapshot), or appends waiting to be written, synced and acknowledged —
    * for at most PASS_GIVE_WAY_MS, so that a server that is never idle still gets its pass done.
    * A restarted server's first request otherwise waited behind a slice at each of its steps (its
    * reads, the append's write, its fdatasync's callback).
@@ -519,7 +541,7 @@ export class RecoveryCoordinator<S> {
     await yieldToLoop();
     const { journal } = this.#o;
     const started = performance.now();
-    while ((this.#loading.size > 0 || journal.writesPending) && !this.#stopped && performance.now() - started < PASS_GIVE_WAY_MS) await pause(1);
+    while ((this.#accessing > 0 || journal.writesPending) && !this.#stopped && performance.now() - started < PASS_GIVE_WAY_MS) await pause(1);
   }
 
   /** Damage the pass's re-check found that the open scan had not (bytes changed since, or vouched for by an index). */
