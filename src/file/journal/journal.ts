@@ -1216,13 +1216,14 @@ export class Journal {
     if (counted) for (const s of image.segments) live.set(s.id, s.indexed!);
     let indexed = 0;
     for (const e of image.sessions) {
-      e.locs.dropSegments(deleted);
+      if (deleted.size > 0) e.locs.dropSegments(deleted);
       const idx: SessionIndex = { lastSeq: e.lastSeq, locs: e.locs, cids: undefined, quarantined: undefined, covered: e.covered };
       if (!counted) {
         for (let i = 1; i < e.locs.length; i += 4) live.set(e.locs.at(i), (live.get(e.locs.at(i)) ?? 0) + 1);
       }
       this.#sessions.set(e.sid, idx);
-      for (const [cid, seq, lsn, ts] of e.dedupe) this.#rememberCid(idx, cid, { sid: e.sid, seq, lsn, ts, duplicate: false });
+      // (most sessions have no dedupe entries: no iterator for them)
+      if (e.dedupe.length > 0) for (const [cid, seq, lsn, ts] of e.dedupe) this.#rememberCid(idx, cid, { sid: e.sid, seq, lsn, ts, duplicate: false });
     }
     for (const s of image.segments.slice(gone)) indexed += live.get(s.id) ?? 0;
     for (const s of image.segments.slice(gone, -1)) {
@@ -1343,6 +1344,23 @@ export class Journal {
 
   // ---- opening ------------------------------------------------------------
 
+  /** A segment's header and what follows offset `at` (the end of what a journal index vouches for), as one buffer (see ScanOptions.tail). */
+  #readTail(file: string, at: number): Promise<Uint8Array> {
+    const { fs } = this.#o;
+    return fs.chmod(file, FILE_MODE).then(async () => {
+      const handle = await fs.open(file, 'r');
+      try {
+        const size = (await handle.stat()).size;
+        const out = Buffer.alloc(SEGMENT_HEADER_BYTES + Math.max(0, size - at));
+        out.set(await readFully(handle, SEGMENT_HEADER_BYTES, 0), 0);
+        if (size > at) out.set(await readFully(handle, size - at, at), SEGMENT_HEADER_BYTES);
+        return out;
+      } finally {
+        await handle.close().catch(() => undefined);
+      }
+    });
+  }
+
   async #open(): Promise<void> {
     const started = performance.now();
     const { fs, dir } = this.#o;
@@ -1364,6 +1382,11 @@ export class Journal {
     // With an index that checks out, the segments it covers are not read: the scan starts at its end.
     let start = 0;
     let tail: { at: number; lastLsn: number } | undefined;
+    // The tail after the index's end is read while the index is checked against the files (and
+    // dropped, unread or not, if the index is refused): a thread-pool read instead of a wait after.
+    const indexEnd = this.#o.index?.end;
+    const early = indexEnd !== undefined && segmentNames.includes(segmentFileName(indexEnd.segment)) ? { name: segmentFileName(indexEnd.segment), at: indexEnd.offset, bytes: this.#readTail(path.join(dir, segmentFileName(indexEnd.segment)), indexEnd.offset) } : undefined;
+    early?.bytes.catch(() => undefined);
     if (this.#o.index !== undefined) {
       report.index = { used: false, identity: 'unknown', indexedRecords: 0 };
       const adopted = await this.#adoptIndex(this.#o.index, segmentNames);
@@ -1386,22 +1409,7 @@ export class Journal {
       const name = segmentNames[i];
       if (name === undefined) return undefined;
       const file = path.join(dir, name);
-      if (i === start && tail !== undefined) {
-        // The header and what follows the index's end, as one buffer (see ScanOptions.tail).
-        const at = tail.at;
-        return fs.chmod(file, FILE_MODE).then(async () => {
-          const handle = await fs.open(file, 'r');
-          try {
-            const size = (await handle.stat()).size;
-            const out = Buffer.alloc(SEGMENT_HEADER_BYTES + size - at);
-            out.set(await readFully(handle, SEGMENT_HEADER_BYTES, 0), 0);
-            out.set(await readFully(handle, size - at, at), SEGMENT_HEADER_BYTES);
-            return out;
-          } finally {
-            await handle.close().catch(() => undefined);
-          }
-        });
-      }
+      if (i === start && tail !== undefined) return early !== undefined && early.name === name && early.at === tail.at ? early.bytes : this.#readTail(file, tail.at);
       return fs.chmod(file, FILE_MODE).then(() => fs.readFile(file));
     };
     let ahead = read(start);
