@@ -495,7 +495,7 @@ export class RecoveryCoordinator<S> {
             at = pos - pieces.base;
           }
           const whole = plausible && at + FRAME_HEADER_BYTES + length <= view.length;
-          const lsn = whole && frameCrc(segment.seed, view.subarray(at, at + FRAME_HEADER_BYTES + length)) === view.readUInt32LE(at) ? take(view.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length)) : 'checksum mismatch';
+          const lsn = whole && frameCrc(segment.seed, view, at, at + FRAME_HEADER_BYTES + length) === view.readUInt32LE(at) ? take(view.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length)) : 'checksum mismatch';
           if (typeof lsn === 'number' && lsn > lastLsn) {
             lastLsn = lsn;
             pos = frameEnd;

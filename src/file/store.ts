@@ -458,7 +458,7 @@ export class Store<S> implements SessionBackend<S, RecoveryReport> {
 
   /** Ids of every session with durable data. */
   async sessionIds(): Promise<string[]> {
-    return [...new Set([...this.journal.sessions().keys(), ...this.snapshots.sessions()])];
+    return [...new Set([...this.journal.sessionIds(), ...this.snapshots.sessions()])];
   }
 
   /** Sessions rebuilt by an eager open, by id. The caller may take them and then `dropRecovered()` to free memory. */

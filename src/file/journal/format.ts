@@ -89,9 +89,12 @@ export function recordCrc(seed: number, lengthField: Uint8Array, payload: Uint8A
   return crc32(payload, crc32(lengthField, seed));
 }
 
-/** The checksum of a whole frame in place: its length field and payload are contiguous (bytes 4..end). */
-export function frameCrc(seed: number, frame: Uint8Array): number {
-  return crc32(frame.subarray(FRAME_LENGTH_OFFSET), seed);
+/**
+ * The checksum of a whole frame in place: its length field and payload are contiguous (bytes 4..end).
+ * The frame is `bytes[at, end)` (all of `bytes` by default): scans pass the range instead of a view of it.
+ */
+export function frameCrc(seed: number, bytes: Uint8Array, at = 0, end = bytes.length): number {
+  return crc32(bytes.subarray(at + FRAME_LENGTH_OFFSET, end), seed);
 }
 
 

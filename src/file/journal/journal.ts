@@ -229,8 +229,8 @@ interface Segment {
   live: number;
 }
 
-function newSessionIndex(): SessionIndex {
-  return { lastSeq: 0, locs: new Locs(), cids: undefined, quarantined: undefined, covered: 0 };
+function newSessionIndex(lastSeq = 0, locs = new Locs(), covered = 0): SessionIndex {
+  return { lastSeq, locs, cids: undefined, quarantined: undefined, covered };
 }
 
 /** Frames of one session read at once by readSession. */
@@ -416,13 +416,6 @@ export class Journal {
   /** Total bytes in all segments. */
   sizeBytes(): number {
     return this.#segments.reduce((sum, s) => sum + s.size, 0);
-  }
-
-  /** Every session the journal knows of, with its last seq. */
-  sessions(): Map<string, number> {
-    const out = new Map<string, number>();
-    for (const [sid, idx] of this.#sessions) out.set(sid, idx.lastSeq);
-    return out;
   }
 
   /** Every session the journal knows of (no copy: the journal's own keys). */
@@ -1217,7 +1210,7 @@ export class Journal {
     let indexed = 0;
     for (const e of image.sessions) {
       if (deleted.size > 0) e.locs.dropSegments(deleted);
-      const idx: SessionIndex = { lastSeq: e.lastSeq, locs: e.locs, cids: undefined, quarantined: undefined, covered: e.covered };
+      const idx = newSessionIndex(e.lastSeq, e.locs, e.covered);
       if (!counted) {
         for (let i = 1; i < e.locs.length; i += 4) live.set(e.locs.at(i), (live.get(e.locs.at(i)) ?? 0) + 1);
       }

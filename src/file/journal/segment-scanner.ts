@@ -1,4 +1,3 @@
-import { crc32 } from 'node:zlib';
 import {
   FRAME_HEADER_BYTES,
   MIN_PAYLOAD_BYTES,
@@ -7,6 +6,7 @@ import {
   decodeSegmentHeader,
   SEGMENT_FLAG_ERASED_GAPS,
   FRAME_LENGTH_OFFSET,
+  frameCrc,
   recordCrc,
   sessionOfTornPayload,
   type JournalRecord,
@@ -122,8 +122,7 @@ export function scanSegment<R extends { lsn: number } = JournalRecord>(
     if (length < MIN_PAYLOAD_BYTES || length > options.maxRecordBytes) return { ok: false, reason: `implausible record length ${length}` };
     const end = at + FRAME_HEADER_BYTES + length;
     if (end > size) return { ok: false, reason: `record of ${length} bytes runs past end of file` };
-    // The checksum covers the length field and the payload (frameCrc, without its second view).
-    if (crc32(view.subarray(at + FRAME_LENGTH_OFFSET, end), header.seed) !== view.readUInt32LE(at)) {
+    if (frameCrc(header.seed, view, at, end) !== view.readUInt32LE(at)) {
       return { ok: false, reason: 'checksum mismatch' };
     }
     const record = decode(view.subarray(at + FRAME_HEADER_BYTES, end));
