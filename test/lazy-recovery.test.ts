@@ -249,7 +249,7 @@ test('a lazy store answers before the pass and holds segment deletion until ever
   await again.close();
 });
 
-test('the background pass gives way to pending appends, but finishes while an append never settles', async () => {
+test('the background pass finishes while an append never settles: its waits for the foreground are bounded', async () => {
   // given two sessions of 6,000 events each (the pass replays them in several slices)
   const mem = new MemoryFileSystem();
   const writer = await openStore<ChatState>({ dataDir: '/data', fs: mem, journalFlushIntervalMs: 3_600_000 }, hooks);
