@@ -171,6 +171,13 @@ export function checkIndexLocs(bytes: Uint8Array, segments: number, counts: Floa
   return total;
 }
 
+function setRecord(a: Float64Array, e: number, seq: number, segmentId: number, offset: number, frameBytes: number): void {
+  a[e] = seq;
+  a[e + 1] = segmentId;
+  a[e + 2] = offset;
+  a[e + 3] = frameBytes;
+}
+
 function newChunk(): Float64Array {
   return pool.pop() ?? new Float64Array(CHUNK);
 }
@@ -298,27 +305,43 @@ export class Locs {
   push(seq: number, segmentId: number, offset: number, frameBytes: number): void {
     // Chunks hold a multiple of 4 numbers, so a record never straddles two.
     const q = this.#end - this.#firstLen;
+    const e = q & MASK;
+    const a = this.#chunks[q >> SHIFT];
+    // The common case, kept to typed arrays only: with a session's small plain first chunk stored to
+    // at the same place, these stores saw five kinds of arrays and went generic (~170 ns per push
+    // instead of ~25 at 1,000 sessions round robin).
+    if (a instanceof Float64Array && e < a.length) {
+      a[e] = seq;
+      a[e + 1] = segmentId;
+      a[e + 2] = offset;
+      a[e + 3] = frameBytes;
+      this.#end += 4;
+      return;
+    }
+    this.#pushGrowing(q, seq, segmentId, offset, frameBytes);
+  }
+
+  /** push() when the chunk is missing, full, or still a session's small plain first one. */
+  #pushGrowing(q: number, seq: number, segmentId: number, offset: number, frameBytes: number): void {
     const k = q >> SHIFT;
     const e = q & MASK;
     const chunks = this.#chunks;
-    let a = chunks[k];
+    const a = chunks[k];
+    this.#end += 4;
     if (a === undefined) {
       // A session's first chunk starts small (most sessions are short) and grows to a whole one.
-      a = chunks[k] = k === 0 ? [seq, segmentId, offset, frameBytes] : newChunk();
-      if (k === 0) {
-        this.#end += 4;
-        return;
-      }
-    } else if (e >= a.length && !(Array.isArray(a) && e < FIRST_CHUNK)) {
-      const b = a.length * 4 >= CHUNK ? newChunk() : new Float64Array(Math.max(FIRST_CHUNK, a.length) * 4);
-      b.set(a);
-      a = chunks[k] = b;
+      if (k === 0) chunks[k] = [seq, segmentId, offset, frameBytes];
+      else setRecord(chunks[k] = newChunk(), e, seq, segmentId, offset, frameBytes);
+      return;
     }
-    a[e] = seq;
-    a[e + 1] = segmentId;
-    a[e + 2] = offset;
-    a[e + 3] = frameBytes;
-    this.#end += 4;
+    if (Array.isArray(a) && e < FIRST_CHUNK) {
+      a.push(seq, segmentId, offset, frameBytes);
+      return;
+    }
+    const b = a.length * 4 >= CHUNK ? newChunk() : new Float64Array(Math.max(FIRST_CHUNK, a.length) * 4);
+    b.set(a);
+    chunks[k] = b;
+    setRecord(b, e, seq, segmentId, offset, frameBytes);
   }
 
   /** Releases the first `n` numbers (a multiple of 4). */
