@@ -1,6 +1,6 @@
 import { ArborError, ErrorCodes } from '../core/errors.ts';
 import { readTableCheckpoint, type CheckpointEntry } from './table-checkpoint.ts';
-import { decodeHead, decodePayload, decodeSegmentHeader, FRAME_HEADER_BYTES, FRAME_LENGTH_OFFSET, frameCrc, MIN_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES, type JournalRecord } from './journal/format.ts';
+import { decodeHead, decodePayloadAt, decodeSegmentHeader, FRAME_HEADER_BYTES, FRAME_LENGTH_OFFSET, frameCrc, MIN_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES, type JournalRecord } from './journal/format.ts';
 import { scanSegment, type DamagedRegion } from './journal/segment-scanner.ts';
 import { SegmentPieces } from './journal/segment-pieces.ts';
 import type { FileSystem } from '../storage/fs-port.ts';
@@ -442,11 +442,11 @@ export class RecoveryCoordinator<S> {
     let n = 0;
     let sliceStarted = performance.now();
     const segments = journal.framesAtOpen() ?? [];
-    // One record's payload, its checksum already checked: its LSN, or why it does not decode.
-    const take = (payload: Uint8Array): number | string => {
+    // One record's payload, [start, end) of `buf`, its checksum already checked: its LSN, or why it does not decode.
+    const take = (buf: Buffer, start: number, end: number): number | string => {
       if (heads) {
         // Most records of a session with a snapshot or checkpoint entry are covered by it: skip them unparsed.
-        const head = decodeHead(payload);
+        const head = decodeHead(buf.subarray(start, end));
         if (typeof head === 'string') return head;
         if (!this.#pending.has(head.sid) || !select(head.sid) || journal.isErased(head.sid, head.lsn)) return head.lsn;
         if (head.seq <= (skipUpTo.get(head.sid) ?? 0)) {
@@ -454,7 +454,7 @@ export class RecoveryCoordinator<S> {
           return head.lsn;
         }
       }
-      const record = decodePayload(payload);
+      const record = decodePayloadAt(buf, start, end);
       if (typeof record === 'string') return record;
       // A deleted session's record (the id may have started over since): skipped as the open scan skipped it.
       if (this.#pending.has(record.sid) && select(record.sid) && !journal.isErased(record.sid, record.lsn)) builder.apply(journal.openRecord(record as JournalRecord));
@@ -495,7 +495,7 @@ export class RecoveryCoordinator<S> {
             at = pos - pieces.base;
           }
           const whole = plausible && at + FRAME_HEADER_BYTES + length <= view.length;
-          const lsn = whole && frameCrc(segment.seed, view, at, at + FRAME_HEADER_BYTES + length) === view.readUInt32LE(at) ? take(view.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length)) : 'checksum mismatch';
+          const lsn = whole && frameCrc(segment.seed, view, at, at + FRAME_HEADER_BYTES + length) === view.readUInt32LE(at) ? take(view, at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length) : 'checksum mismatch';
           if (typeof lsn === 'number' && lsn > lastLsn) {
             lastLsn = lsn;
             pos = frameEnd;
@@ -508,7 +508,7 @@ export class RecoveryCoordinator<S> {
           const damage = scanSegment(
             rest,
             { isLast: false, maxRecordBytes: end - pos, tail: { at: pos, lastLsn } },
-            (r: { lsn: number; payload: Uint8Array }) => void take(r.payload),
+            (r: { lsn: number; payload: Uint8Array }) => void take(Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.length), 0, r.payload.length),
             (payload) => {
               const h = decodeHead(payload);
               return typeof h === 'string' ? h : { lsn: h.lsn, payload };

@@ -223,9 +223,19 @@ function isPositiveInt(n: unknown): n is number {
 
 /** Parses and checks a payload whose checksum already matched. Returns the record or why it was refused. */
 export function decodePayload(payload: Uint8Array): JournalRecord | string {
+  return decodePayloadAt(Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length), 0, payload.length);
+}
+
+/**
+ * decodePayload of the payload at [start, end) of `buf`, decoded from the buffer
+ * as it is: the recovery pass decodes a million records, and a view of each (two
+ * Buffer objects: subarray, then Buffer.from) cost ~110 ns of the ~170 ns its
+ * UTF-8 decoding took on Node 20.
+ */
+export function decodePayloadAt(buf: Buffer, start: number, end: number): JournalRecord | string {
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('utf8'));
+    value = JSON.parse(buf.toString('utf8', start, end));
   } catch {
     return 'payload is not JSON';
   }
