@@ -224,3 +224,23 @@ test('countWords counts what /\\S+/g matches, without building the words (every 
     assert.equal(countWords(text), text.match(/\S+/g)?.length ?? 0, `U+${c.toString(16)}`);
   }
 });
+
+test('usage counts the prompt words of every request, whether its turns are shared frozen objects (counted once) or plain ones that changed since', async () => {
+  // given: frozen turns reused by a second, longer request (as the runtime's prompt cache does), and a plain turn edited in between
+  const mock = new MockProvider({ chunks: 2, chunkDelayMs: 0, env: {} });
+  const usageOf = async (messages: readonly ChatTurn[]): Promise<number | undefined> => {
+    let inputTokens: number | undefined;
+    for await (const part of mock.streamParts(request(messages))) if (part.type === 'finish') inputTokens = part.usage?.inputTokens;
+    return inputTokens;
+  };
+  const first = Object.freeze({ role: 'user' as const, content: 'one two three' });
+  const answer = Object.freeze({ role: 'assistant' as const, content: 'four five' });
+  const plain: ChatTurn = { role: 'user', content: 'six' };
+  // when
+  const a = await usageOf([first]);
+  const b = await usageOf([first, answer, plain]);
+  plain.content = 'six seven eight';
+  const c = await usageOf([first, answer, plain]);
+  // then
+  assert.deepEqual([a, b, c], [3, 6, 8]);
+});

@@ -154,6 +154,26 @@ export function countWords(text: string): number {
 }
 
 /**
+ * The word counts of frozen prompt turns already counted. The runtime hands
+ * every request of a session the same frozen turn objects (sessions/prompt-cache.ts),
+ * so a turn is counted once instead of at every later answer: counting the
+ * whole history again at each answer was ~19% of the main thread's time in the
+ * event loop's long tasks of bench/runtime (b), a cost of the mock that its
+ * own baseline (one-message prompts) never paid.
+ */
+const turnWords = new WeakMap<Readonly<ChatTurn>, number>();
+
+function wordsOf(turn: Readonly<ChatTurn>): number {
+  let n = turnWords.get(turn);
+  if (n === undefined) {
+    n = countWords(turn.content);
+    // Only a frozen turn keeps its content; any other may change before the next request.
+    if (Object.isFrozen(turn)) turnWords.set(turn, n);
+  }
+  return n;
+}
+
+/**
  * A deterministic provider for demos, tests and benchmarks: no network, and the
  * same conversation always yields the same chunks (see {@link mockReplyChunks}).
  * Reads `ARBOR_MOCK_CHUNKS` and `ARBOR_MOCK_CHUNK_DELAY_MS` once, in the
@@ -183,8 +203,8 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
 
   /**
    * The chunks of {@link mockReplyChunks}, then a finish. Usage counts one
-   * token per code point of the prompt (system prompt included) and one per
-   * chunk of the answer. With `maxOutputTokens` below the chunk count, the
+   * token per whitespace-separated word of the prompt (system prompt included)
+   * and one per chunk of the answer. With `maxOutputTokens` below the chunk count, the
    * answer stops after that many chunks with finish reason `length`.
    */
   async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
@@ -204,7 +224,7 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
     }
     // A mock's token counts: the prompt's whitespace-separated words in (system prompt included), one token per chunk out.
     let inputTokens = request.system === undefined ? 0 : countWords(request.system);
-    for (const turn of request.messages) inputTokens += countWords(turn.content);
+    for (const turn of request.messages) inputTokens += wordsOf(turn);
     yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
   }
 }
