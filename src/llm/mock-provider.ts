@@ -203,9 +203,10 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
 
   /**
    * The chunks of {@link mockReplyChunks}, then a finish. Usage counts one
-   * token per whitespace-separated word of the prompt (system prompt included)
-   * and one per chunk of the answer. With `maxOutputTokens` below the chunk count, the
-   * answer stops after that many chunks with finish reason `length`.
+   * token per whitespace-separated word of the prompt (system prompt
+   * included) and one per chunk of the answer. With `maxOutputTokens` below
+   * the chunk count, the answer stops after that many chunks with finish
+   * reason `length`.
    */
   async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
     const { signal } = request;
