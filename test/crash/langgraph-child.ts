@@ -78,7 +78,10 @@ const graph = new StateGraph(MessagesAnnotation)
 const config = { configurable: { thread_id: 'crash thread #1 / ünïcode' }, durability: 'sync' as const };
 for (let turn = 1; turn <= turns; turn += 1) {
   const before = await graph.getState(config);
-  if (before.next.length > 0) await graph.invoke(null, config);
+  // Resume what a killed run left: a step still to run (next), or one whose writes are saved but not yet
+  // applied by the loop (an input checkpoint whose __start__ task wrote the human message: LangGraph then
+  // shows that message in values and an empty next). New input on top of the latter drops those writes.
+  if (before.next.length > 0 || before.tasks.length > 0) await graph.invoke(null, config);
   const messages: BaseMessage[] = (await graph.getState(config)).values.messages ?? [];
   if (messages.some((m) => m.id === `human-${turn}`)) continue;
   await graph.invoke({ messages: [new HumanMessage({ id: `human-${turn}`, content: `turn ${turn}` })] }, config);
