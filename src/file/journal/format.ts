@@ -97,7 +97,6 @@ export function frameCrc(seed: number, bytes: Uint8Array, at = 0, end = bytes.le
   return crc32(bytes.subarray(at + FRAME_LENGTH_OFFSET, end), seed);
 }
 
-
 /**
  * The payload as JSON text, encoded once at append time. Key order is fixed
  * (lsn, sid, seq, …) so a torn or damaged record still shows which session it

@@ -1,5 +1,4 @@
 import { randomInt } from 'node:crypto';
-import { crc32 } from 'node:zlib';
 import { posix as path } from 'node:path';
 import { ArborError, ErrorCodes } from '../../core/errors.ts';
 import { ensureDir, readFully, writeFully, type FileHandle, type FileSystem } from '../../storage/fs-port.ts';
@@ -687,7 +686,7 @@ export class Journal {
     for (let i = 0, n = starts.length; i < n; i += 1) {
       const at = starts[i]!;
       const end = i + 1 < n ? starts[i + 1]! : total;
-      putUint32LE(buffer, at, crc32(buffer.subarray(at + FRAME_LENGTH_OFFSET, end), seed));
+      putUint32LE(buffer, at, frameCrc(seed, buffer, at, end));
     }
     const base = segment.size;
     await writeFully(this.#handle, buffer.subarray(0, total), base);
