@@ -225,7 +225,7 @@ test('countWords counts what /\\S+/g matches, without building the words (every 
   }
 });
 
-test('usage counts the prompt words of every request, whether its turns are shared frozen objects (counted once) or plain ones that changed since', async () => {
+test('usage counts the prompt words of every request: frozen turns shared between requests, and a plain turn changed between two of them (the word cache takes frozen turns only)', async () => {
   // given: frozen turns reused by a second, longer request (as the runtime's prompt cache does), and a plain turn edited in between
   const mock = new MockProvider({ chunks: 2, chunkDelayMs: 0, env: {} });
   const usageOf = async (messages: readonly ChatTurn[]): Promise<number | undefined> => {
