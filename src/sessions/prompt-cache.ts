@@ -15,25 +15,37 @@ export class PromptCache {
   #source: readonly Message[] = [];
   /** `#turns[i]`: the turn of `#source[i]` (undefined for a system message) */
   readonly #turns: (ChatTurn | undefined)[] = [];
+  /**
+   * `#seqs[i]`: the seq of `#source[i]`. Kept beside the turns so that a
+   * prompt is built from these two arrays alone: reading each message's `seq`
+   * from the message object, at every answer, was a cache miss per message of
+   * the history (the messages lie all over a large heap), ~9% of the main
+   * thread under bench/runtime (b).
+   */
+  readonly #seqs: number[] = [];
 
   /** What `promptFor(state, requestMessageId)` returns: equal turns, in a new array. */
   promptFor(state: SessionState, requestMessageId: string): ChatTurn[] {
     const messages = state.messages;
     const upto = findMessage(state, requestMessageId)?.seq ?? state.seq;
     const source = this.#source;
-    const out: ChatTurn[] = [];
+    const turns = this.#turns;
+    const seqs = this.#seqs;
+    // Only the array slots are compared: a message that changed is a new object.
     for (let i = 0; i < messages.length; i += 1) {
       const m = messages[i]!;
-      let turn: ChatTurn | undefined;
-      if (i < source.length && source[i] === m) turn = this.#turns[i];
-      else {
-        turn = m.role === 'system' ? undefined : Object.freeze({ role: m.role, content: m.content });
-        this.#turns[i] = turn;
-      }
-      if (turn !== undefined && m.seq <= upto) out.push(turn);
+      if (i < source.length && source[i] === m) continue;
+      turns[i] = m.role === 'system' ? undefined : Object.freeze({ role: m.role, content: m.content });
+      seqs[i] = m.seq;
     }
-    this.#turns.length = messages.length;
+    turns.length = messages.length;
+    seqs.length = messages.length;
     this.#source = messages;
+    const out: ChatTurn[] = [];
+    for (let i = 0; i < turns.length; i += 1) {
+      const turn = turns[i];
+      if (turn !== undefined && seqs[i]! <= upto) out.push(turn);
+    }
     return out;
   }
 }
