@@ -244,3 +244,34 @@ test('usage counts the prompt words of every request: frozen turns shared betwee
   // then
   assert.deepEqual([a, b, c], [3, 6, 8]);
 });
+
+test('usage equals the words of the whole prompt whatever the previous prompts of the session were: longer, shorter, a frozen turn replaced mid-history, another session between (property)', async () => {
+  // given: prompts drawn at random over 3 sessions from a pool of frozen and plain turns, some plain ones edited between requests
+  const mock = new MockProvider({ chunks: 1, chunkDelayMs: 0, env: {} });
+  let seed = 7;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const words = ['a', 'bb', 'c c', ' d  e ', 'f\tg h', ''];
+  const frozen = words.map((w, i) => Object.freeze({ role: i % 2 === 0 ? ('user' as const) : ('assistant' as const), content: w }));
+  const plain: ChatTurn[] = words.map((w) => ({ role: 'user', content: w }));
+  const history = new Map<string, Readonly<ChatTurn>[]>();
+  for (let round = 0; round < 400; round++) {
+    const sessionId = `s${rnd(3)}`;
+    const turns = history.get(sessionId) ?? [];
+    const op = rnd(5);
+    if (op <= 1) turns.push(rnd(3) === 0 ? plain[rnd(plain.length)]! : frozen[rnd(frozen.length)]!);
+    else if (op === 2 && turns.length > 0) turns[rnd(turns.length)] = frozen[rnd(frozen.length)]!;
+    else if (op === 3) turns.length = rnd(turns.length + 1);
+    else plain[rnd(plain.length)]!.content = words[rnd(words.length)]!;
+    history.set(sessionId, turns);
+    // when
+    let inputTokens: number | undefined;
+    for await (const part of mock.streamParts({ sessionId, messageId: `m${round}`, messages: turns.slice(), signal: new AbortController().signal })) {
+      if (part.type === 'finish') inputTokens = part.usage?.inputTokens;
+    }
+    // then
+    assert.equal(inputTokens, turns.reduce((n, t) => n + countWords(t.content), 0), `round ${round}, ${sessionId}`);
+  }
+});

@@ -154,23 +154,48 @@ export function countWords(text: string): number {
 }
 
 /**
- * The word counts of frozen prompt turns already counted. The runtime hands
- * every request of a session the same frozen turn objects (sessions/prompt-cache.ts),
- * so a turn is counted once instead of at every later answer: counting the
- * whole history again at each answer was ~19% of the main thread's time in the
- * event loop's long tasks of bench/runtime (b), a cost of the mock that its
- * own baseline (one-message prompts) never paid.
+ * A prompt's word count, from the previous request of the same session. The
+ * runtime hands every request of a session the same frozen turn objects
+ * (sessions/prompt-cache.ts), so a prompt nearly always starts with the
+ * previous one's turns: only the turns after the common prefix are counted.
+ * Counting the whole history again at each answer was ~19% of the main
+ * thread's time in the event loop's long tasks of bench/runtime (b), a cost of
+ * the mock that its own baseline (one-message prompts) never paid; a cache
+ * keyed by turn (a WeakMap) still cost a hash lookup per turn of the history,
+ * a cache miss each (~8% of the main thread). The prefix is found by comparing
+ * array slots, never by reading the turns. Only frozen turns are remembered: any
+ * other may change before the next request.
  */
-const turnWords = new WeakMap<Readonly<ChatTurn>, number>();
+class PromptWords {
+  /** more sessions than this and the least recently asked is forgotten (its next prompt is counted in full) */
+  static readonly SESSIONS = 10_000;
+  /** per session: the frozen prefix of its last prompt, and the running word count after each of its turns */
+  readonly #last = new Map<string, { turns: Readonly<ChatTurn>[]; sums: number[] }>();
 
-function wordsOf(turn: Readonly<ChatTurn>): number {
-  let n = turnWords.get(turn);
-  if (n === undefined) {
-    n = countWords(turn.content);
-    // Only a frozen turn keeps its content; any other may change before the next request.
-    if (Object.isFrozen(turn)) turnWords.set(turn, n);
+  count(sessionId: string, prompt: readonly Readonly<ChatTurn>[]): number {
+    const last = this.#last.get(sessionId) ?? { turns: [], sums: [] };
+    this.#last.delete(sessionId); // re-inserted below: the map's order is the order of use
+    const { turns, sums } = last;
+    const n = Math.min(prompt.length, turns.length);
+    let k = 0;
+    while (k < n && prompt[k] === turns[k]) k++;
+    turns.length = k;
+    sums.length = k;
+    let total = k === 0 ? 0 : sums[k - 1]!;
+    let remembering = true;
+    for (let i = k; i < prompt.length; i++) {
+      const turn = prompt[i]!;
+      total += countWords(turn.content);
+      remembering &&= Object.isFrozen(turn);
+      if (remembering) {
+        turns.push(turn);
+        sums.push(total);
+      }
+    }
+    this.#last.set(sessionId, last);
+    if (this.#last.size > PromptWords.SESSIONS) this.#last.delete(this.#last.keys().next().value!);
+    return total;
   }
-  return n;
 }
 
 /**
@@ -184,6 +209,7 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
   readonly model = 'mock-echo';
   readonly chunks: number;
   readonly chunkDelayMs: number;
+  readonly #promptWords = new PromptWords();
 
   constructor(options: MockProviderOptions = {}) {
     const env = options.env ?? process.env;
@@ -224,8 +250,7 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
       pacer.dispose();
     }
     // A mock's token counts: the prompt's whitespace-separated words in (system prompt included), one token per chunk out.
-    let inputTokens = request.system === undefined ? 0 : countWords(request.system);
-    for (const turn of request.messages) inputTokens += wordsOf(turn);
+    const inputTokens = (request.system === undefined ? 0 : countWords(request.system)) + this.#promptWords.count(request.sessionId, request.messages);
     yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
   }
 }
