@@ -234,10 +234,17 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
    * the chunk count, the answer stops after that many chunks with finish
    * reason `length`.
    */
-  async *streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
-    const { signal } = request;
+  streamParts(request: StreamRequest): AsyncGenerator<LlmStreamPart, void, undefined> {
     const parts = mockReplyChunks(request.messages, this.chunks);
     const limit = request.maxOutputTokens === undefined ? parts.length : Math.min(parts.length, request.maxOutputTokens);
+    // A mock's token counts: the prompt's whitespace-separated words in (system prompt included), one token per chunk out.
+    const inputTokens = (request.system === undefined ? 0 : countWords(request.system)) + this.#promptWords.count(request.sessionId, request.messages);
+    const finish: LlmStreamPart = { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
+    // Everything is taken from the request up front: the stream does not keep the prompt (the whole history) alive while it plays.
+    return this.#play(parts, limit, finish, request.signal);
+  }
+
+  async *#play(parts: readonly string[], limit: number, finish: LlmStreamPart, signal: AbortSignal): AsyncGenerator<LlmStreamPart, void, undefined> {
     const pacer = new Pacer(signal, this.chunkDelayMs);
     try {
       for (let i = 0; i < limit; i++) {
@@ -249,9 +256,7 @@ export class MockProvider implements LlmProvider, ToolStepProvider {
     } finally {
       pacer.dispose();
     }
-    // A mock's token counts: the prompt's whitespace-separated words in (system prompt included), one token per chunk out.
-    const inputTokens = (request.system === undefined ? 0 : countWords(request.system)) + this.#promptWords.count(request.sessionId, request.messages);
-    yield { type: 'finish', finishReason: limit < parts.length ? 'length' : 'stop', usage: { inputTokens, outputTokens: limit, totalTokens: inputTokens + limit } };
+    yield finish;
   }
 }
 

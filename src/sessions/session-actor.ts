@@ -508,6 +508,9 @@ export class SessionActor {
         withTools === undefined
           ? streamPartsOf(llm, { ...request!, signal: controller.signal })
           : this.#toolTurn(withTools, startState!, turn, { messageId, requestMessageId, retryOf, continues, signal: controller.signal, ...(request!.model === undefined ? {} : { model: request!.model }) });
+      // The prompt (the whole history) is the provider's now. Held here too, it would live, and be copied by
+      // every young-generation collection, for as long as the answer streams: ~5 KB per answer at 600 messages.
+      request = undefined;
       for await (const part of source) {
         if (part.type === 'finish') {
           finishReason = part.finishReason;
