@@ -5,15 +5,16 @@ import { initialSessionState, type Message, type SessionState } from '../core/st
 import { promptFor } from './session-actor.ts';
 import { PromptCache } from './prompt-cache.ts';
 
-type Op = { kind: 'add'; role: Message['role']; content: string } | { kind: 'replace'; at: number; content: string } | { kind: 'prompt'; at: number };
+type Op = { kind: 'add'; role: Message['role']; content: string } | { kind: 'replace'; at: number; content: string } | { kind: 'truncate'; at: number } | { kind: 'prompt'; at: number };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('add' as const), role: fc.constantFrom('user' as const, 'assistant' as const, 'system' as const), content: fc.string({ maxLength: 8 }) }),
   fc.record({ kind: fc.constant('replace' as const), at: fc.nat(), content: fc.string({ maxLength: 8 }) }),
+  fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
   fc.record({ kind: fc.constant('prompt' as const), at: fc.nat() }),
 );
 
-test('PromptCache gives the prompt promptFor gives, for histories that grow and change, and makes each turn once', () => {
+test('PromptCache gives the prompt promptFor gives, for histories that grow, change and shrink, and makes each turn once', () => {
   fc.assert(
     fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
       const cache = new PromptCache();
@@ -32,6 +33,9 @@ test('PromptCache gives the prompt promptFor gives, for histories that grow and 
           const messages = [...state.messages];
           messages[i] = Object.freeze({ ...messages[i]!, content: o.content });
           state = { ...state, seq, messages: Object.freeze(messages) };
+        } else if (o.kind === 'truncate') {
+          // Another history in its place (a state restored from a backup): a prefix of this one.
+          state = { ...state, messages: Object.freeze(state.messages.slice(0, o.at % (state.messages.length + 1))) };
         } else if (o.kind === 'prompt') {
           // A request among the messages, or one the state does not hold.
           const target = state.messages.length === 0 || o.at % 4 === 3 ? 'unknown' : state.messages[o.at % state.messages.length]!.id;
@@ -47,6 +51,8 @@ test('PromptCache gives the prompt promptFor gives, for histories that grow and 
           }
           for (const [m, turn] of byMessage) if (previous.has(m)) assert.equal(turn, previous.get(m), `turn of ${m.id} rebuilt`);
           previous = byMessage;
+          // The prompt is the caller's: changing it changes nothing the cache gives next.
+          got.length = 0;
         }
       }
     }),
