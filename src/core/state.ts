@@ -603,9 +603,51 @@ function append<T>(list: readonly T[], item: T): readonly T[] {
   return Object.freeze([...list, item]);
 }
 
-function appendTwo<T>(list: readonly T[], a: T, b: T): readonly T[] {
-  if (drafting !== undefined) return drafting.push(drafting.push(list, a), b);
-  return Object.freeze([...list, a, b]);
+// ---------------------------------------------------------------------------
+// History stamps: which messages arrays extend which
+//
+// A cache of something made per message of the history (the session actor's
+// prompt turns) wants to know, at each answer, which messages are new since it
+// last looked, without comparing the whole history (a frozen array's elements
+// are slow to read one by one in optimized code, and the history is long). The
+// live reducer stamps each messages array it makes by appending: the arrays
+// that share a stamp's `lineage` form one chain, each a prefix of the next,
+// element for element. A second array appended to one that was appended to
+// already (two different successors of one state, as when a commit that was
+// reduced is not adopted) starts a lineage of its own. An array with a message
+// replaced, a draft's arrays and arrays from anywhere else carry no stamp.
+// ---------------------------------------------------------------------------
+
+/** Where a messages array stands in its lineage: see {@link historyStamp}. */
+export interface HistoryStamp {
+  /** compared by identity only */
+  readonly lineage: object;
+  readonly length: number;
+}
+
+const stamps = new WeakMap<readonly Message[], HistoryStamp & { extended: boolean }>();
+
+/**
+ * The stamp of a messages array the live reducer made by appending, if it
+ * did. Two arrays whose stamps have the same lineage: the shorter one's
+ * messages are the first messages of the longer one, the same objects.
+ */
+export function historyStamp(messages: readonly Message[]): HistoryStamp | undefined {
+  return stamps.get(messages);
+}
+
+/** `list` with `a` (and `b`) appended, stamped as its successor (in place in a draft's own array, unstamped). */
+function appendToHistory(list: readonly Message[], a: Message, b?: Message): readonly Message[] {
+  if (drafting !== undefined) return b === undefined ? drafting.push(list, a) : drafting.push(drafting.push(list, a), b);
+  const longer = Object.freeze(b === undefined ? [...list, a] : [...list, a, b]);
+  let base = stamps.get(list);
+  if (base === undefined) {
+    base = { lineage: {}, length: list.length, extended: false };
+    stamps.set(list, base);
+  }
+  stamps.set(longer, { lineage: base.extended ? {} : base.lineage, length: longer.length, extended: false });
+  base.extended = true;
+  return longer;
 }
 
 /** `list` with `item` at index `i` (a copy, frozen; in place in a draft's own array). */
@@ -648,7 +690,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
       const metadata = d.metadata === undefined && d.clientMessageId === undefined ? undefined : frozen({ ...d.metadata, clientMessageId: d.clientMessageId });
       const parts = d.parts === undefined ? textParts(d.content) : Object.freeze(d.parts.map((p) => frozen(p)));
       const message: Message = frozen({ id: d.messageId, role: 'user', content: d.content, parts, seq, ts, metadata });
-      return next(state, record, { messages: append(state.messages, message) });
+      return next(state, record, { messages: appendToHistory(state.messages, message) });
     }
     case 'assistant_stream_started': {
       const d = checkShape(record, type);
@@ -682,7 +724,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
       const earlier = s?.parts ?? EMPTY;
       const parts = Object.freeze([...earlier, ...(d.parts === undefined ? textParts(restOfText(d.content, earlier)) : d.parts.map((p) => frozen(p)))]);
       const message: Message = frozen({ id: d.messageId, role: 'assistant', content: d.content, parts, seq, ts, metadata });
-      return next(state, record, { messages: append(state.messages, message), stream: s === undefined ? state.stream : IDLE });
+      return next(state, record, { messages: appendToHistory(state.messages, message), stream: s === undefined ? state.stream : IDLE });
     }
     case 'stream_interrupted': {
       const d = checkShape(record, type);
@@ -717,7 +759,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
         ts,
         metadata: metadata as unknown as Readonly<Record<string, unknown>>,
       });
-      const messages = partial === undefined ? append(state.messages, notice) : appendTwo(state.messages, partial, notice);
+      const messages = partial === undefined ? appendToHistory(state.messages, notice) : appendToHistory(state.messages, partial, notice);
       return next(state, record, { messages, stream: s === undefined ? state.stream : IDLE });
     }
     case 'session_config_changed': {
@@ -805,7 +847,7 @@ export function reduceSession(state: SessionState, record: JournalRecord): Sessi
     case 'system_notice_added': {
       const d = checkShape(record, type);
       const notice: Message = frozen({ id: d.noticeId, role: 'system', content: d.content, parts: textParts(d.content), seq, ts, metadata: d.metadata === undefined ? undefined : frozen(d.metadata) });
-      return next(state, record, { messages: append(state.messages, notice) });
+      return next(state, record, { messages: appendToHistory(state.messages, notice) });
     }
     case 'command_executed': {
       const d = checkShape(record, type);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { initialSessionState, type Message, type SessionState } from '../core/state.ts';
+import { initialSessionState, reduceSession, type Message, type SessionState } from '../core/state.ts';
 import { promptFor } from './session-actor.ts';
 import { PromptCache } from './prompt-cache.ts';
 
@@ -55,6 +55,49 @@ test('PromptCache gives the prompt promptFor gives, for histories that grow, cha
           got.length = 0;
         }
       }
+    }),
+    { numRuns: 500 },
+  );
+});
+
+type LiveOp = { kind: 'user' | 'answer' | 'notice' | 'prompt' | 'restore' } | { kind: 'branch'; back: number };
+
+const liveOp: fc.Arbitrary<LiveOp> = fc.oneof(
+  fc.record({ kind: fc.constantFrom('user' as const, 'answer' as const, 'notice' as const, 'prompt' as const, 'prompt' as const, 'restore' as const) }),
+  fc.record({ kind: fc.constant('branch' as const), back: fc.integer({ min: 1, max: 4 }) }),
+);
+
+test('PromptCache over states the live reducer makes: appended histories it looks at only past what it saw, a state reduced twice (two successors), a restored state without history stamps', () => {
+  fc.assert(
+    fc.property(fc.array(liveOp, { maxLength: 60 }), (ops) => {
+      const cache = new PromptCache();
+      const states: SessionState[] = [initialSessionState('s')];
+      let seq = 0;
+      const apply = (type: string, data: Record<string, unknown>): void => {
+        seq += 1;
+        const state = states.at(-1)!;
+        // seq only has to follow the state's: after a branch, the numbers of the abandoned successors are skipped
+        states.push(reduceSession(state, { lsn: seq, sid: 's', seq, ts: seq, type, v: 1, data }));
+      };
+      for (const o of ops) {
+        const state = states.at(-1)!;
+        if (o.kind === 'user') apply('user_message_sent', { messageId: `u${seq + 1}`, content: `question ${seq + 1}` });
+        else if (o.kind === 'answer') apply('assistant_response_completed', { messageId: `a${seq + 1}`, requestMessageId: state.messages.findLast((m) => m.role === 'user')?.id ?? 'none', content: `answer ${seq + 1}` });
+        else if (o.kind === 'notice') apply('system_notice_added', { noticeId: `n${seq + 1}`, content: 'restored' });
+        else if (o.kind === 'branch') {
+          // An earlier state becomes the newest again: its next successor is a second one (a commit reduced but not adopted).
+          states.splice(Math.max(1, states.length - o.back));
+        } else if (o.kind === 'restore') {
+          // The same history in new arrays and objects (a snapshot decoded): no stamp, nothing shared with the cache's mirror.
+          states.push(JSON.parse(JSON.stringify(state)) as SessionState);
+        } else {
+          for (const target of [state.messages.findLast((m) => m.role === 'user')?.id ?? 'none', state.messages[0]?.id ?? 'none']) {
+            assert.deepEqual(cache.promptFor(state, target), promptFor(state, target));
+          }
+        }
+      }
+      const last = states.at(-1)!;
+      assert.deepEqual(cache.promptFor(last, 'none'), promptFor(last, 'none'));
     }),
     { numRuns: 500 },
   );

@@ -1,4 +1,4 @@
-import { findMessage, type Message, type SessionState } from '../core/state.ts';
+import { findMessage, historyStamp, type HistoryStamp, type Message, type SessionState } from '../core/state.ts';
 import type { ChatTurn } from '../llm/provider.ts';
 
 /**
@@ -13,11 +13,12 @@ import type { ChatTurn } from '../llm/provider.ts';
 export class PromptCache {
   /**
    * The messages the turns were last taken from, in a plain array this cache
-   * owns and updates in place. It is compared with a copy of the new history
-   * made by spreading it, not with the state's array itself: a frozen array's
-   * elements are several times slower to read one by one in optimized code
-   * than a plain array's (V8 in Node 20 and 24; `slice`, `filter`, `find`,
-   * `forEach` on one are 10-50x slower), while spreading one is a block copy.
+   * owns and updates in place. Without a stamp to go by (below), it is
+   * compared with a copy of the new history made by spreading it, not with
+   * the state's array itself: a frozen array's elements are several times
+   * slower to read one by one in optimized code than a plain array's (V8 in
+   * Node 20 and 24; `slice`, `filter`, `find`, `forEach` on one are 10-50x
+   * slower), while spreading one is a block copy.
    */
   readonly #mirror: Message[] = [];
   /** `#turns[i]`: the turn of `#mirror[i]` (null for a system message) */
@@ -29,35 +30,37 @@ export class PromptCache {
    * the history (the messages lie all over a large heap).
    */
   readonly #seqs: number[] = [];
+  /**
+   * The history stamp of the array the mirror was last made equal to. A new
+   * history of the same lineage starts with those messages, so only the ones
+   * after them are looked at: the live path never compares the whole history.
+   */
+  #stamp: HistoryStamp | undefined;
 
   /** What `promptFor(state, requestMessageId)` returns: equal turns, in a new array. */
   promptFor(state: SessionState, requestMessageId: string): ChatTurn[] {
-    const messages = [...state.messages];
+    const history = state.messages;
     const upto = findMessage(state, requestMessageId)?.seq ?? state.seq;
     const mirror = this.#mirror;
     const turns = this.#turns;
     const seqs = this.#seqs;
-    const n = messages.length;
-    // Only the array slots are compared: a message that changed is a new object.
-    for (let i = 0; i < n; i += 1) {
-      const m = messages[i]!;
-      if (i < mirror.length && mirror[i] === m) continue;
-      const turn = m.role === 'system' ? null : Object.freeze({ role: m.role, content: m.content });
-      if (i < mirror.length) {
-        mirror[i] = m;
-        turns[i] = turn;
-        seqs[i] = m.seq;
-      } else {
-        mirror.push(m);
-        turns.push(turn);
-        seqs.push(m.seq);
+    const n = history.length;
+    const stamp = historyStamp(history);
+    const known = this.#stamp;
+    this.#stamp = undefined; // until the mirror is that history
+    if (stamp !== undefined && known !== undefined && stamp.lineage === known.lineage && known.length <= n && mirror.length === known.length) {
+      for (let i = known.length; i < n; i += 1) this.#set(i, history[i]!);
+    } else {
+      const messages = [...history];
+      // Only the array slots are compared: a message that changed is a new object.
+      for (let i = 0; i < n; i += 1) if (i >= mirror.length || mirror[i] !== messages[i]) this.#set(i, messages[i]!);
+      if (mirror.length > n) {
+        mirror.length = n;
+        turns.length = n;
+        seqs.length = n;
       }
     }
-    if (mirror.length > n) {
-      mirror.length = n;
-      turns.length = n;
-      seqs.length = n;
-    }
+    this.#stamp = stamp;
     let count = 0;
     for (let i = 0; i < n; i += 1) if (turns[i] !== null && seqs[i]! <= upto) count += 1;
     // Nearly always: every message is a turn of this prompt (no system notice, the request is the newest message).
@@ -69,5 +72,19 @@ export class PromptCache {
       if (turn !== null && seqs[i]! <= upto) out[at++] = turn;
     }
     return out;
+  }
+
+  /** Makes `m` the mirror's message `i` (at most one past its end), with its turn. */
+  #set(i: number, m: Message): void {
+    const turn = m.role === 'system' ? null : Object.freeze({ role: m.role, content: m.content });
+    if (i < this.#mirror.length) {
+      this.#mirror[i] = m;
+      this.#turns[i] = turn;
+      this.#seqs[i] = m.seq;
+    } else {
+      this.#mirror.push(m);
+      this.#turns.push(turn);
+      this.#seqs.push(m.seq);
+    }
   }
 }
