@@ -469,11 +469,16 @@ export class Arbor {
    * passivation. `fresh` says it is the first time this process has it, so
    * the actor repairs what the last process death left (interrupted turns).
    */
-  async #activate(sid: string): Promise<{ state: SessionState; fresh: boolean }> {
+  #activate(sid: string): { state: SessionState; fresh: boolean } | Promise<{ state: SessionState; fresh: boolean }> {
     const rec = this.#sessions.record(sid);
     rec.lastActivityAt = Date.now();
     const hot = this.#hot.retrieve(sid);
     if (hot !== undefined) return { state: hot, fresh: this.#sessions.takeRepair(rec) };
+    return this.#load(sid, rec);
+  }
+
+  /** {@link #activate} of a session not in the hot tier: loaded from the backend. */
+  async #load(sid: string, rec: SessionRecord): Promise<{ state: SessionState; fresh: boolean }> {
     // At most maxConcurrentRecoveries loads at once, so a burst of returning sessions cannot swamp the disk.
     while (this.#recoveries >= this.#o.maxConcurrentRecoveries) await new Promise<void>((r) => this.#recoveryWaiters.push(r));
     this.#recoveries += 1;

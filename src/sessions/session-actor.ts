@@ -49,9 +49,10 @@ export interface SessionContext {
   /**
    * Loads the session's committed state into the hot tier if it is not there
    * (activation). `fresh`: first time in this process after a restart, so
-   * what the last process death left must be repaired first.
+   * what the last process death left must be repaired first. A session in
+   * the hot tier is answered at once, without a promise (three times per answer).
    */
-  activate(sid: string): Promise<{ state: SessionState; fresh: boolean }>;
+  activate(sid: string): { state: SessionState; fresh: boolean } | Promise<{ state: SessionState; fresh: boolean }>;
   /** The notice a session restored from a backup shows once (see ops/restore-marker), if one is due. */
   restoreNotice(state: SessionState): { content: string; metadata: Record<string, unknown> } | undefined;
   /** Told after every committed event (snapshot scheduling; the checkpoint needs its LSN). */
@@ -154,7 +155,8 @@ export class SessionActor {
       return Promise.reject(new ArborError(ErrorCodes.SESSION_STOPPED, `session ${this.id} was stopped after ${this.#crashes.length} crashes within ${this.#ctx.restartWindowMs} ms`, { sessionId: this.id }, { cause: this.#stopCause }));
     }
     return this.#mailbox.run(async () => {
-      const { state: loaded, fresh } = await this.#ctx.activate(this.id);
+      const active = this.#ctx.activate(this.id);
+      const { state: loaded, fresh } = active instanceof Promise ? await active : active;
       const state = fresh ? await this.#repairAfterRestart(loaded) : loaded;
       try {
         return await task(state);
