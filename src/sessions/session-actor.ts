@@ -549,10 +549,9 @@ export class SessionActor {
         turn.pushDelta(part.type === 'text' ? 'text-delta' : 'reasoning-delta', open!.id, part.text);
         if (part.type !== 'text') continue;
         content += part.text;
-        const chunk = { messageId, index, text: part.text };
+        this.#chunks.push(messageId, index, part.text);
+        if (this.#listeners.size > 0) this.#publish({ kind: 'chunk', chunk: { messageId, index, text: part.text } });
         index += 1;
-        this.#chunks.push(chunk);
-        if (this.#listeners.size > 0) this.#publish({ kind: 'chunk', chunk });
       }
     } catch (err) {
       failure = err;
