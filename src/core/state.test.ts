@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import v8 from 'node:v8';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ErrorCodes } from './errors.ts';
@@ -10,6 +11,7 @@ import type { CriticalEventType, EventData } from './events.ts';
 import {
   INTERRUPTED_NOTICE_CONTENT,
   findMessage,
+  historyStamp,
   initialSessionState,
   interruptedNoticeId,
   interruptedNoticeMetadata,
@@ -824,4 +826,23 @@ test('upcastSessionState v2 → v3 gives every message one text part of its cont
   // then it is the state today's reducer builds
   assert.deepEqual(up, today);
   assert.ok(Object.isFrozen(up) && up.messages.every((m) => Object.isFrozen(m) && Object.isFrozen(m.parts)));
+});
+
+test('a live history carries its stamp where no copy, encoding or comparison sees it, and a state reduced twice from one state gives two lineages', () => {
+  // given: two user messages reduced live, then a second successor of the first state
+  const first = reduceSession(initialSessionState(SID), rec({ seq: 1, data: { messageId: 'u1', content: 'one' } }));
+  const second = reduceSession(first, rec({ seq: 2, data: { messageId: 'u2', content: 'two' } }));
+  const other = reduceSession(first, rec({ seq: 2, data: { messageId: 'u3', content: 'three' } }));
+  // then: the arrays look like plain frozen arrays of messages
+  const plain = [...second.messages];
+  assert.deepEqual(second.messages, plain);
+  assert.deepEqual(Object.keys(second.messages), ['0', '1']);
+  assert.equal(JSON.stringify(second.messages), JSON.stringify(plain));
+  assert.deepEqual(structuredClone(second.messages), plain);
+  assert.deepEqual(v8.deserialize(v8.serialize(second)), JSON.parse(JSON.stringify(second)));
+  assert.ok(Object.isFrozen(second.messages));
+  // and: the first successor continues the lineage, the second starts its own
+  assert.equal(historyStamp(second.messages)?.lineage, historyStamp(first.messages)?.lineage);
+  assert.notEqual(historyStamp(other.messages)?.lineage, historyStamp(first.messages)?.lineage);
+  assert.equal(historyStamp(second.messages)?.length, 2);
 });

@@ -614,8 +614,9 @@ function append<T>(list: readonly T[], item: T): readonly T[] {
 // that share a stamp's `lineage` form one chain, each a prefix of the next,
 // element for element. A second array appended to one that was appended to
 // already (two different successors of one state, as when a commit that was
-// reduced is not adopted) starts a lineage of its own. An array with a message
-// replaced, a draft's arrays and arrays from anywhere else carry no stamp.
+// reduced is not adopted), or appended to one without a stamp, starts a
+// lineage of its own. An array with a message replaced, a draft's arrays and
+// arrays from anywhere else (a snapshot, a copy) carry no stamp.
 // ---------------------------------------------------------------------------
 
 /** Where a messages array stands in its lineage: see {@link historyStamp}. */
@@ -625,7 +626,16 @@ export interface HistoryStamp {
   readonly length: number;
 }
 
-const stamps = new WeakMap<readonly Message[], HistoryStamp & { extended: boolean }>();
+/**
+ * Where an array's stamp is: a non-enumerable property under a symbol of this
+ * module, set before the array is frozen, so no copy, comparison or encoding
+ * of the state sees it (spreading, JSON, msgpack, structuredClone and
+ * deepStrictEqual all skip it). A WeakMap was the first home, and its `set`
+ * cost ~1 µs per append on a large heap.
+ */
+const STAMP = Symbol('arbor.historyStamp');
+
+type Stamped = readonly Message[] & { readonly [STAMP]?: HistoryStamp & { extended: boolean } };
 
 /**
  * The stamp of a messages array the live reducer made by appending, if it
@@ -633,21 +643,19 @@ const stamps = new WeakMap<readonly Message[], HistoryStamp & { extended: boolea
  * messages are the first messages of the longer one, the same objects.
  */
 export function historyStamp(messages: readonly Message[]): HistoryStamp | undefined {
-  return stamps.get(messages);
+  return (messages as Stamped)[STAMP];
 }
 
 /** `list` with `a` (and `b`) appended, stamped as its successor (in place in a draft's own array, unstamped). */
 function appendToHistory(list: readonly Message[], a: Message, b?: Message): readonly Message[] {
   if (drafting !== undefined) return b === undefined ? drafting.push(list, a) : drafting.push(drafting.push(list, a), b);
-  const longer = Object.freeze(b === undefined ? [...list, a] : [...list, a, b]);
-  let base = stamps.get(list);
-  if (base === undefined) {
-    base = { lineage: {}, length: list.length, extended: false };
-    stamps.set(list, base);
-  }
-  stamps.set(longer, { lineage: base.extended ? {} : base.lineage, length: longer.length, extended: false });
-  base.extended = true;
-  return longer;
+  const longer = b === undefined ? [...list, a] : [...list, a, b];
+  // An array without a stamp (frozen before it could get one) cannot be marked as extended: each successor starts a lineage.
+  const base = (list as Stamped)[STAMP];
+  const lineage = base === undefined || base.extended ? {} : base.lineage;
+  if (base !== undefined) base.extended = true;
+  Object.defineProperty(longer, STAMP, { value: { lineage, length: longer.length, extended: false } });
+  return Object.freeze(longer);
 }
 
 /** `list` with `item` at index `i` (a copy, frozen; in place in a draft's own array). */
