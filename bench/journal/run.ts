@@ -21,7 +21,7 @@ import { pathToFileURL } from 'node:url';
 import { ForwardingFileHandle, ForwardingFileSystem } from '../../src/testing.ts';
 import { NodeFileSystem, openStore, type FileHandle, type FileStat, type FileSystem, type RecoveryHooks, type Store } from '../../src/index.ts';
 import { benchUsage, parseBenchArgs, peersMissingError, readConfig, runMain, type BaseConfig } from '../lib/cli.ts';
-import { benchRequire } from '../lib/peers.ts';
+import { benchRequire, checkBetterSqlite3 } from '../lib/peers.ts';
 import { maybeGc, progress, runInterleaved, sleep, type Phase } from '../lib/phases.ts';
 import { benchMeta, fmt, fmtInt, headline, pct, printResults, startRun, table, targetLines, type BenchMeta, type Target } from '../lib/report.ts';
 import { Samples } from '../lib/stats.ts';
@@ -910,6 +910,7 @@ async function loadBetterSqlite3(): Promise<SqliteModule> {
   } catch {
     throw peersMissingError('compiles better-sqlite3, about a minute');
   }
+  checkBetterSqlite3();
   const mod = (await import(pathToFileURL(resolved).href)) as { default: SqliteConstructor };
   const pkg = benchRequire('better-sqlite3/package.json') as { version: string };
   return { Database: mod.default, version: pkg.version };
