@@ -84,10 +84,15 @@ export function peersMissingError(detail: string): Error {
   return new Error(`${PEERS_MISSING} (${detail})`);
 }
 
+/** Whether `err` is {@link peersMissingError}'s: the peer packages are not installed. */
+export function isPeersMissing(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith(PEERS_MISSING);
+}
+
 /** Runs a benchmark's `main`: a failure is printed to stderr and sets exit code 1. */
 export function runMain(main: () => Promise<void>): void {
   main().catch((err: unknown) => {
-    const peersMissing = err instanceof Error && err.message.startsWith('--peers needs');
+    const peersMissing = isPeersMissing(err);
     process.stderr.write(`bench failed: ${err instanceof Error ? (peersMissing ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
     process.exitCode = 1;
   });

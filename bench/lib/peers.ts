@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { peersMissingError } from './cli.ts';
+import { isPeersMissing, peersMissingError } from './cli.ts';
 
 /** `require` anchored at bench/package.json: peer packages come from bench/node_modules only (they are not dependencies of Arbor). */
 export const benchRequire = createRequire(new URL('../package.json', import.meta.url));
@@ -61,7 +61,7 @@ export async function loadLangGraphModules(options: { sqliteOptional?: boolean }
     .catch((err: unknown) => {
       if (options.sqliteOptional !== true) throw err;
       // Installed but unusable: said on stderr, and the run goes on without it.
-      if (!(err as Error).message.startsWith('--peers needs')) process.stderr.write(`SqliteSaver skipped: ${(err as Error).message}\n`);
+      if (!isPeersMissing(err)) process.stderr.write(`SqliteSaver skipped: ${(err as Error).message}\n`);
       return undefined;
     });
   const checkpoint = await load('@langchain/langgraph-checkpoint');
