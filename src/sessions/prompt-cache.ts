@@ -48,7 +48,7 @@ export class PromptCache {
     const stamp = historyStamp(history);
     const known = this.#stamp;
     this.#stamp = undefined; // until the mirror is that history
-    if (stamp !== undefined && known !== undefined && stamp.lineage === known.lineage && known.length <= n && mirror.length === known.length) {
+    if (stamp !== undefined && known !== undefined && stamp.lineage === known.lineage && known.length <= n) {
       for (let i = known.length; i < n; i += 1) this.#set(i, history[i]!);
     } else {
       const messages = [...history];
