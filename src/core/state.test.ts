@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { ErrorCodes } from './errors.ts';
 import type { JournalRecord } from './record.ts';
 import { RecoveryBuilder } from '../backend/replay.ts';
+import { decodeSnapshot, encodeSnapshot } from '../backend/snapshot-codec.ts';
 import type { Reducer } from '../backend/replay.ts';
 import { parseEventData, unfaithfulValuePath, upcastJournalRecord } from './events.ts';
 import type { CriticalEventType, EventData } from './events.ts';
@@ -828,7 +829,7 @@ test('upcastSessionState v2 → v3 gives every message one text part of its cont
   assert.ok(Object.isFrozen(up) && up.messages.every((m) => Object.isFrozen(m) && Object.isFrozen(m.parts)));
 });
 
-test('a live history carries its stamp where no copy, encoding or comparison sees it, and a state reduced twice from one state gives two lineages', () => {
+test('a live history carries its stamp where no copy, encoding or comparison sees it, and a state reduced twice from one state gives two lineages', async () => {
   // given: two user messages reduced live, then a second successor of the first state
   const first = reduceSession(initialSessionState(SID), rec({ seq: 1, data: { messageId: 'u1', content: 'one' } }));
   const second = reduceSession(first, rec({ seq: 2, data: { messageId: 'u2', content: 'two' } }));
@@ -840,6 +841,13 @@ test('a live history carries its stamp where no copy, encoding or comparison see
   assert.equal(JSON.stringify(second.messages), JSON.stringify(plain));
   assert.deepEqual(structuredClone(second.messages), plain);
   assert.deepEqual(v8.deserialize(v8.serialize(second)), JSON.parse(JSON.stringify(second)));
+  // the snapshot codec (msgpack) writes the same bytes as for the plain copy, and reads back the plain state
+  const meta = { sid: SID, seq: 2, lsn: 2, ts: 2, stateSchemaVersion: 3, dedupe: [] };
+  const encoded = await encodeSnapshot({ ...meta, state: second });
+  assert.deepEqual(encoded, await encodeSnapshot({ ...meta, state: { ...second, messages: plain } }));
+  const decoded = await decodeSnapshot(encoded);
+  assert.ok(typeof decoded !== 'string', String(decoded));
+  assert.deepEqual(decoded.state, JSON.parse(JSON.stringify(second)));
   assert.ok(Object.isFrozen(second.messages));
   // and: the first successor continues the lineage, the second starts its own
   assert.equal(historyStamp(second.messages)?.lineage, historyStamp(first.messages)?.lineage);
